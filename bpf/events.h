@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The event ABI between plainsight's BPF programs and its user space.
+ * Every record put on a BPF ring buffer starts with a `u32 type` from
+ * `enum event_type` (the event names of the spec). src/abi.rs mirrors this
+ * file byte for byte; change both together.
+ */
+#ifndef PLAINSIGHT_EVENTS_H
+#define PLAINSIGHT_EVENTS_H
+
+#define TASK_COMM_LEN 16
+/* Plaintext is copied in chunks of this size (a power of two). */
+#define DATA_CHUNK 16384
+/* Largest number of chunks one call may produce (caps max_capture). */
+#define MAX_CHUNKS 4096
+
+enum event_type {
+	/* An executable file was mapped for the first time (discover.bpf.c). */
+	MMAP_EXEC_FILE = 1,
+	/* Plaintext handed to the TLS library to encrypt (a chunk of it). */
+	SSL_EVENT_TYPE_WRITE = 2,
+	/* Plaintext the TLS library returned after decryption (a chunk of it). */
+	SSL_EVENT_TYPE_READ = 3,
+	/* The library freed its connection object. */
+	SSL_EVENT_TYPE_CLOSE = 4,
+	/* A server name was set on a connection and matched (SNI issue). */
+	SNI_CONFIGURED = 5,
+	/* A ClientHello with a matching server name was sent (static path). */
+	SNI_SENT = 6,
+};
+
+/* Where an MMAP_EXEC_FILE came from. */
+enum exec_source {
+	EXEC_SOURCE_EXEC = 1, /* the main executable, at execve */
+	EXEC_SOURCE_MMAP = 2, /* a PROT_EXEC file mapping (ld.so, dlopen) */
+};
+
+struct mmap_exec_file_event {
+	__u32 type; /* MMAP_EXEC_FILE */
+	__u32 pid;  /* thread group id */
+	__u32 tid;
+	__u32 source; /* enum exec_source */
+	__u64 dev;    /* kernel dev_t of the file's superblock: major << 20 | minor */
+	__u64 ino;
+	__u64 ts_ns; /* CLOCK_MONOTONIC */
+	char comm[TASK_COMM_LEN];
+};
+
+/* Flags of a data event. */
+#define DATA_FLAG_TRUNCATED 1 /* the call reported more than was captured */
+
+struct ssl_data_event {
+	__u32 type; /* SSL_EVENT_TYPE_WRITE or SSL_EVENT_TYPE_READ */
+	__u32 pid;
+	__u32 tid;
+	__u32 flags;    /* DATA_FLAG_* */
+	__u64 ts_ns;    /* when the call returned, CLOCK_MONOTONIC */
+	__u64 conn;     /* the library's connection object (SSL *) */
+	__u32 len;      /* bytes the call reported */
+	__u32 captured; /* bytes captured for the whole call (<= len) */
+	__u32 offset;   /* offset of this chunk in the call's data */
+	__u32 chunk_len;
+	char comm[TASK_COMM_LEN];
+	__u8 data[DATA_CHUNK];
+};
+
+struct ssl_close_event {
+	__u32 type; /* SSL_EVENT_TYPE_CLOSE */
+	__u32 pid;
+	__u32 tid;
+	__u32 _pad;
+	__u64 ts_ns;
+	__u64 conn;
+	char comm[TASK_COMM_LEN];
+};
+
+/* Indexes of the per-CPU counters array `stats`. */
+enum stat_index {
+	STAT_DATA_LOST = 0,      /* data records the ring buffer had no room for */
+	STAT_DISCOVER_LOST = 1,  /* MMAP_EXEC_FILE records lost */
+	STAT_READ_FAILED = 2,    /* user memory that could not be read */
+	STAT_MAX = 4,
+};
+
+#endif

@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: MIT
+/*
+ * openssl: plaintext of the OpenSSL-family API (OpenSSL 1.1/3, BoringSSL,
+ * AWS-LC, node's bundled OpenSSL, static libssl).
+ *
+ *   SSL_write(ssl, buf, num)            -> int  bytes written, <= 0 on failure
+ *   SSL_read(ssl, buf, num)             -> int  bytes read, <= 0 on failure
+ *   SSL_write_ex(ssl, buf, num, *written)   -> 1 on success, *written bytes
+ *   SSL_read_ex(ssl, buf, num, *readbytes)  -> 1 on success, *readbytes bytes
+ *   SSL_free(ssl)                        end of the connection
+ *
+ * Arguments are saved at entry by thread; at return, only calls that
+ * succeeded are copied, with the length the call reports, in DATA_CHUNK
+ * pieces (bpf_loop), up to max_capture bytes per call.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "events.h"
+#include "filter.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Bytes copied per call at most; more is flagged DATA_FLAG_TRUNCATED. */
+const volatile __u32 max_capture = 1 << 20;
+/* Wake the reader per record (0) or let it poll (BPF_RB_NO_WAKEUP). */
+const volatile __u32 wakeup_flags = 0;
+
+struct call_args {
+	__u64 ssl;
+	__u64 buf;
+	__u64 len_ptr; /* *written / *readbytes of the _ex calls, else 0 */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct call_args);
+} active_calls SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ssl_data_event);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 32 * 1024 * 1024);
+} ssl_events SEC(".maps");
+
+struct emit_ctx {
+	__u64 buf;
+	__u64 conn;
+	__u64 ts_ns;
+	__u64 id;
+	__u32 type;
+	__u32 len;
+	__u32 captured;
+	__u32 flags;
+};
+
+static int emit_chunk(__u32 index, void *data)
+{
+	struct emit_ctx *c = data;
+	struct ssl_data_event *e;
+	__u32 zero = 0;
+	__u64 off, n;
+
+	if (index >= MAX_CHUNKS)
+		return 1;
+	off = (__u64)index * DATA_CHUNK;
+	if (off >= c->captured)
+		return 1;
+	n = c->captured - off;
+	if (n > DATA_CHUNK)
+		n = DATA_CHUNK;
+	/* n is in [1, DATA_CHUNK]; say so in a form the verifier can follow. */
+	n = ((n - 1) & (DATA_CHUNK - 1)) + 1;
+
+	e = bpf_map_lookup_elem(&scratch, &zero);
+	if (!e)
+		return 1;
+	e->type = c->type;
+	e->pid = c->id >> 32;
+	e->tid = (__u32)c->id;
+	e->flags = c->flags;
+	e->ts_ns = c->ts_ns;
+	e->conn = c->conn;
+	e->len = c->len;
+	e->captured = c->captured;
+	e->offset = off;
+	e->chunk_len = n;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	if (bpf_probe_read_user(e->data, n, (void *)(c->buf + off)) != 0) {
+		count_stat(STAT_READ_FAILED);
+		return 1;
+	}
+	if (bpf_ringbuf_output(&ssl_events, e, offsetof(struct ssl_data_event, data) + n,
+			       wakeup_flags) != 0) {
+		count_stat(STAT_DATA_LOST);
+	}
+	return 0;
+}
+
+static __always_inline void emit_data(__u32 type, struct call_args *args, __u64 len, __u64 id)
+{
+	struct emit_ctx c = {};
+	__u32 chunks;
+
+	if (len == 0 || len > 0x7fffffff)
+		return;
+	c.buf = args->buf;
+	c.conn = args->ssl;
+	c.ts_ns = bpf_ktime_get_ns();
+	c.id = id;
+	c.type = type;
+	c.len = len;
+	c.captured = len;
+	if (c.captured > max_capture) {
+		c.captured = max_capture;
+		c.flags |= DATA_FLAG_TRUNCATED;
+	}
+	chunks = (c.captured + DATA_CHUNK - 1) / DATA_CHUNK;
+	bpf_loop(chunks, emit_chunk, &c, 0);
+}
+
+static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct call_args args = { .ssl = ssl, .buf = buf, .len_ptr = len_ptr };
+
+	if (!process_wanted(id >> 32))
+		return 0;
+	bpf_map_update_elem(&active_calls, &id, &args, BPF_ANY);
+	return 0;
+}
+
+/* Return of SSL_write / SSL_read: int bytes, <= 0 on failure. */
+static __always_inline int on_return(struct pt_regs *ctx, __u32 type)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct call_args *args = bpf_map_lookup_elem(&active_calls, &id);
+	struct call_args a;
+	int ret = (int)PT_REGS_RC(ctx);
+
+	if (!args)
+		return 0;
+	a = *args;
+	bpf_map_delete_elem(&active_calls, &id);
+	if (ret <= 0)
+		return 0;
+	emit_data(type, &a, (__u64)ret, id);
+	return 0;
+}
+
+/* Return of SSL_write_ex / SSL_read_ex: 1 on success, length in *len_ptr. */
+static __always_inline int on_return_ex(struct pt_regs *ctx, __u32 type)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct call_args *args = bpf_map_lookup_elem(&active_calls, &id);
+	struct call_args a;
+	int ret = (int)PT_REGS_RC(ctx);
+	__u64 len = 0;
+
+	if (!args)
+		return 0;
+	a = *args;
+	bpf_map_delete_elem(&active_calls, &id);
+	if (ret != 1 || !a.len_ptr)
+		return 0;
+	if (bpf_probe_read_user(&len, sizeof(len), (void *)a.len_ptr) != 0) {
+		count_stat(STAT_READ_FAILED);
+		return 0;
+	}
+	emit_data(type, &a, len, id);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ssl_write_entry, void *ssl, const void *buf, int num)
+{
+	return on_entry((__u64)ssl, (__u64)buf, 0);
+}
+
+SEC("uretprobe")
+int ssl_write_return(struct pt_regs *ctx)
+{
+	return on_return(ctx, SSL_EVENT_TYPE_WRITE);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ssl_read_entry, void *ssl, void *buf, int num)
+{
+	return on_entry((__u64)ssl, (__u64)buf, 0);
+}
+
+SEC("uretprobe")
+int ssl_read_return(struct pt_regs *ctx)
+{
+	return on_return(ctx, SSL_EVENT_TYPE_READ);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ssl_write_ex_entry, void *ssl, const void *buf, __u64 num, __u64 *written)
+{
+	return on_entry((__u64)ssl, (__u64)buf, (__u64)written);
+}
+
+SEC("uretprobe")
+int ssl_write_ex_return(struct pt_regs *ctx)
+{
+	return on_return_ex(ctx, SSL_EVENT_TYPE_WRITE);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ssl_read_ex_entry, void *ssl, void *buf, __u64 num, __u64 *readbytes)
+{
+	return on_entry((__u64)ssl, (__u64)buf, (__u64)readbytes);
+}
+
+SEC("uretprobe")
+int ssl_read_ex_return(struct pt_regs *ctx)
+{
+	return on_return_ex(ctx, SSL_EVENT_TYPE_READ);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(ssl_free_entry, void *ssl)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ssl_close_event *e;
+
+	if (!ssl || !process_wanted(id >> 32))
+		return 0;
+	e = bpf_ringbuf_reserve(&ssl_events, sizeof(*e), 0);
+	if (!e) {
+		count_stat(STAT_DATA_LOST);
+		return 0;
+	}
+	e->type = SSL_EVENT_TYPE_CLOSE;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->_pad = 0;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->conn = (__u64)ssl;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, wakeup_flags);
+	return 0;
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs every system package plainsight needs to build, run and test.
+# Idempotent: packages already present are skipped. Run as root.
+set -euo pipefail
+
+BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev libzstd-dev pkg-config make gcc)
+# Tools used by the tests and their TLS fixtures.
+TEST_PKGS=(curl openssl libssl-dev python3 nodejs
+           android-libboringssl android-libboringssl-dev
+           procps psmisc)
+
+want=("${BUILD_PKGS[@]}")
+if [[ "${1:-}" == "--test" ]]; then
+    want+=("${TEST_PKGS[@]}")
+fi
+
+missing=()
+for p in "${want[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        # node may come from outside Debian (preinstalled); accept a working binary.
+        if [[ "$p" == nodejs ]] && command -v node >/dev/null 2>&1; then continue; fi
+        if [[ "$p" == python3 ]] && command -v python3 >/dev/null 2>&1; then continue; fi
+        missing+=("$p")
+    fi
+done
+
+if ((${#missing[@]})); then
+    echo "install-deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-deps: cargo (Rust toolchain) not found on PATH" >&2
+    exit 1
+fi

@@ -1,0 +1,448 @@
+//! The agent: wires discover -> pause -> inspect -> attach -> capture -> output.
+
+use std::collections::HashMap;
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject, RingBufferBuilder};
+
+use crate::abi::{self, Event};
+use crate::bpf::discover::{DiscoverSkel, DiscoverSkelBuilder};
+use crate::bpf::openssl::{OpensslSkel, OpensslSkelBuilder};
+use crate::capture::Reassembler;
+use crate::cli::Cli;
+use crate::discover::{self, FileId};
+use crate::hooks;
+use crate::inspect::{self, Inspection, Linkage, ProbePoint};
+use crate::output::{Record, Writer};
+use crate::pause::{Job, Pauser};
+
+/// BPF_RB_NO_WAKEUP: the reader polls the data ring buffer on a timer instead
+/// of being woken per record.
+const BPF_RB_NO_WAKEUP: u32 = 1;
+const INSPECT_WORKERS: usize = 2;
+
+/// What inspecting one job found.
+enum Outcome {
+    Tls { path: PathBuf, shown: String, insp: Inspection },
+    NotTls,
+    /// The mapping is gone (process exited): let BPF report the file again.
+    Gone,
+    Failed(String),
+}
+
+struct Inspected {
+    job: Job,
+    outcome: Outcome,
+}
+
+/// Checks what the agent needs before touching BPF, with messages that say
+/// what is missing.
+pub fn preflight() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "plainsight must run as root: it loads BPF programs, attaches uprobes \
+             and pauses processes with ptrace (CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_SYS_ADMIN)"
+        );
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!(
+            "this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): plainsight's BPF \
+             programs are CO-RE and need a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+        );
+    }
+    ensure_tracefs()?;
+    Ok(())
+}
+
+/// Tracepoints are found through tracefs; mount it where libbpf looks if the
+/// system has not.
+fn ensure_tracefs() -> Result<()> {
+    let dir = Path::new("/sys/kernel/tracing");
+    if dir.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return Ok(());
+    }
+    let src = std::ffi::CString::new("tracefs").expect("no NUL");
+    let target = std::ffi::CString::new("/sys/kernel/tracing").expect("no NUL");
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let r = unsafe {
+        libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, std::ptr::null())
+    };
+    if r != 0 {
+        bail!(
+            "tracefs is not mounted and mounting it on /sys/kernel/tracing failed ({}): \
+             the tracepoint hooks need it",
+            std::io::Error::last_os_error()
+        );
+    }
+    log::info!("mounted tracefs on /sys/kernel/tracing");
+    Ok(())
+}
+
+fn comm_key(name: &str) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    let b = name.as_bytes();
+    let n = b.len().min(15);
+    k[..n].copy_from_slice(&b[..n]);
+    k
+}
+
+fn fill_filters(pids_map: &dyn MapCore, comms_map: &dyn MapCore, cli: &Cli) -> Result<()> {
+    for pid in &cli.pids {
+        pids_map.update(&pid.to_ne_bytes(), &[1], MapFlags::ANY).context("filling target_pids")?;
+    }
+    for c in &cli.comms {
+        comms_map.update(&comm_key(c), &[1], MapFlags::ANY).context("filling target_comms")?;
+    }
+    Ok(())
+}
+
+fn load_discover(cli: &Cli) -> Result<DiscoverSkel<'static>> {
+    let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open = DiscoverSkelBuilder::default()
+        .open(storage)
+        .context("opening BPF object discover")?;
+    let ro = open.maps.rodata_data.as_deref_mut().context("discover has no .rodata")?;
+    ro.agent_tgid = std::process::id();
+    ro.filter_pids = u8::from(!cli.pids.is_empty());
+    ro.filter_comms = u8::from(!cli.comms.is_empty());
+    let skel = open.load().context(
+        "loading BPF object discover (tracepoints sched_process_exec, sys_enter_mmap, sys_exit_mmap)",
+    )?;
+    fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, cli)?;
+    Ok(skel)
+}
+
+fn load_openssl(cli: &Cli) -> Result<OpensslSkel<'static>> {
+    let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open = OpensslSkelBuilder::default()
+        .open(storage)
+        .context("opening BPF object openssl")?;
+    let rb = cli.ring_buffer_mib;
+    if rb == 0 || !rb.is_power_of_two() || rb > 1024 {
+        bail!("--ring-buffer-mib must be a power of two between 1 and 1024, not {rb}");
+    }
+    open.maps
+        .ssl_events
+        .set_max_entries(rb * 1024 * 1024)
+        .context("sizing the data ring buffer")?;
+    let ro = open.maps.rodata_data.as_deref_mut().context("openssl has no .rodata")?;
+    ro.agent_tgid = std::process::id();
+    ro.filter_pids = u8::from(!cli.pids.is_empty());
+    ro.filter_comms = u8::from(!cli.comms.is_empty());
+    ro.max_capture = cli.max_capture as u32;
+    ro.wakeup_flags = BPF_RB_NO_WAKEUP;
+    let skel = open.load().context("loading BPF object openssl (uprobes on SSL_*)")?;
+    fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, cli)?;
+    Ok(skel)
+}
+
+fn attach_discover(skel: &DiscoverSkel<'_>) -> Result<Vec<Link>> {
+    let mut links = Vec::new();
+    for h in hooks::DISCOVER {
+        let prog = match h.program {
+            "discover_exec" => &skel.progs.discover_exec,
+            "discover_mmap_enter" => &skel.progs.discover_mmap_enter,
+            "discover_mmap_exit" => &skel.progs.discover_mmap_exit,
+            other => bail!("no program {other}"),
+        };
+        links.push(prog.attach().with_context(|| {
+            format!("cannot attach {} ({} {}) for {}", h.program, h.kind, h.target, h.spec)
+        })?);
+    }
+    Ok(links)
+}
+
+/// Attaches the uprobes an inspection asks for; all or nothing.
+fn attach_file(skel: &OpensslSkel<'_>, path: &Path, insp: &Inspection) -> Result<Vec<Link>> {
+    let p = &skel.progs;
+    let mut links = Vec::new();
+    for t in &insp.targets {
+        let (entry, ret) = match t.point {
+            ProbePoint::SslWrite => (&p.ssl_write_entry, Some(&p.ssl_write_return)),
+            ProbePoint::SslRead => (&p.ssl_read_entry, Some(&p.ssl_read_return)),
+            ProbePoint::SslWriteEx => (&p.ssl_write_ex_entry, Some(&p.ssl_write_ex_return)),
+            ProbePoint::SslReadEx => (&p.ssl_read_ex_entry, Some(&p.ssl_read_ex_return)),
+            ProbePoint::SslFree => (&p.ssl_free_entry, None),
+        };
+        let off = t.offset as usize;
+        links.push(entry.attach_uprobe(false, -1, path, off).with_context(|| {
+            format!("uprobe {} at {:#x} of {}", t.point.symbol(), off, path.display())
+        })?);
+        if let Some(r) = ret {
+            links.push(r.attach_uprobe(true, -1, path, off).with_context(|| {
+                format!("uretprobe {} at {:#x} of {}", t.point.symbol(), off, path.display())
+            })?);
+        }
+    }
+    Ok(links)
+}
+
+fn inspect_job(job: &Job, limit: u64) -> Outcome {
+    let Some(m) = discover::find_mapping(job.pid, job.file) else { return Outcome::Gone };
+    let path = m.map_files_path(job.pid);
+    match inspect::inspect_file(&path, limit) {
+        Ok(insp) if insp.is_tls() => Outcome::Tls { path, shown: m.path, insp },
+        Ok(_) => Outcome::NotTls,
+        Err(e) => Outcome::Failed(format!("{} (mapped by pid {}): {e}", m.path, job.pid)),
+    }
+}
+
+fn start_workers(jobs: Receiver<Job>, results: Sender<Inspected>, limit: u64, delay: Duration) {
+    for i in 0..INSPECT_WORKERS {
+        let (jobs, results) = (jobs.clone(), results.clone());
+        let _ = std::thread::Builder::new().name(format!("inspect-{i}")).spawn(move || {
+            for job in jobs {
+                if !delay.is_zero() {
+                    std::thread::sleep(delay);
+                }
+                let outcome = inspect_job(&job, limit);
+                if results.send(Inspected { job, outcome }).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn start_output(rx: Receiver<Record>, mut w: Writer) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("output".into())
+        .spawn(move || {
+            while let Ok(r) = rx.recv() {
+                if let Err(e) = w.write(&r) {
+                    log::error!("output: {e}");
+                    return;
+                }
+                while let Ok(r) = rx.try_recv() {
+                    if let Err(e) = w.write(&r) {
+                        log::error!("output: {e}");
+                        return;
+                    }
+                }
+                if let Err(e) = w.flush() {
+                    log::error!("output: {e}");
+                    return;
+                }
+            }
+            let _ = w.flush();
+        })
+        .expect("spawning the output thread")
+}
+
+fn stat_sum(map: &dyn MapCore, idx: u32) -> u64 {
+    match map.lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY) {
+        Ok(Some(per_cpu)) => per_cpu
+            .iter()
+            .filter_map(|v| v.get(..8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))))
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// Runs until SIGINT/SIGTERM.
+pub fn run(cli: Cli) -> Result<()> {
+    preflight()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let writer = Writer::new(cli.write.as_deref(), cli.output)?;
+
+    let dskel = load_discover(&cli)?;
+    let oskel = load_openssl(&cli)?;
+
+    let (out_tx, out_rx) = crossbeam_channel::unbounded::<Record>();
+    let out_thread = start_output(out_rx, writer);
+
+    let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
+    let (res_tx, res_rx) = crossbeam_channel::unbounded::<Inspected>();
+    start_workers(job_rx, res_tx, cli.max_elf_size, Duration::from_millis(cli.test_inspect_delay_ms));
+
+    let exec_events = MapHandle::try_from(&dskel.maps.exec_events).context("exec_events map")?;
+    let mut pauser =
+        Pauser::start(exec_events, job_tx.clone(), Duration::from_millis(cli.max_pause_ms))?;
+    let _discover_links = attach_discover(&dskel)?;
+
+    // Processes already running: inspect what they have mapped (no pause).
+    let me = std::process::id();
+    let mut startup_pending = 0usize;
+    for pid in discover::all_pids() {
+        if pid == me || (!cli.pids.is_empty() && !cli.pids.contains(&pid)) {
+            continue;
+        }
+        let comm = discover::comm(pid).unwrap_or_default();
+        if !cli.comms.is_empty() && !cli.comms.iter().any(|c| comm_key(c) == comm_key(&comm)) {
+            continue;
+        }
+        for m in discover::exec_mappings(pid) {
+            let key = file_key(m.file);
+            // Marks the file seen; fails if BPF already reported it.
+            if dskel.maps.seen_files.update(&key, &[1], MapFlags::NO_EXIST).is_err() {
+                continue;
+            }
+            startup_pending += 1;
+            let _ = job_tx.send(Job {
+                pid,
+                file: m.file,
+                source: abi::EXEC_SOURCE_MMAP,
+                comm: comm.clone(),
+                paused: false,
+                startup: true,
+            });
+        }
+    }
+
+    // Plaintext records.
+    let reasm = std::cell::RefCell::new(Reassembler::default());
+    let tx = out_tx.clone();
+    let mut rb = RingBufferBuilder::new();
+    rb.add(&oskel.maps.ssl_events, move |rec: &[u8]| {
+        match abi::parse(rec) {
+            Ok(Event::Data(c)) => {
+                for call in reasm.borrow_mut().push(&c) {
+                    let _ = tx.send(Record::Call(call));
+                }
+            }
+            Ok(Event::Close(c)) => {
+                let _ = tx.send(Record::Close {
+                    pid: c.pid,
+                    tid: c.tid,
+                    comm: c.comm,
+                    conn: c.conn,
+                    ts_ns: c.ts_ns,
+                });
+            }
+            Ok(other) => log::warn!("unexpected record on ssl_events: {other:?}"),
+            Err(e) => log::warn!("bad data record: {e}"),
+        }
+        0
+    })
+    .context("ssl_events ring buffer")?;
+    let ring = rb.build().context("ssl_events ring buffer")?;
+
+    let mut attached: HashMap<FileId, Vec<Link>> = HashMap::new();
+    let mut ready = false;
+    let mut last_stats = Instant::now();
+    let mut lost_reported = 0u64;
+    if startup_pending == 0 {
+        announce_ready(0);
+        ready = true;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        let first = match res_rx.recv_timeout(Duration::from_millis(10)) {
+            Ok(r) => Some(r),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => bail!("inspection workers stopped"),
+        };
+        for r in first.into_iter().chain(res_rx.try_iter()) {
+            handle_inspected(&r, &oskel, &dskel, &mut attached);
+            if r.job.paused {
+                pauser.done(r.job.pid);
+            }
+            if r.job.startup {
+                startup_pending -= 1;
+                if startup_pending == 0 && !ready {
+                    announce_ready(attached.len());
+                    ready = true;
+                }
+            }
+        }
+        let _ = ring.consume_raw();
+        if last_stats.elapsed() >= Duration::from_secs(1) {
+            last_stats = Instant::now();
+            let lost = stat_sum(&oskel.maps.stats, abi::STAT_DATA_LOST);
+            if lost > lost_reported {
+                log::warn!(
+                    "lost {} plaintext records: the ring buffer was full ({} in all; see --ring-buffer-mib)",
+                    lost - lost_reported,
+                    lost
+                );
+                lost_reported = lost;
+            }
+        }
+    }
+
+    // Orderly stop: resume everything, drain, detach probes, report.
+    pauser.shutdown();
+    let _ = ring.consume_raw();
+    drop(ring);
+    let lost = stat_sum(&oskel.maps.stats, abi::STAT_DATA_LOST);
+    let lost_discover = stat_sum(&dskel.maps.stats, abi::STAT_DISCOVER_LOST);
+    let unreadable = stat_sum(&oskel.maps.stats, abi::STAT_READ_FAILED);
+    drop(out_tx);
+    let _ = out_thread.join();
+    drop(attached);
+    let st = pauser.stats.lock().map(|s| (s.summary(), s.not_paused, s.timed_out));
+    if let Ok(((n, med, max), not_paused, timed_out)) = st {
+        eprintln!(
+            "plainsight: held {n} processes paused (median {} us, max {} us; {not_paused} not pausable, \
+             {timed_out} resumed by the time bound)",
+            med.as_micros(),
+            max.as_micros()
+        );
+    }
+    eprintln!(
+        "plainsight: lost records: {lost} plaintext, {lost_discover} file discovery; {unreadable} unreadable buffers"
+    );
+    Ok(())
+}
+
+fn announce_ready(files: usize) {
+    eprintln!("plainsight: ready ({files} TLS files instrumented)");
+}
+
+fn file_key(f: FileId) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&f.dev.to_ne_bytes());
+    k[8..].copy_from_slice(&f.ino.to_ne_bytes());
+    k
+}
+
+fn handle_inspected(
+    r: &Inspected,
+    oskel: &OpensslSkel<'_>,
+    dskel: &DiscoverSkel<'_>,
+    attached: &mut HashMap<FileId, Vec<Link>>,
+) {
+    let job = &r.job;
+    match &r.outcome {
+        Outcome::Tls { path, shown, insp } => {
+            if attached.contains_key(&job.file) {
+                return;
+            }
+            match attach_file(oskel, path, insp) {
+                Ok(links) => {
+                    let names: Vec<_> = insp.targets.iter().map(|t| t.point.symbol()).collect();
+                    log::info!(
+                        "instrumented {shown} [{}] ({}, {}) mapped by {}[{}]: {}",
+                        job.file,
+                        insp.library.map(|l| l.to_string()).unwrap_or_default(),
+                        match insp.linkage {
+                            Linkage::Exported => "exported",
+                            Linkage::Static => "statically linked",
+                        },
+                        job.comm,
+                        job.pid,
+                        names.join(" ")
+                    );
+                    attached.insert(job.file, links);
+                }
+                Err(e) => log::warn!("cannot instrument {shown}: {e:#}"),
+            }
+        }
+        Outcome::NotTls => {}
+        Outcome::Gone => {
+            let _ = dskel.maps.seen_files.delete(&file_key(job.file));
+            log::debug!("pid {} exited before {} could be inspected", job.pid, job.file);
+        }
+        Outcome::Failed(e) => log::warn!("cannot inspect {e}"),
+    }
+}

@@ -1,0 +1,136 @@
+//! Discover: which executable files processes map.
+//!
+//! New mappings arrive from BPF as `MMAP_EXEC_FILE` (see `bpf/discover.bpf.c`);
+//! processes that were running before the agent started are found here, in
+//! procfs. Files are named by (device, inode), as the kernel sees them.
+
+use std::fmt;
+use std::fs;
+use std::path::PathBuf;
+
+/// A file as the kernel knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    /// Kernel-internal dev_t of the superblock: `major << 20 | minor`.
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn from_major_minor(major: u64, minor: u64, ino: u64) -> Self {
+        FileId { dev: (major << 20) | (minor & 0xfffff), ino }
+    }
+    pub fn major(&self) -> u64 {
+        self.dev >> 20
+    }
+    pub fn minor(&self) -> u64 {
+        self.dev & 0xfffff
+    }
+}
+
+impl fmt::Display for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02x}:{:02x}/{}", self.major(), self.minor(), self.ino)
+    }
+}
+
+/// One executable file mapping of a process (a line of `/proc/PID/maps`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecMapping {
+    pub start: u64,
+    pub end: u64,
+    pub file: FileId,
+    /// The path as the process sees it (may end in " (deleted)").
+    pub path: String,
+}
+
+impl ExecMapping {
+    /// A path that opens this very file from the agent, whatever mount
+    /// namespace the process is in and even if the file was deleted.
+    pub fn map_files_path(&self, pid: u32) -> PathBuf {
+        PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", self.start, self.end))
+    }
+}
+
+/// Parses one `/proc/PID/maps` line; returns executable file mappings only.
+pub fn parse_maps_line(line: &str) -> Option<ExecMapping> {
+    let mut it = line.split_ascii_whitespace();
+    let range = it.next()?;
+    let perms = it.next()?;
+    let _offset = it.next()?;
+    let dev = it.next()?;
+    let ino: u64 = it.next()?.parse().ok()?;
+    // The path is the rest of the line, spaces included.
+    let path = line.splitn(6, |c: char| c.is_ascii_whitespace()).nth(5).map(|s| s.trim_start())?;
+    if ino == 0 || perms.as_bytes().get(2) != Some(&b'x') || !path.starts_with('/') {
+        return None;
+    }
+    let (s, e) = range.split_once('-')?;
+    let (maj, min) = dev.split_once(':')?;
+    Some(ExecMapping {
+        start: u64::from_str_radix(s, 16).ok()?,
+        end: u64::from_str_radix(e, 16).ok()?,
+        file: FileId::from_major_minor(
+            u64::from_str_radix(maj, 16).ok()?,
+            u64::from_str_radix(min, 16).ok()?,
+            ino,
+        ),
+        path: path.to_string(),
+    })
+}
+
+/// The executable file mappings of a process (empty if it is gone).
+pub fn exec_mappings(pid: u32) -> Vec<ExecMapping> {
+    match fs::read_to_string(format!("/proc/{pid}/maps")) {
+        Ok(s) => s.lines().filter_map(parse_maps_line).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Finds the mapping of `file` in process `pid`.
+pub fn find_mapping(pid: u32, file: FileId) -> Option<ExecMapping> {
+    exec_mappings(pid).into_iter().find(|m| m.file == file)
+}
+
+/// All process ids in procfs.
+pub fn all_pids() -> Vec<u32> {
+    let Ok(rd) = fs::read_dir("/proc") else { return Vec::new() };
+    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// The short name of a process (`/proc/PID/comm`).
+pub fn comm(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_exec_file_mappings_only() {
+        let l = "7f2a1c000000-7f2a1c0a0000 r-xp 00020000 fd:01 1315130                    /usr/lib/x86_64-linux-gnu/libssl.so.3";
+        let m = parse_maps_line(l).unwrap();
+        assert_eq!(m.start, 0x7f2a1c000000);
+        assert_eq!(m.end, 0x7f2a1c0a0000);
+        assert_eq!(m.file, FileId { dev: (0xfd << 20) | 1, ino: 1315130 });
+        assert_eq!(m.path, "/usr/lib/x86_64-linux-gnu/libssl.so.3");
+        assert!(parse_maps_line("7f2a1c000000-7f2a1c0a0000 r--p 00000000 fd:01 1315130 /usr/lib/libssl.so.3").is_none());
+        assert!(parse_maps_line("7ffd0000-7ffd1000 r-xp 00000000 00:00 0 [vdso]").is_none());
+        assert!(parse_maps_line("garbage").is_none());
+        let d = parse_maps_line("400000-401000 r-xp 00000000 08:10 77 /tmp/my prog (deleted)").unwrap();
+        assert_eq!(d.path, "/tmp/my prog (deleted)");
+        assert_eq!(d.file.major(), 8);
+        assert_eq!(d.file.minor(), 0x10);
+    }
+
+    #[test]
+    fn own_process_maps_its_executable() {
+        let me = std::process::id();
+        let exe = fs::canonicalize("/proc/self/exe").unwrap();
+        let maps = exec_mappings(me);
+        assert!(maps.iter().any(|m| std::path::Path::new(&m.path) == exe), "{maps:?}");
+        let m = maps.iter().find(|m| std::path::Path::new(&m.path) == exe).unwrap();
+        assert!(fs::metadata(m.map_files_path(me)).is_ok());
+    }
+}

@@ -1,0 +1,261 @@
+//! Reading an ELF file's symbols and turning their addresses into the file
+//! offsets uprobes are attached at.
+//!
+//! Both `.dynsym` (shared libraries, executables that export symbols such as
+//! node) and `.symtab` (statically linked programs) are read. Versioned names
+//! (`SSL_write@@OPENSSL_3.0.0`) are reduced to the plain name.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+
+use object::elf::PT_LOAD;
+use object::read::elf::{ElfFile64, ProgramHeader};
+use object::{Endianness, Object, ObjectSymbol, SymbolKind};
+use thiserror::Error;
+
+/// Why a file could not be inspected.
+#[derive(Debug, Error)]
+pub enum ElfError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: String, source: std::io::Error },
+    #[error("{path} is {size} bytes, more than the {limit} bytes inspected at most")]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("{path} is not an ELF file")]
+    NotElf { path: String },
+    #[error("{path} is not a 64-bit little-endian ELF file this agent can probe")]
+    Unsupported { path: String },
+    #[error("malformed ELF file {path}: {reason}")]
+    Malformed { path: String, reason: String },
+}
+
+/// Where a symbol is, both as a virtual address and as an offset in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SymbolLocation {
+    /// Address of the symbol in the file's own address space.
+    pub vaddr: u64,
+    /// Size in bytes (0 when the file does not say).
+    pub size: u64,
+    /// Offset of the symbol's first byte in the file: what a uprobe takes.
+    pub file_offset: u64,
+    /// Found in `.dynsym` (exported) rather than only in `.symtab`.
+    pub dynamic: bool,
+}
+
+/// The function symbols of one ELF file, by plain name.
+#[derive(Debug, Default)]
+pub struct ElfSymbols {
+    pub functions: HashMap<String, SymbolLocation>,
+    /// The file has a `.symtab` (not stripped).
+    pub has_symtab: bool,
+    /// ELF type is `ET_DYN` (shared object or PIE executable).
+    pub is_dyn: bool,
+}
+
+impl ElfSymbols {
+    pub fn get(&self, name: &str) -> Option<&SymbolLocation> {
+        self.functions.get(name)
+    }
+}
+
+/// `SSL_write@@OPENSSL_3.0.0` -> `SSL_write`.
+pub fn plain_name(name: &str) -> &str {
+    match name.find('@') {
+        Some(0) | None => name,
+        Some(i) => &name[..i],
+    }
+}
+
+/// Maps a virtual address to its file offset through the PT_LOAD segment
+/// whose file-backed part contains it.
+pub fn vaddr_to_offset(segments: &[(u64, u64, u64)], vaddr: u64) -> Option<u64> {
+    segments.iter().find_map(|&(p_vaddr, p_filesz, p_offset)| {
+        (vaddr >= p_vaddr && vaddr - p_vaddr < p_filesz).then(|| vaddr - p_vaddr + p_offset)
+    })
+}
+
+/// Reads the function symbols of the ELF file at `path` (at most `limit` bytes).
+/// `want` decides which names are kept (all symbols are scanned).
+pub fn read_symbols(
+    path: &Path,
+    limit: u64,
+    want: &dyn Fn(&str) -> bool,
+) -> Result<ElfSymbols, ElfError> {
+    let shown = path.display().to_string();
+    let file = File::open(path).map_err(|source| ElfError::Open { path: shown.clone(), source })?;
+    let size = file
+        .metadata()
+        .map_err(|source| ElfError::Open { path: shown.clone(), source })?
+        .len();
+    if size > limit {
+        return Err(ElfError::TooLarge { path: shown, size, limit });
+    }
+    if size < 64 {
+        return Err(ElfError::NotElf { path: shown });
+    }
+    // SAFETY: the mapping is private and read-only; a file truncated under us
+    // can raise SIGBUS, which is why only executable files mapped by a running
+    // process (whose pages the kernel keeps) are inspected.
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|source| ElfError::Open { path: shown.clone(), source })?;
+    parse_symbols(&map, &shown, want)
+}
+
+/// Parses ELF bytes already in memory. Never panics on malformed input.
+pub fn parse_symbols(
+    data: &[u8],
+    shown: &str,
+    want: &dyn Fn(&str) -> bool,
+) -> Result<ElfSymbols, ElfError> {
+    if data.len() < 4 || &data[..4] != b"\x7fELF" {
+        return Err(ElfError::NotElf { path: shown.to_string() });
+    }
+    // 64-bit little-endian only (x86_64 / aarch64 user space).
+    if data.len() < 6 || data[4] != 2 || data[5] != 1 {
+        return Err(ElfError::Unsupported { path: shown.to_string() });
+    }
+    let elf = ElfFile64::<Endianness>::parse(data).map_err(|e| ElfError::Malformed {
+        path: shown.to_string(),
+        reason: e.to_string(),
+    })?;
+    let endian = elf.endian();
+    let segments: Vec<(u64, u64, u64)> = elf
+        .elf_program_headers()
+        .iter()
+        .filter(|ph| ph.p_type(endian) == PT_LOAD)
+        .map(|ph| (ph.p_vaddr(endian), ph.p_filesz(endian), ph.p_offset(endian)))
+        .collect();
+    if segments.is_empty() {
+        return Err(ElfError::Malformed {
+            path: shown.to_string(),
+            reason: "no loadable segment".into(),
+        });
+    }
+
+    let mut out = ElfSymbols {
+        is_dyn: elf.elf_header().e_type.get(endian) == object::elf::ET_DYN,
+        ..Default::default()
+    };
+    let mut add = |sym: &dyn SymLike, dynamic: bool| {
+        let Some(name) = sym.name() else { return };
+        let name = plain_name(name);
+        if name.is_empty() || !want(name) {
+            return;
+        }
+        let vaddr = sym.address();
+        if vaddr == 0 {
+            return;
+        }
+        let Some(file_offset) = vaddr_to_offset(&segments, vaddr) else { return };
+        out.functions
+            .entry(name.to_string())
+            .and_modify(|loc| loc.dynamic |= dynamic)
+            .or_insert(SymbolLocation { vaddr, size: sym.size(), file_offset, dynamic });
+    };
+    for sym in elf.dynamic_symbols() {
+        if sym.kind() == SymbolKind::Text && sym.is_definition() {
+            add(&sym, true);
+        }
+    }
+    let mut symtab = false;
+    for sym in elf.symbols() {
+        symtab = true;
+        if sym.kind() == SymbolKind::Text && sym.is_definition() {
+            add(&sym, false);
+        }
+    }
+    out.has_symtab = symtab;
+    Ok(out)
+}
+
+/// The few symbol accessors used above, over both symbol tables.
+trait SymLike {
+    fn name(&self) -> Option<&str>;
+    fn address(&self) -> u64;
+    fn size(&self) -> u64;
+}
+
+impl<'data, 'file, R: object::ReadRef<'data>> SymLike
+    for object::read::elf::ElfSymbol64<'data, 'file, Endianness, R>
+{
+    fn name(&self) -> Option<&str> {
+        ObjectSymbol::name(self).ok()
+    }
+    fn address(&self) -> u64 {
+        ObjectSymbol::address(self)
+    }
+    fn size(&self) -> u64 {
+        ObjectSymbol::size(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn versioned_names_are_reduced() {
+        assert_eq!(plain_name("SSL_write@@OPENSSL_3.0.0"), "SSL_write");
+        assert_eq!(plain_name("SSL_read@OPENSSL_1_1_0"), "SSL_read");
+        assert_eq!(plain_name("SSL_read"), "SSL_read");
+        assert_eq!(plain_name("@weird"), "@weird");
+    }
+
+    #[test]
+    fn offsets_follow_the_segment() {
+        // non-PIE: text segment at 0x401000 from file offset 0x1000
+        let segs = [(0x400000, 0x1000, 0), (0x401000, 0x5000, 0x1000)];
+        assert_eq!(vaddr_to_offset(&segs, 0x401234), Some(0x1234));
+        assert_eq!(vaddr_to_offset(&segs, 0x400010), Some(0x10));
+        assert_eq!(vaddr_to_offset(&segs, 0x406000), None);
+        // shared object where vaddr and offset differ by a page
+        let segs = [(0x0, 0x2000, 0x0), (0x3000, 0x1000, 0x2000)];
+        assert_eq!(vaddr_to_offset(&segs, 0x3010), Some(0x2010));
+    }
+
+    #[test]
+    fn libssl_symbols_are_found_with_offsets() {
+        let path = Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
+        if !path.exists() {
+            panic!("libssl.so.3 missing: run scripts/install-deps.sh --test");
+        }
+        let syms = read_symbols(path, 1 << 30, &|n| n.starts_with("SSL_")).unwrap();
+        let w = syms.get("SSL_write").expect("SSL_write exported");
+        assert!(w.dynamic);
+        assert!(syms.is_dyn);
+        // The bytes at the file offset are the function's code: compare with
+        // the section data found through the section table.
+        let data = std::fs::read(path).unwrap();
+        let elf = ElfFile64::<Endianness>::parse(&*data).unwrap();
+        let text = elf.section_by_name(".text").unwrap();
+        use object::ObjectSection;
+        let (toff, _) = text.file_range().unwrap();
+        assert_eq!(w.file_offset - toff, w.vaddr - text.address());
+        for f in ["SSL_read", "SSL_write_ex", "SSL_read_ex", "SSL_free", "SSL_ctrl"] {
+            assert!(syms.get(f).is_some(), "{f}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(matches!(parse_symbols(b"hello", "x", &|_| true), Err(ElfError::NotElf { .. })));
+        let mut hdr = b"\x7fELF\x02\x01\x01".to_vec();
+        hdr.resize(64, 0xff);
+        assert!(parse_symbols(&hdr, "x", &|_| true).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        // Any corruption of a real ELF header area parses or errors, never panics.
+        #[test]
+        fn corrupted_libssl_never_panics(pos in 0usize..4096, val in any::<u8>(), cut in 64usize..8192) {
+            static DATA: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            let data = DATA.get_or_init(|| std::fs::read("/usr/lib/x86_64-linux-gnu/libssl.so.3").unwrap());
+            let mut d = data.clone();
+            d[pos] = val;
+            let _ = parse_symbols(&d, "x", &|_| true);
+            let _ = parse_symbols(&d[..cut], "x", &|_| true);
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! plainsight: the plaintext of every process's TLS traffic.
+//!
+//! The flow follows the spec: discover (BPF reports executable files as they
+//! are mapped) -> pause (ptrace) -> inspect (ELF symbols) -> attach (uprobes)
+//! -> capture (BPF copies plaintext) -> output.
+
+mod abi;
+mod agent;
+mod bpf;
+mod capture;
+mod cli;
+mod discover;
+mod hooks;
+mod inspect;
+mod output;
+mod pause;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let level = match cli.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_target(false)
+        .init();
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, |lvl, msg| {
+        let msg = msg.trim_end();
+        match lvl {
+            libbpf_rs::PrintLevel::Warn => log::warn!("libbpf: {msg}"),
+            libbpf_rs::PrintLevel::Info => log::debug!("libbpf: {msg}"),
+            libbpf_rs::PrintLevel::Debug => log::trace!("libbpf: {msg}"),
+        }
+    })));
+    if cli.hooks {
+        print!("{}", hooks::describe());
+        return;
+    }
+    if let Err(e) = agent::run(cli) {
+        eprintln!("plainsight: error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,264 @@
+//! Output: what people and programs read. A readable console format and
+//! JSON lines, to stdout or to a file created 0600 (captured plaintext is
+//! sensitive).
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use serde::Serialize;
+
+use crate::capture::CallRecord;
+
+/// What the output thread receives.
+#[derive(Debug, Clone)]
+pub enum Record {
+    Call(CallRecord),
+    Close { pid: u32, tid: u32, comm: String, conn: u64, ts_ns: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A header line per call, then the data (text as is, binary as hex).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Converts CLOCK_MONOTONIC nanoseconds (BPF's clock) to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    offset_ns: i128,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid pointer to a timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let mono = ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128;
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i128;
+        Clock { offset_ns: wall - mono }
+    }
+    pub fn wall(&self, mono_ns: u64) -> SystemTime {
+        let ns = (mono_ns as i128 + self.offset_ns).max(0) as u64;
+        UNIX_EPOCH + Duration::from_nanos(ns)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// Opens an output file, readable and writable by its owner only.
+pub fn create_private(path: &Path) -> Result<std::fs::File> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create output file {}", path.display()))?;
+    // An existing file keeps its mode on open: tighten it.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {} to mode 0600", path.display()))?;
+    Ok(f)
+}
+
+/// Writes records in one format to one destination.
+pub struct Writer {
+    out: Box<dyn Write + Send>,
+    format: Format,
+    clock: Clock,
+}
+
+#[derive(Serialize)]
+struct JsonCall<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: String,
+    ts_ns: u64,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    direction: &'static str,
+    conn: String,
+    len: u32,
+    captured: usize,
+    truncated: bool,
+    lost_bytes: u32,
+    encoding: &'static str,
+    data: String,
+}
+
+#[derive(Serialize)]
+struct JsonClose<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: String,
+    ts_ns: u64,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    conn: String,
+}
+
+impl Writer {
+    pub fn new(path: Option<&Path>, format: Format) -> Result<Writer> {
+        let out: Box<dyn Write + Send> = match path {
+            Some(p) => Box::new(BufWriter::new(create_private(p)?)),
+            None => Box::new(BufWriter::new(io::stdout())),
+        };
+        Ok(Writer { out, format, clock: Clock::new() })
+    }
+
+    fn time(&self, ts: u64) -> String {
+        humantime::format_rfc3339_micros(self.clock.wall(ts)).to_string()
+    }
+
+    pub fn write(&mut self, r: &Record) -> io::Result<()> {
+        match (self.format, r) {
+            (Format::Json, Record::Call(c)) => {
+                let (encoding, data) = match std::str::from_utf8(&c.data) {
+                    Ok(s) => ("utf8", s.to_string()),
+                    Err(_) => ("base64", base64::engine::general_purpose::STANDARD.encode(&c.data)),
+                };
+                let j = JsonCall {
+                    kind: "data",
+                    time: self.time(c.ts_ns),
+                    ts_ns: c.ts_ns,
+                    pid: c.pid,
+                    tid: c.tid,
+                    comm: &c.comm,
+                    direction: c.direction.as_str(),
+                    conn: format!("{:#x}", c.conn),
+                    len: c.len,
+                    captured: c.data.len(),
+                    truncated: c.truncated,
+                    lost_bytes: c.lost_bytes,
+                    encoding,
+                    data,
+                };
+                serde_json::to_writer(&mut self.out, &j)?;
+                self.out.write_all(b"\n")
+            }
+            (Format::Json, Record::Close { pid, tid, comm, conn, ts_ns }) => {
+                let j = JsonClose {
+                    kind: "close",
+                    time: self.time(*ts_ns),
+                    ts_ns: *ts_ns,
+                    pid: *pid,
+                    tid: *tid,
+                    comm,
+                    conn: format!("{conn:#x}"),
+                };
+                serde_json::to_writer(&mut self.out, &j)?;
+                self.out.write_all(b"\n")
+            }
+            (Format::Text, Record::Call(c)) => {
+                let mut flags = String::new();
+                if c.truncated {
+                    flags.push_str(" truncated");
+                }
+                if c.lost_bytes > 0 {
+                    flags.push_str(&format!(" lost={}", c.lost_bytes));
+                }
+                writeln!(
+                    self.out,
+                    "--- {} {}[{}/{}] {} conn={:#x} len={}{}",
+                    self.time(c.ts_ns),
+                    c.comm,
+                    c.pid,
+                    c.tid,
+                    c.direction.as_str().to_uppercase(),
+                    c.conn,
+                    c.len,
+                    flags
+                )?;
+                write_data(&mut self.out, &c.data)
+            }
+            (Format::Text, Record::Close { pid, comm, conn, ts_ns, .. }) => writeln!(
+                self.out,
+                "--- {} {}[{}] CLOSE conn={:#x}",
+                self.time(*ts_ns),
+                comm,
+                pid,
+                conn
+            ),
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn is_text(data: &[u8]) -> bool {
+    match std::str::from_utf8(data) {
+        Ok(s) => s.chars().all(|c| !c.is_control() || matches!(c, '\r' | '\n' | '\t')),
+        Err(_) => false,
+    }
+}
+
+/// Text as is (with a final newline); anything else as a hex dump.
+pub fn write_data(out: &mut dyn Write, data: &[u8]) -> io::Result<()> {
+    if is_text(data) {
+        out.write_all(data)?;
+        if !data.ends_with(b"\n") {
+            out.write_all(b"\n")?;
+        }
+        return Ok(());
+    }
+    for (i, row) in data.chunks(16).enumerate() {
+        let mut line = format!("{:08x}  ", i * 16);
+        for j in 0..16 {
+            match row.get(j) {
+                Some(b) => line.push_str(&format!("{b:02x} ")),
+                None => line.push_str("   "),
+            }
+            if j == 7 {
+                line.push(' ');
+            }
+        }
+        line.push(' ');
+        line.extend(row.iter().map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' }));
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_printed_as_is_and_binary_as_hex() {
+        let mut v = Vec::new();
+        write_data(&mut v, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(v, b"GET / HTTP/1.1\r\n\r\n");
+        let mut v = Vec::new();
+        write_data(&mut v, &[0, 1, 2, b'A']).unwrap();
+        assert_eq!(
+            String::from_utf8(v).unwrap(),
+            "00000000  00 01 02 41                                        ...A\n"
+        );
+    }
+
+    #[test]
+    fn output_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.json");
+        std::fs::write(&p, "old").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _f = create_private(&p).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read(&p).unwrap(), b"");
+    }
+}

@@ -1,0 +1,395 @@
+//! Pause: hold a process still while the files it just mapped are inspected
+//! and instrumented (spec: "Use PTRACE to pause execution of process").
+//!
+//! One small dedicated thread reads `MMAP_EXEC_FILE` records from their own
+//! ring buffer and stops the process at once: `PTRACE_SEIZE` + `PTRACE_INTERRUPT`
+//! on every thread (no SIGSTOP, so the parent's job control sees nothing).
+//! Inspection runs on other threads; when every file of the process is
+//! handled, or when `max_pause` has passed, the threads are detached, which
+//! resumes them. All ptrace calls happen on this thread, as ptrace requires.
+//! If the agent dies, the kernel detaches its tracees and they run on.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, Sender};
+use libbpf_rs::{MapHandle, RingBufferBuilder};
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::abi::{self, Event, MmapExecFile};
+use crate::discover::FileId;
+
+/// Work for the inspectors: one file one process mapped.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub pid: u32,
+    pub file: FileId,
+    pub source: u32,
+    pub comm: String,
+    /// The process is held paused until this job is reported done.
+    pub paused: bool,
+    /// Part of the start-up scan of running processes.
+    pub startup: bool,
+}
+
+enum Control {
+    Done(u32),
+    Shutdown,
+}
+
+/// How long processes were held, for the summary and benchmarks.
+#[derive(Debug, Default)]
+pub struct PauseStats {
+    pub held: Vec<Duration>,
+    /// Processes that could not be paused (already traced, gone, ...).
+    pub not_paused: u64,
+    /// Pauses ended by the time bound rather than by instrumentation.
+    pub timed_out: u64,
+}
+
+impl PauseStats {
+    /// (count, median, max)
+    pub fn summary(&self) -> (usize, Duration, Duration) {
+        let mut v = self.held.clone();
+        v.sort();
+        let med = if v.is_empty() { Duration::ZERO } else { v[v.len() / 2] };
+        (v.len(), med, v.last().copied().unwrap_or_default())
+    }
+}
+
+/// The running pause thread.
+pub struct Pauser {
+    tx: Sender<Control>,
+    wake: Arc<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+    pub stats: Arc<Mutex<PauseStats>>,
+}
+
+impl Pauser {
+    /// Starts the thread. `events` is the `exec_events` ring buffer map.
+    pub fn start(events: MapHandle, jobs: Sender<Job>, max_pause: Duration) -> Result<Pauser> {
+        // SAFETY: plain syscall; the fd is owned right away.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(std::io::Error::last_os_error()).context("eventfd");
+        }
+        // SAFETY: efd is a fresh descriptor we own.
+        let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stats = Arc::new(Mutex::new(PauseStats::default()));
+        let (w, s) = (wake.clone(), stats.clone());
+        let thread = std::thread::Builder::new()
+            .name("pause".into())
+            .spawn(move || {
+                if let Err(e) = pause_thread(events, jobs, rx, w, s, max_pause) {
+                    log::error!("pause thread stopped: {e:#}");
+                }
+            })
+            .context("spawning the pause thread")?;
+        Ok(Pauser { tx, wake, thread: Some(thread), stats })
+    }
+
+    /// Every job of `pid` sent with `paused` must be reported done once.
+    pub fn done(&self, pid: u32) {
+        let _ = self.tx.send(Control::Done(pid));
+        self.kick();
+    }
+
+    fn kick(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+        unsafe { libc::write(self.wake.as_raw_fd(), &one as *const u64 as *const _, 8) };
+    }
+
+    /// Resumes every held process and stops the thread.
+    pub fn shutdown(&mut self) {
+        let _ = self.tx.send(Control::Shutdown);
+        self.kick();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Pauser {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[derive(Debug)]
+struct Tracee {
+    stopped: bool,
+    /// A signal caught in signal-delivery-stop, given back at detach.
+    signal: Option<Signal>,
+}
+
+#[derive(Debug)]
+struct Held {
+    tracees: HashMap<i32, Tracee>,
+    since: Instant,
+    pending: usize,
+    releasing: bool,
+    recorded: bool,
+}
+
+struct State {
+    held: HashMap<u32, Held>,
+    /// tid -> pid of every tracee, for wait results.
+    owner: HashMap<i32, u32>,
+    stats: Arc<Mutex<PauseStats>>,
+    max_pause: Duration,
+}
+
+fn pause_thread(
+    events: MapHandle,
+    jobs: Sender<Job>,
+    rx: Receiver<Control>,
+    wake: Arc<OwnedFd>,
+    stats: Arc<Mutex<PauseStats>>,
+    max_pause: Duration,
+) -> Result<()> {
+    let incoming: Rc<RefCell<Vec<MmapExecFile>>> = Rc::default();
+    let sink = incoming.clone();
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(&events, move |rec: &[u8]| {
+            match abi::parse(rec) {
+                Ok(Event::MmapExecFile(e)) => sink.borrow_mut().push(e),
+                Ok(other) => log::warn!("unexpected record on exec_events: {other:?}"),
+                Err(e) => log::warn!("bad MMAP_EXEC_FILE record: {e}"),
+            }
+            0
+        })
+        .context("exec_events ring buffer")?;
+    let ring = builder.build().context("exec_events ring buffer")?;
+    let ring_fd = ring.epoll_fd();
+    let my_pid = std::process::id();
+
+    let mut st = State { held: HashMap::new(), owner: HashMap::new(), stats, max_pause };
+    loop {
+        let timeout_ms = if st.held.is_empty() { 500 } else { 5 };
+        let mut fds = [
+            libc::pollfd { fd: ring_fd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: fds is a valid array of two pollfd.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+        let _ = ring.consume_raw();
+        for ev in incoming.borrow_mut().drain(..) {
+            if ev.pid == my_pid {
+                continue;
+            }
+            let paused = st.hold(ev.pid);
+            let _ = jobs.send(Job {
+                pid: ev.pid,
+                file: FileId { dev: ev.dev, ino: ev.ino },
+                source: ev.source,
+                comm: ev.comm,
+                paused,
+                startup: false,
+            });
+        }
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into buf from our non-blocking eventfd.
+        unsafe { libc::read(wake.as_raw_fd(), buf.as_mut_ptr() as *mut _, 8) };
+        let mut shutdown = false;
+        while let Ok(c) = rx.try_recv() {
+            match c {
+                Control::Done(pid) => st.done(pid),
+                Control::Shutdown => shutdown = true,
+            }
+        }
+        st.reap();
+        st.enforce_deadline();
+        st.detach_released();
+        if shutdown {
+            for h in st.held.values_mut() {
+                h.releasing = true;
+            }
+            // Threads not yet stopped need their stop before they can be
+            // detached; wait for them a bounded time (they are detached by
+            // the kernel anyway when this process exits).
+            let until = Instant::now() + Duration::from_millis(500);
+            while !st.held.is_empty() && Instant::now() < until {
+                st.reap();
+                st.detach_released();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            return Ok(());
+        }
+    }
+}
+
+fn list_threads(pid: u32) -> Vec<i32> {
+    match std::fs::read_dir(format!("/proc/{pid}/task")) {
+        Ok(rd) => rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+impl State {
+    /// Stops every thread of `pid` (or adds a job to a pause in progress).
+    /// Returns whether the process is held.
+    fn hold(&mut self, pid: u32) -> bool {
+        if let Some(h) = self.held.get_mut(&pid) {
+            if !h.releasing {
+                h.pending += 1;
+                return true;
+            }
+        }
+        let mut tracees: HashMap<i32, Tracee> = self
+            .held
+            .remove(&pid)
+            .map(|h| h.tracees)
+            .unwrap_or_default();
+        // Threads may be created while we seize: go over the list again
+        // until no new thread shows up.
+        for _round in 0..4 {
+            let mut new = 0;
+            for tid in list_threads(pid) {
+                if tracees.contains_key(&tid) {
+                    continue;
+                }
+                let p = Pid::from_raw(tid);
+                match ptrace::seize(p, ptrace::Options::empty()) {
+                    Ok(()) => {
+                        if let Err(e) = ptrace::interrupt(p) {
+                            log::debug!("interrupt {tid}: {e}");
+                        }
+                        tracees.insert(tid, Tracee { stopped: false, signal: None });
+                        self.owner.insert(tid, pid);
+                        new += 1;
+                    }
+                    Err(Errno::ESRCH) => {}
+                    Err(e) => {
+                        log::debug!("cannot pause {pid} (thread {tid}): {e}");
+                    }
+                }
+            }
+            if new == 0 {
+                break;
+            }
+        }
+        if tracees.is_empty() {
+            if let Ok(mut s) = self.stats.lock() {
+                s.not_paused += 1;
+            }
+            return false;
+        }
+        self.held.insert(
+            pid,
+            Held { tracees, since: Instant::now(), pending: 1, releasing: false, recorded: false },
+        );
+        true
+    }
+
+    fn done(&mut self, pid: u32) {
+        if let Some(h) = self.held.get_mut(&pid) {
+            h.pending = h.pending.saturating_sub(1);
+            if h.pending == 0 {
+                h.releasing = true;
+            }
+        }
+    }
+
+    fn enforce_deadline(&mut self) {
+        let now = Instant::now();
+        for (pid, h) in self.held.iter_mut() {
+            if !h.releasing && now.duration_since(h.since) > self.max_pause {
+                log::warn!(
+                    "resuming pid {pid} after {} ms although its files are not all instrumented",
+                    self.max_pause.as_millis()
+                );
+                h.releasing = true;
+                if let Ok(mut s) = self.stats.lock() {
+                    s.timed_out += 1;
+                }
+            }
+        }
+    }
+
+    /// Collects stop and exit notifications of tracees.
+    fn reap(&mut self) {
+        loop {
+            let st = match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(s) => s,
+            };
+            let Some(tid) = st.pid().map(|p| p.as_raw()) else { return };
+            let Some(&pid) = self.owner.get(&tid) else { continue };
+            let Some(h) = self.held.get_mut(&pid) else {
+                self.owner.remove(&tid);
+                continue;
+            };
+            match st {
+                WaitStatus::PtraceEvent(..) => {
+                    if let Some(t) = h.tracees.get_mut(&tid) {
+                        t.stopped = true;
+                    }
+                }
+                WaitStatus::Stopped(_, sig) => {
+                    if let Some(t) = h.tracees.get_mut(&tid) {
+                        t.stopped = true;
+                        t.signal = Some(sig);
+                    }
+                }
+                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
+                    h.tracees.remove(&tid);
+                    self.owner.remove(&tid);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Detaches the stopped threads of released processes.
+    fn detach_released(&mut self) {
+        let mut finished = Vec::new();
+        for (pid, h) in self.held.iter_mut() {
+            if !h.releasing {
+                continue;
+            }
+            if !h.recorded {
+                h.recorded = true;
+                if let Ok(mut s) = self.stats.lock() {
+                    s.held.push(h.since.elapsed());
+                }
+                log::debug!("pid {pid} held {} us", h.since.elapsed().as_micros());
+            }
+            h.tracees.retain(|&tid, t| {
+                if !t.stopped {
+                    // Keep until its stop arrives (it is running meanwhile).
+                    if std::fs::metadata(format!("/proc/{pid}/task/{tid}")).is_err() {
+                        return false;
+                    }
+                    return true;
+                }
+                match ptrace::detach(Pid::from_raw(tid), t.signal) {
+                    Ok(()) | Err(Errno::ESRCH) => false,
+                    Err(e) => {
+                        log::warn!("detach {tid}: {e}");
+                        false
+                    }
+                }
+            });
+            if h.tracees.is_empty() {
+                finished.push(*pid);
+            }
+        }
+        for pid in finished {
+            self.held.remove(&pid);
+            self.owner.retain(|_, p| *p != pid);
+        }
+    }
+}
