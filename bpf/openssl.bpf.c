@@ -23,7 +23,7 @@
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* Bytes copied per call at most; more is flagged DATA_FLAG_TRUNCATED. */
-const volatile __u32 max_capture = 1 << 20;
+const volatile __u32 max_capture = 4 << 20;
 /* Wake the reader per record (0) or let it poll (BPF_RB_NO_WAKEUP). */
 const volatile __u32 wakeup_flags = 0;
 

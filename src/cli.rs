@@ -40,7 +40,7 @@ pub struct Cli {
 
     /// Bytes captured per call at most; larger calls are cut and flagged
     /// "truncated". Calls up to this size arrive whole.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20,
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20,
           value_parser = clap::value_parser!(u64).range(1..=MAX_CAPTURE_LIMIT))]
     pub max_capture: u64,
 

@@ -246,7 +246,7 @@ mod tests {
         write_data(&mut v, &[0, 1, 2, b'A']).unwrap();
         assert_eq!(
             String::from_utf8(v).unwrap(),
-            "00000000  00 01 02 41                                        ...A\n"
+            "00000000  00 01 02 41                                       ...A\n"
         );
     }
 

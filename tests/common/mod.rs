@@ -1,0 +1,332 @@
+//! Test harness: real agent, real TLS programs, real kernel.
+//!
+//! Every test starts its own agent filtered to the processes it starts itself
+//! (by pid or by a unique process name), so tests running side by side do not
+//! see each other's traffic. Everything started here is killed on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_plainsight");
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds the fixture programs once per test binary.
+pub fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = repo().join("target/fixtures");
+        let st = Command::new("bash")
+            .arg(repo().join("tests/fixtures/build.sh"))
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("running tests/fixtures/build.sh");
+        assert!(st.success(), "building fixtures failed");
+        dir
+    })
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures().join(name)
+}
+
+pub fn script(name: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(name)
+}
+
+/// Kills a child (and waits) when dropped.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The python TLS test server on 127.0.0.1.
+pub struct Server {
+    pub port: u16,
+    _child: Guard,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+    pub fn start_with(extra: &[&str]) -> Server {
+        let d = fixtures();
+        let mut child = Command::new("python3")
+            .arg(script("tls_server.py"))
+            .arg("--cert")
+            .arg(d.join("cert.pem"))
+            .arg("--key")
+            .arg(d.join("key.pem"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting tls_server.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("PORT ").expect("PORT line").parse().unwrap();
+        Server { port, _child: Guard(child) }
+    }
+}
+
+/// The exact response of tls_server.py (see its header comment).
+pub fn expected_response(method: &str, path: &str, body_len: usize, close: bool) -> Vec<u8> {
+    let body = format!("ok {method} {path} {body_len}\n");
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if close {
+        r.push_str("Connection: close\r\n");
+    }
+    r.push_str("\r\n");
+    r.push_str(&body);
+    r.into_bytes()
+}
+
+/// A running agent writing JSON lines to a private temporary file.
+pub struct Agent {
+    child: Option<Child>,
+    pub out: PathBuf,
+    _dir: tempfile::TempDir,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    /// Starts the agent with `args` and waits until it says it is ready.
+    pub fn start(args: &[&str]) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("capture.json");
+        let mut child = Command::new(AGENT)
+            .args(["--output", "json", "--write"])
+            .arg(&out)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting plainsight");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("plainsight: ready") {
+                    let _ = tx.send(());
+                }
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut agent = Agent { child: Some(child), out, _dir: dir, stderr };
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let log = agent.stderr();
+            agent.kill();
+            panic!("agent not ready in 60 s; stderr:\n{log}");
+        }
+        agent
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// All JSON records written so far.
+    pub fn records(&self) -> Vec<Value> {
+        let s = std::fs::read_to_string(&self.out).unwrap_or_default();
+        s.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Data records of `pid` in one direction, bytes concatenated in order.
+    pub fn bytes(&self, pid: u32, direction: &str) -> Vec<u8> {
+        data_of(&self.records(), pid, direction)
+    }
+
+    /// Waits until `pid` has at least `write` and `read` bytes captured.
+    pub fn wait_bytes(&self, pid: u32, write: usize, read: usize) -> (Vec<u8>, Vec<u8>) {
+        let until = Instant::now() + Duration::from_secs(15);
+        loop {
+            let recs = self.records();
+            let (w, r) = (data_of(&recs, pid, "write"), data_of(&recs, pid, "read"));
+            if (w.len() >= write && r.len() >= read) || Instant::now() > until {
+                // A little longer, to catch anything extra that must not be there.
+                std::thread::sleep(Duration::from_millis(300));
+                let recs = self.records();
+                return (data_of(&recs, pid, "write"), data_of(&recs, pid, "read"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGINT, wait for exit, return stderr; records pause statistics.
+    pub fn stop(&mut self) -> String {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            let until = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > until {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.stderr();
+        record_pause_stats(&log);
+        log
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Appends the agent's "held N processes paused" line to target/pause-times.log.
+fn record_pause_stats(log: &str) {
+    if let Some(line) = log.lines().find(|l| l.contains("processes paused")) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(repo().join("target/pause-times.log"))
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+pub fn data_of(recs: &[Value], pid: u32, direction: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in recs {
+        if r["type"] == "data" && r["pid"] == pid && r["direction"] == direction {
+            out.extend(record_bytes(r));
+        }
+    }
+    out
+}
+
+pub fn record_bytes(r: &Value) -> Vec<u8> {
+    let d = r["data"].as_str().unwrap_or_default();
+    match r["encoding"].as_str() {
+        Some("base64") => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(d).unwrap()
+        }
+        _ => d.as_bytes().to_vec(),
+    }
+}
+
+/// A program started behind `sh -c 'read go; exec PROGRAM'`: its pid is known
+/// before it runs PROGRAM, so an agent can be filtered to it first, and
+/// PROGRAM is started after the agent (discovered by BPF, paused, probed).
+pub struct Held {
+    pub pid: u32,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+}
+
+impl Held {
+    pub fn new(program: &Path, args: &[&str]) -> Held {
+        Held::with_env(program, args, &[])
+    }
+    pub fn with_env(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Held {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("read go; exec \"$0\" \"$@\"")
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning sh");
+        let stdin = child.stdin.take();
+        Held { pid: child.id(), child: Some(child), stdin }
+    }
+
+    /// Lets the program run; `input` follows on its stdin, then EOF.
+    pub fn go(&mut self, input: &[u8]) {
+        let mut s = self.stdin.take().expect("go once");
+        s.write_all(b"go\n").unwrap();
+        s.write_all(input).unwrap();
+        drop(s);
+    }
+
+    /// Waits for exit (bounded); returns (success, stdout, stderr).
+    pub fn finish(&mut self, timeout: Duration) -> (bool, Vec<u8>, String) {
+        let mut c = self.child.take().expect("finish once");
+        let until = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(_)) = c.try_wait() {
+                break;
+            }
+            if Instant::now() > until {
+                let _ = c.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let o = c.wait_with_output().unwrap();
+        (o.status.success(), o.stdout, String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A request file in a temporary directory.
+pub fn request_file(dir: &Path, bytes: &[u8]) -> PathBuf {
+    let p = dir.join("request.bin");
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// `State:` of /proc/PID/status, e.g. "t (tracing stop)".
+pub fn proc_state(pid: u32) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix("State:").map(|v| v.trim().to_string()))
+}
+
+pub fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(400)]).into_owned()
+}
