@@ -9,10 +9,16 @@ TEST_PKGS=(curl openssl libssl-dev python3 nodejs
            android-libboringssl android-libboringssl-dev
            procps psmisc)
 
+# Only needed to regenerate bpf/vmlinux.h (bpftool btf dump file /sys/kernel/btf/vmlinux format c).
+DEV_PKGS=(bpftool)
+
 want=("${BUILD_PKGS[@]}")
-if [[ "${1:-}" == "--test" ]]; then
-    want+=("${TEST_PKGS[@]}")
-fi
+case "${1:-}" in
+    --test) want+=("${TEST_PKGS[@]}") ;;
+    --dev) want+=("${TEST_PKGS[@]}" "${DEV_PKGS[@]}") ;;
+    "") ;;
+    *) echo "usage: $0 [--test|--dev]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${want[@]}"; do
