@@ -26,7 +26,6 @@ fn main() {
             .unwrap_or_else(|e| panic!("building {src}: {e:#}"));
         println!("cargo:rerun-if-changed={src}");
     }
-    for h in ["bpf/events.h", "bpf/filter.h", "bpf/vmlinux.h"] {
-        println!("cargo:rerun-if-changed={h}");
-    }
+    // Any header of the BPF programs.
+    println!("cargo:rerun-if-changed=bpf");
 }

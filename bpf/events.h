@@ -74,6 +74,22 @@ struct ssl_close_event {
 	char comm[TASK_COMM_LEN];
 };
 
+#define MAX_NAME 256
+
+/* SNI_CONFIGURED: a connection's server name was set and matched a pattern
+ * (or no pattern was given). Emitted on the data ring buffer, before any
+ * data of that connection. */
+struct sni_event {
+	__u32 type; /* SNI_CONFIGURED */
+	__u32 pid;
+	__u32 tid;
+	__u32 rule; /* id of the pattern that matched (0: no patterns given) */
+	__u64 ts_ns;
+	__u64 conn;
+	char comm[TASK_COMM_LEN];
+	char name[MAX_NAME]; /* NUL-terminated, lower case */
+};
+
 /* Indexes of the per-CPU counters array `stats`. */
 enum stat_index {
 	STAT_DATA_LOST = 0,      /* data records the ring buffer had no room for */

@@ -19,6 +19,7 @@
 #include <bpf/bpf_core_read.h>
 #include "events.h"
 #include "filter.h"
+#include "sni.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -46,6 +47,37 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ssl_data_event);
 } scratch SEC(".maps");
+
+/* Connections whose server name was decided: (pid, SSL *) -> matched.
+ * Only matches are stored, and non-matches too when capture_no_sni is on (to
+ * tell "set, not matching" from "never set"). Deleted at SSL_free; LRU and
+ * swept by user space for exited processes, so it stays bounded. */
+struct conn_key {
+	__u32 pid;
+	__u32 _pad;
+	__u64 ssl;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct conn_key);
+	__type(value, __u8);
+} conns SEC(".maps");
+
+/* With patterns, is this connection one to capture? */
+static __always_inline bool conn_wanted(__u32 pid, __u64 ssl)
+{
+	struct conn_key k = { .pid = pid, .ssl = ssl };
+	__u8 *m;
+
+	if (!sni_filter)
+		return true;
+	m = bpf_map_lookup_elem(&conns, &k);
+	if (!m)
+		return capture_no_sni;
+	return *m;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -134,6 +166,8 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr)
 	struct call_args args = { .ssl = ssl, .buf = buf, .len_ptr = len_ptr };
 
 	if (!process_wanted(id >> 32))
+		return 0;
+	if (!conn_wanted(id >> 32, ssl))
 		return 0;
 	bpf_map_update_elem(&active_calls, &id, &args, BPF_ANY);
 	return 0;
@@ -228,14 +262,84 @@ int ssl_read_ex_return(struct pt_regs *ctx)
 	return on_return_ex(ctx, SSL_EVENT_TYPE_READ);
 }
 
+/* A server name was set on `ssl`: match it, remember the decision, and
+ * tell user space the name of a connection that will be captured. */
+static __always_inline int on_server_name(__u64 ssl, const void *name)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct conn_key k = { .pid = id >> 32, .ssl = ssl };
+	struct sni_scratch *s;
+	struct sni_event *e;
+	__u32 rule = 0;
+	__u8 matched;
+
+	if (!ssl || !name || !process_wanted(id >> 32))
+		return 0;
+	s = match_server_name(name, &rule);
+	if (!s)
+		return 0;
+	matched = !sni_filter || rule != 0;
+	if (sni_filter) {
+		if (matched || capture_no_sni)
+			bpf_map_update_elem(&conns, &k, &matched, BPF_ANY);
+		else
+			bpf_map_delete_elem(&conns, &k);
+	}
+	if (!matched)
+		return 0;
+	e = bpf_ringbuf_reserve(&ssl_events, sizeof(*e), 0);
+	if (!e) {
+		count_stat(STAT_DATA_LOST);
+		return 0;
+	}
+	e->type = SNI_CONFIGURED;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->rule = rule;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->conn = ssl;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	__builtin_memcpy(e->name, s->fwd.data, MAX_NAME);
+	bpf_ringbuf_submit(e, wakeup_flags);
+	return 0;
+}
+
+#define SSL_CTRL_SET_TLSEXT_HOSTNAME 55
+#define TLSEXT_NAMETYPE_host_name 0
+
+/* OpenSSL, AWS-LC, node: SSL_set_tlsext_host_name() is a macro for this. */
+SEC("uprobe")
+int BPF_UPROBE(ssl_ctrl_entry, void *ssl, int cmd, long larg, void *parg)
+{
+	if (cmd != SSL_CTRL_SET_TLSEXT_HOSTNAME || larg != TLSEXT_NAMETYPE_host_name)
+		return 0;
+	return on_server_name((__u64)ssl, parg);
+}
+
+/* BoringSSL: a real function. */
+SEC("uprobe")
+int BPF_UPROBE(ssl_set_host_name_entry, void *ssl, const char *name)
+{
+	return on_server_name((__u64)ssl, name);
+}
+
 SEC("uprobe")
 int BPF_UPROBE(ssl_free_entry, void *ssl)
 {
 	__u64 id = bpf_get_current_pid_tgid();
+	struct conn_key k = { .pid = id >> 32, .ssl = (__u64)ssl };
 	struct ssl_close_event *e;
 
 	if (!ssl || !process_wanted(id >> 32))
 		return 0;
+	if (sni_filter) {
+		__u8 *m = bpf_map_lookup_elem(&conns, &k);
+		bool was_captured = m ? *m : capture_no_sni;
+
+		bpf_map_delete_elem(&conns, &k);
+		if (!was_captured)
+			return 0;
+	}
 	e = bpf_ringbuf_reserve(&ssl_events, sizeof(*e), 0);
 	if (!e) {
 		count_stat(STAT_DATA_LOST);

@@ -28,6 +28,7 @@ pub const STAT_READ_FAILED: u32 = 2;
 const MMAP_EVENT_LEN: usize = 56;
 const DATA_HEADER_LEN: usize = 64;
 const CLOSE_EVENT_LEN: usize = 48;
+const SNI_EVENT_LEN: usize = 48 + 256;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AbiError {
@@ -96,11 +97,25 @@ pub struct Close {
     pub comm: String,
 }
 
+/// `SNI_CONFIGURED`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniConfigured {
+    pub pid: u32,
+    pub tid: u32,
+    /// Id of the matching pattern (1-based), 0 when no patterns were given.
+    pub rule: u32,
+    pub ts_ns: u64,
+    pub conn: u64,
+    pub comm: String,
+    pub name: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event<'a> {
     MmapExecFile(MmapExecFile),
     Data(DataChunk<'a>),
     Close(Close),
+    SniConfigured(SniConfigured),
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -171,6 +186,22 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
                 comm: comm_at(b, 32),
             }))
         }
+        SNI_CONFIGURED => {
+            if b.len() < SNI_EVENT_LEN {
+                return Err(AbiError::Short(b.len()));
+            }
+            let raw = &b[48..SNI_EVENT_LEN];
+            let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+            Ok(Event::SniConfigured(SniConfigured {
+                pid: u32_at(b, 4),
+                tid: u32_at(b, 8),
+                rule: u32_at(b, 12),
+                ts_ns: u64_at(b, 16),
+                conn: u64_at(b, 24),
+                comm: comm_at(b, 32),
+                name: String::from_utf8_lossy(&raw[..end]).into_owned(),
+            }))
+        }
         t => Err(AbiError::UnknownType(t)),
     }
 }
@@ -195,6 +226,11 @@ mod tests {
         assert_eq!(offset_of!(ot::ssl_data_event, comm), 48);
         assert_eq!(offset_of!(ot::ssl_data_event, data), DATA_HEADER_LEN);
         assert_eq!(size_of::<ot::ssl_data_event>(), DATA_HEADER_LEN + DATA_CHUNK);
+        assert_eq!(offset_of!(ot::sni_event, rule), 12);
+        assert_eq!(offset_of!(ot::sni_event, conn), 24);
+        assert_eq!(offset_of!(ot::sni_event, comm), 32);
+        assert_eq!(offset_of!(ot::sni_event, name), 48);
+        assert_eq!(size_of::<ot::sni_event>(), SNI_EVENT_LEN);
     }
 
     fn data_record(t: u32, chunk: &[u8]) -> Vec<u8> {

@@ -1,6 +1,8 @@
 //! The agent: wires discover -> pause -> inspect -> attach -> capture -> output.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +24,7 @@ use crate::hooks;
 use crate::inspect::{self, Inspection, Linkage, ProbePoint};
 use crate::output::{Record, Writer};
 use crate::pause::{Job, Pauser};
+use crate::sni::{self, Pattern};
 
 /// BPF_RB_NO_WAKEUP: the reader polls the data ring buffer on a timer instead
 /// of being woken per record.
@@ -120,7 +123,7 @@ fn load_discover(cli: &Cli) -> Result<DiscoverSkel<'static>> {
     Ok(skel)
 }
 
-fn load_openssl(cli: &Cli) -> Result<OpensslSkel<'static>> {
+fn load_openssl(cli: &Cli, patterns: &[Pattern]) -> Result<OpensslSkel<'static>> {
     let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
     let mut open = OpensslSkelBuilder::default()
         .open(storage)
@@ -139,8 +142,16 @@ fn load_openssl(cli: &Cli) -> Result<OpensslSkel<'static>> {
     ro.filter_comms = u8::from(!cli.comms.is_empty());
     ro.max_capture = cli.max_capture as u32;
     ro.wakeup_flags = BPF_RB_NO_WAKEUP;
+    ro.sni_filter = u8::from(!patterns.is_empty());
+    ro.capture_no_sni = u8::from(cli.capture_no_sni);
     let skel = open.load().context("loading BPF object openssl (uprobes on SSL_*)")?;
     fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, cli)?;
+    for (i, p) in patterns.iter().enumerate() {
+        let (is_prefix, key) = p.trie_key();
+        let map = if is_prefix { &skel.maps.sni_prefixes } else { &skel.maps.sni_suffixes };
+        map.update(&key, &(i as u32 + 1).to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| format!("storing server-name pattern {p}"))?;
+    }
     Ok(skel)
 }
 
@@ -171,6 +182,8 @@ fn attach_file(skel: &OpensslSkel<'_>, path: &Path, insp: &Inspection) -> Result
             ProbePoint::SslWriteEx => (&p.ssl_write_ex_entry, Some(&p.ssl_write_ex_return)),
             ProbePoint::SslReadEx => (&p.ssl_read_ex_entry, Some(&p.ssl_read_ex_return)),
             ProbePoint::SslFree => (&p.ssl_free_entry, None),
+            ProbePoint::SslCtrl => (&p.ssl_ctrl_entry, None),
+            ProbePoint::SslSetHostName => (&p.ssl_set_host_name_entry, None),
         };
         let off = t.offset as usize;
         links.push(entry.attach_uprobe(false, -1, path, off).with_context(|| {
@@ -249,6 +262,8 @@ fn stat_sum(map: &dyn MapCore, idx: u32) -> u64 {
 
 /// Runs until SIGINT/SIGTERM.
 pub fn run(cli: Cli) -> Result<()> {
+    // Refuse bad patterns before anything else, naming them.
+    let patterns = sni::parse_all(&cli.sni)?;
     preflight()?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -257,7 +272,15 @@ pub fn run(cli: Cli) -> Result<()> {
     let writer = Writer::new(cli.write.as_deref(), cli.output)?;
 
     let dskel = load_discover(&cli)?;
-    let oskel = load_openssl(&cli)?;
+    let oskel = load_openssl(&cli, &patterns)?;
+    if !patterns.is_empty() {
+        let list: Vec<_> = patterns.iter().map(|p| p.to_string()).collect();
+        log::info!(
+            "capturing connections whose server name matches {}{}",
+            list.join(", "),
+            if cli.capture_no_sni { ", and connections without a server name" } else { "" }
+        );
+    }
 
     let (out_tx, out_rx) = crossbeam_channel::unbounded::<Record>();
     let out_thread = start_output(out_rx, writer);
@@ -301,23 +324,42 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 
     // Plaintext records.
-    let reasm = std::cell::RefCell::new(Reassembler::default());
+    let reasm = RefCell::new(Reassembler::default());
+    let names: Rc<RefCell<HashMap<(u32, u64), String>>> = Rc::default();
+    let conn_names = names.clone();
     let tx = out_tx.clone();
+    let pattern_text: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
     let mut rb = RingBufferBuilder::new();
     rb.add(&oskel.maps.ssl_events, move |rec: &[u8]| {
         match abi::parse(rec) {
             Ok(Event::Data(c)) => {
-                for call in reasm.borrow_mut().push(&c) {
+                for mut call in reasm.borrow_mut().push(&c) {
+                    call.sni = conn_names.borrow().get(&(call.pid, call.conn)).cloned();
                     let _ = tx.send(Record::Call(call));
                 }
             }
             Ok(Event::Close(c)) => {
+                let sni = conn_names.borrow_mut().remove(&(c.pid, c.conn));
                 let _ = tx.send(Record::Close {
                     pid: c.pid,
                     tid: c.tid,
                     comm: c.comm,
                     conn: c.conn,
                     ts_ns: c.ts_ns,
+                    sni,
+                });
+            }
+            Ok(Event::SniConfigured(e)) => {
+                conn_names.borrow_mut().insert((e.pid, e.conn), e.name.clone());
+                let pattern = (e.rule as usize).checked_sub(1).and_then(|i| pattern_text.get(i)).cloned();
+                let _ = tx.send(Record::Sni {
+                    pid: e.pid,
+                    tid: e.tid,
+                    comm: e.comm,
+                    conn: e.conn,
+                    ts_ns: e.ts_ns,
+                    name: e.name,
+                    pattern,
                 });
             }
             Ok(other) => log::warn!("unexpected record on ssl_events: {other:?}"),
@@ -332,6 +374,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let mut ready = false;
     let mut last_stats = Instant::now();
     let mut lost_reported = 0u64;
+    let mut last_sweep = Instant::now();
     if startup_pending == 0 {
         announce_ready(0);
         ready = true;
@@ -356,6 +399,10 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         let _ = ring.consume_raw();
+        if last_sweep.elapsed() >= Duration::from_secs(5) {
+            last_sweep = Instant::now();
+            sweep_exited(&oskel.maps.conns, &names);
+        }
         if last_stats.elapsed() >= Duration::from_secs(1) {
             last_stats = Instant::now();
             let lost = stat_sum(&oskel.maps.stats, abi::STAT_DATA_LOST);
@@ -377,22 +424,41 @@ pub fn run(cli: Cli) -> Result<()> {
     let lost = stat_sum(&oskel.maps.stats, abi::STAT_DATA_LOST);
     let lost_discover = stat_sum(&dskel.maps.stats, abi::STAT_DISCOVER_LOST);
     let unreadable = stat_sum(&oskel.maps.stats, abi::STAT_READ_FAILED);
+    let tracked = oskel.maps.conns.keys().count();
     drop(out_tx);
     let _ = out_thread.join();
     drop(attached);
     let st = pauser.stats.lock().map(|s| (s.summary(), s.not_paused, s.timed_out));
     if let Ok(((n, med, max), not_paused, timed_out)) = st {
         eprintln!(
-            "plainsight: held {n} processes paused (median {} us, max {} us; {not_paused} not pausable, \
+            "plainsight: {n} pauses (median {} us, max {} us; {not_paused} processes not pausable, \
              {timed_out} resumed by the time bound)",
             med.as_micros(),
             max.as_micros()
         );
     }
+    if let Ok(s) = pauser.stats.lock() {
+        let list: Vec<String> = s.held.iter().map(|d| d.as_micros().to_string()).collect();
+        eprintln!("plainsight: pause durations (us): {}", list.join(" "));
+    }
     eprintln!(
         "plainsight: lost records: {lost} plaintext, {lost_discover} file discovery; {unreadable} unreadable buffers"
     );
+    eprintln!("plainsight: connections tracked in the kernel at exit: {tracked}");
     Ok(())
+}
+
+/// Forgets the connections of processes that exited (kernel map and names).
+fn sweep_exited(conns: &dyn MapCore, names: &Rc<RefCell<HashMap<(u32, u64), String>>>) {
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+    let dead: Vec<Vec<u8>> = conns
+        .keys()
+        .filter(|k| k.len() >= 4 && !alive(u32::from_ne_bytes([k[0], k[1], k[2], k[3]])))
+        .collect();
+    for k in dead {
+        let _ = conns.delete(&k);
+    }
+    names.borrow_mut().retain(|(pid, _), _| alive(*pid));
 }
 
 fn announce_ready(files: usize) {

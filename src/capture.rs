@@ -27,6 +27,8 @@ pub struct CallRecord {
     pub truncated: bool,
     /// Bytes of the captured range that never arrived (lost records).
     pub lost_bytes: u32,
+    /// Server name of the connection, when known.
+    pub sni: Option<String>,
 }
 
 #[derive(Debug)]
@@ -71,6 +73,7 @@ impl Reassembler {
                 data: Vec::with_capacity(c.captured.min(1 << 20) as usize),
                 truncated: c.flags & DATA_FLAG_TRUNCATED != 0,
                 lost_bytes: 0,
+                sni: None,
             },
             captured: c.captured,
             next: 0,

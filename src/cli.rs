@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use anyhow::{Context, Result};
 use clap::Parser;
+use serde::Deserialize;
 
 use crate::output::Format;
 
@@ -29,6 +31,23 @@ pub struct Cli {
     /// (first 15 characters; repeatable).
     #[arg(short = 'c', long = "comm", value_name = "NAME")]
     pub comms: Vec<String>,
+
+    /// Capture only connections whose TLS server name matches PATTERN: an
+    /// exact name (api.acme.com), a suffix (*.acme.com) or a prefix (api.*).
+    /// Case-insensitive; repeatable; matched inside the kernel. Without any,
+    /// every connection is captured.
+    #[arg(long = "sni", value_name = "PATTERN")]
+    pub sni: Vec<String>,
+
+    /// With --sni: also capture connections that never set a server name
+    /// (connections to IP addresses, most servers' accepted connections).
+    #[arg(long)]
+    pub capture_no_sni: bool,
+
+    /// YAML file with `sni`, `capture_no_sni`, `pids`, `comms` (the
+    /// command-line options add to it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
@@ -67,4 +86,54 @@ pub struct Cli {
     /// Testing aid: delay every inspection by this long (shows pausing).
     #[arg(long, hide = true, default_value_t = 0)]
     pub test_inspect_delay_ms: u64,
+}
+
+/// The `--config` file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub sni: Vec<String>,
+    #[serde(default)]
+    pub capture_no_sni: bool,
+    #[serde(default)]
+    pub pids: Vec<u32>,
+    #[serde(default)]
+    pub comms: Vec<String>,
+}
+
+impl Cli {
+    /// Merges the `--config` file into the options.
+    pub fn apply_config(&mut self) -> Result<()> {
+        let Some(path) = &self.config else { return Ok(()) };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let cfg: Config = serde_saphyr::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        self.sni.extend(cfg.sni);
+        self.capture_no_sni |= cfg.capture_no_sni;
+        self.pids.extend(cfg.pids);
+        self.comms.extend(cfg.comms);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_config_adds_to_the_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, "sni:\n  - '*.acme.com'\n  - api.*\ncapture_no_sni: true\npids: [12]\n").unwrap();
+        let mut cli = Cli::parse_from(["plainsight", "--sni", "x.org", "--config", p.to_str().unwrap()]);
+        cli.apply_config().unwrap();
+        assert_eq!(cli.sni, ["x.org", "*.acme.com", "api.*"]);
+        assert!(cli.capture_no_sni);
+        assert_eq!(cli.pids, [12]);
+        std::fs::write(&p, "snis: [a]\n").unwrap();
+        let e = cli.apply_config().unwrap_err();
+        assert!(format!("{e:#}").contains("invalid config file"), "{e:#}");
+    }
 }

@@ -14,11 +14,12 @@ mod hooks;
 mod inspect;
 mod output;
 mod pause;
+mod sni;
 
 use clap::Parser;
 
 fn main() {
-    let cli = cli::Cli::parse();
+    let mut cli = cli::Cli::parse();
     let level = match cli.verbose {
         0 => "info",
         1 => "debug",
@@ -39,7 +40,7 @@ fn main() {
         print!("{}", hooks::describe());
         return;
     }
-    if let Err(e) = agent::run(cli) {
+    if let Err(e) = cli.apply_config().and_then(|()| agent::run(cli)) {
         eprintln!("plainsight: error: {e:#}");
         std::process::exit(1);
     }

@@ -18,7 +18,9 @@ use crate::capture::CallRecord;
 #[derive(Debug, Clone)]
 pub enum Record {
     Call(CallRecord),
-    Close { pid: u32, tid: u32, comm: String, conn: u64, ts_ns: u64 },
+    Close { pid: u32, tid: u32, comm: String, conn: u64, ts_ns: u64, sni: Option<String> },
+    /// SNI_CONFIGURED: a connection to capture got its server name.
+    Sni { pid: u32, tid: u32, comm: String, conn: u64, ts_ns: u64, name: String, pattern: Option<String> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -89,6 +91,7 @@ struct JsonCall<'a> {
     comm: &'a str,
     direction: &'static str,
     conn: String,
+    sni: Option<&'a str>,
     len: u32,
     captured: usize,
     truncated: bool,
@@ -107,6 +110,21 @@ struct JsonClose<'a> {
     tid: u32,
     comm: &'a str,
     conn: String,
+    sni: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct JsonSni<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: String,
+    ts_ns: u64,
+    pid: u32,
+    tid: u32,
+    comm: &'a str,
+    conn: String,
+    sni: &'a str,
+    pattern: Option<&'a str>,
 }
 
 impl Writer {
@@ -138,6 +156,7 @@ impl Writer {
                     comm: &c.comm,
                     direction: c.direction.as_str(),
                     conn: format!("{:#x}", c.conn),
+                    sni: c.sni.as_deref(),
                     len: c.len,
                     captured: c.data.len(),
                     truncated: c.truncated,
@@ -148,7 +167,7 @@ impl Writer {
                 serde_json::to_writer(&mut self.out, &j)?;
                 self.out.write_all(b"\n")
             }
-            (Format::Json, Record::Close { pid, tid, comm, conn, ts_ns }) => {
+            (Format::Json, Record::Close { pid, tid, comm, conn, ts_ns, sni }) => {
                 let j = JsonClose {
                     kind: "close",
                     time: self.time(*ts_ns),
@@ -157,10 +176,36 @@ impl Writer {
                     tid: *tid,
                     comm,
                     conn: format!("{conn:#x}"),
+                    sni: sni.as_deref(),
                 };
                 serde_json::to_writer(&mut self.out, &j)?;
                 self.out.write_all(b"\n")
             }
+            (Format::Json, Record::Sni { pid, tid, comm, conn, ts_ns, name, pattern }) => {
+                let j = JsonSni {
+                    kind: "sni",
+                    time: self.time(*ts_ns),
+                    ts_ns: *ts_ns,
+                    pid: *pid,
+                    tid: *tid,
+                    comm,
+                    conn: format!("{conn:#x}"),
+                    sni: name,
+                    pattern: pattern.as_deref(),
+                };
+                serde_json::to_writer(&mut self.out, &j)?;
+                self.out.write_all(b"\n")
+            }
+            (Format::Text, Record::Sni { pid, comm, conn, ts_ns, name, pattern, .. }) => writeln!(
+                self.out,
+                "--- {} {}[{}] SNI conn={:#x} sni={}{}",
+                self.time(*ts_ns),
+                comm,
+                pid,
+                conn,
+                name,
+                pattern.as_ref().map(|p| format!(" (matches {p})")).unwrap_or_default()
+            ),
             (Format::Text, Record::Call(c)) => {
                 let mut flags = String::new();
                 if c.truncated {
@@ -171,25 +216,27 @@ impl Writer {
                 }
                 writeln!(
                     self.out,
-                    "--- {} {}[{}/{}] {} conn={:#x} len={}{}",
+                    "--- {} {}[{}/{}] {} conn={:#x}{} len={}{}",
                     self.time(c.ts_ns),
                     c.comm,
                     c.pid,
                     c.tid,
                     c.direction.as_str().to_uppercase(),
                     c.conn,
+                    c.sni.as_ref().map(|s| format!(" sni={s}")).unwrap_or_default(),
                     c.len,
                     flags
                 )?;
                 write_data(&mut self.out, &c.data)
             }
-            (Format::Text, Record::Close { pid, comm, conn, ts_ns, .. }) => writeln!(
+            (Format::Text, Record::Close { pid, comm, conn, ts_ns, sni, .. }) => writeln!(
                 self.out,
-                "--- {} {}[{}] CLOSE conn={:#x}",
+                "--- {} {}[{}] CLOSE conn={:#x}{}",
                 self.time(*ts_ns),
                 comm,
                 pid,
-                conn
+                conn,
+                sni.as_ref().map(|s| format!(" sni={s}")).unwrap_or_default()
             ),
         }
     }

@@ -22,15 +22,21 @@ pub enum ProbePoint {
     SslReadEx,
     /// `SSL_free(ssl)`: entry only.
     SslFree,
+    /// `SSL_ctrl(ssl, cmd, larg, parg)`: the server name (cmd 55).
+    SslCtrl,
+    /// `SSL_set_tlsext_host_name(ssl, name)`: BoringSSL's real function.
+    SslSetHostName,
 }
 
 impl ProbePoint {
-    pub const OPENSSL: [ProbePoint; 5] = [
+    pub const OPENSSL: [ProbePoint; 7] = [
         ProbePoint::SslWrite,
         ProbePoint::SslRead,
         ProbePoint::SslWriteEx,
         ProbePoint::SslReadEx,
         ProbePoint::SslFree,
+        ProbePoint::SslCtrl,
+        ProbePoint::SslSetHostName,
     ];
 
     /// The symbol the probe point is attached to.
@@ -41,13 +47,11 @@ impl ProbePoint {
             ProbePoint::SslWriteEx => "SSL_write_ex",
             ProbePoint::SslReadEx => "SSL_read_ex",
             ProbePoint::SslFree => "SSL_free",
+            ProbePoint::SslCtrl => "SSL_ctrl",
+            ProbePoint::SslSetHostName => "SSL_set_tlsext_host_name",
         }
     }
 
-    /// Whether the return value is needed (a uretprobe is attached too).
-    pub fn needs_return(self) -> bool {
-        !matches!(self, ProbePoint::SslFree)
-    }
 }
 
 /// Which TLS implementation a file carries.
@@ -149,7 +153,12 @@ mod tests {
         assert_eq!(i.library, Some(TlsLibrary::OpenSsl));
         assert_eq!(i.linkage, Linkage::Exported);
         let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
-        assert_eq!(pts, ProbePoint::OPENSSL.to_vec());
+        // SSL_set_tlsext_host_name is a macro in OpenSSL: not exported.
+        let want: Vec<_> = ProbePoint::OPENSSL
+            .into_iter()
+            .filter(|p| *p != ProbePoint::SslSetHostName)
+            .collect();
+        assert_eq!(pts, want);
     }
 
     #[test]
@@ -166,6 +175,7 @@ mod tests {
         let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
         assert!(pts.contains(&ProbePoint::SslWrite) && pts.contains(&ProbePoint::SslRead));
         assert!(!pts.contains(&ProbePoint::SslWriteEx));
+        assert!(pts.contains(&ProbePoint::SslSetHostName) && !pts.contains(&ProbePoint::SslCtrl));
     }
 
     #[test]

@@ -179,7 +179,8 @@ impl Agent {
 
     /// SIGINT, wait for exit, return stderr; records pause statistics.
     pub fn stop(&mut self) -> String {
-        if let Some(mut c) = self.child.take() {
+        let Some(mut c) = self.child.take() else { return self.stderr() };
+        {
             unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
             let until = Instant::now() + Duration::from_secs(10);
             loop {
@@ -214,9 +215,9 @@ impl Drop for Agent {
     }
 }
 
-/// Appends the agent's "held N processes paused" line to target/pause-times.log.
+/// Appends the agent's pause durations to target/pause-times.log.
 fn record_pause_stats(log: &str) {
-    if let Some(line) = log.lines().find(|l| l.contains("processes paused")) {
+    if let Some(line) = log.lines().find(|l| l.contains("pause durations (us):")) {
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

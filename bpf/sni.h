@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Server-name patterns, matched in the kernel.
+ *
+ * Suffix patterns ("*.acme.com") and exact names ("api.acme.com") live in
+ * one LPM trie keyed by the *reversed* lower-case name: "*.acme.com" is the
+ * prefix "moc.emca." and matches every name ending in ".acme.com"; an exact
+ * name is stored reversed with its terminating NUL, so it matches only
+ * itself. Prefix patterns ("api.*") live in a second trie keyed by the name
+ * as is. The value is the pattern's id.
+ */
+#ifndef PLAINSIGHT_SNI_H
+#define PLAINSIGHT_SNI_H
+
+/* Any pattern given at all (else every connection is captured). */
+const volatile __u8 sni_filter = 0;
+/* Capture connections that never set a server name. */
+const volatile __u8 capture_no_sni = 0;
+
+struct name_key {
+	__u32 prefixlen; /* in bits */
+	__u8 data[MAX_NAME];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__type(key, struct name_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} sni_suffixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__type(key, struct name_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} sni_prefixes SEC(".maps");
+
+struct sni_scratch {
+	struct name_key fwd;
+	struct name_key rev;
+	char raw[MAX_NAME];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sni_scratch);
+} sni_scratch_map SEC(".maps");
+
+/* Clamp an index into [0, MAX_NAME) in a way the compiler cannot drop. */
+#define NAME_INDEX(v) asm volatile("%0 &= 255" : "+r"(v))
+
+struct lower_ctx {
+	struct sni_scratch *s;
+	__u64 len;
+};
+
+static int lower_and_reverse(__u32 i, void *data)
+{
+	struct lower_ctx *c = data;
+	__u64 fi = i, ri;
+	__u8 ch;
+
+	if (fi >= c->len)
+		return 1;
+	ri = c->len - 1 - fi;
+	NAME_INDEX(fi);
+	NAME_INDEX(ri);
+	ch = c->s->raw[fi];
+	if (ch >= 'A' && ch <= 'Z')
+		ch += 'a' - 'A';
+	c->s->fwd.data[fi] = ch;
+	c->s->rev.data[ri] = ch;
+	return 0;
+}
+
+/*
+ * Copies the NUL-terminated user string at `uname` and matches it.
+ * Returns the scratch holding the lower-case name in fwd.data (NUL
+ * terminated) or NULL if unreadable; *rule gets the matching pattern id, or
+ * 0 for no match (ids start at 1).
+ */
+static __always_inline struct sni_scratch *match_server_name(const void *uname, __u32 *rule)
+{
+	struct lower_ctx c = {};
+	struct sni_scratch *s;
+	__u32 zero = 0, *v;
+	long n;
+
+	*rule = 0;
+	s = bpf_map_lookup_elem(&sni_scratch_map, &zero);
+	if (!s)
+		return NULL;
+	n = bpf_probe_read_user_str(s->raw, sizeof(s->raw), uname);
+	if (n <= 1) /* unreadable or empty */
+		return NULL;
+	c.s = s;
+	c.len = n - 1; /* without NUL; < MAX_NAME */
+	bpf_loop(MAX_NAME, lower_and_reverse, &c, 0);
+	{
+		__u64 end = c.len;
+
+		NAME_INDEX(end);
+		s->fwd.data[end] = 0;
+		s->rev.data[end] = 0;
+	}
+
+	if (!sni_filter) {
+		*rule = 0;
+		return s;
+	}
+	/* reversed name + NUL: exact entries match whole, suffixes as prefix */
+	s->rev.prefixlen = (c.len + 1) * 8;
+	v = bpf_map_lookup_elem(&sni_suffixes, &s->rev);
+	if (v) {
+		*rule = *v;
+		return s;
+	}
+	s->fwd.prefixlen = c.len * 8;
+	v = bpf_map_lookup_elem(&sni_prefixes, &s->fwd);
+	if (v)
+		*rule = *v;
+	return s;
+}
+
+#endif
