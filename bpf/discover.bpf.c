@@ -8,7 +8,10 @@
  *  - sys_enter_mmap / sys_exit_mmap: PROT_EXEC file mappings made by ld.so
  *    and dlopen.
  * `seen_files` holds every (device, inode) already reported, so each file is
- * reported (and so parsed and instrumented) once.
+ * reported (and so parsed and instrumented) once. While a file is being
+ * inspected (FILE_PENDING) every process that maps it is reported too, so
+ * that it is held paused until the file's probes are in place; once user
+ * space marks the file FILE_DONE nothing more is reported for it.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -21,6 +24,9 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 #define PROT_EXEC 0x4
 #define MAP_ANONYMOUS 0x20
+
+#define FILE_PENDING 1
+#define FILE_DONE 2
 
 struct file_key {
 	__u64 dev;
@@ -53,7 +59,7 @@ static __always_inline int report_file(struct file *file, __u32 source)
 	struct file_key key = {};
 	struct mmap_exec_file_event *e;
 	__u64 id = bpf_get_current_pid_tgid();
-	__u8 one = 1;
+	__u8 pending = FILE_PENDING, *state;
 
 	if (!file)
 		return 0;
@@ -61,14 +67,18 @@ static __always_inline int report_file(struct file *file, __u32 source)
 	key.ino = BPF_CORE_READ(file, f_inode, i_ino);
 	if (key.ino == 0)
 		return 0;
-	/* Reported before (by any process): nothing to do. */
-	if (bpf_map_update_elem(&seen_files, &key, &one, BPF_NOEXIST) != 0)
-		return 0;
+	state = bpf_map_lookup_elem(&seen_files, &key);
+	if (state && *state == FILE_DONE)
+		return 0; /* instrumented (or found to need nothing) already */
+	if (!state && bpf_map_update_elem(&seen_files, &key, &pending, BPF_NOEXIST) != 0) {
+		/* Another CPU reported it just now: report this process too. */
+	}
 
 	e = bpf_ringbuf_reserve(&exec_events, sizeof(*e), 0);
 	if (!e) {
 		/* Forget it so that the next mapping reports it again. */
-		bpf_map_delete_elem(&seen_files, &key);
+		if (!state)
+			bpf_map_delete_elem(&seen_files, &key);
 		count_stat(STAT_DISCOVER_LOST);
 		return 0;
 	}

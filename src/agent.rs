@@ -31,8 +31,17 @@ use crate::sni::{self, Pattern};
 const BPF_RB_NO_WAKEUP: u32 = 1;
 const INSPECT_WORKERS: usize = 2;
 
+/// `seen_files` values (bpf/discover.bpf.c).
+const FILE_PENDING: u8 = 1;
+const FILE_DONE: u8 = 2;
+
+/// Files being inspected, shared by the inspection workers.
+type Inflight = Arc<std::sync::Mutex<std::collections::HashSet<FileId>>>;
+
 /// What inspecting one job found.
 enum Outcome {
+    /// Another job inspects this file: wait for it.
+    Duplicate,
     Tls { path: PathBuf, shown: String, insp: Inspection },
     NotTls,
     /// The mapping is gone (process exited): let BPF report the file again.
@@ -208,11 +217,24 @@ fn inspect_job(job: &Job, limit: u64) -> Outcome {
     }
 }
 
-fn start_workers(jobs: Receiver<Job>, results: Sender<Inspected>, limit: u64, delay: Duration) {
+fn start_workers(
+    jobs: Receiver<Job>,
+    results: Sender<Inspected>,
+    inflight: Inflight,
+    limit: u64,
+    delay: Duration,
+) {
     for i in 0..INSPECT_WORKERS {
-        let (jobs, results) = (jobs.clone(), results.clone());
+        let (jobs, results, inflight) = (jobs.clone(), results.clone(), inflight.clone());
         let _ = std::thread::Builder::new().name(format!("inspect-{i}")).spawn(move || {
             for job in jobs {
+                let first = inflight.lock().map(|mut s| s.insert(job.file)).unwrap_or(true);
+                if !first {
+                    if results.send(Inspected { job, outcome: Outcome::Duplicate }).is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 if !delay.is_zero() {
                     std::thread::sleep(delay);
                 }
@@ -287,7 +309,14 @@ pub fn run(cli: Cli) -> Result<()> {
 
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     let (res_tx, res_rx) = crossbeam_channel::unbounded::<Inspected>();
-    start_workers(job_rx, res_tx, cli.max_elf_size, Duration::from_millis(cli.test_inspect_delay_ms));
+    let inflight: Inflight = Arc::default();
+    start_workers(
+        job_rx,
+        res_tx,
+        inflight.clone(),
+        cli.max_elf_size,
+        Duration::from_millis(cli.test_inspect_delay_ms),
+    );
 
     let exec_events = MapHandle::try_from(&dskel.maps.exec_events).context("exec_events map")?;
     let mut pauser =
@@ -308,7 +337,7 @@ pub fn run(cli: Cli) -> Result<()> {
         for m in discover::exec_mappings(pid) {
             let key = file_key(m.file);
             // Marks the file seen; fails if BPF already reported it.
-            if dskel.maps.seen_files.update(&key, &[1], MapFlags::NO_EXIST).is_err() {
+            if dskel.maps.seen_files.update(&key, &[FILE_PENDING], MapFlags::NO_EXIST).is_err() {
                 continue;
             }
             startup_pending += 1;
@@ -371,6 +400,9 @@ pub fn run(cli: Cli) -> Result<()> {
     let ring = rb.build().context("ssl_events ring buffer")?;
 
     let mut attached: HashMap<FileId, Vec<Link>> = HashMap::new();
+    // Files whose inspection is over, and jobs waiting for one in progress.
+    let mut finished: std::collections::HashSet<FileId> = Default::default();
+    let mut waiting: HashMap<FileId, Vec<Job>> = HashMap::new();
     let mut ready = false;
     let mut last_stats = Instant::now();
     let mut lost_reported = 0u64;
@@ -386,15 +418,44 @@ pub fn run(cli: Cli) -> Result<()> {
             Err(RecvTimeoutError::Disconnected) => bail!("inspection workers stopped"),
         };
         for r in first.into_iter().chain(res_rx.try_iter()) {
-            handle_inspected(&r, &oskel, &dskel, &mut attached);
-            if r.job.paused {
-                pauser.done(r.job.pid);
+            let file = r.job.file;
+            let mut released = vec![r.job.clone()];
+            match r.outcome {
+                Outcome::Duplicate if !finished.contains(&file) => {
+                    // Hold it until the inspection in progress is over.
+                    waiting.entry(file).or_default().push(r.job.clone());
+                    released.clear();
+                }
+                Outcome::Duplicate => {}
+                Outcome::Gone => {
+                    handle_inspected(&r, &oskel, &dskel, &mut attached);
+                    if let Ok(mut s) = inflight.lock() {
+                        s.remove(&file);
+                    }
+                    // Another process mapping it takes over the inspection.
+                    let mut rest = waiting.remove(&file).unwrap_or_default().into_iter();
+                    if let Some(next) = rest.next() {
+                        let _ = job_tx.send(next);
+                        waiting.insert(file, rest.collect());
+                    }
+                }
+                _ => {
+                    handle_inspected(&r, &oskel, &dskel, &mut attached);
+                    finished.insert(file);
+                    let _ = dskel.maps.seen_files.update(&file_key(file), &[FILE_DONE], MapFlags::ANY);
+                    released.extend(waiting.remove(&file).unwrap_or_default());
+                }
             }
-            if r.job.startup {
-                startup_pending -= 1;
-                if startup_pending == 0 && !ready {
-                    announce_ready(attached.len());
-                    ready = true;
+            for job in released {
+                if job.paused {
+                    pauser.done(job.pid);
+                }
+                if job.startup {
+                    startup_pending -= 1;
+                    if startup_pending == 0 && !ready {
+                        announce_ready(attached.len());
+                        ready = true;
+                    }
                 }
             }
         }
@@ -504,7 +565,7 @@ fn handle_inspected(
                 Err(e) => log::warn!("cannot instrument {shown}: {e:#}"),
             }
         }
-        Outcome::NotTls => {}
+        Outcome::NotTls | Outcome::Duplicate => {}
         Outcome::Gone => {
             let _ = dskel.maps.seen_files.delete(&file_key(job.file));
             log::debug!("pid {} exited before {} could be inspected", job.pid, job.file);

@@ -175,6 +175,14 @@ fn pause_thread(
     let ring = builder.build().context("exec_events ring buffer")?;
     let ring_fd = ring.epoll_fd();
     let my_pid = std::process::id();
+    // The window between a file being mapped and the process being stopped
+    // is the race the spec accepts; run this thread before ordinary tasks
+    // to keep it short even on a busy host.
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: plain syscall on the calling thread with a valid parameter.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        log::debug!("pause thread keeps normal priority: {}", std::io::Error::last_os_error());
+    }
 
     let mut st = State { held: HashMap::new(), owner: HashMap::new(), stats, max_pause };
     loop {

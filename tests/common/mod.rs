@@ -287,6 +287,26 @@ impl Held {
         drop(s);
     }
 
+    /// Lets the program run, keeping its stdin open.
+    pub fn go_keep_stdin(&mut self) {
+        let s = self.stdin.as_mut().expect("stdin");
+        s.write_all(b"go\n").unwrap();
+        s.flush().unwrap();
+    }
+
+    /// Reads one line of the program's stdout (blocking).
+    pub fn read_line(&mut self) -> String {
+        let c = self.child.as_mut().expect("running");
+        let out = c.stdout.as_mut().expect("stdout");
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        use std::io::Read;
+        while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+        String::from_utf8_lossy(&line).into_owned()
+    }
+
     /// Waits for exit (bounded); returns (success, stdout, stderr).
     pub fn finish(&mut self, timeout: Duration) -> (bool, Vec<u8>, String) {
         let mut c = self.child.take().expect("finish once");
