@@ -20,13 +20,9 @@
 #include "events.h"
 #include "filter.h"
 #include "sni.h"
+#include "emit.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
-
-/* Bytes copied per call at most; more is flagged DATA_FLAG_TRUNCATED. */
-const volatile __u32 max_capture = 4 << 20;
-/* Wake the reader per record (0) or let it poll (BPF_RB_NO_WAKEUP). */
-const volatile __u32 wakeup_flags = 0;
 
 struct call_args {
 	__u64 ssl;
@@ -40,13 +36,6 @@ struct {
 	__type(key, __u64);
 	__type(value, struct call_args);
 } active_calls SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ssl_data_event);
-} scratch SEC(".maps");
 
 /* Connections whose server name was decided: (pid, SSL *) -> matched.
  * Only matches are stored, and non-matches too when capture_no_sni is on (to
@@ -79,87 +68,6 @@ static __always_inline bool conn_wanted(__u32 pid, __u64 ssl)
 	return *m;
 }
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 32 * 1024 * 1024);
-} ssl_events SEC(".maps");
-
-struct emit_ctx {
-	__u64 buf;
-	__u64 conn;
-	__u64 ts_ns;
-	__u64 id;
-	__u32 type;
-	__u32 len;
-	__u32 captured;
-	__u32 flags;
-};
-
-static int emit_chunk(__u32 index, void *data)
-{
-	struct emit_ctx *c = data;
-	struct ssl_data_event *e;
-	__u32 zero = 0;
-	__u64 off, n;
-
-	if (index >= MAX_CHUNKS)
-		return 1;
-	off = (__u64)index * DATA_CHUNK;
-	if (off >= c->captured)
-		return 1;
-	n = c->captured - off;
-	if (n > DATA_CHUNK)
-		n = DATA_CHUNK;
-	/* n is in [1, DATA_CHUNK]; say so in a form the verifier can follow. */
-	n = ((n - 1) & (DATA_CHUNK - 1)) + 1;
-
-	e = bpf_map_lookup_elem(&scratch, &zero);
-	if (!e)
-		return 1;
-	e->type = c->type;
-	e->pid = c->id >> 32;
-	e->tid = (__u32)c->id;
-	e->flags = c->flags;
-	e->ts_ns = c->ts_ns;
-	e->conn = c->conn;
-	e->len = c->len;
-	e->captured = c->captured;
-	e->offset = off;
-	e->chunk_len = n;
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
-	if (bpf_probe_read_user(e->data, n, (void *)(c->buf + off)) != 0) {
-		count_stat(STAT_READ_FAILED);
-		return 1;
-	}
-	if (bpf_ringbuf_output(&ssl_events, e, offsetof(struct ssl_data_event, data) + n,
-			       wakeup_flags) != 0) {
-		count_stat(STAT_DATA_LOST);
-	}
-	return 0;
-}
-
-static __always_inline void emit_data(__u32 type, struct call_args *args, __u64 len, __u64 id)
-{
-	struct emit_ctx c = {};
-	__u32 chunks;
-
-	if (len == 0 || len > 0x7fffffff)
-		return;
-	c.buf = args->buf;
-	c.conn = args->ssl;
-	c.ts_ns = bpf_ktime_get_ns();
-	c.id = id;
-	c.type = type;
-	c.len = len;
-	c.captured = len;
-	if (c.captured > max_capture) {
-		c.captured = max_capture;
-		c.flags |= DATA_FLAG_TRUNCATED;
-	}
-	chunks = (c.captured + DATA_CHUNK - 1) / DATA_CHUNK;
-	bpf_loop(chunks, emit_chunk, &c, 0);
-}
-
 static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -187,7 +95,7 @@ static __always_inline int on_return(struct pt_regs *ctx, __u32 type)
 	bpf_map_delete_elem(&active_calls, &id);
 	if (ret <= 0)
 		return 0;
-	emit_data(type, &a, (__u64)ret, id);
+	emit_data(type, a.buf, a.ssl, (__u64)ret, id);
 	return 0;
 }
 
@@ -210,7 +118,7 @@ static __always_inline int on_return_ex(struct pt_regs *ctx, __u32 type)
 		count_stat(STAT_READ_FAILED);
 		return 0;
 	}
-	emit_data(type, &a, len, id);
+	emit_data(type, a.buf, a.ssl, len, id);
 	return 0;
 }
 
@@ -287,7 +195,7 @@ static __always_inline int on_server_name(__u64 ssl, const void *name)
 	}
 	if (!matched)
 		return 0;
-	e = bpf_ringbuf_reserve(&ssl_events, sizeof(*e), 0);
+	e = bpf_ringbuf_reserve(&data_events, sizeof(*e), 0);
 	if (!e) {
 		count_stat(STAT_DATA_LOST);
 		return 0;
@@ -340,7 +248,7 @@ int BPF_UPROBE(ssl_free_entry, void *ssl)
 		if (!was_captured)
 			return 0;
 	}
-	e = bpf_ringbuf_reserve(&ssl_events, sizeof(*e), 0);
+	e = bpf_ringbuf_reserve(&data_events, sizeof(*e), 0);
 	if (!e) {
 		count_stat(STAT_DATA_LOST);
 		return 0;

@@ -79,51 +79,59 @@ static int lower_and_reverse(__u32 i, void *data)
 }
 
 /*
- * Copies the NUL-terminated user string at `uname` and matches it.
- * Returns the scratch holding the lower-case name in fwd.data (NUL
- * terminated) or NULL if unreadable; *rule gets the matching pattern id, or
- * 0 for no match (ids start at 1).
+ * Matches the name in s->raw (len bytes, len < MAX_NAME) against the
+ * patterns: lower-cases it into s->fwd.data (NUL terminated) and sets *rule
+ * to the matching pattern's id, 0 for none (ids start at 1).
  */
-static __always_inline struct sni_scratch *match_server_name(const void *uname, __u32 *rule)
+static __always_inline void sni_match(struct sni_scratch *s, __u64 len, __u32 *rule)
 {
-	struct lower_ctx c = {};
-	struct sni_scratch *s;
-	__u32 zero = 0, *v;
-	long n;
+	struct lower_ctx c = { .s = s, .len = len };
+	__u64 end = len;
+	__u32 *v;
 
 	*rule = 0;
-	s = bpf_map_lookup_elem(&sni_scratch_map, &zero);
-	if (!s)
-		return NULL;
-	n = bpf_probe_read_user_str(s->raw, sizeof(s->raw), uname);
-	if (n <= 1) /* unreadable or empty */
-		return NULL;
-	c.s = s;
-	c.len = n - 1; /* without NUL; < MAX_NAME */
 	bpf_loop(MAX_NAME, lower_and_reverse, &c, 0);
-	{
-		__u64 end = c.len;
-
-		NAME_INDEX(end);
-		s->fwd.data[end] = 0;
-		s->rev.data[end] = 0;
-	}
-
-	if (!sni_filter) {
-		*rule = 0;
-		return s;
-	}
+	NAME_INDEX(end);
+	s->fwd.data[end] = 0;
+	s->rev.data[end] = 0;
+	if (!sni_filter)
+		return;
 	/* reversed name + NUL: exact entries match whole, suffixes as prefix */
-	s->rev.prefixlen = (c.len + 1) * 8;
+	s->rev.prefixlen = (end + 1) * 8;
 	v = bpf_map_lookup_elem(&sni_suffixes, &s->rev);
 	if (v) {
 		*rule = *v;
-		return s;
+		return;
 	}
-	s->fwd.prefixlen = c.len * 8;
+	s->fwd.prefixlen = end * 8;
 	v = bpf_map_lookup_elem(&sni_prefixes, &s->fwd);
 	if (v)
 		*rule = *v;
+}
+
+static __always_inline struct sni_scratch *sni_scratch_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&sni_scratch_map, &zero);
+}
+
+/*
+ * Copies the NUL-terminated user string at `uname` and matches it.
+ * Returns the scratch (name in fwd.data) or NULL if unreadable or empty.
+ */
+static __always_inline struct sni_scratch *match_server_name(const void *uname, __u32 *rule)
+{
+	struct sni_scratch *s = sni_scratch_get();
+	long n;
+
+	*rule = 0;
+	if (!s)
+		return NULL;
+	n = bpf_probe_read_user_str(s->raw, sizeof(s->raw), uname);
+	if (n <= 1)
+		return NULL;
+	sni_match(s, n - 1, rule);
 	return s;
 }
 

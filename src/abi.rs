@@ -116,6 +116,8 @@ pub enum Event<'a> {
     Data(DataChunk<'a>),
     Close(Close),
     SniConfigured(SniConfigured),
+    /// `SNI_SENT`: same layout; `conn` is the static path's connection id.
+    SniSent(SniConfigured),
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -186,13 +188,13 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
                 comm: comm_at(b, 32),
             }))
         }
-        SNI_CONFIGURED => {
+        t @ (SNI_CONFIGURED | SNI_SENT) => {
             if b.len() < SNI_EVENT_LEN {
                 return Err(AbiError::Short(b.len()));
             }
             let raw = &b[48..SNI_EVENT_LEN];
             let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
-            Ok(Event::SniConfigured(SniConfigured {
+            let e = SniConfigured {
                 pid: u32_at(b, 4),
                 tid: u32_at(b, 8),
                 rule: u32_at(b, 12),
@@ -200,7 +202,8 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
                 conn: u64_at(b, 24),
                 comm: comm_at(b, 32),
                 name: String::from_utf8_lossy(&raw[..end]).into_owned(),
-            }))
+            };
+            Ok(if t == SNI_SENT { Event::SniSent(e) } else { Event::SniConfigured(e) })
         }
         t => Err(AbiError::UnknownType(t)),
     }

@@ -17,6 +17,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject, RingBufferBuilde
 use crate::abi::{self, Event};
 use crate::bpf::discover::{DiscoverSkel, DiscoverSkelBuilder};
 use crate::bpf::openssl::{OpensslSkel, OpensslSkelBuilder};
+use crate::bpf::statictls::{StatictlsSkel, StatictlsSkelBuilder};
 use crate::capture::Reassembler;
 use crate::cli::Cli;
 use crate::discover::{self, FileId};
@@ -142,7 +143,7 @@ fn load_openssl(cli: &Cli, patterns: &[Pattern]) -> Result<OpensslSkel<'static>>
         bail!("--ring-buffer-mib must be a power of two between 1 and 1024, not {rb}");
     }
     open.maps
-        .ssl_events
+        .data_events
         .set_max_entries(rb * 1024 * 1024)
         .context("sizing the data ring buffer")?;
     let ro = open.maps.rodata_data.as_deref_mut().context("openssl has no .rodata")?;
@@ -180,12 +181,81 @@ fn attach_discover(skel: &DiscoverSkel<'_>) -> Result<Vec<Link>> {
     Ok(links)
 }
 
-/// Attaches the uprobes an inspection asks for; all or nothing.
-fn attach_file(skel: &OpensslSkel<'_>, path: &Path, insp: &Inspection) -> Result<Vec<Link>> {
+fn load_statictls(cli: &Cli, patterns: &[Pattern]) -> Result<StatictlsSkel<'static>> {
+    let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open = StatictlsSkelBuilder::default()
+        .open(storage)
+        .context("opening BPF object statictls")?;
+    open.maps
+        .data_events
+        .set_max_entries(cli.ring_buffer_mib * 1024 * 1024)
+        .context("sizing the static-TLS ring buffer")?;
+    let ro = open.maps.rodata_data.as_deref_mut().context("statictls has no .rodata")?;
+    ro.agent_tgid = std::process::id();
+    ro.filter_pids = u8::from(!cli.pids.is_empty());
+    ro.filter_comms = u8::from(!cli.comms.is_empty());
+    ro.max_capture = cli.max_capture as u32;
+    ro.wakeup_flags = BPF_RB_NO_WAKEUP;
+    ro.sni_filter = u8::from(!patterns.is_empty());
+    ro.capture_no_sni = u8::from(cli.capture_no_sni);
+    let skel = open.load().context(
+        "loading BPF object statictls (ClientHello/ServerHello tracepoints, EVP_AEAD_CTX uprobes)",
+    )?;
+    fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, cli)?;
+    for (i, p) in patterns.iter().enumerate() {
+        let (is_prefix, key) = p.trie_key();
+        let map = if is_prefix { &skel.maps.sni_prefixes } else { &skel.maps.sni_suffixes };
+        map.update(&key, &(i as u32 + 1).to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| format!("storing server-name pattern {p}"))?;
+    }
+    Ok(skel)
+}
+
+/// Attaches the tracepoints of the static-TLS path. `process` ones always;
+/// the send/receive ones once a static TLS executable has been found.
+fn attach_static_hooks(skel: &StatictlsSkel<'_>, process: bool) -> Result<Vec<Link>> {
     let p = &skel.progs;
+    let mut links = Vec::new();
+    for h in hooks::STATIC_TLS.iter().filter(|h| h.process == process) {
+        let prog = match h.hook.program {
+            "static_exec" => &p.static_exec,
+            "static_fork" => &p.static_fork,
+            "static_exit" => &p.static_exit,
+            "static_write" => &p.static_write,
+            "static_sendto" => &p.static_sendto,
+            "static_writev" => &p.static_writev,
+            "static_sendmsg" => &p.static_sendmsg,
+            "static_read_enter" => &p.static_read_enter,
+            "static_read_exit" => &p.static_read_exit,
+            "static_recvfrom_enter" => &p.static_recvfrom_enter,
+            "static_recvfrom_exit" => &p.static_recvfrom_exit,
+            other => bail!("no program {other}"),
+        };
+        let hk = h.hook;
+        links.push(prog.attach().with_context(|| {
+            format!("cannot attach {} ({} {}) for {}", hk.program, hk.kind, hk.target, hk.spec)
+        })?);
+    }
+    Ok(links)
+}
+
+/// Attaches the uprobes an inspection asks for; all or nothing.
+fn attach_file(
+    skel: &OpensslSkel<'_>,
+    st: &StatictlsSkel<'_>,
+    path: &Path,
+    insp: &Inspection,
+) -> Result<Vec<Link>> {
+    let p = &skel.progs;
+    let sp = &st.progs;
     let mut links = Vec::new();
     for t in &insp.targets {
         let (entry, ret) = match t.point {
+            ProbePoint::AeadInit => (&sp.aead_init_entry, None),
+            ProbePoint::AeadCleanup => (&sp.aead_cleanup_entry, None),
+            ProbePoint::AeadSeal => (&sp.aead_seal_entry, None),
+            ProbePoint::AeadSealScatter => (&sp.aead_seal_scatter_entry, None),
+            ProbePoint::AeadOpen => (&sp.aead_open_entry, Some(&sp.aead_open_return)),
             ProbePoint::SslWrite => (&p.ssl_write_entry, Some(&p.ssl_write_return)),
             ProbePoint::SslRead => (&p.ssl_read_entry, Some(&p.ssl_read_return)),
             ProbePoint::SslWriteEx => (&p.ssl_write_ex_entry, Some(&p.ssl_write_ex_return)),
@@ -196,11 +266,11 @@ fn attach_file(skel: &OpensslSkel<'_>, path: &Path, insp: &Inspection) -> Result
         };
         let off = t.offset as usize;
         links.push(entry.attach_uprobe(false, -1, path, off).with_context(|| {
-            format!("uprobe {} at {:#x} of {}", t.point.symbol(), off, path.display())
+            format!("uprobe {} at {:#x} of {}", t.symbol, off, path.display())
         })?);
         if let Some(r) = ret {
             links.push(r.attach_uprobe(true, -1, path, off).with_context(|| {
-                format!("uretprobe {} at {:#x} of {}", t.point.symbol(), off, path.display())
+                format!("uretprobe {} at {:#x} of {}", t.symbol, off, path.display())
             })?);
         }
     }
@@ -212,6 +282,9 @@ fn inspect_job(job: &Job, limit: u64) -> Outcome {
     let path = m.map_files_path(job.pid);
     match inspect::inspect_file(&path, limit) {
         Ok(insp) if insp.is_tls() => Outcome::Tls { path, shown: m.path, insp },
+        Ok(Inspection { unsupported: Some(why), .. }) => {
+            Outcome::Failed(format!("{} (pid {}) cannot be instrumented: {why}", m.path, job.pid))
+        }
         Ok(_) => Outcome::NotTls,
         Err(e) => Outcome::Failed(format!("{} (mapped by pid {}): {e}", m.path, job.pid)),
     }
@@ -295,6 +368,9 @@ pub fn run(cli: Cli) -> Result<()> {
 
     let dskel = load_discover(&cli)?;
     let oskel = load_openssl(&cli, &patterns)?;
+    let sskel = load_statictls(&cli, &patterns)?;
+    let _static_process_links = attach_static_hooks(&sskel, true)?;
+    let mut static_io_links: Vec<Link> = Vec::new();
     if !patterns.is_empty() {
         let list: Vec<_> = patterns.iter().map(|p| p.to_string()).collect();
         log::info!(
@@ -358,8 +434,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let conn_names = names.clone();
     let tx = out_tx.clone();
     let pattern_text: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
-    let mut rb = RingBufferBuilder::new();
-    rb.add(&oskel.maps.ssl_events, move |rec: &[u8]| {
+    let handler = Rc::new(move |rec: &[u8]| {
         match abi::parse(rec) {
             Ok(Event::Data(c)) => {
                 for mut call in reasm.borrow_mut().push(&c) {
@@ -378,7 +453,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     sni,
                 });
             }
-            Ok(Event::SniConfigured(e)) => {
+            Ok(Event::SniConfigured(e)) | Ok(Event::SniSent(e)) => {
                 conn_names.borrow_mut().insert((e.pid, e.conn), e.name.clone());
                 let pattern = (e.rule as usize).checked_sub(1).and_then(|i| pattern_text.get(i)).cloned();
                 let _ = tx.send(Record::Sni {
@@ -391,13 +466,19 @@ pub fn run(cli: Cli) -> Result<()> {
                     pattern,
                 });
             }
-            Ok(other) => log::warn!("unexpected record on ssl_events: {other:?}"),
+            Ok(other) => log::warn!("unexpected record on a data ring buffer: {other:?}"),
             Err(e) => log::warn!("bad data record: {e}"),
         }
         0
-    })
-    .context("ssl_events ring buffer")?;
-    let ring = rb.build().context("ssl_events ring buffer")?;
+    });
+    let mut rb = RingBufferBuilder::new();
+    let h1 = handler.clone();
+    rb.add(&oskel.maps.data_events, move |rec: &[u8]| h1(rec))
+        .context("openssl data ring buffer")?;
+    let h2 = handler.clone();
+    rb.add(&sskel.maps.data_events, move |rec: &[u8]| h2(rec))
+        .context("statictls data ring buffer")?;
+    let ring = rb.build().context("data ring buffers")?;
 
     let mut attached: HashMap<FileId, Vec<Link>> = HashMap::new();
     // Files whose inspection is over, and jobs waiting for one in progress.
@@ -428,7 +509,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 Outcome::Duplicate => {}
                 Outcome::Gone => {
-                    handle_inspected(&r, &oskel, &dskel, &mut attached);
+                    handle_inspected(&r, &oskel, &sskel, &dskel, &mut attached);
                     if let Ok(mut s) = inflight.lock() {
                         s.remove(&file);
                     }
@@ -440,7 +521,18 @@ pub fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 _ => {
-                    handle_inspected(&r, &oskel, &dskel, &mut attached);
+                    handle_inspected(&r, &oskel, &sskel, &dskel, &mut attached);
+                    if let Outcome::Tls { insp, .. } = &r.outcome {
+                        if insp.library == Some(inspect::TlsLibrary::AwsLc) && attached.contains_key(&file) {
+                            watch_static(&sskel, file, r.job.pid);
+                            if static_io_links.is_empty() {
+                                match attach_static_hooks(&sskel, false) {
+                                    Ok(l) => static_io_links = l,
+                                    Err(e) => log::warn!("static TLS capture unavailable: {e:#}"),
+                                }
+                            }
+                        }
+                    }
                     finished.insert(file);
                     let _ = dskel.maps.seen_files.update(&file_key(file), &[FILE_DONE], MapFlags::ANY);
                     released.extend(waiting.remove(&file).unwrap_or_default());
@@ -463,6 +555,7 @@ pub fn run(cli: Cli) -> Result<()> {
         if last_sweep.elapsed() >= Duration::from_secs(5) {
             last_sweep = Instant::now();
             sweep_exited(&oskel.maps.conns, &names);
+            sweep_exited(&sskel.maps.key_ctxs, &names);
         }
         if last_stats.elapsed() >= Duration::from_secs(1) {
             last_stats = Instant::now();
@@ -533,9 +626,16 @@ fn file_key(f: FileId) -> [u8; 16] {
     k
 }
 
+/// Watches `pid` (and future executions of `file`) on the static-TLS path.
+fn watch_static(st: &StatictlsSkel<'_>, file: FileId, pid: u32) {
+    let _ = st.maps.static_files.update(&file_key(file), &[1], MapFlags::ANY);
+    let _ = st.maps.watched_pids.update(&pid.to_ne_bytes(), &[1], MapFlags::ANY);
+}
+
 fn handle_inspected(
     r: &Inspected,
     oskel: &OpensslSkel<'_>,
+    sskel: &StatictlsSkel<'_>,
     dskel: &DiscoverSkel<'_>,
     attached: &mut HashMap<FileId, Vec<Link>>,
 ) {
@@ -545,9 +645,9 @@ fn handle_inspected(
             if attached.contains_key(&job.file) {
                 return;
             }
-            match attach_file(oskel, path, insp) {
+            match attach_file(oskel, sskel, path, insp) {
                 Ok(links) => {
-                    let names: Vec<_> = insp.targets.iter().map(|t| t.point.symbol()).collect();
+                    let names: Vec<_> = insp.targets.iter().map(|t| t.symbol.as_str()).collect();
                     log::info!(
                         "instrumented {shown} [{}] ({}, {}) mapped by {}[{}]: {}",
                         job.file,

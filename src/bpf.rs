@@ -9,3 +9,7 @@ pub mod discover {
 pub mod openssl {
     include!(concat!(env!("OUT_DIR"), "/openssl.skel.rs"));
 }
+/// `bpf/statictls.bpf.c`: ClientHello / ServerHello, AEAD key contexts.
+pub mod statictls {
+    include!(concat!(env!("OUT_DIR"), "/statictls.skel.rs"));
+}

@@ -56,12 +56,46 @@ pub const DISCOVER: &[Hook] = &[
     },
 ];
 
+/// A hook of the static-TLS path; `process` ones are attached at start, the
+/// others once a static TLS executable is found.
+#[derive(Debug, Clone, Copy)]
+pub struct StaticHook {
+    pub hook: Hook,
+    pub process: bool,
+}
+
+const fn tp(spec: &'static str, program: &'static str, target: &'static str, process: bool) -> StaticHook {
+    StaticHook { hook: Hook { spec, program, kind: HookKind::Tracepoint, target }, process }
+}
+
+/// The static-TLS path (spec: fexit on tcp_sendmsg / tcp_recvmsg).
+pub const STATIC_TLS: &[StaticHook] = &[
+    tp("watch executions of static TLS executables", "static_exec", "sched/sched_process_exec", true),
+    tp("watch their children", "static_fork", "sched/sched_process_fork", true),
+    tp("forget exited threads", "static_exit", "sched/sched_process_exit", true),
+    tp("ClientHello on send (write)", "static_write", "syscalls/sys_enter_write", false),
+    tp("ClientHello on send (sendto)", "static_sendto", "syscalls/sys_enter_sendto", false),
+    tp("ClientHello on send (writev)", "static_writev", "syscalls/sys_enter_writev", false),
+    tp("ClientHello on send (sendmsg)", "static_sendmsg", "syscalls/sys_enter_sendmsg", false),
+    tp("ServerHello on receive (read)", "static_read_enter", "syscalls/sys_enter_read", false),
+    tp("ServerHello on receive (read)", "static_read_exit", "syscalls/sys_exit_read", false),
+    tp("ServerHello on receive (recvfrom)", "static_recvfrom_enter", "syscalls/sys_enter_recvfrom", false),
+    tp("ServerHello on receive (recvfrom)", "static_recvfrom_exit", "syscalls/sys_exit_recvfrom", false),
+];
+
 /// Prints the hook table (`--hooks`).
 pub fn describe() -> String {
     let mut s = String::from("kernel hooks:\n");
     for h in DISCOVER {
         s.push_str(&format!("  {:<40} {:<11} {:<22} {}\n", h.spec, h.kind.to_string(), h.program, h.target));
     }
-    s.push_str("user-space hooks: uprobes/uretprobes on SSL_write, SSL_read, SSL_write_ex, SSL_read_ex, SSL_free\n");
+    for h in STATIC_TLS {
+        let h = h.hook;
+        s.push_str(&format!("  {:<40} {:<11} {:<22} {}\n", h.spec, h.kind.to_string(), h.program, h.target));
+    }
+    s.push_str(
+        "user-space hooks: uprobes/uretprobes on SSL_write, SSL_read, SSL_write_ex, SSL_read_ex, SSL_free, \
+         SSL_ctrl, SSL_set_tlsext_host_name; EVP_AEAD_CTX_init_with_direction, _seal, _seal_scatter, _open, _cleanup\n",
+    );
     s
 }

@@ -50,6 +50,11 @@ pub struct ElfSymbols {
     pub has_symtab: bool,
     /// ELF type is `ET_DYN` (shared object or PIE executable).
     pub is_dyn: bool,
+    /// An executable (has an interpreter, or is `ET_EXEC`), not a library.
+    pub is_executable: bool,
+    /// Stripped executable whose bytes mention rustls (checked only for
+    /// executables without `.symtab`).
+    pub stripped_rustls: bool,
 }
 
 impl ElfSymbols {
@@ -132,8 +137,14 @@ pub fn parse_symbols(
         });
     }
 
+    let e_type = elf.elf_header().e_type.get(endian);
+    let has_interp = elf
+        .elf_program_headers()
+        .iter()
+        .any(|ph| ph.p_type(endian) == object::elf::PT_INTERP);
     let mut out = ElfSymbols {
-        is_dyn: elf.elf_header().e_type.get(endian) == object::elf::ET_DYN,
+        is_dyn: e_type == object::elf::ET_DYN,
+        is_executable: e_type == object::elf::ET_EXEC || has_interp,
         ..Default::default()
     };
     let mut add = |sym: &dyn SymLike, dynamic: bool| {
@@ -165,6 +176,9 @@ pub fn parse_symbols(
         }
     }
     out.has_symtab = symtab;
+    if !symtab && out.is_executable {
+        out.stripped_rustls = memchr::memmem::find(data, b"rustls").is_some();
+    }
     Ok(out)
 }
 

@@ -26,6 +26,16 @@ pub enum ProbePoint {
     SslCtrl,
     /// `SSL_set_tlsext_host_name(ssl, name)`: BoringSSL's real function.
     SslSetHostName,
+    /// `EVP_AEAD_CTX_init_with_direction(ctx, ...)`: a new key context.
+    AeadInit,
+    /// `EVP_AEAD_CTX_cleanup(ctx)`.
+    AeadCleanup,
+    /// `EVP_AEAD_CTX_seal(...)`: plaintext at entry.
+    AeadSeal,
+    /// `EVP_AEAD_CTX_seal_scatter(...)`: plaintext at entry (TLS 1.2 AES-GCM).
+    AeadSealScatter,
+    /// `EVP_AEAD_CTX_open(...)`: plaintext at return.
+    AeadOpen,
 }
 
 impl ProbePoint {
@@ -49,8 +59,21 @@ impl ProbePoint {
             ProbePoint::SslFree => "SSL_free",
             ProbePoint::SslCtrl => "SSL_ctrl",
             ProbePoint::SslSetHostName => "SSL_set_tlsext_host_name",
+            ProbePoint::AeadInit => "EVP_AEAD_CTX_init_with_direction",
+            ProbePoint::AeadCleanup => "EVP_AEAD_CTX_cleanup",
+            ProbePoint::AeadSeal => "EVP_AEAD_CTX_seal",
+            ProbePoint::AeadSealScatter => "EVP_AEAD_CTX_seal_scatter",
+            ProbePoint::AeadOpen => "EVP_AEAD_CTX_open",
         }
     }
+
+    pub const AEAD: [ProbePoint; 5] = [
+        ProbePoint::AeadInit,
+        ProbePoint::AeadCleanup,
+        ProbePoint::AeadSeal,
+        ProbePoint::AeadSealScatter,
+        ProbePoint::AeadOpen,
+    ];
 
 }
 
@@ -61,6 +84,10 @@ pub enum TlsLibrary {
     OpenSsl,
     /// BoringSSL: no `SSL_ctrl`, a real `SSL_set_tlsext_host_name`.
     BoringSsl,
+    /// aws-lc (or a BoringSSL/AWS-LC FIPS module) linked into an executable
+    /// without the SSL API: rustls over aws-lc-rs. Captured through the
+    /// `EVP_AEAD_CTX_*` functions and the ClientHello path.
+    AwsLc,
 }
 
 impl fmt::Display for TlsLibrary {
@@ -68,6 +95,7 @@ impl fmt::Display for TlsLibrary {
         f.write_str(match self {
             TlsLibrary::OpenSsl => "openssl",
             TlsLibrary::BoringSsl => "boringssl",
+            TlsLibrary::AwsLc => "aws-lc (static, AEAD path)",
         })
     }
 }
@@ -86,6 +114,8 @@ pub enum Linkage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub point: ProbePoint,
+    /// The symbol as found in the file (aws-lc prefixes it with its version).
+    pub symbol: String,
     /// File offset of the function's entry.
     pub offset: u64,
 }
@@ -96,6 +126,8 @@ pub struct Inspection {
     pub library: Option<TlsLibrary>,
     pub linkage: Linkage,
     pub targets: Vec<Target>,
+    /// Why a file that carries TLS code cannot be instrumented.
+    pub unsupported: Option<String>,
 }
 
 impl Inspection {
@@ -105,14 +137,56 @@ impl Inspection {
 }
 
 fn interesting(name: &str) -> bool {
-    name.starts_with("SSL_")
+    name.starts_with("SSL_") || aead_point(name).is_some()
+}
+
+/// `EVP_AEAD_CTX_seal`, `aws_lc_0_47_0_EVP_AEAD_CTX_seal`, ... -> the probe point.
+pub fn aead_point(name: &str) -> Option<ProbePoint> {
+    let i = name.find("EVP_AEAD_CTX_")?;
+    let prefix = &name[..i];
+    // Either no prefix, or aws-lc-sys's version prefix "aws_lc_<digits>_<digits>_<digits>_".
+    if !prefix.is_empty() {
+        let v = prefix.strip_prefix("aws_lc_")?.strip_suffix('_')?;
+        if v.split('_').count() != 3 || !v.split('_').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+            return None;
+        }
+    }
+    ProbePoint::AEAD.into_iter().find(|p| &name[i..] == p.symbol())
 }
 
 /// Classifies parsed symbols.
 pub fn classify(syms: &ElfSymbols) -> Inspection {
     let has = |n: &str| syms.get(n).is_some();
-    let mut insp = Inspection { library: None, linkage: Linkage::Exported, targets: Vec::new() };
+    let mut insp =
+        Inspection { library: None, linkage: Linkage::Exported, targets: Vec::new(), unsupported: None };
     if !(has("SSL_write") && has("SSL_read")) {
+        // Static TLS in an executable, without the SSL API: the AEAD path.
+        if syms.is_executable {
+            let mut found: Vec<Target> = syms
+                .functions
+                .iter()
+                .filter_map(|(name, loc)| {
+                    aead_point(name).map(|point| Target { point, symbol: name.clone(), offset: loc.file_offset })
+                })
+                .collect();
+            found.sort_by_key(|t| ProbePoint::AEAD.iter().position(|p| *p == t.point));
+            let pts: Vec<_> = found.iter().map(|t| t.point).collect();
+            if pts.contains(&ProbePoint::AeadInit)
+                && pts.contains(&ProbePoint::AeadOpen)
+                && (pts.contains(&ProbePoint::AeadSeal) || pts.contains(&ProbePoint::AeadSealScatter))
+            {
+                insp.library = Some(TlsLibrary::AwsLc);
+                insp.linkage = Linkage::Static;
+                insp.targets = found;
+            }
+        }
+        if insp.library.is_none() && syms.stripped_rustls {
+            insp.unsupported = Some(
+                "a stripped Rust program using rustls: without a symbol table its TLS functions \
+                 cannot be found, so its traffic cannot be captured (build it without `strip`)"
+                    .into(),
+            );
+        }
         return insp;
     }
     insp.library = Some(if !has("SSL_ctrl") && has("SSL_set_tlsext_host_name") {
@@ -124,7 +198,7 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
     insp.linkage = if write.dynamic { Linkage::Exported } else { Linkage::Static };
     for point in ProbePoint::OPENSSL {
         if let Some(loc) = syms.get(point.symbol()) {
-            insp.targets.push(Target { point, offset: loc.file_offset });
+            insp.targets.push(Target { point, symbol: point.symbol().to_string(), offset: loc.file_offset });
         }
     }
     insp
@@ -146,6 +220,20 @@ pub fn inspect_file(path: &Path, limit: u64) -> Result<Inspection, ElfError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aead_symbols_by_pattern() {
+        assert_eq!(aead_point("aws_lc_0_47_0_EVP_AEAD_CTX_seal"), Some(ProbePoint::AeadSeal));
+        assert_eq!(aead_point("aws_lc_1_2_33_EVP_AEAD_CTX_open"), Some(ProbePoint::AeadOpen));
+        assert_eq!(aead_point("EVP_AEAD_CTX_seal_scatter"), Some(ProbePoint::AeadSealScatter));
+        assert_eq!(
+            aead_point("aws_lc_0_47_0_EVP_AEAD_CTX_init_with_direction"),
+            Some(ProbePoint::AeadInit)
+        );
+        assert_eq!(aead_point("aws_lc_0_47_0_EVP_AEAD_CTX_open_gather"), None);
+        assert_eq!(aead_point("aws_lc_x_47_0_EVP_AEAD_CTX_seal"), None);
+        assert_eq!(aead_point("my_EVP_AEAD_CTX_seal"), None);
+    }
 
     #[test]
     fn debian_libssl_is_openssl_exported() {

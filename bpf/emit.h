@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Copying plaintext to user space: the data ring buffer and the chunking of
+ * one call's bytes into DATA_CHUNK records (bpf_loop), shared by the
+ * capture objects. Needs events.h and filter.h (count_stat) first.
+ */
+#ifndef PLAINSIGHT_EMIT_H
+#define PLAINSIGHT_EMIT_H
+
+/* Bytes copied per call at most; more is flagged DATA_FLAG_TRUNCATED. */
+const volatile __u32 max_capture = 4 << 20;
+/* Wake the reader per record (0) or let it poll (BPF_RB_NO_WAKEUP). */
+const volatile __u32 wakeup_flags = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ssl_data_event);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 32 * 1024 * 1024);
+} data_events SEC(".maps");
+
+struct emit_ctx {
+	__u64 buf;
+	__u64 conn;
+	__u64 ts_ns;
+	__u64 id;
+	__u32 type;
+	__u32 len;
+	__u32 captured;
+	__u32 flags;
+};
+
+static int emit_chunk(__u32 index, void *data)
+{
+	struct emit_ctx *c = data;
+	struct ssl_data_event *e;
+	__u32 zero = 0;
+	__u64 off, n;
+
+	if (index >= MAX_CHUNKS)
+		return 1;
+	off = (__u64)index * DATA_CHUNK;
+	if (off >= c->captured)
+		return 1;
+	n = c->captured - off;
+	if (n > DATA_CHUNK)
+		n = DATA_CHUNK;
+	/* n is in [1, DATA_CHUNK]; say so in a form the verifier can follow. */
+	n = ((n - 1) & (DATA_CHUNK - 1)) + 1;
+
+	e = bpf_map_lookup_elem(&scratch, &zero);
+	if (!e)
+		return 1;
+	e->type = c->type;
+	e->pid = c->id >> 32;
+	e->tid = (__u32)c->id;
+	e->flags = c->flags;
+	e->ts_ns = c->ts_ns;
+	e->conn = c->conn;
+	e->len = c->len;
+	e->captured = c->captured;
+	e->offset = off;
+	e->chunk_len = n;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	if (bpf_probe_read_user(e->data, n, (void *)(c->buf + off)) != 0) {
+		count_stat(STAT_READ_FAILED);
+		return 1;
+	}
+	if (bpf_ringbuf_output(&data_events, e, offsetof(struct ssl_data_event, data) + n,
+			       wakeup_flags) != 0) {
+		count_stat(STAT_DATA_LOST);
+	}
+	return 0;
+}
+
+/* Copies `len` bytes of plaintext at user address `buf` to the ring buffer
+ * as SSL_EVENT_TYPE_WRITE/READ chunks of connection `conn`. */
+static __always_inline void emit_data(__u32 type, __u64 buf, __u64 conn, __u64 len, __u64 id)
+{
+	struct emit_ctx c = {};
+	__u32 chunks;
+
+	if (len == 0 || len > 0x7fffffff)
+		return;
+	c.buf = buf;
+	c.conn = conn;
+	c.ts_ns = bpf_ktime_get_ns();
+	c.id = id;
+	c.type = type;
+	c.len = len;
+	c.captured = len;
+	if (c.captured > max_capture) {
+		c.captured = max_capture;
+		c.flags |= DATA_FLAG_TRUNCATED;
+	}
+	chunks = (c.captured + DATA_CHUNK - 1) / DATA_CHUNK;
+	bpf_loop(chunks, emit_chunk, &c, 0);
+}
+
+#endif

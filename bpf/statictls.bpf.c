@@ -1,0 +1,535 @@
+// SPDX-License-Identifier: MIT
+/*
+ * statictls: TLS linked statically into an executable without a stable
+ * ABI (rustls over aws-lc; BoringSSL/AWS-LC FIPS-module EVP_AEAD_CTX_*).
+ * The spec's "Rust Application Using Statically Linked Rustls Library":
+ *
+ *  1. send path (write/sendto tracepoints; the spec's fexit on tcp_sendmsg):
+ *     the first record of a connection of a watched process is parsed as a
+ *     TLS ClientHello; its server_name is matched against the patterns; on a
+ *     match (pid, fd) waits for a ServerHello and SNI_SENT is emitted;
+ *  2. receive path (read/recvfrom; the spec's tcp_recvmsg): a ServerHello on
+ *     that socket marks the receiving thread;
+ *  3. EVP_AEAD_CTX_init_with_direction on a marked thread maps the new key
+ *     context to the connection (every key epoch, both directions);
+ *  4. EVP_AEAD_CTX_seal / _seal_scatter at entry and EVP_AEAD_CTX_open at
+ *     return copy the plaintext of mapped contexts. Only application data is
+ *     delivered: TLS 1.2's type is in the additional data, TLS 1.3's inner
+ *     type is the plaintext's last byte (removed).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "events.h"
+#include "filter.h"
+#include "sni.h"
+#include "emit.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define HELLO_MAX 4096
+#define TLS_HANDSHAKE 0x16
+#define TLS_APPLICATION_DATA 0x17
+#define HS_CLIENT_HELLO 0x01
+#define HS_SERVER_HELLO 0x02
+
+struct file_key {
+	__u64 dev;
+	__u64 ino;
+};
+
+/* Executables with static TLS: processes that exec them are watched. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct file_key);
+	__type(value, __u8);
+} static_files SEC(".maps");
+
+/* Processes whose sockets are looked at. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} watched_pids SEC(".maps");
+
+struct sock_key {
+	__u32 pid;
+	__u32 fd;
+};
+
+struct conn_info {
+	__u64 conn; /* connection id: time of its ClientHello */
+};
+
+/* ClientHello with a matching name sent: waiting for the ServerHello. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct sock_key);
+	__type(value, struct conn_info);
+} hello_sent SEC(".maps");
+
+/* A read in flight on a socket waiting for its ServerHello, by thread. */
+struct recv_args {
+	__u64 buf;
+	__u32 fd;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct recv_args);
+} pending_recv SEC(".maps");
+
+/* Thread that received a ServerHello: its next key contexts are this conn. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct conn_info);
+} thread_conn SEC(".maps");
+
+struct ctx_key {
+	__u32 pid;
+	__u32 _pad;
+	__u64 ctx;
+};
+
+/* Key context (EVP_AEAD_CTX *) -> connection. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ctx_key);
+	__type(value, struct conn_info);
+} key_ctxs SEC(".maps");
+
+struct open_args {
+	__u64 out;
+	__u64 out_len_ptr;
+	__u64 ad;
+	__u64 ad_len;
+	__u64 conn;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct open_args);
+} active_opens SEC(".maps");
+
+struct hello_buf {
+	__u8 b[HELLO_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hello_buf);
+} hello_scratch SEC(".maps");
+
+/* ---- process tracking --------------------------------------------------- */
+
+SEC("tracepoint/sched/sched_process_exec")
+int static_exec(void *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct file *exe = BPF_CORE_READ(task, mm, exe_file);
+	struct file_key k = {};
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	__u8 one = 1;
+
+	if (!exe)
+		return 0;
+	k.dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
+	k.ino = BPF_CORE_READ(exe, f_inode, i_ino);
+	if (bpf_map_lookup_elem(&static_files, &k))
+		bpf_map_update_elem(&watched_pids, &pid, &one, BPF_ANY);
+	else
+		bpf_map_delete_elem(&watched_pids, &pid);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_fork")
+int static_fork(struct trace_event_raw_sched_process_fork *ctx)
+{
+	__u32 parent = ctx->parent_pid, child = ctx->child_pid;
+	__u8 one = 1;
+
+	if (bpf_map_lookup_elem(&watched_pids, &parent))
+		bpf_map_update_elem(&watched_pids, &child, &one, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int static_exit(void *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+
+	bpf_map_delete_elem(&thread_conn, &id);
+	bpf_map_delete_elem(&watched_pids, &tid);
+	return 0;
+}
+
+/* ---- ClientHello (send path) ---------------------------------------------- */
+
+#define HB(i) (h->b[(i) & (HELLO_MAX - 1)])
+
+struct walk_ctx {
+	struct hello_buf *h;
+	__u32 off;
+	__u32 end;
+	__u32 name_off;
+	__u32 name_len;
+};
+
+/* One extension per call: stop at server_name (type 0). */
+static int walk_extension(__u32 i, void *data)
+{
+	struct walk_ctx *w = data;
+	struct hello_buf *h = w->h;
+	__u32 off = w->off, type, len;
+
+	if (off + 4 > w->end)
+		return 1;
+	type = (HB(off) << 8) | HB(off + 1);
+	len = (HB(off + 2) << 8) | HB(off + 3);
+	if (type == 0) {
+		/* server_name_list: u16 list length, u8 type (0 = host_name), u16 length, name */
+		if (off + 9 > w->end || HB(off + 6) != 0)
+			return 1;
+		w->name_len = (HB(off + 7) << 8) | HB(off + 8);
+		w->name_off = off + 9;
+		if (w->name_off + w->name_len > w->end)
+			w->name_len = 0;
+		return 1;
+	}
+	w->off = off + 4 + len;
+	return 0;
+}
+
+static __always_inline int on_send(__u32 fd, __u64 buf, __u64 len)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32, zero = 0, rule = 0, off;
+	struct sock_key sk = { .pid = pid, .fd = fd };
+	struct walk_ctx w = {};
+	struct hello_buf *h;
+	struct sni_scratch *s;
+	struct conn_info ci;
+	struct sni_event *e;
+	__u8 hdr[6];
+	__u64 n, nl, no;
+
+	if (!bpf_map_lookup_elem(&watched_pids, &pid))
+		return 0;
+	if (len < 48 || bpf_probe_read_user(hdr, sizeof(hdr), (void *)buf) != 0)
+		return 0;
+	if (hdr[0] != TLS_HANDSHAKE || hdr[1] != 3 || hdr[5] != HS_CLIENT_HELLO)
+		return 0;
+	h = bpf_map_lookup_elem(&hello_scratch, &zero);
+	if (!h)
+		return 0;
+	n = len < HELLO_MAX ? len : HELLO_MAX;
+	n = ((n - 1) & (HELLO_MAX - 1)) + 1;
+	if (bpf_probe_read_user(h->b, n, (void *)buf) != 0)
+		return 0;
+	/* record header 5, handshake header 4, version 2, random 32 */
+	off = 5 + 4 + 2 + 32;
+	off += 1 + HB(off);                              /* session id */
+	if (off + 2 > n)
+		return 0;
+	off += 2 + ((HB(off) << 8) | HB(off + 1));      /* cipher suites */
+	if (off + 1 > n)
+		return 0;
+	off += 1 + HB(off);                              /* compression methods */
+	if (off + 2 > n)
+		return 0;
+	w.end = off + 2 + ((HB(off) << 8) | HB(off + 1));
+	if (w.end > n)
+		w.end = n; /* a ClientHello larger than what was copied */
+	w.off = off + 2;
+	w.h = h;
+	bpf_loop(64, walk_extension, &w, 0);
+
+	s = sni_scratch_get();
+	if (!s)
+		return 0;
+	nl = w.name_len;
+	if (nl == 0 || nl >= MAX_NAME) {
+		/* no server name in the ClientHello */
+		if (sni_filter && !capture_no_sni)
+			return 0;
+		s->raw[0] = 0;
+		nl = 0;
+	} else {
+		no = w.name_off & (HELLO_MAX - 1);
+		nl &= MAX_NAME - 1;
+		if (bpf_probe_read_kernel(s->raw, nl, &h->b[no]) != 0)
+			return 0;
+		sni_match(s, nl, &rule);
+		if (sni_filter && rule == 0)
+			return 0;
+	}
+	ci.conn = bpf_ktime_get_ns();
+	bpf_map_update_elem(&hello_sent, &sk, &ci, BPF_ANY);
+
+	e = bpf_ringbuf_reserve(&data_events, sizeof(*e), 0);
+	if (!e) {
+		count_stat(STAT_DATA_LOST);
+		return 0;
+	}
+	e->type = SNI_SENT;
+	e->pid = pid;
+	e->tid = (__u32)id;
+	e->rule = rule;
+	e->ts_ns = ci.conn;
+	e->conn = ci.conn;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	if (nl)
+		__builtin_memcpy(e->name, s->fwd.data, MAX_NAME);
+	else
+		e->name[0] = 0;
+	bpf_ringbuf_submit(e, wakeup_flags);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int static_write(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_send(ctx->args[0], ctx->args[1], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int static_sendto(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_send(ctx->args[0], ctx->args[1], ctx->args[2]);
+}
+
+/* The first buffer of a vector write: a ClientHello is sent whole in it. */
+static __always_inline int on_send_iov(__u32 fd, __u64 iov, __u64 iovcnt)
+{
+	struct iovec v = {};
+
+	if (iovcnt == 0 || bpf_probe_read_user(&v, sizeof(v), (void *)iov) != 0)
+		return 0;
+	return on_send(fd, (__u64)v.iov_base, v.iov_len);
+}
+
+SEC("tracepoint/syscalls/sys_enter_writev")
+int static_writev(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_send_iov(ctx->args[0], ctx->args[1], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int static_sendmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	struct user_msghdr m = {};
+
+	if (bpf_probe_read_user(&m, sizeof(m), (void *)ctx->args[1]) != 0)
+		return 0;
+	return on_send_iov(ctx->args[0], (__u64)m.msg_iov, m.msg_iovlen);
+}
+
+/* ---- ServerHello (receive path) ------------------------------------------- */
+
+static __always_inline int on_recv_enter(__u32 fd, __u64 buf)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct sock_key sk = { .pid = id >> 32, .fd = fd };
+	struct recv_args a = { .buf = buf, .fd = fd };
+
+	if (!bpf_map_lookup_elem(&hello_sent, &sk))
+		return 0;
+	bpf_map_update_elem(&pending_recv, &id, &a, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int on_recv_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct recv_args *a = bpf_map_lookup_elem(&pending_recv, &id);
+	struct sock_key sk;
+	struct conn_info *ci, c;
+	__u8 hdr[6];
+
+	if (!a)
+		return 0;
+	sk.pid = id >> 32;
+	sk.fd = a->fd;
+	if (ret < 6 || bpf_probe_read_user(hdr, sizeof(hdr), (void *)a->buf) != 0) {
+		bpf_map_delete_elem(&pending_recv, &id);
+		return 0;
+	}
+	bpf_map_delete_elem(&pending_recv, &id);
+	if (hdr[0] != TLS_HANDSHAKE || hdr[1] != 3 || hdr[5] != HS_SERVER_HELLO)
+		return 0;
+	ci = bpf_map_lookup_elem(&hello_sent, &sk);
+	if (!ci)
+		return 0;
+	c = *ci;
+	bpf_map_delete_elem(&hello_sent, &sk);
+	/* The TLS connection is established: this thread's next key contexts are it. */
+	bpf_map_update_elem(&thread_conn, &id, &c, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int static_read_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_recv_enter(ctx->args[0], ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int static_read_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_recv_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int static_recvfrom_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_recv_enter(ctx->args[0], ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int static_recvfrom_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_recv_exit(ctx->ret);
+}
+
+/* ---- key contexts and plaintext ------------------------------------------ */
+
+SEC("uprobe")
+int BPF_UPROBE(aead_init_entry, void *actx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct conn_info *ci = bpf_map_lookup_elem(&thread_conn, &id);
+	struct ctx_key k = { .pid = id >> 32, .ctx = (__u64)actx };
+
+	if (!ci)
+		return 0;
+	bpf_map_update_elem(&key_ctxs, &k, ci, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_UPROBE(aead_cleanup_entry, void *actx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ctx_key k = { .pid = id >> 32, .ctx = (__u64)actx };
+
+	bpf_map_delete_elem(&key_ctxs, &k);
+	return 0;
+}
+
+static __always_inline __u64 stack_arg(struct pt_regs *ctx, int n)
+{
+	/* at function entry: return address at sp, argument 7 at sp + 8, ... */
+	__u64 v = 0;
+
+	bpf_probe_read_user(&v, sizeof(v), (void *)(PT_REGS_SP(ctx) + 8 * (n - 6)));
+	return v;
+}
+
+/*
+ * Length of the application data in a record's plaintext, or 0 when it is
+ * not application data. TLS 1.2: 13 bytes of additional data hold the type
+ * at [8]. TLS 1.3: 5 bytes (the record header); the inner type is the last
+ * plaintext byte.
+ */
+static __always_inline __u64 app_data_len(__u64 ad, __u64 ad_len, __u64 pt, __u64 pt_len)
+{
+	__u8 t = 0;
+
+	if (pt_len == 0)
+		return 0;
+	if (ad_len == 13) {
+		if (bpf_probe_read_user(&t, 1, (void *)(ad + 8)) != 0)
+			return 0;
+		return t == TLS_APPLICATION_DATA ? pt_len : 0;
+	}
+	if (bpf_probe_read_user(&t, 1, (void *)(pt + pt_len - 1)) != 0)
+		return 0;
+	return t == TLS_APPLICATION_DATA ? pt_len - 1 : 0;
+}
+
+static __always_inline int on_seal(struct pt_regs *ctx, __u64 in, __u64 in_len, __u64 ad, __u64 ad_len)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ctx_key k = { .pid = id >> 32, .ctx = PT_REGS_PARM1(ctx) };
+	struct conn_info *ci = bpf_map_lookup_elem(&key_ctxs, &k);
+	__u64 n;
+
+	if (!ci)
+		return 0;
+	n = app_data_len(ad, ad_len, in, in_len);
+	if (n)
+		emit_data(SSL_EVENT_TYPE_WRITE, in, ci->conn, n, id);
+	return 0;
+}
+
+/* seal(ctx, out, out_len*, max_out_len, nonce, nonce_len, in, in_len, ad, ad_len) */
+SEC("uprobe")
+int aead_seal_entry(struct pt_regs *ctx)
+{
+	return on_seal(ctx, stack_arg(ctx, 7), stack_arg(ctx, 8), stack_arg(ctx, 9), stack_arg(ctx, 10));
+}
+
+/* seal_scatter(ctx, out, out_tag, out_tag_len*, max_out_tag_len, nonce,
+ *              nonce_len, in, in_len, extra_in, extra_in_len, ad, ad_len) */
+SEC("uprobe")
+int aead_seal_scatter_entry(struct pt_regs *ctx)
+{
+	return on_seal(ctx, stack_arg(ctx, 8), stack_arg(ctx, 9), stack_arg(ctx, 12), stack_arg(ctx, 13));
+}
+
+/* open(ctx, out, out_len*, max_out_len, nonce, nonce_len, in, in_len, ad, ad_len) */
+SEC("uprobe")
+int aead_open_entry(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ctx_key k = { .pid = id >> 32, .ctx = PT_REGS_PARM1(ctx) };
+	struct conn_info *ci = bpf_map_lookup_elem(&key_ctxs, &k);
+	struct open_args a;
+
+	if (!ci)
+		return 0;
+	a.out = PT_REGS_PARM2(ctx);
+	a.out_len_ptr = PT_REGS_PARM3(ctx);
+	a.ad = stack_arg(ctx, 9);
+	a.ad_len = stack_arg(ctx, 10);
+	a.conn = ci->conn;
+	bpf_map_update_elem(&active_opens, &id, &a, BPF_ANY);
+	return 0;
+}
+
+SEC("uretprobe")
+int aead_open_return(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct open_args *p = bpf_map_lookup_elem(&active_opens, &id);
+	struct open_args a;
+	__u64 len = 0, n;
+
+	if (!p)
+		return 0;
+	a = *p;
+	bpf_map_delete_elem(&active_opens, &id);
+	if ((int)PT_REGS_RC(ctx) != 1)
+		return 0;
+	if (bpf_probe_read_user(&len, sizeof(len), (void *)a.out_len_ptr) != 0)
+		return 0;
+	n = app_data_len(a.ad, a.ad_len, a.out, len);
+	if (n)
+		emit_data(SSL_EVENT_TYPE_READ, a.out, a.conn, n, id);
+	return 0;
+}
