@@ -1,0 +1,122 @@
+//! rustls programs (static TLS, no stable ABI): the ClientHello path and the
+//! AEAD key-context path, with real rustls clients built as fixtures.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+/// A POST with a body and a multi-record response (/big/N).
+fn post_big(host: &str, n: usize) -> Vec<u8> {
+    let body = "name=plainsight&value=1234567890".repeat(4);
+    format!(
+        "POST /big/{n} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn big_response(n: usize) -> Vec<u8> {
+    let body: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    r.extend(body);
+    r
+}
+
+fn run(bin: &str, tls: &str, cipher: &str) {
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let n = 50_000;
+    let req = post_big("api.acme.com", n);
+    let f = request_file(dir.path(), &req);
+    let port = srv.port.to_string();
+    let fa = f.to_str().unwrap();
+    let args = ["127.0.0.1", port.as_str(), "api.acme.com", fa, tls, "--cipher", cipher];
+    let mut yes = Held::new(&fixture(bin), &args);
+    let other_req = post_big("other.example", 10);
+    let f2 = dir.path().join("other.bin");
+    std::fs::write(&f2, &other_req).unwrap();
+    let args2 = ["127.0.0.1", port.as_str(), "other.example", f2.to_str().unwrap(), tls, "--cipher", cipher];
+    let mut no = Held::new(&fixture(bin), &args2);
+    let agent = Agent::start(&[
+        "--sni", "*.acme.com", "--pid", &yes.held_pid(), "--pid", &no.held_pid(),
+    ]);
+    yes.go(b"");
+    let (ok, out, err) = yes.finish(T);
+    assert!(ok, "{err}");
+    let resp = big_response(n);
+    assert_eq!(out, resp, "the client itself got the response");
+    no.go(b"");
+    let (ok2, _, err2) = no.finish(T);
+    assert!(ok2, "{err2}");
+    let (w, r) = agent.wait_bytes(yes.pid, req.len(), resp.len());
+    assert_eq!(show(&w), show(&req), "{bin} {tls} {cipher}: request");
+    assert_eq!(w, req);
+    assert_eq!(r.len(), resp.len(), "{bin} {tls} {cipher}: response length");
+    assert!(r == resp, "{bin} {tls} {cipher}: response bytes differ");
+    let recs = agent.records();
+    assert!(recs.iter().all(|r| r["pid"] != no.pid), "other.example must not be captured");
+    assert!(recs.iter().any(|r| r["type"] == "sni" && r["sni"] == "api.acme.com"));
+    for r in recs.iter().filter(|r| r["type"] == "data") {
+        assert_eq!(r["sni"], "api.acme.com");
+    }
+}
+
+trait HeldPid {
+    fn held_pid(&self) -> String;
+}
+impl HeldPid for Held {
+    fn held_pid(&self) -> String {
+        self.pid.to_string()
+    }
+}
+
+#[test]
+fn awslc_tls13_aes_gcm() {
+    run("rustls_client_awslc", "--tls13", "aesgcm");
+}
+
+#[test]
+fn awslc_tls13_chacha20() {
+    run("rustls_client_awslc", "--tls13", "chacha");
+}
+
+#[test]
+fn awslc_tls12_aes_gcm() {
+    run("rustls_client_awslc", "--tls12", "aesgcm");
+}
+
+#[test]
+fn awslc_tls12_chacha20() {
+    run("rustls_client_awslc", "--tls12", "chacha");
+}
+
+#[test]
+fn stripped_rust_binary_is_reported_as_not_instrumentable() {
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let req = post_big("api.acme.com", 10);
+    let f = request_file(dir.path(), &req);
+    let mut c = Held::new(
+        &fixture("rustls_client_awslc_stripped"),
+        &["127.0.0.1", &srv.port.to_string(), "api.acme.com", f.to_str().unwrap()],
+    );
+    let mut agent = Agent::start(&["--pid", &c.pid.to_string()]);
+    c.go(b"");
+    assert!(c.finish(T).0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.records().iter().all(|r| r["type"] != "data"));
+    let log = agent.stop();
+    assert!(
+        log.lines().any(|l| l.contains("rustls_client_awslc_stripped")
+            && l.contains("cannot be instrumented")
+            && l.contains("stripped")),
+        "{log}"
+    );
+}
