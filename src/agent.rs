@@ -256,6 +256,9 @@ fn attach_file(
             ProbePoint::AeadSeal => (&sp.aead_seal_entry, None),
             ProbePoint::AeadSealScatter => (&sp.aead_seal_scatter_entry, None),
             ProbePoint::AeadOpen => (&sp.aead_open_entry, Some(&sp.aead_open_return)),
+            ProbePoint::RingInit => (&sp.ring_init_entry, Some(&sp.ring_init_return)),
+            ProbePoint::RingSeal => (&sp.ring_seal_entry, None),
+            ProbePoint::RingOpen => (&sp.ring_open_entry, Some(&sp.ring_open_return)),
             ProbePoint::SslWrite => (&p.ssl_write_entry, Some(&p.ssl_write_return)),
             ProbePoint::SslRead => (&p.ssl_read_entry, Some(&p.ssl_read_return)),
             ProbePoint::SslWriteEx => (&p.ssl_write_ex_entry, Some(&p.ssl_write_ex_return)),
@@ -523,7 +526,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 _ => {
                     handle_inspected(&r, &oskel, &sskel, &dskel, &mut attached);
                     if let Outcome::Tls { insp, .. } = &r.outcome {
-                        if insp.library == Some(inspect::TlsLibrary::AwsLc) && attached.contains_key(&file) {
+                        let static_tls = matches!(
+                            insp.library,
+                            Some(inspect::TlsLibrary::AwsLc | inspect::TlsLibrary::Ring)
+                        );
+                        if static_tls && attached.contains_key(&file) {
                             watch_static(&sskel, file, r.job.pid);
                             if static_io_links.is_empty() {
                                 match attach_static_hooks(&sskel, false) {

@@ -120,3 +120,23 @@ fn stripped_rust_binary_is_reported_as_not_instrumentable() {
         "{log}"
     );
 }
+
+#[test]
+fn ring_tls13_aes_gcm() {
+    run("rustls_client_ring", "--tls13", "aesgcm");
+}
+
+#[test]
+fn ring_tls13_chacha20() {
+    run("rustls_client_ring", "--tls13", "chacha");
+}
+
+#[test]
+fn ring_tls12_aes_gcm() {
+    run("rustls_client_ring", "--tls12", "aesgcm");
+}
+
+#[test]
+fn ring_tls12_chacha20() {
+    run("rustls_client_ring", "--tls12", "chacha");
+}

@@ -36,6 +36,12 @@ pub enum ProbePoint {
     AeadSealScatter,
     /// `EVP_AEAD_CTX_open(...)`: plaintext at return.
     AeadOpen,
+    /// ring's `aead::algorithm::{aes_gcm_init_128,aes_gcm_init_256,chacha20_poly1305_init}`.
+    RingInit,
+    /// ring's `aead::algorithm::{aes_gcm_seal,chacha20_poly1305_seal}`.
+    RingSeal,
+    /// ring's `aead::algorithm::{aes_gcm_open,chacha20_poly1305_open}`.
+    RingOpen,
 }
 
 impl ProbePoint {
@@ -64,6 +70,9 @@ impl ProbePoint {
             ProbePoint::AeadSeal => "EVP_AEAD_CTX_seal",
             ProbePoint::AeadSealScatter => "EVP_AEAD_CTX_seal_scatter",
             ProbePoint::AeadOpen => "EVP_AEAD_CTX_open",
+            ProbePoint::RingInit => "ring::aead::algorithm::*_init",
+            ProbePoint::RingSeal => "ring::aead::algorithm::*_seal",
+            ProbePoint::RingOpen => "ring::aead::algorithm::*_open",
         }
     }
 
@@ -88,6 +97,8 @@ pub enum TlsLibrary {
     /// without the SSL API: rustls over aws-lc-rs. Captured through the
     /// `EVP_AEAD_CTX_*` functions and the ClientHello path.
     AwsLc,
+    /// ring linked into a Rust executable (rustls' ring provider).
+    Ring,
 }
 
 impl fmt::Display for TlsLibrary {
@@ -96,6 +107,7 @@ impl fmt::Display for TlsLibrary {
             TlsLibrary::OpenSsl => "openssl",
             TlsLibrary::BoringSsl => "boringssl",
             TlsLibrary::AwsLc => "aws-lc (static, AEAD path)",
+            TlsLibrary::Ring => "ring (static, AEAD path)",
         })
     }
 }
@@ -137,7 +149,24 @@ impl Inspection {
 }
 
 fn interesting(name: &str) -> bool {
-    name.starts_with("SSL_") || aead_point(name).is_some()
+    name.starts_with("SSL_") || aead_point(name).is_some() || ring_point(name).is_some()
+}
+
+/// `_ZN4ring4aead9algorithm12aes_gcm_seal17h<16 hex>E` and the like -> the
+/// probe point (the hash changes with every build).
+pub fn ring_point(name: &str) -> Option<ProbePoint> {
+    let rest = name.strip_prefix("_ZN4ring4aead9algorithm")?;
+    let (func, hash) = rest.split_at(rest.find("17h")?);
+    let hex = hash.strip_prefix("17h")?.strip_suffix('E')?;
+    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    match func {
+        "16aes_gcm_init_128" | "16aes_gcm_init_256" | "22chacha20_poly1305_init" => Some(ProbePoint::RingInit),
+        "12aes_gcm_seal" | "22chacha20_poly1305_seal" => Some(ProbePoint::RingSeal),
+        "12aes_gcm_open" | "22chacha20_poly1305_open" => Some(ProbePoint::RingOpen),
+        _ => None,
+    }
 }
 
 /// `EVP_AEAD_CTX_seal`, `aws_lc_0_47_0_EVP_AEAD_CTX_seal`, ... -> the probe point.
@@ -178,6 +207,22 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
                 insp.library = Some(TlsLibrary::AwsLc);
                 insp.linkage = Linkage::Static;
                 insp.targets = found;
+            }
+            let mut ring: Vec<Target> = syms
+                .functions
+                .iter()
+                .filter_map(|(name, loc)| {
+                    ring_point(name).map(|point| Target { point, symbol: name.clone(), offset: loc.file_offset })
+                })
+                .collect();
+            ring.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+            let rp: Vec<_> = ring.iter().map(|t| t.point).collect();
+            if [ProbePoint::RingInit, ProbePoint::RingSeal, ProbePoint::RingOpen].iter().all(|p| rp.contains(p)) {
+                if insp.library.is_none() {
+                    insp.library = Some(TlsLibrary::Ring);
+                }
+                insp.linkage = Linkage::Static;
+                insp.targets.extend(ring);
             }
         }
         if insp.library.is_none() && syms.stripped_rustls {
@@ -220,6 +265,20 @@ pub fn inspect_file(path: &Path, limit: u64) -> Result<Inspection, ElfError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ring_symbols_by_pattern() {
+        assert_eq!(
+            ring_point("_ZN4ring4aead9algorithm12aes_gcm_seal17hf8f8ecdc1e0be8ddE"),
+            Some(ProbePoint::RingSeal)
+        );
+        assert_eq!(
+            ring_point("_ZN4ring4aead9algorithm22chacha20_poly1305_init17h38c4ee39eb0b39c3E"),
+            Some(ProbePoint::RingInit)
+        );
+        assert_eq!(ring_point("_ZN4ring4aead9algorithm12aes_gcm_seal17hXYZE"), None);
+        assert_eq!(ring_point("_ZN4ring4aead7aes_gcm4seal17h34f654bc491d2889E"), None);
+    }
 
     #[test]
     fn aead_symbols_by_pattern() {
