@@ -35,5 +35,9 @@ test: test-deps fixtures
 unit: deps
 	$(CARGO) test --locked --bins
 
+# Overhead benchmark (not part of make test): writes docs/benchmarks.md.
+bench: test-deps
+	bash scripts/bench.sh
+
 clean:
 	$(CARGO) clean

@@ -24,6 +24,11 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
+/* Unused: makes the event layouts part of the skeleton's types, so that
+ * src/abi.rs can check its offsets against the compiler's. */
+struct sni_event abi_sni_event;
+struct ssl_close_event abi_close_event;
+
 struct call_args {
 	__u64 ssl;
 	__u64 buf;

@@ -234,6 +234,9 @@ mod tests {
         assert_eq!(offset_of!(ot::sni_event, comm), 32);
         assert_eq!(offset_of!(ot::sni_event, name), 48);
         assert_eq!(size_of::<ot::sni_event>(), SNI_EVENT_LEN);
+        assert_eq!(offset_of!(ot::ssl_close_event, conn), 24);
+        assert_eq!(offset_of!(ot::ssl_close_event, comm), 32);
+        assert_eq!(size_of::<ot::ssl_close_event>(), CLOSE_EVENT_LEN);
     }
 
     fn data_record(t: u32, chunk: &[u8]) -> Vec<u8> {

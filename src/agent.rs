@@ -563,6 +563,8 @@ pub fn run(cli: Cli) -> Result<()> {
             last_sweep = Instant::now();
             sweep_exited(&oskel.maps.conns, &names);
             sweep_exited(&sskel.maps.key_ctxs, &names);
+            sweep_exited(&sskel.maps.ring_keys, &names);
+            sweep_exited(&sskel.maps.hello_sent, &names);
         }
         if last_stats.elapsed() >= Duration::from_secs(1) {
             last_stats = Instant::now();
@@ -582,6 +584,7 @@ pub fn run(cli: Cli) -> Result<()> {
     pauser.shutdown();
     let _ = ring.consume_raw();
     drop(ring);
+    drop(handler); // holds a sender of the output channel
     let lost = stat_sum(&oskel.maps.stats, abi::STAT_DATA_LOST);
     let lost_discover = stat_sum(&dskel.maps.stats, abi::STAT_DISCOVER_LOST);
     let unreadable = stat_sum(&oskel.maps.stats, abi::STAT_READ_FAILED);

@@ -155,3 +155,26 @@ sys.stdout.buffer.write(data)
         "agent should name the bad file: {log}"
     );
 }
+
+/// SIGINT: the agent resumes what it holds, detaches its probes, reports and
+/// exits promptly.
+#[test]
+fn agent_exits_promptly_on_sigint() {
+    let agent = Agent::start(&["--pid", "1"]);
+    let pid = agent.pid() as i32;
+    let t0 = Instant::now();
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let mut status = 0;
+    loop {
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "agent still running 5 s after SIGINT");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
+    // the summary is printed on the way out
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(agent.stderr().contains("connections tracked in the kernel at exit"));
+}
