@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * openssl: plaintext of the OpenSSL-family API (OpenSSL 1.1/3, BoringSSL,
- * AWS-LC, node's bundled OpenSSL, static libssl).
+ * openssl: plaintext of TLS libraries with a stable C API: the
+ * OpenSSL family (OpenSSL 1.1/3, BoringSSL, AWS-LC, node's bundled OpenSSL,
+ * static libssl) and GnuTLS (gnutls_record_send2/recv, same shape).
  *
  *   SSL_write(ssl, buf, num)            -> int  bytes written, <= 0 on failure
  *   SSL_read(ssl, buf, num)             -> int  bytes read, <= 0 on failure
@@ -86,13 +87,14 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr)
 	return 0;
 }
 
-/* Return of SSL_write / SSL_read: int bytes, <= 0 on failure. */
-static __always_inline int on_return(struct pt_regs *ctx, __u32 type)
+/* Return of SSL_write / SSL_read (int) or gnutls_record_* (ssize_t, `wide`):
+ * bytes, <= 0 on failure. */
+static __always_inline int on_return_n(struct pt_regs *ctx, __u32 type, bool wide)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct call_args *args = bpf_map_lookup_elem(&active_calls, &id);
 	struct call_args a;
-	int ret = (int)PT_REGS_RC(ctx);
+	long ret = wide ? (long)PT_REGS_RC(ctx) : (long)(int)PT_REGS_RC(ctx);
 
 	if (!args)
 		return 0;
@@ -102,6 +104,11 @@ static __always_inline int on_return(struct pt_regs *ctx, __u32 type)
 		return 0;
 	emit_data(type, a.buf, a.ssl, (__u64)ret, id);
 	return 0;
+}
+
+static __always_inline int on_return(struct pt_regs *ctx, __u32 type)
+{
+	return on_return_n(ctx, type, false);
 }
 
 /* Return of SSL_write_ex / SSL_read_ex: 1 on success, length in *len_ptr. */
@@ -177,7 +184,8 @@ int ssl_read_ex_return(struct pt_regs *ctx)
 
 /* A server name was set on `ssl`: match it, remember the decision, and
  * tell user space the name of a connection that will be captured. */
-static __always_inline int on_server_name(__u64 ssl, const void *name)
+/* `len` < 0: NUL-terminated name; else its length (GnuTLS). */
+static __always_inline int on_server_name(__u64 ssl, const void *name, long len)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct conn_key k = { .pid = id >> 32, .ssl = ssl };
@@ -188,7 +196,18 @@ static __always_inline int on_server_name(__u64 ssl, const void *name)
 
 	if (!ssl || !name || !process_wanted(id >> 32))
 		return 0;
-	s = match_server_name(name, &rule);
+	if (len < 0) {
+		s = match_server_name(name, &rule);
+	} else {
+		__u64 n = len;
+
+		if (n == 0 || n >= MAX_NAME)
+			return 0;
+		s = sni_scratch_get();
+		if (!s || bpf_probe_read_user(s->raw, n & (MAX_NAME - 1), name) != 0)
+			return 0;
+		sni_match(s, n, &rule);
+	}
 	if (!s)
 		return 0;
 	matched = !sni_filter || rule != 0;
@@ -218,6 +237,7 @@ static __always_inline int on_server_name(__u64 ssl, const void *name)
 }
 
 #define SSL_CTRL_SET_TLSEXT_HOSTNAME 55
+#define GNUTLS_NAME_DNS 1
 #define TLSEXT_NAMETYPE_host_name 0
 
 /* OpenSSL, AWS-LC, node: SSL_set_tlsext_host_name() is a macro for this. */
@@ -226,18 +246,68 @@ int BPF_UPROBE(ssl_ctrl_entry, void *ssl, int cmd, long larg, void *parg)
 {
 	if (cmd != SSL_CTRL_SET_TLSEXT_HOSTNAME || larg != TLSEXT_NAMETYPE_host_name)
 		return 0;
-	return on_server_name((__u64)ssl, parg);
+	return on_server_name((__u64)ssl, parg, -1);
 }
 
 /* BoringSSL: a real function. */
 SEC("uprobe")
 int BPF_UPROBE(ssl_set_host_name_entry, void *ssl, const char *name)
 {
-	return on_server_name((__u64)ssl, name);
+	return on_server_name((__u64)ssl, name, -1);
 }
+
+/* GnuTLS: gnutls_server_name_set(session, type, name, name_length) */
+SEC("uprobe")
+int BPF_UPROBE(gnutls_server_name_entry, void *session, int type, const void *name, __u64 len)
+{
+	if (type != GNUTLS_NAME_DNS)
+		return 0;
+	return on_server_name((__u64)session, name, len);
+}
+
+/* gnutls_record_send calls the exported gnutls_record_send2: probing only
+ * send2 sees every write once. send2(session, data, size, pad, flags) */
+SEC("uprobe")
+int BPF_UPROBE(gnutls_send_entry, void *session, const void *data, __u64 size)
+{
+	return on_entry((__u64)session, (__u64)data, 0);
+}
+
+SEC("uretprobe")
+int gnutls_send_return(struct pt_regs *ctx)
+{
+	return on_return_n(ctx, SSL_EVENT_TYPE_WRITE, true);
+}
+
+/* gnutls_record_recv(session, data, size) */
+SEC("uprobe")
+int BPF_UPROBE(gnutls_recv_entry, void *session, void *data, __u64 size)
+{
+	return on_entry((__u64)session, (__u64)data, 0);
+}
+
+SEC("uretprobe")
+int gnutls_recv_return(struct pt_regs *ctx)
+{
+	return on_return_n(ctx, SSL_EVENT_TYPE_READ, true);
+}
+
+static __always_inline int on_free(void *ssl);
 
 SEC("uprobe")
 int BPF_UPROBE(ssl_free_entry, void *ssl)
+{
+	return on_free(ssl);
+}
+
+/* gnutls_deinit(session) */
+SEC("uprobe")
+int BPF_UPROBE(gnutls_deinit_entry, void *session)
+{
+	return on_free(session);
+}
+
+static __always_inline int on_free(void *ssl)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct conn_key k = { .pid = id >> 32, .ssl = (__u64)ssl };

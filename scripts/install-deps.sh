@@ -7,7 +7,7 @@ BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev libzstd-dev pkg-config make gcc)
 # Tools used by the tests and their TLS fixtures.
 TEST_PKGS=(curl openssl libssl-dev python3 nodejs
            android-libboringssl android-libboringssl-dev
-           procps psmisc bc binutils)
+           procps psmisc bc binutils gnutls-bin wget golang-go)
 
 # Only needed to regenerate bpf/vmlinux.h (bpftool btf dump file /sys/kernel/btf/vmlinux format c).
 DEV_PKGS=(bpftool)

@@ -42,6 +42,14 @@ pub enum ProbePoint {
     RingSeal,
     /// ring's `aead::algorithm::{aes_gcm_open,chacha20_poly1305_open}`.
     RingOpen,
+    /// `gnutls_record_send2(session, data, size, pad, flags)` (send calls it).
+    GnutlsSend,
+    /// `gnutls_record_recv(session, data, size)`.
+    GnutlsRecv,
+    /// `gnutls_server_name_set(session, type, name, len)`.
+    GnutlsServerName,
+    /// `gnutls_deinit(session)`.
+    GnutlsDeinit,
 }
 
 impl ProbePoint {
@@ -73,6 +81,10 @@ impl ProbePoint {
             ProbePoint::RingInit => "ring::aead::algorithm::*_init",
             ProbePoint::RingSeal => "ring::aead::algorithm::*_seal",
             ProbePoint::RingOpen => "ring::aead::algorithm::*_open",
+            ProbePoint::GnutlsSend => "gnutls_record_send2",
+            ProbePoint::GnutlsRecv => "gnutls_record_recv",
+            ProbePoint::GnutlsServerName => "gnutls_server_name_set",
+            ProbePoint::GnutlsDeinit => "gnutls_deinit",
         }
     }
 
@@ -99,6 +111,8 @@ pub enum TlsLibrary {
     AwsLc,
     /// ring linked into a Rust executable (rustls' ring provider).
     Ring,
+    /// GnuTLS (`libgnutls.so.30`).
+    GnuTls,
 }
 
 impl fmt::Display for TlsLibrary {
@@ -108,6 +122,7 @@ impl fmt::Display for TlsLibrary {
             TlsLibrary::BoringSsl => "boringssl",
             TlsLibrary::AwsLc => "aws-lc (static, AEAD path)",
             TlsLibrary::Ring => "ring (static, AEAD path)",
+            TlsLibrary::GnuTls => "gnutls",
         })
     }
 }
@@ -149,7 +164,10 @@ impl Inspection {
 }
 
 fn interesting(name: &str) -> bool {
-    name.starts_with("SSL_") || aead_point(name).is_some() || ring_point(name).is_some()
+    name.starts_with("SSL_")
+        || name.starts_with("gnutls_")
+        || aead_point(name).is_some()
+        || ring_point(name).is_some()
 }
 
 /// `_ZN4ring4aead9algorithm12aes_gcm_seal17h<16 hex>E` and the like -> the
@@ -188,6 +206,22 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
     let has = |n: &str| syms.get(n).is_some();
     let mut insp =
         Inspection { library: None, linkage: Linkage::Exported, targets: Vec::new(), unsupported: None };
+    if has("gnutls_record_send2") && has("gnutls_record_recv") {
+        insp.library = Some(TlsLibrary::GnuTls);
+        let w = syms.get("gnutls_record_send2").expect("checked above");
+        insp.linkage = if w.dynamic { Linkage::Exported } else { Linkage::Static };
+        for point in [
+            ProbePoint::GnutlsSend,
+            ProbePoint::GnutlsRecv,
+            ProbePoint::GnutlsServerName,
+            ProbePoint::GnutlsDeinit,
+        ] {
+            if let Some(loc) = syms.get(point.symbol()) {
+                insp.targets.push(Target { point, symbol: point.symbol().to_string(), offset: loc.file_offset });
+            }
+        }
+        return insp;
+    }
     if !(has("SSL_write") && has("SSL_read")) {
         // Static TLS in an executable, without the SSL API: the AEAD path.
         if syms.is_executable {
@@ -306,6 +340,18 @@ mod tests {
             .filter(|p| *p != ProbePoint::SslSetHostName)
             .collect();
         assert_eq!(pts, want);
+    }
+
+    #[test]
+    fn gnutls_is_recognised() {
+        let p = Path::new("/usr/lib/x86_64-linux-gnu/libgnutls.so.30");
+        let i = inspect_file(p, 1 << 30).unwrap();
+        assert_eq!(i.library, Some(TlsLibrary::GnuTls));
+        let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
+        assert_eq!(
+            pts,
+            [ProbePoint::GnutlsSend, ProbePoint::GnutlsRecv, ProbePoint::GnutlsServerName, ProbePoint::GnutlsDeinit]
+        );
     }
 
     #[test]
