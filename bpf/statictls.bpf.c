@@ -148,6 +148,43 @@ struct {
 	__type(value, struct hello_buf);
 } hello_scratch SEC(".maps");
 
+/* ---- Go crypto/tls (register ABI: RAX, RBX, RCX...; R14 = goroutine) --- */
+
+struct go_key {
+	__u32 pid;
+	__u32 _pad;
+	__u64 id; /* goroutine (g) or *tls.Conn */
+};
+
+/* (*Conn).clientHandshake running on goroutine g: its *Conn. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_key);
+	__type(value, __u64);
+} go_handshakes SEC(".maps");
+
+/* Go connections decided by their ClientHello: *Conn -> matched. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct go_key);
+	__type(value, __u8);
+} go_conns SEC(".maps");
+
+struct go_call {
+	__u64 conn;
+	__u64 buf;
+};
+
+/* Write/Read in progress, by goroutine (it may change threads). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct go_key);
+	__type(value, struct go_call);
+} go_calls SEC(".maps");
+
 /* ---- process tracking --------------------------------------------------- */
 
 SEC("tracepoint/sched/sched_process_exec")
@@ -293,7 +330,22 @@ static __always_inline int on_send(__u32 fd, __u64 buf, __u64 len)
 			return 0;
 	}
 	ci.conn = bpf_ktime_get_ns();
-	bpf_map_update_elem(&hello_sent, &sk, &ci, BPF_ANY);
+	{
+		/* A Go program: the goroutine sending it runs (*Conn).clientHandshake. */
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+		struct go_key gk = { .pid = pid, .id = BPF_CORE_READ(regs, r14) };
+		__u64 *gconn = bpf_map_lookup_elem(&go_handshakes, &gk);
+		__u8 matched = 1;
+
+		if (gconn) {
+			struct go_key ck = { .pid = pid, .id = *gconn };
+
+			ci.conn = *gconn;
+			bpf_map_update_elem(&go_conns, &ck, &matched, BPF_ANY);
+		} else {
+			bpf_map_update_elem(&hello_sent, &sk, &ci, BPF_ANY);
+		}
+	}
 
 	e = bpf_ringbuf_reserve(&data_events, sizeof(*e), 0);
 	if (!e) {
@@ -304,7 +356,7 @@ static __always_inline int on_send(__u32 fd, __u64 buf, __u64 len)
 	e->pid = pid;
 	e->tid = (__u32)id;
 	e->rule = rule;
-	e->ts_ns = ci.conn;
+	e->ts_ns = bpf_ktime_get_ns();
 	e->conn = ci.conn;
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	if (nl)
@@ -693,5 +745,122 @@ int ring_open_return(struct pt_regs *ctx)
 	n = app_data_len(a.ad, a.ad_len, a.out, a.out_len_ptr);
 	if (n)
 		emit_data(SSL_EVENT_TYPE_READ, a.out, a.conn, n, id);
+	return 0;
+}
+
+/* ---- Go crypto/tls ---------------------------------------------------------- */
+
+static __always_inline __u64 go_g(struct pt_regs *ctx)
+{
+	return ctx->r14;
+}
+
+/* (*Conn).clientHandshake(ctx): RAX = *Conn */
+SEC("uprobe")
+int go_handshake_entry(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct go_key k = { .pid = id >> 32, .id = go_g(ctx) };
+	__u64 conn = ctx->ax;
+
+	bpf_map_update_elem(&go_handshakes, &k, &conn, BPF_ANY);
+	return 0;
+}
+
+/* With patterns, is this Go connection one to capture? */
+static __always_inline bool go_conn_wanted(__u32 pid, __u64 conn)
+{
+	struct go_key k = { .pid = pid, .id = conn };
+	__u8 *m;
+
+	if (!sni_filter)
+		return true;
+	m = bpf_map_lookup_elem(&go_conns, &k);
+	if (!m)
+		return capture_no_sni;
+	return *m;
+}
+
+/* (*Conn).Write(b) / (*Conn).Read(b): RAX = *Conn, RBX = b.ptr, RCX = b.len */
+static __always_inline int go_entry(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct go_key k = { .pid = id >> 32, .id = go_g(ctx) };
+	struct go_call c = { .conn = ctx->ax, .buf = ctx->bx };
+
+	if (!process_wanted(id >> 32) || !go_conn_wanted(id >> 32, c.conn))
+		return 0;
+	bpf_map_update_elem(&go_calls, &k, &c, BPF_ANY);
+	return 0;
+}
+
+/* At each RET of Write/Read (no uretprobes on Go: stacks move): RAX = n. */
+static __always_inline int go_ret(struct pt_regs *ctx, __u32 type)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct go_key k = { .pid = id >> 32, .id = go_g(ctx) };
+	struct go_call *p = bpf_map_lookup_elem(&go_calls, &k);
+	struct go_call c;
+	long n = (long)ctx->ax;
+
+	if (!p)
+		return 0;
+	c = *p;
+	bpf_map_delete_elem(&go_calls, &k);
+	if (n > 0)
+		emit_data(type, c.buf, c.conn, n, id);
+	return 0;
+}
+
+SEC("uprobe")
+int go_write_entry(struct pt_regs *ctx)
+{
+	return go_entry(ctx);
+}
+
+SEC("uprobe")
+int go_write_ret(struct pt_regs *ctx)
+{
+	return go_ret(ctx, SSL_EVENT_TYPE_WRITE);
+}
+
+SEC("uprobe")
+int go_read_entry(struct pt_regs *ctx)
+{
+	return go_entry(ctx);
+}
+
+SEC("uprobe")
+int go_read_ret(struct pt_regs *ctx)
+{
+	return go_ret(ctx, SSL_EVENT_TYPE_READ);
+}
+
+/* (*Conn).Close(): RAX = *Conn */
+SEC("uprobe")
+int go_close_entry(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct go_key k = { .pid = id >> 32, .id = ctx->ax };
+	struct ssl_close_event *e;
+
+	if (!process_wanted(id >> 32) || !go_conn_wanted(id >> 32, k.id)) {
+		bpf_map_delete_elem(&go_conns, &k);
+		return 0;
+	}
+	bpf_map_delete_elem(&go_conns, &k);
+	e = bpf_ringbuf_reserve(&data_events, sizeof(*e), 0);
+	if (!e) {
+		count_stat(STAT_DATA_LOST);
+		return 0;
+	}
+	e->type = SSL_EVENT_TYPE_CLOSE;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->_pad = 0;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->conn = k.id;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, wakeup_flags);
 	return 0;
 }

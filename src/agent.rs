@@ -263,6 +263,12 @@ fn attach_file(
             ProbePoint::GnutlsRecv => (&p.gnutls_recv_entry, Some(&p.gnutls_recv_return)),
             ProbePoint::GnutlsServerName => (&p.gnutls_server_name_entry, None),
             ProbePoint::GnutlsDeinit => (&p.gnutls_deinit_entry, None),
+            ProbePoint::GoWrite => (&sp.go_write_entry, None),
+            ProbePoint::GoWriteRet => (&sp.go_write_ret, None),
+            ProbePoint::GoRead => (&sp.go_read_entry, None),
+            ProbePoint::GoReadRet => (&sp.go_read_ret, None),
+            ProbePoint::GoHandshake => (&sp.go_handshake_entry, None),
+            ProbePoint::GoClose => (&sp.go_close_entry, None),
             ProbePoint::SslWrite => (&p.ssl_write_entry, Some(&p.ssl_write_return)),
             ProbePoint::SslRead => (&p.ssl_read_entry, Some(&p.ssl_read_return)),
             ProbePoint::SslWriteEx => (&p.ssl_write_ex_entry, Some(&p.ssl_write_ex_return)),
@@ -532,7 +538,11 @@ pub fn run(cli: Cli) -> Result<()> {
                     if let Outcome::Tls { insp, .. } = &r.outcome {
                         let static_tls = matches!(
                             insp.library,
-                            Some(inspect::TlsLibrary::AwsLc | inspect::TlsLibrary::Ring)
+                            Some(
+                                inspect::TlsLibrary::AwsLc
+                                    | inspect::TlsLibrary::Ring
+                                    | inspect::TlsLibrary::GoTls
+                            )
                         );
                         if static_tls && attached.contains_key(&file) {
                             watch_static(&sskel, file, r.job.pid);
@@ -569,6 +579,7 @@ pub fn run(cli: Cli) -> Result<()> {
             sweep_exited(&sskel.maps.key_ctxs, &names);
             sweep_exited(&sskel.maps.ring_keys, &names);
             sweep_exited(&sskel.maps.hello_sent, &names);
+            sweep_exited(&sskel.maps.go_conns, &names);
         }
         if last_stats.elapsed() >= Duration::from_secs(1) {
             last_stats = Instant::now();
@@ -661,7 +672,15 @@ fn handle_inspected(
             }
             match attach_file(oskel, sskel, path, insp) {
                 Ok(links) => {
-                    let names: Vec<_> = insp.targets.iter().map(|t| t.symbol.as_str()).collect();
+                    // "name" or "name x3" for repeated probe points (Go RETs).
+                    let mut names: Vec<String> = Vec::new();
+                    let mut i = 0;
+                    while i < insp.targets.len() {
+                        let sym = &insp.targets[i].symbol;
+                        let n = insp.targets[i..].iter().take_while(|t| &t.symbol == sym).count();
+                        names.push(if n > 1 { format!("{sym} x{n}") } else { sym.clone() });
+                        i += n;
+                    }
                     log::info!(
                         "instrumented {shown} [{}] ({}, {}) mapped by {}[{}]: {}",
                         job.file,

@@ -55,6 +55,9 @@ pub struct ElfSymbols {
     /// Stripped executable whose bytes mention rustls (checked only for
     /// executables without `.symtab`).
     pub stripped_rustls: bool,
+    /// Go crypto/tls found through `.gopclntab` (executables only), or why
+    /// it cannot be probed.
+    pub go: Option<Result<super::go::GoTls, String>>,
 }
 
 impl ElfSymbols {
@@ -104,6 +107,41 @@ pub fn read_symbols(
     let map = unsafe { memmap2::Mmap::map(&file) }
         .map_err(|source| ElfError::Open { path: shown.clone(), source })?;
     parse_symbols(&map, &shown, want)
+}
+
+/// Like [`read_symbols`], and for executables without the SSL API also
+/// looks for Go's crypto/tls.
+pub fn read_symbols_and_go(
+    path: &Path,
+    limit: u64,
+    want: &dyn Fn(&str) -> bool,
+) -> Result<ElfSymbols, ElfError> {
+    let shown = path.display().to_string();
+    let file = File::open(path).map_err(|source| ElfError::Open { path: shown.clone(), source })?;
+    let size = file.metadata().map_err(|source| ElfError::Open { path: shown.clone(), source })?.len();
+    if size > limit {
+        return Err(ElfError::TooLarge { path: shown, size, limit });
+    }
+    if size < 64 {
+        return Err(ElfError::NotElf { path: shown });
+    }
+    // SAFETY: as in read_symbols.
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|source| ElfError::Open { path: shown.clone(), source })?;
+    let mut syms = parse_symbols(&map, &shown, want)?;
+    if syms.is_executable && syms.get("SSL_write").is_none() {
+        if let Ok(elf) = ElfFile64::<Endianness>::parse(&*map) {
+            let endian = elf.endian();
+            let segments: Vec<(u64, u64, u64)> = elf
+                .elf_program_headers()
+                .iter()
+                .filter(|ph| ph.p_type(endian) == PT_LOAD)
+                .map(|ph| (ph.p_vaddr(endian), ph.p_filesz(endian), ph.p_offset(endian)))
+                .collect();
+            syms.go = super::go::inspect_go(&map, &segments, path).transpose();
+        }
+    }
+    Ok(syms)
 }
 
 /// Parses ELF bytes already in memory. Never panics on malformed input.

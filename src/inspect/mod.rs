@@ -3,6 +3,7 @@
 //! symbols").
 
 pub mod elf;
+pub mod go;
 
 use std::fmt;
 use std::path::Path;
@@ -50,6 +51,18 @@ pub enum ProbePoint {
     GnutlsServerName,
     /// `gnutls_deinit(session)`.
     GnutlsDeinit,
+    /// Go `crypto/tls.(*Conn).Write` entry.
+    GoWrite,
+    /// One RET instruction of `(*Conn).Write`.
+    GoWriteRet,
+    /// Go `crypto/tls.(*Conn).Read` entry.
+    GoRead,
+    /// One RET instruction of `(*Conn).Read`.
+    GoReadRet,
+    /// Go `crypto/tls.(*Conn).clientHandshake` entry.
+    GoHandshake,
+    /// Go `crypto/tls.(*Conn).Close` entry.
+    GoClose,
 }
 
 impl ProbePoint {
@@ -85,6 +98,12 @@ impl ProbePoint {
             ProbePoint::GnutlsRecv => "gnutls_record_recv",
             ProbePoint::GnutlsServerName => "gnutls_server_name_set",
             ProbePoint::GnutlsDeinit => "gnutls_deinit",
+            ProbePoint::GoWrite => "crypto/tls.(*Conn).Write",
+            ProbePoint::GoWriteRet => "crypto/tls.(*Conn).Write RET",
+            ProbePoint::GoRead => "crypto/tls.(*Conn).Read",
+            ProbePoint::GoReadRet => "crypto/tls.(*Conn).Read RET",
+            ProbePoint::GoHandshake => "crypto/tls.(*Conn).clientHandshake",
+            ProbePoint::GoClose => "crypto/tls.(*Conn).Close",
         }
     }
 
@@ -113,6 +132,8 @@ pub enum TlsLibrary {
     Ring,
     /// GnuTLS (`libgnutls.so.30`).
     GnuTls,
+    /// Go's crypto/tls.
+    GoTls,
 }
 
 impl fmt::Display for TlsLibrary {
@@ -123,6 +144,7 @@ impl fmt::Display for TlsLibrary {
             TlsLibrary::AwsLc => "aws-lc (static, AEAD path)",
             TlsLibrary::Ring => "ring (static, AEAD path)",
             TlsLibrary::GnuTls => "gnutls",
+            TlsLibrary::GoTls => "go crypto/tls",
         })
     }
 }
@@ -259,6 +281,33 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
                 insp.targets.extend(ring);
             }
         }
+        match &syms.go {
+            Some(Ok(g)) if insp.library.is_none() => {
+                insp.library = Some(TlsLibrary::GoTls);
+                insp.linkage = Linkage::Static;
+                let t = |point: ProbePoint, offset: u64| Target {
+                    point,
+                    symbol: format!("{} ({})", point.symbol(), g.version),
+                    offset,
+                };
+                insp.targets.push(t(ProbePoint::GoWrite, g.write));
+                insp.targets.extend(g.write_rets.iter().map(|&o| t(ProbePoint::GoWriteRet, o)));
+                insp.targets.push(t(ProbePoint::GoRead, g.read));
+                insp.targets.extend(g.read_rets.iter().map(|&o| t(ProbePoint::GoReadRet, o)));
+                if let Some(o) = g.handshake {
+                    insp.targets.push(t(ProbePoint::GoHandshake, o));
+                }
+                if let Some(o) = g.close {
+                    insp.targets.push(t(ProbePoint::GoClose, o));
+                }
+                return insp;
+            }
+            Some(Err(why)) if insp.library.is_none() => {
+                insp.unsupported = Some(why.clone());
+                return insp;
+            }
+            _ => {}
+        }
         if insp.library.is_none() && syms.stripped_rustls {
             insp.unsupported = Some(
                 "a stripped Rust program using rustls: without a symbol table its TLS functions \
@@ -287,7 +336,7 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
 pub fn inspect_file(path: &Path, limit: u64) -> Result<Inspection, ElfError> {
     // A parser bug must not take the agent down: contain panics too.
     let p = path.to_path_buf();
-    match std::panic::catch_unwind(move || elf::read_symbols(&p, limit, &interesting)) {
+    match std::panic::catch_unwind(move || elf::read_symbols_and_go(&p, limit, &interesting)) {
         Ok(r) => r.map(|s| classify(&s)),
         Err(_) => Err(ElfError::Malformed {
             path: path.display().to_string(),
