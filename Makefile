@@ -36,7 +36,8 @@ unit: deps
 	$(CARGO) test --locked --bins
 
 # Overhead benchmark (not part of make test): writes docs/benchmarks.md.
-bench: test-deps
+bench:
+	@bash scripts/install-deps.sh --bench
 	bash scripts/bench.sh
 
 clean:

@@ -9,6 +9,8 @@ TEST_PKGS=(curl openssl libssl-dev python3 nodejs
            android-libboringssl android-libboringssl-dev
            procps psmisc bc binutils gnutls-bin wget golang-go)
 
+# The peers `make bench` compares against.
+BENCH_PKGS=(bpftrace bpfcc-tools)
 # Only needed to regenerate bpf/vmlinux.h (bpftool btf dump file /sys/kernel/btf/vmlinux format c).
 DEV_PKGS=(bpftool)
 
@@ -16,8 +18,9 @@ want=("${BUILD_PKGS[@]}")
 case "${1:-}" in
     --test) want+=("${TEST_PKGS[@]}") ;;
     --dev) want+=("${TEST_PKGS[@]}" "${DEV_PKGS[@]}") ;;
+    --bench) want+=("${TEST_PKGS[@]}" "${BENCH_PKGS[@]}") ;;
     "") ;;
-    *) echo "usage: $0 [--test|--dev]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--test|--bench|--dev]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -415,6 +415,7 @@ pub fn run(cli: Cli) -> Result<()> {
     // Processes already running: inspect what they have mapped (no pause).
     let me = std::process::id();
     let mut startup_pending = 0usize;
+    let mut startup_pids: HashMap<FileId, Vec<u32>> = HashMap::new();
     for pid in discover::all_pids() {
         if pid == me || (!cli.pids.is_empty() && !cli.pids.contains(&pid)) {
             continue;
@@ -424,6 +425,7 @@ pub fn run(cli: Cli) -> Result<()> {
             continue;
         }
         for m in discover::exec_mappings(pid) {
+            startup_pids.entry(m.file).or_default().push(pid);
             let key = file_key(m.file);
             // Marks the file seen; fails if BPF already reported it.
             if dskel.maps.seen_files.update(&key, &[FILE_PENDING], MapFlags::NO_EXIST).is_err() {
@@ -497,6 +499,8 @@ pub fn run(cli: Cli) -> Result<()> {
     // Files whose inspection is over, and jobs waiting for one in progress.
     let mut finished: std::collections::HashSet<FileId> = Default::default();
     let mut waiting: HashMap<FileId, Vec<Job>> = HashMap::new();
+    // Files on the static-TLS path (their processes are watched).
+    let mut static_set: std::collections::HashSet<FileId> = Default::default();
     let mut ready = false;
     let mut last_stats = Instant::now();
     let mut lost_reported = 0u64;
@@ -545,7 +549,11 @@ pub fn run(cli: Cli) -> Result<()> {
                             )
                         );
                         if static_tls && attached.contains_key(&file) {
-                            watch_static(&sskel, file, r.job.pid);
+                            static_set.insert(file);
+                            // Running processes of it seen at start-up.
+                            for pid in startup_pids.remove(&file).unwrap_or_default() {
+                                watch_static(&sskel, file, pid);
+                            }
                             if static_io_links.is_empty() {
                                 match attach_static_hooks(&sskel, false) {
                                     Ok(l) => static_io_links = l,
@@ -560,6 +568,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             }
             for job in released {
+                // Every process that mapped a static TLS executable is
+                // watched, also those held while another inspected it.
+                if static_set.contains(&job.file) {
+                    watch_static(&sskel, job.file, job.pid);
+                }
                 if job.paused {
                     pauser.done(job.pid);
                 }
