@@ -428,3 +428,18 @@ mod tests {
         assert_eq!(i.linkage, Linkage::Exported);
     }
 }
+
+#[cfg(test)]
+mod timing {
+    /// Inspecting a file is on the path of a paused process: it must stay
+    /// far below the pause bound, for Go and non-Go executables alike.
+    #[test]
+    fn inspection_is_fast() {
+        for p in ["/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/bin/python3.11", "/usr/bin/curl"] {
+            let t = std::time::Instant::now();
+            let _ = super::inspect_file(std::path::Path::new(p), 1 << 33).unwrap();
+            let took = t.elapsed();
+            assert!(took < std::time::Duration::from_millis(150), "{p}: {took:?}");
+        }
+    }
+}
