@@ -40,7 +40,7 @@ start_agent() { # log, args...
 }
 stop_agent() { kill -INT "$AGENT_PID"; wait "$AGENT_PID" || true; AGENT_PID=""; }
 start_peer() { # log, bpftrace program
-    bpftrace -e "$2" >"$1" 2>&1 &
+    BPFTRACE_STRLEN=200 bpftrace -e "$2" >"$1" 2>&1 &
     PEER_PID=$!
     for _ in $(seq 400); do
         grep -q "Attaching" "$1" 2>/dev/null && { sleep 0.5; return 0; }
@@ -58,7 +58,7 @@ spread() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {printf "%
 lost_of() { sed -n 's/.*lost records: \([0-9]*\) plaintext.*/\1/p' "$1"; }
 
 FLOOR='uprobe:'$LIBSSL':SSL_write {} uretprobe:'$LIBSSL':SSL_write {} uprobe:'$LIBSSL':SSL_read {} uretprobe:'$LIBSSL':SSL_read {}'
-PEER='uprobe:'$LIBSSL':SSL_write { @b[tid] = arg1; } uretprobe:'$LIBSSL':SSL_write /@b[tid]/ { printf("%r\n", buf(@b[tid], 4096)); delete(@b[tid]); } uprobe:'$LIBSSL':SSL_read { @r[tid] = arg1; } uretprobe:'$LIBSSL':SSL_read /@r[tid] && retval > 0/ { printf("%r\n", buf(@r[tid], 4096)); delete(@r[tid]); }'
+PEER='uprobe:'$LIBSSL':SSL_write { @b[tid] = arg1; } uretprobe:'$LIBSSL':SSL_write /@b[tid]/ { printf("%r\n", buf(@b[tid], 200)); delete(@b[tid]); } uprobe:'$LIBSSL':SSL_read { @r[tid] = arg1; } uretprobe:'$LIBSSL':SSL_read /@r[tid] && retval > 0/ { printf("%r\n", buf(@r[tid], 200)); delete(@r[tid]); }'
 
 # bcc's sslsniff: run it once to see whether it works on this kernel.
 SSLSNIFF="unavailable"
@@ -168,7 +168,7 @@ mkdir -p docs
     echo "- **floor**: bpftrace, empty programs on SSL_write/SSL_read entry + return (what any uprobe agent pays)."
     echo "- **non-matching**: plainsight \`--sni nomatch.invalid\` (probes fire, nothing is captured)."
     echo "- **capture**: plainsight capturing everything to a JSON file."
-    echo "- **bpftrace copy**: bpftrace copying up to 4 KiB per call and printing it (a peer doing the same capture)."
+    echo "- **bpftrace copy**: bpftrace copying up to 200 bytes per call (bpftrace $(bpftrace --version | awk '{print $2}')'s string limit) and printing it: a peer doing a (smaller) capture."
     echo "- bcc \`sslsniff\`: $SSLSNIFF."
     echo
     echo "| message | none | floor | non-matching | capture | bpftrace copy | lost records, capture (per round) |"

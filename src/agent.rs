@@ -373,6 +373,7 @@ pub fn run(cli: Cli) -> Result<()> {
     // Refuse bad patterns before anything else, naming them.
     let patterns = sni::parse_all(&cli.sni)?;
     preflight()?;
+    raise_fd_limit();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
@@ -382,7 +383,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let dskel = load_discover(&cli)?;
     let oskel = load_openssl(&cli, &patterns)?;
     let sskel = load_statictls(&cli, &patterns)?;
-    let _static_process_links = attach_static_hooks(&sskel, true)?;
+    let static_process_links = attach_static_hooks(&sskel, true)?;
     let mut static_io_links: Vec<Link> = Vec::new();
     if !patterns.is_empty() {
         let list: Vec<_> = patterns.iter().map(|p| p.to_string()).collect();
@@ -410,7 +411,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let exec_events = MapHandle::try_from(&dskel.maps.exec_events).context("exec_events map")?;
     let mut pauser =
         Pauser::start(exec_events, job_tx.clone(), Duration::from_millis(cli.max_pause_ms))?;
-    let _discover_links = attach_discover(&dskel)?;
+    let discover_links = attach_discover(&dskel)?;
 
     // Processes already running: inspect what they have mapped (no pause).
     let me = std::process::id();
@@ -495,7 +496,8 @@ pub fn run(cli: Cli) -> Result<()> {
         .context("statictls data ring buffer")?;
     let ring = rb.build().context("data ring buffers")?;
 
-    let mut attached: HashMap<FileId, Vec<Link>> = HashMap::new();
+    let mut attached: HashMap<FileId, Attached> = HashMap::new();
+    let reaper = start_reaper();
     // Files whose inspection is over, and jobs waiting for one in progress.
     let mut finished: std::collections::HashSet<FileId> = Default::default();
     let mut waiting: HashMap<FileId, Vec<Job>> = HashMap::new();
@@ -593,6 +595,20 @@ pub fn run(cli: Cli) -> Result<()> {
             sweep_exited(&sskel.maps.ring_keys, &names);
             sweep_exited(&sskel.maps.hello_sent, &names);
             sweep_exited(&sskel.maps.go_conns, &names);
+            for file in stale_files(&attached) {
+                if let Some(a) = attached.remove(&file) {
+                    log::debug!("{} [{file}] is gone: detaching its probes", a.path);
+                    let _ = reaper.send(a.links);
+                }
+                let key = file_key(file);
+                let _ = dskel.maps.seen_files.delete(&key);
+                let _ = sskel.maps.static_files.delete(&key);
+                finished.remove(&file);
+                static_set.remove(&file);
+                if let Ok(mut s) = inflight.lock() {
+                    s.remove(&file);
+                }
+            }
         }
         if last_stats.elapsed() >= Duration::from_secs(1) {
             last_stats = Instant::now();
@@ -619,7 +635,11 @@ pub fn run(cli: Cli) -> Result<()> {
     let tracked = oskel.maps.conns.keys().count();
     drop(out_tx);
     let _ = out_thread.join();
+    drop(reaper);
     drop(attached);
+    drop(discover_links);
+    drop(static_process_links);
+    drop(static_io_links);
     let st = pauser.stats.lock().map(|s| (s.summary(), s.not_paused, s.timed_out));
     if let Ok(((n, med, max), not_paused, timed_out)) = st {
         eprintln!(
@@ -664,6 +684,73 @@ fn file_key(f: FileId) -> [u8; 16] {
     k
 }
 
+/// Detaching one uprobe waits for an RCU tasks-trace grace period under the
+/// kernel's global trace-event mutex (~0.1 s here): links are dropped one by
+/// one on this thread, so that attaching (on the pause path) never waits
+/// behind more than one of them.
+fn start_reaper() -> Sender<Vec<Link>> {
+    let (tx, rx) = crossbeam_channel::unbounded::<Vec<Link>>();
+    let _ = std::thread::Builder::new().name("detach".into()).spawn(move || {
+        for links in rx {
+            for l in links {
+                drop(l);
+            }
+        }
+    });
+    tx
+}
+
+/// The probes of one instrumented file.
+struct Attached {
+    /// Dropping them detaches the probes.
+    links: Vec<Link>,
+    /// The path the file was mapped from (as its process saw it).
+    path: String,
+}
+
+/// Whether `path` still names the file `id` (from the agent's view).
+fn still_named(path: &str, id: FileId) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => {
+            let dev = m.dev();
+            FileId::from_major_minor(libc::major(dev) as u64, libc::minor(dev) as u64, m.ino()) == id
+        }
+        Err(_) => false,
+    }
+}
+
+/// Files that were deleted (or replaced) and that no process maps any more:
+/// their probes can never fire again.
+fn stale_files(attached: &HashMap<FileId, Attached>) -> Vec<FileId> {
+    let candidates: Vec<FileId> = attached
+        .iter()
+        .filter(|(id, a)| !still_named(&a.path, **id))
+        .map(|(id, _)| *id)
+        .collect();
+    if candidates.is_empty() {
+        return candidates;
+    }
+    let mut mapped = std::collections::HashSet::new();
+    for pid in discover::all_pids() {
+        for m in discover::exec_mappings(pid) {
+            mapped.insert(m.file);
+        }
+    }
+    candidates.into_iter().filter(|f| !mapped.contains(f)).collect()
+}
+
+/// Raises the open-file limit: every uprobe is a file descriptor.
+fn raise_fd_limit() {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 && r.rlim_cur < r.rlim_max {
+        r.rlim_cur = r.rlim_max;
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
+    }
+}
+
 /// Watches `pid` (and future executions of `file`) on the static-TLS path.
 fn watch_static(st: &StatictlsSkel<'_>, file: FileId, pid: u32) {
     let _ = st.maps.static_files.update(&file_key(file), &[1], MapFlags::ANY);
@@ -675,7 +762,7 @@ fn handle_inspected(
     oskel: &OpensslSkel<'_>,
     sskel: &StatictlsSkel<'_>,
     dskel: &DiscoverSkel<'_>,
-    attached: &mut HashMap<FileId, Vec<Link>>,
+    attached: &mut HashMap<FileId, Attached>,
 ) {
     let job = &r.job;
     match &r.outcome {
@@ -706,7 +793,7 @@ fn handle_inspected(
                         job.pid,
                         names.join(" ")
                     );
-                    attached.insert(job.file, links);
+                    attached.insert(job.file, Attached { links, path: shown.clone() });
                 }
                 Err(e) => log::warn!("cannot instrument {shown}: {e:#}"),
             }

@@ -170,3 +170,48 @@ fn agent_exits_promptly_on_sigint() {
     std::thread::sleep(Duration::from_millis(100));
     assert!(agent.stderr().contains("connections tracked in the kernel at exit"));
 }
+
+/// Executables that are deleted and no longer run get their probes
+/// detached: 8 never-seen TLS programs (a new inode each) do not leave 8
+/// files' worth of uprobes (file descriptors) behind.
+#[test]
+fn probes_of_deleted_files_are_released() {
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("gone{}", std::process::id() % 100000);
+    let f = request_file(dir.path(), &hello_request());
+    let agent = Agent::start(&["--comm", &name, "-v"]);
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", agent.pid())).unwrap().count();
+    let before = fds();
+    for _ in 0..8 {
+        let exe = dir.path().join(&name);
+        std::fs::copy(fixture("tls_client_static"), &exe).unwrap();
+        let out = Command::new(&exe)
+            .args(["127.0.0.1", &srv.port.to_string(), "api.acme.com", f.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        std::fs::remove_file(&exe).unwrap();
+    }
+    // Every run was captured...
+    let writers = || -> std::collections::HashSet<u64> {
+        agent
+            .records()
+            .iter()
+            .filter(|r| r["type"] == "data" && r["direction"] == "write")
+            .filter_map(|r| r["pid"].as_u64())
+            .collect()
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while writers().len() < 8 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(writers().len(), 8, "{}", agent.stderr());
+    // ...and the probes of the deleted files go after a sweep (every 5 s;
+    // the kernel takes ~0.1 s per uprobe to detach).
+    let until = Instant::now() + Duration::from_secs(25);
+    while fds() > before + 15 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(fds() <= before + 15, "{} fds before, {} after; {}", before, fds(), agent.stderr());
+}
