@@ -445,7 +445,8 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 
     // Plaintext records.
-    let reasm = RefCell::new(Reassembler::default());
+    let reasm: Rc<RefCell<Reassembler>> = Rc::default();
+    let reasm_at_exit = reasm.clone();
     let names: Rc<RefCell<HashMap<(u32, u64), String>>> = Rc::default();
     let conn_names = names.clone();
     let tx = out_tx.clone();
@@ -629,6 +630,10 @@ pub fn run(cli: Cli) -> Result<()> {
     let _ = ring.consume_raw();
     drop(ring);
     drop(handler); // holds a sender of the output channel
+    // Calls whose last chunks never came are delivered as they are.
+    for call in reasm_at_exit.borrow_mut().flush() {
+        let _ = out_tx.send(Record::Call(call));
+    }
     let lost = stat_sum(&oskel.maps.stats, abi::STAT_DATA_LOST);
     let lost_discover = stat_sum(&dskel.maps.stats, abi::STAT_DISCOVER_LOST);
     let unreadable = stat_sum(&oskel.maps.stats, abi::STAT_READ_FAILED);
@@ -782,13 +787,14 @@ fn handle_inspected(
                         i += n;
                     }
                     log::info!(
-                        "instrumented {shown} [{}] ({}, {}) mapped by {}[{}]: {}",
+                        "instrumented {shown} [{}] ({}, {}) {} by {}[{}]: {}",
                         job.file,
                         insp.library.map(|l| l.to_string()).unwrap_or_default(),
                         match insp.linkage {
                             Linkage::Exported => "exported",
                             Linkage::Static => "statically linked",
                         },
+                        if job.source == abi::EXEC_SOURCE_EXEC { "executed" } else { "mapped" },
                         job.comm,
                         job.pid,
                         names.join(" ")

@@ -94,6 +94,7 @@ impl Pattern {
     }
 
     /// Reference semantics (the kernel does the same with its tries).
+    #[cfg(test)]
     pub fn matches(&self, name: &str) -> bool {
         let n = name.to_ascii_lowercase();
         let n = n.strip_suffix('.').unwrap_or(&n);
@@ -127,6 +128,7 @@ pub fn parse_all<S: AsRef<str>>(list: &[S]) -> Result<Vec<Pattern>, PatternError
 }
 
 /// Does any pattern match (reference semantics)?
+#[cfg(test)]
 pub fn any_match(patterns: &[Pattern], name: &str) -> bool {
     patterns.iter().any(|p| p.matches(name))
 }

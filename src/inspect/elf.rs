@@ -48,8 +48,6 @@ pub struct ElfSymbols {
     pub functions: HashMap<String, SymbolLocation>,
     /// The file has a `.symtab` (not stripped).
     pub has_symtab: bool,
-    /// ELF type is `ET_DYN` (shared object or PIE executable).
-    pub is_dyn: bool,
     /// An executable (has an interpreter, or is `ET_EXEC`), not a library.
     pub is_executable: bool,
     /// Stripped executable whose bytes mention rustls (checked only for
@@ -84,6 +82,7 @@ pub fn vaddr_to_offset(segments: &[(u64, u64, u64)], vaddr: u64) -> Option<u64> 
 
 /// Reads the function symbols of the ELF file at `path` (at most `limit` bytes).
 /// `want` decides which names are kept (all symbols are scanned).
+#[cfg(test)]
 pub fn read_symbols(
     path: &Path,
     limit: u64,
@@ -181,7 +180,6 @@ pub fn parse_symbols(
         .iter()
         .any(|ph| ph.p_type(endian) == object::elf::PT_INTERP);
     let mut out = ElfSymbols {
-        is_dyn: e_type == object::elf::ET_DYN,
         is_executable: e_type == object::elf::ET_EXEC || has_interp,
         ..Default::default()
     };
@@ -275,7 +273,6 @@ mod tests {
         let syms = read_symbols(path, 1 << 30, &|n| n.starts_with("SSL_")).unwrap();
         let w = syms.get("SSL_write").expect("SSL_write exported");
         assert!(w.dynamic);
-        assert!(syms.is_dyn);
         // The bytes at the file offset are the function's code: compare with
         // the section data found through the section table.
         let data = std::fs::read(path).unwrap();
