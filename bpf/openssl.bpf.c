@@ -134,49 +134,49 @@ static __always_inline int on_return_ex(struct pt_regs *ctx, __u32 type)
 	return 0;
 }
 
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_UPROBE(ssl_write_entry, void *ssl, const void *buf, int num)
 {
 	return on_entry((__u64)ssl, (__u64)buf, 0);
 }
 
-SEC("uretprobe")
+SEC("uretprobe.multi")
 int ssl_write_return(struct pt_regs *ctx)
 {
 	return on_return(ctx, SSL_EVENT_TYPE_WRITE);
 }
 
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_UPROBE(ssl_read_entry, void *ssl, void *buf, int num)
 {
 	return on_entry((__u64)ssl, (__u64)buf, 0);
 }
 
-SEC("uretprobe")
+SEC("uretprobe.multi")
 int ssl_read_return(struct pt_regs *ctx)
 {
 	return on_return(ctx, SSL_EVENT_TYPE_READ);
 }
 
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_UPROBE(ssl_write_ex_entry, void *ssl, const void *buf, __u64 num, __u64 *written)
 {
 	return on_entry((__u64)ssl, (__u64)buf, (__u64)written);
 }
 
-SEC("uretprobe")
+SEC("uretprobe.multi")
 int ssl_write_ex_return(struct pt_regs *ctx)
 {
 	return on_return_ex(ctx, SSL_EVENT_TYPE_WRITE);
 }
 
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_UPROBE(ssl_read_ex_entry, void *ssl, void *buf, __u64 num, __u64 *readbytes)
 {
 	return on_entry((__u64)ssl, (__u64)buf, (__u64)readbytes);
 }
 
-SEC("uretprobe")
+SEC("uretprobe.multi")
 int ssl_read_ex_return(struct pt_regs *ctx)
 {
 	return on_return_ex(ctx, SSL_EVENT_TYPE_READ);
@@ -241,7 +241,7 @@ static __always_inline int on_server_name(__u64 ssl, const void *name, long len)
 #define TLSEXT_NAMETYPE_host_name 0
 
 /* OpenSSL, AWS-LC, node: SSL_set_tlsext_host_name() is a macro for this. */
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_UPROBE(ssl_ctrl_entry, void *ssl, int cmd, long larg, void *parg)
 {
 	if (cmd != SSL_CTRL_SET_TLSEXT_HOSTNAME || larg != TLSEXT_NAMETYPE_host_name)
@@ -250,14 +250,14 @@ int BPF_UPROBE(ssl_ctrl_entry, void *ssl, int cmd, long larg, void *parg)
 }
 
 /* BoringSSL: a real function. */
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_UPROBE(ssl_set_host_name_entry, void *ssl, const char *name)
 {
 	return on_server_name((__u64)ssl, name, -1);
 }
 
 /* GnuTLS: gnutls_server_name_set(session, type, name, name_length) */
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_UPROBE(gnutls_server_name_entry, void *session, int type, const void *name, __u64 len)
 {
 	if (type != GNUTLS_NAME_DNS)
@@ -267,26 +267,26 @@ int BPF_UPROBE(gnutls_server_name_entry, void *session, int type, const void *na
 
 /* gnutls_record_send calls the exported gnutls_record_send2: probing only
  * send2 sees every write once. send2(session, data, size, pad, flags) */
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_UPROBE(gnutls_send_entry, void *session, const void *data, __u64 size)
 {
 	return on_entry((__u64)session, (__u64)data, 0);
 }
 
-SEC("uretprobe")
+SEC("uretprobe.multi")
 int gnutls_send_return(struct pt_regs *ctx)
 {
 	return on_return_n(ctx, SSL_EVENT_TYPE_WRITE, true);
 }
 
 /* gnutls_record_recv(session, data, size) */
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_UPROBE(gnutls_recv_entry, void *session, void *data, __u64 size)
 {
 	return on_entry((__u64)session, (__u64)data, 0);
 }
 
-SEC("uretprobe")
+SEC("uretprobe.multi")
 int gnutls_recv_return(struct pt_regs *ctx)
 {
 	return on_return_n(ctx, SSL_EVENT_TYPE_READ, true);
@@ -294,14 +294,14 @@ int gnutls_recv_return(struct pt_regs *ctx)
 
 static __always_inline int on_free(void *ssl);
 
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_UPROBE(ssl_free_entry, void *ssl)
 {
 	return on_free(ssl);
 }
 
 /* gnutls_deinit(session) */
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_UPROBE(gnutls_deinit_entry, void *session)
 {
 	return on_free(session);

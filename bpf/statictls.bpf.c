@@ -474,7 +474,7 @@ int static_recvfrom_exit(struct trace_event_raw_sys_exit *ctx)
 
 /* ---- key contexts and plaintext ------------------------------------------ */
 
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_UPROBE(aead_init_entry, void *actx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -487,7 +487,7 @@ int BPF_UPROBE(aead_init_entry, void *actx)
 	return 0;
 }
 
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_UPROBE(aead_cleanup_entry, void *actx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -544,7 +544,7 @@ static __always_inline int on_seal(struct pt_regs *ctx, __u64 in, __u64 in_len, 
 }
 
 /* seal(ctx, out, out_len*, max_out_len, nonce, nonce_len, in, in_len, ad, ad_len) */
-SEC("uprobe")
+SEC("uprobe.multi")
 int aead_seal_entry(struct pt_regs *ctx)
 {
 	return on_seal(ctx, stack_arg(ctx, 7), stack_arg(ctx, 8), stack_arg(ctx, 9), stack_arg(ctx, 10));
@@ -552,14 +552,14 @@ int aead_seal_entry(struct pt_regs *ctx)
 
 /* seal_scatter(ctx, out, out_tag, out_tag_len*, max_out_tag_len, nonce,
  *              nonce_len, in, in_len, extra_in, extra_in_len, ad, ad_len) */
-SEC("uprobe")
+SEC("uprobe.multi")
 int aead_seal_scatter_entry(struct pt_regs *ctx)
 {
 	return on_seal(ctx, stack_arg(ctx, 8), stack_arg(ctx, 9), stack_arg(ctx, 12), stack_arg(ctx, 13));
 }
 
 /* open(ctx, out, out_len*, max_out_len, nonce, nonce_len, in, in_len, ad, ad_len) */
-SEC("uprobe")
+SEC("uprobe.multi")
 int aead_open_entry(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -578,7 +578,7 @@ int aead_open_entry(struct pt_regs *ctx)
 	return 0;
 }
 
-SEC("uretprobe")
+SEC("uretprobe.multi")
 int aead_open_return(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -640,7 +640,7 @@ static __always_inline __u64 ring_ident(__u64 key)
 }
 
 /* aes_gcm_init_128/256, chacha20_poly1305_init(out: *mut KeyInner, key, len) */
-SEC("uprobe")
+SEC("uprobe.multi")
 int ring_init_entry(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -655,7 +655,7 @@ int ring_init_entry(struct pt_regs *ctx)
 	return 0;
 }
 
-SEC("uretprobe")
+SEC("uretprobe.multi")
 int ring_init_return(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -689,7 +689,7 @@ static __always_inline struct conn_info *ring_conn(struct pt_regs *ctx, __u64 id
 }
 
 /* aes_gcm_seal / chacha20_poly1305_seal: plaintext in in_out at entry */
-SEC("uprobe")
+SEC("uprobe.multi")
 int ring_seal_entry(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -707,7 +707,7 @@ int ring_seal_entry(struct pt_regs *ctx)
 }
 
 /* aes_gcm_open / chacha20_poly1305_open: decrypted in place, in_out[..len - src] */
-SEC("uprobe")
+SEC("uprobe.multi")
 int ring_open_entry(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -730,7 +730,7 @@ int ring_open_entry(struct pt_regs *ctx)
 	return 0;
 }
 
-SEC("uretprobe")
+SEC("uretprobe.multi")
 int ring_open_return(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -756,7 +756,7 @@ static __always_inline __u64 go_g(struct pt_regs *ctx)
 }
 
 /* (*Conn).clientHandshake(ctx): RAX = *Conn */
-SEC("uprobe")
+SEC("uprobe.multi")
 int go_handshake_entry(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -812,32 +812,32 @@ static __always_inline int go_ret(struct pt_regs *ctx, __u32 type)
 	return 0;
 }
 
-SEC("uprobe")
+SEC("uprobe.multi")
 int go_write_entry(struct pt_regs *ctx)
 {
 	return go_entry(ctx);
 }
 
-SEC("uprobe")
+SEC("uprobe.multi")
 int go_write_ret(struct pt_regs *ctx)
 {
 	return go_ret(ctx, SSL_EVENT_TYPE_WRITE);
 }
 
-SEC("uprobe")
+SEC("uprobe.multi")
 int go_read_entry(struct pt_regs *ctx)
 {
 	return go_entry(ctx);
 }
 
-SEC("uprobe")
+SEC("uprobe.multi")
 int go_read_ret(struct pt_regs *ctx)
 {
 	return go_ret(ctx, SSL_EVENT_TYPE_READ);
 }
 
 /* (*Conn).Close(): RAX = *Conn */
-SEC("uprobe")
+SEC("uprobe.multi")
 int go_close_entry(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();

@@ -249,6 +249,7 @@ fn attach_file(
     let p = &skel.progs;
     let sp = &st.progs;
     let mut links = Vec::new();
+    let mut groups: Vec<(&libbpf_rs::ProgramMut<'_>, bool, Vec<usize>, String)> = Vec::new();
     for t in &insp.targets {
         let (entry, ret) = match t.point {
             ProbePoint::AeadInit => (&sp.aead_init_entry, None),
@@ -278,14 +279,33 @@ fn attach_file(
             ProbePoint::SslSetHostName => (&p.ssl_set_host_name_entry, None),
         };
         let off = t.offset as usize;
-        links.push(entry.attach_uprobe(false, -1, path, off).with_context(|| {
-            format!("uprobe {} at {:#x} of {}", t.symbol, off, path.display())
-        })?);
-        if let Some(r) = ret {
-            links.push(r.attach_uprobe(true, -1, path, off).with_context(|| {
-                format!("uretprobe {} at {:#x} of {}", t.symbol, off, path.display())
-            })?);
+        for (prog, retprobe) in std::iter::once((entry, false)).chain(ret.map(|r| (r, true))) {
+            match groups.iter_mut().find(|g| std::ptr::eq(g.0, prog) && g.1 == retprobe) {
+                Some(g) => g.2.push(off),
+                None => groups.push((prog, retprobe, vec![off], t.symbol.clone())),
+            }
         }
+    }
+    // One uprobe_multi link per program (every RET of a Go function in one):
+    // multi links are attached and detached without the perf-event path
+    // and its global mutex, and their grace periods overlap.
+    for (prog, retprobe, offsets, symbol) in groups {
+        let opts = libbpf_rs::UprobeMultiOpts {
+            syms: Vec::new(),
+            offsets: offsets.clone(),
+            ref_ctr_offsets: Vec::new(),
+            cookies: Vec::new(),
+            retprobe,
+            session: false,
+            _non_exhaustive: (),
+        };
+        links.push(prog.attach_uprobe_multi_with_opts(-1, path, "", opts).with_context(|| {
+            format!(
+                "{} {symbol} at {offsets:#x?} of {}",
+                if retprobe { "uretprobe" } else { "uprobe" },
+                path.display()
+            )
+        })?);
     }
     Ok(links)
 }
@@ -641,7 +661,14 @@ pub fn run(cli: Cli) -> Result<()> {
     drop(out_tx);
     let _ = out_thread.join();
     drop(reaper);
-    drop(attached);
+    // uprobe_multi links: their detach waits overlap when done side by side.
+    let handles: Vec<_> = attached
+        .into_values()
+        .map(|a| std::thread::spawn(move || drop(a.links)))
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
     drop(discover_links);
     drop(static_process_links);
     drop(static_io_links);
