@@ -662,10 +662,13 @@ pub fn run(cli: Cli) -> Result<()> {
     let _ = out_thread.join();
     drop(reaper);
     // uprobe_multi links: their detach waits overlap when done side by side.
-    let handles: Vec<_> = attached
-        .into_values()
-        .map(|a| std::thread::spawn(move || drop(a.links)))
-        .collect();
+    let mut all: Vec<Link> = attached.into_values().flat_map(|a| a.links).collect();
+    let per = all.len().div_ceil(64).max(1);
+    let mut handles = Vec::new();
+    while !all.is_empty() {
+        let chunk: Vec<Link> = all.drain(..per.min(all.len())).collect();
+        handles.push(std::thread::spawn(move || drop(chunk)));
+    }
     for h in handles {
         let _ = h.join();
     }
