@@ -35,6 +35,39 @@ struct emit_ctx {
 	__u32 flags;
 };
 
+static __always_inline void fill_header(struct ssl_data_event *e, struct emit_ctx *c, __u64 off, __u64 n)
+{
+	e->type = c->type;
+	e->pid = c->id >> 32;
+	e->tid = (__u32)c->id;
+	e->flags = c->flags;
+	e->ts_ns = c->ts_ns;
+	e->conn = c->conn;
+	e->len = c->len;
+	e->captured = c->captured;
+	e->offset = off;
+	e->chunk_len = n;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+}
+
+/* Reserve a record with room for SIZE bytes, read n (<= SIZE) into it. */
+#define EMIT_CLASS(SIZE)                                                                   \
+	do {                                                                               \
+		e = bpf_ringbuf_reserve(&data_events,                                      \
+					offsetof(struct ssl_data_event, data) + (SIZE), 0); \
+		if (!e) {                                                                  \
+			count_stat(STAT_DATA_LOST);                                        \
+			return 0;                                                          \
+		}                                                                          \
+		fill_header(e, c, off, n);                                                 \
+		if (bpf_probe_read_user(e->data, n & ((SIZE) - 1 | (SIZE)), (void *)(c->buf + off)) != 0) { \
+			count_stat(STAT_READ_FAILED);                                      \
+			bpf_ringbuf_discard(e, 0);                                         \
+			return 1;                                                          \
+		}                                                                          \
+		bpf_ringbuf_submit(e, wakeup_flags);                                       \
+	} while (0)
+
 static int emit_chunk(__u32 index, void *data)
 {
 	struct emit_ctx *c = data;
@@ -53,28 +86,18 @@ static int emit_chunk(__u32 index, void *data)
 	/* n is in [1, DATA_CHUNK]; say so in a form the verifier can follow. */
 	n = ((n - 1) & (DATA_CHUNK - 1)) + 1;
 
-	e = bpf_map_lookup_elem(&scratch, &zero);
-	if (!e)
-		return 1;
-	e->type = c->type;
-	e->pid = c->id >> 32;
-	e->tid = (__u32)c->id;
-	e->flags = c->flags;
-	e->ts_ns = c->ts_ns;
-	e->conn = c->conn;
-	e->len = c->len;
-	e->captured = c->captured;
-	e->offset = off;
-	e->chunk_len = n;
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
-	if (bpf_probe_read_user(e->data, n, (void *)(c->buf + off)) != 0) {
-		count_stat(STAT_READ_FAILED);
-		return 1;
-	}
-	if (bpf_ringbuf_output(&data_events, e, offsetof(struct ssl_data_event, data) + n,
-			       wakeup_flags) != 0) {
-		count_stat(STAT_DATA_LOST);
-	}
+	/*
+	 * Reserve ring space of a size class that fits (sizes must be constants)
+	 * and read the user's bytes straight into it: one copy.
+	 */
+	if (n <= 256)
+		EMIT_CLASS(256);
+	else if (n <= 1024)
+		EMIT_CLASS(1024);
+	else if (n <= 4096)
+		EMIT_CLASS(4096);
+	else
+		EMIT_CLASS(DATA_CHUNK);
 	return 0;
 }
 
