@@ -203,5 +203,6 @@ fn connection_map_stays_bounded() {
         .unwrap();
     assert_eq!(sni_records, n, "every connection matched once");
     assert_eq!(closes, n, "every connection freed once");
+    eprintln!("connections tracked after {n} connections: {tracked}");
     assert!(tracked <= 10, "{tracked} connections still tracked");
 }
