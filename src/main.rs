@@ -9,6 +9,7 @@ mod agent;
 mod bpf;
 mod capture;
 mod cli;
+mod decode;
 mod discover;
 mod hooks;
 mod inspect;
