@@ -215,3 +215,45 @@ fn probes_of_deleted_files_are_released() {
     }
     assert!(fds() <= before + 15, "{} fds before, {} after; {}", before, fds(), agent.stderr());
 }
+
+/// A process killed while the agent holds it: the agent notices, lets BPF
+/// report the file again, and instruments it for the next process.
+#[test]
+fn process_killed_while_paused() {
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("dies{}", std::process::id() % 100000);
+    let exe = dir.path().join(&name);
+    std::fs::copy(fixture("tls_client_openssl"), &exe).unwrap();
+    let f = request_file(dir.path(), &hello_request());
+    let agent = Agent::start(&["--comm", &name, "--test-inspect-delay-ms", "1500", "--max-pause-ms", "5000"]);
+    let args = ["127.0.0.1".to_string(), srv.port.to_string(), "api.acme.com".into(), f.to_str().unwrap().into()];
+    let mut first = Command::new(&exe).args(&args).stdout(Stdio::null()).spawn().unwrap();
+    let st = wait_state(first.id(), "t", Duration::from_secs(10));
+    assert!(st.as_deref().is_some_and(|s| s.starts_with('t')), "held: {st:?}");
+    first.kill().unwrap();
+    let status = first.wait().unwrap();
+    assert!(!status.success());
+    // The next run is instrumented and captured.
+    let out = Command::new(&exe).args(&args).output().unwrap();
+    assert!(out.status.success());
+    let pid = {
+        let until = Instant::now() + Duration::from_secs(15);
+        loop {
+            let p = agent
+                .records()
+                .iter()
+                .find(|r| r["type"] == "data" && r["comm"] == name.as_str())
+                .and_then(|r| r["pid"].as_u64());
+            if let Some(p) = p {
+                break p as u32;
+            }
+            assert!(Instant::now() < until, "second run not captured: {}", agent.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let resp = expected_response("GET", "/hello", 0, true);
+    let (w, r) = agent.wait_bytes(pid, hello_request().len(), resp.len());
+    assert_eq!(w, hello_request());
+    assert_eq!(r, resp);
+}
