@@ -125,4 +125,23 @@ static __always_inline void emit_data(__u32 type, __u64 buf, __u64 conn, __u64 l
 	bpf_loop(chunks, emit_chunk, &c, 0);
 }
 
+/* SSL_EVENT_TYPE_CLOSE: the library let go of connection `conn`. */
+static __always_inline void emit_close(__u64 conn, __u64 id)
+{
+	struct ssl_close_event *e = bpf_ringbuf_reserve(&data_events, sizeof(*e), 0);
+
+	if (!e) {
+		count_stat(STAT_DATA_LOST);
+		return;
+	}
+	e->type = SSL_EVENT_TYPE_CLOSE;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->_pad = 0;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->conn = conn;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, wakeup_flags);
+}
+
 #endif

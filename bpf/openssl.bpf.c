@@ -292,7 +292,24 @@ int gnutls_recv_return(struct pt_regs *ctx)
 	return on_return_n(ctx, SSL_EVENT_TYPE_READ, true);
 }
 
-static __always_inline int on_free(void *ssl);
+static __always_inline int on_free(void *ssl)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct conn_key k = { .pid = id >> 32, .ssl = (__u64)ssl };
+
+	if (!ssl || !process_wanted(id >> 32))
+		return 0;
+	if (sni_filter) {
+		__u8 *m = bpf_map_lookup_elem(&conns, &k);
+		bool was_captured = m ? *m : capture_no_sni;
+
+		bpf_map_delete_elem(&conns, &k);
+		if (!was_captured)
+			return 0;
+	}
+	emit_close((__u64)ssl, id);
+	return 0;
+}
 
 SEC("uprobe.multi")
 int BPF_UPROBE(ssl_free_entry, void *ssl)
@@ -307,34 +324,3 @@ int BPF_UPROBE(gnutls_deinit_entry, void *session)
 	return on_free(session);
 }
 
-static __always_inline int on_free(void *ssl)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct conn_key k = { .pid = id >> 32, .ssl = (__u64)ssl };
-	struct ssl_close_event *e;
-
-	if (!ssl || !process_wanted(id >> 32))
-		return 0;
-	if (sni_filter) {
-		__u8 *m = bpf_map_lookup_elem(&conns, &k);
-		bool was_captured = m ? *m : capture_no_sni;
-
-		bpf_map_delete_elem(&conns, &k);
-		if (!was_captured)
-			return 0;
-	}
-	e = bpf_ringbuf_reserve(&data_events, sizeof(*e), 0);
-	if (!e) {
-		count_stat(STAT_DATA_LOST);
-		return 0;
-	}
-	e->type = SSL_EVENT_TYPE_CLOSE;
-	e->pid = id >> 32;
-	e->tid = (__u32)id;
-	e->_pad = 0;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->conn = (__u64)ssl;
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, wakeup_flags);
-	return 0;
-}

@@ -842,25 +842,10 @@ int go_close_entry(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct go_key k = { .pid = id >> 32, .id = ctx->ax };
-	struct ssl_close_event *e;
+	bool captured = process_wanted(id >> 32) && go_conn_wanted(id >> 32, k.id);
 
-	if (!process_wanted(id >> 32) || !go_conn_wanted(id >> 32, k.id)) {
-		bpf_map_delete_elem(&go_conns, &k);
-		return 0;
-	}
 	bpf_map_delete_elem(&go_conns, &k);
-	e = bpf_ringbuf_reserve(&data_events, sizeof(*e), 0);
-	if (!e) {
-		count_stat(STAT_DATA_LOST);
-		return 0;
-	}
-	e->type = SSL_EVENT_TYPE_CLOSE;
-	e->pid = id >> 32;
-	e->tid = (__u32)id;
-	e->_pad = 0;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->conn = k.id;
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, wakeup_flags);
+	if (captured)
+		emit_close(k.id, id);
 	return 0;
 }

@@ -117,15 +117,54 @@ fn fill_filters(pids_map: &dyn MapCore, comms_map: &dyn MapCore, cli: &Cli) -> R
     Ok(())
 }
 
+/// The `.rodata` every object has (filter.h): who the agent is and which
+/// processes it looks at.
+macro_rules! filter_rodata {
+    ($ro:expr, $cli:expr) => {{
+        $ro.agent_tgid = std::process::id();
+        $ro.filter_pids = u8::from(!$cli.pids.is_empty());
+        $ro.filter_comms = u8::from(!$cli.comms.is_empty());
+    }};
+}
+
+/// The `.rodata` of the capture objects (emit.h, sni.h) on top of the filter.
+macro_rules! capture_rodata {
+    ($ro:expr, $cli:expr, $patterns:expr) => {{
+        filter_rodata!($ro, $cli);
+        $ro.max_capture = $cli.max_capture as u32;
+        $ro.wakeup_flags = BPF_RB_NO_WAKEUP;
+        $ro.sni_filter = u8::from(!$patterns.is_empty());
+        $ro.capture_no_sni = u8::from($cli.capture_no_sni);
+    }};
+}
+
+/// Size of each data ring buffer, in bytes.
+fn ring_buffer_bytes(cli: &Cli) -> Result<u32> {
+    let rb = cli.ring_buffer_mib;
+    if rb == 0 || !rb.is_power_of_two() || rb > 1024 {
+        bail!("--ring-buffer-mib must be a power of two between 1 and 1024, not {rb}");
+    }
+    Ok(rb * 1024 * 1024)
+}
+
+/// Stores the server-name patterns in an object's two tries (sni.h).
+fn store_patterns(suffixes: &dyn MapCore, prefixes: &dyn MapCore, patterns: &[Pattern]) -> Result<()> {
+    for (i, p) in patterns.iter().enumerate() {
+        let (is_prefix, key) = p.trie_key();
+        let map = if is_prefix { prefixes } else { suffixes };
+        map.update(&key, &(i as u32 + 1).to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| format!("storing server-name pattern {p}"))?;
+    }
+    Ok(())
+}
+
 fn load_discover(cli: &Cli) -> Result<DiscoverSkel<'static>> {
     let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
     let mut open = DiscoverSkelBuilder::default()
         .open(storage)
         .context("opening BPF object discover")?;
     let ro = open.maps.rodata_data.as_deref_mut().context("discover has no .rodata")?;
-    ro.agent_tgid = std::process::id();
-    ro.filter_pids = u8::from(!cli.pids.is_empty());
-    ro.filter_comms = u8::from(!cli.comms.is_empty());
+    filter_rodata!(ro, cli);
     let skel = open.load().context(
         "loading BPF object discover (tracepoints sched_process_exec, sys_enter_mmap, sys_exit_mmap)",
     )?;
@@ -138,30 +177,15 @@ fn load_openssl(cli: &Cli, patterns: &[Pattern]) -> Result<OpensslSkel<'static>>
     let mut open = OpensslSkelBuilder::default()
         .open(storage)
         .context("opening BPF object openssl")?;
-    let rb = cli.ring_buffer_mib;
-    if rb == 0 || !rb.is_power_of_two() || rb > 1024 {
-        bail!("--ring-buffer-mib must be a power of two between 1 and 1024, not {rb}");
-    }
     open.maps
         .data_events
-        .set_max_entries(rb * 1024 * 1024)
+        .set_max_entries(ring_buffer_bytes(cli)?)
         .context("sizing the data ring buffer")?;
     let ro = open.maps.rodata_data.as_deref_mut().context("openssl has no .rodata")?;
-    ro.agent_tgid = std::process::id();
-    ro.filter_pids = u8::from(!cli.pids.is_empty());
-    ro.filter_comms = u8::from(!cli.comms.is_empty());
-    ro.max_capture = cli.max_capture as u32;
-    ro.wakeup_flags = BPF_RB_NO_WAKEUP;
-    ro.sni_filter = u8::from(!patterns.is_empty());
-    ro.capture_no_sni = u8::from(cli.capture_no_sni);
+    capture_rodata!(ro, cli, patterns);
     let skel = open.load().context("loading BPF object openssl (uprobes on SSL_*)")?;
     fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, cli)?;
-    for (i, p) in patterns.iter().enumerate() {
-        let (is_prefix, key) = p.trie_key();
-        let map = if is_prefix { &skel.maps.sni_prefixes } else { &skel.maps.sni_suffixes };
-        map.update(&key, &(i as u32 + 1).to_ne_bytes(), MapFlags::ANY)
-            .with_context(|| format!("storing server-name pattern {p}"))?;
-    }
+    store_patterns(&skel.maps.sni_suffixes, &skel.maps.sni_prefixes, patterns)?;
     Ok(skel)
 }
 
@@ -188,26 +212,15 @@ fn load_statictls(cli: &Cli, patterns: &[Pattern]) -> Result<StatictlsSkel<'stat
         .context("opening BPF object statictls")?;
     open.maps
         .data_events
-        .set_max_entries(cli.ring_buffer_mib * 1024 * 1024)
+        .set_max_entries(ring_buffer_bytes(cli)?)
         .context("sizing the static-TLS ring buffer")?;
     let ro = open.maps.rodata_data.as_deref_mut().context("statictls has no .rodata")?;
-    ro.agent_tgid = std::process::id();
-    ro.filter_pids = u8::from(!cli.pids.is_empty());
-    ro.filter_comms = u8::from(!cli.comms.is_empty());
-    ro.max_capture = cli.max_capture as u32;
-    ro.wakeup_flags = BPF_RB_NO_WAKEUP;
-    ro.sni_filter = u8::from(!patterns.is_empty());
-    ro.capture_no_sni = u8::from(cli.capture_no_sni);
+    capture_rodata!(ro, cli, patterns);
     let skel = open.load().context(
         "loading BPF object statictls (ClientHello/ServerHello tracepoints, EVP_AEAD_CTX uprobes)",
     )?;
     fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, cli)?;
-    for (i, p) in patterns.iter().enumerate() {
-        let (is_prefix, key) = p.trie_key();
-        let map = if is_prefix { &skel.maps.sni_prefixes } else { &skel.maps.sni_suffixes };
-        map.update(&key, &(i as u32 + 1).to_ne_bytes(), MapFlags::ANY)
-            .with_context(|| format!("storing server-name pattern {p}"))?;
-    }
+    store_patterns(&skel.maps.sni_suffixes, &skel.maps.sni_prefixes, patterns)?;
     Ok(skel)
 }
 
@@ -611,11 +624,16 @@ pub fn run(cli: Cli) -> Result<()> {
         let _ = ring.consume_raw();
         if last_sweep.elapsed() >= Duration::from_secs(5) {
             last_sweep = Instant::now();
-            sweep_exited(&oskel.maps.conns, &names);
-            sweep_exited(&sskel.maps.key_ctxs, &names);
-            sweep_exited(&sskel.maps.ring_keys, &names);
-            sweep_exited(&sskel.maps.hello_sent, &names);
-            sweep_exited(&sskel.maps.go_conns, &names);
+            sweep_exited(
+                &[
+                    &oskel.maps.conns,
+                    &sskel.maps.key_ctxs,
+                    &sskel.maps.ring_keys,
+                    &sskel.maps.hello_sent,
+                    &sskel.maps.go_conns,
+                ],
+                &names,
+            );
             for file in stale_files(&attached) {
                 if let Some(a) = attached.remove(&file) {
                     log::debug!("{} [{file}] is gone: detaching its probes", a.path);
@@ -695,15 +713,20 @@ pub fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// Forgets the connections of processes that exited (kernel map and names).
-fn sweep_exited(conns: &dyn MapCore, names: &Rc<RefCell<HashMap<(u32, u64), String>>>) {
-    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
-    let dead: Vec<Vec<u8>> = conns
-        .keys()
-        .filter(|k| k.len() >= 4 && !alive(u32::from_ne_bytes([k[0], k[1], k[2], k[3]])))
-        .collect();
-    for k in dead {
-        let _ = conns.delete(&k);
+/// Forgets the connections of processes that exited: entries of the kernel
+/// maps (all keyed by a leading u32 pid) and their server names. Each pid is
+/// looked up in procfs once per sweep.
+fn sweep_exited(maps: &[&dyn MapCore], names: &Rc<RefCell<HashMap<(u32, u64), String>>>) {
+    let mut known: HashMap<u32, bool> = HashMap::new();
+    let mut alive = |pid: u32| *known.entry(pid).or_insert_with(|| Path::new(&format!("/proc/{pid}")).exists());
+    for map in maps {
+        let dead: Vec<Vec<u8>> = map
+            .keys()
+            .filter(|k| k.len() >= 4 && !alive(u32::from_ne_bytes([k[0], k[1], k[2], k[3]])))
+            .collect();
+        for k in dead {
+            let _ = map.delete(&k);
+        }
     }
     names.borrow_mut().retain(|(pid, _), _| alive(*pid));
 }

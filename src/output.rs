@@ -164,8 +164,7 @@ impl Writer {
                     encoding,
                     data,
                 };
-                serde_json::to_writer(&mut self.out, &j)?;
-                self.out.write_all(b"\n")
+                json_line(&mut self.out, &j)
             }
             (Format::Json, Record::Close { pid, tid, comm, conn, ts_ns, sni }) => {
                 let j = JsonClose {
@@ -178,8 +177,7 @@ impl Writer {
                     conn: format!("{conn:#x}"),
                     sni: sni.as_deref(),
                 };
-                serde_json::to_writer(&mut self.out, &j)?;
-                self.out.write_all(b"\n")
+                json_line(&mut self.out, &j)
             }
             (Format::Json, Record::Sni { pid, tid, comm, conn, ts_ns, name, pattern }) => {
                 let j = JsonSni {
@@ -193,8 +191,7 @@ impl Writer {
                     sni: name,
                     pattern: pattern.as_deref(),
                 };
-                serde_json::to_writer(&mut self.out, &j)?;
-                self.out.write_all(b"\n")
+                json_line(&mut self.out, &j)
             }
             (Format::Text, Record::Sni { pid, comm, conn, ts_ns, name, pattern, .. }) => writeln!(
                 self.out,
@@ -244,6 +241,12 @@ impl Writer {
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+}
+
+/// One JSON object and its newline.
+fn json_line(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    out.write_all(b"\n")
 }
 
 fn is_text(data: &[u8]) -> bool {

@@ -53,6 +53,8 @@ pub struct ElfSymbols {
     /// Stripped executable whose bytes mention rustls (checked only for
     /// executables without `.symtab`).
     pub stripped_rustls: bool,
+    /// PT_LOAD segments: (p_vaddr, p_filesz, p_offset).
+    pub segments: Vec<(u64, u64, u64)>,
     /// Go crypto/tls found through `.gopclntab` (executables only), or why
     /// it cannot be probed.
     pub go: Option<Result<super::go::GoTls, String>>,
@@ -80,6 +82,23 @@ pub fn vaddr_to_offset(segments: &[(u64, u64, u64)], vaddr: u64) -> Option<u64> 
     })
 }
 
+/// Maps the file at `path` read-only (at most `limit` bytes).
+fn map_file(path: &Path, limit: u64) -> Result<memmap2::Mmap, ElfError> {
+    let shown = || path.display().to_string();
+    let file = File::open(path).map_err(|source| ElfError::Open { path: shown(), source })?;
+    let size = file.metadata().map_err(|source| ElfError::Open { path: shown(), source })?.len();
+    if size > limit {
+        return Err(ElfError::TooLarge { path: shown(), size, limit });
+    }
+    if size < 64 {
+        return Err(ElfError::NotElf { path: shown() });
+    }
+    // SAFETY: the mapping is private and read-only; a file truncated under us
+    // can raise SIGBUS, which is why only executable files mapped by a running
+    // process (whose pages the kernel keeps) are inspected.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ElfError::Open { path: shown(), source })
+}
+
 /// Reads the function symbols of the ELF file at `path` (at most `limit` bytes).
 /// `want` decides which names are kept (all symbols are scanned).
 #[cfg(test)]
@@ -88,24 +107,7 @@ pub fn read_symbols(
     limit: u64,
     want: &dyn Fn(&str) -> bool,
 ) -> Result<ElfSymbols, ElfError> {
-    let shown = path.display().to_string();
-    let file = File::open(path).map_err(|source| ElfError::Open { path: shown.clone(), source })?;
-    let size = file
-        .metadata()
-        .map_err(|source| ElfError::Open { path: shown.clone(), source })?
-        .len();
-    if size > limit {
-        return Err(ElfError::TooLarge { path: shown, size, limit });
-    }
-    if size < 64 {
-        return Err(ElfError::NotElf { path: shown });
-    }
-    // SAFETY: the mapping is private and read-only; a file truncated under us
-    // can raise SIGBUS, which is why only executable files mapped by a running
-    // process (whose pages the kernel keeps) are inspected.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|source| ElfError::Open { path: shown.clone(), source })?;
-    parse_symbols(&map, &shown, want)
+    parse_symbols(&map_file(path, limit)?, &path.display().to_string(), want)
 }
 
 /// Like [`read_symbols`], and for executables without the SSL API also
@@ -115,30 +117,10 @@ pub fn read_symbols_and_go(
     limit: u64,
     want: &dyn Fn(&str) -> bool,
 ) -> Result<ElfSymbols, ElfError> {
-    let shown = path.display().to_string();
-    let file = File::open(path).map_err(|source| ElfError::Open { path: shown.clone(), source })?;
-    let size = file.metadata().map_err(|source| ElfError::Open { path: shown.clone(), source })?.len();
-    if size > limit {
-        return Err(ElfError::TooLarge { path: shown, size, limit });
-    }
-    if size < 64 {
-        return Err(ElfError::NotElf { path: shown });
-    }
-    // SAFETY: as in read_symbols.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|source| ElfError::Open { path: shown.clone(), source })?;
-    let mut syms = parse_symbols(&map, &shown, want)?;
+    let map = map_file(path, limit)?;
+    let mut syms = parse_symbols(&map, &path.display().to_string(), want)?;
     if syms.is_executable && syms.get("SSL_write").is_none() {
-        if let Ok(elf) = ElfFile64::<Endianness>::parse(&*map) {
-            let endian = elf.endian();
-            let segments: Vec<(u64, u64, u64)> = elf
-                .elf_program_headers()
-                .iter()
-                .filter(|ph| ph.p_type(endian) == PT_LOAD)
-                .map(|ph| (ph.p_vaddr(endian), ph.p_filesz(endian), ph.p_offset(endian)))
-                .collect();
-            syms.go = super::go::inspect_go(&map, &segments, path).transpose();
-        }
+        syms.go = super::go::inspect_go(&map, &syms.segments, path).transpose();
     }
     Ok(syms)
 }
@@ -212,6 +194,7 @@ pub fn parse_symbols(
         }
     }
     out.has_symtab = symtab;
+    out.segments = segments;
     if !symtab && out.is_executable {
         out.stripped_rustls = memchr::memmem::find(data, b"rustls").is_some();
     }
