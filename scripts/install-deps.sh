@@ -7,7 +7,8 @@ BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev libzstd-dev pkg-config make gcc)
 # Tools used by the tests and their TLS fixtures.
 TEST_PKGS=(curl openssl libssl-dev python3 nodejs
            android-libboringssl android-libboringssl-dev
-           procps psmisc bc binutils gnutls-bin wget golang-go)
+           procps psmisc bc binutils gnutls-bin wget golang-go
+           tshark)
 
 # The peers `make bench` compares against.
 BENCH_PKGS=(bpftrace bpfcc-tools)
@@ -36,6 +37,8 @@ done
 if ((${#missing[@]})); then
     echo "install-deps: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
+    # tshark (wireshark-common) asks whether non-root users may capture; answer "no" up front.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi

@@ -23,7 +23,7 @@ use crate::cli::Cli;
 use crate::discover::{self, FileId};
 use crate::hooks;
 use crate::inspect::{self, Inspection, Linkage, ProbePoint};
-use crate::output::{Record, Writer};
+use crate::output::{Pipeline, Record};
 use crate::pause::{Job, Pauser};
 use crate::sni::{self, Pattern};
 
@@ -366,27 +366,40 @@ fn start_workers(
     }
 }
 
-fn start_output(rx: Receiver<Record>, mut w: Writer) -> std::thread::JoinHandle<()> {
+fn start_output(rx: Receiver<Record>, mut p: Pipeline) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("output".into())
         .spawn(move || {
-            while let Ok(r) = rx.recv() {
-                if let Err(e) = w.write(&r) {
-                    log::error!("output: {e}");
-                    return;
+            let mut last_sweep = Instant::now();
+            let fail = |e: anyhow::Error| log::error!("output: {e:#}");
+            loop {
+                match rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(r) => {
+                        if let Err(e) = p.handle(&r) {
+                            return fail(e);
+                        }
+                        for r in rx.try_iter() {
+                            if let Err(e) = p.handle(&r) {
+                                return fail(e);
+                            }
+                        }
+                        if let Err(e) = p.flush() {
+                            return fail(e);
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
-                while let Ok(r) = rx.try_recv() {
-                    if let Err(e) = w.write(&r) {
-                        log::error!("output: {e}");
-                        return;
+                if last_sweep.elapsed() >= Duration::from_secs(5) {
+                    last_sweep = Instant::now();
+                    if let Err(e) = p.sweep().and_then(|()| p.flush()) {
+                        return fail(e);
                     }
                 }
-                if let Err(e) = w.flush() {
-                    log::error!("output: {e}");
-                    return;
-                }
             }
-            let _ = w.flush();
+            if let Err(e) = p.finish() {
+                fail(e);
+            }
         })
         .expect("spawning the output thread")
 }
@@ -411,7 +424,7 @@ pub fn run(cli: Cli) -> Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
-    let writer = Writer::new(cli.write.as_deref(), cli.output)?;
+    let pipeline = Pipeline::new(&cli.output_options())?;
 
     let dskel = load_discover(&cli)?;
     let oskel = load_openssl(&cli, &patterns)?;
@@ -428,7 +441,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 
     let (out_tx, out_rx) = crossbeam_channel::unbounded::<Record>();
-    let out_thread = start_output(out_rx, writer);
+    let out_thread = start_output(out_rx, pipeline);
 
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     let (res_tx, res_rx) = crossbeam_channel::unbounded::<Inspected>();

@@ -49,13 +49,38 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Output format.
+    /// Output format: an access-log line per HTTP exchange (text), or a
+    /// JSON object per exchange (json). Non-HTTP streams are shown raw.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
 
     /// Write output to FILE (created with mode 0600) instead of stdout.
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     pub write: Option<PathBuf>,
+
+    /// Show each TLS call's plaintext as captured (one record per call),
+    /// without HTTP decoding.
+    #[arg(long)]
+    pub raw: bool,
+
+    /// Also write the plaintext streams as TCP packets to a pcapng FILE
+    /// (mode 0600) for Wireshark/tshark; process, pid and server name are in
+    /// packet comments.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+
+    /// Console detail: -v adds headers, -vv bodies.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Also mask the values of this header (repeatable; Authorization,
+    /// Proxy-Authorization, Cookie and Set-Cookie always are).
+    #[arg(long = "redact-header", value_name = "NAME")]
+    pub redact_headers: Vec<String>,
+
+    /// Show secret header values (Authorization, Cookie, ...) unmasked.
+    #[arg(long)]
+    pub no_redact: bool,
 
     /// Bytes captured per call at most; larger calls are cut and flagged
     /// "truncated". Calls up to this size arrive whole.
@@ -79,13 +104,32 @@ pub struct Cli {
     #[arg(long)]
     pub hooks: bool,
 
-    /// More log output on stderr (-v: debug, -vv: trace).
-    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    /// Agent log level on stderr: error, warn, info, debug, trace (RUST_LOG
+    /// overrides).
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
 
     /// Testing aid: delay every inspection by this long (shows pausing).
     #[arg(long, hide = true, default_value_t = 0)]
     pub test_inspect_delay_ms: u64,
+}
+
+impl Cli {
+    /// What the output thread produces.
+    pub fn output_options(&self) -> crate::output::Options {
+        crate::output::Options {
+            format: self.output,
+            detail: self.verbose,
+            raw: self.raw,
+            write: self.write.clone(),
+            pcap: self.pcap.clone(),
+            redact: if self.no_redact {
+                crate::decode::Redact::none()
+            } else {
+                crate::decode::Redact::new(&self.redact_headers)
+            },
+        }
+    }
 }
 
 /// The `--config` file.
@@ -100,6 +144,8 @@ pub struct Config {
     pub pids: Vec<u32>,
     #[serde(default)]
     pub comms: Vec<String>,
+    #[serde(default)]
+    pub redact_headers: Vec<String>,
 }
 
 impl Cli {
@@ -114,6 +160,7 @@ impl Cli {
         self.capture_no_sni |= cfg.capture_no_sni;
         self.pids.extend(cfg.pids);
         self.comms.extend(cfg.comms);
+        self.redact_headers.extend(cfg.redact_headers);
         Ok(())
     }
 }

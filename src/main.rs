@@ -2,7 +2,8 @@
 //!
 //! The flow follows the spec: discover (BPF reports executable files as they
 //! are mapped) -> pause (ptrace) -> inspect (ELF symbols) -> attach (uprobes)
-//! -> capture (BPF copies plaintext) -> output.
+//! -> capture (BPF copies plaintext) -> decode (streams, HTTP/1, HTTP/2) ->
+//! output (access log, JSON, pcapng).
 
 mod abi;
 mod agent;
@@ -21,12 +22,7 @@ use clap::Parser;
 
 fn main() {
     let mut cli = cli::Cli::parse();
-    let level = match cli.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&cli.log_level))
         .format_target(false)
         .init();
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, |lvl, msg| {

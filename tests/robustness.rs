@@ -34,7 +34,7 @@ fn agent_killed_while_holding_a_process_leaves_it_running() {
     let f = request_file(dir.path(), &hello_request());
     // Inspection is held back for 20 s, so the process stays paused.
     let mut agent = Agent::start(&[
-        "--comm", &name, "--test-inspect-delay-ms", "20000", "--max-pause-ms", "60000", "-v",
+        "--comm", &name, "--test-inspect-delay-ms", "20000", "--max-pause-ms", "60000", "--log-level", "debug",
     ]);
     let child = Command::new(&exe)
         .args(["127.0.0.1", &srv.port.to_string(), "api.acme.com", f.to_str().unwrap()])

@@ -83,6 +83,32 @@ impl Server {
     }
 }
 
+/// go_server (Go net/http over TLS) with `extra` options, e.g. `-h2`.
+pub struct GoServer {
+    pub port: u16,
+    _child: Guard,
+}
+
+impl GoServer {
+    pub fn start(extra: &[&str]) -> GoServer {
+        let d = fixtures();
+        let mut child = Command::new(fixture("go_server"))
+            .arg("-cert")
+            .arg(d.join("cert.pem"))
+            .arg("-key")
+            .arg(d.join("key.pem"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting go_server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("PORT ").expect("PORT line").parse().unwrap();
+        GoServer { port, _child: Guard(child) }
+    }
+}
+
 /// The exact response of tls_server.py (see its header comment).
 pub fn expected_response(method: &str, path: &str, body_len: usize, close: bool) -> Vec<u8> {
     let body = format!("ok {method} {path} {body_len}\n");
@@ -107,12 +133,25 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts the agent with `args` and waits until it says it is ready.
+    /// Starts the agent (one JSON record per TLS call) with `args` and waits
+    /// until it says it is ready.
     pub fn start(args: &[&str]) -> Agent {
+        Agent::start_with(&["--output", "json", "--raw"], args)
+    }
+
+    /// Starts the agent with decoded output (`format`: json or text) and
+    /// `args`.
+    pub fn start_decoded(format: &str, args: &[&str]) -> Agent {
+        Agent::start_with(&["--output", format], args)
+    }
+
+    /// The output file is in `out`; `dir()` holds it (for a pcap next to it).
+    pub fn start_with(base: &[&str], args: &[&str]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("capture.json");
         let mut child = Command::new(AGENT)
-            .args(["--output", "json", "--write"])
+            .args(base)
+            .arg("--write")
             .arg(&out)
             .args(args)
             .stdout(Stdio::null())

@@ -1,6 +1,11 @@
-//! Output: what people and programs read. A readable console format and
-//! JSON lines, to stdout or to a file created 0600 (captured plaintext is
-//! sensitive).
+//! Output: what people and programs read. By default the capture is
+//! decoded (`decode`) into an access log on the console or JSON objects per
+//! HTTP exchange (`access`); `--raw` shows each TLS call's plaintext as
+//! captured (`Writer`); `--pcap` writes the streams as TCP packets (`pcap`).
+//! Files are created 0600: captured plaintext is sensitive.
+
+pub mod access;
+pub mod pcap;
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
@@ -12,7 +17,14 @@ use anyhow::{Context, Result};
 use base64::Engine;
 use serde::Serialize;
 
+use std::collections::HashMap;
+
+use crate::abi::Direction;
 use crate::capture::CallRecord;
+use crate::decode::conn::{ConnDecoder, Decoded};
+use crate::decode::Redact;
+use access::{AccessWriter, ConnMeta};
+use pcap::PcapWriter;
 
 /// What the output thread receives.
 #[derive(Debug, Clone)]
@@ -39,10 +51,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Clock {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: valid pointer to a timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        let mono = ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128;
+        let mono = mono_now() as i128;
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i128;
         Clock { offset_ns: wall - mono }
     }
@@ -73,7 +82,7 @@ pub fn create_private(path: &Path) -> Result<std::fs::File> {
     Ok(f)
 }
 
-/// Writes records in one format to one destination.
+/// Writes the raw records (one per TLS call) in one format.
 pub struct Writer {
     out: Box<dyn Write + Send>,
     format: Format,
@@ -128,12 +137,8 @@ struct JsonSni<'a> {
 }
 
 impl Writer {
-    pub fn new(path: Option<&Path>, format: Format) -> Result<Writer> {
-        let out: Box<dyn Write + Send> = match path {
-            Some(p) => Box::new(BufWriter::new(create_private(p)?)),
-            None => Box::new(BufWriter::new(io::stdout())),
-        };
-        Ok(Writer { out, format, clock: Clock::new() })
+    pub fn new(out: Box<dyn Write + Send>, format: Format) -> Writer {
+        Writer { out, format, clock: Clock::new() }
     }
 
     fn time(&self, ts: u64) -> String {
@@ -241,6 +246,186 @@ impl Writer {
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+}
+
+/// stdout, or a new private file.
+pub fn destination(path: Option<&Path>) -> Result<Box<dyn Write + Send>> {
+    Ok(match path {
+        Some(p) => Box::new(BufWriter::new(create_private(p)?)),
+        None => Box::new(BufWriter::new(io::stdout())),
+    })
+}
+
+/// What the output thread is asked to produce.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub format: Format,
+    /// 0: access log; 1: headers; 2: bodies (console).
+    pub detail: u8,
+    /// Raw per-call records instead of decoded exchanges.
+    pub raw: bool,
+    pub write: Option<std::path::PathBuf>,
+    pub pcap: Option<std::path::PathBuf>,
+    pub redact: Redact,
+}
+
+struct ConnState {
+    meta: ConnMeta,
+    decoder: ConnDecoder,
+    in_pcap: bool,
+}
+
+/// Records in, every configured output out.
+pub struct Pipeline {
+    raw: Option<Writer>,
+    access: Option<AccessWriter>,
+    pcap: Option<PcapWriter>,
+    conns: HashMap<(u32, u64), ConnState>,
+    redact: Redact,
+    clock: Clock,
+}
+
+impl Pipeline {
+    pub fn new(o: &Options) -> Result<Pipeline> {
+        let out = destination(o.write.as_deref())?;
+        let (raw, access) = if o.raw {
+            (Some(Writer::new(out, o.format)), None)
+        } else {
+            (None, Some(AccessWriter::new(out, o.format, o.detail)))
+        };
+        let pcap = match &o.pcap {
+            Some(p) => Some(
+                PcapWriter::new(create_private(p)?).with_context(|| format!("writing pcapng to {}", p.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Pipeline { raw, access, pcap, conns: HashMap::new(), redact: o.redact.clone(), clock: Clock::new() })
+    }
+
+    fn decoding(&self) -> bool {
+        self.access.is_some() || self.pcap.is_some()
+    }
+
+    fn conn(&mut self, pid: u32, comm: &str, conn: u64) -> &mut ConnState {
+        let redact = &self.redact;
+        self.conns.entry((pid, conn)).or_insert_with(|| ConnState {
+            meta: ConnMeta { pid, comm: comm.to_string(), conn, sni: None },
+            decoder: ConnDecoder::new(redact.clone()),
+            in_pcap: false,
+        })
+    }
+
+    pub fn handle(&mut self, r: &Record) -> Result<()> {
+        if let Some(w) = &mut self.raw {
+            w.write(r)?;
+        }
+        if !self.decoding() {
+            return Ok(());
+        }
+        match r {
+            Record::Call(c) => {
+                let st = self.conn(c.pid, &c.comm, c.conn);
+                if c.sni.is_some() {
+                    st.meta.sni = c.sni.clone();
+                }
+                let lost = (c.len as u64).saturating_sub(c.data.len() as u64);
+                let d = st.decoder.push(c.direction == Direction::Write, &c.data, c.ts_ns, lost);
+                self.emit((c.pid, c.conn), d)?;
+            }
+            Record::Sni { pid, comm, conn, name, .. } => {
+                self.conn(*pid, comm, *conn).meta.sni = Some(name.clone());
+            }
+            Record::Close { pid, conn, ts_ns, .. } => self.close((*pid, *conn), *ts_ns)?,
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, key: (u32, u64), ts_ns: u64) -> Result<()> {
+        let Some(st) = self.conns.get_mut(&key) else { return Ok(()) };
+        let d = st.decoder.finish(ts_ns);
+        self.emit(key, d)?;
+        if let Some(st) = self.conns.remove(&key) {
+            if let (Some(p), true) = (&mut self.pcap, st.in_pcap) {
+                p.close(pcap_key(key), self.clock.wall(ts_ns))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, key: (u32, u64), d: Decoded) -> Result<()> {
+        let Some(st) = self.conns.get_mut(&key) else { return Ok(()) };
+        if let Some(a) = &mut self.access {
+            for item in &d.items {
+                a.write(&st.meta, item)?;
+            }
+        }
+        if let Some(p) = &mut self.pcap {
+            for s in &d.segments {
+                let when = self.clock.wall(s.ts_ns);
+                if !st.in_pcap {
+                    let (client, server) = pcap::synthetic_endpoints(key.0, key.1);
+                    let comment = format!(
+                        "{}[{}] sni={}",
+                        st.meta.comm,
+                        st.meta.pid,
+                        st.meta.sni.as_deref().unwrap_or("-")
+                    );
+                    p.open(pcap_key(key), client, server, when, comment)?;
+                    st.in_pcap = true;
+                }
+                p.data(pcap_key(key), s.from_client, when, &s.data, s.gap_before)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the connections of processes that have exited.
+    pub fn sweep(&mut self) -> Result<()> {
+        let dead: Vec<(u32, u64)> = self
+            .conns
+            .keys()
+            .filter(|(pid, _)| !Path::new(&format!("/proc/{pid}")).exists())
+            .copied()
+            .collect();
+        for key in dead {
+            self.close(key, mono_now())?;
+        }
+        Ok(())
+    }
+
+    /// Ends every connection (the agent stops).
+    pub fn finish(&mut self) -> Result<()> {
+        let keys: Vec<_> = self.conns.keys().copied().collect();
+        for key in keys {
+            self.close(key, mono_now())?;
+        }
+        self.flush()
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(w) = &mut self.raw {
+            w.flush()?;
+        }
+        if let Some(a) = &mut self.access {
+            a.flush()?;
+        }
+        if let Some(p) = &mut self.pcap {
+            p.flush()?;
+        }
+        Ok(())
+    }
+}
+
+fn pcap_key((pid, conn): (u32, u64)) -> u64 {
+    conn ^ ((pid as u64) << 32).rotate_left(7)
+}
+
+/// CLOCK_MONOTONIC now, in ns (BPF's clock).
+pub fn mono_now() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// One JSON object and its newline.
