@@ -291,8 +291,16 @@ fn attach_file(
             ProbePoint::SslCtrl => (&p.ssl_ctrl_entry, None),
             ProbePoint::SslSetHostName => (&p.ssl_set_host_name_entry, None),
         };
-        let off = t.offset as usize;
-        for (prog, retprobe) in std::iter::once((entry, false)).chain(ret.map(|r| (r, true))) {
+        // The entry program where `place` put it; the return program at
+        // the inner return points when proven, else as a uretprobe.
+        let mut points: Vec<(&libbpf_rs::ProgramMut<'_>, bool, usize)> = vec![(entry, false, t.entry_offset() as usize)];
+        if let Some(r) = ret {
+            match t.return_points() {
+                Some(v) => points.extend(v.iter().map(|&o| (r, false, o as usize))),
+                None => points.push((r, true, t.offset as usize)),
+            }
+        }
+        for (prog, retprobe, off) in points {
             match groups.iter_mut().find(|g| std::ptr::eq(g.0, prog) && g.1 == retprobe) {
                 Some(g) => g.2.push(off),
                 None => groups.push((prog, retprobe, vec![off], t.symbol.clone())),
@@ -323,10 +331,10 @@ fn attach_file(
     Ok(links)
 }
 
-fn inspect_job(job: &Job, limit: u64) -> Outcome {
+fn inspect_job(job: &Job, limit: u64, inner: bool) -> Outcome {
     let Some(m) = discover::find_mapping(job.pid, job.file) else { return Outcome::Gone };
     let path = m.map_files_path(job.pid);
-    match inspect::inspect_file(&path, limit) {
+    match inspect::inspect_file(&path, limit, inner) {
         Ok(insp) if insp.is_tls() => Outcome::Tls { path, shown: m.path, insp },
         Ok(Inspection { unsupported: Some(why), .. }) => {
             Outcome::Failed(format!("{} (pid {}) cannot be instrumented: {why}", m.path, job.pid))
@@ -342,6 +350,7 @@ fn start_workers(
     inflight: Inflight,
     limit: u64,
     delay: Duration,
+    inner: bool,
 ) {
     for i in 0..INSPECT_WORKERS {
         let (jobs, results, inflight) = (jobs.clone(), results.clone(), inflight.clone());
@@ -357,7 +366,7 @@ fn start_workers(
                 if !delay.is_zero() {
                     std::thread::sleep(delay);
                 }
-                let outcome = inspect_job(&job, limit);
+                let outcome = inspect_job(&job, limit, inner);
                 if results.send(Inspected { job, outcome }).is_err() {
                     return;
                 }
@@ -452,6 +461,7 @@ pub fn run(cli: Cli) -> Result<()> {
         inflight.clone(),
         cli.max_elf_size,
         Duration::from_millis(cli.test_inspect_delay_ms),
+        !cli.probe_at_entry,
     );
 
     let exec_events = MapHandle::try_from(&dskel.maps.exec_events).context("exec_events map")?;
@@ -575,7 +585,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 Outcome::Duplicate => {}
                 Outcome::Gone => {
-                    handle_inspected(&r, &oskel, &sskel, &dskel, &mut attached);
+                    handle_inspected(&r, &oskel, &sskel, &dskel, &mut attached, cli.explain);
                     if let Ok(mut s) = inflight.lock() {
                         s.remove(&file);
                     }
@@ -587,7 +597,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 _ => {
-                    handle_inspected(&r, &oskel, &sskel, &dskel, &mut attached);
+                    handle_inspected(&r, &oskel, &sskel, &dskel, &mut attached, cli.explain);
                     if let Outcome::Tls { insp, .. } = &r.outcome {
                         let static_tls = matches!(
                             insp.library,
@@ -834,6 +844,7 @@ fn handle_inspected(
     sskel: &StatictlsSkel<'_>,
     dskel: &DiscoverSkel<'_>,
     attached: &mut HashMap<FileId, Attached>,
+    explain: bool,
 ) {
     let job = &r.job;
     match &r.outcome {
@@ -865,6 +876,14 @@ fn handle_inspected(
                         job.pid,
                         names.join(" ")
                     );
+                    for t in &insp.targets {
+                        let Some(p) = &t.place else { continue };
+                        if explain {
+                            log::info!("  probe placement in {shown}: {}", p.explain(t));
+                        } else {
+                            log::debug!("  probe placement in {shown}: {}", p.explain(t));
+                        }
+                    }
                     attached.insert(job.file, Attached { links, path: shown.clone() });
                 }
                 Err(e) => log::warn!("cannot instrument {shown}: {e:#}"),

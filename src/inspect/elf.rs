@@ -58,7 +58,25 @@ pub struct ElfSymbols {
     /// Go crypto/tls found through `.gopclntab` (executables only), or why
     /// it cannot be probed.
     pub go: Option<Result<super::go::GoTls, String>>,
+    /// File offsets of functions that never return (`__stack_chk_fail`,
+    /// `abort`, ...) and of their PLT stubs, sorted.
+    pub noreturn: Vec<u64>,
 }
+
+/// Functions that never return: a conditional jump to a call of one of
+/// these is not a return path (probe placement relies on it).
+pub const NORETURN: &[&str] = &[
+    "__stack_chk_fail",
+    "__stack_chk_fail_local",
+    "abort",
+    "__assert_fail",
+    "__fortify_fail",
+    "__chk_fail",
+    "exit",
+    "_exit",
+    "__libc_fatal",
+    "OPENSSL_die",
+];
 
 impl ElfSymbols {
     pub fn get(&self, name: &str) -> Option<&SymbolLocation> {
@@ -83,7 +101,7 @@ pub fn vaddr_to_offset(segments: &[(u64, u64, u64)], vaddr: u64) -> Option<u64> 
 }
 
 /// Maps the file at `path` read-only (at most `limit` bytes).
-fn map_file(path: &Path, limit: u64) -> Result<memmap2::Mmap, ElfError> {
+pub fn map_file(path: &Path, limit: u64) -> Result<memmap2::Mmap, ElfError> {
     let shown = || path.display().to_string();
     let file = File::open(path).map_err(|source| ElfError::Open { path: shown(), source })?;
     let size = file.metadata().map_err(|source| ElfError::Open { path: shown(), source })?.len();
@@ -112,17 +130,80 @@ pub fn read_symbols(
 
 /// Like [`read_symbols`], and for executables without the SSL API also
 /// looks for Go's crypto/tls.
+#[cfg(test)]
 pub fn read_symbols_and_go(
     path: &Path,
     limit: u64,
     want: &dyn Fn(&str) -> bool,
 ) -> Result<ElfSymbols, ElfError> {
-    let map = map_file(path, limit)?;
-    let mut syms = parse_symbols(&map, &path.display().to_string(), want)?;
+    symbols_and_go(&map_file(path, limit)?, path, want)
+}
+
+/// [`read_symbols_and_go`] on a file already mapped.
+pub fn symbols_and_go(map: &[u8], path: &Path, want: &dyn Fn(&str) -> bool) -> Result<ElfSymbols, ElfError> {
+    let mut syms = parse_symbols(map, &path.display().to_string(), want)?;
     if syms.is_executable && syms.get("SSL_write").is_none() {
-        syms.go = super::go::inspect_go(&map, &syms.segments, path).transpose();
+        syms.go = super::go::inspect_go(map, &syms.segments, path).transpose();
     }
     Ok(syms)
+}
+
+/// The no-return functions of a file and their PLT stubs, as file offsets.
+fn noreturn_offsets(elf: &ElfFile64<'_, Endianness>, segments: &[(u64, u64, u64)]) -> Vec<u64> {
+    use object::read::{ObjectSection, ObjectSymbolTable};
+    let mut vaddrs: Vec<u64> = Vec::new();
+    for sym in elf.dynamic_symbols().chain(elf.symbols()) {
+        if sym.kind() == SymbolKind::Text
+            && sym.is_definition()
+            && ObjectSymbol::name(&sym).is_ok_and(|n| NORETURN.contains(&plain_name(n)))
+        {
+            vaddrs.push(ObjectSymbol::address(&sym));
+        }
+    }
+    // GOT slots of imported no-return functions, then the PLT stubs that
+    // jump through them.
+    let mut slots: Vec<u64> = Vec::new();
+    if let (Some(relocs), Some(dynsyms)) = (elf.dynamic_relocations(), elf.dynamic_symbol_table()) {
+        for (got, r) in relocs {
+            if let object::RelocationTarget::Symbol(idx) = r.target() {
+                if dynsyms
+                    .symbol_by_index(idx)
+                    .ok()
+                    .and_then(|s| ObjectSymbol::name(&s).ok())
+                    .is_some_and(|n| NORETURN.contains(&plain_name(n)))
+                {
+                    slots.push(got);
+                }
+            }
+        }
+    }
+    if !slots.is_empty() {
+        for sec in elf.sections() {
+            let Ok(name) = sec.name() else { continue };
+            if !matches!(name, ".plt" | ".plt.sec" | ".plt.got") {
+                continue;
+            }
+            let Ok(code) = sec.data() else { continue };
+            let entsize = match sec.elf_section_header().sh_entsize.get(elf.endian()) {
+                0 => 16,
+                n => n,
+            };
+            let mut dec = iced_x86::Decoder::with_ip(64, code, sec.address(), iced_x86::DecoderOptions::NONE);
+            for ins in &mut dec {
+                if ins.flow_control() == iced_x86::FlowControl::IndirectBranch
+                    && ins.is_ip_rel_memory_operand()
+                    && slots.contains(&ins.ip_rel_memory_address())
+                {
+                    let slot = sec.address() + (ins.ip() - sec.address()) / entsize * entsize;
+                    vaddrs.push(slot);
+                }
+            }
+        }
+    }
+    let mut out: Vec<u64> = vaddrs.into_iter().filter_map(|v| vaddr_to_offset(segments, v)).collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Parses ELF bytes already in memory. Never panics on malformed input.
@@ -194,6 +275,7 @@ pub fn parse_symbols(
         }
     }
     out.has_symtab = symtab;
+    out.noreturn = noreturn_offsets(&elf, &segments);
     out.segments = segments;
     if !symtab && out.is_executable {
         out.stripped_rustls = memchr::memmem::find(data, b"rustls").is_some();

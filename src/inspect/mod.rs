@@ -4,6 +4,7 @@
 
 pub mod elf;
 pub mod go;
+pub mod place;
 
 use std::fmt;
 use std::path::Path;
@@ -107,6 +108,22 @@ impl ProbePoint {
         }
     }
 
+    /// Whether a return program goes with the entry program.
+    pub fn has_return(self) -> bool {
+        matches!(
+            self,
+            ProbePoint::SslWrite
+                | ProbePoint::SslRead
+                | ProbePoint::SslWriteEx
+                | ProbePoint::SslReadEx
+                | ProbePoint::GnutlsSend
+                | ProbePoint::GnutlsRecv
+                | ProbePoint::AeadOpen
+                | ProbePoint::RingInit
+                | ProbePoint::RingOpen
+        )
+    }
+
     pub const AEAD: [ProbePoint; 5] = [
         ProbePoint::AeadInit,
         ProbePoint::AeadCleanup,
@@ -167,6 +184,53 @@ pub struct Target {
     pub symbol: String,
     /// File offset of the function's entry.
     pub offset: u64,
+    /// Size of the function in bytes (0: unknown, no placement analysis).
+    pub size: u64,
+    /// Where the probes go inside the function (`place`); None: entry and
+    /// uretprobe.
+    pub place: Option<Placement>,
+}
+
+impl Target {
+    fn new(point: ProbePoint, symbol: String, offset: u64, size: u64) -> Target {
+        Target { point, symbol, offset, size, place: None }
+    }
+
+    /// File offset of the entry program.
+    pub fn entry_offset(&self) -> u64 {
+        self.place.as_ref().map(|p| p.entry.offset).unwrap_or(self.offset)
+    }
+
+    /// Inner return points replacing the uretprobe, if proven.
+    pub fn return_points(&self) -> Option<&[u64]> {
+        self.place.as_ref().and_then(|p| p.returns.as_deref().ok())
+    }
+}
+
+/// The attach points chosen for one function, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub entry: place::EntryChoice,
+    /// Return points (file offsets), or why the uretprobe stays.
+    pub returns: Result<Vec<u64>, String>,
+}
+
+impl Placement {
+    /// One line per function for `--explain`.
+    pub fn explain(&self, t: &Target) -> String {
+        let ret = if !t.point.has_return() {
+            String::new()
+        } else {
+            match &self.returns {
+                Ok(v) => format!(
+                    "; return at {} instead of a uretprobe",
+                    v.iter().map(|o| format!("+{:#x}", o - t.offset)).collect::<Vec<_>>().join(", ")
+                ),
+                Err(why) => format!("; return: uretprobe ({why})"),
+            }
+        };
+        format!("{}: {}{}", t.symbol, self.entry.why, ret)
+    }
 }
 
 /// What an inspected file carries.
@@ -239,7 +303,7 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
             ProbePoint::GnutlsDeinit,
         ] {
             if let Some(loc) = syms.get(point.symbol()) {
-                insp.targets.push(Target { point, symbol: point.symbol().to_string(), offset: loc.file_offset });
+                insp.targets.push(Target::new(point, point.symbol().to_string(), loc.file_offset, loc.size));
             }
         }
         return insp;
@@ -251,7 +315,7 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
                 .functions
                 .iter()
                 .filter_map(|(name, loc)| {
-                    aead_point(name).map(|point| Target { point, symbol: name.clone(), offset: loc.file_offset })
+                    aead_point(name).map(|point| Target::new(point, name.clone(), loc.file_offset, loc.size))
                 })
                 .collect();
             found.sort_by_key(|t| ProbePoint::AEAD.iter().position(|p| *p == t.point));
@@ -268,7 +332,7 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
                 .functions
                 .iter()
                 .filter_map(|(name, loc)| {
-                    ring_point(name).map(|point| Target { point, symbol: name.clone(), offset: loc.file_offset })
+                    ring_point(name).map(|point| Target::new(point, name.clone(), loc.file_offset, loc.size))
                 })
                 .collect();
             ring.sort_by(|a, b| a.symbol.cmp(&b.symbol));
@@ -285,10 +349,8 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
             Some(Ok(g)) if insp.library.is_none() => {
                 insp.library = Some(TlsLibrary::GoTls);
                 insp.linkage = Linkage::Static;
-                let t = |point: ProbePoint, offset: u64| Target {
-                    point,
-                    symbol: format!("{} ({})", point.symbol(), g.version),
-                    offset,
+                let t = |point: ProbePoint, offset: u64| {
+                    Target::new(point, format!("{} ({})", point.symbol(), g.version), offset, 0)
                 };
                 insp.targets.push(t(ProbePoint::GoWrite, g.write));
                 insp.targets.extend(g.write_rets.iter().map(|&o| t(ProbePoint::GoWriteRet, o)));
@@ -326,18 +388,58 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
     insp.linkage = if write.dynamic { Linkage::Exported } else { Linkage::Static };
     for point in ProbePoint::OPENSSL {
         if let Some(loc) = syms.get(point.symbol()) {
-            insp.targets.push(Target { point, symbol: point.symbol().to_string(), offset: loc.file_offset });
+            insp.targets.push(Target::new(point, point.symbol().to_string(), loc.file_offset, loc.size));
         }
     }
     insp
 }
 
-/// Reads and classifies the file at `path` (at most `limit` bytes).
-pub fn inspect_file(path: &Path, limit: u64) -> Result<Inspection, ElfError> {
+/// Chooses the attach points of every target with a known size.
+pub fn place_targets(map: &[u8], syms: &ElfSymbols, targets: &mut [Target]) {
+    let noreturn = |t: u64| {
+        if syms.noreturn.binary_search(&t).is_ok() {
+            return true;
+        }
+        // A call of a no-return function.
+        let Some(code) = map.get(t as usize..(t as usize + 16).min(map.len())) else { return false };
+        let mut d = iced_x86::Decoder::with_ip(64, code, t, iced_x86::DecoderOptions::NONE);
+        let i = d.decode();
+        i.code() == iced_x86::Code::Call_rel32_64 && syms.noreturn.binary_search(&i.near_branch_target()).is_ok()
+    };
+    for t in targets.iter_mut() {
+        if t.size == 0 {
+            continue;
+        }
+        let Some(code) = map.get(t.offset as usize..(t.offset.saturating_add(t.size) as usize).min(map.len()))
+        else {
+            continue;
+        };
+        let entry = place::choose_entry(code, t.offset, place::arg_use(t.point), &noreturn);
+        let returns = if t.point.has_return() {
+            place::choose_returns(code, t.offset, &noreturn)
+        } else {
+            Err("no return program".into())
+        };
+        t.place = Some(Placement { entry, returns });
+    }
+}
+
+/// Reads and classifies the file at `path` (at most `limit` bytes);
+/// `inner`: choose attach points inside the functions (`place`).
+pub fn inspect_file(path: &Path, limit: u64, inner: bool) -> Result<Inspection, ElfError> {
     // A parser bug must not take the agent down: contain panics too.
     let p = path.to_path_buf();
-    match std::panic::catch_unwind(move || elf::read_symbols_and_go(&p, limit, &interesting)) {
-        Ok(r) => r.map(|s| classify(&s)),
+    let run = move || -> Result<Inspection, ElfError> {
+        let map = elf::map_file(&p, limit)?;
+        let syms = elf::symbols_and_go(&map, &p, &interesting)?;
+        let mut insp = classify(&syms);
+        if inner && insp.is_tls() {
+            place_targets(&map, &syms, &mut insp.targets);
+        }
+        Ok(insp)
+    };
+    match std::panic::catch_unwind(run) {
+        Ok(r) => r,
         Err(_) => Err(ElfError::Malformed {
             path: path.display().to_string(),
             reason: "parser panicked".into(),
@@ -379,7 +481,7 @@ mod tests {
 
     #[test]
     fn debian_libssl_is_openssl_exported() {
-        let i = inspect_file(Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3"), 1 << 30).unwrap();
+        let i = inspect_file(Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3"), 1 << 30, true).unwrap();
         assert_eq!(i.library, Some(TlsLibrary::OpenSsl));
         assert_eq!(i.linkage, Linkage::Exported);
         let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
@@ -394,7 +496,7 @@ mod tests {
     #[test]
     fn gnutls_is_recognised() {
         let p = Path::new("/usr/lib/x86_64-linux-gnu/libgnutls.so.30");
-        let i = inspect_file(p, 1 << 30).unwrap();
+        let i = inspect_file(p, 1 << 30, true).unwrap();
         assert_eq!(i.library, Some(TlsLibrary::GnuTls));
         let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
         assert_eq!(
@@ -405,14 +507,14 @@ mod tests {
 
     #[test]
     fn libc_is_not_tls() {
-        let i = inspect_file(Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6"), 1 << 30).unwrap();
+        let i = inspect_file(Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6"), 1 << 30, true).unwrap();
         assert!(!i.is_tls());
     }
 
     #[test]
     fn boringssl_is_recognised() {
         let p = Path::new("/usr/lib/x86_64-linux-gnu/android/libssl.so.0");
-        let i = inspect_file(p, 1 << 30).expect("android-libboringssl installed");
+        let i = inspect_file(p, 1 << 30, true).expect("android-libboringssl installed");
         assert_eq!(i.library, Some(TlsLibrary::BoringSsl));
         let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
         assert!(pts.contains(&ProbePoint::SslWrite) && pts.contains(&ProbePoint::SslRead));
@@ -423,7 +525,7 @@ mod tests {
     #[test]
     fn node_exports_openssl_from_the_executable() {
         let node = std::fs::canonicalize("/usr/bin/node").unwrap();
-        let i = inspect_file(&node, 1 << 31).unwrap();
+        let i = inspect_file(&node, 1 << 31, true).unwrap();
         assert_eq!(i.library, Some(TlsLibrary::OpenSsl));
         assert_eq!(i.linkage, Linkage::Exported);
     }
