@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: what plainsight costs the host, what it can carry, what it
 # misses. Writes docs/benchmarks.md (every number measured in this run).
-# Not part of make test. Needs root. ~8 minutes on 2 cores.
+# Not part of make test. Needs root. ~11 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,7 +74,7 @@ fi
 
 # ---- 1. overhead ----------------------------------------------------------
 declare -A RT MB LOST
-MODES=(none floor nomatch capture bpftrace)
+MODES=(none floor nomatch capture nomatch_entry capture_entry bpftrace)
 for round in $(seq "$ROUNDS"); do
     for size in "${SIZES[@]}"; do
         for mode in "${MODES[@]}"; do
@@ -82,8 +82,12 @@ for round in $(seq "$ROUNDS"); do
                 none) r=$(rr "$size") ;;
                 floor) start_peer "$WORK/peer.log" "$FLOOR"; r=$(rr "$size"); stop_peer ;;
                 nomatch) start_agent "$WORK/a.log" --comm tls_rr --sni nomatch.invalid; r=$(rr "$size"); stop_agent ;;
-                capture) start_agent "$WORK/a.log" --comm tls_rr --output json --write "$WORK/capture.json"
+                capture) start_agent "$WORK/a.log" --comm tls_rr --raw --output json --write "$WORK/capture.json"
                          r=$(rr "$size"); stop_agent; LOST[$size]+="$(lost_of "$WORK/a.log") " ;;
+                nomatch_entry) start_agent "$WORK/a.log" --comm tls_rr --sni nomatch.invalid --probe-at-entry
+                         r=$(rr "$size"); stop_agent ;;
+                capture_entry) start_agent "$WORK/a.log" --comm tls_rr --raw --output json --write "$WORK/capture.json" --probe-at-entry
+                         r=$(rr "$size"); stop_agent ;;
                 bpftrace) start_peer "$WORK/peer.log" "$PEER"; r=$(rr "$size"); stop_peer ;;
             esac
             RT[$mode,$size]+="${r%% *} "; MB[$mode,$size]+="${r##* } "
@@ -96,7 +100,7 @@ done
 declare -A CAP
 CAP_RATES=(25 50 100 200 400)
 for rate in "${CAP_RATES[@]}"; do
-    start_agent "$WORK/cap.log" --comm tls_rr --output json --write "$WORK/capture.json"
+    start_agent "$WORK/cap.log" --comm tls_rr --raw --output json --write "$WORK/capture.json"
     t0=$(awk '{print $14+$15}' "/proc/$AGENT_PID/stat")
     r=$(rr 65536 "$rate")
     t1=$(awk '{print $14+$15}' "/proc/$AGENT_PID/stat")
@@ -123,7 +127,7 @@ SRV_PID=$!
 for _ in $(seq 100); do grep -q PORT "$WORK/srv.out" && break; sleep 0.05; done
 PORT=$(awk '/PORT/{print $2}' "$WORK/srv.out")
 printf 'GET /start HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n' >"$WORK/req"
-start_agent "$WORK/start.log" --comm newtls --output json --write "$WORK/start.json"
+start_agent "$WORK/start.log" --comm newtls --raw --output json --write "$WORK/start.json"
 ok=0
 for i in $(seq "$RUNS"); do
     cp target/fixtures/tls_client_static "$WORK/newtls"   # a new inode every run
@@ -170,12 +174,15 @@ mkdir -p docs
     echo "- **none**: no agent."
     echo "- **floor**: bpftrace, empty programs on SSL_write/SSL_read entry + return (what any uprobe agent pays)."
     echo "- **non-matching**: plainsight \`--sni nomatch.invalid\` (probes fire, nothing is captured)."
-    echo "- **capture**: plainsight capturing everything to a JSON file."
+    echo "- **capture**: plainsight capturing everything to a JSON file (\`--raw --output json --write\`)."
+    echo "- **… at entry**: the same with \`--probe-at-entry\` (probes at function entry + uretprobes, as"
+    echo "  other tracers place them); without it probes sit on emulated instructions inside SSL_write/SSL_read"
+    echo "  (\`--explain\` shows where)."
     echo "- **bpftrace copy**: bpftrace copying up to 200 bytes per call (bpftrace $(bpftrace --version | awk '{print $2}')'s string limit) and printing it: a peer doing a (smaller) capture."
     echo "- bcc \`sslsniff\`: $SSLSNIFF."
     echo
-    echo "| message | none | floor | non-matching | capture | bpftrace copy | lost records, capture (per round) |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| message | none | floor | non-matching | capture | non-matching at entry | capture at entry | bpftrace copy | lost records, capture (per round) |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     for size in "${SIZES[@]}"; do
         n=$(echo "${RT[none,$size]}" | median)
         row="| $size B |"
@@ -214,9 +221,12 @@ mkdir -p docs
     echo
     echo "## Reading the numbers"
     echo
-    echo "The probes sit at function entry plus a uretprobe. On this kernel a uprobe on an instruction that must"
-    echo "be single-stepped costs ~10 us (../shared/spec/tls-targets.md); SSL_write/SSL_read start with such an"
-    echo "instruction, so the floor is low for every uprobe-based tool, plainsight included. Moving the probes to"
-    echo "emulated instructions is issue 9."
+    echo "On this kernel a uprobe on an instruction that must be single-stepped costs ~10 us"
+    echo "(../shared/spec/tls-targets.md); SSL_write/SSL_read start with such an instruction, so the floor (and"
+    echo "the *at entry* columns) are low for every tool that probes function entries. plainsight decodes each"
+    echo "probed function (iced-x86) and puts its probes on instructions the kernel emulates: the first"
+    echo "conditional jump of SSL_write/SSL_read (arguments still in their registers) and the epilogue's"
+    echo "stack-protector jump (return value final) instead of a uretprobe. The ring buffer is read by polling"
+    echo "(no wake-up per record)."
 } >"$OUT"
 cat "$OUT"
