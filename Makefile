@@ -5,7 +5,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: all deps test-deps build run test unit fixtures bench clean hooks
+.PHONY: all deps test-deps build run test unit fixtures bench clean hooks test-kernels
 
 all: build
 
@@ -39,6 +39,12 @@ unit: deps
 bench:
 	@bash scripts/install-deps.sh --bench
 	bash scripts/bench.sh
+
+# The capture tests on Debian's 6.1 kernel under qemu, with fexit hooks and
+# forced to tracepoints (not part of make test: ~15 min under emulation).
+test-kernels:
+	@bash scripts/install-deps.sh --vm
+	bash scripts/test-kernels.sh
 
 clean:
 	$(CARGO) clean

@@ -2,8 +2,8 @@
 /*
  * discover: report every executable file the first time it is mapped.
  *
- * The spec hooks mmap with fexit; this kernel refuses trampolines, so the
- * hooks here are tracepoints (the choice per hook is made in src/hooks.rs):
+ * The spec hooks mmap with fexit (discover_mmap_fexit); kernels that refuse
+ * trampolines get tracepoints (the choice per hook is made in src/hooks.rs):
  *  - sched_process_exec: the main executable, which the kernel maps itself;
  *  - sys_enter_mmap / sys_exit_mmap: PROT_EXEC file mappings made by ld.so
  *    and dlopen.
@@ -103,6 +103,22 @@ int discover_exec(void *ctx)
 	if (!process_wanted(tgid))
 		return 0;
 	return report_file(BPF_CORE_READ(task, mm, exe_file), EXEC_SOURCE_EXEC);
+}
+
+/*
+ * The spec's hook, where the kernel allows trampolines (src/hooks.rs
+ * decides): fexit on vm_mmap_pgoff, which serves the mmap syscall and the
+ * ELF loader alike, with the mapped file and the result at hand.
+ */
+SEC("fexit/vm_mmap_pgoff")
+int BPF_PROG(discover_mmap_fexit, struct file *file, unsigned long addr, unsigned long len,
+	     unsigned long prot, unsigned long flag, unsigned long pgoff, unsigned long ret)
+{
+	if (!file || !(prot & PROT_EXEC) || ret >= (unsigned long)-4095)
+		return 0;
+	if (!process_wanted(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	return report_file(file, EXEC_SOURCE_MMAP);
 }
 
 SEC("tracepoint/syscalls/sys_enter_mmap")

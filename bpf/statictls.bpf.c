@@ -61,9 +61,12 @@ struct {
 	__type(value, __u8);
 } watched_pids SEC(".maps");
 
+/* A socket of a process: its fd (tracepoint path) or its struct sock
+ * (fentry/fexit path; one path serves a running agent). */
 struct sock_key {
 	__u32 pid;
-	__u32 fd;
+	__u32 _pad;
+	__u64 sock;
 };
 
 struct conn_info {
@@ -81,8 +84,7 @@ struct {
 /* A read in flight on a socket waiting for its ServerHello, by thread. */
 struct recv_args {
 	__u64 buf;
-	__u32 fd;
-	__u32 _pad;
+	__u64 sock;
 };
 
 struct {
@@ -266,11 +268,11 @@ static int walk_extension(__u32 i, void *data)
 	return 0;
 }
 
-static __always_inline int on_send(__u32 fd, __u64 buf, __u64 len)
+static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = id >> 32, zero = 0, rule = 0, off;
-	struct sock_key sk = { .pid = pid, .fd = fd };
+	struct sock_key sk = { .pid = pid, .sock = sock };
 	struct walk_ctx w = {};
 	struct hello_buf *h;
 	struct sni_scratch *s;
@@ -407,11 +409,11 @@ int static_sendmsg(struct trace_event_raw_sys_enter *ctx)
 
 /* ---- ServerHello (receive path) ------------------------------------------- */
 
-static __always_inline int on_recv_enter(__u32 fd, __u64 buf)
+static __always_inline int on_recv_enter(__u64 sock, __u64 buf)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct sock_key sk = { .pid = id >> 32, .fd = fd };
-	struct recv_args a = { .buf = buf, .fd = fd };
+	struct sock_key sk = { .pid = id >> 32, .sock = sock };
+	struct recv_args a = { .buf = buf, .sock = sock };
 
 	if (!bpf_map_lookup_elem(&hello_sent, &sk))
 		return 0;
@@ -423,14 +425,14 @@ static __always_inline int on_recv_exit(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct recv_args *a = bpf_map_lookup_elem(&pending_recv, &id);
-	struct sock_key sk;
+	struct sock_key sk = {};
 	struct conn_info *ci, c;
 	__u8 hdr[6];
 
 	if (!a)
 		return 0;
 	sk.pid = id >> 32;
-	sk.fd = a->fd;
+	sk.sock = a->sock;
 	if (ret < 6 || bpf_probe_read_user(hdr, sizeof(hdr), (void *)a->buf) != 0) {
 		bpf_map_delete_elem(&pending_recv, &id);
 		return 0;
@@ -470,6 +472,112 @@ SEC("tracepoint/syscalls/sys_exit_recvfrom")
 int static_recvfrom_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_recv_exit(ctx->ret);
+}
+
+/* ---- the spec's hooks: tcp_sendmsg / tcp_recvmsg (fentry + fexit) -------- */
+/*
+ * Where the kernel allows BPF trampolines (src/hooks.rs decides), the
+ * ClientHello and ServerHello are seen in tcp_sendmsg / tcp_recvmsg instead
+ * of the syscall tracepoints: fentry notes where the user's buffer is (the
+ * iterator is consumed by the call), fexit acts once the call succeeded.
+ */
+
+/* The iovec pointer of iov_iter before 6.4 (renamed __iov since). */
+struct iov_iter___old {
+	const struct iovec *iov;
+} __attribute__((preserve_access_index));
+
+/* The user buffer a msghdr's iterator starts at, and its length. */
+static __always_inline __u64 msg_user_buf(struct msghdr *msg, __u64 *len)
+{
+	struct iov_iter *it = &msg->msg_iter;
+	__u8 type = BPF_CORE_READ(it, iter_type);
+	__u64 off = BPF_CORE_READ(it, iov_offset);
+	const struct iovec *iov;
+	struct iovec v = {};
+
+	*len = BPF_CORE_READ(it, count);
+	if (bpf_core_enum_value_exists(enum iter_type, ITER_UBUF) &&
+	    type == bpf_core_enum_value(enum iter_type, ITER_UBUF))
+		return (__u64)BPF_CORE_READ(it, ubuf) + off;
+	if (type != bpf_core_enum_value(enum iter_type, ITER_IOVEC))
+		return 0;
+	if (bpf_core_field_exists(it->__iov))
+		iov = BPF_CORE_READ(it, __iov);
+	else
+		iov = BPF_CORE_READ((struct iov_iter___old *)it, iov);
+	if (bpf_probe_read_kernel(&v, sizeof(v), iov) != 0 || v.iov_len <= off)
+		return 0;
+	if (*len > v.iov_len - off)
+		*len = v.iov_len - off;
+	return (__u64)v.iov_base + off;
+}
+
+struct send_args {
+	__u64 sock;
+	__u64 buf;
+	__u64 len;
+};
+
+/* tcp_sendmsg in flight, by thread (fentry -> fexit). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct send_args);
+} pending_send SEC(".maps");
+
+SEC("fentry/tcp_sendmsg")
+int BPF_PROG(static_tcp_send_entry, struct sock *sk, struct msghdr *msg, size_t size)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32;
+	struct send_args a = { .sock = (__u64)sk };
+
+	if (!bpf_map_lookup_elem(&watched_pids, &pid))
+		return 0;
+	a.buf = msg_user_buf(msg, &a.len);
+	if (!a.buf || a.len < 48)
+		return 0;
+	bpf_map_update_elem(&pending_send, &id, &a, BPF_ANY);
+	return 0;
+}
+
+SEC("fexit/tcp_sendmsg")
+int static_tcp_send_exit(__u64 *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct send_args *p = bpf_map_lookup_elem(&pending_send, &id);
+	struct send_args a;
+	__u64 ret = 0;
+
+	if (!p)
+		return 0;
+	a = *p;
+	bpf_map_delete_elem(&pending_send, &id);
+	bpf_get_func_ret(ctx, &ret);
+	if ((long)ret <= 0)
+		return 0;
+	return on_send(a.sock, a.buf, a.len);
+}
+
+SEC("fentry/tcp_recvmsg")
+int BPF_PROG(static_tcp_recv_entry, struct sock *sk, struct msghdr *msg)
+{
+	__u64 len = 0, buf = msg_user_buf(msg, &len);
+
+	if (!buf)
+		return 0;
+	return on_recv_enter((__u64)sk, buf);
+}
+
+SEC("fexit/tcp_recvmsg")
+int static_tcp_recv_exit(__u64 *ctx)
+{
+	__u64 ret = 0;
+
+	bpf_get_func_ret(ctx, &ret);
+	return on_recv_exit((long)(int)ret);
 }
 
 /* ---- key contexts and plaintext ------------------------------------------ */

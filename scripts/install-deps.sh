@@ -12,6 +12,9 @@ TEST_PKGS=(curl openssl libssl-dev python3 nodejs
 
 # The peers `make bench` compares against.
 BENCH_PKGS=(bpftrace bpfcc-tools)
+# make test-kernels: Debian's 6.1 kernel under qemu (the kernel package itself
+# is downloaded by scripts/kernel-vm.sh with apt-get download).
+VM_PKGS=(qemu-system-x86 busybox-static cpio file)
 # Only needed to regenerate bpf/vmlinux.h (bpftool btf dump file /sys/kernel/btf/vmlinux format c).
 DEV_PKGS=(bpftool)
 
@@ -20,8 +23,9 @@ case "${1:-}" in
     --test) want+=("${TEST_PKGS[@]}") ;;
     --dev) want+=("${TEST_PKGS[@]}" "${DEV_PKGS[@]}") ;;
     --bench) want+=("${TEST_PKGS[@]}" "${BENCH_PKGS[@]}") ;;
+    --vm) want+=("${TEST_PKGS[@]}" "${VM_PKGS[@]}") ;;
     "") ;;
-    *) echo "usage: $0 [--test|--bench|--dev]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--test|--bench|--vm|--dev]" >&2; exit 2 ;;
 esac
 
 missing=()

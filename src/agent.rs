@@ -21,7 +21,7 @@ use crate::bpf::statictls::{StatictlsSkel, StatictlsSkelBuilder};
 use crate::capture::Reassembler;
 use crate::cli::Cli;
 use crate::discover::{self, FileId};
-use crate::hooks;
+use crate::hooks::{self, Plan};
 use crate::inspect::{self, Inspection, Linkage, ProbePoint};
 use crate::output::{Pipeline, Record};
 use crate::pause::{Job, Pauser};
@@ -158,16 +158,27 @@ fn store_patterns(suffixes: &dyn MapCore, prefixes: &dyn MapCore, patterns: &[Pa
     Ok(())
 }
 
-fn load_discover(cli: &Cli) -> Result<DiscoverSkel<'static>> {
+/// Leaves the programs of the paths not taken unloaded (hooks.rs decides).
+fn disable_unused(obj: &mut OpenObject, plan: &Plan) {
+    let unused = plan.unused();
+    for mut p in obj.progs_mut() {
+        if unused.iter().any(|u| p.name() == *u) {
+            p.set_autoload(false);
+        }
+    }
+}
+
+fn load_discover(cli: &Cli, plan: &Plan) -> Result<DiscoverSkel<'static>> {
     let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
     let mut open = DiscoverSkelBuilder::default()
         .open(storage)
         .context("opening BPF object discover")?;
     let ro = open.maps.rodata_data.as_deref_mut().context("discover has no .rodata")?;
     filter_rodata!(ro, cli);
-    let skel = open.load().context(
-        "loading BPF object discover (tracepoints sched_process_exec, sys_enter_mmap, sys_exit_mmap)",
-    )?;
+    disable_unused(open.open_object_mut(), plan);
+    let skel = open
+        .load()
+        .with_context(|| format!("loading BPF object discover (sched_process_exec; mmap via {})", plan.mmap))?;
     fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, cli)?;
     Ok(skel)
 }
@@ -189,11 +200,12 @@ fn load_openssl(cli: &Cli, patterns: &[Pattern]) -> Result<OpensslSkel<'static>>
     Ok(skel)
 }
 
-fn attach_discover(skel: &DiscoverSkel<'_>) -> Result<Vec<Link>> {
+fn attach_discover(skel: &DiscoverSkel<'_>, plan: &Plan) -> Result<Vec<Link>> {
     let mut links = Vec::new();
-    for h in hooks::DISCOVER {
+    for h in plan.discover() {
         let prog = match h.program {
             "discover_exec" => &skel.progs.discover_exec,
+            "discover_mmap_fexit" => &skel.progs.discover_mmap_fexit,
             "discover_mmap_enter" => &skel.progs.discover_mmap_enter,
             "discover_mmap_exit" => &skel.progs.discover_mmap_exit,
             other => bail!("no program {other}"),
@@ -205,7 +217,7 @@ fn attach_discover(skel: &DiscoverSkel<'_>) -> Result<Vec<Link>> {
     Ok(links)
 }
 
-fn load_statictls(cli: &Cli, patterns: &[Pattern]) -> Result<StatictlsSkel<'static>> {
+fn load_statictls(cli: &Cli, patterns: &[Pattern], plan: &Plan) -> Result<StatictlsSkel<'static>> {
     let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
     let mut open = StatictlsSkelBuilder::default()
         .open(storage)
@@ -216,9 +228,13 @@ fn load_statictls(cli: &Cli, patterns: &[Pattern]) -> Result<StatictlsSkel<'stat
         .context("sizing the static-TLS ring buffer")?;
     let ro = open.maps.rodata_data.as_deref_mut().context("statictls has no .rodata")?;
     capture_rodata!(ro, cli, patterns);
-    let skel = open.load().context(
-        "loading BPF object statictls (ClientHello/ServerHello tracepoints, EVP_AEAD_CTX uprobes)",
-    )?;
+    disable_unused(open.open_object_mut(), plan);
+    let skel = open.load().with_context(|| {
+        format!(
+            "loading BPF object statictls (ClientHello via {}, ServerHello via {}, EVP_AEAD_CTX uprobes)",
+            plan.tcp_send, plan.tcp_recv
+        )
+    })?;
     fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, cli)?;
     store_patterns(&skel.maps.sni_suffixes, &skel.maps.sni_prefixes, patterns)?;
     Ok(skel)
@@ -226,11 +242,12 @@ fn load_statictls(cli: &Cli, patterns: &[Pattern]) -> Result<StatictlsSkel<'stat
 
 /// Attaches the tracepoints of the static-TLS path. `process` ones always;
 /// the send/receive ones once a static TLS executable has been found.
-fn attach_static_hooks(skel: &StatictlsSkel<'_>, process: bool) -> Result<Vec<Link>> {
+fn attach_static_hooks(skel: &StatictlsSkel<'_>, process: bool, plan: &Plan) -> Result<Vec<Link>> {
     let p = &skel.progs;
     let mut links = Vec::new();
-    for h in hooks::STATIC_TLS.iter().filter(|h| h.process == process) {
-        let prog = match h.hook.program {
+    let hooks = if process { hooks::STATIC_PROCESS.to_vec() } else { plan.static_io() };
+    for h in hooks {
+        let prog = match h.program {
             "static_exec" => &p.static_exec,
             "static_fork" => &p.static_fork,
             "static_exit" => &p.static_exit,
@@ -242,11 +259,14 @@ fn attach_static_hooks(skel: &StatictlsSkel<'_>, process: bool) -> Result<Vec<Li
             "static_read_exit" => &p.static_read_exit,
             "static_recvfrom_enter" => &p.static_recvfrom_enter,
             "static_recvfrom_exit" => &p.static_recvfrom_exit,
+            "static_tcp_send_entry" => &p.static_tcp_send_entry,
+            "static_tcp_send_exit" => &p.static_tcp_send_exit,
+            "static_tcp_recv_entry" => &p.static_tcp_recv_entry,
+            "static_tcp_recv_exit" => &p.static_tcp_recv_exit,
             other => bail!("no program {other}"),
         };
-        let hk = h.hook;
         links.push(prog.attach().with_context(|| {
-            format!("cannot attach {} ({} {}) for {}", hk.program, hk.kind, hk.target, hk.spec)
+            format!("cannot attach {} ({} {}) for {}", h.program, h.kind, h.target, h.spec)
         })?);
     }
     Ok(links)
@@ -435,10 +455,12 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     let pipeline = Pipeline::new(&cli.output_options())?;
 
-    let dskel = load_discover(&cli)?;
+    let plan = hooks::plan(cli.tracepoints);
+    log::info!("{}", plan.summary());
+    let dskel = load_discover(&cli, &plan)?;
     let oskel = load_openssl(&cli, &patterns)?;
-    let sskel = load_statictls(&cli, &patterns)?;
-    let static_process_links = attach_static_hooks(&sskel, true)?;
+    let sskel = load_statictls(&cli, &patterns, &plan)?;
+    let static_process_links = attach_static_hooks(&sskel, true, &plan)?;
     let mut static_io_links: Vec<Link> = Vec::new();
     if !patterns.is_empty() {
         let list: Vec<_> = patterns.iter().map(|p| p.to_string()).collect();
@@ -467,7 +489,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let exec_events = MapHandle::try_from(&dskel.maps.exec_events).context("exec_events map")?;
     let mut pauser =
         Pauser::start(exec_events, job_tx.clone(), Duration::from_millis(cli.max_pause_ms))?;
-    let discover_links = attach_discover(&dskel)?;
+    let discover_links = attach_discover(&dskel, &plan)?;
 
     // Processes already running: inspect what they have mapped (no pause).
     let me = std::process::id();
@@ -614,7 +636,7 @@ pub fn run(cli: Cli) -> Result<()> {
                                 watch_static(&sskel, file, pid);
                             }
                             if static_io_links.is_empty() {
-                                match attach_static_hooks(&sskel, false) {
+                                match attach_static_hooks(&sskel, false, &plan) {
                                     Ok(l) => static_io_links = l,
                                     Err(e) => log::warn!("static TLS capture unavailable: {e:#}"),
                                 }

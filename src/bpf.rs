@@ -13,3 +13,7 @@ pub mod openssl {
 pub mod statictls {
     include!(concat!(env!("OUT_DIR"), "/statictls.skel.rs"));
 }
+/// `bpf/probe.bpf.c`: which trampoline hooks the kernel accepts.
+pub mod probe {
+    include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
+}

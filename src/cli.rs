@@ -112,6 +112,11 @@ pub struct Cli {
     #[arg(long)]
     pub explain: bool,
 
+    /// Serve the spec's kernel hooks (mmap, tcp_sendmsg, tcp_recvmsg) with
+    /// syscall tracepoints even where the kernel allows fexit programs.
+    #[arg(long, env = "PLAINSIGHT_TRACEPOINTS")]
+    pub tracepoints: bool,
+
     /// Print the kernel and user-space hooks used, then exit.
     #[arg(long)]
     pub hooks: bool,

@@ -1,31 +1,41 @@
 //! The kernel hooks and which program type serves each: the one place that
 //! decides it.
 //!
-//! The spec hooks the kernel with fexit programs (mmap, tcp_sendmsg,
-//! tcp_recvmsg). Kernels that refuse BPF trampolines (this project's CI
-//! kernel, which also lacks kprobes) get the tracepoint path, which emits the
-//! same events.
+//! The spec hooks the kernel with fexit programs: mmap (executable files),
+//! tcp_sendmsg (the ClientHello) and tcp_recvmsg (the ServerHello). At start
+//! the agent loads, per hook, an empty fexit program on that function
+//! (`bpf/probe.bpf.c`); where it loads, the hook is served by BPF
+//! trampolines, elsewhere by syscall tracepoints (kernels that refuse
+//! trampolines, like this project's CI kernel). Both paths emit the same
+//! events. `--tracepoints` forces the tracepoint path.
 
 use std::fmt;
+use std::mem::MaybeUninit;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
 /// Program types a hook can be served by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookKind {
     Tracepoint,
+    Fentry,
+    Fexit,
 }
 
 impl fmt::Display for HookKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             HookKind::Tracepoint => "tracepoint",
+            HookKind::Fentry => "fentry",
+            HookKind::Fexit => "fexit",
         })
     }
 }
 
-/// One kernel-side hook of the spec.
+/// One BPF program and where it attaches.
 #[derive(Debug, Clone, Copy)]
 pub struct Hook {
-    /// What the spec hooks, in its words.
+    /// What it does, in the spec's words.
     pub spec: &'static str,
     /// The BPF program that serves it.
     pub program: &'static str,
@@ -34,68 +44,204 @@ pub struct Hook {
     pub target: &'static str,
 }
 
-/// Discovery of executable files (spec: fexit on mmap).
-pub const DISCOVER: &[Hook] = &[
-    Hook {
-        spec: "main executable mapped at exec",
-        program: "discover_exec",
-        kind: HookKind::Tracepoint,
-        target: "sched/sched_process_exec",
-    },
-    Hook {
-        spec: "mmap of an executable file (arguments)",
-        program: "discover_mmap_enter",
-        kind: HookKind::Tracepoint,
-        target: "syscalls/sys_enter_mmap",
-    },
-    Hook {
-        spec: "mmap of an executable file (result)",
-        program: "discover_mmap_exit",
-        kind: HookKind::Tracepoint,
-        target: "syscalls/sys_exit_mmap",
-    },
-];
-
-/// A hook of the static-TLS path; `process` ones are attached at start, the
-/// others once a static TLS executable is found.
-#[derive(Debug, Clone, Copy)]
-pub struct StaticHook {
-    pub hook: Hook,
-    pub process: bool,
+const fn tp(spec: &'static str, program: &'static str, target: &'static str) -> Hook {
+    Hook { spec, program, kind: HookKind::Tracepoint, target }
 }
 
-const fn tp(spec: &'static str, program: &'static str, target: &'static str, process: bool) -> StaticHook {
-    StaticHook { hook: Hook { spec, program, kind: HookKind::Tracepoint, target }, process }
+const fn tramp(spec: &'static str, program: &'static str, kind: HookKind, target: &'static str) -> Hook {
+    Hook { spec, program, kind, target }
 }
 
-/// The static-TLS path (spec: fexit on tcp_sendmsg / tcp_recvmsg).
-pub const STATIC_TLS: &[StaticHook] = &[
-    tp("watch executions of static TLS executables", "static_exec", "sched/sched_process_exec", true),
-    tp("watch their children", "static_fork", "sched/sched_process_fork", true),
-    tp("forget exited threads", "static_exit", "sched/sched_process_exit", true),
-    tp("ClientHello on send (write)", "static_write", "syscalls/sys_enter_write", false),
-    tp("ClientHello on send (sendto)", "static_sendto", "syscalls/sys_enter_sendto", false),
-    tp("ClientHello on send (writev)", "static_writev", "syscalls/sys_enter_writev", false),
-    tp("ClientHello on send (sendmsg)", "static_sendmsg", "syscalls/sys_enter_sendmsg", false),
-    tp("ServerHello on receive (read)", "static_read_enter", "syscalls/sys_enter_read", false),
-    tp("ServerHello on receive (read)", "static_read_exit", "syscalls/sys_exit_read", false),
-    tp("ServerHello on receive (recvfrom)", "static_recvfrom_enter", "syscalls/sys_enter_recvfrom", false),
-    tp("ServerHello on receive (recvfrom)", "static_recvfrom_exit", "syscalls/sys_exit_recvfrom", false),
-];
+/// How one spec hook is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// fexit (with an fentry noting the arguments where the call consumes
+    /// them), as the spec says.
+    Trampoline,
+    Tracepoint,
+}
 
-/// Prints the hook table (`--hooks`).
-pub fn describe() -> String {
-    let mut s = String::from("kernel hooks:\n");
-    for h in DISCOVER {
-        s.push_str(&format!("  {:<40} {:<11} {:<22} {}\n", h.spec, h.kind.to_string(), h.program, h.target));
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Path::Trampoline => "fexit",
+            Path::Tracepoint => "tracepoint",
+        })
     }
-    for h in STATIC_TLS {
-        let h = h.hook;
+}
+
+/// A hook of the spec, its two ways, and the function probed to choose.
+pub struct SpecHook {
+    pub name: &'static str,
+    /// The kernel function the fexit path hooks (probed at start).
+    pub function: &'static str,
+    pub trampoline: &'static [Hook],
+    pub tracepoint: &'static [Hook],
+}
+
+/// Executable file mappings (discover.bpf.c).
+pub const MMAP: SpecHook = SpecHook {
+    name: "mmap",
+    function: "vm_mmap_pgoff",
+    trampoline: &[tramp("mmap of an executable file", "discover_mmap_fexit", HookKind::Fexit, "vm_mmap_pgoff")],
+    tracepoint: &[
+        tp("mmap of an executable file (arguments)", "discover_mmap_enter", "syscalls/sys_enter_mmap"),
+        tp("mmap of an executable file (result)", "discover_mmap_exit", "syscalls/sys_exit_mmap"),
+    ],
+};
+
+/// ClientHello on the send path (statictls.bpf.c).
+pub const TCP_SEND: SpecHook = SpecHook {
+    name: "tcp_sendmsg",
+    function: "tcp_sendmsg",
+    trampoline: &[
+        tramp("ClientHello on send (buffer)", "static_tcp_send_entry", HookKind::Fentry, "tcp_sendmsg"),
+        tramp("ClientHello on send", "static_tcp_send_exit", HookKind::Fexit, "tcp_sendmsg"),
+    ],
+    tracepoint: &[
+        tp("ClientHello on send (write)", "static_write", "syscalls/sys_enter_write"),
+        tp("ClientHello on send (sendto)", "static_sendto", "syscalls/sys_enter_sendto"),
+        tp("ClientHello on send (writev)", "static_writev", "syscalls/sys_enter_writev"),
+        tp("ClientHello on send (sendmsg)", "static_sendmsg", "syscalls/sys_enter_sendmsg"),
+    ],
+};
+
+/// ServerHello on the receive path (statictls.bpf.c).
+pub const TCP_RECV: SpecHook = SpecHook {
+    name: "tcp_recvmsg",
+    function: "tcp_recvmsg",
+    trampoline: &[
+        tramp("ServerHello on receive (buffer)", "static_tcp_recv_entry", HookKind::Fentry, "tcp_recvmsg"),
+        tramp("ServerHello on receive", "static_tcp_recv_exit", HookKind::Fexit, "tcp_recvmsg"),
+    ],
+    tracepoint: &[
+        tp("ServerHello on receive (read)", "static_read_enter", "syscalls/sys_enter_read"),
+        tp("ServerHello on receive (read)", "static_read_exit", "syscalls/sys_exit_read"),
+        tp("ServerHello on receive (recvfrom)", "static_recvfrom_enter", "syscalls/sys_enter_recvfrom"),
+        tp("ServerHello on receive (recvfrom)", "static_recvfrom_exit", "syscalls/sys_exit_recvfrom"),
+    ],
+};
+
+/// Hooks with a single way, always attached.
+pub const DISCOVER_EXEC: &[Hook] =
+    &[tp("main executable mapped at exec", "discover_exec", "sched/sched_process_exec")];
+
+/// The static-TLS path's process tracking (attached at start).
+pub const STATIC_PROCESS: &[Hook] = &[
+    tp("watch executions of static TLS executables", "static_exec", "sched/sched_process_exec"),
+    tp("watch their children", "static_fork", "sched/sched_process_fork"),
+    tp("forget exited threads", "static_exit", "sched/sched_process_exit"),
+];
+
+/// The path chosen for each spec hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub mmap: Path,
+    pub tcp_send: Path,
+    pub tcp_recv: Path,
+}
+
+impl Plan {
+    fn pick(h: &SpecHook, p: Path) -> &'static [Hook] {
+        match p {
+            Path::Trampoline => h.trampoline,
+            Path::Tracepoint => h.tracepoint,
+        }
+    }
+
+    /// discover.bpf.c programs to load and attach.
+    pub fn discover(&self) -> Vec<Hook> {
+        DISCOVER_EXEC.iter().chain(Plan::pick(&MMAP, self.mmap)).copied().collect()
+    }
+
+    /// statictls.bpf.c send/receive programs (attached once a static TLS
+    /// executable is found).
+    pub fn static_io(&self) -> Vec<Hook> {
+        Plan::pick(&TCP_SEND, self.tcp_send).iter().chain(Plan::pick(&TCP_RECV, self.tcp_recv)).copied().collect()
+    }
+
+    /// Programs of the path not taken: not loaded at all.
+    pub fn unused(&self) -> Vec<&'static str> {
+        let other = |h: &SpecHook, p: Path| match p {
+            Path::Trampoline => h.tracepoint,
+            Path::Tracepoint => h.trampoline,
+        };
+        [(&MMAP, self.mmap), (&TCP_SEND, self.tcp_send), (&TCP_RECV, self.tcp_recv)]
+            .into_iter()
+            .flat_map(|(h, p)| other(h, p).iter().map(|k| k.program))
+            .collect()
+    }
+
+    /// One line for the start-up log.
+    pub fn summary(&self) -> String {
+        format!(
+            "kernel hooks: {} via {}, {} via {}, {} via {}",
+            MMAP.name, self.mmap, TCP_SEND.name, self.tcp_send, TCP_RECV.name, self.tcp_recv
+        )
+    }
+}
+
+/// Set while probing: libbpf's messages about the expected refusals are
+/// not shown (main's libbpf print callback reads it).
+pub static PROBING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether an empty fexit program on `function` loads in this kernel.
+fn trampoline_loads(function: &str) -> bool {
+    let mut storage = MaybeUninit::uninit();
+    let Ok(mut open) = crate::bpf::probe::ProbeSkelBuilder::default().open(&mut storage) else { return false };
+    let p = &mut open.progs;
+    p.probe_mmap.set_autoload(function == MMAP.function);
+    p.probe_tcp_sendmsg.set_autoload(function == TCP_SEND.function);
+    p.probe_tcp_recvmsg.set_autoload(function == TCP_RECV.function);
+    let loaded = open.load().is_ok();
+    loaded
+}
+
+/// Decides the path of every spec hook (`force_tracepoints`: `--tracepoints`).
+pub fn plan(force_tracepoints: bool) -> Plan {
+    let choose = |h: &SpecHook| {
+        if !force_tracepoints && trampoline_loads(h.function) {
+            Path::Trampoline
+        } else {
+            Path::Tracepoint
+        }
+    };
+    PROBING.store(true, std::sync::atomic::Ordering::Relaxed);
+    let plan = Plan { mmap: choose(&MMAP), tcp_send: choose(&TCP_SEND), tcp_recv: choose(&TCP_RECV) };
+    PROBING.store(false, std::sync::atomic::Ordering::Relaxed);
+    plan
+}
+
+/// Prints the hooks in use (`--hooks`).
+pub fn describe(plan: &Plan) -> String {
+    let mut s = format!("{}\nkernel hooks:\n", plan.summary());
+    for h in plan.discover().iter().chain(STATIC_PROCESS).chain(plan.static_io().iter()) {
         s.push_str(&format!("  {:<40} {:<11} {:<22} {}\n", h.spec, h.kind.to_string(), h.program, h.target));
     }
     s.push_str(
-        "user-space hooks: uprobes/uretprobes on SSL_write, SSL_read, SSL_write_ex, SSL_read_ex, SSL_free, \
-         SSL_ctrl, SSL_set_tlsext_host_name; EVP_AEAD_CTX_init_with_direction, _seal, _seal_scatter, _open, _cleanup\n",
+        "user-space hooks: uprobes on SSL_write, SSL_read, SSL_write_ex, SSL_read_ex, SSL_free, SSL_ctrl, \
+         SSL_set_tlsext_host_name; gnutls_record_send2/recv, gnutls_server_name_set, gnutls_deinit; \
+         EVP_AEAD_CTX_init_with_direction, _seal, _seal_scatter, _open, _cleanup; ring's aead::algorithm; \
+         Go crypto/tls (*Conn).Write/Read/Close/clientHandshake (placement: --explain)\n",
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_path_lists_the_other_as_unused() {
+        let p = Plan { mmap: Path::Trampoline, tcp_send: Path::Tracepoint, tcp_recv: Path::Trampoline };
+        let used: Vec<&str> = p.discover().iter().chain(p.static_io().iter()).map(|h| h.program).collect();
+        assert!(used.contains(&"discover_mmap_fexit") && used.contains(&"static_write"));
+        assert!(used.contains(&"static_tcp_recv_exit") && !used.contains(&"static_read_exit"));
+        let unused = p.unused();
+        assert!(unused.contains(&"discover_mmap_enter") && unused.contains(&"static_tcp_send_exit"));
+        for u in &unused {
+            assert!(!used.contains(u), "{u} both used and unused");
+        }
+        assert_eq!(p.summary(), "kernel hooks: mmap via fexit, tcp_sendmsg via tracepoint, tcp_recvmsg via fexit");
+    }
 }

@@ -27,6 +27,10 @@ fn main() {
         .init();
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, |lvl, msg| {
         let msg = msg.trim_end();
+        if hooks::PROBING.load(std::sync::atomic::Ordering::Relaxed) {
+            log::trace!("libbpf (probing hooks): {msg}");
+            return;
+        }
         match lvl {
             libbpf_rs::PrintLevel::Warn => log::warn!("libbpf: {msg}"),
             libbpf_rs::PrintLevel::Info => log::debug!("libbpf: {msg}"),
@@ -34,7 +38,7 @@ fn main() {
         }
     })));
     if cli.hooks {
-        print!("{}", hooks::describe());
+        print!("{}", hooks::describe(&hooks::plan(cli.tracepoints)));
         return;
     }
     if let Err(e) = cli.apply_config().and_then(|()| agent::run(cli)) {

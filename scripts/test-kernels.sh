@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# make test-kernels: the end-to-end capture tests on a second kernel
+# (Debian's 6.1 under qemu, which allows fexit), once with the spec's fexit
+# hooks and once forced to tracepoints. Not part of `make test` (~10-20 min
+# under software emulation). Needs root and scripts/install-deps.sh --vm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash tests/fixtures/build.sh target/fixtures >/dev/null
+cargo build --locked -q
+# The test binaries, built here (the tree is read-only inside the VM).
+mapfile -t BINS < <(cargo test --locked --no-run --message-format=json -q 2>/dev/null |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
+        print(m["target"]["name"] + " " + m["executable"])
+')
+bin_of() { for b in "${BINS[@]}"; do [[ "${b%% *}" == "$1" ]] && { echo "${b#* }"; return; }; done; echo "no test binary $1" >&2; exit 1; }
+
+# test binary, then test names (exact)
+SUITE=(
+    "hooks the_hook_paths_are_reported_and_as_expected"
+    "capture curl_http1 python3_uses_the_ex_functions statically_linked_openssl_client"
+    "rustls awslc_tls13_aes_gcm ring_tls13_aes_gcm"
+)
+script=""
+for entry in "${SUITE[@]}"; do
+    read -r name tests <<<"$entry"
+    bin="$(bin_of "$name")"
+    script+="echo '=== $name: $tests'; $bin --exact --test-threads=1 $tests || st=1; "
+done
+script="st=0; uname -r; ${script}exit \$st"
+
+t0=$(date +%s)
+status=0
+for mode in fexit tracepoint; do
+    envs=(--env PLAINSIGHT_FIXTURES_PREBUILT=1 --env "PLAINSIGHT_EXPECT_HOOKS=$mode")
+    [[ $mode == tracepoint ]] && envs+=(--env PLAINSIGHT_TRACEPOINTS=1)
+    echo "##### kernel VM, hooks: $mode"
+    m0=$(date +%s)
+    if scripts/kernel-vm.sh "${envs[@]}" sh -c "$script"; then
+        echo "##### $mode: passed in $(( $(date +%s) - m0 )) s"
+    else
+        echo "##### $mode: FAILED after $(( $(date +%s) - m0 )) s"; status=1
+    fi
+done
+echo "test-kernels: $(( $(date +%s) - t0 )) s in all"
+exit $status
