@@ -60,7 +60,12 @@ static __always_inline void fill_header(struct ssl_data_event *e, struct emit_ct
 			return 0;                                                          \
 		}                                                                          \
 		fill_header(e, c, off, n);                                                 \
-		if (bpf_probe_read_user(e->data, n & ((SIZE) - 1 | (SIZE)), (void *)(c->buf + off)) != 0) { \
+		/* Clamp where every verifier sees it (6.1's loses the branch bound). */  \
+		m = n;                                                                     \
+		barrier_var(m);                                                            \
+		if (m > (SIZE))                                                            \
+			m = (SIZE);                                                        \
+		if (bpf_probe_read_user(e->data, m, (void *)(c->buf + off)) != 0) {        \
 			count_stat(STAT_READ_FAILED);                                      \
 			bpf_ringbuf_discard(e, 0);                                         \
 			return 1;                                                          \
@@ -73,7 +78,7 @@ static int emit_chunk(__u32 index, void *data)
 	struct emit_ctx *c = data;
 	struct ssl_data_event *e;
 	__u32 zero = 0;
-	__u64 off, n;
+	__u64 off, n, m;
 
 	if (index >= MAX_CHUNKS)
 		return 1;

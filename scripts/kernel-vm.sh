@@ -95,7 +95,7 @@ set +e
 timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp "$CPUS" -m "$MEM" -nographic -no-reboot \
     -kernel "$KERNEL" -initrd "$INITRD" \
     -append "console=ttyS0 quiet loglevel=3 panic=-1 vmcmd=$b64" \
-    -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on | tee "$log"
+    -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap | tee "$log"
 set -e
 code="$(sed -n 's/.*VM-EXIT-CODE=\([0-9]*\).*/\1/p' "$log" | tail -1)"
 if [[ -z "$code" ]]; then

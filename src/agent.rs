@@ -331,25 +331,42 @@ fn attach_file(
     // multi links are attached and detached without the perf-event path
     // and its global mutex, and their grace periods overlap.
     for (prog, retprobe, offsets, symbol) in groups {
-        let opts = libbpf_rs::UprobeMultiOpts {
-            syms: Vec::new(),
-            offsets: offsets.clone(),
-            ref_ctr_offsets: Vec::new(),
-            cookies: Vec::new(),
-            retprobe,
-            session: false,
-            _non_exhaustive: (),
+        let what = || {
+            format!("{} {symbol} at {offsets:#x?} of {}", if retprobe { "uretprobe" } else { "uprobe" }, path.display())
         };
-        links.push(prog.attach_uprobe_multi_with_opts(-1, path, "", opts).with_context(|| {
-            format!(
-                "{} {symbol} at {offsets:#x?} of {}",
-                if retprobe { "uretprobe" } else { "uprobe" },
-                path.display()
-            )
-        })?);
+        if !NO_UPROBE_MULTI.load(Ordering::Relaxed) {
+            let opts = libbpf_rs::UprobeMultiOpts {
+                syms: Vec::new(),
+                offsets: offsets.clone(),
+                ref_ctr_offsets: Vec::new(),
+                cookies: Vec::new(),
+                retprobe,
+                session: false,
+                _non_exhaustive: (),
+            };
+            match prog.attach_uprobe_multi_with_opts(-1, path, "", opts) {
+                Ok(l) => {
+                    links.push(l);
+                    continue;
+                }
+                // Kernels before 6.6 have no uprobe_multi links.
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::InvalidInput && links.is_empty() => {
+                    log::info!("this kernel has no uprobe_multi links ({e}): using one perf-event uprobe per offset");
+                    NO_UPROBE_MULTI.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context(what())),
+            }
+        }
+        for &off in &offsets {
+            let opts = libbpf_rs::UprobeOpts { retprobe, ..Default::default() };
+            links.push(prog.attach_uprobe_with_opts(-1, path, off, opts).with_context(what)?);
+        }
     }
     Ok(links)
 }
+
+/// Set once the kernel refused a uprobe_multi link (before 6.6).
+static NO_UPROBE_MULTI: AtomicBool = AtomicBool::new(false);
 
 fn inspect_job(job: &Job, limit: u64, inner: bool) -> Outcome {
     let Some(m) = discover::find_mapping(job.pid, job.file) else { return Outcome::Gone };
