@@ -19,11 +19,13 @@ for line in sys.stdin:
 ')
 bin_of() { for b in "${BINS[@]}"; do [[ "${b%% *}" == "$1" ]] && { echo "${b#* }"; return; }; done; echo "no test binary $1" >&2; exit 1; }
 
-# test binary, then test names (exact)
+# test binary, then test names (exact). ring is tested with ChaCha20 here:
+# under qemu's emulated CPU (no AES-NI) ring picks another AES-GCM key
+# layout, which the key identification does not know (see README).
 SUITE=(
     "hooks the_hook_paths_are_reported_and_as_expected"
     "capture curl_http1 python3_uses_the_ex_functions statically_linked_openssl_client"
-    "rustls awslc_tls13_aes_gcm ring_tls13_aes_gcm"
+    "rustls awslc_tls13_aes_gcm ring_tls13_chacha20"
 )
 script=""
 for entry in "${SUITE[@]}"; do

@@ -114,7 +114,7 @@ pub struct Cli {
 
     /// Serve the spec's kernel hooks (mmap, tcp_sendmsg, tcp_recvmsg) with
     /// syscall tracepoints even where the kernel allows fexit programs.
-    #[arg(long, env = "PLAINSIGHT_TRACEPOINTS")]
+    #[arg(long, env = "PLAINSIGHT_TRACEPOINTS", value_parser = clap::builder::BoolishValueParser::new())]
     pub tracepoints: bool,
 
     /// Print the kernel and user-space hooks used, then exit.
