@@ -214,6 +214,7 @@ fn attach_discover(skel: &DiscoverSkel<'_>, plan: &Plan) -> Result<Vec<Link>> {
             format!("cannot attach {} ({} {}) for {}", h.program, h.kind, h.target, h.spec)
         })?);
     }
+    log::info!("kernel programs attached: {}", hooks::list(&plan.discover()));
     Ok(links)
 }
 
@@ -245,8 +246,8 @@ fn load_statictls(cli: &Cli, patterns: &[Pattern], plan: &Plan) -> Result<Static
 fn attach_static_hooks(skel: &StatictlsSkel<'_>, process: bool, plan: &Plan) -> Result<Vec<Link>> {
     let p = &skel.progs;
     let mut links = Vec::new();
-    let hooks = if process { hooks::STATIC_PROCESS.to_vec() } else { plan.static_io() };
-    for h in hooks {
+    let wanted = if process { hooks::STATIC_PROCESS.to_vec() } else { plan.static_io() };
+    for h in &wanted {
         let prog = match h.program {
             "static_exec" => &p.static_exec,
             "static_fork" => &p.static_fork,
@@ -268,6 +269,9 @@ fn attach_static_hooks(skel: &StatictlsSkel<'_>, process: bool, plan: &Plan) -> 
         links.push(prog.attach().with_context(|| {
             format!("cannot attach {} ({} {}) for {}", h.program, h.kind, h.target, h.spec)
         })?);
+    }
+    if !process {
+        log::info!("static TLS executable found: kernel programs attached: {}", hooks::list(&wanted));
     }
     Ok(links)
 }
@@ -364,6 +368,9 @@ fn attach_file(
     }
     Ok(links)
 }
+
+/// Records waiting for the output thread at most.
+const OUTPUT_QUEUE: usize = 32 * 1024;
 
 /// Set once the kernel refused a uprobe_multi link (before 6.6).
 static NO_UPROBE_MULTI: AtomicBool = AtomicBool::new(false);
@@ -488,7 +495,10 @@ pub fn run(cli: Cli) -> Result<()> {
         );
     }
 
-    let (out_tx, out_rx) = crossbeam_channel::unbounded::<Record>();
+    // Bounded: an output slower than the capture loses records (counted and
+    // reported) instead of growing the agent's memory.
+    let (out_tx, out_rx) = crossbeam_channel::bounded::<Record>(OUTPUT_QUEUE);
+    let dropped: Rc<std::cell::Cell<u64>> = Rc::default();
     let out_thread = start_output(out_rx, pipeline);
 
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
@@ -544,19 +554,25 @@ pub fn run(cli: Cli) -> Result<()> {
     let reasm_at_exit = reasm.clone();
     let names: Rc<RefCell<HashMap<(u32, u64), String>>> = Rc::default();
     let conn_names = names.clone();
-    let tx = out_tx.clone();
+    let out = out_tx.clone();
+    let dropped_in = dropped.clone();
+    let send = move |r: Record| {
+        if out.try_send(r).is_err() {
+            dropped_in.set(dropped_in.get() + 1);
+        }
+    };
     let pattern_text: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
     let handler = Rc::new(move |rec: &[u8]| {
         match abi::parse(rec) {
             Ok(Event::Data(c)) => {
                 for mut call in reasm.borrow_mut().push(&c) {
                     call.sni = conn_names.borrow().get(&(call.pid, call.conn)).cloned();
-                    let _ = tx.send(Record::Call(call));
+                    send(Record::Call(call));
                 }
             }
             Ok(Event::Close(c)) => {
                 let sni = conn_names.borrow_mut().remove(&(c.pid, c.conn));
-                let _ = tx.send(Record::Close {
+                send(Record::Close {
                     pid: c.pid,
                     tid: c.tid,
                     comm: c.comm,
@@ -568,7 +584,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(Event::SniConfigured(e)) | Ok(Event::SniSent(e)) => {
                 conn_names.borrow_mut().insert((e.pid, e.conn), e.name.clone());
                 let pattern = (e.rule as usize).checked_sub(1).and_then(|i| pattern_text.get(i)).cloned();
-                let _ = tx.send(Record::Sni {
+                send(Record::Sni {
                     pid: e.pid,
                     tid: e.tid,
                     comm: e.comm,
@@ -602,6 +618,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let mut ready = false;
     let mut last_stats = Instant::now();
     let mut lost_reported = 0u64;
+    let mut dropped_reported = 0u64;
     let mut last_sweep = Instant::now();
     if startup_pending == 0 {
         announce_ready(0);
@@ -713,7 +730,16 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         if last_stats.elapsed() >= Duration::from_secs(1) {
             last_stats = Instant::now();
-            let lost = stat_sum(&oskel.maps.stats, abi::STAT_DATA_LOST);
+            if dropped.get() > dropped_reported {
+                log::warn!(
+                    "dropped {} records: the output cannot keep up ({} in all)",
+                    dropped.get() - dropped_reported,
+                    dropped.get()
+                );
+                dropped_reported = dropped.get();
+            }
+            let lost = stat_sum(&oskel.maps.stats, abi::STAT_DATA_LOST)
+                + stat_sum(&sskel.maps.stats, abi::STAT_DATA_LOST);
             if lost > lost_reported {
                 log::warn!(
                     "lost {} plaintext records: the ring buffer was full ({} in all; see --ring-buffer-mib)",
@@ -734,7 +760,10 @@ pub fn run(cli: Cli) -> Result<()> {
     for call in reasm_at_exit.borrow_mut().flush() {
         let _ = out_tx.send(Record::Call(call));
     }
-    let lost = stat_sum(&oskel.maps.stats, abi::STAT_DATA_LOST);
+    let by_output = dropped.get();
+    let lost = stat_sum(&oskel.maps.stats, abi::STAT_DATA_LOST)
+        + stat_sum(&sskel.maps.stats, abi::STAT_DATA_LOST)
+        + by_output;
     let lost_discover = stat_sum(&dskel.maps.stats, abi::STAT_DISCOVER_LOST);
     let unreadable = stat_sum(&oskel.maps.stats, abi::STAT_READ_FAILED);
     let tracked = oskel.maps.conns.keys().count();
@@ -769,7 +798,8 @@ pub fn run(cli: Cli) -> Result<()> {
         eprintln!("plainsight: pause durations (us): {}", list.join(" "));
     }
     eprintln!(
-        "plainsight: lost records: {lost} plaintext, {lost_discover} file discovery; {unreadable} unreadable buffers"
+        "plainsight: lost records: {lost} plaintext ({by_output} of them dropped by a slow output), \
+         {lost_discover} file discovery; {unreadable} unreadable buffers"
     );
     eprintln!("plainsight: connections tracked in the kernel at exit: {tracked}");
     Ok(())

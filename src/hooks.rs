@@ -212,6 +212,11 @@ pub fn plan(force_tracepoints: bool) -> Plan {
     plan
 }
 
+/// "program (kind target), ..." for the log.
+pub fn list(hooks: &[Hook]) -> String {
+    hooks.iter().map(|h| format!("{} ({} {})", h.program, h.kind, h.target)).collect::<Vec<_>>().join(", ")
+}
+
 /// Prints the hooks in use (`--hooks`).
 pub fn describe(plan: &Plan) -> String {
     let mut s = format!("{}\nkernel hooks:\n", plan.summary());

@@ -7,12 +7,26 @@ mod common;
 
 use common::*;
 
+/// The hook summary, after checking that the attached mmap programs are
+/// the ones it names.
 fn reported(args: &[&str]) -> String {
     let mut agent = Agent::start(args);
     let log = agent.stop();
-    log.lines()
-        .find_map(|l| l.split_once("kernel hooks: ").map(|(_, r)| r.to_string()))
-        .unwrap_or_else(|| panic!("no hook summary in the log:\n{log}"))
+    let line = |prefix: &str| {
+        log.lines()
+            .find_map(|l| l.split_once(prefix).map(|(_, r)| r.to_string()))
+            .unwrap_or_else(|| panic!("no '{prefix}' in the log:\n{log}"))
+    };
+    let summary = line("kernel hooks: ");
+    let attached = line("kernel programs attached: ");
+    if summary.starts_with("mmap via fexit") {
+        assert!(attached.contains("discover_mmap_fexit (fexit vm_mmap_pgoff)"), "{attached}");
+        assert!(!attached.contains("sys_enter_mmap"), "{attached}");
+    } else {
+        assert!(attached.contains("discover_mmap_enter (tracepoint syscalls/sys_enter_mmap)"), "{attached}");
+        assert!(!attached.contains("fexit"), "{attached}");
+    }
+    summary
 }
 
 #[test]

@@ -44,8 +44,11 @@ fn run(bin: &str, tls: &str, cipher: &str) {
     std::fs::write(&f2, &other_req).unwrap();
     let args2 = ["127.0.0.1", port.as_str(), "other.example", f2.to_str().unwrap(), tls, "--cipher", cipher];
     let mut no = Held::new(&fixture(bin), &args2);
+    // The first static TLS process makes the agent attach the syscall
+    // tracepoints while the process is held; parallel tests' agents
+    // contend for the kernel's trace-event mutex, so allow a longer hold.
     let agent = Agent::start(&[
-        "--sni", "*.acme.com", "--pid", &yes.held_pid(), "--pid", &no.held_pid(),
+        "--sni", "*.acme.com", "--pid", &yes.held_pid(), "--pid", &no.held_pid(), "--max-pause-ms", "5000",
     ]);
     yes.go(b"");
     let (ok, out, err) = yes.finish(T);
@@ -56,6 +59,9 @@ fn run(bin: &str, tls: &str, cipher: &str) {
     let (ok2, _, err2) = no.finish(T);
     assert!(ok2, "{err2}");
     let (w, r) = agent.wait_bytes(yes.pid, req.len(), resp.len());
+    if w != req {
+        eprintln!("agent log:\n{}", agent.stderr());
+    }
     assert_eq!(show(&w), show(&req), "{bin} {tls} {cipher}: request");
     assert_eq!(w, req);
     assert_eq!(r.len(), resp.len(), "{bin} {tls} {cipher}: response length");
