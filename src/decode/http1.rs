@@ -228,14 +228,8 @@ impl Parser {
                     return Ok(Some(p.done(Vec::new(), ts)));
                 }
                 Body::Length(n) => {
-                    if self.buf.is_empty() {
-                        return Ok(None);
-                    }
-                    let k = (n.min(self.buf.len() as u64)) as usize;
-                    let d = self.take(k);
-                    let p = self.pending.as_mut().expect("set above");
-                    p.keep(&d);
-                    p.kind = Body::Length(n - k as u64);
+                    let Some(left) = self.body_bytes(n) else { return Ok(None) };
+                    self.pending.as_mut().expect("set above").kind = Body::Length(left);
                 }
                 Body::UntilClose => {
                     let d = self.take(self.buf.len());
@@ -257,14 +251,9 @@ impl Parser {
                     p.kind = Body::Chunked(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) });
                 }
                 Body::Chunked(Chunk::Data(n)) => {
-                    if self.buf.is_empty() {
-                        return Ok(None);
-                    }
-                    let k = (n.min(self.buf.len() as u64)) as usize;
-                    let d = self.take(k);
-                    let p = self.pending.as_mut().expect("set above");
-                    p.keep(&d);
-                    p.kind = Body::Chunked(if n == k as u64 { Chunk::DataEnd } else { Chunk::Data(n - k as u64) });
+                    let Some(left) = self.body_bytes(n) else { return Ok(None) };
+                    self.pending.as_mut().expect("set above").kind =
+                        Body::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
                 }
                 Body::Chunked(Chunk::DataEnd) => {
                     if self.buf.len() < 2 {
@@ -305,6 +294,18 @@ impl Parser {
                 }
             }
         }
+    }
+
+    /// Consumes up to `n` body bytes that are there; None if none are.
+    /// Returns how many of the `n` are still to come.
+    fn body_bytes(&mut self, n: u64) -> Option<u64> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let k = n.min(self.buf.len() as u64) as usize;
+        let d = self.take(k);
+        self.pending.as_mut().expect("a message in progress").keep(&d);
+        Some(n - k as u64)
     }
 
     /// The head as sent, with redacted values replaced.

@@ -683,15 +683,7 @@ impl Http2Conn {
             authority,
             status: None,
             grpc: f.content_type.as_deref().is_some_and(|v| v.starts_with(b"application/grpc")),
-            request: Some(HttpMessage {
-                ts_first_ns: f.ts_first,
-                ts_last_ns: f.ts_last,
-                headers: f.regular,
-                body: Vec::new(),
-                body_len: 0,
-                trailers: Vec::new(),
-                complete: end_stream,
-            }),
+            request: Some(HttpMessage::begin(f.ts_first, f.ts_last, f.regular, end_stream)),
             response: None,
         };
         self.streams.insert(id, stream);
@@ -733,15 +725,7 @@ impl Http2Conn {
                     return; // informational: the final response follows
                 }
                 stream.status = status;
-                stream.response = Some(HttpMessage {
-                    ts_first_ns: f.ts_first,
-                    ts_last_ns: f.ts_last,
-                    headers: f.regular,
-                    body: Vec::new(),
-                    body_len: 0,
-                    trailers: Vec::new(),
-                    complete: end_stream,
-                });
+                stream.response = Some(HttpMessage::begin(f.ts_first, f.ts_last, f.regular, end_stream));
             }
             Some(resp) if !resp.complete => {
                 resp.trailers.extend(f.regular);

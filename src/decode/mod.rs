@@ -80,6 +80,11 @@ pub struct HttpMessage {
 }
 
 impl HttpMessage {
+    /// A message whose head (and body so far: none) was seen.
+    pub fn begin(ts_first_ns: u64, ts_last_ns: u64, headers: Headers, complete: bool) -> HttpMessage {
+        HttpMessage { ts_first_ns, ts_last_ns, headers, complete, ..Default::default() }
+    }
+
     #[cfg(test)]
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())

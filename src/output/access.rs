@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use base64::Engine;
 use serde::Serialize;
 
-use super::{json_line, write_data, Clock, Format};
+use super::{json_line, write_data, Clock, Format, JsonHead};
 use crate::decode::conn::Item;
 use crate::decode::{Exchange, Headers, HttpMessage};
 
@@ -58,13 +58,8 @@ struct JsonGrpc<'a> {
 
 #[derive(Serialize)]
 struct JsonExchange<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    time: String,
-    ts_ns: u64,
-    pid: u32,
-    comm: &'a str,
-    conn: String,
+    #[serde(flatten)]
+    head: JsonHead<'a>,
     sni: Option<&'a str>,
     protocol: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,13 +77,8 @@ struct JsonExchange<'a> {
 
 #[derive(Serialize)]
 struct JsonRaw<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    time: String,
-    ts_ns: u64,
-    pid: u32,
-    comm: &'a str,
-    conn: String,
+    #[serde(flatten)]
+    head: JsonHead<'a>,
     sni: Option<&'a str>,
     direction: &'static str,
     len: usize,
@@ -98,13 +88,8 @@ struct JsonRaw<'a> {
 
 #[derive(Serialize)]
 struct JsonNotice<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    time: String,
-    ts_ns: u64,
-    pid: u32,
-    comm: &'a str,
-    conn: String,
+    #[serde(flatten)]
+    head: JsonHead<'a>,
     sni: Option<&'a str>,
     text: &'a str,
 }
@@ -158,12 +143,7 @@ impl AccessWriter {
             (Format::Json, Item::Exchange(e)) => {
                 let ts = e.request.as_ref().or(e.response.as_ref()).map(|m| m.ts_first_ns).unwrap_or(0);
                 let j = JsonExchange {
-                    kind: "http",
-                    time: self.time(ts),
-                    ts_ns: ts,
-                    pid: meta.pid,
-                    comm: &meta.comm,
-                    conn: format!("{:#x}", meta.conn),
+                    head: JsonHead::new("http", &self.clock, ts, meta.pid, None, &meta.comm, meta.conn),
                     sni: meta.sni.as_deref(),
                     protocol: e.protocol.as_str(),
                     stream_id: e.stream_id,
@@ -188,12 +168,7 @@ impl AccessWriter {
             (Format::Json, Item::Raw { outgoing, ts_ns, data }) => {
                 let (encoding, text) = encode(data);
                 let j = JsonRaw {
-                    kind: "raw",
-                    time: self.time(*ts_ns),
-                    ts_ns: *ts_ns,
-                    pid: meta.pid,
-                    comm: &meta.comm,
-                    conn: format!("{:#x}", meta.conn),
+                    head: JsonHead::new("raw", &self.clock, *ts_ns, meta.pid, None, &meta.comm, meta.conn),
                     sni: meta.sni.as_deref(),
                     direction: if *outgoing { "write" } else { "read" },
                     len: data.len(),
@@ -204,12 +179,7 @@ impl AccessWriter {
             }
             (Format::Json, Item::Notice { ts_ns, text }) => {
                 let j = JsonNotice {
-                    kind: "notice",
-                    time: self.time(*ts_ns),
-                    ts_ns: *ts_ns,
-                    pid: meta.pid,
-                    comm: &meta.comm,
-                    conn: format!("{:#x}", meta.conn),
+                    head: JsonHead::new("notice", &self.clock, *ts_ns, meta.pid, None, &meta.comm, meta.conn),
                     sni: meta.sni.as_deref(),
                     text,
                 };
@@ -299,7 +269,7 @@ impl AccessWriter {
             writeln!(self.out, "{indent}{line}")?;
         }
         if shown.len() < data.len() {
-            writeln!(self.out, "{indent}[... {} more bytes; -vv shows all]", data.len() - shown.len())?;
+            writeln!(self.out, "{indent}[... {} more bytes not shown]", data.len() - shown.len())?;
         }
         Ok(())
     }

@@ -89,17 +89,39 @@ pub struct Writer {
     clock: Clock,
 }
 
+/// The fields every JSON record starts with.
+#[derive(Serialize)]
+pub struct JsonHead<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub time: String,
+    pub ts_ns: u64,
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
+    pub comm: &'a str,
+    pub conn: String,
+}
+
+impl<'a> JsonHead<'a> {
+    pub fn new(kind: &'static str, clock: &Clock, ts_ns: u64, pid: u32, tid: Option<u32>, comm: &'a str, conn: u64) -> Self {
+        JsonHead {
+            kind,
+            time: humantime::format_rfc3339_micros(clock.wall(ts_ns)).to_string(),
+            ts_ns,
+            pid,
+            tid,
+            comm,
+            conn: format!("{conn:#x}"),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct JsonCall<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    time: String,
-    ts_ns: u64,
-    pid: u32,
-    tid: u32,
-    comm: &'a str,
+    #[serde(flatten)]
+    head: JsonHead<'a>,
     direction: &'static str,
-    conn: String,
     sni: Option<&'a str>,
     len: u32,
     captured: usize,
@@ -111,27 +133,15 @@ struct JsonCall<'a> {
 
 #[derive(Serialize)]
 struct JsonClose<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    time: String,
-    ts_ns: u64,
-    pid: u32,
-    tid: u32,
-    comm: &'a str,
-    conn: String,
+    #[serde(flatten)]
+    head: JsonHead<'a>,
     sni: Option<&'a str>,
 }
 
 #[derive(Serialize)]
 struct JsonSni<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    time: String,
-    ts_ns: u64,
-    pid: u32,
-    tid: u32,
-    comm: &'a str,
-    conn: String,
+    #[serde(flatten)]
+    head: JsonHead<'a>,
     sni: &'a str,
     pattern: Option<&'a str>,
 }
@@ -153,14 +163,8 @@ impl Writer {
                     Err(_) => ("base64", base64::engine::general_purpose::STANDARD.encode(&c.data)),
                 };
                 let j = JsonCall {
-                    kind: "data",
-                    time: self.time(c.ts_ns),
-                    ts_ns: c.ts_ns,
-                    pid: c.pid,
-                    tid: c.tid,
-                    comm: &c.comm,
+                    head: JsonHead::new("data", &self.clock, c.ts_ns, c.pid, Some(c.tid), &c.comm, c.conn),
                     direction: c.direction.as_str(),
-                    conn: format!("{:#x}", c.conn),
                     sni: c.sni.as_deref(),
                     len: c.len,
                     captured: c.data.len(),
@@ -173,26 +177,14 @@ impl Writer {
             }
             (Format::Json, Record::Close { pid, tid, comm, conn, ts_ns, sni }) => {
                 let j = JsonClose {
-                    kind: "close",
-                    time: self.time(*ts_ns),
-                    ts_ns: *ts_ns,
-                    pid: *pid,
-                    tid: *tid,
-                    comm,
-                    conn: format!("{conn:#x}"),
+                    head: JsonHead::new("close", &self.clock, *ts_ns, *pid, Some(*tid), comm, *conn),
                     sni: sni.as_deref(),
                 };
                 json_line(&mut self.out, &j)
             }
             (Format::Json, Record::Sni { pid, tid, comm, conn, ts_ns, name, pattern }) => {
                 let j = JsonSni {
-                    kind: "sni",
-                    time: self.time(*ts_ns),
-                    ts_ns: *ts_ns,
-                    pid: *pid,
-                    tid: *tid,
-                    comm,
-                    conn: format!("{conn:#x}"),
+                    head: JsonHead::new("sni", &self.clock, *ts_ns, *pid, Some(*tid), comm, *conn),
                     sni: name,
                     pattern: pattern.as_deref(),
                 };
