@@ -39,20 +39,21 @@ fn exchanges(agent: &Agent, pid: u32, n: usize) -> Vec<Value> {
     }
 }
 
-fn header<'a>(msg: &'a Value, name: &str) -> Option<&'a str> {
-    msg["headers"]
+/// A field of a message's `headers` or `trailers` list.
+fn field<'a>(msg: &'a Value, list: &str, name: &str) -> Option<&'a str> {
+    msg[list]
         .as_array()?
         .iter()
         .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
         .and_then(|h| h[1].as_str())
 }
 
+fn header<'a>(msg: &'a Value, name: &str) -> Option<&'a str> {
+    field(msg, "headers", name)
+}
+
 fn trailer<'a>(msg: &'a Value, name: &str) -> Option<&'a str> {
-    msg["trailers"]
-        .as_array()?
-        .iter()
-        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-        .and_then(|h| h[1].as_str())
+    field(msg, "trailers", name)
 }
 
 fn run(mut h: Held) -> Vec<u8> {

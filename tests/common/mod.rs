@@ -69,21 +69,10 @@ impl Server {
     }
     pub fn start_with(extra: &[&str]) -> Server {
         let d = fixtures();
-        let mut child = Command::new("python3")
-            .arg(script("tls_server.py"))
-            .arg("--cert")
-            .arg(d.join("cert.pem"))
-            .arg("--key")
-            .arg(d.join("key.pem"))
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting tls_server.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("PORT ").expect("PORT line").parse().unwrap();
-        Server { port, _child: Guard(child) }
+        let mut cmd = Command::new("python3");
+        cmd.arg(script("tls_server.py")).arg("--cert").arg(d.join("cert.pem")).arg("--key").arg(d.join("key.pem"));
+        let (port, child) = start_server(cmd.args(extra));
+        Server { port, _child: child }
     }
 }
 
@@ -96,21 +85,20 @@ pub struct GoServer {
 impl GoServer {
     pub fn start(extra: &[&str]) -> GoServer {
         let d = fixtures();
-        let mut child = Command::new(fixture("go_server"))
-            .arg("-cert")
-            .arg(d.join("cert.pem"))
-            .arg("-key")
-            .arg(d.join("key.pem"))
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting go_server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().strip_prefix("PORT ").expect("PORT line").parse().unwrap();
-        GoServer { port, _child: Guard(child) }
+        let mut cmd = Command::new(fixture("go_server"));
+        cmd.arg("-cert").arg(d.join("cert.pem")).arg("-key").arg(d.join("key.pem"));
+        let (port, child) = start_server(cmd.args(extra));
+        GoServer { port, _child: child }
     }
+}
+
+/// Starts a test server that prints "PORT n" first; its port and guard.
+fn start_server(cmd: &mut Command) -> (u16, Guard) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("starting a test server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().strip_prefix("PORT ").expect("PORT line").parse().unwrap();
+    (port, Guard(child))
 }
 
 /// The exact response of tls_server.py (see its header comment).
