@@ -90,7 +90,7 @@ static __always_inline int report_file(struct file *file, __u32 source)
 	e->ino = key.ino;
 	e->ts_ns = bpf_ktime_get_ns();
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP); /* the pause thread acts at once */
 	return 0;
 }
 

@@ -290,6 +290,7 @@ impl State {
             }
         }
         if tracees.is_empty() {
+            log::debug!("cannot pause pid {pid}: no thread could be stopped (gone?)");
             if let Ok(mut s) = self.stats.lock() {
                 s.not_paused += 1;
             }

@@ -59,7 +59,7 @@ const MAX_HEADERS: usize = 128;
 /// A head larger than this is not HTTP (or is hostile).
 const MAX_HEAD: usize = 64 * 1024;
 /// Body bytes kept per message; the rest is counted, not kept.
-pub const MAX_BODY_KEEP: usize = 8 << 20;
+pub const MAX_BODY_KEEP: usize = 1 << 20;
 
 #[derive(Debug)]
 enum Body {
