@@ -279,3 +279,38 @@ fn console_access_log() {
     assert!(text.contains("  < Content-Type: text/plain\n"), "{text}");
     assert!(text.contains("    ok GET /two 0\n"), "{text}");
 }
+
+/// A stream that is not HTTP stays raw: the exact bytes, per call.
+#[test]
+fn non_http_stays_raw() {
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = b"\x16\xfe\x00binary, not HTTP\r\n\r\n".to_vec();
+    let f = request_file(dir.path(), &bytes);
+    let port = srv.port.to_string();
+    let c = Held::new(&fixture("tls_client_openssl"), &["127.0.0.1", &port, "api.acme.com", f.to_str().unwrap()]);
+    let mut agent = Agent::start_decoded("json", &["--pid", &c.pid.to_string()]);
+    let pid = c.pid;
+    let mut c = c;
+    c.go(b"");
+    // The test server does not answer garbage; the write is what counts.
+    c.finish(Duration::from_secs(3));
+    let until = Instant::now() + Duration::from_secs(15);
+    let raw = loop {
+        let got: Vec<Value> = agent
+            .records()
+            .into_iter()
+            .filter(|r| r["type"] == "raw" && r["pid"] == pid && r["direction"] == "write")
+            .collect();
+        if !got.is_empty() || Instant::now() > until {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    agent.stop();
+    assert_eq!(raw.len(), 1, "{raw:#?}");
+    assert_eq!(raw[0]["encoding"], "base64");
+    assert_eq!(record_bytes(&raw[0]), bytes);
+    assert_eq!(raw[0]["sni"], "api.acme.com");
+    assert!(agent.records().iter().all(|r| r["type"] != "http"));
+}
