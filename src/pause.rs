@@ -199,6 +199,14 @@ fn pause_thread(
                 continue;
             }
             let paused = st.hold(ev.pid);
+            if !paused {
+                log::debug!(
+                    "pid {} ({}) not paused, {} us after its file was mapped",
+                    ev.pid,
+                    ev.comm,
+                    crate::output::mono_now().saturating_sub(ev.ts_ns) / 1000
+                );
+            }
             let _ = jobs.send(Job {
                 pid: ev.pid,
                 file: FileId { dev: ev.dev, ino: ev.ino },
