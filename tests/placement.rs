@@ -68,6 +68,8 @@ fn inner_points_and_the_uretprobe_fallback_capture_the_same_bytes() {
         .find(|l| l.contains("libssl.so.3: SSL_read_ex: "))
         .unwrap_or_else(|| panic!("no SSL_read_ex line:\n{log}"));
     assert!(l.contains("return: uretprobe (the return register is written at +0xd"), "{l}");
+    // Its entry program shares the uretprobe's hit at the entry.
+    assert!(l.contains("SSL_read_ex: entry, shared with the uretprobe"), "{l}");
 }
 
 #[test]

@@ -414,12 +414,22 @@ pub fn place_targets(map: &[u8], syms: &ElfSymbols, targets: &mut [Target]) {
         else {
             continue;
         };
-        let entry = place::choose_entry(code, t.offset, place::arg_use(t.point), &noreturn);
+        let mut entry = place::choose_entry(code, t.offset, place::arg_use(t.point), &noreturn);
         let returns = if t.point.has_return() {
             place::choose_returns(code, t.offset, &noreturn)
         } else {
             Err("no return program".into())
         };
+        if t.point.has_return() && returns.is_err() && entry.offset != t.offset {
+            // The uretprobe hits the entry anyway: one trap there serves both.
+            entry = place::EntryChoice {
+                offset: t.offset,
+                why: format!(
+                    "entry, shared with the uretprobe's hit there (+{:#x} inside would be a second hit)",
+                    entry.offset - t.offset
+                ),
+            };
+        }
         t.place = Some(Placement { entry, returns });
     }
 }
@@ -491,6 +501,22 @@ mod tests {
             .filter(|p| *p != ProbePoint::SslSetHostName)
             .collect();
         assert_eq!(pts, want);
+    }
+
+    /// Placement on the real libssl: inside SSL_write, shared entry for
+    /// SSL_write_ex whose return stays a uretprobe.
+    #[test]
+    fn debian_libssl_placement() {
+        let i = inspect_file(Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3"), 1 << 30, true).unwrap();
+        let t = |p: ProbePoint| i.targets.iter().find(|t| t.point == p).unwrap();
+        let w = t(ProbePoint::SslWrite);
+        assert_eq!(w.entry_offset(), w.offset + 0x16);
+        assert_eq!(w.return_points(), Some(&[w.offset + 0x38][..]));
+        let x = t(ProbePoint::SslWriteEx);
+        assert_eq!(x.entry_offset(), x.offset);
+        assert_eq!(x.return_points(), None);
+        let off = inspect_file(Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3"), 1 << 30, false).unwrap();
+        assert!(off.targets.iter().all(|t| t.place.is_none() && t.entry_offset() == t.offset));
     }
 
     #[test]
