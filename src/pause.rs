@@ -269,28 +269,19 @@ impl State {
             .remove(&pid)
             .map(|h| h.tracees)
             .unwrap_or_default();
+        // The main thread first, without waiting for procfs: reading
+        // /proc/PID/task of a process fresh from exec was seen to block for
+        // over 10 ms, long enough for a short program to run to its end.
+        if tracees.is_empty() {
+            self.seize(pid, pid as i32, &mut tracees);
+        }
         // Threads may be created while we seize: go over the list again
         // until no new thread shows up.
         for _round in 0..4 {
             let mut new = 0;
             for tid in list_threads(pid) {
-                if tracees.contains_key(&tid) {
-                    continue;
-                }
-                let p = Pid::from_raw(tid);
-                match ptrace::seize(p, ptrace::Options::empty()) {
-                    Ok(()) => {
-                        if let Err(e) = ptrace::interrupt(p) {
-                            log::debug!("interrupt {tid}: {e}");
-                        }
-                        tracees.insert(tid, Tracee { stopped: false, signal: None });
-                        self.owner.insert(tid, pid);
-                        new += 1;
-                    }
-                    Err(Errno::ESRCH) => {}
-                    Err(e) => {
-                        log::debug!("cannot pause {pid} (thread {tid}): {e}");
-                    }
+                if !tracees.contains_key(&tid) && self.seize(pid, tid, &mut tracees) {
+                    new += 1;
                 }
             }
             if new == 0 {
@@ -309,6 +300,26 @@ impl State {
             Held { tracees, since: Instant::now(), pending: 1, releasing: false, recorded: false },
         );
         true
+    }
+
+    /// Seizes and interrupts one thread of `pid`; false if it is gone.
+    fn seize(&mut self, pid: u32, tid: i32, tracees: &mut HashMap<i32, Tracee>) -> bool {
+        let p = Pid::from_raw(tid);
+        match ptrace::seize(p, ptrace::Options::empty()) {
+            Ok(()) => {
+                if let Err(e) = ptrace::interrupt(p) {
+                    log::debug!("interrupt {tid}: {e}");
+                }
+                tracees.insert(tid, Tracee { stopped: false, signal: None });
+                self.owner.insert(tid, pid);
+                true
+            }
+            Err(Errno::ESRCH) => false,
+            Err(e) => {
+                log::debug!("cannot pause {pid} (thread {tid}): {e}");
+                false
+            }
+        }
     }
 
     fn done(&mut self, pid: u32) {
