@@ -13,13 +13,6 @@ const volatile __u32 max_capture = 4 << 20;
 const volatile __u32 wakeup_flags = 0;
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ssl_data_event);
-} scratch SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 32 * 1024 * 1024);
 } data_events SEC(".maps");
@@ -77,7 +70,6 @@ static int emit_chunk(__u32 index, void *data)
 {
 	struct emit_ctx *c = data;
 	struct ssl_data_event *e;
-	__u32 zero = 0;
 	__u64 off, n, m;
 
 	if (index >= MAX_CHUNKS)

@@ -29,6 +29,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
  * src/abi.rs can check its offsets against the compiler's. */
 struct sni_event abi_sni_event;
 struct ssl_close_event abi_close_event;
+struct ssl_data_event abi_data_event;
 
 struct call_args {
 	__u64 ssl;

@@ -119,14 +119,10 @@ impl AccessWriter {
         AccessWriter { out, format, detail, clock: Clock::new() }
     }
 
-    fn time(&self, ts: u64) -> String {
-        humantime::format_rfc3339_micros(self.clock.wall(ts)).to_string()
-    }
-
     fn json_message<'a>(&self, m: &'a HttpMessage) -> JsonMessage<'a> {
         let (body_encoding, body) = encode(&m.body);
         JsonMessage {
-            time: self.time(m.ts_first_ns),
+            time: self.clock.rfc3339(m.ts_first_ns),
             ts_ns: m.ts_first_ns,
             headers: header_list(&m.headers),
             body_len: m.body_len,
@@ -190,7 +186,7 @@ impl AccessWriter {
                 writeln!(
                     self.out,
                     "{} {}[{}] {} raw {} {}",
-                    self.time(*ts_ns),
+                    self.clock.rfc3339(*ts_ns),
                     meta.comm,
                     meta.pid,
                     meta.sni.as_deref().unwrap_or("-"),
@@ -203,7 +199,7 @@ impl AccessWriter {
             (Format::Text, Item::Notice { ts_ns, text }) => writeln!(
                 self.out,
                 "{} {}[{}] {} note: {}",
-                self.time(*ts_ns),
+                self.clock.rfc3339(*ts_ns),
                 meta.comm,
                 meta.pid,
                 meta.sni.as_deref().unwrap_or("-"),
@@ -217,7 +213,7 @@ impl AccessWriter {
         let dash = || "-".to_string();
         let mut line = format!(
             "{} {}[{}] {} {} {} {} {} {} req={} resp={}",
-            self.time(ts),
+            self.clock.rfc3339(ts),
             meta.comm,
             meta.pid,
             meta.sni.as_deref().or(e.authority.as_deref()).unwrap_or("-"),

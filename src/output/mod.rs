@@ -55,6 +55,11 @@ impl Clock {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i128;
         Clock { offset_ns: wall - mono }
     }
+    /// RFC 3339 wall-clock time, in microseconds, of a BPF timestamp.
+    pub fn rfc3339(&self, mono_ns: u64) -> String {
+        humantime::format_rfc3339_micros(self.wall(mono_ns)).to_string()
+    }
+
     pub fn wall(&self, mono_ns: u64) -> SystemTime {
         let ns = (mono_ns as i128 + self.offset_ns).max(0) as u64;
         UNIX_EPOCH + Duration::from_nanos(ns)
@@ -107,7 +112,7 @@ impl<'a> JsonHead<'a> {
     pub fn new(kind: &'static str, clock: &Clock, ts_ns: u64, pid: u32, tid: Option<u32>, comm: &'a str, conn: u64) -> Self {
         JsonHead {
             kind,
-            time: humantime::format_rfc3339_micros(clock.wall(ts_ns)).to_string(),
+            time: clock.rfc3339(ts_ns),
             ts_ns,
             pid,
             tid,
@@ -151,10 +156,6 @@ impl Writer {
         Writer { out, format, clock: Clock::new() }
     }
 
-    fn time(&self, ts: u64) -> String {
-        humantime::format_rfc3339_micros(self.clock.wall(ts)).to_string()
-    }
-
     pub fn write(&mut self, r: &Record) -> io::Result<()> {
         match (self.format, r) {
             (Format::Json, Record::Call(c)) => {
@@ -193,7 +194,7 @@ impl Writer {
             (Format::Text, Record::Sni { pid, comm, conn, ts_ns, name, pattern, .. }) => writeln!(
                 self.out,
                 "--- {} {}[{}] SNI conn={:#x} sni={}{}",
-                self.time(*ts_ns),
+                self.clock.rfc3339(*ts_ns),
                 comm,
                 pid,
                 conn,
@@ -211,7 +212,7 @@ impl Writer {
                 writeln!(
                     self.out,
                     "--- {} {}[{}/{}] {} conn={:#x}{} len={}{}",
-                    self.time(c.ts_ns),
+                    self.clock.rfc3339(c.ts_ns),
                     c.comm,
                     c.pid,
                     c.tid,
@@ -226,7 +227,7 @@ impl Writer {
             (Format::Text, Record::Close { pid, comm, conn, ts_ns, sni, .. }) => writeln!(
                 self.out,
                 "--- {} {}[{}] CLOSE conn={:#x}{}",
-                self.time(*ts_ns),
+                self.clock.rfc3339(*ts_ns),
                 comm,
                 pid,
                 conn,
