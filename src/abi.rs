@@ -163,7 +163,11 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
                 return Err(AbiError::BadChunk { chunk_len, have });
             }
             Ok(Event::Data(DataChunk {
-                direction: if t == SSL_EVENT_TYPE_WRITE { Direction::Write } else { Direction::Read },
+                direction: if t == SSL_EVENT_TYPE_WRITE {
+                    Direction::Write
+                } else {
+                    Direction::Read
+                },
                 pid: u32_at(b, 4),
                 tid: u32_at(b, 8),
                 flags: u32_at(b, 12),
@@ -203,7 +207,11 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
                 comm: comm_at(b, 32),
                 name: String::from_utf8_lossy(&raw[..end]).into_owned(),
             };
-            Ok(if t == SNI_SENT { Event::SniSent(e) } else { Event::SniConfigured(e) })
+            Ok(if t == SNI_SENT {
+                Event::SniSent(e)
+            } else {
+                Event::SniConfigured(e)
+            })
         }
         t => Err(AbiError::UnknownType(t)),
     }
@@ -228,7 +236,10 @@ mod tests {
         assert_eq!(offset_of!(ot::ssl_data_event, chunk_len), 44);
         assert_eq!(offset_of!(ot::ssl_data_event, comm), 48);
         assert_eq!(offset_of!(ot::ssl_data_event, data), DATA_HEADER_LEN);
-        assert_eq!(size_of::<ot::ssl_data_event>(), DATA_HEADER_LEN + DATA_CHUNK);
+        assert_eq!(
+            size_of::<ot::ssl_data_event>(),
+            DATA_HEADER_LEN + DATA_CHUNK
+        );
         assert_eq!(offset_of!(ot::sni_event, rule), 12);
         assert_eq!(offset_of!(ot::sni_event, conn), 24);
         assert_eq!(offset_of!(ot::sni_event, comm), 32);
@@ -255,7 +266,9 @@ mod tests {
     #[test]
     fn data_chunk_roundtrip() {
         let r = data_record(SSL_EVENT_TYPE_READ, b"HTTP/1.1 200 OK\r\n");
-        let Event::Data(d) = parse(&r).unwrap() else { panic!() };
+        let Event::Data(d) = parse(&r).unwrap() else {
+            panic!()
+        };
         assert_eq!(d.direction, Direction::Read);
         assert_eq!(d.pid, 42);
         assert_eq!(d.conn, 0xdead);
@@ -267,7 +280,10 @@ mod tests {
     fn truncated_records_are_errors() {
         let r = data_record(SSL_EVENT_TYPE_WRITE, b"abc");
         assert_eq!(parse(&r[..10]), Err(AbiError::Short(10)));
-        assert!(matches!(parse(&r[..r.len() - 1]), Err(AbiError::BadChunk { .. })));
+        assert!(matches!(
+            parse(&r[..r.len() - 1]),
+            Err(AbiError::BadChunk { .. })
+        ));
         assert_eq!(parse(&[9, 0, 0, 0]), Err(AbiError::UnknownType(9)));
         assert_eq!(parse(&[1]), Err(AbiError::Short(1)));
     }

@@ -2,9 +2,9 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +43,11 @@ type Inflight = Arc<std::sync::Mutex<std::collections::HashSet<FileId>>>;
 enum Outcome {
     /// Another job inspects this file: wait for it.
     Duplicate,
-    Tls { path: PathBuf, shown: String, insp: Inspection },
+    Tls {
+        path: PathBuf,
+        shown: String,
+        insp: Inspection,
+    },
     NotTls,
     /// The mapping is gone (process exited): let BPF report the file again.
     Gone,
@@ -86,7 +90,13 @@ fn ensure_tracefs() -> Result<()> {
     let target = std::ffi::CString::new("/sys/kernel/tracing").expect("no NUL");
     // SAFETY: valid NUL-terminated strings; no data argument.
     let r = unsafe {
-        libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if r != 0 {
         bail!(
@@ -109,10 +119,14 @@ fn comm_key(name: &str) -> [u8; 16] {
 
 fn fill_filters(pids_map: &dyn MapCore, comms_map: &dyn MapCore, cli: &Cli) -> Result<()> {
     for pid in &cli.pids {
-        pids_map.update(&pid.to_ne_bytes(), &[1], MapFlags::ANY).context("filling target_pids")?;
+        pids_map
+            .update(&pid.to_ne_bytes(), &[1], MapFlags::ANY)
+            .context("filling target_pids")?;
     }
     for c in &cli.comms {
-        comms_map.update(&comm_key(c), &[1], MapFlags::ANY).context("filling target_comms")?;
+        comms_map
+            .update(&comm_key(c), &[1], MapFlags::ANY)
+            .context("filling target_comms")?;
     }
     Ok(())
 }
@@ -148,7 +162,11 @@ fn ring_buffer_bytes(cli: &Cli) -> Result<u32> {
 }
 
 /// Stores the server-name patterns in an object's two tries (sni.h).
-fn store_patterns(suffixes: &dyn MapCore, prefixes: &dyn MapCore, patterns: &[Pattern]) -> Result<()> {
+fn store_patterns(
+    suffixes: &dyn MapCore,
+    prefixes: &dyn MapCore,
+    patterns: &[Pattern],
+) -> Result<()> {
     for (i, p) in patterns.iter().enumerate() {
         let (is_prefix, key) = p.trie_key();
         let map = if is_prefix { prefixes } else { suffixes };
@@ -173,12 +191,19 @@ fn load_discover(cli: &Cli, plan: &Plan) -> Result<DiscoverSkel<'static>> {
     let mut open = DiscoverSkelBuilder::default()
         .open(storage)
         .context("opening BPF object discover")?;
-    let ro = open.maps.rodata_data.as_deref_mut().context("discover has no .rodata")?;
+    let ro = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .context("discover has no .rodata")?;
     filter_rodata!(ro, cli);
     disable_unused(open.open_object_mut(), plan);
-    let skel = open
-        .load()
-        .with_context(|| format!("loading BPF object discover (sched_process_exec; mmap via {})", plan.mmap))?;
+    let skel = open.load().with_context(|| {
+        format!(
+            "loading BPF object discover (sched_process_exec; mmap via {})",
+            plan.mmap
+        )
+    })?;
     fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, cli)?;
     Ok(skel)
 }
@@ -192,9 +217,15 @@ fn load_openssl(cli: &Cli, patterns: &[Pattern]) -> Result<OpensslSkel<'static>>
         .data_events
         .set_max_entries(ring_buffer_bytes(cli)?)
         .context("sizing the data ring buffer")?;
-    let ro = open.maps.rodata_data.as_deref_mut().context("openssl has no .rodata")?;
+    let ro = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .context("openssl has no .rodata")?;
     capture_rodata!(ro, cli, patterns);
-    let skel = open.load().context("loading BPF object openssl (uprobes on SSL_*)")?;
+    let skel = open
+        .load()
+        .context("loading BPF object openssl (uprobes on SSL_*)")?;
     fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, cli)?;
     store_patterns(&skel.maps.sni_suffixes, &skel.maps.sni_prefixes, patterns)?;
     Ok(skel)
@@ -211,10 +242,16 @@ fn attach_discover(skel: &DiscoverSkel<'_>, plan: &Plan) -> Result<Vec<Link>> {
             other => bail!("no program {other}"),
         };
         links.push(prog.attach().with_context(|| {
-            format!("cannot attach {} ({} {}) for {}", h.program, h.kind, h.target, h.spec)
+            format!(
+                "cannot attach {} ({} {}) for {}",
+                h.program, h.kind, h.target, h.spec
+            )
         })?);
     }
-    log::info!("kernel programs attached: {}", hooks::list(&plan.discover()));
+    log::info!(
+        "kernel programs attached: {}",
+        hooks::list(&plan.discover())
+    );
     Ok(links)
 }
 
@@ -227,7 +264,11 @@ fn load_statictls(cli: &Cli, patterns: &[Pattern], plan: &Plan) -> Result<Static
         .data_events
         .set_max_entries(ring_buffer_bytes(cli)?)
         .context("sizing the static-TLS ring buffer")?;
-    let ro = open.maps.rodata_data.as_deref_mut().context("statictls has no .rodata")?;
+    let ro = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .context("statictls has no .rodata")?;
     capture_rodata!(ro, cli, patterns);
     disable_unused(open.open_object_mut(), plan);
     let skel = open.load().with_context(|| {
@@ -246,7 +287,11 @@ fn load_statictls(cli: &Cli, patterns: &[Pattern], plan: &Plan) -> Result<Static
 fn attach_static_hooks(skel: &StatictlsSkel<'_>, process: bool, plan: &Plan) -> Result<Vec<Link>> {
     let p = &skel.progs;
     let mut links = Vec::new();
-    let wanted = if process { hooks::STATIC_PROCESS.to_vec() } else { plan.static_io() };
+    let wanted = if process {
+        hooks::STATIC_PROCESS.to_vec()
+    } else {
+        plan.static_io()
+    };
     for h in &wanted {
         let prog = match h.program {
             "static_exec" => &p.static_exec,
@@ -267,11 +312,17 @@ fn attach_static_hooks(skel: &StatictlsSkel<'_>, process: bool, plan: &Plan) -> 
             other => bail!("no program {other}"),
         };
         links.push(prog.attach().with_context(|| {
-            format!("cannot attach {} ({} {}) for {}", h.program, h.kind, h.target, h.spec)
+            format!(
+                "cannot attach {} ({} {}) for {}",
+                h.program, h.kind, h.target, h.spec
+            )
         })?);
     }
     if !process {
-        log::info!("static TLS executable found: kernel programs attached: {}", hooks::list(&wanted));
+        log::info!(
+            "static TLS executable found: kernel programs attached: {}",
+            hooks::list(&wanted)
+        );
     }
     Ok(links)
 }
@@ -317,7 +368,8 @@ fn attach_file(
         };
         // The entry program where `place` put it; the return program at
         // the inner return points when proven, else as a uretprobe.
-        let mut points: Vec<(&libbpf_rs::ProgramMut<'_>, bool, usize)> = vec![(entry, false, t.entry_offset() as usize)];
+        let mut points: Vec<(&libbpf_rs::ProgramMut<'_>, bool, usize)> =
+            vec![(entry, false, t.entry_offset() as usize)];
         if let Some(r) = ret {
             match t.return_points() {
                 Some(v) => points.extend(v.iter().map(|&o| (r, false, o as usize))),
@@ -325,7 +377,10 @@ fn attach_file(
             }
         }
         for (prog, retprobe, off) in points {
-            match groups.iter_mut().find(|g| std::ptr::eq(g.0, prog) && g.1 == retprobe) {
+            match groups
+                .iter_mut()
+                .find(|g| std::ptr::eq(g.0, prog) && g.1 == retprobe)
+            {
                 Some(g) => g.2.push(off),
                 None => groups.push((prog, retprobe, vec![off], t.symbol.clone())),
             }
@@ -336,7 +391,11 @@ fn attach_file(
     // and its global mutex, and their grace periods overlap.
     for (prog, retprobe, offsets, symbol) in groups {
         let what = || {
-            format!("{} {symbol} at {offsets:#x?} of {}", if retprobe { "uretprobe" } else { "uprobe" }, path.display())
+            format!(
+                "{} {symbol} at {offsets:#x?} of {}",
+                if retprobe { "uretprobe" } else { "uprobe" },
+                path.display()
+            )
         };
         if !NO_UPROBE_MULTI.load(Ordering::Relaxed) {
             let opts = libbpf_rs::UprobeMultiOpts {
@@ -362,8 +421,14 @@ fn attach_file(
             }
         }
         for &off in &offsets {
-            let opts = libbpf_rs::UprobeOpts { retprobe, ..Default::default() };
-            links.push(prog.attach_uprobe_with_opts(-1, path, off, opts).with_context(what)?);
+            let opts = libbpf_rs::UprobeOpts {
+                retprobe,
+                ..Default::default()
+            };
+            links.push(
+                prog.attach_uprobe_with_opts(-1, path, off, opts)
+                    .with_context(what)?,
+            );
         }
     }
     Ok(links)
@@ -376,13 +441,23 @@ const OUTPUT_QUEUE: usize = 32 * 1024;
 static NO_UPROBE_MULTI: AtomicBool = AtomicBool::new(false);
 
 fn inspect_job(job: &Job, limit: u64, inner: bool) -> Outcome {
-    let Some(m) = discover::find_mapping(job.pid, job.file) else { return Outcome::Gone };
+    let Some(m) = discover::find_mapping(job.pid, job.file) else {
+        return Outcome::Gone;
+    };
     let path = m.map_files_path(job.pid);
     match inspect::inspect_file(&path, limit, inner) {
-        Ok(insp) if insp.is_tls() => Outcome::Tls { path, shown: m.path, insp },
-        Ok(Inspection { unsupported: Some(why), .. }) => {
-            Outcome::Failed(format!("{} (pid {}) cannot be instrumented: {why}", m.path, job.pid))
-        }
+        Ok(insp) if insp.is_tls() => Outcome::Tls {
+            path,
+            shown: m.path,
+            insp,
+        },
+        Ok(Inspection {
+            unsupported: Some(why),
+            ..
+        }) => Outcome::Failed(format!(
+            "{} (pid {}) cannot be instrumented: {why}",
+            m.path, job.pid
+        )),
         Ok(_) => Outcome::NotTls,
         Err(e) => Outcome::Failed(format!("{} (mapped by pid {}): {e}", m.path, job.pid)),
     }
@@ -398,24 +473,35 @@ fn start_workers(
 ) {
     for i in 0..INSPECT_WORKERS {
         let (jobs, results, inflight) = (jobs.clone(), results.clone(), inflight.clone());
-        let _ = std::thread::Builder::new().name(format!("inspect-{i}")).spawn(move || {
-            for job in jobs {
-                let first = inflight.lock().map(|mut s| s.insert(job.file)).unwrap_or(true);
-                if !first {
-                    if results.send(Inspected { job, outcome: Outcome::Duplicate }).is_err() {
+        let _ = std::thread::Builder::new()
+            .name(format!("inspect-{i}"))
+            .spawn(move || {
+                for job in jobs {
+                    let first = inflight
+                        .lock()
+                        .map(|mut s| s.insert(job.file))
+                        .unwrap_or(true);
+                    if !first {
+                        if results
+                            .send(Inspected {
+                                job,
+                                outcome: Outcome::Duplicate,
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                    if !delay.is_zero() {
+                        std::thread::sleep(delay);
+                    }
+                    let outcome = inspect_job(&job, limit, inner);
+                    if results.send(Inspected { job, outcome }).is_err() {
                         return;
                     }
-                    continue;
                 }
-                if !delay.is_zero() {
-                    std::thread::sleep(delay);
-                }
-                let outcome = inspect_job(&job, limit, inner);
-                if results.send(Inspected { job, outcome }).is_err() {
-                    return;
-                }
-            }
-        });
+            });
     }
 }
 
@@ -461,7 +547,10 @@ fn stat_sum(map: &dyn MapCore, idx: u32) -> u64 {
     match map.lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY) {
         Ok(Some(per_cpu)) => per_cpu
             .iter()
-            .filter_map(|v| v.get(..8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))))
+            .filter_map(|v| {
+                v.get(..8)
+                    .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
+            })
             .sum(),
         _ => 0,
     }
@@ -491,7 +580,11 @@ pub fn run(cli: Cli) -> Result<()> {
         log::info!(
             "capturing connections whose server name matches {}{}",
             list.join(", "),
-            if cli.capture_no_sni { ", and connections without a server name" } else { "" }
+            if cli.capture_no_sni {
+                ", and connections without a server name"
+            } else {
+                ""
+            }
         );
     }
 
@@ -514,8 +607,11 @@ pub fn run(cli: Cli) -> Result<()> {
     );
 
     let exec_events = MapHandle::try_from(&dskel.maps.exec_events).context("exec_events map")?;
-    let mut pauser =
-        Pauser::start(exec_events, job_tx.clone(), Duration::from_millis(cli.max_pause_ms))?;
+    let mut pauser = Pauser::start(
+        exec_events,
+        job_tx.clone(),
+        Duration::from_millis(cli.max_pause_ms),
+    )?;
     let discover_links = attach_discover(&dskel, &plan)?;
 
     // Processes already running: inspect what they have mapped (no pause).
@@ -534,7 +630,12 @@ pub fn run(cli: Cli) -> Result<()> {
             startup_pids.entry(m.file).or_default().push(pid);
             let key = file_key(m.file);
             // Marks the file seen; fails if BPF already reported it.
-            if dskel.maps.seen_files.update(&key, &[FILE_PENDING], MapFlags::NO_EXIST).is_err() {
+            if dskel
+                .maps
+                .seen_files
+                .update(&key, &[FILE_PENDING], MapFlags::NO_EXIST)
+                .is_err()
+            {
                 continue;
             }
             startup_pending += 1;
@@ -582,8 +683,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 });
             }
             Ok(Event::SniConfigured(e)) | Ok(Event::SniSent(e)) => {
-                conn_names.borrow_mut().insert((e.pid, e.conn), e.name.clone());
-                let pattern = (e.rule as usize).checked_sub(1).and_then(|i| pattern_text.get(i)).cloned();
+                conn_names
+                    .borrow_mut()
+                    .insert((e.pid, e.conn), e.name.clone());
+                let pattern = (e.rule as usize)
+                    .checked_sub(1)
+                    .and_then(|i| pattern_text.get(i))
+                    .cloned();
                 send(Record::Sni {
                     pid: e.pid,
                     tid: e.tid,
@@ -678,7 +784,11 @@ pub fn run(cli: Cli) -> Result<()> {
                         }
                     }
                     finished.insert(file);
-                    let _ = dskel.maps.seen_files.update(&file_key(file), &[FILE_DONE], MapFlags::ANY);
+                    let _ =
+                        dskel
+                            .maps
+                            .seen_files
+                            .update(&file_key(file), &[FILE_DONE], MapFlags::ANY);
                     released.extend(waiting.remove(&file).unwrap_or_default());
                 }
             }
@@ -756,7 +866,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let _ = ring.consume_raw();
     drop(ring);
     drop(handler); // holds a sender of the output channel
-    // Calls whose last chunks never came are delivered as they are.
+                   // Calls whose last chunks never came are delivered as they are.
     for call in reasm_at_exit.borrow_mut().flush() {
         let _ = out_tx.send(Record::Call(call));
     }
@@ -784,7 +894,10 @@ pub fn run(cli: Cli) -> Result<()> {
     drop(discover_links);
     drop(static_process_links);
     drop(static_io_links);
-    let st = pauser.stats.lock().map(|s| (s.summary(), s.not_paused, s.timed_out));
+    let st = pauser
+        .stats
+        .lock()
+        .map(|s| (s.summary(), s.not_paused, s.timed_out));
     if let Ok(((n, med, max), not_paused, timed_out)) = st {
         eprintln!(
             "plainsight: {n} pauses (median {} us, max {} us; {not_paused} processes not pausable, \
@@ -810,7 +923,11 @@ pub fn run(cli: Cli) -> Result<()> {
 /// looked up in procfs once per sweep.
 fn sweep_exited(maps: &[&dyn MapCore], names: &Rc<RefCell<HashMap<(u32, u64), String>>>) {
     let mut known: HashMap<u32, bool> = HashMap::new();
-    let mut alive = |pid: u32| *known.entry(pid).or_insert_with(|| Path::new(&format!("/proc/{pid}")).exists());
+    let mut alive = |pid: u32| {
+        *known
+            .entry(pid)
+            .or_insert_with(|| Path::new(&format!("/proc/{pid}")).exists())
+    };
     for map in maps {
         let dead: Vec<Vec<u8>> = map
             .keys()
@@ -840,13 +957,15 @@ fn file_key(f: FileId) -> [u8; 16] {
 /// behind more than one of them.
 fn start_reaper() -> Sender<Vec<Link>> {
     let (tx, rx) = crossbeam_channel::unbounded::<Vec<Link>>();
-    let _ = std::thread::Builder::new().name("detach".into()).spawn(move || {
-        for links in rx {
-            for l in links {
-                drop(l);
+    let _ = std::thread::Builder::new()
+        .name("detach".into())
+        .spawn(move || {
+            for links in rx {
+                for l in links {
+                    drop(l);
+                }
             }
-        }
-    });
+        });
     tx
 }
 
@@ -864,7 +983,8 @@ fn still_named(path: &str, id: FileId) -> bool {
     match std::fs::metadata(path) {
         Ok(m) => {
             let dev = m.dev();
-            FileId::from_major_minor(libc::major(dev) as u64, libc::minor(dev) as u64, m.ino()) == id
+            FileId::from_major_minor(libc::major(dev) as u64, libc::minor(dev) as u64, m.ino())
+                == id
         }
         Err(_) => false,
     }
@@ -887,12 +1007,18 @@ fn stale_files(attached: &HashMap<FileId, Attached>) -> Vec<FileId> {
             mapped.insert(m.file);
         }
     }
-    candidates.into_iter().filter(|f| !mapped.contains(f)).collect()
+    candidates
+        .into_iter()
+        .filter(|f| !mapped.contains(f))
+        .collect()
 }
 
 /// Raises the open-file limit: every uprobe is a file descriptor.
 fn raise_fd_limit() {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: valid pointer to an rlimit.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 && r.rlim_cur < r.rlim_max {
         r.rlim_cur = r.rlim_max;
@@ -903,8 +1029,14 @@ fn raise_fd_limit() {
 
 /// Watches `pid` (and future executions of `file`) on the static-TLS path.
 fn watch_static(st: &StatictlsSkel<'_>, file: FileId, pid: u32) {
-    let _ = st.maps.static_files.update(&file_key(file), &[1], MapFlags::ANY);
-    let _ = st.maps.watched_pids.update(&pid.to_ne_bytes(), &[1], MapFlags::ANY);
+    let _ = st
+        .maps
+        .static_files
+        .update(&file_key(file), &[1], MapFlags::ANY);
+    let _ = st
+        .maps
+        .watched_pids
+        .update(&pid.to_ne_bytes(), &[1], MapFlags::ANY);
 }
 
 fn handle_inspected(
@@ -928,8 +1060,15 @@ fn handle_inspected(
                     let mut i = 0;
                     while i < insp.targets.len() {
                         let sym = &insp.targets[i].symbol;
-                        let n = insp.targets[i..].iter().take_while(|t| &t.symbol == sym).count();
-                        names.push(if n > 1 { format!("{sym} x{n}") } else { sym.clone() });
+                        let n = insp.targets[i..]
+                            .iter()
+                            .take_while(|t| &t.symbol == sym)
+                            .count();
+                        names.push(if n > 1 {
+                            format!("{sym} x{n}")
+                        } else {
+                            sym.clone()
+                        });
                         i += n;
                     }
                     log::info!(
@@ -940,7 +1079,11 @@ fn handle_inspected(
                             Linkage::Exported => "exported",
                             Linkage::Static => "statically linked",
                         },
-                        if job.source == abi::EXEC_SOURCE_EXEC { "executed" } else { "mapped" },
+                        if job.source == abi::EXEC_SOURCE_EXEC {
+                            "executed"
+                        } else {
+                            "mapped"
+                        },
                         job.comm,
                         job.pid,
                         names.join(" ")
@@ -953,7 +1096,13 @@ fn handle_inspected(
                             log::debug!("  probe placement in {shown}: {}", p.explain(t));
                         }
                     }
-                    attached.insert(job.file, Attached { links, path: shown.clone() });
+                    attached.insert(
+                        job.file,
+                        Attached {
+                            links,
+                            path: shown.clone(),
+                        },
+                    );
                 }
                 Err(e) => log::warn!("cannot instrument {shown}: {e:#}"),
             }
@@ -961,7 +1110,11 @@ fn handle_inspected(
         Outcome::NotTls | Outcome::Duplicate => {}
         Outcome::Gone => {
             let _ = dskel.maps.seen_files.delete(&file_key(job.file));
-            log::debug!("pid {} exited before {} could be inspected", job.pid, job.file);
+            log::debug!(
+                "pid {} exited before {} could be inspected",
+                job.pid,
+                job.file
+            );
         }
         Outcome::Failed(e) => log::warn!("cannot inspect {e}"),
     }

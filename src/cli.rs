@@ -168,7 +168,9 @@ pub struct Config {
 impl Cli {
     /// Merges the `--config` file into the options.
     pub fn apply_config(&mut self) -> Result<()> {
-        let Some(path) = &self.config else { return Ok(()) };
+        let Some(path) = &self.config else {
+            return Ok(());
+        };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         let cfg: Config = serde_saphyr::from_str(&text)
@@ -190,8 +192,18 @@ mod tests {
     fn yaml_config_adds_to_the_command_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.yaml");
-        std::fs::write(&p, "sni:\n  - '*.acme.com'\n  - api.*\ncapture_no_sni: true\npids: [12]\n").unwrap();
-        let mut cli = Cli::parse_from(["plainsight", "--sni", "x.org", "--config", p.to_str().unwrap()]);
+        std::fs::write(
+            &p,
+            "sni:\n  - '*.acme.com'\n  - api.*\ncapture_no_sni: true\npids: [12]\n",
+        )
+        .unwrap();
+        let mut cli = Cli::parse_from([
+            "plainsight",
+            "--sni",
+            "x.org",
+            "--config",
+            p.to_str().unwrap(),
+        ]);
         cli.apply_config().unwrap();
         assert_eq!(cli.sni, ["x.org", "*.acme.com", "api.*"]);
         assert!(cli.capture_no_sni);

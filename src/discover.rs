@@ -18,7 +18,10 @@ pub struct FileId {
 
 impl FileId {
     pub fn from_major_minor(major: u64, minor: u64, ino: u64) -> Self {
-        FileId { dev: (major << 20) | (minor & 0xfffff), ino }
+        FileId {
+            dev: (major << 20) | (minor & 0xfffff),
+            ino,
+        }
     }
     pub fn major(&self) -> u64 {
         self.dev >> 20
@@ -48,7 +51,10 @@ impl ExecMapping {
     /// A path that opens this very file from the agent, whatever mount
     /// namespace the process is in and even if the file was deleted.
     pub fn map_files_path(&self, pid: u32) -> PathBuf {
-        PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", self.start, self.end))
+        PathBuf::from(format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            self.start, self.end
+        ))
     }
 }
 
@@ -61,7 +67,10 @@ pub fn parse_maps_line(line: &str) -> Option<ExecMapping> {
     let dev = it.next()?;
     let ino: u64 = it.next()?.parse().ok()?;
     // The path is the rest of the line, spaces included.
-    let path = line.splitn(6, |c: char| c.is_ascii_whitespace()).nth(5).map(|s| s.trim_start())?;
+    let path = line
+        .splitn(6, |c: char| c.is_ascii_whitespace())
+        .nth(5)
+        .map(|s| s.trim_start())?;
     if ino == 0 || perms.as_bytes().get(2) != Some(&b'x') || !path.starts_with('/') {
         return None;
     }
@@ -94,13 +103,18 @@ pub fn find_mapping(pid: u32, file: FileId) -> Option<ExecMapping> {
 
 /// All process ids in procfs.
 pub fn all_pids() -> Vec<u32> {
-    let Ok(rd) = fs::read_dir("/proc") else { return Vec::new() };
-    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// The short name of a process (`/proc/PID/comm`).
 pub fn comm(pid: u32) -> Option<String> {
-    fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_string())
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
 }
 
 #[cfg(test)]
@@ -113,12 +127,22 @@ mod tests {
         let m = parse_maps_line(l).unwrap();
         assert_eq!(m.start, 0x7f2a1c000000);
         assert_eq!(m.end, 0x7f2a1c0a0000);
-        assert_eq!(m.file, FileId { dev: (0xfd << 20) | 1, ino: 1315130 });
+        assert_eq!(
+            m.file,
+            FileId {
+                dev: (0xfd << 20) | 1,
+                ino: 1315130
+            }
+        );
         assert_eq!(m.path, "/usr/lib/x86_64-linux-gnu/libssl.so.3");
-        assert!(parse_maps_line("7f2a1c000000-7f2a1c0a0000 r--p 00000000 fd:01 1315130 /usr/lib/libssl.so.3").is_none());
+        assert!(parse_maps_line(
+            "7f2a1c000000-7f2a1c0a0000 r--p 00000000 fd:01 1315130 /usr/lib/libssl.so.3"
+        )
+        .is_none());
         assert!(parse_maps_line("7ffd0000-7ffd1000 r-xp 00000000 00:00 0 [vdso]").is_none());
         assert!(parse_maps_line("garbage").is_none());
-        let d = parse_maps_line("400000-401000 r-xp 00000000 08:10 77 /tmp/my prog (deleted)").unwrap();
+        let d =
+            parse_maps_line("400000-401000 r-xp 00000000 08:10 77 /tmp/my prog (deleted)").unwrap();
         assert_eq!(d.path, "/tmp/my prog (deleted)");
         assert_eq!(d.file.major(), 8);
         assert_eq!(d.file.minor(), 0x10);
@@ -129,8 +153,14 @@ mod tests {
         let me = std::process::id();
         let exe = fs::canonicalize("/proc/self/exe").unwrap();
         let maps = exec_mappings(me);
-        assert!(maps.iter().any(|m| std::path::Path::new(&m.path) == exe), "{maps:?}");
-        let m = maps.iter().find(|m| std::path::Path::new(&m.path) == exe).unwrap();
+        assert!(
+            maps.iter().any(|m| std::path::Path::new(&m.path) == exe),
+            "{maps:?}"
+        );
+        let m = maps
+            .iter()
+            .find(|m| std::path::Path::new(&m.path) == exe)
+            .unwrap();
         assert!(fs::metadata(m.map_files_path(me)).is_ok());
     }
 }

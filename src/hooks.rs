@@ -45,11 +45,26 @@ pub struct Hook {
 }
 
 const fn tp(spec: &'static str, program: &'static str, target: &'static str) -> Hook {
-    Hook { spec, program, kind: HookKind::Tracepoint, target }
+    Hook {
+        spec,
+        program,
+        kind: HookKind::Tracepoint,
+        target,
+    }
 }
 
-const fn tramp(spec: &'static str, program: &'static str, kind: HookKind, target: &'static str) -> Hook {
-    Hook { spec, program, kind, target }
+const fn tramp(
+    spec: &'static str,
+    program: &'static str,
+    kind: HookKind,
+    target: &'static str,
+) -> Hook {
+    Hook {
+        spec,
+        program,
+        kind,
+        target,
+    }
 }
 
 /// How one spec hook is served.
@@ -83,10 +98,23 @@ pub struct SpecHook {
 pub const MMAP: SpecHook = SpecHook {
     name: "mmap",
     function: "vm_mmap_pgoff",
-    trampoline: &[tramp("mmap of an executable file", "discover_mmap_fexit", HookKind::Fexit, "vm_mmap_pgoff")],
+    trampoline: &[tramp(
+        "mmap of an executable file",
+        "discover_mmap_fexit",
+        HookKind::Fexit,
+        "vm_mmap_pgoff",
+    )],
     tracepoint: &[
-        tp("mmap of an executable file (arguments)", "discover_mmap_enter", "syscalls/sys_enter_mmap"),
-        tp("mmap of an executable file (result)", "discover_mmap_exit", "syscalls/sys_exit_mmap"),
+        tp(
+            "mmap of an executable file (arguments)",
+            "discover_mmap_enter",
+            "syscalls/sys_enter_mmap",
+        ),
+        tp(
+            "mmap of an executable file (result)",
+            "discover_mmap_exit",
+            "syscalls/sys_exit_mmap",
+        ),
     ],
 };
 
@@ -95,14 +123,40 @@ pub const TCP_SEND: SpecHook = SpecHook {
     name: "tcp_sendmsg",
     function: "tcp_sendmsg",
     trampoline: &[
-        tramp("ClientHello on send (buffer)", "static_tcp_send_entry", HookKind::Fentry, "tcp_sendmsg"),
-        tramp("ClientHello on send", "static_tcp_send_exit", HookKind::Fexit, "tcp_sendmsg"),
+        tramp(
+            "ClientHello on send (buffer)",
+            "static_tcp_send_entry",
+            HookKind::Fentry,
+            "tcp_sendmsg",
+        ),
+        tramp(
+            "ClientHello on send",
+            "static_tcp_send_exit",
+            HookKind::Fexit,
+            "tcp_sendmsg",
+        ),
     ],
     tracepoint: &[
-        tp("ClientHello on send (write)", "static_write", "syscalls/sys_enter_write"),
-        tp("ClientHello on send (sendto)", "static_sendto", "syscalls/sys_enter_sendto"),
-        tp("ClientHello on send (writev)", "static_writev", "syscalls/sys_enter_writev"),
-        tp("ClientHello on send (sendmsg)", "static_sendmsg", "syscalls/sys_enter_sendmsg"),
+        tp(
+            "ClientHello on send (write)",
+            "static_write",
+            "syscalls/sys_enter_write",
+        ),
+        tp(
+            "ClientHello on send (sendto)",
+            "static_sendto",
+            "syscalls/sys_enter_sendto",
+        ),
+        tp(
+            "ClientHello on send (writev)",
+            "static_writev",
+            "syscalls/sys_enter_writev",
+        ),
+        tp(
+            "ClientHello on send (sendmsg)",
+            "static_sendmsg",
+            "syscalls/sys_enter_sendmsg",
+        ),
     ],
 };
 
@@ -111,26 +165,67 @@ pub const TCP_RECV: SpecHook = SpecHook {
     name: "tcp_recvmsg",
     function: "tcp_recvmsg",
     trampoline: &[
-        tramp("ServerHello on receive (buffer)", "static_tcp_recv_entry", HookKind::Fentry, "tcp_recvmsg"),
-        tramp("ServerHello on receive", "static_tcp_recv_exit", HookKind::Fexit, "tcp_recvmsg"),
+        tramp(
+            "ServerHello on receive (buffer)",
+            "static_tcp_recv_entry",
+            HookKind::Fentry,
+            "tcp_recvmsg",
+        ),
+        tramp(
+            "ServerHello on receive",
+            "static_tcp_recv_exit",
+            HookKind::Fexit,
+            "tcp_recvmsg",
+        ),
     ],
     tracepoint: &[
-        tp("ServerHello on receive (read)", "static_read_enter", "syscalls/sys_enter_read"),
-        tp("ServerHello on receive (read)", "static_read_exit", "syscalls/sys_exit_read"),
-        tp("ServerHello on receive (recvfrom)", "static_recvfrom_enter", "syscalls/sys_enter_recvfrom"),
-        tp("ServerHello on receive (recvfrom)", "static_recvfrom_exit", "syscalls/sys_exit_recvfrom"),
+        tp(
+            "ServerHello on receive (read)",
+            "static_read_enter",
+            "syscalls/sys_enter_read",
+        ),
+        tp(
+            "ServerHello on receive (read)",
+            "static_read_exit",
+            "syscalls/sys_exit_read",
+        ),
+        tp(
+            "ServerHello on receive (recvfrom)",
+            "static_recvfrom_enter",
+            "syscalls/sys_enter_recvfrom",
+        ),
+        tp(
+            "ServerHello on receive (recvfrom)",
+            "static_recvfrom_exit",
+            "syscalls/sys_exit_recvfrom",
+        ),
     ],
 };
 
 /// Hooks with a single way, always attached.
-pub const DISCOVER_EXEC: &[Hook] =
-    &[tp("main executable mapped at exec", "discover_exec", "sched/sched_process_exec")];
+pub const DISCOVER_EXEC: &[Hook] = &[tp(
+    "main executable mapped at exec",
+    "discover_exec",
+    "sched/sched_process_exec",
+)];
 
 /// The static-TLS path's process tracking (attached at start).
 pub const STATIC_PROCESS: &[Hook] = &[
-    tp("watch executions of static TLS executables", "static_exec", "sched/sched_process_exec"),
-    tp("watch their children", "static_fork", "sched/sched_process_fork"),
-    tp("forget exited threads", "static_exit", "sched/sched_process_exit"),
+    tp(
+        "watch executions of static TLS executables",
+        "static_exec",
+        "sched/sched_process_exec",
+    ),
+    tp(
+        "watch their children",
+        "static_fork",
+        "sched/sched_process_fork",
+    ),
+    tp(
+        "forget exited threads",
+        "static_exit",
+        "sched/sched_process_exit",
+    ),
 ];
 
 /// The path chosen for each spec hook.
@@ -151,13 +246,21 @@ impl Plan {
 
     /// discover.bpf.c programs to load and attach.
     pub fn discover(&self) -> Vec<Hook> {
-        DISCOVER_EXEC.iter().chain(Plan::pick(&MMAP, self.mmap)).copied().collect()
+        DISCOVER_EXEC
+            .iter()
+            .chain(Plan::pick(&MMAP, self.mmap))
+            .copied()
+            .collect()
     }
 
     /// statictls.bpf.c send/receive programs (attached once a static TLS
     /// executable is found).
     pub fn static_io(&self) -> Vec<Hook> {
-        Plan::pick(&TCP_SEND, self.tcp_send).iter().chain(Plan::pick(&TCP_RECV, self.tcp_recv)).copied().collect()
+        Plan::pick(&TCP_SEND, self.tcp_send)
+            .iter()
+            .chain(Plan::pick(&TCP_RECV, self.tcp_recv))
+            .copied()
+            .collect()
     }
 
     /// Programs of the path not taken: not loaded at all.
@@ -166,10 +269,14 @@ impl Plan {
             Path::Trampoline => h.tracepoint,
             Path::Tracepoint => h.trampoline,
         };
-        [(&MMAP, self.mmap), (&TCP_SEND, self.tcp_send), (&TCP_RECV, self.tcp_recv)]
-            .into_iter()
-            .flat_map(|(h, p)| other(h, p).iter().map(|k| k.program))
-            .collect()
+        [
+            (&MMAP, self.mmap),
+            (&TCP_SEND, self.tcp_send),
+            (&TCP_RECV, self.tcp_recv),
+        ]
+        .into_iter()
+        .flat_map(|(h, p)| other(h, p).iter().map(|k| k.program))
+        .collect()
     }
 
     /// One line for the start-up log.
@@ -188,11 +295,15 @@ pub static PROBING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBoo
 /// Whether an empty fexit program on `function` loads in this kernel.
 fn trampoline_loads(function: &str) -> bool {
     let mut storage = MaybeUninit::uninit();
-    let Ok(mut open) = crate::bpf::probe::ProbeSkelBuilder::default().open(&mut storage) else { return false };
+    let Ok(mut open) = crate::bpf::probe::ProbeSkelBuilder::default().open(&mut storage) else {
+        return false;
+    };
     let p = &mut open.progs;
     p.probe_mmap.set_autoload(function == MMAP.function);
-    p.probe_tcp_sendmsg.set_autoload(function == TCP_SEND.function);
-    p.probe_tcp_recvmsg.set_autoload(function == TCP_RECV.function);
+    p.probe_tcp_sendmsg
+        .set_autoload(function == TCP_SEND.function);
+    p.probe_tcp_recvmsg
+        .set_autoload(function == TCP_RECV.function);
     let loaded = open.load().is_ok();
     loaded
 }
@@ -207,21 +318,40 @@ pub fn plan(force_tracepoints: bool) -> Plan {
         }
     };
     PROBING.store(true, std::sync::atomic::Ordering::Relaxed);
-    let plan = Plan { mmap: choose(&MMAP), tcp_send: choose(&TCP_SEND), tcp_recv: choose(&TCP_RECV) };
+    let plan = Plan {
+        mmap: choose(&MMAP),
+        tcp_send: choose(&TCP_SEND),
+        tcp_recv: choose(&TCP_RECV),
+    };
     PROBING.store(false, std::sync::atomic::Ordering::Relaxed);
     plan
 }
 
 /// "program (kind target), ..." for the log.
 pub fn list(hooks: &[Hook]) -> String {
-    hooks.iter().map(|h| format!("{} ({} {})", h.program, h.kind, h.target)).collect::<Vec<_>>().join(", ")
+    hooks
+        .iter()
+        .map(|h| format!("{} ({} {})", h.program, h.kind, h.target))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Prints the hooks in use (`--hooks`).
 pub fn describe(plan: &Plan) -> String {
     let mut s = format!("{}\nkernel hooks:\n", plan.summary());
-    for h in plan.discover().iter().chain(STATIC_PROCESS).chain(plan.static_io().iter()) {
-        s.push_str(&format!("  {:<40} {:<11} {:<22} {}\n", h.spec, h.kind.to_string(), h.program, h.target));
+    for h in plan
+        .discover()
+        .iter()
+        .chain(STATIC_PROCESS)
+        .chain(plan.static_io().iter())
+    {
+        s.push_str(&format!(
+            "  {:<40} {:<11} {:<22} {}\n",
+            h.spec,
+            h.kind.to_string(),
+            h.program,
+            h.target
+        ));
     }
     s.push_str(
         "user-space hooks: uprobes on SSL_write, SSL_read, SSL_write_ex, SSL_read_ex, SSL_free, SSL_ctrl, \
@@ -238,15 +368,29 @@ mod tests {
 
     #[test]
     fn each_path_lists_the_other_as_unused() {
-        let p = Plan { mmap: Path::Trampoline, tcp_send: Path::Tracepoint, tcp_recv: Path::Trampoline };
-        let used: Vec<&str> = p.discover().iter().chain(p.static_io().iter()).map(|h| h.program).collect();
+        let p = Plan {
+            mmap: Path::Trampoline,
+            tcp_send: Path::Tracepoint,
+            tcp_recv: Path::Trampoline,
+        };
+        let used: Vec<&str> = p
+            .discover()
+            .iter()
+            .chain(p.static_io().iter())
+            .map(|h| h.program)
+            .collect();
         assert!(used.contains(&"discover_mmap_fexit") && used.contains(&"static_write"));
         assert!(used.contains(&"static_tcp_recv_exit") && !used.contains(&"static_read_exit"));
         let unused = p.unused();
-        assert!(unused.contains(&"discover_mmap_enter") && unused.contains(&"static_tcp_send_exit"));
+        assert!(
+            unused.contains(&"discover_mmap_enter") && unused.contains(&"static_tcp_send_exit")
+        );
         for u in &unused {
             assert!(!used.contains(u), "{u} both used and unused");
         }
-        assert_eq!(p.summary(), "kernel hooks: mmap via fexit, tcp_sendmsg via tracepoint, tcp_recvmsg via fexit");
+        assert_eq!(
+            p.summary(),
+            "kernel hooks: mmap via fexit, tcp_sendmsg via tracepoint, tcp_recvmsg via fexit"
+        );
     }
 }

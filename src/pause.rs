@@ -62,7 +62,11 @@ impl PauseStats {
     pub fn summary(&self) -> (usize, Duration, Duration) {
         let mut v = self.held.clone();
         v.sort();
-        let med = if v.is_empty() { Duration::ZERO } else { v[v.len() / 2] };
+        let med = if v.is_empty() {
+            Duration::ZERO
+        } else {
+            v[v.len() / 2]
+        };
         (v.len(), med, v.last().copied().unwrap_or_default())
     }
 }
@@ -96,7 +100,12 @@ impl Pauser {
                 }
             })
             .context("spawning the pause thread")?;
-        Ok(Pauser { tx, wake, thread: Some(thread), stats })
+        Ok(Pauser {
+            tx,
+            wake,
+            thread: Some(thread),
+            stats,
+        })
     }
 
     /// Every job of `pid` sent with `paused` must be reported done once.
@@ -181,15 +190,31 @@ fn pause_thread(
     let param = libc::sched_param { sched_priority: 10 };
     // SAFETY: plain syscall on the calling thread with a valid parameter.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
-        log::debug!("pause thread keeps normal priority: {}", std::io::Error::last_os_error());
+        log::debug!(
+            "pause thread keeps normal priority: {}",
+            std::io::Error::last_os_error()
+        );
     }
 
-    let mut st = State { held: HashMap::new(), owner: HashMap::new(), stats, max_pause };
+    let mut st = State {
+        held: HashMap::new(),
+        owner: HashMap::new(),
+        stats,
+        max_pause,
+    };
     loop {
         let timeout_ms = if st.held.is_empty() { 500 } else { 5 };
         let mut fds = [
-            libc::pollfd { fd: ring_fd, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: ring_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: fds is a valid array of two pollfd.
         unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
@@ -209,7 +234,10 @@ fn pause_thread(
             }
             let _ = jobs.send(Job {
                 pid: ev.pid,
-                file: FileId { dev: ev.dev, ino: ev.ino },
+                file: FileId {
+                    dev: ev.dev,
+                    ino: ev.ino,
+                },
                 source: ev.source,
                 comm: ev.comm,
                 paused,
@@ -249,7 +277,9 @@ fn pause_thread(
 
 fn list_threads(pid: u32) -> Vec<i32> {
     match std::fs::read_dir(format!("/proc/{pid}/task")) {
-        Ok(rd) => rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect(),
+        Ok(rd) => rd
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -297,7 +327,13 @@ impl State {
         }
         self.held.insert(
             pid,
-            Held { tracees, since: Instant::now(), pending: 1, releasing: false, recorded: false },
+            Held {
+                tracees,
+                since: Instant::now(),
+                pending: 1,
+                releasing: false,
+                recorded: false,
+            },
         );
         true
     }
@@ -310,7 +346,13 @@ impl State {
                 if let Err(e) = ptrace::interrupt(p) {
                     log::debug!("interrupt {tid}: {e}");
                 }
-                tracees.insert(tid, Tracee { stopped: false, signal: None });
+                tracees.insert(
+                    tid,
+                    Tracee {
+                        stopped: false,
+                        signal: None,
+                    },
+                );
                 self.owner.insert(tid, pid);
                 true
             }
@@ -354,8 +396,12 @@ impl State {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(s) => s,
             };
-            let Some(tid) = st.pid().map(|p| p.as_raw()) else { return };
-            let Some(&pid) = self.owner.get(&tid) else { continue };
+            let Some(tid) = st.pid().map(|p| p.as_raw()) else {
+                return;
+            };
+            let Some(&pid) = self.owner.get(&tid) else {
+                continue;
+            };
             let Some(h) = self.held.get_mut(&pid) else {
                 self.owner.remove(&tid);
                 continue;

@@ -90,7 +90,11 @@ impl Pattern {
         } else {
             return Err(PatternError::BadWildcard(original.to_string()));
         };
-        Ok(Pattern { kind, text, original: original.to_string() })
+        Ok(Pattern {
+            kind,
+            text,
+            original: original.to_string(),
+        })
     }
 
     /// Reference semantics (the kernel does the same with its tries).
@@ -153,11 +157,26 @@ mod tests {
     #[test]
     fn refused_with_the_pattern_named() {
         assert_eq!(Pattern::parse(""), Err(PatternError::Empty("".into())));
-        assert!(matches!(Pattern::parse("a*b.com"), Err(PatternError::BadWildcard(_))));
-        assert!(matches!(Pattern::parse("*"), Err(PatternError::BadWildcard(_))));
-        assert!(matches!(Pattern::parse("*.*"), Err(PatternError::BadWildcard(_))));
-        assert!(matches!(Pattern::parse("a..b"), Err(PatternError::BadWildcard(_))));
-        assert!(matches!(Pattern::parse("ex ample.com"), Err(PatternError::BadChar(_, ' '))));
+        assert!(matches!(
+            Pattern::parse("a*b.com"),
+            Err(PatternError::BadWildcard(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("*"),
+            Err(PatternError::BadWildcard(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("*.*"),
+            Err(PatternError::BadWildcard(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("a..b"),
+            Err(PatternError::BadWildcard(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("ex ample.com"),
+            Err(PatternError::BadChar(_, ' '))
+        ));
         let long = format!("{}.com", "a".repeat(260));
         let e = Pattern::parse(&long).unwrap_err();
         assert!(e.to_string().contains("longer than"));

@@ -28,7 +28,11 @@ fn capture_client(program: &std::path::Path, args: &[&str], request: &[u8], resp
     assert_eq!(r, response, "response bytes");
     // The client really got that response (the body at least).
     let body_start = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert!(stdout.ends_with(&response[body_start..]), "client stdout: {}", show(&stdout));
+    assert!(
+        stdout.ends_with(&response[body_start..]),
+        "client stdout: {}",
+        show(&stdout)
+    );
 }
 
 #[test]
@@ -56,7 +60,13 @@ fn python3_uses_the_ex_functions() {
     let f = request_file(dir.path(), &req);
     capture_client(
         std::path::Path::new("/usr/bin/python3"),
-        &[script("py_client.py").to_str().unwrap(), "127.0.0.1", &srv.port.to_string(), "api.acme.com", f.to_str().unwrap()],
+        &[
+            script("py_client.py").to_str().unwrap(),
+            "127.0.0.1",
+            &srv.port.to_string(),
+            "api.acme.com",
+            f.to_str().unwrap(),
+        ],
         &req,
         &expected_response("GET", "/hello", 0, true),
     );
@@ -70,7 +80,12 @@ fn boringssl_client() {
     let f = request_file(dir.path(), &req);
     capture_client(
         &fixture("tls_client_boringssl"),
-        &["127.0.0.1", &srv.port.to_string(), "api.acme.com", f.to_str().unwrap()],
+        &[
+            "127.0.0.1",
+            &srv.port.to_string(),
+            "api.acme.com",
+            f.to_str().unwrap(),
+        ],
         &req,
         &expected_response("GET", "/hello", 0, true),
     );
@@ -84,7 +99,12 @@ fn statically_linked_openssl_client() {
     let f = request_file(dir.path(), &req);
     capture_client(
         &fixture("tls_client_static"),
-        &["127.0.0.1", &srv.port.to_string(), "api.acme.com", f.to_str().unwrap()],
+        &[
+            "127.0.0.1",
+            &srv.port.to_string(),
+            "api.acme.com",
+            f.to_str().unwrap(),
+        ],
         &req,
         &expected_response("GET", "/hello", 0, true),
     );
@@ -97,7 +117,14 @@ fn node_bundled_openssl() {
     let req = hello_request("api.acme.com");
     capture_client(
         std::path::Path::new("/usr/bin/node"),
-        &[script("node_client.js").to_str().unwrap(), "127.0.0.1", &srv.port.to_string(), "api.acme.com", "GET", "/hello"],
+        &[
+            script("node_client.js").to_str().unwrap(),
+            "127.0.0.1",
+            &srv.port.to_string(),
+            "api.acme.com",
+            "GET",
+            "/hello",
+        ],
         &req,
         &expected_response("GET", "/hello", 0, true),
     );
@@ -109,7 +136,15 @@ fn openssl_s_client() {
     let req = hello_request("api.acme.com");
     let mut client = Held::new(
         std::path::Path::new("/usr/bin/openssl"),
-        &["s_client", "-connect", &format!("127.0.0.1:{}", srv.port), "-servername", "api.acme.com", "-quiet", "-ign_eof"],
+        &[
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{}", srv.port),
+            "-servername",
+            "api.acme.com",
+            "-quiet",
+            "-ign_eof",
+        ],
     );
     let agent = Agent::start(&["--pid", &client.pid.to_string()]);
     client.go(&req);
@@ -131,7 +166,12 @@ fn dlopen_after_start() {
     let f = request_file(dir.path(), &req);
     let mut client = Held::new(
         &fixture("dlopen_client"),
-        &["127.0.0.1", &srv.port.to_string(), "api.acme.com", f.to_str().unwrap()],
+        &[
+            "127.0.0.1",
+            &srv.port.to_string(),
+            "api.acme.com",
+            f.to_str().unwrap(),
+        ],
     );
     let agent = Agent::start(&["--pid", &client.pid.to_string()]);
     client.go(b"");
@@ -152,7 +192,12 @@ fn process_running_before_the_agent() {
     let req = hello_request("api.acme.com");
     let f = request_file(dir.path(), &req);
     let mut child = std::process::Command::new(fixture("tls_client_openssl"))
-        .args(["127.0.0.1", &srv.port.to_string(), "api.acme.com", f.to_str().unwrap()])
+        .args([
+            "127.0.0.1",
+            &srv.port.to_string(),
+            "api.acme.com",
+            f.to_str().unwrap(),
+        ])
         .env("TLS_CLIENT_WAIT_STDIN", "1")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -188,7 +233,12 @@ fn process_started_after_the_agent_first_request() {
     let f = request_file(dir.path(), &req);
     let agent = Agent::start(&["--comm", &name]);
     let out = std::process::Command::new(&exe)
-        .args(["127.0.0.1", &srv.port.to_string(), "api.acme.com", f.to_str().unwrap()])
+        .args([
+            "127.0.0.1",
+            &srv.port.to_string(),
+            "api.acme.com",
+            f.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -204,7 +254,12 @@ fn process_started_after_the_agent_first_request() {
         Some(p) => p,
         None => {
             std::thread::sleep(Duration::from_secs(1));
-            agent.records().iter().find(|r| r["comm"] == name.as_str()).and_then(|r| r["pid"].as_u64()).expect("captured something") as u32
+            agent
+                .records()
+                .iter()
+                .find(|r| r["comm"] == name.as_str())
+                .and_then(|r| r["pid"].as_u64())
+                .expect("captured something") as u32
         }
     };
     let (w, r) = agent.wait_bytes(pid, req.len(), resp.len());
@@ -228,7 +283,12 @@ fn one_mebibyte_write_arrives_whole() {
     let f = request_file(dir.path(), &req);
     let mut client = Held::new(
         &fixture("tls_client_openssl"),
-        &["127.0.0.1", &srv.port.to_string(), "api.acme.com", f.to_str().unwrap()],
+        &[
+            "127.0.0.1",
+            &srv.port.to_string(),
+            "api.acme.com",
+            f.to_str().unwrap(),
+        ],
     );
     let agent = Agent::start(&["--pid", &client.pid.to_string()]);
     client.go(b"");

@@ -16,13 +16,25 @@ fn gnutls_cli_with_and_without_a_matching_name() {
     let cli = |sni: &str| {
         Held::new(
             Path::new("/usr/bin/gnutls-cli"),
-            &["--insecure", "--port", &srv.port.to_string(), "--sni-hostname", sni, "127.0.0.1"],
+            &[
+                "--insecure",
+                "--port",
+                &srv.port.to_string(),
+                "--sni-hostname",
+                sni,
+                "127.0.0.1",
+            ],
         )
     };
     let mut yes = cli("api.acme.com");
     let mut no = cli("other.example");
     let agent = Agent::start(&[
-        "--sni", "*.acme.com", "--pid", &yes.pid.to_string(), "--pid", &no.pid.to_string(),
+        "--sni",
+        "*.acme.com",
+        "--pid",
+        &yes.pid.to_string(),
+        "--pid",
+        &no.pid.to_string(),
     ]);
     yes.go(&req);
     no.go(&req);
@@ -34,15 +46,29 @@ fn gnutls_cli_with_and_without_a_matching_name() {
     assert_eq!(w, req, "each write exactly once (send calls send2)");
     assert_eq!(r, resp);
     let recs = agent.records();
-    assert!(recs.iter().all(|r| r["pid"] != no.pid), "other.example captured");
-    assert!(recs.iter().filter(|r| r["type"] == "data").all(|r| r["sni"] == "api.acme.com"));
+    assert!(
+        recs.iter().all(|r| r["pid"] != no.pid),
+        "other.example captured"
+    );
+    assert!(recs
+        .iter()
+        .filter(|r| r["type"] == "data")
+        .all(|r| r["sni"] == "api.acme.com"));
 }
 
 #[test]
 fn wget_without_patterns_and_not_captured_with_one() {
     let srv = Server::start();
     let url = format!("https://127.0.0.1:{}/wget", srv.port);
-    let args = ["-q", "-O", "-", "--no-check-certificate", "-U", "plainsight-test", url.as_str()];
+    let args = [
+        "-q",
+        "-O",
+        "-",
+        "--no-check-certificate",
+        "-U",
+        "plainsight-test",
+        url.as_str(),
+    ];
     let mut all = Held::new(Path::new("/usr/bin/wget"), &args);
     let agent = Agent::start(&["--pid", &all.pid.to_string()]);
     all.go(b"");
@@ -83,9 +109,12 @@ fn gnutls_serv_captured_on_the_server_side() {
         Path::new("/usr/bin/gnutls-serv"),
         &[
             "--http",
-            "--x509certfile", d.join("cert.pem").to_str().unwrap(),
-            "--x509keyfile", d.join("key.pem").to_str().unwrap(),
-            "-p", &port.to_string(),
+            "--x509certfile",
+            d.join("cert.pem").to_str().unwrap(),
+            "--x509keyfile",
+            d.join("key.pem").to_str().unwrap(),
+            "-p",
+            &port.to_string(),
         ],
     );
     let agent = Agent::start(&["--pid", &server.pid.to_string()]);
@@ -99,7 +128,12 @@ fn gnutls_serv_captured_on_the_server_side() {
     let req = b"GET /from-client HTTP/1.0\r\nHost: api.acme.com\r\n\r\n".to_vec();
     let f = request_file(dir.path(), &req);
     let out = std::process::Command::new(fixture("tls_client_openssl"))
-        .args(["127.0.0.1", &port.to_string(), "api.acme.com", f.to_str().unwrap()])
+        .args([
+            "127.0.0.1",
+            &port.to_string(),
+            "api.acme.com",
+            f.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());

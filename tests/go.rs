@@ -11,16 +11,28 @@ use common::*;
 const T: Duration = Duration::from_secs(60);
 
 fn get_request(port: u16, path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: api.acme.com:{port}\r\nUser-Agent: plainsight-go\r\n\r\n").into_bytes()
+    format!("GET {path} HTTP/1.1\r\nHost: api.acme.com:{port}\r\nUser-Agent: plainsight-go\r\n\r\n")
+        .into_bytes()
 }
 
 fn go_get(bin: &str) {
     let srv = Server::start();
     let addr = format!("127.0.0.1:{}", srv.port);
-    let mut yes = Held::new(&fixture(bin), &["-addr", &addr, "-sni", "api.acme.com", "-path", "/hello"]);
-    let mut no = Held::new(&fixture(bin), &["-addr", &addr, "-sni", "other.example", "-path", "/hello"]);
+    let mut yes = Held::new(
+        &fixture(bin),
+        &["-addr", &addr, "-sni", "api.acme.com", "-path", "/hello"],
+    );
+    let mut no = Held::new(
+        &fixture(bin),
+        &["-addr", &addr, "-sni", "other.example", "-path", "/hello"],
+    );
     let agent = Agent::start(&[
-        "--sni", "*.acme.com", "--pid", &yes.pid.to_string(), "--pid", &no.pid.to_string(),
+        "--sni",
+        "*.acme.com",
+        "--pid",
+        &yes.pid.to_string(),
+        "--pid",
+        &no.pid.to_string(),
     ]);
     yes.go(b"");
     no.go(b"");
@@ -35,8 +47,14 @@ fn go_get(bin: &str) {
     assert_eq!(w, req);
     assert_eq!(r, resp);
     let recs = agent.records();
-    assert!(recs.iter().all(|r| r["pid"] != no.pid), "other.example captured");
-    assert!(recs.iter().filter(|r| r["type"] == "data").all(|r| r["sni"] == "api.acme.com"));
+    assert!(
+        recs.iter().all(|r| r["pid"] != no.pid),
+        "other.example captured"
+    );
+    assert!(recs
+        .iter()
+        .filter(|r| r["type"] == "data")
+        .all(|r| r["sni"] == "api.acme.com"));
 }
 
 #[test]
@@ -64,7 +82,18 @@ fn go_client_post_with_a_body() {
     let addr = format!("127.0.0.1:{}", srv.port);
     let mut c = Held::new(
         &fixture("go_client"),
-        &["-addr", &addr, "-sni", "api.acme.com", "-method", "POST", "-path", "/upload", "-body-file", bf.to_str().unwrap()],
+        &[
+            "-addr",
+            &addr,
+            "-sni",
+            "api.acme.com",
+            "-method",
+            "POST",
+            "-path",
+            "/upload",
+            "-body-file",
+            bf.to_str().unwrap(),
+        ],
     );
     let agent = Agent::start(&["--pid", &c.pid.to_string()]);
     c.go(b"");
@@ -90,31 +119,61 @@ fn go_client_concurrent_requests_by_connection() {
     let n = 100;
     let mut c = Held::new(
         &fixture("go_client"),
-        &["-addr", &addr, "-sni", "api.acme.com", "-n", &n.to_string(), "-c", "8", "-path", "/r"],
+        &[
+            "-addr",
+            &addr,
+            "-sni",
+            "api.acme.com",
+            "-n",
+            &n.to_string(),
+            "-c",
+            "8",
+            "-path",
+            "/r",
+        ],
     );
     let agent = Agent::start(&["--pid", &c.pid.to_string(), "--sni", "api.acme.com"]);
     c.go(b"");
     let (ok, out, err) = c.finish(T);
     assert!(ok, "{err}");
     assert_eq!(String::from_utf8_lossy(&out).trim(), format!("ok {n}"));
-    let req_len: usize = (0..n).map(|i| get_request(srv.port, &format!("/r/{i}")).len()).sum();
-    let resp_len: usize = (0..n).map(|i| expected_response("GET", &format!("/r/{i}"), 0, false).len()).sum();
+    let req_len: usize = (0..n)
+        .map(|i| get_request(srv.port, &format!("/r/{i}")).len())
+        .sum();
+    let resp_len: usize = (0..n)
+        .map(|i| expected_response("GET", &format!("/r/{i}"), 0, false).len())
+        .sum();
     let _ = agent.wait_bytes(c.pid, req_len, resp_len);
     let mut writes: HashMap<String, Vec<u8>> = HashMap::new();
     let mut reads: HashMap<String, Vec<u8>> = HashMap::new();
-    for r in agent.records().iter().filter(|r| r["type"] == "data" && r["pid"] == c.pid) {
+    for r in agent
+        .records()
+        .iter()
+        .filter(|r| r["type"] == "data" && r["pid"] == c.pid)
+    {
         let conn = r["conn"].as_str().unwrap().to_string();
-        let m = if r["direction"] == "write" { &mut writes } else { &mut reads };
+        let m = if r["direction"] == "write" {
+            &mut writes
+        } else {
+            &mut reads
+        };
         m.entry(conn).or_default().extend(record_bytes(r));
     }
-    assert!(writes.len() > 1 && writes.len() <= 8, "{} connections", writes.len());
+    assert!(
+        writes.len() > 1 && writes.len() <= 8,
+        "{} connections",
+        writes.len()
+    );
     let mut seen = vec![0; n];
     for (conn, w) in &writes {
         // Requests on this connection, in order, and the responses read on it.
         let mut expect_resp = Vec::new();
         let mut rest: &[u8] = w;
         while !rest.is_empty() {
-            let line_end = rest.windows(2).position(|x| x == b"\r\n").expect("request line");
+            let line_end = rest
+                .windows(2)
+                .position(|x| x == b"\r\n")
+                .expect("request line");
             let line = std::str::from_utf8(&rest[..line_end]).unwrap();
             let path = line.split(' ').nth(1).unwrap();
             let i: usize = path.strip_prefix("/r/").unwrap().parse().unwrap();
@@ -124,9 +183,16 @@ fn go_client_concurrent_requests_by_connection() {
             rest = &rest[req.len()..];
             expect_resp.extend(expected_response("GET", path, 0, false));
         }
-        assert_eq!(reads.get(conn).map(|v| v.as_slice()), Some(expect_resp.as_slice()), "responses on {conn}");
+        assert_eq!(
+            reads.get(conn).map(|v| v.as_slice()),
+            Some(expect_resp.as_slice()),
+            "responses on {conn}"
+        );
     }
-    assert!(seen.iter().all(|&k| k == 1), "each request exactly once: {seen:?}");
+    assert!(
+        seen.iter().all(|&k| k == 1),
+        "each request exactly once: {seen:?}"
+    );
 }
 
 /// A Go TLS server, captured on its side.
@@ -135,16 +201,31 @@ fn go_server_side() {
     let d = fixtures();
     let mut server = Held::new(
         &fixture("go_server"),
-        &["-cert", d.join("cert.pem").to_str().unwrap(), "-key", d.join("key.pem").to_str().unwrap()],
+        &[
+            "-cert",
+            d.join("cert.pem").to_str().unwrap(),
+            "-key",
+            d.join("key.pem").to_str().unwrap(),
+        ],
     );
     let agent = Agent::start(&["--pid", &server.pid.to_string()]);
     server.go_keep_stdin();
-    let port: u16 = server.read_line().strip_prefix("PORT ").expect("PORT line").parse().unwrap();
+    let port: u16 = server
+        .read_line()
+        .strip_prefix("PORT ")
+        .expect("PORT line")
+        .parse()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let req = b"GET /srv HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n".to_vec();
     let f = request_file(dir.path(), &req);
     let out = std::process::Command::new(fixture("tls_client_openssl"))
-        .args(["127.0.0.1", &port.to_string(), "api.acme.com", f.to_str().unwrap()])
+        .args([
+            "127.0.0.1",
+            &port.to_string(),
+            "api.acme.com",
+            f.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());

@@ -20,10 +20,16 @@ fn reported(args: &[&str]) -> String {
     let summary = line("kernel hooks: ");
     let attached = line("kernel programs attached: ");
     if summary.starts_with("mmap via fexit") {
-        assert!(attached.contains("discover_mmap_fexit (fexit vm_mmap_pgoff)"), "{attached}");
+        assert!(
+            attached.contains("discover_mmap_fexit (fexit vm_mmap_pgoff)"),
+            "{attached}"
+        );
         assert!(!attached.contains("sys_enter_mmap"), "{attached}");
     } else {
-        assert!(attached.contains("discover_mmap_enter (tracepoint syscalls/sys_enter_mmap)"), "{attached}");
+        assert!(
+            attached.contains("discover_mmap_enter (tracepoint syscalls/sys_enter_mmap)"),
+            "{attached}"
+        );
         assert!(!attached.contains("fexit"), "{attached}");
     }
     summary
@@ -36,13 +42,22 @@ fn the_hook_paths_are_reported_and_as_expected() {
     let expect = std::env::var("PLAINSIGHT_EXPECT_HOOKS").ok();
     match (forced, expect.as_deref()) {
         (true, _) | (false, Some("tracepoint")) => {
-            assert_eq!(got, "mmap via tracepoint, tcp_sendmsg via tracepoint, tcp_recvmsg via tracepoint")
+            assert_eq!(
+                got,
+                "mmap via tracepoint, tcp_sendmsg via tracepoint, tcp_recvmsg via tracepoint"
+            )
         }
-        (false, Some("fexit")) => assert_eq!(got, "mmap via fexit, tcp_sendmsg via fexit, tcp_recvmsg via fexit"),
+        (false, Some("fexit")) => assert_eq!(
+            got,
+            "mmap via fexit, tcp_sendmsg via fexit, tcp_recvmsg via fexit"
+        ),
         (false, _) => {
             // A kernel of unknown kind: each hook on one of the two paths.
             for h in got.split(", ") {
-                assert!(h.ends_with(" via fexit") || h.ends_with(" via tracepoint"), "{got}");
+                assert!(
+                    h.ends_with(" via fexit") || h.ends_with(" via tracepoint"),
+                    "{got}"
+                );
             }
         }
     }
@@ -51,5 +66,8 @@ fn the_hook_paths_are_reported_and_as_expected() {
 #[test]
 fn tracepoints_can_be_forced() {
     let got = reported(&["--comm", "nothing-here", "--tracepoints"]);
-    assert_eq!(got, "mmap via tracepoint, tcp_sendmsg via tracepoint, tcp_recvmsg via tracepoint");
+    assert_eq!(
+        got,
+        "mmap via tracepoint, tcp_sendmsg via tracepoint, tcp_recvmsg via tracepoint"
+    );
 }

@@ -17,10 +17,19 @@ const SECRET: &str = "Bearer s3cret-token";
 fn curl(port: u16, extra: &[&str], paths: &[&str]) -> Held {
     let cacert = fixtures().join("cert.pem");
     let resolve = format!("api.acme.com:{port}:127.0.0.1");
-    let mut args: Vec<String> =
-        vec!["-sS".into(), "--cacert".into(), cacert.display().to_string(), "--resolve".into(), resolve];
+    let mut args: Vec<String> = vec![
+        "-sS".into(),
+        "--cacert".into(),
+        cacert.display().to_string(),
+        "--resolve".into(),
+        resolve,
+    ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(paths.iter().map(|p| format!("https://api.acme.com:{port}{p}")));
+    args.extend(
+        paths
+            .iter()
+            .map(|p| format!("https://api.acme.com:{port}{p}")),
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Held::new(Path::new("/usr/bin/curl"), &args)
 }
@@ -29,11 +38,18 @@ fn curl(port: u16, extra: &[&str], paths: &[&str]) -> Held {
 fn exchanges(agent: &Agent, pid: u32, n: usize) -> Vec<Value> {
     let until = Instant::now() + Duration::from_secs(15);
     loop {
-        let got: Vec<Value> =
-            agent.records().into_iter().filter(|r| r["type"] == "http" && r["pid"] == pid).collect();
+        let got: Vec<Value> = agent
+            .records()
+            .into_iter()
+            .filter(|r| r["type"] == "http" && r["pid"] == pid)
+            .collect();
         if got.len() >= n || Instant::now() > until {
             std::thread::sleep(Duration::from_millis(200));
-            return agent.records().into_iter().filter(|r| r["type"] == "http" && r["pid"] == pid).collect();
+            return agent
+                .records()
+                .into_iter()
+                .filter(|r| r["type"] == "http" && r["pid"] == pid)
+                .collect();
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -69,12 +85,20 @@ fn pcap_path(dir: &tempfile::TempDir) -> PathBuf {
 
 fn tshark(pcap: &Path, filter: &str, fields: &[&str]) -> String {
     let mut cmd = Command::new("tshark");
-    cmd.args(["-n", "-r"]).arg(pcap).args(["-Y", filter, "-T", "fields"]);
+    cmd.args(["-n", "-r"])
+        .arg(pcap)
+        .args(["-Y", filter, "-T", "fields"]);
     for f in fields {
         cmd.args(["-e", f]);
     }
-    let o = cmd.output().expect("running tshark (installed by scripts/install-deps.sh --test)");
-    assert!(o.status.success(), "tshark: {}", String::from_utf8_lossy(&o.stderr));
+    let o = cmd
+        .output()
+        .expect("running tshark (installed by scripts/install-deps.sh --test)");
+    assert!(
+        o.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -83,8 +107,20 @@ fn keep_alive(version: &str, protocol: &str) {
     let srv = GoServer::start(&["-h2"]);
     let dir = tempfile::tempdir().unwrap();
     let pcap = pcap_path(&dir);
-    let c = curl(srv.port, &[version, "-H", &format!("Authorization: {SECRET}")], &["/a", "/b?x=1", "/c"]);
-    let mut agent = Agent::start_decoded("json", &["--pid", &c.pid.to_string(), "--pcap", pcap.to_str().unwrap()]);
+    let c = curl(
+        srv.port,
+        &[version, "-H", &format!("Authorization: {SECRET}")],
+        &["/a", "/b?x=1", "/c"],
+    );
+    let mut agent = Agent::start_decoded(
+        "json",
+        &[
+            "--pid",
+            &c.pid.to_string(),
+            "--pcap",
+            pcap.to_str().unwrap(),
+        ],
+    );
     let pid = c.pid;
     assert_eq!(run(c), b"ok GET /a 0\nok GET /b?x=1 0\nok GET /c 0\n");
     let ex = exchanges(&agent, pid, 3);
@@ -108,34 +144,63 @@ fn keep_alive(version: &str, protocol: &str) {
         assert_eq!(resp["body"], body);
         assert_eq!(resp["body_len"], body.len());
         assert_eq!(header(resp, "content-type"), Some("text/plain"));
-        assert_eq!(header(resp, "content-length"), Some(body.len().to_string().as_str()));
+        assert_eq!(
+            header(resp, "content-length"),
+            Some(body.len().to_string().as_str())
+        );
         assert!(e["latency_ms"].as_f64().is_some_and(|l| l > 0.0));
     }
     if protocol == "HTTP/2" {
-        let ids: Vec<_> = ex.iter().map(|e| e["stream_id"].as_u64().unwrap()).collect();
+        let ids: Vec<_> = ex
+            .iter()
+            .map(|e| e["stream_id"].as_u64().unwrap())
+            .collect();
         assert_eq!(ids, [1, 3, 5]);
     }
     // The secret is in no output.
     let raw = std::fs::read(&agent.out).unwrap();
     let p = std::fs::read(&pcap).unwrap();
     for bytes in [&raw, &p] {
-        assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "secret leaked");
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "secret leaked"
+        );
     }
     // tshark reads the same requests from the pcapng.
     let (filter, fields) = if protocol == "HTTP/2" {
-        ("http2.type == 1 && http2.header.name == \":path\"", vec!["http2.headers.path"])
+        (
+            "http2.type == 1 && http2.header.name == \":path\"",
+            vec!["http2.headers.path"],
+        )
     } else {
         ("http.request", vec!["http.request.uri"])
     };
     let out = tshark(&pcap, filter, &fields);
     let paths: Vec<&str> = out.lines().collect();
     assert_eq!(paths, ["/a", "/b?x=1", "/c"], "tshark output:\n{out}");
-    let status_field = if protocol == "HTTP/2" { "http2.headers.status" } else { "http.response.code" };
-    let status_filter = if protocol == "HTTP/2" { "http2.headers.status" } else { "http.response" };
+    let status_field = if protocol == "HTTP/2" {
+        "http2.headers.status"
+    } else {
+        "http.response.code"
+    };
+    let status_filter = if protocol == "HTTP/2" {
+        "http2.headers.status"
+    } else {
+        "http.response"
+    };
     let out = tshark(&pcap, status_filter, &[status_field]);
-    assert_eq!(out.lines().collect::<Vec<_>>(), ["200", "200", "200"], "tshark output:\n{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["200", "200", "200"],
+        "tshark output:\n{out}"
+    );
     let out = tshark(&pcap, "frame.comment", &["frame.comment"]);
-    assert!(out.lines().next().is_some_and(|l| l == format!("curl[{pid}] sni=api.acme.com")), "{out}");
+    assert!(
+        out.lines()
+            .next()
+            .is_some_and(|l| l == format!("curl[{pid}] sni=api.acme.com")),
+        "{out}"
+    );
 }
 
 #[test]
@@ -154,7 +219,15 @@ fn curl_http2_post_without_redaction() {
     let srv = GoServer::start(&["-h2"]);
     let c = curl(
         srv.port,
-        &["--http2", "-H", &format!("Authorization: {SECRET}"), "-H", "Cookie: sid=42", "--data-binary", "name=plainsight&x=1"],
+        &[
+            "--http2",
+            "-H",
+            &format!("Authorization: {SECRET}"),
+            "-H",
+            "Cookie: sid=42",
+            "--data-binary",
+            "name=plainsight&x=1",
+        ],
         &["/form"],
     );
     let mut agent = Agent::start_decoded("json", &["--pid", &c.pid.to_string(), "--no-redact"]);
@@ -167,7 +240,10 @@ fn curl_http2_post_without_redaction() {
     assert_eq!(e["method"], "POST");
     assert_eq!(header(&e["request"], "authorization"), Some(SECRET));
     assert_eq!(header(&e["request"], "cookie"), Some("sid=42"));
-    assert_eq!(header(&e["request"], "content-type"), Some("application/x-www-form-urlencoded"));
+    assert_eq!(
+        header(&e["request"], "content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
     assert_eq!(e["request"]["body"], "name=plainsight&x=1");
     assert_eq!(e["response"]["body"], "ok POST /form 19\n");
 }
@@ -180,16 +256,34 @@ fn grpc_style_exchange() {
     let msg = dir.path().join("msg.bin");
     std::fs::write(&msg, b"\x00\x00\x00\x00\x05hello\x00\x00\x00\x00\x03abc").unwrap();
     let data = format!("@{}", msg.display());
-    let grpc = ["--http2", "-H", "Content-Type: application/grpc", "-H", "TE: trailers", "--data-binary", &data];
+    let grpc = [
+        "--http2",
+        "-H",
+        "Content-Type: application/grpc",
+        "-H",
+        "TE: trailers",
+        "--data-binary",
+        &data,
+    ];
     let ok = curl(srv.port, &grpc, &["/helloworld.Greeter/SayHello"]);
     let mut failing: Vec<&str> = grpc.to_vec();
-    failing.extend(["-H", "X-Want-Status: 5", "-H", "X-Want-Message: no such greeting"]);
+    failing.extend([
+        "-H",
+        "X-Want-Status: 5",
+        "-H",
+        "X-Want-Message: no such greeting",
+    ]);
     let bad = curl(srv.port, &failing, &["/helloworld.Greeter/SayBye"]);
-    let mut agent =
-        Agent::start_decoded("json", &["--pid", &ok.pid.to_string(), "--pid", &bad.pid.to_string()]);
+    let mut agent = Agent::start_decoded(
+        "json",
+        &["--pid", &ok.pid.to_string(), "--pid", &bad.pid.to_string()],
+    );
     let (ok_pid, bad_pid) = (ok.pid, bad.pid);
     let out = run(ok);
-    assert_eq!(out, b"\x00\x00\x00\x00\x0breply:hello\x00\x00\x00\x00\x09reply:abc");
+    assert_eq!(
+        out,
+        b"\x00\x00\x00\x00\x0breply:hello\x00\x00\x00\x00\x09reply:abc"
+    );
     run(bad);
     let e = exchanges(&agent, ok_pid, 1);
     let f = exchanges(&agent, bad_pid, 1);
@@ -205,7 +299,10 @@ fn grpc_style_exchange() {
     assert_eq!(e["grpc"]["message"], "fine");
     assert_eq!(e["grpc"]["request_messages"], 2);
     assert_eq!(e["grpc"]["response_messages"], 2);
-    assert_eq!(header(&e["response"], "content-type"), Some("application/grpc"));
+    assert_eq!(
+        header(&e["response"], "content-type"),
+        Some("application/grpc")
+    );
     assert_eq!(trailer(&e["response"], "grpc-status"), Some("0"));
     assert_eq!(e["response"]["body_len"], out.len());
     let f = &f[0];
@@ -228,7 +325,10 @@ sys.stdout.write(urllib.request.urlopen(req, context=ctx).read().decode())
 "#;
     let url = format!("https://127.0.0.1:{}/py/search", srv.port);
     let cacert = fixtures().join("cert.pem");
-    let h = Held::new(Path::new("/usr/bin/python3"), &["-c", code, cacert.to_str().unwrap(), &url]);
+    let h = Held::new(
+        Path::new("/usr/bin/python3"),
+        &["-c", code, cacert.to_str().unwrap(), &url],
+    );
     let mut agent = Agent::start_decoded("json", &["--pid", &h.pid.to_string()]);
     let pid = h.pid;
     assert_eq!(run(h), b"ok POST /py/search 8\n");
@@ -242,12 +342,18 @@ sys.stdout.write(urllib.request.urlopen(req, context=ctx).read().decode())
     assert_eq!(e["status"], 200);
     assert_eq!(e["sni"], Value::Null);
     assert_eq!(header(&e["request"], "cookie"), Some("[redacted]"));
-    assert_eq!(header(&e["request"], "content-type"), Some("application/json"));
+    assert_eq!(
+        header(&e["request"], "content-type"),
+        Some("application/json")
+    );
     assert_eq!(header(&e["request"], "connection"), Some("close"));
     assert_eq!(e["request"]["body"], r#"{"q": 1}"#);
     let body = "ok POST /py/search 8\n";
     assert_eq!(e["response"]["body"], body);
-    assert_eq!(header(&e["response"], "content-length"), Some(body.len().to_string().as_str()));
+    assert_eq!(
+        header(&e["response"], "content-length"),
+        Some(body.len().to_string().as_str())
+    );
 }
 
 /// The default console output: one access-log line per exchange, headers
@@ -255,7 +361,11 @@ sys.stdout.write(urllib.request.urlopen(req, context=ctx).read().decode())
 #[test]
 fn console_access_log() {
     let srv = GoServer::start(&["-h2"]);
-    let c = curl(srv.port, &["--http1.1", "-H", "Cookie: a=b"], &["/one", "/two"]);
+    let c = curl(
+        srv.port,
+        &["--http1.1", "-H", "Cookie: a=b"],
+        &["/one", "/two"],
+    );
     let mut agent = Agent::start_decoded("text", &["--pid", &c.pid.to_string(), "-vv"]);
     let pid = c.pid;
     run(c);
@@ -268,12 +378,21 @@ fn console_access_log() {
         std::thread::sleep(Duration::from_millis(50));
     };
     agent.stop();
-    let lines: Vec<&str> = text.lines().filter(|l| l.contains(" HTTP/1.1 GET ")).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" HTTP/1.1 GET "))
+        .collect();
     assert_eq!(lines.len(), 2, "{text}");
     for (l, p) in lines.iter().zip(["/one", "/two"]) {
         let want = format!("curl[{pid}] api.acme.com HTTP/1.1 GET {p} 200 ");
         assert!(l.contains(&want), "{l}");
-        assert!(l.ends_with(&format!(" req=0B resp={}B", format!("ok GET {p} 0\n").len())), "{l}");
+        assert!(
+            l.ends_with(&format!(
+                " req=0B resp={}B",
+                format!("ok GET {p} 0\n").len()
+            )),
+            "{l}"
+        );
     }
     assert!(text.contains("  > Cookie: [redacted]\n"), "{text}");
     assert!(text.contains("  < Content-Type: text/plain\n"), "{text}");
@@ -288,7 +407,10 @@ fn non_http_stays_raw() {
     let bytes = b"\x16\xfe\x00binary, not HTTP\r\n\r\n".to_vec();
     let f = request_file(dir.path(), &bytes);
     let port = srv.port.to_string();
-    let c = Held::new(&fixture("tls_client_openssl"), &["127.0.0.1", &port, "api.acme.com", f.to_str().unwrap()]);
+    let c = Held::new(
+        &fixture("tls_client_openssl"),
+        &["127.0.0.1", &port, "api.acme.com", f.to_str().unwrap()],
+    );
     let mut agent = Agent::start_decoded("json", &["--pid", &c.pid.to_string()]);
     let pid = c.pid;
     let mut c = c;

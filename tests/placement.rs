@@ -20,7 +20,12 @@ fn run_and_check(extra: &[&str]) -> String {
     let req = b"GET /placed HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n".to_vec();
     let f = request_file(dir.path(), &req);
     let port = srv.port.to_string();
-    let args = ["127.0.0.1", port.as_str(), "api.acme.com", f.to_str().unwrap()];
+    let args = [
+        "127.0.0.1",
+        port.as_str(),
+        "api.acme.com",
+        f.to_str().unwrap(),
+    ];
     let mut c = Held::new(&fixture("tls_client_static"), &args);
     let py_script = script("py_client.py");
     let mut py_args = vec![py_script.to_str().unwrap()];
@@ -57,7 +62,10 @@ fn inner_points_and_the_uretprobe_fallback_capture_the_same_bytes() {
     // SSL_write / SSL_read: inside the function at both ends.
     for sym in ["SSL_write", "SSL_read"] {
         let l = line(sym);
-        assert!(l.contains(": +0x16 (jcc): first emulated instruction"), "{l}");
+        assert!(
+            l.contains(": +0x16 (jcc): first emulated instruction"),
+            "{l}"
+        );
         assert!(l.contains("return at +0x38 instead of a uretprobe"), "{l}");
     }
     // python3 reads with SSL_read_ex, whose return the analysis refuses
@@ -67,13 +75,22 @@ fn inner_points_and_the_uretprobe_fallback_capture_the_same_bytes() {
         .lines()
         .find(|l| l.contains("libssl.so.3: SSL_read_ex: "))
         .unwrap_or_else(|| panic!("no SSL_read_ex line:\n{log}"));
-    assert!(l.contains("return: uretprobe (the return register is written at +0xd"), "{l}");
+    assert!(
+        l.contains("return: uretprobe (the return register is written at +0xd"),
+        "{l}"
+    );
     // Its entry program shares the uretprobe's hit at the entry.
-    assert!(l.contains("SSL_read_ex: entry, shared with the uretprobe"), "{l}");
+    assert!(
+        l.contains("SSL_read_ex: entry, shared with the uretprobe"),
+        "{l}"
+    );
 }
 
 #[test]
 fn probe_at_entry_still_captures() {
     let log = run_and_check(&["--probe-at-entry"]);
-    assert!(!log.contains("probe placement"), "no placement with --probe-at-entry:\n{log}");
+    assert!(
+        !log.contains("probe placement"),
+        "no placement with --probe-at-entry:\n{log}"
+    );
 }

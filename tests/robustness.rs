@@ -34,10 +34,22 @@ fn agent_killed_while_holding_a_process_leaves_it_running() {
     let f = request_file(dir.path(), &hello_request());
     // Inspection is held back for 20 s, so the process stays paused.
     let mut agent = Agent::start(&[
-        "--comm", &name, "--test-inspect-delay-ms", "20000", "--max-pause-ms", "60000", "--log-level", "debug",
+        "--comm",
+        &name,
+        "--test-inspect-delay-ms",
+        "20000",
+        "--max-pause-ms",
+        "60000",
+        "--log-level",
+        "debug",
     ]);
     let child = Command::new(&exe)
-        .args(["127.0.0.1", &srv.port.to_string(), "api.acme.com", f.to_str().unwrap()])
+        .args([
+            "127.0.0.1",
+            &srv.port.to_string(),
+            "api.acme.com",
+            f.to_str().unwrap(),
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -68,7 +80,13 @@ fn agent_killed_while_holding_a_process_leaves_it_running() {
     assert!(status.success());
     let mut out = Vec::new();
     use std::io::Read;
-    child.0.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
     assert_eq!(out, expected_response("GET", "/hello", 0, true));
 }
 
@@ -82,11 +100,21 @@ fn pauses_are_bounded_in_time() {
     std::fs::copy(fixture("tls_client_openssl"), &exe).unwrap();
     let f = request_file(dir.path(), &hello_request());
     let mut agent = Agent::start(&[
-        "--comm", &name, "--test-inspect-delay-ms", "5000", "--max-pause-ms", "200",
+        "--comm",
+        &name,
+        "--test-inspect-delay-ms",
+        "5000",
+        "--max-pause-ms",
+        "200",
     ]);
     let t0 = Instant::now();
     let out = Command::new(&exe)
-        .args(["127.0.0.1", &srv.port.to_string(), "api.acme.com", f.to_str().unwrap()])
+        .args([
+            "127.0.0.1",
+            &srv.port.to_string(),
+            "api.acme.com",
+            f.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let took = t0.elapsed();
@@ -138,7 +166,11 @@ sys.stdout.buffer.write(data)
     .unwrap();
     let mut client = Held::new(
         std::path::Path::new("/usr/bin/python3"),
-        &[prog.to_str().unwrap(), bad.to_str().unwrap(), &srv.port.to_string()],
+        &[
+            prog.to_str().unwrap(),
+            bad.to_str().unwrap(),
+            &srv.port.to_string(),
+        ],
     );
     let mut agent = Agent::start(&["--pid", &client.pid.to_string()]);
     client.go(b"");
@@ -149,10 +181,14 @@ sys.stdout.buffer.write(data)
     let (w, r) = agent.wait_bytes(client.pid, req.len(), resp.len());
     assert_eq!(w, req);
     assert_eq!(r, resp);
-    assert!(unsafe { libc::kill(agent.pid() as i32, 0) } == 0, "agent still alive");
+    assert!(
+        unsafe { libc::kill(agent.pid() as i32, 0) } == 0,
+        "agent still alive"
+    );
     let log = agent.stop();
     assert!(
-        log.lines().any(|l| l.contains("broken-lib.so") && l.contains("cannot inspect")),
+        log.lines()
+            .any(|l| l.contains("broken-lib.so") && l.contains("cannot inspect")),
         "agent should name the bad file: {log}"
     );
 }
@@ -164,11 +200,15 @@ fn agent_exits_promptly_on_sigint() {
     let mut agent = Agent::start(&["--pid", "1"]);
     let pid = agent.pid() as i32;
     unsafe { libc::kill(pid, libc::SIGINT) };
-    let status = agent.wait_exit(Duration::from_secs(5)).expect("agent still running 5 s after SIGINT");
+    let status = agent
+        .wait_exit(Duration::from_secs(5))
+        .expect("agent still running 5 s after SIGINT");
     assert!(status.success(), "{status:?}");
     // the summary is printed on the way out
     std::thread::sleep(Duration::from_millis(100));
-    assert!(agent.stderr().contains("connections tracked in the kernel at exit"));
+    assert!(agent
+        .stderr()
+        .contains("connections tracked in the kernel at exit"));
 }
 
 /// Executables that are deleted and no longer run get their probes
@@ -181,13 +221,22 @@ fn probes_of_deleted_files_are_released() {
     let name = format!("gone{}", std::process::id() % 100000);
     let f = request_file(dir.path(), &hello_request());
     let agent = Agent::start(&["--comm", &name, "-v"]);
-    let fds = || std::fs::read_dir(format!("/proc/{}/fd", agent.pid())).unwrap().count();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", agent.pid()))
+            .unwrap()
+            .count()
+    };
     let before = fds();
     for _ in 0..8 {
         let exe = dir.path().join(&name);
         std::fs::copy(fixture("tls_client_static"), &exe).unwrap();
         let out = Command::new(&exe)
-            .args(["127.0.0.1", &srv.port.to_string(), "api.acme.com", f.to_str().unwrap()])
+            .args([
+                "127.0.0.1",
+                &srv.port.to_string(),
+                "api.acme.com",
+                f.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         assert!(out.status.success());
@@ -213,7 +262,13 @@ fn probes_of_deleted_files_are_released() {
     while fds() > before + 15 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(fds() <= before + 15, "{} fds before, {} after; {}", before, fds(), agent.stderr());
+    assert!(
+        fds() <= before + 15,
+        "{} fds before, {} after; {}",
+        before,
+        fds(),
+        agent.stderr()
+    );
 }
 
 /// A process killed while the agent holds it: the agent notices, lets BPF
@@ -226,11 +281,30 @@ fn process_killed_while_paused() {
     let exe = dir.path().join(&name);
     std::fs::copy(fixture("tls_client_openssl"), &exe).unwrap();
     let f = request_file(dir.path(), &hello_request());
-    let agent = Agent::start(&["--comm", &name, "--test-inspect-delay-ms", "1500", "--max-pause-ms", "5000"]);
-    let args = ["127.0.0.1".to_string(), srv.port.to_string(), "api.acme.com".into(), f.to_str().unwrap().into()];
-    let mut first = Command::new(&exe).args(&args).stdout(Stdio::null()).spawn().unwrap();
+    let agent = Agent::start(&[
+        "--comm",
+        &name,
+        "--test-inspect-delay-ms",
+        "1500",
+        "--max-pause-ms",
+        "5000",
+    ]);
+    let args = [
+        "127.0.0.1".to_string(),
+        srv.port.to_string(),
+        "api.acme.com".into(),
+        f.to_str().unwrap().into(),
+    ];
+    let mut first = Command::new(&exe)
+        .args(&args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let st = wait_state(first.id(), "t", Duration::from_secs(10));
-    assert!(st.as_deref().is_some_and(|s| s.starts_with('t')), "held: {st:?}");
+    assert!(
+        st.as_deref().is_some_and(|s| s.starts_with('t')),
+        "held: {st:?}"
+    );
     first.kill().unwrap();
     let status = first.wait().unwrap();
     assert!(!status.success());
@@ -248,7 +322,11 @@ fn process_killed_while_paused() {
             if let Some(p) = p {
                 break p as u32;
             }
-            assert!(Instant::now() < until, "second run not captured: {}", agent.stderr());
+            assert!(
+                Instant::now() < until,
+                "second run not captured: {}",
+                agent.stderr()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     };

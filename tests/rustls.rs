@@ -37,18 +37,41 @@ fn run(bin: &str, tls: &str, cipher: &str) {
     let f = request_file(dir.path(), &req);
     let port = srv.port.to_string();
     let fa = f.to_str().unwrap();
-    let args = ["127.0.0.1", port.as_str(), "api.acme.com", fa, tls, "--cipher", cipher];
+    let args = [
+        "127.0.0.1",
+        port.as_str(),
+        "api.acme.com",
+        fa,
+        tls,
+        "--cipher",
+        cipher,
+    ];
     let mut yes = Held::new(&fixture(bin), &args);
     let other_req = post_big("other.example", 10);
     let f2 = dir.path().join("other.bin");
     std::fs::write(&f2, &other_req).unwrap();
-    let args2 = ["127.0.0.1", port.as_str(), "other.example", f2.to_str().unwrap(), tls, "--cipher", cipher];
+    let args2 = [
+        "127.0.0.1",
+        port.as_str(),
+        "other.example",
+        f2.to_str().unwrap(),
+        tls,
+        "--cipher",
+        cipher,
+    ];
     let mut no = Held::new(&fixture(bin), &args2);
     // The first static TLS process makes the agent attach the syscall
     // tracepoints while the process is held; parallel tests' agents
     // contend for the kernel's trace-event mutex, so allow a longer hold.
     let agent = Agent::start(&[
-        "--sni", "*.acme.com", "--pid", &yes.held_pid(), "--pid", &no.held_pid(), "--max-pause-ms", "5000",
+        "--sni",
+        "*.acme.com",
+        "--pid",
+        &yes.held_pid(),
+        "--pid",
+        &no.held_pid(),
+        "--max-pause-ms",
+        "5000",
     ]);
     yes.go(b"");
     let (ok, out, err) = yes.finish(T);
@@ -67,8 +90,13 @@ fn run(bin: &str, tls: &str, cipher: &str) {
     assert_eq!(r.len(), resp.len(), "{bin} {tls} {cipher}: response length");
     assert!(r == resp, "{bin} {tls} {cipher}: response bytes differ");
     let recs = agent.records();
-    assert!(recs.iter().all(|r| r["pid"] != no.pid), "other.example must not be captured");
-    assert!(recs.iter().any(|r| r["type"] == "sni" && r["sni"] == "api.acme.com"));
+    assert!(
+        recs.iter().all(|r| r["pid"] != no.pid),
+        "other.example must not be captured"
+    );
+    assert!(recs
+        .iter()
+        .any(|r| r["type"] == "sni" && r["sni"] == "api.acme.com"));
     for r in recs.iter().filter(|r| r["type"] == "data") {
         assert_eq!(r["sni"], "api.acme.com");
     }
@@ -111,7 +139,12 @@ fn stripped_rust_binary_is_reported_as_not_instrumentable() {
     let f = request_file(dir.path(), &req);
     let mut c = Held::new(
         &fixture("rustls_client_awslc_stripped"),
-        &["127.0.0.1", &srv.port.to_string(), "api.acme.com", f.to_str().unwrap()],
+        &[
+            "127.0.0.1",
+            &srv.port.to_string(),
+            "api.acme.com",
+            f.to_str().unwrap(),
+        ],
     );
     let mut agent = Agent::start(&["--pid", &c.pid.to_string()]);
     c.go(b"");
@@ -120,9 +153,10 @@ fn stripped_rust_binary_is_reported_as_not_instrumentable() {
     assert!(agent.records().iter().all(|r| r["type"] != "data"));
     let log = agent.stop();
     assert!(
-        log.lines().any(|l| l.contains("rustls_client_awslc_stripped")
-            && l.contains("cannot be instrumented")
-            && l.contains("stripped")),
+        log.lines()
+            .any(|l| l.contains("rustls_client_awslc_stripped")
+                && l.contains("cannot be instrumented")
+                && l.contains("stripped")),
         "{log}"
     );
 }

@@ -36,7 +36,16 @@ fn client(kind: &str, port: u16, sni: &str) -> Run {
             } else {
                 format!("https://{sni}:{port}/hello")
             };
-            let mut args = vec!["-sk", "--http1.1", "-H", "Connection: close", "-H", "User-Agent:", "-H", "Accept:"];
+            let mut args = vec![
+                "-sk",
+                "--http1.1",
+                "-H",
+                "Connection: close",
+                "-H",
+                "User-Agent:",
+                "-H",
+                "Accept:",
+            ];
             if sni != "-" {
                 args.extend(["--resolve", &resolve]);
             }
@@ -47,23 +56,47 @@ fn client(kind: &str, port: u16, sni: &str) -> Run {
         }
         "python3" => Held::new(
             Path::new("/usr/bin/python3"),
-            &[script("py_client.py").to_str().unwrap(), "127.0.0.1", &port_s, sni, fa],
+            &[
+                script("py_client.py").to_str().unwrap(),
+                "127.0.0.1",
+                &port_s,
+                sni,
+                fa,
+            ],
         ),
         "node" => Held::new(
             Path::new("/usr/bin/node"),
-            &[script("node_client.js").to_str().unwrap(), "127.0.0.1", &port_s, sni, "GET", "/hello"],
+            &[
+                script("node_client.js").to_str().unwrap(),
+                "127.0.0.1",
+                &port_s,
+                sni,
+                "GET",
+                "/hello",
+            ],
         ),
-        "boringssl" => Held::new(&fixture("tls_client_boringssl"), &["127.0.0.1", &port_s, sni, fa]),
-        "openssl" => Held::new(&fixture("tls_client_openssl"), &["127.0.0.1", &port_s, sni, fa]),
+        "boringssl" => Held::new(
+            &fixture("tls_client_boringssl"),
+            &["127.0.0.1", &port_s, sni, fa],
+        ),
+        "openssl" => Held::new(
+            &fixture("tls_client_openssl"),
+            &["127.0.0.1", &port_s, sni, fa],
+        ),
         other => panic!("no client {other}"),
     };
     let request = if kind == "curl" {
         // curl writes the port into Host when it is not 443.
-        format!("GET /hello HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n").into_bytes()
+        format!("GET /hello HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n")
+            .into_bytes()
     } else {
         req
     };
-    Run { held, request, _dir: dir }
+    Run {
+        held,
+        request,
+        _dir: dir,
+    }
 }
 
 /// Runs `matching` and `other` under one agent with `args`; the first must
@@ -91,7 +124,10 @@ fn check(kind: &str, args: &[&str], matching: &str, other: &str) {
     assert_eq!(r, resp);
     let recs = agent.records();
     let leaked: Vec<_> = recs.iter().filter(|r| r["pid"] == no.held.pid).collect();
-    assert!(leaked.is_empty(), "non-matching connection captured: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "non-matching connection captured: {leaked:?}"
+    );
     // Every data record of the matching one carries its server name.
     let want = matching.to_ascii_lowercase();
     for r in recs.iter().filter(|r| r["type"] == "data") {
@@ -103,7 +139,8 @@ fn check(kind: &str, args: &[&str], matching: &str, other: &str) {
     }
     if matching != "-" {
         assert!(
-            recs.iter().any(|r| r["type"] == "sni" && r["sni"] == want.as_str()),
+            recs.iter()
+                .any(|r| r["type"] == "sni" && r["sni"] == want.as_str()),
             "an sni record"
         );
     }
@@ -111,37 +148,72 @@ fn check(kind: &str, args: &[&str], matching: &str, other: &str) {
 
 #[test]
 fn curl_suffix_pattern() {
-    check("curl", &["--sni", "*.acme.com"], "api.acme.com", "other.example");
+    check(
+        "curl",
+        &["--sni", "*.acme.com"],
+        "api.acme.com",
+        "other.example",
+    );
 }
 
 #[test]
 fn python3_suffix_pattern() {
-    check("python3", &["--sni", "*.acme.com"], "api.acme.com", "other.example");
+    check(
+        "python3",
+        &["--sni", "*.acme.com"],
+        "api.acme.com",
+        "other.example",
+    );
 }
 
 #[test]
 fn node_suffix_pattern() {
-    check("node", &["--sni", "*.acme.com"], "api.acme.com", "other.example");
+    check(
+        "node",
+        &["--sni", "*.acme.com"],
+        "api.acme.com",
+        "other.example",
+    );
 }
 
 #[test]
 fn boringssl_suffix_pattern() {
-    check("boringssl", &["--sni", "*.acme.com"], "api.acme.com", "other.example");
+    check(
+        "boringssl",
+        &["--sni", "*.acme.com"],
+        "api.acme.com",
+        "other.example",
+    );
 }
 
 #[test]
 fn prefix_pattern() {
-    check("openssl", &["--sni", "api.*"], "api.acme.com", "other.example");
+    check(
+        "openssl",
+        &["--sni", "api.*"],
+        "api.acme.com",
+        "other.example",
+    );
 }
 
 #[test]
 fn exact_pattern_does_not_match_subdomains() {
-    check("openssl", &["--sni", "api.acme.com"], "api.acme.com", "x.api.acme.com");
+    check(
+        "openssl",
+        &["--sni", "api.acme.com"],
+        "api.acme.com",
+        "x.api.acme.com",
+    );
 }
 
 #[test]
 fn mixed_case_names_and_patterns() {
-    check("openssl", &["--sni", "API.Acme.COM"], "Api.ACME.com", "other.example");
+    check(
+        "openssl",
+        &["--sni", "API.Acme.COM"],
+        "Api.ACME.com",
+        "other.example",
+    );
 }
 
 #[test]
@@ -151,7 +223,12 @@ fn no_server_name_is_not_captured_by_default() {
 
 #[test]
 fn no_server_name_is_captured_with_the_option() {
-    check("openssl", &["--sni", "*.acme.com", "--capture-no-sni"], "-", "other.example");
+    check(
+        "openssl",
+        &["--sni", "*.acme.com", "--capture-no-sni"],
+        "-",
+        "other.example",
+    );
 }
 
 #[test]
@@ -159,13 +236,21 @@ fn patterns_from_a_yaml_config() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("plainsight.yaml");
     std::fs::write(&cfg, "sni:\n  - '*.acme.com'\n").unwrap();
-    check("openssl", &["--config", cfg.to_str().unwrap()], "api.acme.com", "other.example");
+    check(
+        "openssl",
+        &["--config", cfg.to_str().unwrap()],
+        "api.acme.com",
+        "other.example",
+    );
 }
 
 #[test]
 fn bad_patterns_are_refused_naming_them() {
     for bad in ["", "a*b.com", "*", "ex ample.com", &"a".repeat(300)] {
-        let out = std::process::Command::new(AGENT).args(["--sni", bad]).output().unwrap();
+        let out = std::process::Command::new(AGENT)
+            .args(["--sni", bad])
+            .output()
+            .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("server-name pattern"), "{err}");
@@ -181,7 +266,12 @@ fn connection_map_stays_bounded() {
     let n = 10_000;
     let mut client = Held::new(
         &fixture("many_conns"),
-        &["127.0.0.1", &srv.port.to_string(), "api.acme.com", &n.to_string()],
+        &[
+            "127.0.0.1",
+            &srv.port.to_string(),
+            "api.acme.com",
+            &n.to_string(),
+        ],
     );
     let mut agent = Agent::start(&["--pid", &client.pid.to_string(), "--sni", "*.acme.com"]);
     // It prints "done N", then stays alive until its stdin closes: the map

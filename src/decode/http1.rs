@@ -27,7 +27,10 @@ pub struct Head {
 
 impl Head {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
     }
 }
 
@@ -207,7 +210,9 @@ impl Parser {
             if self.buf.is_empty() {
                 return Ok(None);
             }
-            let Some((head, used)) = self.parse_head()? else { return Ok(None) };
+            let Some((head, used)) = self.parse_head()? else {
+                return Ok(None);
+            };
             if head.headers.iter().any(|(n, _)| self.redact.applies(n)) {
                 self.buf.drain(..used);
                 self.wire.extend_from_slice(&self.rebuild_head(&head));
@@ -217,7 +222,13 @@ impl Parser {
             let kind = self.body_kind(&head)?;
             let ts_first_ns = self.buf_ts;
             self.buf_ts = self.ts;
-            self.pending = Some(Pending { head, kind, body: Vec::new(), body_len: 0, ts_first_ns });
+            self.pending = Some(Pending {
+                head,
+                kind,
+                body: Vec::new(),
+                body_len: 0,
+                ts_first_ns,
+            });
         }
         let ts = self.ts;
         loop {
@@ -228,7 +239,9 @@ impl Parser {
                     return Ok(Some(p.done(Vec::new(), ts)));
                 }
                 Body::Length(n) => {
-                    let Some(left) = self.body_bytes(n) else { return Ok(None) };
+                    let Some(left) = self.body_bytes(n) else {
+                        return Ok(None);
+                    };
                     self.pending.as_mut().expect("set above").kind = Body::Length(left);
                 }
                 Body::UntilClose => {
@@ -243,17 +256,27 @@ impl Parser {
                         }
                         return Ok(None);
                     };
-                    let line = std::str::from_utf8(&self.buf[..i]).map_err(|_| Http1Error::BadChunk)?;
+                    let line =
+                        std::str::from_utf8(&self.buf[..i]).map_err(|_| Http1Error::BadChunk)?;
                     let hex = line.split(';').next().unwrap_or("").trim();
                     let size = u64::from_str_radix(hex, 16).map_err(|_| Http1Error::BadChunk)?;
                     self.take(i + 2);
                     let p = self.pending.as_mut().expect("set above");
-                    p.kind = Body::Chunked(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) });
+                    p.kind = Body::Chunked(if size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(size)
+                    });
                 }
                 Body::Chunked(Chunk::Data(n)) => {
-                    let Some(left) = self.body_bytes(n) else { return Ok(None) };
-                    self.pending.as_mut().expect("set above").kind =
-                        Body::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
+                    let Some(left) = self.body_bytes(n) else {
+                        return Ok(None);
+                    };
+                    self.pending.as_mut().expect("set above").kind = Body::Chunked(if left == 0 {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left)
+                    });
                 }
                 Body::Chunked(Chunk::DataEnd) => {
                     if self.buf.len() < 2 {
@@ -304,7 +327,10 @@ impl Parser {
         }
         let k = n.min(self.buf.len() as u64) as usize;
         let d = self.take(k);
-        self.pending.as_mut().expect("a message in progress").keep(&d);
+        self.pending
+            .as_mut()
+            .expect("a message in progress")
+            .keep(&d);
         Some(n - k as u64)
     }
 
@@ -351,7 +377,9 @@ impl Parser {
             }
         };
         let collect = |hs: &[httparse::Header<'_>]| {
-            hs.iter().map(|h| (h.name.to_string(), h.value.to_vec())).collect::<Vec<_>>()
+            hs.iter()
+                .map(|h| (h.name.to_string(), h.value.to_vec()))
+                .collect::<Vec<_>>()
         };
         match self.side {
             Side::Requests => {
@@ -401,7 +429,11 @@ impl Parser {
         }
         let chunked = head
             .header("transfer-encoding")
-            .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase().contains("chunked"))
+            .map(|v| {
+                String::from_utf8_lossy(v)
+                    .to_ascii_lowercase()
+                    .contains("chunked")
+            })
             .unwrap_or(false);
         if chunked {
             return Ok(Body::Chunked(Chunk::Size));
@@ -415,7 +447,9 @@ impl Parser {
         }
         match (self.side, head.status) {
             // 1xx, 204 and 304 responses have no body
-            (Side::Responses, Some(s)) if (100..200).contains(&s) || s == 204 || s == 304 => Ok(Body::Length(0)),
+            (Side::Responses, Some(s)) if (100..200).contains(&s) || s == 204 || s == 304 => {
+                Ok(Body::Length(0))
+            }
             (Side::Responses, _) => Ok(Body::UntilClose),
             (Side::Requests, _) => Ok(Body::Length(0)),
         }
@@ -466,7 +500,10 @@ impl Http1Conn {
     /// Bytes `from` sent in a call at `ts_ns`.
     pub fn push(&mut self, from: Peer, data: &[u8], ts_ns: u64) -> Http1Output {
         let r = self.parser(from).push(data, ts_ns);
-        let mut out = Http1Output { wire: self.parser(from).take_wire(), ..Default::default() };
+        let mut out = Http1Output {
+            wire: self.parser(from).take_wire(),
+            ..Default::default()
+        };
         let msgs = match r {
             Ok(m) => m,
             Err(e) => {
@@ -477,7 +514,8 @@ impl Http1Conn {
         for m in msgs {
             match from {
                 Peer::Client => {
-                    self.responses.expect_response(m.head.method.as_deref() == Some("HEAD"));
+                    self.responses
+                        .expect_response(m.head.method.as_deref() == Some("HEAD"));
                     self.waiting.push_back(m);
                 }
                 Peer::Server => {
@@ -509,7 +547,11 @@ impl Http1Conn {
         };
         let mut p = Parser::new(side, self.redact.clone());
         if from == Peer::Server {
-            p.head_requests = self.waiting.iter().map(|m| m.head.method.as_deref() == Some("HEAD")).collect();
+            p.head_requests = self
+                .waiting
+                .iter()
+                .map(|m| m.head.method.as_deref() == Some("HEAD"))
+                .collect();
         }
         *self.parser(from) = p;
     }
@@ -587,20 +629,29 @@ mod tests {
         assert_eq!(m.len(), 3);
         assert_eq!(m[0].body, b"abc");
         assert_eq!(m[1].body, b"Wikipedia");
-        assert_eq!(m[1].trailers, vec![("grpc-status".to_string(), b"0".to_vec())]);
+        assert_eq!(
+            m[1].trailers,
+            vec![("grpc-status".to_string(), b"0".to_vec())]
+        );
         assert_eq!(m[2].head.status, Some(204));
     }
 
     #[test]
     fn until_close_and_garbage() {
         let mut p = Parser::new(Side::Responses, Redact::none());
-        assert!(p.push(b"HTTP/1.0 200 OK\r\n\r\nsome body", 0).unwrap().is_empty());
+        assert!(p
+            .push(b"HTTP/1.0 200 OK\r\n\r\nsome body", 0)
+            .unwrap()
+            .is_empty());
         let (m, complete) = p.finish().unwrap();
         assert_eq!(m.body, b"some body");
         assert!(complete);
         let mut p = Parser::new(Side::Requests, Redact::none());
         assert!(p.push(b"\x16\x03\x01\x02\x00binary", 0).is_err());
-        assert!(p.push(b"GET / HTTP/1.1\r\n\r\n", 0).unwrap().is_empty(), "stays failed");
+        assert!(
+            p.push(b"GET / HTTP/1.1\r\n\r\n", 0).unwrap().is_empty(),
+            "stays failed"
+        );
         let mut p = Parser::new(Side::Responses, Redact::none());
         assert_eq!(
             p.push(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", 0),
@@ -618,7 +669,11 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nx",
             2,
         );
-        let got: Vec<_> = o.exchanges.iter().map(|e| (e.path.clone().unwrap(), e.status.unwrap())).collect();
+        let got: Vec<_> = o
+            .exchanges
+            .iter()
+            .map(|e| (e.path.clone().unwrap(), e.status.unwrap()))
+            .collect();
         assert_eq!(got, [("/h".to_string(), 200), ("/p".to_string(), 201)]);
         assert_eq!(o.exchanges[1].request.as_ref().unwrap().body, b"hi");
         assert_eq!(o.exchanges[1].response.as_ref().unwrap().body, b"x");
@@ -628,7 +683,12 @@ mod tests {
     fn big_bodies_are_counted_beyond_what_is_kept() {
         let mut p = Parser::new(Side::Responses, Redact::none());
         let n = MAX_BODY_KEEP + 100;
-        let mut m = p.push(format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").as_bytes(), 1).unwrap();
+        let mut m = p
+            .push(
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").as_bytes(),
+                1,
+            )
+            .unwrap();
         let chunk = vec![b'a'; 1 << 20];
         let mut sent = 0;
         while sent < n {
@@ -645,7 +705,12 @@ mod tests {
     #[test]
     fn redacted_values_are_masked_on_the_wire() {
         let mut p = Parser::new(Side::Requests, Redact::new(&["X-Api-Key".into()]));
-        let m = p.push(b"GET /k HTTP/1.1\r\nx-api-key: 123\r\nCookie: a=b\r\nAccept: */*\r\n\r\n", 0).unwrap();
+        let m = p
+            .push(
+                b"GET /k HTTP/1.1\r\nx-api-key: 123\r\nCookie: a=b\r\nAccept: */*\r\n\r\n",
+                0,
+            )
+            .unwrap();
         assert_eq!(m.len(), 1);
         assert_eq!(
             p.take_wire(),

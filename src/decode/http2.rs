@@ -31,7 +31,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use thiserror::Error;
 
 use super::http1::MAX_BODY_KEEP;
-use super::{grpc_message_count, grpc_path, Exchange, Grpc, Headers, HttpMessage, Peer, Protocol, Redact};
+use super::{
+    grpc_message_count, grpc_path, Exchange, Grpc, Headers, HttpMessage, Peer, Protocol, Redact,
+};
 
 /// What the client sends before its first frame.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -207,7 +209,11 @@ fn check_block(buf: &[u8]) -> Result<(), &'static str> {
 }
 
 /// Decodes one complete header block; names are made UTF-8 (lossy).
-fn decode_block(decoder: &mut fluke_hpack::Decoder<'static>, stream: u32, block: &[u8]) -> Result<Headers, Http2Error> {
+fn decode_block(
+    decoder: &mut fluke_hpack::Decoder<'static>,
+    stream: u32,
+    block: &[u8],
+) -> Result<Headers, Http2Error> {
     let hpack = |reason: String| Http2Error::Hpack { stream, reason };
     check_block(block).map_err(|r| hpack(r.to_string()))?;
     let mut list: Headers = Vec::new();
@@ -216,7 +222,10 @@ fn decode_block(decoder: &mut fluke_hpack::Decoder<'static>, stream: u32, block:
         decoder.decode_with_cb(block, |name, value| {
             size = size.saturating_add(name.len() + value.len() + 32);
             if size <= MAX_HEADER_LIST {
-                list.push((String::from_utf8_lossy(&name).into_owned(), value.into_owned()));
+                list.push((
+                    String::from_utf8_lossy(&name).into_owned(),
+                    value.into_owned(),
+                ));
             }
         })
     }));
@@ -234,7 +243,9 @@ fn split_pseudo(list: Headers) -> (Headers, Headers) {
 }
 
 fn field<'a>(list: &'a Headers, name: &str) -> Option<&'a [u8]> {
-    list.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+    list.iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
 }
 
 fn field_string(list: &Headers, name: &str) -> Option<String> {
@@ -285,10 +296,20 @@ fn write_frame_head(out: &mut Vec<u8>, len: usize, ty: u8, flags: u8, stream: u3
 }
 
 /// A re-encoded header block as HEADERS (or PUSH_PROMISE) plus CONTINUATIONs.
-fn write_block_frames(out: &mut Vec<u8>, stream: u32, promised: Option<u32>, end_stream: bool, block: &[u8]) {
+fn write_block_frames(
+    out: &mut Vec<u8>,
+    stream: u32,
+    promised: Option<u32>,
+    end_stream: bool,
+    block: &[u8],
+) {
     let (ty, prefix, mut flags) = match promised {
         Some(p) => (PUSH_PROMISE, (p & 0x7fff_ffff).to_be_bytes().to_vec(), 0),
-        None => (HEADERS, Vec::new(), if end_stream { FLAG_END_STREAM } else { 0 }),
+        None => (
+            HEADERS,
+            Vec::new(),
+            if end_stream { FLAG_END_STREAM } else { 0 },
+        ),
     };
     let (first, rest) = block.split_at(block.len().min(WIRE_MAX_PAYLOAD - prefix.len()));
     if rest.is_empty() {
@@ -299,7 +320,11 @@ fn write_block_frames(out: &mut Vec<u8>, stream: u32, promised: Option<u32>, end
     out.extend_from_slice(first);
     let mut chunks = rest.chunks(WIRE_MAX_PAYLOAD).peekable();
     while let Some(chunk) = chunks.next() {
-        let flags = if chunks.peek().is_none() { FLAG_END_HEADERS } else { 0 };
+        let flags = if chunks.peek().is_none() {
+            FLAG_END_HEADERS
+        } else {
+            0
+        };
         write_frame_head(out, chunk.len(), CONTINUATION, flags, stream);
         out.extend_from_slice(chunk);
     }
@@ -331,11 +356,17 @@ fn unpad(payload: &[u8], flags: u8, ty: u8) -> Result<&[u8], Http2Error> {
         return Ok(payload);
     }
     let Some((&pad, rest)) = payload.split_first() else {
-        return Err(Http2Error::Protocol(format!("padded {} frame without a pad length", frame_name(ty))));
+        return Err(Http2Error::Protocol(format!(
+            "padded {} frame without a pad length",
+            frame_name(ty)
+        )));
     };
     let pad = pad as usize;
     if pad > rest.len() {
-        return Err(Http2Error::Protocol(format!("{} padding longer than the frame", frame_name(ty))));
+        return Err(Http2Error::Protocol(format!(
+            "{} padding longer than the frame",
+            frame_name(ty)
+        )));
     }
     Ok(&rest[..rest.len() - pad])
 }
@@ -368,7 +399,13 @@ impl Dir {
     fn new(want_preface: bool) -> Dir {
         let mut hpack = fluke_hpack::Decoder::new();
         hpack.set_max_allowed_table_size(MAX_TABLE_SIZE);
-        Dir { buf: Vec::new(), buf_ts: 0, want_preface, hpack, block: None }
+        Dir {
+            buf: Vec::new(),
+            buf_ts: 0,
+            want_preface,
+            hpack,
+            block: None,
+        }
     }
 }
 
@@ -447,7 +484,8 @@ impl Http2Conn {
         let mut stored = std::mem::take(&mut self.dir(from).buf);
         let result = if stored.is_empty() {
             self.dir(from).buf_ts = ts_ns;
-            self.read(from, data, ts_ns, &mut out).map(|used| data[used..].to_vec())
+            self.read(from, data, ts_ns, &mut out)
+                .map(|used| data[used..].to_vec())
         } else {
             stored.extend_from_slice(data);
             self.read(from, &stored, ts_ns, &mut out).map(|used| {
@@ -485,7 +523,13 @@ impl Http2Conn {
     }
 
     /// Reads the preface and whole frames from `input`; returns the bytes used.
-    fn read(&mut self, from: Peer, input: &[u8], ts: u64, out: &mut Http2Output) -> Result<usize, Http2Error> {
+    fn read(
+        &mut self,
+        from: Peer,
+        input: &[u8],
+        ts: u64,
+        out: &mut Http2Output,
+    ) -> Result<usize, Http2Error> {
         let mut pos = 0;
         if self.dir(from).want_preface {
             let n = input.len().min(PREFACE.len());
@@ -519,11 +563,20 @@ impl Http2Conn {
 
     /// Checks what a frame header alone tells, before buffering the payload.
     fn check_head(&mut self, from: Peer, h: &FrameHead) -> Result<(), Http2Error> {
-        let proto = |what: &str| Err(Http2Error::Protocol(format!("{} frame {what}", frame_name(h.ty))));
+        let proto = |what: &str| {
+            Err(Http2Error::Protocol(format!(
+                "{} frame {what}",
+                frame_name(h.ty)
+            )))
+        };
         if h.len > MAX_FRAME_LEN {
             return Err(Http2Error::FrameTooLarge(h.len));
         }
-        let pending = self.dir(from).block.as_ref().map(|b| (b.stream, b.fragment.len()));
+        let pending = self
+            .dir(from)
+            .block
+            .as_ref()
+            .map(|b| (b.stream, b.fragment.len()));
         match (pending, h.ty) {
             (Some((stream, _)), CONTINUATION) if stream == h.stream => {}
             (Some(_), _) => return proto("inside another stream's header block"),
@@ -531,7 +584,9 @@ impl Http2Conn {
             _ => {}
         }
         match h.ty {
-            DATA | HEADERS | PRIORITY | RST_STREAM | PUSH_PROMISE | CONTINUATION if h.stream == 0 => {
+            DATA | HEADERS | PRIORITY | RST_STREAM | PUSH_PROMISE | CONTINUATION
+                if h.stream == 0 =>
+            {
                 return proto("on stream 0")
             }
             SETTINGS | PING | GOAWAY if h.stream != 0 => return proto("on a stream other than 0"),
@@ -575,14 +630,21 @@ impl Http2Conn {
             DATA => {
                 let data = unpad(payload, h.flags, h.ty)?;
                 out.wire.extend_from_slice(raw);
-                self.on_data(from, h.stream, data, h.flags & FLAG_END_STREAM != 0, ts, out);
+                self.on_data(
+                    from,
+                    h.stream,
+                    data,
+                    h.flags & FLAG_END_STREAM != 0,
+                    ts,
+                    out,
+                );
             }
             HEADERS => {
                 let mut fragment = unpad(payload, h.flags, h.ty)?;
                 if h.flags & FLAG_PRIORITY != 0 {
-                    fragment = fragment
-                        .get(5..)
-                        .ok_or_else(|| Http2Error::Protocol("HEADERS frame too short for its priority".into()))?;
+                    fragment = fragment.get(5..).ok_or_else(|| {
+                        Http2Error::Protocol("HEADERS frame too short for its priority".into())
+                    })?;
                 }
                 let block = Block {
                     stream: h.stream,
@@ -596,7 +658,9 @@ impl Http2Conn {
             PUSH_PROMISE => {
                 let p = unpad(payload, h.flags, h.ty)?;
                 if p.len() < 4 {
-                    return Err(Http2Error::Protocol("PUSH_PROMISE frame without a promised stream".into()));
+                    return Err(Http2Error::Protocol(
+                        "PUSH_PROMISE frame without a promised stream".into(),
+                    ));
                 }
                 let promised = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff;
                 let block = Block {
@@ -645,7 +709,13 @@ impl Http2Conn {
     }
 
     /// A whole header block: decode, re-encode for the wire, apply to the stream.
-    fn end_block(&mut self, from: Peer, block: Block, ts: u64, out: &mut Http2Output) -> Result<(), Http2Error> {
+    fn end_block(
+        &mut self,
+        from: Peer,
+        block: Block,
+        ts: u64,
+        out: &mut Http2Output,
+    ) -> Result<(), Http2Error> {
         let list = decode_block(&mut self.dir(from).hpack, block.stream, &block.fragment)?;
         let (pseudo, mut regular) = split_pseudo(list);
         let content_type = field(&regular, "content-type").map(|v| v.to_vec());
@@ -659,7 +729,13 @@ impl Http2Conn {
             block.end_stream,
             &encode_literal_block(&wire_list),
         );
-        let fields = Fields { pseudo, regular, content_type, ts_first: block.ts_first, ts_last: ts };
+        let fields = Fields {
+            pseudo,
+            regular,
+            content_type,
+            ts_first: block.ts_first,
+            ts_last: ts,
+        };
         match (from, block.promised) {
             (Peer::Server, Some(promised)) => self.on_promise(promised, fields),
             // A client cannot push: its block only mattered for HPACK state.
@@ -676,21 +752,33 @@ impl Http2Conn {
         if self.streams.len() >= MAX_STREAMS {
             return Err(Http2Error::TooManyStreams);
         }
-        let authority = f.pseudo_string(":authority").or_else(|| field_string(&f.regular, "host"));
+        let authority = f
+            .pseudo_string(":authority")
+            .or_else(|| field_string(&f.regular, "host"));
         let stream = Stream {
             method: f.pseudo_string(":method"),
             path: f.pseudo_string(":path"),
             authority,
             status: None,
-            grpc: f.content_type.as_deref().is_some_and(|v| v.starts_with(b"application/grpc")),
-            request: Some(HttpMessage::begin(f.ts_first, f.ts_last, f.regular, end_stream)),
+            grpc: f
+                .content_type
+                .as_deref()
+                .is_some_and(|v| v.starts_with(b"application/grpc")),
+            request: Some(HttpMessage::begin(
+                f.ts_first, f.ts_last, f.regular, end_stream,
+            )),
             response: None,
         };
         self.streams.insert(id, stream);
         Ok(())
     }
 
-    fn on_request_headers(&mut self, id: u32, f: Fields, end_stream: bool) -> Result<(), Http2Error> {
+    fn on_request_headers(
+        &mut self,
+        id: u32,
+        f: Fields,
+        end_stream: bool,
+    ) -> Result<(), Http2Error> {
         if let Some(stream) = self.streams.get_mut(&id) {
             // Trailers (a second block on an open request).
             if let Some(req) = stream.request.as_mut().filter(|r| !r.complete) {
@@ -717,15 +805,21 @@ impl Http2Conn {
     }
 
     fn on_response_headers(&mut self, id: u32, f: Fields, end_stream: bool, out: &mut Http2Output) {
-        let Some(stream) = self.streams.get_mut(&id) else { return };
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
         match stream.response.as_mut() {
             None => {
-                let status = f.pseudo_string(":status").and_then(|s| s.trim().parse::<u16>().ok());
+                let status = f
+                    .pseudo_string(":status")
+                    .and_then(|s| s.trim().parse::<u16>().ok());
                 if status.is_some_and(|s| (100..200).contains(&s)) && !end_stream {
                     return; // informational: the final response follows
                 }
                 stream.status = status;
-                stream.response = Some(HttpMessage::begin(f.ts_first, f.ts_last, f.regular, end_stream));
+                stream.response = Some(HttpMessage::begin(
+                    f.ts_first, f.ts_last, f.regular, end_stream,
+                ));
             }
             Some(resp) if !resp.complete => {
                 resp.trailers.extend(f.regular);
@@ -739,8 +833,18 @@ impl Http2Conn {
         }
     }
 
-    fn on_data(&mut self, from: Peer, id: u32, data: &[u8], end_stream: bool, ts: u64, out: &mut Http2Output) {
-        let Some(stream) = self.streams.get_mut(&id) else { return };
+    fn on_data(
+        &mut self,
+        from: Peer,
+        id: u32,
+        data: &[u8],
+        end_stream: bool,
+        ts: u64,
+        out: &mut Http2Output,
+    ) {
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
         let msg = match from {
             Peer::Client => stream.request.as_mut(),
             Peer::Server => stream.response.as_mut(),
@@ -761,15 +865,25 @@ impl Http2Conn {
     fn close(&mut self, id: u32) -> Option<Exchange> {
         let stream = self.streams.remove(&id)?;
         let grpc = stream.grpc.then(|| {
-            let (service, method) = stream.path.as_deref().and_then(grpc_path).unwrap_or_default();
+            let (service, method) = stream
+                .path
+                .as_deref()
+                .and_then(grpc_path)
+                .unwrap_or_default();
             let resp = stream.response.as_ref();
-            let get = |name: &str| resp.and_then(|r| field(&r.trailers, name).or_else(|| field(&r.headers, name)));
+            let get = |name: &str| {
+                resp.and_then(|r| field(&r.trailers, name).or_else(|| field(&r.headers, name)))
+            };
             Grpc {
                 service,
                 method,
-                status: get("grpc-status").and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok()),
+                status: get("grpc-status")
+                    .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok()),
                 message: get("grpc-message").map(percent_decode),
-                request_messages: stream.request.as_ref().map_or(0, |m| grpc_message_count(&m.body)),
+                request_messages: stream
+                    .request
+                    .as_ref()
+                    .map_or(0, |m| grpc_message_count(&m.body)),
                 response_messages: resp.map_or(0, |m| grpc_message_count(&m.body)),
             }
         });
@@ -819,7 +933,9 @@ mod tests {
     }
 
     fn hs(list: &[(&str, &str)]) -> Headers {
-        list.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect()
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
     }
 
     /// Builds both directions of a connection with real HPACK encoders.
@@ -837,10 +953,19 @@ mod tests {
             let mut server = frame(SETTINGS, 0, 0, &[]);
             server.extend(frame(SETTINGS, FLAG_ACK, 0, &[]));
             client.extend(frame(SETTINGS, FLAG_ACK, 0, &[]));
-            Conv { client, server, ce: Encoder::new(), se: Encoder::new() }
+            Conv {
+                client,
+                server,
+                ce: Encoder::new(),
+                se: Encoder::new(),
+            }
         }
         fn block(&mut self, from: Peer, list: &[(&str, &str)]) -> Vec<u8> {
-            let enc = if from == Peer::Client { &mut self.ce } else { &mut self.se };
+            let enc = if from == Peer::Client {
+                &mut self.ce
+            } else {
+                &mut self.se
+            };
             enc.encode(list.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
         }
         fn out(&mut self, from: Peer) -> &mut Vec<u8> {
@@ -862,7 +987,11 @@ mod tests {
     }
 
     /// Pushes all client bytes then all server bytes.
-    fn run(conn: &mut Http2Conn, client: &[u8], server: &[u8]) -> (Vec<Exchange>, Vec<u8>, Vec<u8>) {
+    fn run(
+        conn: &mut Http2Conn,
+        client: &[u8],
+        server: &[u8],
+    ) -> (Vec<Exchange>, Vec<u8>, Vec<u8>) {
         let c = conn.push(Peer::Client, client, 1).unwrap();
         let s = conn.push(Peer::Server, server, 2).unwrap();
         let mut ex = c.exchanges;
@@ -875,7 +1004,12 @@ mod tests {
             Peer::Client,
             stream,
             true,
-            &[(":method", "GET"), (":scheme", "https"), (":path", path), (":authority", "example.com")],
+            &[
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":path", path),
+                (":authority", "example.com"),
+            ],
         );
     }
 
@@ -896,8 +1030,18 @@ mod tests {
         let mut p = vec![2u8, 0, 0, 0, 0, 16];
         p.extend(&b);
         p.extend([0, 0]);
-        c.client.extend(frame(HEADERS, FLAG_END_HEADERS | FLAG_PADDED | FLAG_PRIORITY, 1, &p));
-        c.client.extend(frame(DATA, FLAG_PADDED | FLAG_END_STREAM, 1, &[3, b'h', b'i', 0, 0, 0]));
+        c.client.extend(frame(
+            HEADERS,
+            FLAG_END_HEADERS | FLAG_PADDED | FLAG_PRIORITY,
+            1,
+            &p,
+        ));
+        c.client.extend(frame(
+            DATA,
+            FLAG_PADDED | FLAG_END_STREAM,
+            1,
+            &[3, b'h', b'i', 0, 0, 0],
+        ));
         // stream 3: headers in HEADERS + 2 CONTINUATIONs
         let b = c.block(
             Peer::Client,
@@ -911,7 +1055,8 @@ mod tests {
         );
         c.client.extend(frame(HEADERS, FLAG_END_STREAM, 3, &b[..5]));
         c.client.extend(frame(CONTINUATION, 0, 3, &b[5..20]));
-        c.client.extend(frame(CONTINUATION, FLAG_END_HEADERS, 3, &b[20..]));
+        c.client
+            .extend(frame(CONTINUATION, FLAG_END_HEADERS, 3, &b[20..]));
         get_request(&mut c, 5, "/reset");
         c.client.extend(frame(PING, 0, 0, b"12345678"));
         c.client.extend(frame(WINDOW_UPDATE, 0, 0, &[0, 0, 1, 0]));
@@ -919,14 +1064,20 @@ mod tests {
         c.client.extend(frame(PRIORITY, 0, 3, &[0, 0, 0, 0, 7]));
         // responses: 3 first (with a 100 Continue before), then 1, 5 reset
         c.headers(Peer::Server, 3, false, &[(":status", "100")]);
-        c.headers(Peer::Server, 3, false, &[(":status", "200"), ("content-type", "text/html")]);
+        c.headers(
+            Peer::Server,
+            3,
+            false,
+            &[(":status", "200"), ("content-type", "text/html")],
+        );
         c.data(Peer::Server, 3, false, b"<html>");
         c.headers(Peer::Server, 1, false, &[(":status", "201")]);
         c.data(Peer::Server, 3, true, b"</html>");
         c.server.extend(frame(RST_STREAM, 0, 5, &[0, 0, 0, 8]));
         c.headers(Peer::Server, 1, true, &[("x-trailer", "t")]);
         c.server.extend(frame(PING, FLAG_ACK, 0, b"12345678"));
-        c.server.extend(frame(GOAWAY, 0, 0, &[0, 0, 0, 5, 0, 0, 0, 0]));
+        c.server
+            .extend(frame(GOAWAY, 0, 0, &[0, 0, 0, 5, 0, 0, 0, 0]));
         (c.client, c.server)
     }
 
@@ -947,7 +1098,12 @@ mod tests {
         );
         c.data(Peer::Client, 1, false, b"hel");
         c.data(Peer::Client, 1, true, b"lo");
-        c.headers(Peer::Server, 1, false, &[(":status", "200"), ("content-type", "text/plain")]);
+        c.headers(
+            Peer::Server,
+            1,
+            false,
+            &[(":status", "200"), ("content-type", "text/plain")],
+        );
         c.data(Peer::Server, 1, false, b"world");
         c.data(Peer::Server, 1, true, b"");
         let mut conn = Http2Conn::new(Redact::none());
@@ -998,11 +1154,26 @@ mod tests {
         c.data(Peer::Server, 1, true, b"x");
         let mut conn = Http2Conn::new(Redact::none());
         // the HEADERS frame is split over the pushes at 10 and 20
-        assert!(conn.push(Peer::Client, &c.client[..start + 3], 10).unwrap().exchanges.is_empty());
-        assert!(conn.push(Peer::Client, &c.client[start + 3..], 20).unwrap().exchanges.is_empty());
+        assert!(conn
+            .push(Peer::Client, &c.client[..start + 3], 10)
+            .unwrap()
+            .exchanges
+            .is_empty());
+        assert!(conn
+            .push(Peer::Client, &c.client[start + 3..], 20)
+            .unwrap()
+            .exchanges
+            .is_empty());
         let n = c.server.len();
-        assert!(conn.push(Peer::Server, &c.server[..n - 1], 30).unwrap().exchanges.is_empty());
-        let ex = conn.push(Peer::Server, &c.server[n - 1..], 40).unwrap().exchanges;
+        assert!(conn
+            .push(Peer::Server, &c.server[..n - 1], 30)
+            .unwrap()
+            .exchanges
+            .is_empty());
+        let ex = conn
+            .push(Peer::Server, &c.server[n - 1..], 40)
+            .unwrap()
+            .exchanges;
         let req = ex[0].request.as_ref().unwrap();
         let resp = ex[0].response.as_ref().unwrap();
         assert_eq!((req.ts_first_ns, req.ts_last_ns), (10, 20));
@@ -1019,10 +1190,16 @@ mod tests {
         assert_eq!(ids, [3, 5, 1], "completion order");
         // CONTINUATIONs joined, 100 skipped
         assert_eq!(ex[0].path.as_deref(), Some("/cont"));
-        assert_eq!(ex[0].request.as_ref().unwrap().headers, hs(&[("x-long", &"v".repeat(40))]));
+        assert_eq!(
+            ex[0].request.as_ref().unwrap().headers,
+            hs(&[("x-long", &"v".repeat(40))])
+        );
         assert_eq!(ex[0].status, Some(200));
         assert_eq!(ex[0].response.as_ref().unwrap().body, b"<html></html>");
-        assert_eq!(ex[0].response.as_ref().unwrap().headers, hs(&[("content-type", "text/html")]));
+        assert_eq!(
+            ex[0].response.as_ref().unwrap().headers,
+            hs(&[("content-type", "text/html")])
+        );
         // reset before any response
         assert_eq!(ex[1].path.as_deref(), Some("/reset"));
         assert!(ex[1].request.as_ref().unwrap().complete);
@@ -1043,31 +1220,45 @@ mod tests {
     fn hpack_dynamic_table_across_requests_rfc7541_c3() {
         let c3: [&[u8]; 3] = [
             &[
-                0x82, 0x86, 0x84, 0x41, 0x0f, b'w', b'w', b'w', b'.', b'e', b'x', b'a', b'm', b'p', b'l', b'e', b'.',
-                b'c', b'o', b'm',
+                0x82, 0x86, 0x84, 0x41, 0x0f, b'w', b'w', b'w', b'.', b'e', b'x', b'a', b'm', b'p',
+                b'l', b'e', b'.', b'c', b'o', b'm',
             ],
-            &[0x82, 0x86, 0x84, 0xbe, 0x58, 0x08, b'n', b'o', b'-', b'c', b'a', b'c', b'h', b'e'],
             &[
-                0x82, 0x87, 0x85, 0xbf, 0x40, 0x0a, b'c', b'u', b's', b't', b'o', b'm', b'-', b'k', b'e', b'y', 0x0c,
-                b'c', b'u', b's', b't', b'o', b'm', b'-', b'v', b'a', b'l', b'u', b'e',
+                0x82, 0x86, 0x84, 0xbe, 0x58, 0x08, b'n', b'o', b'-', b'c', b'a', b'c', b'h', b'e',
+            ],
+            &[
+                0x82, 0x87, 0x85, 0xbf, 0x40, 0x0a, b'c', b'u', b's', b't', b'o', b'm', b'-', b'k',
+                b'e', b'y', 0x0c, b'c', b'u', b's', b't', b'o', b'm', b'-', b'v', b'a', b'l', b'u',
+                b'e',
             ],
         ];
         let mut client = PREFACE.to_vec();
         for (i, b) in c3.iter().enumerate() {
-            client.extend(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1 + 2 * i as u32, b));
+            client.extend(frame(
+                HEADERS,
+                FLAG_END_HEADERS | FLAG_END_STREAM,
+                1 + 2 * i as u32,
+                b,
+            ));
         }
         let mut conn = Http2Conn::new(Redact::none());
         let out = conn.push(Peer::Client, &client, 5).unwrap();
         assert!(out.exchanges.is_empty());
         let ex = conn.finish();
         assert_eq!(ex.len(), 3);
-        assert_eq!(ex[1].request.as_ref().unwrap().headers, hs(&[("cache-control", "no-cache")]));
+        assert_eq!(
+            ex[1].request.as_ref().unwrap().headers,
+            hs(&[("cache-control", "no-cache")])
+        );
         let third = &ex[2];
         assert_eq!(third.stream_id, Some(5));
         assert_eq!(third.method.as_deref(), Some("GET"));
         assert_eq!(third.path.as_deref(), Some("/index.html"));
         assert_eq!(third.authority.as_deref(), Some("www.example.com"));
-        assert_eq!(third.request.as_ref().unwrap().headers, hs(&[("custom-key", "custom-value")]));
+        assert_eq!(
+            third.request.as_ref().unwrap().headers,
+            hs(&[("custom-key", "custom-value")])
+        );
         assert_eq!(third.response, None);
         // the wire form needs no dynamic table: each block alone decodes
         let mut again = Http2Conn::new(Redact::none());
@@ -1080,10 +1271,18 @@ mod tests {
         let big = "b".repeat(40_000);
         let mut c = Conv::new();
         get_request(&mut c, 1, "/big");
-        c.headers(Peer::Server, 1, true, &[(":status", "200"), ("x-big", &big)]);
+        c.headers(
+            Peer::Server,
+            1,
+            true,
+            &[(":status", "200"), ("x-big", &big)],
+        );
         let mut conn = Http2Conn::new(Redact::none());
         let (ex, _, sw) = run(&mut conn, &c.client, &c.server);
-        assert_eq!(ex[0].response.as_ref().unwrap().header("x-big"), Some(big.as_bytes()));
+        assert_eq!(
+            ex[0].response.as_ref().unwrap().header("x-big"),
+            Some(big.as_bytes())
+        );
         // SETTINGS, SETTINGS ack, then HEADERS + 2 CONTINUATIONs of at most 16384 bytes
         let mut pos = 18;
         let mut kinds = vec![];
@@ -1093,7 +1292,14 @@ mod tests {
             pos += FRAME_HEAD + h.len;
         }
         assert_eq!(pos, sw.len());
-        assert_eq!(kinds, [(HEADERS, FLAG_END_STREAM), (CONTINUATION, 0), (CONTINUATION, FLAG_END_HEADERS)]);
+        assert_eq!(
+            kinds,
+            [
+                (HEADERS, FLAG_END_STREAM),
+                (CONTINUATION, 0),
+                (CONTINUATION, FLAG_END_HEADERS)
+            ]
+        );
         let mut again = Http2Conn::new(Redact::none());
         let (ex2, _, _) = run(&mut again, &c.client, &sw);
         assert_eq!(ex2, ex);
@@ -1105,20 +1311,39 @@ mod tests {
         get_request(&mut c, 1, "/");
         let pb = c.block(
             Peer::Server,
-            &[(":method", "GET"), (":scheme", "https"), (":path", "/style.css"), (":authority", "example.com")],
+            &[
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":path", "/style.css"),
+                (":authority", "example.com"),
+            ],
         );
         let mut p = vec![0, 0, 0, 2];
         p.extend(pb);
-        c.server.extend(frame(PUSH_PROMISE, FLAG_END_HEADERS, 1, &p));
-        c.headers(Peer::Server, 1, true, &[(":status", "200"), ("x-shared", "1")]);
-        c.headers(Peer::Server, 2, false, &[(":status", "200"), ("x-shared", "1")]);
+        c.server
+            .extend(frame(PUSH_PROMISE, FLAG_END_HEADERS, 1, &p));
+        c.headers(
+            Peer::Server,
+            1,
+            true,
+            &[(":status", "200"), ("x-shared", "1")],
+        );
+        c.headers(
+            Peer::Server,
+            2,
+            false,
+            &[(":status", "200"), ("x-shared", "1")],
+        );
         c.data(Peer::Server, 2, true, b"css");
         let mut conn = Http2Conn::new(Redact::none());
         let (ex, _, sw) = run(&mut conn, &c.client, &c.server);
         assert_eq!(ex.len(), 2);
         assert_eq!(ex[1].stream_id, Some(2));
         assert_eq!(ex[1].path.as_deref(), Some("/style.css"));
-        assert_eq!(ex[1].response.as_ref().unwrap().header("x-shared"), Some(&b"1"[..]));
+        assert_eq!(
+            ex[1].response.as_ref().unwrap().header("x-shared"),
+            Some(&b"1"[..])
+        );
         assert_eq!(ex[1].response.as_ref().unwrap().body, b"css");
         let mut again = Http2Conn::new(Redact::none());
         assert_eq!(run(&mut again, &c.client, &sw).0, ex);
@@ -1149,7 +1374,13 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(got, vec![(3, "/three".into(), 404, b"b1b2".to_vec()), (1, "/one".into(), 200, b"a1a2a3".to_vec())]);
+        assert_eq!(
+            got,
+            vec![
+                (3, "/three".into(), 404, b"b1b2".to_vec()),
+                (1, "/one".into(), 200, b"a1a2a3".to_vec())
+            ]
+        );
     }
 
     #[test]
@@ -1161,7 +1392,9 @@ mod tests {
         let mut conn = Http2Conn::new(Redact::none());
         let (ex, _, _) = run(&mut conn, &c.client, &c.server);
         assert!(ex.is_empty());
-        let out = conn.push(Peer::Client, &frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]), 9).unwrap();
+        let out = conn
+            .push(Peer::Client, &frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]), 9)
+            .unwrap();
         assert_eq!(out.wire, frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]));
         assert_eq!(out.exchanges.len(), 1);
         let e = &out.exchanges[0];
@@ -1171,14 +1404,23 @@ mod tests {
         assert_eq!(resp.body, b"part");
         // late frames on the closed stream are ignored
         let late = frame(DATA, FLAG_END_STREAM, 1, b"more");
-        assert!(conn.push(Peer::Server, &late, 10).unwrap().exchanges.is_empty());
+        assert!(conn
+            .push(Peer::Server, &late, 10)
+            .unwrap()
+            .exchanges
+            .is_empty());
         assert!(conn.finish().is_empty());
     }
 
     #[test]
     fn finish_returns_open_streams_incomplete() {
         let mut c = Conv::new();
-        c.headers(Peer::Client, 1, false, &[(":method", "PUT"), (":path", "/x"), ("host", "h.test")]);
+        c.headers(
+            Peer::Client,
+            1,
+            false,
+            &[(":method", "PUT"), (":path", "/x"), ("host", "h.test")],
+        );
         c.data(Peer::Client, 1, false, b"abc");
         let mut conn = Http2Conn::new(Redact::none());
         conn.push(Peer::Client, &c.client, 1).unwrap();
@@ -1206,7 +1448,12 @@ mod tests {
                 ("te", "trailers"),
             ],
         );
-        c.data(Peer::Client, stream, true, &[0, 0, 0, 0, 2, 10, 0, 0, 0, 0, 0, 0]);
+        c.data(
+            Peer::Client,
+            stream,
+            true,
+            &[0, 0, 0, 0, 2, 10, 0, 0, 0, 0, 0, 0],
+        );
     }
 
     #[test]
@@ -1215,11 +1462,26 @@ mod tests {
         grpc_call(&mut c, 1);
         grpc_call(&mut c, 3);
         grpc_call(&mut c, 5);
-        c.headers(Peer::Server, 1, false, &[(":status", "200"), ("content-type", "application/grpc")]);
+        c.headers(
+            Peer::Server,
+            1,
+            false,
+            &[(":status", "200"), ("content-type", "application/grpc")],
+        );
         c.data(Peer::Server, 1, false, &[0, 0, 0, 0, 3, 1, 2, 3]);
         c.headers(Peer::Server, 1, true, &[("grpc-status", "0")]);
-        c.headers(Peer::Server, 3, false, &[(":status", "200"), ("content-type", "application/grpc")]);
-        c.headers(Peer::Server, 3, true, &[("grpc-status", "5"), ("grpc-message", "no%20such%20user")]);
+        c.headers(
+            Peer::Server,
+            3,
+            false,
+            &[(":status", "200"), ("content-type", "application/grpc")],
+        );
+        c.headers(
+            Peer::Server,
+            3,
+            true,
+            &[("grpc-status", "5"), ("grpc-message", "no%20such%20user")],
+        );
         c.headers(
             Peer::Server,
             5,
@@ -1242,8 +1504,18 @@ mod tests {
             request_messages: 2,
             response_messages: resp,
         };
-        assert_eq!(g, vec![mk(0, None, 1), mk(5, Some("no such user"), 0), mk(14, Some("unavailable"), 0)]);
-        assert_eq!(ex[0].response.as_ref().unwrap().trailers, hs(&[("grpc-status", "0")]));
+        assert_eq!(
+            g,
+            vec![
+                mk(0, None, 1),
+                mk(5, Some("no such user"), 0),
+                mk(14, Some("unavailable"), 0)
+            ]
+        );
+        assert_eq!(
+            ex[0].response.as_ref().unwrap().trailers,
+            hs(&[("grpc-status", "0")])
+        );
         assert!(ex.iter().all(|e| e.response.as_ref().unwrap().complete));
     }
 
@@ -1263,14 +1535,22 @@ mod tests {
                 ("accept", "*/*"),
             ],
         );
-        c.headers(Peer::Server, 1, true, &[(":status", "200"), ("set-cookie", "sid=2"), ("server", "t")]);
+        c.headers(
+            Peer::Server,
+            1,
+            true,
+            &[(":status", "200"), ("set-cookie", "sid=2"), ("server", "t")],
+        );
         let mut conn = Http2Conn::new(Redact::new(&[]));
         let (ex, cw, sw) = run(&mut conn, &c.client, &c.server);
         let req = ex[0].request.as_ref().unwrap();
         assert_eq!(req.header("authorization"), Some(REDACTED));
         assert_eq!(req.header("cookie"), Some(REDACTED));
         assert_eq!(req.header("accept"), Some(&b"*/*"[..]));
-        assert_eq!(ex[0].response.as_ref().unwrap().header("set-cookie"), Some(REDACTED));
+        assert_eq!(
+            ex[0].response.as_ref().unwrap().header("set-cookie"),
+            Some(REDACTED)
+        );
         for secret in [&b"s3cret"[..], b"sid=1", b"sid=2"] {
             assert!(!cw.windows(secret.len()).any(|w| w == secret));
             assert!(!sw.windows(secret.len()).any(|w| w == secret));
@@ -1280,7 +1560,10 @@ mod tests {
         let req2 = ex2[0].request.as_ref().unwrap();
         assert_eq!(req2.header("authorization"), Some(REDACTED));
         assert_eq!(req2.header("cookie"), Some(REDACTED));
-        assert_eq!(ex2[0].response.as_ref().unwrap().header("set-cookie"), Some(REDACTED));
+        assert_eq!(
+            ex2[0].response.as_ref().unwrap().header("set-cookie"),
+            Some(REDACTED)
+        );
         assert_eq!(ex2, ex);
     }
 
@@ -1295,11 +1578,17 @@ mod tests {
             ("x-big".into(), vec![b'z'; 70_000]),
         ];
         let block = encode_literal_block(&list);
-        assert_eq!(&block[..9], &[0x10, 7, b':', b'm', b'e', b't', b'h', b'o', b'd']);
+        assert_eq!(
+            &block[..9],
+            &[0x10, 7, b':', b'm', b'e', b't', b'h', b'o', b'd']
+        );
         // 200 = 127 + 73 (RFC 7541 5.1)
         assert_eq!(&block[13..16], &[0x10, 0x7f, 73]);
         let decoded = Decoder::new().decode(&block).unwrap();
-        let want: Vec<(Vec<u8>, Vec<u8>)> = list.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.clone())).collect();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = list
+            .iter()
+            .map(|(n, v)| (n.as_bytes().to_vec(), v.clone()))
+            .collect();
         assert_eq!(decoded, want);
         let mut d = Decoder::new();
         d.decode(&block).unwrap();
@@ -1319,11 +1608,25 @@ mod tests {
         assert!(!maybe_preface(b"GET / HTTP/1.1\r\n"));
         assert!(!maybe_preface(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"));
         let mut conn = Http2Conn::new(Redact::none());
-        assert!(conn.push(Peer::Client, b"PRI * ", 1).unwrap().wire.is_empty());
-        assert_eq!(conn.push(Peer::Client, &PREFACE[6..], 2).unwrap().wire, PREFACE);
+        assert!(conn
+            .push(Peer::Client, b"PRI * ", 1)
+            .unwrap()
+            .wire
+            .is_empty());
+        assert_eq!(
+            conn.push(Peer::Client, &PREFACE[6..], 2).unwrap().wire,
+            PREFACE
+        );
         let mut conn = Http2Conn::new(Redact::none());
-        assert_eq!(conn.push(Peer::Client, b"GET / HTTP/1.1\r\n", 1).unwrap_err(), Http2Error::BadPreface);
-        assert!(conn.push(Peer::Client, PREFACE, 2).unwrap().wire.is_empty(), "stays failed");
+        assert_eq!(
+            conn.push(Peer::Client, b"GET / HTTP/1.1\r\n", 1)
+                .unwrap_err(),
+            Http2Error::BadPreface
+        );
+        assert!(
+            conn.push(Peer::Client, PREFACE, 2).unwrap().wire.is_empty(),
+            "stays failed"
+        );
     }
 
     #[test]
@@ -1334,9 +1637,18 @@ mod tests {
             conn.push(Peer::Server, &server, 2)
         };
         // a truncated dynamic table size update makes fluke-hpack panic: refused before
-        for bad in [&[0x3f][..], &[0x3f, 0xff, 0xff, 0xff, 0xff, 0xff], &[0xff], &[0x40, 0x05, b'a'], &[0x20]] {
+        for bad in [
+            &[0x3f][..],
+            &[0x3f, 0xff, 0xff, 0xff, 0xff, 0xff],
+            &[0xff],
+            &[0x40, 0x05, b'a'],
+            &[0x20],
+        ] {
             let r = with(frame(HEADERS, FLAG_END_HEADERS, 1, bad));
-            assert!(matches!(r, Err(Http2Error::Hpack { stream: 1, .. })), "{bad:?}: {r:?}");
+            assert!(
+                matches!(r, Err(Http2Error::Hpack { stream: 1, .. })),
+                "{bad:?}: {r:?}"
+            );
         }
         assert!(with(frame(HEADERS, FLAG_END_HEADERS, 1, &[0xbe]))
             .unwrap_err()
@@ -1347,12 +1659,30 @@ mod tests {
             with(vec![0xff, 0xff, 0xff, HEADERS, 0, 0, 0, 0, 1]).unwrap_err(),
             Http2Error::HeaderBlockTooLarge(1)
         );
-        assert!(with(vec![0xff, 0xff, 0xff, DATA, 0, 0, 0, 0, 1, 1, 2, 3]).unwrap().wire.is_empty());
-        assert!(matches!(with(frame(DATA, 0, 0, b"x")), Err(Http2Error::Protocol(_))));
-        assert!(matches!(with(frame(PING, 0, 0, b"short")), Err(Http2Error::Protocol(_))));
-        assert!(matches!(with(frame(SETTINGS, 0, 0, &[0; 5])), Err(Http2Error::Protocol(_))));
-        assert!(matches!(with(frame(DATA, FLAG_PADDED, 1, &[9, 1])), Err(Http2Error::Protocol(_))));
-        assert!(matches!(with(frame(CONTINUATION, FLAG_END_HEADERS, 1, &[0x82])), Err(Http2Error::Protocol(_))));
+        assert!(with(vec![0xff, 0xff, 0xff, DATA, 0, 0, 0, 0, 1, 1, 2, 3])
+            .unwrap()
+            .wire
+            .is_empty());
+        assert!(matches!(
+            with(frame(DATA, 0, 0, b"x")),
+            Err(Http2Error::Protocol(_))
+        ));
+        assert!(matches!(
+            with(frame(PING, 0, 0, b"short")),
+            Err(Http2Error::Protocol(_))
+        ));
+        assert!(matches!(
+            with(frame(SETTINGS, 0, 0, &[0; 5])),
+            Err(Http2Error::Protocol(_))
+        ));
+        assert!(matches!(
+            with(frame(DATA, FLAG_PADDED, 1, &[9, 1])),
+            Err(Http2Error::Protocol(_))
+        ));
+        assert!(matches!(
+            with(frame(CONTINUATION, FLAG_END_HEADERS, 1, &[0x82])),
+            Err(Http2Error::Protocol(_))
+        ));
         let mut interrupted = frame(HEADERS, 0, 1, &[0x88]);
         interrupted.extend(frame(DATA, 0, 1, b"x"));
         assert!(matches!(with(interrupted), Err(Http2Error::Protocol(_))));
@@ -1362,12 +1692,16 @@ mod tests {
         assert_eq!(bomb[3..], [0x7f, 0xa1, 0x1e]);
         bomb.extend(vec![b'v'; 4000]);
         bomb.extend(vec![0xbe; 2000]);
-        assert_eq!(with(frame(HEADERS, FLAG_END_HEADERS, 1, &bomb)).unwrap_err(), Http2Error::HeaderListTooLarge(1));
+        assert_eq!(
+            with(frame(HEADERS, FLAG_END_HEADERS, 1, &bomb)).unwrap_err(),
+            Http2Error::HeaderListTooLarge(1)
+        );
         // truncated frames: nothing yet, nothing at the end
         let mut c = Conv::new();
         get_request(&mut c, 1, "/");
         let mut conn = Http2Conn::new(Redact::none());
-        conn.push(Peer::Client, &c.client[..c.client.len() - 2], 1).unwrap();
+        conn.push(Peer::Client, &c.client[..c.client.len() - 2], 1)
+            .unwrap();
         assert!(conn.finish().is_empty());
     }
 
@@ -1376,11 +1710,16 @@ mod tests {
         let mut c = Conv::new();
         get_request(&mut c, 1, "/ok");
         c.headers(Peer::Server, 1, true, &[(":status", "204")]);
-        c.server.extend(frame(HEADERS, FLAG_END_HEADERS, 1, &[0x3f]));
+        c.server
+            .extend(frame(HEADERS, FLAG_END_HEADERS, 1, &[0x3f]));
         let mut conn = Http2Conn::new(Redact::none());
         conn.push(Peer::Client, &c.client, 1).unwrap();
         assert!(conn.push(Peer::Server, &c.server, 2).is_err());
-        assert!(conn.push(Peer::Server, b"anything", 3).unwrap().exchanges.is_empty());
+        assert!(conn
+            .push(Peer::Server, b"anything", 3)
+            .unwrap()
+            .exchanges
+            .is_empty());
         let ex = conn.finish();
         assert_eq!(ex.len(), 1);
         assert_eq!(ex[0].status, Some(204));
@@ -1412,7 +1751,11 @@ mod tests {
                 ex.extend(o.exchanges);
                 sw.extend(o.wire);
             }
-            assert_eq!((&ex, &cw, &sw), (&whole.0, &whole.1, &whole.2), "split at {i}");
+            assert_eq!(
+                (&ex, &cw, &sw),
+                (&whole.0, &whole.1, &whole.2),
+                "split at {i}"
+            );
         }
     }
 

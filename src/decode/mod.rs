@@ -33,10 +33,15 @@ pub const REDACTED: &[u8] = b"[redacted]";
 impl Redact {
     /// Authorization, Proxy-Authorization, Cookie, Set-Cookie plus `extra`.
     pub fn new(extra: &[String]) -> Redact {
-        let mut names: Vec<String> = ["authorization", "proxy-authorization", "cookie", "set-cookie"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut names: Vec<String> = [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "set-cookie",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         names.extend(extra.iter().map(|s| s.trim().to_ascii_lowercase()));
         Redact { names }
     }
@@ -81,13 +86,27 @@ pub struct HttpMessage {
 
 impl HttpMessage {
     /// A message whose head (and body so far: none) was seen.
-    pub fn begin(ts_first_ns: u64, ts_last_ns: u64, headers: Headers, complete: bool) -> HttpMessage {
-        HttpMessage { ts_first_ns, ts_last_ns, headers, complete, ..Default::default() }
+    pub fn begin(
+        ts_first_ns: u64,
+        ts_last_ns: u64,
+        headers: Headers,
+        complete: bool,
+    ) -> HttpMessage {
+        HttpMessage {
+            ts_first_ns,
+            ts_last_ns,
+            headers,
+            complete,
+            ..Default::default()
+        }
     }
 
     #[cfg(test)]
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
     }
 }
 
@@ -139,7 +158,12 @@ pub struct Exchange {
 impl Exchange {
     /// Request start to response end, when both were seen.
     pub fn latency_ns(&self) -> Option<u64> {
-        Some(self.response.as_ref()?.ts_last_ns.saturating_sub(self.request.as_ref()?.ts_first_ns))
+        Some(
+            self.response
+                .as_ref()?
+                .ts_last_ns
+                .saturating_sub(self.request.as_ref()?.ts_first_ns),
+        )
     }
 }
 
@@ -189,9 +213,15 @@ mod tests {
 
     #[test]
     fn grpc_paths_and_messages() {
-        assert_eq!(grpc_path("/helloworld.Greeter/SayHello"), Some(("helloworld.Greeter".into(), "SayHello".into())));
+        assert_eq!(
+            grpc_path("/helloworld.Greeter/SayHello"),
+            Some(("helloworld.Greeter".into(), "SayHello".into()))
+        );
         assert_eq!(grpc_path("/index.html"), None);
-        assert_eq!(grpc_message_count(&[0, 0, 0, 0, 2, 8, 1, 0, 0, 0, 0, 0, 1]), 2);
+        assert_eq!(
+            grpc_message_count(&[0, 0, 0, 0, 2, 8, 1, 0, 0, 0, 0, 0, 1]),
+            2
+        );
         assert_eq!(grpc_message_count(&[0, 0, 0, 0, 9, 1]), 0);
     }
 }

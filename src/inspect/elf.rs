@@ -18,7 +18,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ElfError {
     #[error("cannot open {path}: {source}")]
-    Open { path: String, source: std::io::Error },
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is {size} bytes, more than the {limit} bytes inspected at most")]
     TooLarge { path: String, size: u64, limit: u64 },
     #[error("{path} is not an ELF file")]
@@ -103,10 +106,23 @@ pub fn vaddr_to_offset(segments: &[(u64, u64, u64)], vaddr: u64) -> Option<u64> 
 /// Maps the file at `path` read-only (at most `limit` bytes).
 pub fn map_file(path: &Path, limit: u64) -> Result<memmap2::Mmap, ElfError> {
     let shown = || path.display().to_string();
-    let file = File::open(path).map_err(|source| ElfError::Open { path: shown(), source })?;
-    let size = file.metadata().map_err(|source| ElfError::Open { path: shown(), source })?.len();
+    let file = File::open(path).map_err(|source| ElfError::Open {
+        path: shown(),
+        source,
+    })?;
+    let size = file
+        .metadata()
+        .map_err(|source| ElfError::Open {
+            path: shown(),
+            source,
+        })?
+        .len();
     if size > limit {
-        return Err(ElfError::TooLarge { path: shown(), size, limit });
+        return Err(ElfError::TooLarge {
+            path: shown(),
+            size,
+            limit,
+        });
     }
     if size < 64 {
         return Err(ElfError::NotElf { path: shown() });
@@ -114,7 +130,10 @@ pub fn map_file(path: &Path, limit: u64) -> Result<memmap2::Mmap, ElfError> {
     // SAFETY: the mapping is private and read-only; a file truncated under us
     // can raise SIGBUS, which is why only executable files mapped by a running
     // process (whose pages the kernel keeps) are inspected.
-    unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ElfError::Open { path: shown(), source })
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ElfError::Open {
+        path: shown(),
+        source,
+    })
 }
 
 /// Reads the function symbols of the ELF file at `path` (at most `limit` bytes).
@@ -140,7 +159,11 @@ pub fn read_symbols_and_go(
 }
 
 /// [`read_symbols_and_go`] on a file already mapped.
-pub fn symbols_and_go(map: &[u8], path: &Path, want: &dyn Fn(&str) -> bool) -> Result<ElfSymbols, ElfError> {
+pub fn symbols_and_go(
+    map: &[u8],
+    path: &Path,
+    want: &dyn Fn(&str) -> bool,
+) -> Result<ElfSymbols, ElfError> {
     let mut syms = parse_symbols(map, &path.display().to_string(), want)?;
     if syms.is_executable && syms.get("SSL_write").is_none() {
         syms.go = super::go::inspect_go(map, &syms.segments, path).transpose();
@@ -188,7 +211,8 @@ fn noreturn_offsets(elf: &ElfFile64<'_, Endianness>, segments: &[(u64, u64, u64)
                 0 => 16,
                 n => n,
             };
-            let mut dec = iced_x86::Decoder::with_ip(64, code, sec.address(), iced_x86::DecoderOptions::NONE);
+            let mut dec =
+                iced_x86::Decoder::with_ip(64, code, sec.address(), iced_x86::DecoderOptions::NONE);
             for ins in &mut dec {
                 if ins.flow_control() == iced_x86::FlowControl::IndirectBranch
                     && ins.is_ip_rel_memory_operand()
@@ -200,7 +224,10 @@ fn noreturn_offsets(elf: &ElfFile64<'_, Endianness>, segments: &[(u64, u64, u64)
             }
         }
     }
-    let mut out: Vec<u64> = vaddrs.into_iter().filter_map(|v| vaddr_to_offset(segments, v)).collect();
+    let mut out: Vec<u64> = vaddrs
+        .into_iter()
+        .filter_map(|v| vaddr_to_offset(segments, v))
+        .collect();
     out.sort_unstable();
     out.dedup();
     out
@@ -213,11 +240,15 @@ pub fn parse_symbols(
     want: &dyn Fn(&str) -> bool,
 ) -> Result<ElfSymbols, ElfError> {
     if data.len() < 4 || &data[..4] != b"\x7fELF" {
-        return Err(ElfError::NotElf { path: shown.to_string() });
+        return Err(ElfError::NotElf {
+            path: shown.to_string(),
+        });
     }
     // 64-bit little-endian only (x86_64 / aarch64 user space).
     if data.len() < 6 || data[4] != 2 || data[5] != 1 {
-        return Err(ElfError::Unsupported { path: shown.to_string() });
+        return Err(ElfError::Unsupported {
+            path: shown.to_string(),
+        });
     }
     let elf = ElfFile64::<Endianness>::parse(data).map_err(|e| ElfError::Malformed {
         path: shown.to_string(),
@@ -256,11 +287,18 @@ pub fn parse_symbols(
         if vaddr == 0 {
             return;
         }
-        let Some(file_offset) = vaddr_to_offset(&segments, vaddr) else { return };
+        let Some(file_offset) = vaddr_to_offset(&segments, vaddr) else {
+            return;
+        };
         out.functions
             .entry(name.to_string())
             .and_modify(|loc| loc.dynamic |= dynamic)
-            .or_insert(SymbolLocation { vaddr, size: sym.size(), file_offset, dynamic });
+            .or_insert(SymbolLocation {
+                vaddr,
+                size: sym.size(),
+                file_offset,
+                dynamic,
+            });
     };
     for sym in elf.dynamic_symbols() {
         if sym.kind() == SymbolKind::Text && sym.is_definition() {
@@ -346,14 +384,23 @@ mod tests {
         use object::ObjectSection;
         let (toff, _) = text.file_range().unwrap();
         assert_eq!(w.file_offset - toff, w.vaddr - text.address());
-        for f in ["SSL_read", "SSL_write_ex", "SSL_read_ex", "SSL_free", "SSL_ctrl"] {
+        for f in [
+            "SSL_read",
+            "SSL_write_ex",
+            "SSL_read_ex",
+            "SSL_free",
+            "SSL_ctrl",
+        ] {
             assert!(syms.get(f).is_some(), "{f}");
         }
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert!(matches!(parse_symbols(b"hello", "x", &|_| true), Err(ElfError::NotElf { .. })));
+        assert!(matches!(
+            parse_symbols(b"hello", "x", &|_| true),
+            Err(ElfError::NotElf { .. })
+        ));
         let mut hdr = b"\x7fELF\x02\x01\x01".to_vec();
         hdr.resize(64, 0xff);
         assert!(parse_symbols(&hdr, "x", &|_| true).is_err());

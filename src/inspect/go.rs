@@ -49,13 +49,21 @@ pub fn ret_offsets(code: &[u8], va: u64, off: u64) -> Vec<u64> {
 /// The build-info magic every Go binary since 1.13 carries (`.go.buildinfo`).
 const BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
 
-pub fn inspect_go(data: &[u8], segments: &[(u64, u64, u64)], shown: &Path) -> Result<Option<GoTls>, String> {
+pub fn inspect_go(
+    data: &[u8],
+    segments: &[(u64, u64, u64)],
+    shown: &Path,
+) -> Result<Option<GoTls>, String> {
     // A cheap look first: the full parse costs ~0.25 s on a non-Go file.
     if memchr::memmem::find(data, BUILDINFO_MAGIC).is_none() {
         return Ok(None);
     }
-    let Some(bin) = gobin::GoBinary::parse(data) else { return Ok(None) };
-    let Some(text) = bin.text_va() else { return Ok(None) };
+    let Some(bin) = gobin::GoBinary::parse(data) else {
+        return Ok(None);
+    };
+    let Some(text) = bin.text_va() else {
+        return Ok(None);
+    };
     let mut entries: Vec<(u64, &str)> = bin
         .functions()
         .map(|f| (text + u64::from(f.entry_offset), f.name))
@@ -67,7 +75,10 @@ pub fn inspect_go(data: &[u8], segments: &[(u64, u64, u64)], shown: &Path) -> Re
         let end = entries.get(i + 1).map(|e| e.0).unwrap_or(start + 4096);
         Some((start, end))
     };
-    let (Some(w), Some(r)) = (find("crypto/tls.(*Conn).Write"), find("crypto/tls.(*Conn).Read")) else {
+    let (Some(w), Some(r)) = (
+        find("crypto/tls.(*Conn).Write"),
+        find("crypto/tls.(*Conn).Read"),
+    ) else {
         return Ok(None);
     };
     let version = bin.go_version().unwrap_or("unknown").to_string();
@@ -80,7 +91,12 @@ pub fn inspect_go(data: &[u8], segments: &[(u64, u64, u64)], shown: &Path) -> Re
                 shown.display()
             ))
         }
-        None => return Err(format!("{}: unknown Go version {version:?}", shown.display())),
+        None => {
+            return Err(format!(
+                "{}: unknown Go version {version:?}",
+                shown.display()
+            ))
+        }
     }
     let to_off = |va: u64| vaddr_to_offset(segments, va);
     let code = |(start, end): (u64, u64)| -> Option<(u64, Vec<u64>)> {
@@ -90,10 +106,16 @@ pub fn inspect_go(data: &[u8], segments: &[(u64, u64, u64)], shown: &Path) -> Re
         Some((off, ret_offsets(bytes, start, off)))
     };
     let (Some((write, write_rets)), Some((read, read_rets))) = (code(w), code(r)) else {
-        return Err(format!("{}: crypto/tls code lies outside the file's segments", shown.display()));
+        return Err(format!(
+            "{}: crypto/tls code lies outside the file's segments",
+            shown.display()
+        ));
     };
     if write_rets.is_empty() || read_rets.is_empty() {
-        return Err(format!("{}: no RET instruction found in crypto/tls.(*Conn).Write/Read", shown.display()));
+        return Err(format!(
+            "{}: no RET instruction found in crypto/tls.(*Conn).Write/Read",
+            shown.display()
+        ));
     }
     Ok(Some(GoTls {
         version,

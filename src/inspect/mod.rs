@@ -131,7 +131,6 @@ impl ProbePoint {
         ProbePoint::AeadSealScatter,
         ProbePoint::AeadOpen,
     ];
-
 }
 
 /// Which TLS implementation a file carries.
@@ -193,12 +192,21 @@ pub struct Target {
 
 impl Target {
     fn new(point: ProbePoint, symbol: String, offset: u64, size: u64) -> Target {
-        Target { point, symbol, offset, size, place: None }
+        Target {
+            point,
+            symbol,
+            offset,
+            size,
+            place: None,
+        }
     }
 
     /// File offset of the entry program.
     pub fn entry_offset(&self) -> u64 {
-        self.place.as_ref().map(|p| p.entry.offset).unwrap_or(self.offset)
+        self.place
+            .as_ref()
+            .map(|p| p.entry.offset)
+            .unwrap_or(self.offset)
     }
 
     /// Inner return points replacing the uretprobe, if proven.
@@ -224,7 +232,10 @@ impl Placement {
             match &self.returns {
                 Ok(v) => format!(
                     "; return at {} instead of a uretprobe",
-                    v.iter().map(|o| format!("+{:#x}", o - t.offset)).collect::<Vec<_>>().join(", ")
+                    v.iter()
+                        .map(|o| format!("+{:#x}", o - t.offset))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 Err(why) => format!("; return: uretprobe ({why})"),
             }
@@ -266,7 +277,9 @@ pub fn ring_point(name: &str) -> Option<ProbePoint> {
         return None;
     }
     match func {
-        "16aes_gcm_init_128" | "16aes_gcm_init_256" | "22chacha20_poly1305_init" => Some(ProbePoint::RingInit),
+        "16aes_gcm_init_128" | "16aes_gcm_init_256" | "22chacha20_poly1305_init" => {
+            Some(ProbePoint::RingInit)
+        }
         "12aes_gcm_seal" | "22chacha20_poly1305_seal" => Some(ProbePoint::RingSeal),
         "12aes_gcm_open" | "22chacha20_poly1305_open" => Some(ProbePoint::RingOpen),
         _ => None,
@@ -280,22 +293,36 @@ pub fn aead_point(name: &str) -> Option<ProbePoint> {
     // Either no prefix, or aws-lc-sys's version prefix "aws_lc_<digits>_<digits>_<digits>_".
     if !prefix.is_empty() {
         let v = prefix.strip_prefix("aws_lc_")?.strip_suffix('_')?;
-        if v.split('_').count() != 3 || !v.split('_').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+        if v.split('_').count() != 3
+            || !v
+                .split('_')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        {
             return None;
         }
     }
-    ProbePoint::AEAD.into_iter().find(|p| &name[i..] == p.symbol())
+    ProbePoint::AEAD
+        .into_iter()
+        .find(|p| &name[i..] == p.symbol())
 }
 
 /// Classifies parsed symbols.
 pub fn classify(syms: &ElfSymbols) -> Inspection {
     let has = |n: &str| syms.get(n).is_some();
-    let mut insp =
-        Inspection { library: None, linkage: Linkage::Exported, targets: Vec::new(), unsupported: None };
+    let mut insp = Inspection {
+        library: None,
+        linkage: Linkage::Exported,
+        targets: Vec::new(),
+        unsupported: None,
+    };
     if has("gnutls_record_send2") && has("gnutls_record_recv") {
         insp.library = Some(TlsLibrary::GnuTls);
         let w = syms.get("gnutls_record_send2").expect("checked above");
-        insp.linkage = if w.dynamic { Linkage::Exported } else { Linkage::Static };
+        insp.linkage = if w.dynamic {
+            Linkage::Exported
+        } else {
+            Linkage::Static
+        };
         for point in [
             ProbePoint::GnutlsSend,
             ProbePoint::GnutlsRecv,
@@ -303,7 +330,12 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
             ProbePoint::GnutlsDeinit,
         ] {
             if let Some(loc) = syms.get(point.symbol()) {
-                insp.targets.push(Target::new(point, point.symbol().to_string(), loc.file_offset, loc.size));
+                insp.targets.push(Target::new(
+                    point,
+                    point.symbol().to_string(),
+                    loc.file_offset,
+                    loc.size,
+                ));
             }
         }
         return insp;
@@ -315,14 +347,16 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
                 .functions
                 .iter()
                 .filter_map(|(name, loc)| {
-                    aead_point(name).map(|point| Target::new(point, name.clone(), loc.file_offset, loc.size))
+                    aead_point(name)
+                        .map(|point| Target::new(point, name.clone(), loc.file_offset, loc.size))
                 })
                 .collect();
             found.sort_by_key(|t| ProbePoint::AEAD.iter().position(|p| *p == t.point));
             let pts: Vec<_> = found.iter().map(|t| t.point).collect();
             if pts.contains(&ProbePoint::AeadInit)
                 && pts.contains(&ProbePoint::AeadOpen)
-                && (pts.contains(&ProbePoint::AeadSeal) || pts.contains(&ProbePoint::AeadSealScatter))
+                && (pts.contains(&ProbePoint::AeadSeal)
+                    || pts.contains(&ProbePoint::AeadSealScatter))
             {
                 insp.library = Some(TlsLibrary::AwsLc);
                 insp.linkage = Linkage::Static;
@@ -332,12 +366,20 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
                 .functions
                 .iter()
                 .filter_map(|(name, loc)| {
-                    ring_point(name).map(|point| Target::new(point, name.clone(), loc.file_offset, loc.size))
+                    ring_point(name)
+                        .map(|point| Target::new(point, name.clone(), loc.file_offset, loc.size))
                 })
                 .collect();
             ring.sort_by(|a, b| a.symbol.cmp(&b.symbol));
             let rp: Vec<_> = ring.iter().map(|t| t.point).collect();
-            if [ProbePoint::RingInit, ProbePoint::RingSeal, ProbePoint::RingOpen].iter().all(|p| rp.contains(p)) {
+            if [
+                ProbePoint::RingInit,
+                ProbePoint::RingSeal,
+                ProbePoint::RingOpen,
+            ]
+            .iter()
+            .all(|p| rp.contains(p))
+            {
                 if insp.library.is_none() {
                     insp.library = Some(TlsLibrary::Ring);
                 }
@@ -350,12 +392,19 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
                 insp.library = Some(TlsLibrary::GoTls);
                 insp.linkage = Linkage::Static;
                 let t = |point: ProbePoint, offset: u64| {
-                    Target::new(point, format!("{} ({})", point.symbol(), g.version), offset, 0)
+                    Target::new(
+                        point,
+                        format!("{} ({})", point.symbol(), g.version),
+                        offset,
+                        0,
+                    )
                 };
                 insp.targets.push(t(ProbePoint::GoWrite, g.write));
-                insp.targets.extend(g.write_rets.iter().map(|&o| t(ProbePoint::GoWriteRet, o)));
+                insp.targets
+                    .extend(g.write_rets.iter().map(|&o| t(ProbePoint::GoWriteRet, o)));
                 insp.targets.push(t(ProbePoint::GoRead, g.read));
-                insp.targets.extend(g.read_rets.iter().map(|&o| t(ProbePoint::GoReadRet, o)));
+                insp.targets
+                    .extend(g.read_rets.iter().map(|&o| t(ProbePoint::GoReadRet, o)));
                 if let Some(o) = g.handshake {
                     insp.targets.push(t(ProbePoint::GoHandshake, o));
                 }
@@ -385,10 +434,19 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
         TlsLibrary::OpenSsl
     });
     let write = syms.get("SSL_write").expect("checked above");
-    insp.linkage = if write.dynamic { Linkage::Exported } else { Linkage::Static };
+    insp.linkage = if write.dynamic {
+        Linkage::Exported
+    } else {
+        Linkage::Static
+    };
     for point in ProbePoint::OPENSSL {
         if let Some(loc) = syms.get(point.symbol()) {
-            insp.targets.push(Target::new(point, point.symbol().to_string(), loc.file_offset, loc.size));
+            insp.targets.push(Target::new(
+                point,
+                point.symbol().to_string(),
+                loc.file_offset,
+                loc.size,
+            ));
         }
     }
     insp
@@ -401,16 +459,20 @@ pub fn place_targets(map: &[u8], syms: &ElfSymbols, targets: &mut [Target]) {
             return true;
         }
         // A call of a no-return function.
-        let Some(code) = map.get(t as usize..(t as usize + 16).min(map.len())) else { return false };
+        let Some(code) = map.get(t as usize..(t as usize + 16).min(map.len())) else {
+            return false;
+        };
         let mut d = iced_x86::Decoder::with_ip(64, code, t, iced_x86::DecoderOptions::NONE);
         let i = d.decode();
-        i.code() == iced_x86::Code::Call_rel32_64 && syms.noreturn.binary_search(&i.near_branch_target()).is_ok()
+        i.code() == iced_x86::Code::Call_rel32_64
+            && syms.noreturn.binary_search(&i.near_branch_target()).is_ok()
     };
     for t in targets.iter_mut() {
         if t.size == 0 {
             continue;
         }
-        let Some(code) = map.get(t.offset as usize..(t.offset.saturating_add(t.size) as usize).min(map.len()))
+        let Some(code) =
+            map.get(t.offset as usize..(t.offset.saturating_add(t.size) as usize).min(map.len()))
         else {
             continue;
         };
@@ -471,15 +533,30 @@ mod tests {
             ring_point("_ZN4ring4aead9algorithm22chacha20_poly1305_init17h38c4ee39eb0b39c3E"),
             Some(ProbePoint::RingInit)
         );
-        assert_eq!(ring_point("_ZN4ring4aead9algorithm12aes_gcm_seal17hXYZE"), None);
-        assert_eq!(ring_point("_ZN4ring4aead7aes_gcm4seal17h34f654bc491d2889E"), None);
+        assert_eq!(
+            ring_point("_ZN4ring4aead9algorithm12aes_gcm_seal17hXYZE"),
+            None
+        );
+        assert_eq!(
+            ring_point("_ZN4ring4aead7aes_gcm4seal17h34f654bc491d2889E"),
+            None
+        );
     }
 
     #[test]
     fn aead_symbols_by_pattern() {
-        assert_eq!(aead_point("aws_lc_0_47_0_EVP_AEAD_CTX_seal"), Some(ProbePoint::AeadSeal));
-        assert_eq!(aead_point("aws_lc_1_2_33_EVP_AEAD_CTX_open"), Some(ProbePoint::AeadOpen));
-        assert_eq!(aead_point("EVP_AEAD_CTX_seal_scatter"), Some(ProbePoint::AeadSealScatter));
+        assert_eq!(
+            aead_point("aws_lc_0_47_0_EVP_AEAD_CTX_seal"),
+            Some(ProbePoint::AeadSeal)
+        );
+        assert_eq!(
+            aead_point("aws_lc_1_2_33_EVP_AEAD_CTX_open"),
+            Some(ProbePoint::AeadOpen)
+        );
+        assert_eq!(
+            aead_point("EVP_AEAD_CTX_seal_scatter"),
+            Some(ProbePoint::AeadSealScatter)
+        );
         assert_eq!(
             aead_point("aws_lc_0_47_0_EVP_AEAD_CTX_init_with_direction"),
             Some(ProbePoint::AeadInit)
@@ -491,7 +568,12 @@ mod tests {
 
     #[test]
     fn debian_libssl_is_openssl_exported() {
-        let i = inspect_file(Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3"), 1 << 30, true).unwrap();
+        let i = inspect_file(
+            Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3"),
+            1 << 30,
+            true,
+        )
+        .unwrap();
         assert_eq!(i.library, Some(TlsLibrary::OpenSsl));
         assert_eq!(i.linkage, Linkage::Exported);
         let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
@@ -507,7 +589,12 @@ mod tests {
     /// SSL_write_ex whose return stays a uretprobe.
     #[test]
     fn debian_libssl_placement() {
-        let i = inspect_file(Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3"), 1 << 30, true).unwrap();
+        let i = inspect_file(
+            Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3"),
+            1 << 30,
+            true,
+        )
+        .unwrap();
         let t = |p: ProbePoint| i.targets.iter().find(|t| t.point == p).unwrap();
         let w = t(ProbePoint::SslWrite);
         assert_eq!(w.entry_offset(), w.offset + 0x16);
@@ -515,8 +602,16 @@ mod tests {
         let x = t(ProbePoint::SslWriteEx);
         assert_eq!(x.entry_offset(), x.offset);
         assert_eq!(x.return_points(), None);
-        let off = inspect_file(Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3"), 1 << 30, false).unwrap();
-        assert!(off.targets.iter().all(|t| t.place.is_none() && t.entry_offset() == t.offset));
+        let off = inspect_file(
+            Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3"),
+            1 << 30,
+            false,
+        )
+        .unwrap();
+        assert!(off
+            .targets
+            .iter()
+            .all(|t| t.place.is_none() && t.entry_offset() == t.offset));
     }
 
     #[test]
@@ -527,13 +622,23 @@ mod tests {
         let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
         assert_eq!(
             pts,
-            [ProbePoint::GnutlsSend, ProbePoint::GnutlsRecv, ProbePoint::GnutlsServerName, ProbePoint::GnutlsDeinit]
+            [
+                ProbePoint::GnutlsSend,
+                ProbePoint::GnutlsRecv,
+                ProbePoint::GnutlsServerName,
+                ProbePoint::GnutlsDeinit
+            ]
         );
     }
 
     #[test]
     fn libc_is_not_tls() {
-        let i = inspect_file(Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6"), 1 << 30, true).unwrap();
+        let i = inspect_file(
+            Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            1 << 30,
+            true,
+        )
+        .unwrap();
         assert!(!i.is_tls());
     }
 
@@ -563,8 +668,17 @@ mod non_go {
     /// full parse is slow on large non-Go files; `make bench` shows pauses).
     #[test]
     fn non_go_executables_have_no_go_part() {
-        for p in ["/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/bin/python3.11", "/usr/bin/curl"] {
-            let syms = super::elf::read_symbols_and_go(std::path::Path::new(p), 1 << 33, &super::interesting).unwrap();
+        for p in [
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/bin/python3.11",
+            "/usr/bin/curl",
+        ] {
+            let syms = super::elf::read_symbols_and_go(
+                std::path::Path::new(p),
+                1 << 33,
+                &super::interesting,
+            )
+            .unwrap();
             assert!(syms.go.is_none(), "{p}");
         }
     }

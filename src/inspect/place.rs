@@ -23,7 +23,10 @@
 //! (indirect jumps, jumps out of the function, a write of the return
 //! register, a call) keeps the uretprobe.
 
-use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess, Register};
+use iced_x86::{
+    Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, OpAccess,
+    Register,
+};
 
 /// What a BPF program reads at the probe point.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +61,9 @@ pub fn emulated(i: &Instruction, bytes: &[u8]) -> Option<&'static str> {
         Code::Call_rel32_64 if len == 5 => Some("call"),
         c if c.is_jcc_short_or_near() && (len == 2 || len == 6) => Some("jcc"),
         Code::Push_r64 if len == 1 || (len == 2 && bytes.first() == Some(&0x41)) => Some("push"),
-        Code::Nop_rm32 if bytes.get(..5) == Some(&[0x0f, 0x1f, 0x44, 0x00, 0x00][..]) => Some("nop5"),
+        Code::Nop_rm32 if bytes.get(..5) == Some(&[0x0f, 0x1f, 0x44, 0x00, 0x00][..]) => {
+            Some("nop5")
+        }
         _ => None,
     }
 }
@@ -77,7 +82,12 @@ fn decode(code: &[u8], start: u64, noreturn: &dyn Fn(u64) -> bool) -> Result<Dec
     let code = &code[..code.len().min(MAX_FUNCTION)];
     let end = start + code.len() as u64;
     let mut dec = Decoder::with_ip(64, code, start, DecoderOptions::NONE);
-    let mut d = Decoded { insns: Vec::new(), targets: Vec::new(), indirect: false, jumps_out: false };
+    let mut d = Decoded {
+        insns: Vec::new(),
+        targets: Vec::new(),
+        indirect: false,
+        jumps_out: false,
+    };
     let mut ins = Instruction::default();
     while dec.can_decode() {
         dec.decode_out(&mut ins);
@@ -85,7 +95,9 @@ fn decode(code: &[u8], start: u64, noreturn: &dyn Fn(u64) -> bool) -> Result<Dec
             return Err(format!("undecodable instruction at {:#x}", ins.ip()));
         }
         match ins.flow_control() {
-            FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch | FlowControl::Call => {
+            FlowControl::UnconditionalBranch
+            | FlowControl::ConditionalBranch
+            | FlowControl::Call => {
                 let t = ins.near_branch_target();
                 if (start..end).contains(&t) {
                     d.targets.push(t);
@@ -118,7 +130,13 @@ fn writes(info: &mut InstructionInfoFactory, i: &Instruction) -> Vec<Register> {
         .used_registers()
         .iter()
         .filter(|u| {
-            matches!(u.access(), OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite)
+            matches!(
+                u.access(),
+                OpAccess::Write
+                    | OpAccess::CondWrite
+                    | OpAccess::ReadWrite
+                    | OpAccess::ReadCondWrite
+            )
         })
         .map(|u| u.register().full_register())
         .collect()
@@ -126,39 +144,64 @@ fn writes(info: &mut InstructionInfoFactory, i: &Instruction) -> Vec<Register> {
 
 /// Chooses the entry program's attach point of the function at file offset
 /// `start` whose bytes are `code` (its symbol size).
-pub fn choose_entry(code: &[u8], start: u64, uses: ArgUse, noreturn: &dyn Fn(u64) -> bool) -> EntryChoice {
+pub fn choose_entry(
+    code: &[u8],
+    start: u64,
+    uses: ArgUse,
+    noreturn: &dyn Fn(u64) -> bool,
+) -> EntryChoice {
     let stay = |why: String| EntryChoice { offset: start, why };
     let d = match decode(code, start, noreturn) {
         Ok(d) => d,
         Err(e) => return stay(format!("entry: {e}")),
     };
-    let Some(first) = d.insns.first() else { return stay("entry: empty function".into()) };
+    let Some(first) = d.insns.first() else {
+        return stay("entry: empty function".into());
+    };
     if let Some(kind) = emulated(first, bytes_of(code, start, first)) {
         return stay(format!("entry: the first instruction is emulated ({kind})"));
     }
     let mut info = InstructionInfoFactory::new();
     for (n, i) in d.insns.iter().enumerate().take(ENTRY_WINDOW) {
         if n > 0 && d.targets.binary_search(&i.ip()).is_ok() {
-            return stay(format!("entry: a branch lands at +{:#x} before any emulated instruction", i.ip() - start));
+            return stay(format!(
+                "entry: a branch lands at +{:#x} before any emulated instruction",
+                i.ip() - start
+            ));
         }
         if n > 0 {
             if let Some(kind) = emulated(i, bytes_of(code, start, i)) {
                 return EntryChoice {
                     offset: i.ip(),
-                    why: format!("+{:#x} ({kind}): first emulated instruction, arguments untouched", i.ip() - start),
+                    why: format!(
+                        "+{:#x} ({kind}): first emulated instruction, arguments untouched",
+                        i.ip() - start
+                    ),
                 };
             }
         }
         match i.flow_control() {
             FlowControl::Next => {}
-            other => return stay(format!("entry: control flow ({other:?}) at +{:#x} first", i.ip() - start)),
+            other => {
+                return stay(format!(
+                    "entry: control flow ({other:?}) at +{:#x} first",
+                    i.ip() - start
+                ))
+            }
         }
         for r in writes(&mut info, i) {
             if uses.regs.contains(&r) {
-                return stay(format!("entry: {} is written at +{:#x} first", reg_name(r), i.ip() - start));
+                return stay(format!(
+                    "entry: {} is written at +{:#x} first",
+                    reg_name(r),
+                    i.ip() - start
+                ));
             }
             if uses.stack && r == Register::RSP {
-                return stay(format!("entry: the stack pointer moves at +{:#x} first", i.ip() - start));
+                return stay(format!(
+                    "entry: the stack pointer moves at +{:#x} first",
+                    i.ip() - start
+                ));
             }
         }
     }
@@ -167,7 +210,11 @@ pub fn choose_entry(code: &[u8], start: u64, uses: ArgUse, noreturn: &dyn Fn(u64
 
 /// Chooses where the return program goes instead of a uretprobe: file
 /// offsets, one per `ret`, or why not.
-pub fn choose_returns(code: &[u8], start: u64, noreturn: &dyn Fn(u64) -> bool) -> Result<Vec<u64>, String> {
+pub fn choose_returns(
+    code: &[u8],
+    start: u64,
+    noreturn: &dyn Fn(u64) -> bool,
+) -> Result<Vec<u64>, String> {
     let d = decode(code, start, noreturn)?;
     if d.indirect {
         return Err("indirect jump in the function".into());
@@ -178,8 +225,13 @@ pub fn choose_returns(code: &[u8], start: u64, noreturn: &dyn Fn(u64) -> bool) -
     let is_target = |ip: u64| d.targets.binary_search(&ip).is_ok();
     let mut info = InstructionInfoFactory::new();
     let mut points = Vec::new();
-    let rets: Vec<usize> =
-        d.insns.iter().enumerate().filter(|(_, i)| i.flow_control() == FlowControl::Return).map(|(n, _)| n).collect();
+    let rets: Vec<usize> = d
+        .insns
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.flow_control() == FlowControl::Return)
+        .map(|(n, _)| n)
+        .collect();
     if rets.is_empty() {
         return Err("no ret instruction".into());
     }
@@ -189,7 +241,9 @@ pub fn choose_returns(code: &[u8], start: u64, noreturn: &dyn Fn(u64) -> bool) -
         let mut k = r;
         for _ in 0..RETURN_WINDOW {
             if is_target(d.insns[k].ip()) {
-                return Err(format!("a branch lands between the ret at +{ret_at:#x} and any emulated instruction"));
+                return Err(format!(
+                    "a branch lands between the ret at +{ret_at:#x} and any emulated instruction"
+                ));
             }
             if k == 0 {
                 break;
@@ -216,12 +270,19 @@ pub fn choose_returns(code: &[u8], start: u64, noreturn: &dyn Fn(u64) -> bool) -
                 break;
             }
             if writes(&mut info, p).contains(&Register::RAX) {
-                return Err(format!("the return register is written at +{:#x} after the last emulated instruction", p.ip() - start));
+                return Err(format!(
+                    "the return register is written at +{:#x} after the last emulated instruction",
+                    p.ip() - start
+                ));
             }
         }
         match found {
             Some(ip) => points.push(ip),
-            None => return Err(format!("no emulated instruction shortly before the ret at +{ret_at:#x}")),
+            None => {
+                return Err(format!(
+                    "no emulated instruction shortly before the ret at +{ret_at:#x}"
+                ))
+            }
         }
     }
     points.sort_unstable();
@@ -286,9 +347,10 @@ mod tests {
         0xb8, 0xff, 0xff, 0xff, 0xff, // mov eax,-1
         0xeb, 0xd7, // jmp +0x2a
         // padding so that +0x7e exists
-        0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90,
-        0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90,
-        0xe8, 0x00, 0x00, 0x00, 0x00, // +0x7e: call __stack_chk_fail (target faked below)
+        0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90,
+        0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90,
+        0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0xe8, 0x00,
+        0x00, 0x00, 0x00, // +0x7e: call __stack_chk_fail (target faked below)
     ];
 
     fn chk_fail(t: u64) -> bool {
@@ -297,7 +359,15 @@ mod tests {
 
     #[test]
     fn ssl_write_gets_inner_points() {
-        let e = choose_entry(SSL_WRITE, 0x1000, ArgUse { regs: &[RDI, RSI], stack: false }, &chk_fail);
+        let e = choose_entry(
+            SSL_WRITE,
+            0x1000,
+            ArgUse {
+                regs: &[RDI, RSI],
+                stack: false,
+            },
+            &chk_fail,
+        );
         assert_eq!(e.offset, 0x1000 + 0x16, "{}", e.why);
         let r = choose_returns(SSL_WRITE, 0x1000, &chk_fail).unwrap();
         assert_eq!(r, [0x1000 + 0x38]);
@@ -308,10 +378,26 @@ mod tests {
         // The program would read rdx, which movsxd writes... only after js:
         // still fine. But rax is written before js: a Go-style reader of rax
         // keeps the entry.
-        let e = choose_entry(SSL_WRITE, 0x1000, ArgUse { regs: &[RAX], stack: false }, NEVER);
+        let e = choose_entry(
+            SSL_WRITE,
+            0x1000,
+            ArgUse {
+                regs: &[RAX],
+                stack: false,
+            },
+            NEVER,
+        );
         assert_eq!(e.offset, 0x1000);
         assert!(e.why.contains("rax is written at +0x4"), "{}", e.why);
-        let e = choose_entry(SSL_WRITE, 0x1000, ArgUse { regs: &[RDI], stack: true }, NEVER);
+        let e = choose_entry(
+            SSL_WRITE,
+            0x1000,
+            ArgUse {
+                regs: &[RDI],
+                stack: true,
+            },
+            NEVER,
+        );
         assert_eq!(e.offset, 0x1000);
         assert!(e.why.contains("stack pointer"), "{}", e.why);
     }
@@ -327,10 +413,18 @@ mod tests {
         // SSL_write_ex: sub rsp,8; call; xor edx,edx; test eax,eax;
         // cmovs eax,edx; add rsp,8; ret
         let code = [
-            0x48, 0x83, 0xec, 0x08, 0xe8, 0x00, 0x10, 0x00, 0x00, 0x31, 0xd2, 0x85, 0xc0, 0x0f, 0x48, 0xc2, 0x48, 0x83,
-            0xc4, 0x08, 0xc3,
+            0x48, 0x83, 0xec, 0x08, 0xe8, 0x00, 0x10, 0x00, 0x00, 0x31, 0xd2, 0x85, 0xc0, 0x0f,
+            0x48, 0xc2, 0x48, 0x83, 0xc4, 0x08, 0xc3,
         ];
-        let e = choose_entry(&code, 0x2000, ArgUse { regs: &[RDI, RSI, RCX], stack: false }, NEVER);
+        let e = choose_entry(
+            &code,
+            0x2000,
+            ArgUse {
+                regs: &[RDI, RSI, RCX],
+                stack: false,
+            },
+            NEVER,
+        );
         assert_eq!(e.offset, 0x2004, "{}", e.why);
         let r = choose_returns(&code, 0x2000, NEVER).unwrap_err();
         assert!(r.contains("return register is written"), "{r}");
@@ -340,15 +434,33 @@ mod tests {
     fn branch_targets_and_indirect_jumps_are_refused() {
         // mov rdi,rdi; (target) nop; jz back to the nop; ret
         let code = [0x48, 0x89, 0xff, 0x90, 0x74, 0xfd, 0xc3];
-        let e = choose_entry(&code, 0, ArgUse { regs: &[RSI], stack: false }, NEVER);
+        let e = choose_entry(
+            &code,
+            0,
+            ArgUse {
+                regs: &[RSI],
+                stack: false,
+            },
+            NEVER,
+        );
         assert_eq!(e.offset, 0);
         assert!(e.why.contains("branch lands"), "{}", e.why);
         // jmp [rax]; ret
         let code = [0x48, 0x83, 0xec, 0x08, 0xff, 0x20, 0xc3];
-        assert!(choose_returns(&code, 0, NEVER).unwrap_err().contains("indirect"));
+        assert!(choose_returns(&code, 0, NEVER)
+            .unwrap_err()
+            .contains("indirect"));
         // an emulated first instruction stays at the entry
         let code = [0x55, 0x48, 0x89, 0xe5, 0xc3];
-        let e = choose_entry(&code, 0, ArgUse { regs: &[RDI], stack: false }, NEVER);
+        let e = choose_entry(
+            &code,
+            0,
+            ArgUse {
+                regs: &[RDI],
+                stack: false,
+            },
+            NEVER,
+        );
         assert_eq!(e.offset, 0);
         assert!(e.why.contains("push"), "{}", e.why);
     }
@@ -356,8 +468,18 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         for seed in 0..200u32 {
-            let code: Vec<u8> = (0..64).map(|i| (seed.wrapping_mul(2654435761).wrapping_add(i * 97) >> 7) as u8).collect();
-            let _ = choose_entry(&code, 0x40, ArgUse { regs: &[RDI], stack: true }, NEVER);
+            let code: Vec<u8> = (0..64)
+                .map(|i| (seed.wrapping_mul(2654435761).wrapping_add(i * 97) >> 7) as u8)
+                .collect();
+            let _ = choose_entry(
+                &code,
+                0x40,
+                ArgUse {
+                    regs: &[RDI],
+                    stack: true,
+                },
+                NEVER,
+            );
             let _ = choose_returns(&code, 0x40, &|t| t % 3 == 0);
         }
     }

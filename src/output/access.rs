@@ -97,12 +97,17 @@ struct JsonNotice<'a> {
 fn encode(data: &[u8]) -> (&'static str, String) {
     match std::str::from_utf8(data) {
         Ok(s) => ("utf8", s.to_string()),
-        Err(_) => ("base64", base64::engine::general_purpose::STANDARD.encode(data)),
+        Err(_) => (
+            "base64",
+            base64::engine::general_purpose::STANDARD.encode(data),
+        ),
     }
 }
 
 fn header_list(h: &Headers) -> Vec<(&str, String)> {
-    h.iter().map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v).into_owned())).collect()
+    h.iter()
+        .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v).into_owned()))
+        .collect()
 }
 
 fn size(n: u64) -> String {
@@ -116,7 +121,12 @@ fn size(n: u64) -> String {
 impl AccessWriter {
     /// `detail`: 0 access log, 1 adds headers, 2 adds bodies (console).
     pub fn new(out: Box<dyn Write + Send>, format: Format, detail: u8) -> AccessWriter {
-        AccessWriter { out, format, detail, clock: Clock::new() }
+        AccessWriter {
+            out,
+            format,
+            detail,
+            clock: Clock::new(),
+        }
     }
 
     fn json_message<'a>(&self, m: &'a HttpMessage) -> JsonMessage<'a> {
@@ -137,9 +147,22 @@ impl AccessWriter {
     pub fn write(&mut self, meta: &ConnMeta, item: &Item) -> io::Result<()> {
         match (self.format, item) {
             (Format::Json, Item::Exchange(e)) => {
-                let ts = e.request.as_ref().or(e.response.as_ref()).map(|m| m.ts_first_ns).unwrap_or(0);
+                let ts = e
+                    .request
+                    .as_ref()
+                    .or(e.response.as_ref())
+                    .map(|m| m.ts_first_ns)
+                    .unwrap_or(0);
                 let j = JsonExchange {
-                    head: JsonHead::new("http", &self.clock, ts, meta.pid, None, &meta.comm, meta.conn),
+                    head: JsonHead::new(
+                        "http",
+                        &self.clock,
+                        ts,
+                        meta.pid,
+                        None,
+                        &meta.comm,
+                        meta.conn,
+                    ),
                     sni: meta.sni.as_deref(),
                     protocol: e.protocol.as_str(),
                     stream_id: e.stream_id,
@@ -161,10 +184,25 @@ impl AccessWriter {
                 };
                 json_line(&mut self.out, &j)
             }
-            (Format::Json, Item::Raw { outgoing, ts_ns, data }) => {
+            (
+                Format::Json,
+                Item::Raw {
+                    outgoing,
+                    ts_ns,
+                    data,
+                },
+            ) => {
                 let (encoding, text) = encode(data);
                 let j = JsonRaw {
-                    head: JsonHead::new("raw", &self.clock, *ts_ns, meta.pid, None, &meta.comm, meta.conn),
+                    head: JsonHead::new(
+                        "raw",
+                        &self.clock,
+                        *ts_ns,
+                        meta.pid,
+                        None,
+                        &meta.comm,
+                        meta.conn,
+                    ),
                     sni: meta.sni.as_deref(),
                     direction: if *outgoing { "write" } else { "read" },
                     len: data.len(),
@@ -175,14 +213,29 @@ impl AccessWriter {
             }
             (Format::Json, Item::Notice { ts_ns, text }) => {
                 let j = JsonNotice {
-                    head: JsonHead::new("notice", &self.clock, *ts_ns, meta.pid, None, &meta.comm, meta.conn),
+                    head: JsonHead::new(
+                        "notice",
+                        &self.clock,
+                        *ts_ns,
+                        meta.pid,
+                        None,
+                        &meta.comm,
+                        meta.conn,
+                    ),
                     sni: meta.sni.as_deref(),
                     text,
                 };
                 json_line(&mut self.out, &j)
             }
             (Format::Text, Item::Exchange(e)) => self.console_exchange(meta, e),
-            (Format::Text, Item::Raw { outgoing, ts_ns, data }) => {
+            (
+                Format::Text,
+                Item::Raw {
+                    outgoing,
+                    ts_ns,
+                    data,
+                },
+            ) => {
                 writeln!(
                     self.out,
                     "{} {}[{}] {} raw {} {}",
@@ -193,7 +246,11 @@ impl AccessWriter {
                     if *outgoing { "write" } else { "read" },
                     size(data.len() as u64)
                 )?;
-                let limit = if self.detail >= 2 { usize::MAX } else { CONSOLE_RAW };
+                let limit = if self.detail >= 2 {
+                    usize::MAX
+                } else {
+                    CONSOLE_RAW
+                };
                 self.body(data, limit, "")
             }
             (Format::Text, Item::Notice { ts_ns, text }) => writeln!(
@@ -209,21 +266,37 @@ impl AccessWriter {
     }
 
     fn console_exchange(&mut self, meta: &ConnMeta, e: &Exchange) -> io::Result<()> {
-        let ts = e.request.as_ref().or(e.response.as_ref()).map(|m| m.ts_first_ns).unwrap_or(0);
+        let ts = e
+            .request
+            .as_ref()
+            .or(e.response.as_ref())
+            .map(|m| m.ts_first_ns)
+            .unwrap_or(0);
         let dash = || "-".to_string();
         let mut line = format!(
             "{} {}[{}] {} {} {} {} {} {} req={} resp={}",
             self.clock.rfc3339(ts),
             meta.comm,
             meta.pid,
-            meta.sni.as_deref().or(e.authority.as_deref()).unwrap_or("-"),
+            meta.sni
+                .as_deref()
+                .or(e.authority.as_deref())
+                .unwrap_or("-"),
             e.protocol.as_str(),
             e.method.as_deref().unwrap_or("-"),
             e.path.as_deref().unwrap_or("-"),
             e.status.map(|s| s.to_string()).unwrap_or_else(dash),
-            e.latency_ns().map(|n| format!("{:.2}ms", n as f64 / 1e6)).unwrap_or_else(dash),
-            e.request.as_ref().map(|m| size(m.body_len)).unwrap_or_else(dash),
-            e.response.as_ref().map(|m| size(m.body_len)).unwrap_or_else(dash),
+            e.latency_ns()
+                .map(|n| format!("{:.2}ms", n as f64 / 1e6))
+                .unwrap_or_else(dash),
+            e.request
+                .as_ref()
+                .map(|m| size(m.body_len))
+                .unwrap_or_else(dash),
+            e.response
+                .as_ref()
+                .map(|m| size(m.body_len))
+                .unwrap_or_else(dash),
         );
         if let Some(g) = &e.grpc {
             line.push_str(&format!(
@@ -250,7 +323,11 @@ impl AccessWriter {
                 self.body(&m.body, CONSOLE_BODY, "    ")?;
             }
             for (n, v) in &m.trailers {
-                writeln!(self.out, "  {mark} {n}: {} (trailer)", String::from_utf8_lossy(v))?;
+                writeln!(
+                    self.out,
+                    "  {mark} {n}: {} (trailer)",
+                    String::from_utf8_lossy(v)
+                )?;
             }
         }
         Ok(())
@@ -265,7 +342,11 @@ impl AccessWriter {
             writeln!(self.out, "{indent}{line}")?;
         }
         if shown.len() < data.len() {
-            writeln!(self.out, "{indent}[... {} more bytes not shown]", data.len() - shown.len())?;
+            writeln!(
+                self.out,
+                "{indent}[... {} more bytes not shown]",
+                data.len() - shown.len()
+            )?;
         }
         Ok(())
     }

@@ -30,9 +30,24 @@ use pcap::PcapWriter;
 #[derive(Debug, Clone)]
 pub enum Record {
     Call(CallRecord),
-    Close { pid: u32, tid: u32, comm: String, conn: u64, ts_ns: u64, sni: Option<String> },
+    Close {
+        pid: u32,
+        tid: u32,
+        comm: String,
+        conn: u64,
+        ts_ns: u64,
+        sni: Option<String>,
+    },
     /// SNI_CONFIGURED: a connection to capture got its server name.
-    Sni { pid: u32, tid: u32, comm: String, conn: u64, ts_ns: u64, name: String, pattern: Option<String> },
+    Sni {
+        pid: u32,
+        tid: u32,
+        comm: String,
+        conn: u64,
+        ts_ns: u64,
+        name: String,
+        pattern: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -52,8 +67,13 @@ pub struct Clock {
 impl Clock {
     pub fn new() -> Clock {
         let mono = mono_now() as i128;
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i128;
-        Clock { offset_ns: wall - mono }
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as i128;
+        Clock {
+            offset_ns: wall - mono,
+        }
     }
     /// RFC 3339 wall-clock time, in microseconds, of a BPF timestamp.
     pub fn rfc3339(&self, mono_ns: u64) -> String {
@@ -109,7 +129,15 @@ pub struct JsonHead<'a> {
 }
 
 impl<'a> JsonHead<'a> {
-    pub fn new(kind: &'static str, clock: &Clock, ts_ns: u64, pid: u32, tid: Option<u32>, comm: &'a str, conn: u64) -> Self {
+    pub fn new(
+        kind: &'static str,
+        clock: &Clock,
+        ts_ns: u64,
+        pid: u32,
+        tid: Option<u32>,
+        comm: &'a str,
+        conn: u64,
+    ) -> Self {
         JsonHead {
             kind,
             time: clock.rfc3339(ts_ns),
@@ -153,7 +181,11 @@ struct JsonSni<'a> {
 
 impl Writer {
     pub fn new(out: Box<dyn Write + Send>, format: Format) -> Writer {
-        Writer { out, format, clock: Clock::new() }
+        Writer {
+            out,
+            format,
+            clock: Clock::new(),
+        }
     }
 
     pub fn write(&mut self, r: &Record) -> io::Result<()> {
@@ -161,10 +193,21 @@ impl Writer {
             (Format::Json, Record::Call(c)) => {
                 let (encoding, data) = match std::str::from_utf8(&c.data) {
                     Ok(s) => ("utf8", s.to_string()),
-                    Err(_) => ("base64", base64::engine::general_purpose::STANDARD.encode(&c.data)),
+                    Err(_) => (
+                        "base64",
+                        base64::engine::general_purpose::STANDARD.encode(&c.data),
+                    ),
                 };
                 let j = JsonCall {
-                    head: JsonHead::new("data", &self.clock, c.ts_ns, c.pid, Some(c.tid), &c.comm, c.conn),
+                    head: JsonHead::new(
+                        "data",
+                        &self.clock,
+                        c.ts_ns,
+                        c.pid,
+                        Some(c.tid),
+                        &c.comm,
+                        c.conn,
+                    ),
                     direction: c.direction.as_str(),
                     sni: c.sni.as_deref(),
                     len: c.len,
@@ -176,14 +219,43 @@ impl Writer {
                 };
                 json_line(&mut self.out, &j)
             }
-            (Format::Json, Record::Close { pid, tid, comm, conn, ts_ns, sni }) => {
+            (
+                Format::Json,
+                Record::Close {
+                    pid,
+                    tid,
+                    comm,
+                    conn,
+                    ts_ns,
+                    sni,
+                },
+            ) => {
                 let j = JsonClose {
-                    head: JsonHead::new("close", &self.clock, *ts_ns, *pid, Some(*tid), comm, *conn),
+                    head: JsonHead::new(
+                        "close",
+                        &self.clock,
+                        *ts_ns,
+                        *pid,
+                        Some(*tid),
+                        comm,
+                        *conn,
+                    ),
                     sni: sni.as_deref(),
                 };
                 json_line(&mut self.out, &j)
             }
-            (Format::Json, Record::Sni { pid, tid, comm, conn, ts_ns, name, pattern }) => {
+            (
+                Format::Json,
+                Record::Sni {
+                    pid,
+                    tid,
+                    comm,
+                    conn,
+                    ts_ns,
+                    name,
+                    pattern,
+                },
+            ) => {
                 let j = JsonSni {
                     head: JsonHead::new("sni", &self.clock, *ts_ns, *pid, Some(*tid), comm, *conn),
                     sni: name,
@@ -191,7 +263,18 @@ impl Writer {
                 };
                 json_line(&mut self.out, &j)
             }
-            (Format::Text, Record::Sni { pid, comm, conn, ts_ns, name, pattern, .. }) => writeln!(
+            (
+                Format::Text,
+                Record::Sni {
+                    pid,
+                    comm,
+                    conn,
+                    ts_ns,
+                    name,
+                    pattern,
+                    ..
+                },
+            ) => writeln!(
                 self.out,
                 "--- {} {}[{}] SNI conn={:#x} sni={}{}",
                 self.clock.rfc3339(*ts_ns),
@@ -199,7 +282,10 @@ impl Writer {
                 pid,
                 conn,
                 name,
-                pattern.as_ref().map(|p| format!(" (matches {p})")).unwrap_or_default()
+                pattern
+                    .as_ref()
+                    .map(|p| format!(" (matches {p})"))
+                    .unwrap_or_default()
             ),
             (Format::Text, Record::Call(c)) => {
                 let mut flags = String::new();
@@ -218,20 +304,35 @@ impl Writer {
                     c.tid,
                     c.direction.as_str().to_uppercase(),
                     c.conn,
-                    c.sni.as_ref().map(|s| format!(" sni={s}")).unwrap_or_default(),
+                    c.sni
+                        .as_ref()
+                        .map(|s| format!(" sni={s}"))
+                        .unwrap_or_default(),
                     c.len,
                     flags
                 )?;
                 write_data(&mut self.out, &c.data)
             }
-            (Format::Text, Record::Close { pid, comm, conn, ts_ns, sni, .. }) => writeln!(
+            (
+                Format::Text,
+                Record::Close {
+                    pid,
+                    comm,
+                    conn,
+                    ts_ns,
+                    sni,
+                    ..
+                },
+            ) => writeln!(
                 self.out,
                 "--- {} {}[{}] CLOSE conn={:#x}{}",
                 self.clock.rfc3339(*ts_ns),
                 comm,
                 pid,
                 conn,
-                sni.as_ref().map(|s| format!(" sni={s}")).unwrap_or_default()
+                sni.as_ref()
+                    .map(|s| format!(" sni={s}"))
+                    .unwrap_or_default()
             ),
         }
     }
@@ -288,11 +389,19 @@ impl Pipeline {
         };
         let pcap = match &o.pcap {
             Some(p) => Some(
-                PcapWriter::new(create_private(p)?).with_context(|| format!("writing pcapng to {}", p.display()))?,
+                PcapWriter::new(create_private(p)?)
+                    .with_context(|| format!("writing pcapng to {}", p.display()))?,
             ),
             None => None,
         };
-        Ok(Pipeline { raw, access, pcap, conns: HashMap::new(), redact: o.redact.clone(), clock: Clock::new() })
+        Ok(Pipeline {
+            raw,
+            access,
+            pcap,
+            conns: HashMap::new(),
+            redact: o.redact.clone(),
+            clock: Clock::new(),
+        })
     }
 
     fn decoding(&self) -> bool {
@@ -302,7 +411,12 @@ impl Pipeline {
     fn conn(&mut self, pid: u32, comm: &str, conn: u64) -> &mut ConnState {
         let redact = &self.redact;
         self.conns.entry((pid, conn)).or_insert_with(|| ConnState {
-            meta: ConnMeta { pid, comm: comm.to_string(), conn, sni: None },
+            meta: ConnMeta {
+                pid,
+                comm: comm.to_string(),
+                conn,
+                sni: None,
+            },
             decoder: ConnDecoder::new(redact.clone()),
             in_pcap: false,
         })
@@ -322,19 +436,31 @@ impl Pipeline {
                     st.meta.sni = c.sni.clone();
                 }
                 let lost = (c.len as u64).saturating_sub(c.data.len() as u64);
-                let d = st.decoder.push(c.direction == Direction::Write, &c.data, c.ts_ns, lost);
+                let d = st
+                    .decoder
+                    .push(c.direction == Direction::Write, &c.data, c.ts_ns, lost);
                 self.emit((c.pid, c.conn), d)?;
             }
-            Record::Sni { pid, comm, conn, name, .. } => {
+            Record::Sni {
+                pid,
+                comm,
+                conn,
+                name,
+                ..
+            } => {
                 self.conn(*pid, comm, *conn).meta.sni = Some(name.clone());
             }
-            Record::Close { pid, conn, ts_ns, .. } => self.close((*pid, *conn), *ts_ns)?,
+            Record::Close {
+                pid, conn, ts_ns, ..
+            } => self.close((*pid, *conn), *ts_ns)?,
         }
         Ok(())
     }
 
     fn close(&mut self, key: (u32, u64), ts_ns: u64) -> Result<()> {
-        let Some(st) = self.conns.get_mut(&key) else { return Ok(()) };
+        let Some(st) = self.conns.get_mut(&key) else {
+            return Ok(());
+        };
         let d = st.decoder.finish(ts_ns);
         self.emit(key, d)?;
         if let Some(st) = self.conns.remove(&key) {
@@ -346,7 +472,9 @@ impl Pipeline {
     }
 
     fn emit(&mut self, key: (u32, u64), d: Decoded) -> Result<()> {
-        let Some(st) = self.conns.get_mut(&key) else { return Ok(()) };
+        let Some(st) = self.conns.get_mut(&key) else {
+            return Ok(());
+        };
         if let Some(a) = &mut self.access {
             for item in &d.items {
                 a.write(&st.meta, item)?;
@@ -415,7 +543,10 @@ fn pcap_key((pid, conn): (u32, u64)) -> u64 {
 
 /// CLOCK_MONOTONIC now, in ns (BPF's clock).
 pub fn mono_now() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -429,7 +560,9 @@ fn json_line(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
 
 fn is_text(data: &[u8]) -> bool {
     match std::str::from_utf8(data) {
-        Ok(s) => s.chars().all(|c| !c.is_control() || matches!(c, '\r' | '\n' | '\t')),
+        Ok(s) => s
+            .chars()
+            .all(|c| !c.is_control() || matches!(c, '\r' | '\n' | '\t')),
         Err(_) => false,
     }
 }
@@ -455,7 +588,13 @@ pub fn write_data(out: &mut dyn Write, data: &[u8]) -> io::Result<()> {
             }
         }
         line.push(' ');
-        line.extend(row.iter().map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' }));
+        line.extend(row.iter().map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '.'
+            }
+        }));
         writeln!(out, "{line}")?;
     }
     Ok(())

@@ -23,7 +23,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context, Result};
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
-use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption};
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, Endianness};
@@ -87,8 +89,14 @@ pub fn synthetic_endpoints(pid: u32, conn: u64) -> (Endpoint, Endpoint) {
     s[..4].copy_from_slice(&PREFIX_SERVER);
     s[15] = 1;
     (
-        Endpoint { addr: IpAddr::V6(Ipv6Addr::from(c)), port },
-        Endpoint { addr: IpAddr::V6(Ipv6Addr::from(s)), port: SYNTHETIC_SERVER_PORT },
+        Endpoint {
+            addr: IpAddr::V6(Ipv6Addr::from(c)),
+            port,
+        },
+        Endpoint {
+            addr: IpAddr::V6(Ipv6Addr::from(s)),
+            port: SYNTHETIC_SERVER_PORT,
+        },
     )
 }
 
@@ -139,14 +147,25 @@ impl PcapWriter {
         };
         out.write_pcapng_block(interface)
             .map_err(|e| anyhow!("pcap: cannot write interface description: {e}"))?;
-        Ok(PcapWriter { out, conns: HashMap::new(), ip_id: 0 })
+        Ok(PcapWriter {
+            out,
+            conns: HashMap::new(),
+            ip_id: 0,
+        })
     }
 
     /// A connection starts: emits SYN, SYN-ACK, ACK at `ts`. `comment` goes
     /// into every packet of the connection. If the endpoints' address
     /// families differ, both are written as IPv6 (IPv4 as `::ffff:a.b.c.d`).
     /// Opening a key that is already open closes the old connection first.
-    pub fn open(&mut self, key: u64, client: Endpoint, server: Endpoint, ts: SystemTime, comment: String) -> Result<()> {
+    pub fn open(
+        &mut self,
+        key: u64,
+        client: Endpoint,
+        server: Endpoint,
+        ts: SystemTime,
+        comment: String,
+    ) -> Result<()> {
         let h = mix64(key);
         self.open_with_isn(key, client, server, ts, comment, h as u32, (h >> 32) as u32)
     }
@@ -172,10 +191,25 @@ impl PcapWriter {
         let comment = truncate_utf8(comment, MAX_COMMENT);
         let mss = (MAX_SEGMENT as u16).to_be_bytes();
         let syn_opts = [2u8, 4, mss[0], mss[1], 1, 3, 3, WSCALE]; // MSS, NOP, window scale
-        let mut c = Conn { client, server, client_seq: client_isn, server_seq: server_isn, comment };
+        let mut c = Conn {
+            client,
+            server,
+            client_seq: client_isn,
+            server_seq: server_isn,
+            comment,
+        };
         let (cs, ss) = (c.client_seq, c.server_seq);
         self.packet(&c, true, ts, cs, 0, TCP_SYN, &syn_opts, &[])?;
-        self.packet(&c, false, ts, ss, cs.wrapping_add(1), TCP_SYN | TCP_ACK, &syn_opts, &[])?;
+        self.packet(
+            &c,
+            false,
+            ts,
+            ss,
+            cs.wrapping_add(1),
+            TCP_SYN | TCP_ACK,
+            &syn_opts,
+            &[],
+        )?;
         c.client_seq = cs.wrapping_add(1);
         c.server_seq = ss.wrapping_add(1);
         self.packet(&c, true, ts, c.client_seq, c.server_seq, TCP_ACK, &[], &[])?;
@@ -187,7 +221,14 @@ impl PcapWriter {
     /// sequence number advances by that much without a packet (at most 1 GiB
     /// is recorded, see `MAX_GAP`). Payloads over [`MAX_SEGMENT`] bytes are
     /// split; an empty payload writes no packet (a gap is still recorded).
-    pub fn data(&mut self, key: u64, from_client: bool, ts: SystemTime, payload: &[u8], gap_before: u64) -> Result<()> {
+    pub fn data(
+        &mut self,
+        key: u64,
+        from_client: bool,
+        ts: SystemTime,
+        payload: &[u8],
+        gap_before: u64,
+    ) -> Result<()> {
         let mut c = self
             .conns
             .remove(&key)
@@ -197,7 +238,14 @@ impl PcapWriter {
         res
     }
 
-    fn data_on(&mut self, c: &mut Conn, from_client: bool, ts: SystemTime, payload: &[u8], gap_before: u64) -> Result<()> {
+    fn data_on(
+        &mut self,
+        c: &mut Conn,
+        from_client: bool,
+        ts: SystemTime,
+        payload: &[u8],
+        gap_before: u64,
+    ) -> Result<()> {
         let gap = gap_before.min(MAX_GAP) as u32;
         if from_client {
             c.client_seq = c.client_seq.wrapping_add(gap);
@@ -205,7 +253,11 @@ impl PcapWriter {
             c.server_seq = c.server_seq.wrapping_add(gap);
         }
         for chunk in payload.chunks(MAX_SEGMENT) {
-            let (seq, ack) = if from_client { (c.client_seq, c.server_seq) } else { (c.server_seq, c.client_seq) };
+            let (seq, ack) = if from_client {
+                (c.client_seq, c.server_seq)
+            } else {
+                (c.server_seq, c.client_seq)
+            };
             self.packet(c, from_client, ts, seq, ack, TCP_PSH | TCP_ACK, &[], chunk)?;
             // chunk.len() <= MAX_SEGMENT, so the cast is exact.
             let next = seq.wrapping_add(chunk.len() as u32);
@@ -225,9 +277,27 @@ impl PcapWriter {
             .conns
             .remove(&key)
             .ok_or_else(|| anyhow!("pcap: close of connection {key:#x} that was not opened"))?;
-        self.packet(&c, true, ts, c.client_seq, c.server_seq, TCP_FIN | TCP_ACK, &[], &[])?;
+        self.packet(
+            &c,
+            true,
+            ts,
+            c.client_seq,
+            c.server_seq,
+            TCP_FIN | TCP_ACK,
+            &[],
+            &[],
+        )?;
         c.client_seq = c.client_seq.wrapping_add(1);
-        self.packet(&c, false, ts, c.server_seq, c.client_seq, TCP_FIN | TCP_ACK, &[], &[])?;
+        self.packet(
+            &c,
+            false,
+            ts,
+            c.server_seq,
+            c.client_seq,
+            TCP_FIN | TCP_ACK,
+            &[],
+            &[],
+        )?;
         c.server_seq = c.server_seq.wrapping_add(1);
         self.packet(&c, true, ts, c.client_seq, c.server_seq, TCP_ACK, &[], &[])?;
         Ok(())
@@ -249,7 +319,11 @@ impl PcapWriter {
         tcp_opts: &[u8],
         payload: &[u8],
     ) -> Result<()> {
-        let (src, dst) = if from_client { (c.client, c.server) } else { (c.server, c.client) };
+        let (src, dst) = if from_client {
+            (c.client, c.server)
+        } else {
+            (c.server, c.client)
+        };
         self.ip_id = self.ip_id.wrapping_add(1);
         let data = build_packet(src, dst, self.ip_id, seq, ack, flags, tcp_opts, payload);
         let options = if c.comment.is_empty() {
@@ -264,7 +338,9 @@ impl PcapWriter {
             data: data.into(),
             options,
         };
-        self.out.write_pcapng_block(block).map_err(|e| anyhow!("pcap: cannot write packet: {e}"))?;
+        self.out
+            .write_pcapng_block(block)
+            .map_err(|e| anyhow!("pcap: cannot write packet: {e}"))?;
         Ok(())
     }
 }
@@ -318,7 +394,12 @@ fn tcp_checksum(src: IpAddr, dst: IpAddr, segment: &[u8]) -> u16 {
     let len = segment.len() as u64;
     let mut acc = match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => sum16(sum16(0, &s.octets()), &d.octets()) + 6 + len,
-        _ => sum16(sum16(0, &to_v6(src).octets()), &to_v6(dst).octets()) + 6 + (len & 0xffff) + (len >> 16),
+        _ => {
+            sum16(sum16(0, &to_v6(src).octets()), &to_v6(dst).octets())
+                + 6
+                + (len & 0xffff)
+                + (len >> 16)
+        }
     };
     acc = sum16(acc, segment);
     fold(acc)
@@ -327,7 +408,16 @@ fn tcp_checksum(src: IpAddr, dst: IpAddr, segment: &[u8]) -> u16 {
 /// One raw IP packet carrying a TCP segment. IPv4 if both addresses are IPv4,
 /// else IPv6 (an IPv4 address mapped). `payload` is at most [`MAX_SEGMENT`].
 #[allow(clippy::too_many_arguments)]
-fn build_packet(src: Endpoint, dst: Endpoint, ip_id: u16, seq: u32, ack: u32, flags: u8, tcp_opts: &[u8], payload: &[u8]) -> Vec<u8> {
+fn build_packet(
+    src: Endpoint,
+    dst: Endpoint,
+    ip_id: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    tcp_opts: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
     let payload = &payload[..payload.len().min(MAX_SEGMENT)];
     let opts_len = (tcp_opts.len().min(40) + 3) & !3;
     let tcp_len = 20 + opts_len + payload.len();
@@ -383,11 +473,17 @@ mod tests {
     use std::process::Command;
 
     fn v4(a: [u8; 4], port: u16) -> Endpoint {
-        Endpoint { addr: IpAddr::V4(Ipv4Addr::from(a)), port }
+        Endpoint {
+            addr: IpAddr::V4(Ipv4Addr::from(a)),
+            port,
+        }
     }
 
     fn v6(s: &str, port: u16) -> Endpoint {
-        Endpoint { addr: s.parse().unwrap(), port }
+        Endpoint {
+            addr: s.parse().unwrap(),
+            port,
+        }
     }
 
     fn at(secs: u64, nanos: u32) -> SystemTime {
@@ -489,7 +585,10 @@ mod tests {
     #[test]
     fn ipv4_header_checksum_known() {
         // The classic example header (Wikipedia, "IPv4 header checksum").
-        let mut h = [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0, 0, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7];
+        let mut h = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0, 0, 0xc0, 0xa8, 0x00,
+            0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
         assert_eq!(ipv4_checksum(&h), 0xb861);
         h[10..12].copy_from_slice(&0xb861u16.to_be_bytes());
         assert_eq!(verify(&h), 0);
@@ -498,13 +597,34 @@ mod tests {
     #[test]
     fn checksums_of_known_packets() {
         // Expected values computed independently (Python, RFC 1071 sum).
-        let p = build_packet(v4([192, 168, 0, 1], 12345), v4([192, 168, 0, 199], 80), 1, 0x01020304, 0x0a0b0c0d, TCP_PSH | TCP_ACK, &[], b"hello");
+        let p = build_packet(
+            v4([192, 168, 0, 1], 12345),
+            v4([192, 168, 0, 199], 80),
+            1,
+            0x01020304,
+            0x0a0b0c0d,
+            TCP_PSH | TCP_ACK,
+            &[],
+            b"hello",
+        );
         assert_eq!(p.len(), 45);
-        assert_eq!(&p[..12], &[0x45, 0, 0, 45, 0, 1, 0x40, 0, 64, 6, 0xb8, 0xb1]);
+        assert_eq!(
+            &p[..12],
+            &[0x45, 0, 0, 45, 0, 1, 0x40, 0, 64, 6, 0xb8, 0xb1]
+        );
         assert_eq!(&p[20 + 16..20 + 18], &[0x9f, 0x35], "TCP checksum, IPv4");
         assert_eq!(verify(&p[..20]), 0);
 
-        let p = build_packet(v6("2001:db8::1", 12345), v6("2001:db8::2", 80), 1, 0x01020304, 0x0a0b0c0d, TCP_PSH | TCP_ACK, &[], b"hello");
+        let p = build_packet(
+            v6("2001:db8::1", 12345),
+            v6("2001:db8::2", 80),
+            1,
+            0x01020304,
+            0x0a0b0c0d,
+            TCP_PSH | TCP_ACK,
+            &[],
+            b"hello",
+        );
         assert_eq!(p.len(), 65);
         assert_eq!(&p[40 + 16..40 + 18], &[0xc5, 0xd9], "TCP checksum, IPv6");
         assert_eq!(&p[4..8], &[0, 25, 6, 64]);
@@ -514,7 +634,10 @@ mod tests {
     fn tcp_checksum_verifies_odd_and_large() {
         for len in [0usize, 1, 2, 3, 1499, MAX_SEGMENT] {
             let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
-            for (s, d) in [(v4([10, 0, 0, 1], 1), v4([10, 0, 0, 2], 2)), (v6("fd00::1", 1), v6("fd00::2", 2))] {
+            for (s, d) in [
+                (v4([10, 0, 0, 1], 1), v4([10, 0, 0, 2], 2)),
+                (v6("fd00::1", 1), v6("fd00::2", 2)),
+            ] {
                 let p = build_packet(s, d, 9, 1, 2, TCP_ACK, &[2, 4, 0x80, 0], &payload);
                 let ip_len = if s.addr.is_ipv4() { 20 } else { 40 };
                 assert_eq!(tcp_checksum(s.addr, d.addr, &p[ip_len..]), 0, "len {len}");
@@ -527,15 +650,18 @@ mod tests {
         let (_d, path, mut w) = new_file();
         let (c, s) = (v4([10, 0, 0, 1], 40000), v4([10, 0, 0, 2], 80));
         let t = at(1_700_000_000, 5);
-        w.open_with_isn(7, c, s, t, "curl[1] sni=x".into(), 1000, 5000).unwrap();
+        w.open_with_isn(7, c, s, t, "curl[1] sni=x".into(), 1000, 5000)
+            .unwrap();
         w.data(7, true, t, b"abc", 0).unwrap();
         w.data(7, false, t, b"hello", 0).unwrap();
         w.data(7, true, t, b"de", 0).unwrap();
         w.close(7, t).unwrap();
         w.flush().unwrap();
         let p = read_back(&path);
-        let got: Vec<(bool, u32, u32, u8, usize)> =
-            p.iter().map(|p| (p.sport == 40000, p.seq, p.ack, p.flags, p.payload.len())).collect();
+        let got: Vec<(bool, u32, u32, u8, usize)> = p
+            .iter()
+            .map(|p| (p.sport == 40000, p.seq, p.ack, p.flags, p.payload.len()))
+            .collect();
         let pa = TCP_PSH | TCP_ACK;
         let fa = TCP_FIN | TCP_ACK;
         assert_eq!(
@@ -552,8 +678,13 @@ mod tests {
                 (true, 1007, 5007, TCP_ACK, 0),
             ]
         );
-        assert!(p.iter().all(|p| p.comment.as_deref() == Some("curl[1] sni=x")));
-        assert!(p.iter().all(|p| !p.v6 && ((p.src, p.dst) == (c.addr, s.addr) || (p.src, p.dst) == (s.addr, c.addr))));
+        assert!(p
+            .iter()
+            .all(|p| p.comment.as_deref() == Some("curl[1] sni=x")));
+        assert!(p
+            .iter()
+            .all(|p| !p.v6
+                && ((p.src, p.dst) == (c.addr, s.addr) || (p.src, p.dst) == (s.addr, c.addr))));
         assert_eq!(p[0].dport, 80);
         assert_eq!(p[3].payload, b"abc");
         // The connection is forgotten after close.
@@ -564,7 +695,16 @@ mod tests {
     fn gap_advances_seq_without_packet() {
         let (_d, path, mut w) = new_file();
         let t = at(1, 0);
-        w.open_with_isn(1, v4([1, 1, 1, 1], 1), v4([2, 2, 2, 2], 80), t, String::new(), 0, 0).unwrap();
+        w.open_with_isn(
+            1,
+            v4([1, 1, 1, 1], 1),
+            v4([2, 2, 2, 2], 80),
+            t,
+            String::new(),
+            0,
+            0,
+        )
+        .unwrap();
         w.data(1, false, t, b"first", 0).unwrap();
         w.data(1, false, t, b"after-gap", 100).unwrap();
         w.data(1, false, t, b"", 10).unwrap(); // gap only: no packet
@@ -574,7 +714,10 @@ mod tests {
         let p = read_back(&path);
         assert_eq!(p.len(), 3 + 4);
         assert_eq!((p[3].seq, p[3].payload.as_slice()), (1, &b"first"[..]));
-        assert_eq!((p[4].seq, p[4].payload.as_slice()), (1 + 5 + 100, &b"after-gap"[..]));
+        assert_eq!(
+            (p[4].seq, p[4].payload.as_slice()),
+            (1 + 5 + 100, &b"after-gap"[..])
+        );
         // The empty write's gap shows in the client's ACK.
         assert_eq!((p[5].seq, p[5].ack), (1, 1 + 5 + 100 + 9 + 10));
         assert_eq!(p[6].seq, 1 + 3 + MAX_GAP as u32);
@@ -585,7 +728,16 @@ mod tests {
     fn big_payload_is_split_and_empty_writes_nothing() {
         let (_d, path, mut w) = new_file();
         let t = at(2, 0);
-        w.open_with_isn(3, v6("fd00::1", 5), v6("fd00::2", 80), t, "big".into(), 10, u32::MAX - 100_000).unwrap();
+        w.open_with_isn(
+            3,
+            v6("fd00::1", 5),
+            v6("fd00::2", 80),
+            t,
+            "big".into(),
+            10,
+            u32::MAX - 100_000,
+        )
+        .unwrap();
         let big: Vec<u8> = (0..5 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
         w.data(3, false, t, &big, 0).unwrap();
         w.data(3, true, t, &[], 0).unwrap();
@@ -594,7 +746,9 @@ mod tests {
         let p = read_back(&path);
         let data = &p[3..];
         assert_eq!(data.len(), 5 * 32 + 1 + 1);
-        assert!(data.iter().all(|p| p.v6 && p.payload.len() <= MAX_SEGMENT && p.ack == 11));
+        assert!(data
+            .iter()
+            .all(|p| p.v6 && p.payload.len() <= MAX_SEGMENT && p.ack == 11));
         // Contiguous sequence numbers, wrapping past 2^32.
         let mut seq = u32::MAX - 100_000 + 1;
         let mut joined = vec![];
@@ -605,14 +759,29 @@ mod tests {
         }
         assert!(seq < 10_000_000, "wrapped");
         assert_eq!(joined, big);
-        assert_eq!((data[data.len() - 1].seq, data[data.len() - 1].payload.as_slice()), (seq, &b"z"[..]));
+        assert_eq!(
+            (
+                data[data.len() - 1].seq,
+                data[data.len() - 1].payload.as_slice()
+            ),
+            (seq, &b"z"[..])
+        );
     }
 
     #[test]
     fn seq_wraps_in_handshake_and_close() {
         let (_d, path, mut w) = new_file();
         let t = at(3, 0);
-        w.open_with_isn(1, v4([1, 1, 1, 1], 1), v4([2, 2, 2, 2], 80), t, String::new(), u32::MAX, u32::MAX - 1).unwrap();
+        w.open_with_isn(
+            1,
+            v4([1, 1, 1, 1], 1),
+            v4([2, 2, 2, 2], 80),
+            t,
+            String::new(),
+            u32::MAX,
+            u32::MAX - 1,
+        )
+        .unwrap();
         w.data(1, false, t, b"ab", 0).unwrap();
         w.close(1, t).unwrap();
         w.flush().unwrap();
@@ -650,7 +819,14 @@ mod tests {
         assert!(w.close(9, t).is_err());
         // Mixed families: both become IPv6. A long comment is cut on a char boundary.
         let long = "é".repeat(MAX_COMMENT);
-        w.open(9, v4([127, 0, 0, 1], 1), v6("::1", 80), UNIX_EPOCH - Duration::from_secs(5), long).unwrap();
+        w.open(
+            9,
+            v4([127, 0, 0, 1], 1),
+            v6("::1", 80),
+            UNIX_EPOCH - Duration::from_secs(5),
+            long,
+        )
+        .unwrap();
         // Re-opening a key closes the old connection first.
         let (c, s) = synthetic_endpoints(1, 2);
         w.open(9, c, s, t, "second".into()).unwrap();
@@ -662,7 +838,9 @@ mod tests {
         assert_eq!(p[0].src, IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()));
         assert_eq!(p[0].ts, Duration::ZERO);
         let cm = p[0].comment.as_deref().unwrap();
-        assert!(cm.len() <= MAX_COMMENT && cm.len() >= MAX_COMMENT - 1 && cm.chars().all(|c| c == 'é'));
+        assert!(
+            cm.len() <= MAX_COMMENT && cm.len() >= MAX_COMMENT - 1 && cm.chars().all(|c| c == 'é')
+        );
         assert_eq!(p[3].flags, TCP_FIN | TCP_ACK);
         assert_eq!(p[6].flags, TCP_SYN);
         assert_eq!(p[9].comment.as_deref(), Some("second"));
@@ -673,7 +851,14 @@ mod tests {
     fn nanosecond_timestamps_stored() {
         let (_d, path, mut w) = new_file();
         let t = at(1_700_000_000, 123_456_789);
-        w.open(1, v4([1, 1, 1, 1], 1), v4([2, 2, 2, 2], 80), t, String::new()).unwrap();
+        w.open(
+            1,
+            v4([1, 1, 1, 1], 1),
+            v4([2, 2, 2, 2], 80),
+            t,
+            String::new(),
+        )
+        .unwrap();
         w.data(1, true, at(1_700_000_001, 1), b"x", 0).unwrap();
         drop(w); // BufWriter flushes on drop
         let p = read_back(&path);
@@ -708,7 +893,9 @@ mod tests {
     #[test]
     fn tshark_dissects_http1_and_http2() {
         if Command::new("tshark").arg("--version").output().is_err() {
-            eprintln!("NOTE: tshark not on PATH, skipping (scripts/install-deps.sh --test installs it)");
+            eprintln!(
+                "NOTE: tshark not on PATH, skipping (scripts/install-deps.sh --test installs it)"
+            );
             return;
         }
         let (_d, path, mut w) = new_file();
@@ -717,20 +904,37 @@ mod tests {
 
         // HTTP/1.1 over IPv4, given endpoints; the response is big enough to be split.
         let (c, s) = (v4([10, 1, 2, 3], 40000), v4([10, 9, 8, 7], 80));
-        w.open(1, c, s, t0, "curl[1234] sni=api.acme.com".into()).unwrap();
-        w.data(1, true, t0, b"GET /v1/items?id=7 HTTP/1.1\r\nHost: api.acme.com\r\n\r\n", 0).unwrap();
+        w.open(1, c, s, t0, "curl[1234] sni=api.acme.com".into())
+            .unwrap();
+        w.data(
+            1,
+            true,
+            t0,
+            b"GET /v1/items?id=7 HTTP/1.1\r\nHost: api.acme.com\r\n\r\n",
+            0,
+        )
+        .unwrap();
         let body = vec![b'a'; 100_000];
-        let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        let mut resp =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
         let head_len = resp.len();
         resp.extend_from_slice(&body);
         w.data(1, false, t1, &resp, 0).unwrap();
         // A lost chunk before a second request.
-        w.data(1, true, t1, b"POST /lost HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 500).unwrap();
+        w.data(
+            1,
+            true,
+            t1,
+            b"POST /lost HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            500,
+        )
+        .unwrap();
         w.close(1, t1).unwrap();
 
         // HTTP/2 with the preface over synthetic (IPv6) endpoints.
         let (c, s) = synthetic_endpoints(4321, 0x5555);
-        w.open(2, c, s, t0, "node[4321] sni=h2.acme.com".into()).unwrap();
+        w.open(2, c, s, t0, "node[4321] sni=h2.acme.com".into())
+            .unwrap();
         let mut cl = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         cl.extend(h2_frame(4, 0, 0, &[]));
         let mut hb = vec![0x82, 0x84, 0x87, 0x41, 11]; // GET, /, https, literal :authority
@@ -745,23 +949,114 @@ mod tests {
         w.close(2, t1).unwrap();
         w.flush().unwrap();
 
-        let out = tshark(&path, &["-Y", "http.request", "-T", "fields", "-e", "http.request.method", "-e", "http.request.uri"]).unwrap();
-        assert_eq!(out, "GET\t/v1/items?id=7\nPOST\t/lost\n", "HTTP/1.1 requests");
-        let out = tshark(&path, &["-Y", "http.response", "-T", "fields", "-e", "http.response.code", "-e", "tcp.reassembled.length"]).unwrap();
-        assert_eq!(out, format!("200\t{}\n", head_len + body.len()), "HTTP/1.1 response, reassembled");
+        let out = tshark(
+            &path,
+            &[
+                "-Y",
+                "http.request",
+                "-T",
+                "fields",
+                "-e",
+                "http.request.method",
+                "-e",
+                "http.request.uri",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            out, "GET\t/v1/items?id=7\nPOST\t/lost\n",
+            "HTTP/1.1 requests"
+        );
+        let out = tshark(
+            &path,
+            &[
+                "-Y",
+                "http.response",
+                "-T",
+                "fields",
+                "-e",
+                "http.response.code",
+                "-e",
+                "tcp.reassembled.length",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            format!("200\t{}\n", head_len + body.len()),
+            "HTTP/1.1 response, reassembled"
+        );
 
-        let out = tshark(&path, &["-Y", "http2.type == 1", "-T", "fields", "-E", "separator=|", "-e", "http2.header.name", "-e", "http2.header.value"]).unwrap();
-        assert_eq!(out, ":method,:path,:scheme,:authority|GET,/,https,h2.acme.com\n:status|200\n", "HTTP/2 headers");
-        let out = tshark(&path, &["-Y", "http2.type == 0", "-T", "fields", "-e", "http2.data.data"]).unwrap();
+        let out = tshark(
+            &path,
+            &[
+                "-Y",
+                "http2.type == 1",
+                "-T",
+                "fields",
+                "-E",
+                "separator=|",
+                "-e",
+                "http2.header.name",
+                "-e",
+                "http2.header.value",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            out, ":method,:path,:scheme,:authority|GET,/,https,h2.acme.com\n:status|200\n",
+            "HTTP/2 headers"
+        );
+        let out = tshark(
+            &path,
+            &[
+                "-Y",
+                "http2.type == 0",
+                "-T",
+                "fields",
+                "-e",
+                "http2.data.data",
+            ],
+        )
+        .unwrap();
         assert_eq!(out.trim(), "68656c6c6f206832");
 
         // Checksums are right, the gap is reported as a lost segment.
-        let out = tshark(&path, &["-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE", "-T", "fields", "-e", "tcp.checksum.status", "-e", "ip.checksum.status"]).unwrap();
+        let out = tshark(
+            &path,
+            &[
+                "-o",
+                "tcp.check_checksum:TRUE",
+                "-o",
+                "ip.check_checksum:TRUE",
+                "-T",
+                "fields",
+                "-e",
+                "tcp.checksum.status",
+                "-e",
+                "ip.checksum.status",
+            ],
+        )
+        .unwrap();
         let n = out.lines().count();
         assert!(n > 10);
         // 1 = good; IPv6 packets have no IP checksum (empty field).
-        assert!(out.lines().all(|l| l == "1\t1" || l == "1\t"), "checksums:\n{out}");
-        let out = tshark(&path, &["-Y", "tcp.analysis.lost_segment", "-T", "fields", "-e", "http.request.method"]).unwrap();
+        assert!(
+            out.lines().all(|l| l == "1\t1" || l == "1\t"),
+            "checksums:\n{out}"
+        );
+        let out = tshark(
+            &path,
+            &[
+                "-Y",
+                "tcp.analysis.lost_segment",
+                "-T",
+                "fields",
+                "-e",
+                "http.request.method",
+            ],
+        )
+        .unwrap();
         assert_eq!(out, "POST\n");
 
         // Comments: field name differs between tshark versions.

@@ -70,9 +70,16 @@ impl Server {
     pub fn start_with(extra: &[&str]) -> Server {
         let d = fixtures();
         let mut cmd = Command::new("python3");
-        cmd.arg(script("tls_server.py")).arg("--cert").arg(d.join("cert.pem")).arg("--key").arg(d.join("key.pem"));
+        cmd.arg(script("tls_server.py"))
+            .arg("--cert")
+            .arg(d.join("cert.pem"))
+            .arg("--key")
+            .arg(d.join("key.pem"));
         let (port, child) = start_server(cmd.args(extra));
-        Server { port, _child: child }
+        Server {
+            port,
+            _child: child,
+        }
     }
 }
 
@@ -86,18 +93,35 @@ impl GoServer {
     pub fn start(extra: &[&str]) -> GoServer {
         let d = fixtures();
         let mut cmd = Command::new(fixture("go_server"));
-        cmd.arg("-cert").arg(d.join("cert.pem")).arg("-key").arg(d.join("key.pem"));
+        cmd.arg("-cert")
+            .arg(d.join("cert.pem"))
+            .arg("-key")
+            .arg(d.join("key.pem"));
         let (port, child) = start_server(cmd.args(extra));
-        GoServer { port, _child: child }
+        GoServer {
+            port,
+            _child: child,
+        }
     }
 }
 
 /// Starts a test server that prints "PORT n" first; its port and guard.
 fn start_server(cmd: &mut Command) -> (u16, Guard) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("starting a test server");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting a test server");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().strip_prefix("PORT ").expect("PORT line").parse().unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("PORT ")
+        .expect("PORT line")
+        .parse()
+        .unwrap();
     (port, Guard(child))
 }
 
@@ -164,7 +188,12 @@ impl Agent {
                 s.push('\n');
             }
         });
-        let mut agent = Agent { child: Some(child), out, _dir: dir, stderr };
+        let mut agent = Agent {
+            child: Some(child),
+            out,
+            _dir: dir,
+            stderr,
+        };
         if rx.recv_timeout(Duration::from_secs(60)).is_err() {
             let log = agent.stderr();
             agent.kill();
@@ -184,7 +213,9 @@ impl Agent {
     /// All JSON records written so far.
     pub fn records(&self) -> Vec<Value> {
         let s = std::fs::read_to_string(&self.out).unwrap_or_default();
-        s.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        s.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Data records of `pid` in one direction, bytes concatenated in order.
@@ -210,7 +241,9 @@ impl Agent {
 
     /// SIGINT, wait for exit, return stderr; records pause statistics.
     pub fn stop(&mut self) -> String {
-        let Some(mut c) = self.child.take() else { return self.stderr() };
+        let Some(mut c) = self.child.take() else {
+            return self.stderr();
+        };
         {
             unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
             let until = Instant::now() + Duration::from_secs(10);
@@ -323,7 +356,11 @@ impl Held {
         }
         let mut child = cmd.spawn().expect("spawning sh");
         let stdin = child.stdin.take();
-        Held { pid: child.id(), child: Some(child), stdin }
+        Held {
+            pid: child.id(),
+            child: Some(child),
+            stdin,
+        }
     }
 
     /// Lets the program run; `input` follows on its stdin, then EOF.
@@ -369,7 +406,11 @@ impl Held {
             std::thread::sleep(Duration::from_millis(20));
         }
         let o = c.wait_with_output().unwrap();
-        (o.status.success(), o.stdout, String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.success(),
+            o.stdout,
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     }
 }
 
@@ -392,7 +433,8 @@ pub fn request_file(dir: &Path, bytes: &[u8]) -> PathBuf {
 /// `State:` of /proc/PID/status, e.g. "t (tracing stop)".
 pub fn proc_state(pid: u32) -> Option<String> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix("State:").map(|v| v.trim().to_string()))
+    s.lines()
+        .find_map(|l| l.strip_prefix("State:").map(|v| v.trim().to_string()))
 }
 
 pub fn show(b: &[u8]) -> String {
