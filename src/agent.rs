@@ -496,7 +496,12 @@ fn start_workers(
                     if !delay.is_zero() {
                         std::thread::sleep(delay);
                     }
-                    let outcome = inspect_job(&job, limit, inner);
+                    let t0 = Instant::now();
+                let outcome = inspect_job(&job, limit, inner);
+                let took = t0.elapsed();
+                if took > Duration::from_millis(20) {
+                    log::debug!("inspecting file {} (pid {}) took {} ms", job.file, job.pid, took.as_millis());
+                }
                     if results.send(Inspected { job, outcome }).is_err() {
                         return;
                     }
@@ -894,14 +899,18 @@ pub fn run(cli: Cli) -> Result<()> {
     drop(discover_links);
     drop(static_process_links);
     drop(static_io_links);
-    let st = pauser
-        .stats
-        .lock()
-        .map(|s| (s.summary(), s.not_paused, s.timed_out));
-    if let Ok(((n, med, max), not_paused, timed_out)) = st {
+    let st = pauser.stats.lock().map(|s| {
+        (
+            s.summary(),
+            s.not_paused,
+            s.timed_out,
+            s.max_stop_latency_us,
+        )
+    });
+    if let Ok(((n, med, max), not_paused, timed_out, late)) = st {
         eprintln!(
             "plainsight: {n} pauses (median {} us, max {} us; {not_paused} processes not pausable, \
-             {timed_out} resumed by the time bound)",
+             {timed_out} resumed by the time bound; stopped at most {late} us after a mapping)",
             med.as_micros(),
             max.as_micros()
         );

@@ -55,6 +55,8 @@ pub struct PauseStats {
     pub not_paused: u64,
     /// Pauses ended by the time bound rather than by instrumentation.
     pub timed_out: u64,
+    /// Longest time from a file being mapped to its process being stopped.
+    pub max_stop_latency_us: u64,
 }
 
 impl PauseStats {
@@ -156,6 +158,8 @@ struct State {
     held: HashMap<u32, Held>,
     /// tid -> pid of every tracee, for wait results.
     owner: HashMap<i32, u32>,
+    /// Main threads stopped ahead of the rest of their batch.
+    early: HashMap<u32, HashMap<i32, Tracee>>,
     stats: Arc<Mutex<PauseStats>>,
     max_pause: Duration,
 }
@@ -199,6 +203,7 @@ fn pause_thread(
     let mut st = State {
         held: HashMap::new(),
         owner: HashMap::new(),
+        early: HashMap::new(),
         stats,
         max_pause,
     };
@@ -219,10 +224,18 @@ fn pause_thread(
         // SAFETY: fds is a valid array of two pollfd.
         unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
         let _ = ring.consume_raw();
-        for ev in incoming.borrow_mut().drain(..) {
-            if ev.pid == my_pid {
-                continue;
-            }
+        let batch: Vec<MmapExecFile> = incoming
+            .borrow_mut()
+            .drain(..)
+            .filter(|ev| ev.pid != my_pid)
+            .collect();
+        // Every new process's main thread is stopped before any procfs read
+        // for the others: one slow thread listing must not let the next
+        // process of the batch run on.
+        for ev in &batch {
+            st.stop_main(ev.pid, ev.ts_ns);
+        }
+        for ev in batch {
             let paused = st.hold(ev.pid);
             if !paused {
                 log::debug!(
@@ -285,9 +298,29 @@ fn list_threads(pid: u32) -> Vec<i32> {
 }
 
 impl State {
+    /// Seizes and interrupts the main thread of `pid` if it is not held yet,
+    /// recording how long after the mapping (`mapped_ns`, monotonic) it was.
+    fn stop_main(&mut self, pid: u32, mapped_ns: u64) {
+        if self.held.contains_key(&pid) || self.early.contains_key(&pid) {
+            return;
+        }
+        let mut tracees = HashMap::new();
+        if self.seize(pid, pid as i32, &mut tracees) {
+            let late = crate::output::mono_now().saturating_sub(mapped_ns) / 1000;
+            if let Ok(mut s) = self.stats.lock() {
+                s.max_stop_latency_us = s.max_stop_latency_us.max(late);
+            }
+            if late > 5_000 {
+                log::debug!("pid {pid} stopped {late} us after its file was mapped");
+            }
+            self.early.insert(pid, tracees);
+        }
+    }
+
     /// Stops every thread of `pid` (or adds a job to a pause in progress).
     /// Returns whether the process is held.
     fn hold(&mut self, pid: u32) -> bool {
+        let early = self.early.remove(&pid);
         if let Some(h) = self.held.get_mut(&pid) {
             if !h.releasing {
                 h.pending += 1;
@@ -298,6 +331,7 @@ impl State {
             .held
             .remove(&pid)
             .map(|h| h.tracees)
+            .or(early)
             .unwrap_or_default();
         // The main thread first, without waiting for procfs: reading
         // /proc/PID/task of a process fresh from exec was seen to block for

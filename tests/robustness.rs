@@ -40,8 +40,6 @@ fn agent_killed_while_holding_a_process_leaves_it_running() {
         "20000",
         "--max-pause-ms",
         "60000",
-        "--log-level",
-        "debug",
     ]);
     let child = Command::new(&exe)
         .args([

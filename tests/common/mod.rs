@@ -169,6 +169,7 @@ impl Agent {
             .args(base)
             .arg("--write")
             .arg(&out)
+            .args(["--log-level", "debug"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -291,13 +292,17 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        self.stop();
+        let log = self.stop();
+        // A failing test shows what the agent saw (in CI there is no rerun).
+        if std::thread::panicking() {
+            eprintln!("---- agent log ----\n{log}---- end of agent log ----");
+        }
     }
 }
 
 /// Appends the agent's pause durations to target/pause-times.log.
 fn record_pause_stats(log: &str) {
-    if let Some(line) = log.lines().find(|l| l.contains("pause durations (us):")) {
+    for line in log.lines().filter(|l| l.contains("pause durations (us):") || l.contains(" pauses (median")) {
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
