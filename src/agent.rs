@@ -497,11 +497,16 @@ fn start_workers(
                         std::thread::sleep(delay);
                     }
                     let t0 = Instant::now();
-                let outcome = inspect_job(&job, limit, inner);
-                let took = t0.elapsed();
-                if took > Duration::from_millis(20) {
-                    log::debug!("inspecting file {} (pid {}) took {} ms", job.file, job.pid, took.as_millis());
-                }
+                    let outcome = inspect_job(&job, limit, inner);
+                    let took = t0.elapsed();
+                    if took > Duration::from_millis(20) {
+                        log::debug!(
+                            "inspecting file {} (pid {}) took {} ms",
+                            job.file,
+                            job.pid,
+                            took.as_millis()
+                        );
+                    }
                     if results.send(Inspected { job, outcome }).is_err() {
                         return;
                     }
@@ -616,6 +621,7 @@ pub fn run(cli: Cli) -> Result<()> {
         exec_events,
         job_tx.clone(),
         Duration::from_millis(cli.max_pause_ms),
+        Duration::from_millis(cli.test_late_stop_ms),
     )?;
     let discover_links = attach_discover(&dskel, &plan)?;
 

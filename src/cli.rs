@@ -129,6 +129,11 @@ pub struct Cli {
     /// Testing aid: delay every inspection by this long (shows pausing).
     #[arg(long, hide = true, default_value_t = 0)]
     pub test_inspect_delay_ms: u64,
+
+    /// Testing aid: stop processes this long after their mapping is seen
+    /// (shows how a late stop is reported).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub test_late_stop_ms: u64,
 }
 
 impl Cli {

@@ -82,8 +82,14 @@ pub struct Pauser {
 }
 
 impl Pauser {
-    /// Starts the thread. `events` is the `exec_events` ring buffer map.
-    pub fn start(events: MapHandle, jobs: Sender<Job>, max_pause: Duration) -> Result<Pauser> {
+    /// Starts the thread. `events` is the `exec_events` ring buffer map;
+    /// `late` (a testing aid, normally zero) delays every stop.
+    pub fn start(
+        events: MapHandle,
+        jobs: Sender<Job>,
+        max_pause: Duration,
+        late: Duration,
+    ) -> Result<Pauser> {
         // SAFETY: plain syscall; the fd is owned right away.
         let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if efd < 0 {
@@ -97,7 +103,7 @@ impl Pauser {
         let thread = std::thread::Builder::new()
             .name("pause".into())
             .spawn(move || {
-                if let Err(e) = pause_thread(events, jobs, rx, w, s, max_pause) {
+                if let Err(e) = pause_thread(events, jobs, rx, w, s, max_pause, late) {
                     log::error!("pause thread stopped: {e:#}");
                 }
             })
@@ -171,6 +177,7 @@ fn pause_thread(
     wake: Arc<OwnedFd>,
     stats: Arc<Mutex<PauseStats>>,
     max_pause: Duration,
+    late: Duration,
 ) -> Result<()> {
     let incoming: Rc<RefCell<Vec<MmapExecFile>>> = Rc::default();
     let sink = incoming.clone();
@@ -223,6 +230,7 @@ fn pause_thread(
         ];
         // SAFETY: fds is a valid array of two pollfd.
         unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+        let woke_ns = crate::output::mono_now();
         let _ = ring.consume_raw();
         let batch: Vec<MmapExecFile> = incoming
             .borrow_mut()
@@ -232,8 +240,11 @@ fn pause_thread(
         // Every new process's main thread is stopped before any procfs read
         // for the others: one slow thread listing must not let the next
         // process of the batch run on.
+        if !late.is_zero() && !batch.is_empty() {
+            std::thread::sleep(late);
+        }
         for ev in &batch {
-            st.stop_main(ev.pid, ev.ts_ns);
+            st.stop_main(ev.pid, ev.ts_ns, woke_ns);
         }
         for ev in batch {
             let paused = st.hold(ev.pid);
@@ -300,7 +311,7 @@ fn list_threads(pid: u32) -> Vec<i32> {
 impl State {
     /// Seizes and interrupts the main thread of `pid` if it is not held yet,
     /// recording how long after the mapping (`mapped_ns`, monotonic) it was.
-    fn stop_main(&mut self, pid: u32, mapped_ns: u64) {
+    fn stop_main(&mut self, pid: u32, mapped_ns: u64, woke_ns: u64) {
         if self.held.contains_key(&pid) || self.early.contains_key(&pid) {
             return;
         }
@@ -311,7 +322,10 @@ impl State {
                 s.max_stop_latency_us = s.max_stop_latency_us.max(late);
             }
             if late > 5_000 {
-                log::debug!("pid {pid} stopped {late} us after its file was mapped");
+                log::debug!(
+                    "pid {pid} stopped {late} us after its file was mapped (this thread woke {} us after it)",
+                    woke_ns.saturating_sub(mapped_ns) / 1000
+                );
             }
             self.early.insert(pid, tracees);
         }

@@ -59,179 +59,191 @@ fn go_get(bin: &str) {
 
 #[test]
 fn go_client_with_symbols() {
-    go_get("go_client");
+    rerun_if_host_stalled(|| {
+        go_get("go_client");
+    });
 }
 
 #[test]
 fn go_client_stripped() {
-    go_get("go_client_stripped");
+    rerun_if_host_stalled(|| {
+        go_get("go_client_stripped");
+    });
 }
 
 #[test]
 fn go_client_pie() {
-    go_get("go_client_pie");
+    rerun_if_host_stalled(|| {
+        go_get("go_client_pie");
+    });
 }
 
 #[test]
 fn go_client_post_with_a_body() {
-    let srv = Server::start();
-    let dir = tempfile::tempdir().unwrap();
-    let body: Vec<u8> = (0..1000).map(|i| b'A' + (i % 26) as u8).collect();
-    let bf = dir.path().join("body");
-    std::fs::write(&bf, &body).unwrap();
-    let addr = format!("127.0.0.1:{}", srv.port);
-    let mut c = Held::new(
-        &fixture("go_client"),
-        &[
-            "-addr",
-            &addr,
-            "-sni",
-            "api.acme.com",
-            "-method",
-            "POST",
-            "-path",
-            "/upload",
-            "-body-file",
-            bf.to_str().unwrap(),
-        ],
-    );
-    let agent = Agent::start(&["--pid", &c.pid.to_string()]);
-    c.go(b"");
-    assert!(c.finish(T).0);
-    let mut req = format!(
-        "POST /upload HTTP/1.1\r\nHost: api.acme.com:{}\r\nUser-Agent: plainsight-go\r\nContent-Length: 1000\r\n\r\n",
-        srv.port
-    )
-    .into_bytes();
-    req.extend_from_slice(&body);
-    let resp = expected_response("POST", "/upload", 1000, false);
-    let (w, r) = agent.wait_bytes(c.pid, req.len(), resp.len());
-    assert_eq!(w, req);
-    assert_eq!(r, resp);
+    rerun_if_host_stalled(|| {
+        let srv = Server::start();
+        let dir = tempfile::tempdir().unwrap();
+        let body: Vec<u8> = (0..1000).map(|i| b'A' + (i % 26) as u8).collect();
+        let bf = dir.path().join("body");
+        std::fs::write(&bf, &body).unwrap();
+        let addr = format!("127.0.0.1:{}", srv.port);
+        let mut c = Held::new(
+            &fixture("go_client"),
+            &[
+                "-addr",
+                &addr,
+                "-sni",
+                "api.acme.com",
+                "-method",
+                "POST",
+                "-path",
+                "/upload",
+                "-body-file",
+                bf.to_str().unwrap(),
+            ],
+        );
+        let agent = Agent::start(&["--pid", &c.pid.to_string()]);
+        c.go(b"");
+        assert!(c.finish(T).0);
+        let mut req = format!(
+            "POST /upload HTTP/1.1\r\nHost: api.acme.com:{}\r\nUser-Agent: plainsight-go\r\nContent-Length: 1000\r\n\r\n",
+            srv.port
+        )
+        .into_bytes();
+        req.extend_from_slice(&body);
+        let resp = expected_response("POST", "/upload", 1000, false);
+        let (w, r) = agent.wait_bytes(c.pid, req.len(), resp.len());
+        assert_eq!(w, req);
+        assert_eq!(r, resp);
+    });
 }
 
 /// 100 requests, 8 at a time over 8 connections: every request and response
 /// exactly once, on the connection that carried it.
 #[test]
 fn go_client_concurrent_requests_by_connection() {
-    let srv = Server::start();
-    let addr = format!("127.0.0.1:{}", srv.port);
-    let n = 100;
-    let mut c = Held::new(
-        &fixture("go_client"),
-        &[
-            "-addr",
-            &addr,
-            "-sni",
-            "api.acme.com",
-            "-n",
-            &n.to_string(),
-            "-c",
-            "8",
-            "-path",
-            "/r",
-        ],
-    );
-    let agent = Agent::start(&["--pid", &c.pid.to_string(), "--sni", "api.acme.com"]);
-    c.go(b"");
-    let (ok, out, err) = c.finish(T);
-    assert!(ok, "{err}");
-    assert_eq!(String::from_utf8_lossy(&out).trim(), format!("ok {n}"));
-    let req_len: usize = (0..n)
-        .map(|i| get_request(srv.port, &format!("/r/{i}")).len())
-        .sum();
-    let resp_len: usize = (0..n)
-        .map(|i| expected_response("GET", &format!("/r/{i}"), 0, false).len())
-        .sum();
-    let _ = agent.wait_bytes(c.pid, req_len, resp_len);
-    let mut writes: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut reads: HashMap<String, Vec<u8>> = HashMap::new();
-    for r in agent
-        .records()
-        .iter()
-        .filter(|r| r["type"] == "data" && r["pid"] == c.pid)
-    {
-        let conn = r["conn"].as_str().unwrap().to_string();
-        let m = if r["direction"] == "write" {
-            &mut writes
-        } else {
-            &mut reads
-        };
-        m.entry(conn).or_default().extend(record_bytes(r));
-    }
-    assert!(
-        writes.len() > 1 && writes.len() <= 8,
-        "{} connections",
-        writes.len()
-    );
-    let mut seen = vec![0; n];
-    for (conn, w) in &writes {
-        // Requests on this connection, in order, and the responses read on it.
-        let mut expect_resp = Vec::new();
-        let mut rest: &[u8] = w;
-        while !rest.is_empty() {
-            let line_end = rest
-                .windows(2)
-                .position(|x| x == b"\r\n")
-                .expect("request line");
-            let line = std::str::from_utf8(&rest[..line_end]).unwrap();
-            let path = line.split(' ').nth(1).unwrap();
-            let i: usize = path.strip_prefix("/r/").unwrap().parse().unwrap();
-            seen[i] += 1;
-            let req = get_request(srv.port, path);
-            assert!(rest.starts_with(&req), "request bytes on {conn}");
-            rest = &rest[req.len()..];
-            expect_resp.extend(expected_response("GET", path, 0, false));
-        }
-        assert_eq!(
-            reads.get(conn).map(|v| v.as_slice()),
-            Some(expect_resp.as_slice()),
-            "responses on {conn}"
+    rerun_if_host_stalled(|| {
+        let srv = Server::start();
+        let addr = format!("127.0.0.1:{}", srv.port);
+        let n = 100;
+        let mut c = Held::new(
+            &fixture("go_client"),
+            &[
+                "-addr",
+                &addr,
+                "-sni",
+                "api.acme.com",
+                "-n",
+                &n.to_string(),
+                "-c",
+                "8",
+                "-path",
+                "/r",
+            ],
         );
-    }
-    assert!(
-        seen.iter().all(|&k| k == 1),
-        "each request exactly once: {seen:?}"
-    );
+        let agent = Agent::start(&["--pid", &c.pid.to_string(), "--sni", "api.acme.com"]);
+        c.go(b"");
+        let (ok, out, err) = c.finish(T);
+        assert!(ok, "{err}");
+        assert_eq!(String::from_utf8_lossy(&out).trim(), format!("ok {n}"));
+        let req_len: usize = (0..n)
+            .map(|i| get_request(srv.port, &format!("/r/{i}")).len())
+            .sum();
+        let resp_len: usize = (0..n)
+            .map(|i| expected_response("GET", &format!("/r/{i}"), 0, false).len())
+            .sum();
+        let _ = agent.wait_bytes(c.pid, req_len, resp_len);
+        let mut writes: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut reads: HashMap<String, Vec<u8>> = HashMap::new();
+        for r in agent
+            .records()
+            .iter()
+            .filter(|r| r["type"] == "data" && r["pid"] == c.pid)
+        {
+            let conn = r["conn"].as_str().unwrap().to_string();
+            let m = if r["direction"] == "write" {
+                &mut writes
+            } else {
+                &mut reads
+            };
+            m.entry(conn).or_default().extend(record_bytes(r));
+        }
+        assert!(
+            writes.len() > 1 && writes.len() <= 8,
+            "{} connections",
+            writes.len()
+        );
+        let mut seen = vec![0; n];
+        for (conn, w) in &writes {
+            // Requests on this connection, in order, and the responses read on it.
+            let mut expect_resp = Vec::new();
+            let mut rest: &[u8] = w;
+            while !rest.is_empty() {
+                let line_end = rest
+                    .windows(2)
+                    .position(|x| x == b"\r\n")
+                    .expect("request line");
+                let line = std::str::from_utf8(&rest[..line_end]).unwrap();
+                let path = line.split(' ').nth(1).unwrap();
+                let i: usize = path.strip_prefix("/r/").unwrap().parse().unwrap();
+                seen[i] += 1;
+                let req = get_request(srv.port, path);
+                assert!(rest.starts_with(&req), "request bytes on {conn}");
+                rest = &rest[req.len()..];
+                expect_resp.extend(expected_response("GET", path, 0, false));
+            }
+            assert_eq!(
+                reads.get(conn).map(|v| v.as_slice()),
+                Some(expect_resp.as_slice()),
+                "responses on {conn}"
+            );
+        }
+        assert!(
+            seen.iter().all(|&k| k == 1),
+            "each request exactly once: {seen:?}"
+        );
+    });
 }
 
 /// A Go TLS server, captured on its side.
 #[test]
 fn go_server_side() {
-    let d = fixtures();
-    let mut server = Held::new(
-        &fixture("go_server"),
-        &[
-            "-cert",
-            d.join("cert.pem").to_str().unwrap(),
-            "-key",
-            d.join("key.pem").to_str().unwrap(),
-        ],
-    );
-    let agent = Agent::start(&["--pid", &server.pid.to_string()]);
-    server.go_keep_stdin();
-    let port: u16 = server
-        .read_line()
-        .strip_prefix("PORT ")
-        .expect("PORT line")
-        .parse()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let req = b"GET /srv HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n".to_vec();
-    let f = request_file(dir.path(), &req);
-    let out = std::process::Command::new(fixture("tls_client_openssl"))
-        .args([
-            "127.0.0.1",
-            &port.to_string(),
-            "api.acme.com",
-            f.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nok GET /srv 0\n";
-    assert_eq!(out.stdout, resp);
-    let (w, r) = agent.wait_bytes(server.pid, resp.len(), req.len());
-    assert_eq!(r, req, "server read the request");
-    assert_eq!(w, resp, "server wrote the response");
+    rerun_if_host_stalled(|| {
+        let d = fixtures();
+        let mut server = Held::new(
+            &fixture("go_server"),
+            &[
+                "-cert",
+                d.join("cert.pem").to_str().unwrap(),
+                "-key",
+                d.join("key.pem").to_str().unwrap(),
+            ],
+        );
+        let agent = Agent::start(&["--pid", &server.pid.to_string()]);
+        server.go_keep_stdin();
+        let port: u16 = server
+            .read_line()
+            .strip_prefix("PORT ")
+            .expect("PORT line")
+            .parse()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let req = b"GET /srv HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n".to_vec();
+        let f = request_file(dir.path(), &req);
+        let out = std::process::Command::new(fixture("tls_client_openssl"))
+            .args([
+                "127.0.0.1",
+                &port.to_string(),
+                "api.acme.com",
+                f.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nok GET /srv 0\n";
+        assert_eq!(out.stdout, resp);
+        let (w, r) = agent.wait_bytes(server.pid, resp.len(), req.len());
+        assert_eq!(r, req, "server read the request");
+        assert_eq!(w, resp, "server wrote the response");
+    });
 }

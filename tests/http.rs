@@ -205,117 +205,126 @@ fn keep_alive(version: &str, protocol: &str) {
 
 #[test]
 fn curl_http1_keep_alive() {
-    keep_alive("--http1.1", "HTTP/1.1");
+    rerun_if_host_stalled(|| {
+        keep_alive("--http1.1", "HTTP/1.1");
+    });
 }
 
 #[test]
 fn curl_http2_several_streams() {
-    keep_alive("--http2", "HTTP/2");
+    rerun_if_host_stalled(|| {
+        keep_alive("--http2", "HTTP/2");
+    });
 }
 
 /// A POST body and `--no-redact`.
 #[test]
 fn curl_http2_post_without_redaction() {
-    let srv = GoServer::start(&["-h2"]);
-    let c = curl(
-        srv.port,
-        &[
-            "--http2",
-            "-H",
-            &format!("Authorization: {SECRET}"),
-            "-H",
-            "Cookie: sid=42",
-            "--data-binary",
-            "name=plainsight&x=1",
-        ],
-        &["/form"],
-    );
-    let mut agent = Agent::start_decoded("json", &["--pid", &c.pid.to_string(), "--no-redact"]);
-    let pid = c.pid;
-    assert_eq!(run(c), b"ok POST /form 19\n");
-    let ex = exchanges(&agent, pid, 1);
-    agent.stop();
-    assert_eq!(ex.len(), 1);
-    let e = &ex[0];
-    assert_eq!(e["method"], "POST");
-    assert_eq!(header(&e["request"], "authorization"), Some(SECRET));
-    assert_eq!(header(&e["request"], "cookie"), Some("sid=42"));
-    assert_eq!(
-        header(&e["request"], "content-type"),
-        Some("application/x-www-form-urlencoded")
-    );
-    assert_eq!(e["request"]["body"], "name=plainsight&x=1");
-    assert_eq!(e["response"]["body"], "ok POST /form 19\n");
+    rerun_if_host_stalled(|| {
+        let srv = GoServer::start(&["-h2"]);
+        let c = curl(
+            srv.port,
+            &[
+                "--http2",
+                "-H",
+                &format!("Authorization: {SECRET}"),
+                "-H",
+                "Cookie: sid=42",
+                "--data-binary",
+                "name=plainsight&x=1",
+            ],
+            &["/form"],
+        );
+        let mut agent = Agent::start_decoded("json", &["--pid", &c.pid.to_string(), "--no-redact"]);
+        let pid = c.pid;
+        assert_eq!(run(c), b"ok POST /form 19\n");
+        let ex = exchanges(&agent, pid, 1);
+        agent.stop();
+        assert_eq!(ex.len(), 1);
+        let e = &ex[0];
+        assert_eq!(e["method"], "POST");
+        assert_eq!(header(&e["request"], "authorization"), Some(SECRET));
+        assert_eq!(header(&e["request"], "cookie"), Some("sid=42"));
+        assert_eq!(
+            header(&e["request"], "content-type"),
+            Some("application/x-www-form-urlencoded")
+        );
+        assert_eq!(e["request"]["body"], "name=plainsight&x=1");
+        assert_eq!(e["response"]["body"], "ok POST /form 19\n");
+    });
 }
 
 /// gRPC framing over HTTP/2: service, method, messages, trailers.
 #[test]
 fn grpc_style_exchange() {
-    let srv = GoServer::start(&["-h2"]);
-    let dir = tempfile::tempdir().unwrap();
-    let msg = dir.path().join("msg.bin");
-    std::fs::write(&msg, b"\x00\x00\x00\x00\x05hello\x00\x00\x00\x00\x03abc").unwrap();
-    let data = format!("@{}", msg.display());
-    let grpc = [
-        "--http2",
-        "-H",
-        "Content-Type: application/grpc",
-        "-H",
-        "TE: trailers",
-        "--data-binary",
-        &data,
-    ];
-    let ok = curl(srv.port, &grpc, &["/helloworld.Greeter/SayHello"]);
-    let mut failing: Vec<&str> = grpc.to_vec();
-    failing.extend([
-        "-H",
-        "X-Want-Status: 5",
-        "-H",
-        "X-Want-Message: no such greeting",
-    ]);
-    let bad = curl(srv.port, &failing, &["/helloworld.Greeter/SayBye"]);
-    let mut agent = Agent::start_decoded(
-        "json",
-        &["--pid", &ok.pid.to_string(), "--pid", &bad.pid.to_string()],
-    );
-    let (ok_pid, bad_pid) = (ok.pid, bad.pid);
-    let out = run(ok);
-    assert_eq!(
-        out,
-        b"\x00\x00\x00\x00\x0breply:hello\x00\x00\x00\x00\x09reply:abc"
-    );
-    run(bad);
-    let e = exchanges(&agent, ok_pid, 1);
-    let f = exchanges(&agent, bad_pid, 1);
-    agent.stop();
-    let e = &e[0];
-    assert_eq!(e["protocol"], "HTTP/2");
-    assert_eq!(e["method"], "POST");
-    assert_eq!(e["path"], "/helloworld.Greeter/SayHello");
-    assert_eq!(e["status"], 200);
-    assert_eq!(e["grpc"]["service"], "helloworld.Greeter");
-    assert_eq!(e["grpc"]["method"], "SayHello");
-    assert_eq!(e["grpc"]["status"], 0);
-    assert_eq!(e["grpc"]["message"], "fine");
-    assert_eq!(e["grpc"]["request_messages"], 2);
-    assert_eq!(e["grpc"]["response_messages"], 2);
-    assert_eq!(
-        header(&e["response"], "content-type"),
-        Some("application/grpc")
-    );
-    assert_eq!(trailer(&e["response"], "grpc-status"), Some("0"));
-    assert_eq!(e["response"]["body_len"], out.len());
-    let f = &f[0];
-    assert_eq!(f["grpc"]["method"], "SayBye");
-    assert_eq!(f["grpc"]["status"], 5);
-    assert_eq!(f["grpc"]["message"], "no such greeting");
+    rerun_if_host_stalled(|| {
+        let srv = GoServer::start(&["-h2"]);
+        let dir = tempfile::tempdir().unwrap();
+        let msg = dir.path().join("msg.bin");
+        std::fs::write(&msg, b"\x00\x00\x00\x00\x05hello\x00\x00\x00\x00\x03abc").unwrap();
+        let data = format!("@{}", msg.display());
+        let grpc = [
+            "--http2",
+            "-H",
+            "Content-Type: application/grpc",
+            "-H",
+            "TE: trailers",
+            "--data-binary",
+            &data,
+        ];
+        let ok = curl(srv.port, &grpc, &["/helloworld.Greeter/SayHello"]);
+        let mut failing: Vec<&str> = grpc.to_vec();
+        failing.extend([
+            "-H",
+            "X-Want-Status: 5",
+            "-H",
+            "X-Want-Message: no such greeting",
+        ]);
+        let bad = curl(srv.port, &failing, &["/helloworld.Greeter/SayBye"]);
+        let mut agent = Agent::start_decoded(
+            "json",
+            &["--pid", &ok.pid.to_string(), "--pid", &bad.pid.to_string()],
+        );
+        let (ok_pid, bad_pid) = (ok.pid, bad.pid);
+        let out = run(ok);
+        assert_eq!(
+            out,
+            b"\x00\x00\x00\x00\x0breply:hello\x00\x00\x00\x00\x09reply:abc"
+        );
+        run(bad);
+        let e = exchanges(&agent, ok_pid, 1);
+        let f = exchanges(&agent, bad_pid, 1);
+        agent.stop();
+        let e = &e[0];
+        assert_eq!(e["protocol"], "HTTP/2");
+        assert_eq!(e["method"], "POST");
+        assert_eq!(e["path"], "/helloworld.Greeter/SayHello");
+        assert_eq!(e["status"], 200);
+        assert_eq!(e["grpc"]["service"], "helloworld.Greeter");
+        assert_eq!(e["grpc"]["method"], "SayHello");
+        assert_eq!(e["grpc"]["status"], 0);
+        assert_eq!(e["grpc"]["message"], "fine");
+        assert_eq!(e["grpc"]["request_messages"], 2);
+        assert_eq!(e["grpc"]["response_messages"], 2);
+        assert_eq!(
+            header(&e["response"], "content-type"),
+            Some("application/grpc")
+        );
+        assert_eq!(trailer(&e["response"], "grpc-status"), Some("0"));
+        assert_eq!(e["response"]["body_len"], out.len());
+        let f = &f[0];
+        assert_eq!(f["grpc"]["method"], "SayBye");
+        assert_eq!(f["grpc"]["status"], 5);
+        assert_eq!(f["grpc"]["message"], "no such greeting");
+    });
 }
 
 /// python3 urllib (HTTP/1.1, Connection: close), a JSON POST with a cookie.
 #[test]
 fn python_urllib() {
-    let srv = Server::start();
-    let code = r#"
+    rerun_if_host_stalled(|| {
+        let srv = Server::start();
+        let code = r#"
 import ssl, sys, urllib.request
 ctx = ssl.create_default_context(cafile=sys.argv[1])
 ctx.check_hostname = False
@@ -323,116 +332,121 @@ req = urllib.request.Request(sys.argv[2], data=b'{"q": 1}',
     headers={"Content-Type": "application/json", "Cookie": "session=abc"})
 sys.stdout.write(urllib.request.urlopen(req, context=ctx).read().decode())
 "#;
-    let url = format!("https://127.0.0.1:{}/py/search", srv.port);
-    let cacert = fixtures().join("cert.pem");
-    let h = Held::new(
-        Path::new("/usr/bin/python3"),
-        &["-c", code, cacert.to_str().unwrap(), &url],
-    );
-    let mut agent = Agent::start_decoded("json", &["--pid", &h.pid.to_string()]);
-    let pid = h.pid;
-    assert_eq!(run(h), b"ok POST /py/search 8\n");
-    let ex = exchanges(&agent, pid, 1);
-    agent.stop();
-    assert_eq!(ex.len(), 1, "{ex:#?}");
-    let e = &ex[0];
-    assert_eq!(e["protocol"], "HTTP/1.1");
-    assert_eq!(e["method"], "POST");
-    assert_eq!(e["path"], "/py/search");
-    assert_eq!(e["status"], 200);
-    assert_eq!(e["sni"], Value::Null);
-    assert_eq!(header(&e["request"], "cookie"), Some("[redacted]"));
-    assert_eq!(
-        header(&e["request"], "content-type"),
-        Some("application/json")
-    );
-    assert_eq!(header(&e["request"], "connection"), Some("close"));
-    assert_eq!(e["request"]["body"], r#"{"q": 1}"#);
-    let body = "ok POST /py/search 8\n";
-    assert_eq!(e["response"]["body"], body);
-    assert_eq!(
-        header(&e["response"], "content-length"),
-        Some(body.len().to_string().as_str())
-    );
+        let url = format!("https://127.0.0.1:{}/py/search", srv.port);
+        let cacert = fixtures().join("cert.pem");
+        let h = Held::new(
+            Path::new("/usr/bin/python3"),
+            &["-c", code, cacert.to_str().unwrap(), &url],
+        );
+        let mut agent = Agent::start_decoded("json", &["--pid", &h.pid.to_string()]);
+        let pid = h.pid;
+        assert_eq!(run(h), b"ok POST /py/search 8\n");
+        let ex = exchanges(&agent, pid, 1);
+        agent.stop();
+        assert_eq!(ex.len(), 1, "{ex:#?}");
+        let e = &ex[0];
+        assert_eq!(e["protocol"], "HTTP/1.1");
+        assert_eq!(e["method"], "POST");
+        assert_eq!(e["path"], "/py/search");
+        assert_eq!(e["status"], 200);
+        assert_eq!(e["sni"], Value::Null);
+        assert_eq!(header(&e["request"], "cookie"), Some("[redacted]"));
+        assert_eq!(
+            header(&e["request"], "content-type"),
+            Some("application/json")
+        );
+        assert_eq!(header(&e["request"], "connection"), Some("close"));
+        assert_eq!(e["request"]["body"], r#"{"q": 1}"#);
+        let body = "ok POST /py/search 8\n";
+        assert_eq!(e["response"]["body"], body);
+        assert_eq!(
+            header(&e["response"], "content-length"),
+            Some(body.len().to_string().as_str())
+        );
+    });
 }
 
 /// The default console output: one access-log line per exchange, headers
 /// with -v, bodies with -vv.
 #[test]
 fn console_access_log() {
-    let srv = GoServer::start(&["-h2"]);
-    let c = curl(
-        srv.port,
-        &["--http1.1", "-H", "Cookie: a=b"],
-        &["/one", "/two"],
-    );
-    let mut agent = Agent::start_decoded("text", &["--pid", &c.pid.to_string(), "-vv"]);
-    let pid = c.pid;
-    run(c);
-    let until = Instant::now() + Duration::from_secs(15);
-    let text = loop {
-        let t = std::fs::read_to_string(&agent.out).unwrap_or_default();
-        if t.matches(" HTTP/1.1 GET ").count() >= 2 || Instant::now() > until {
-            break t;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    agent.stop();
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains(" HTTP/1.1 GET "))
-        .collect();
-    assert_eq!(lines.len(), 2, "{text}");
-    for (l, p) in lines.iter().zip(["/one", "/two"]) {
-        let want = format!("curl[{pid}] api.acme.com HTTP/1.1 GET {p} 200 ");
-        assert!(l.contains(&want), "{l}");
-        assert!(
-            l.ends_with(&format!(
-                " req=0B resp={}B",
-                format!("ok GET {p} 0\n").len()
-            )),
-            "{l}"
+    rerun_if_host_stalled(|| {
+        let srv = GoServer::start(&["-h2"]);
+        let c = curl(
+            srv.port,
+            &["--http1.1", "-H", "Cookie: a=b"],
+            &["/one", "/two"],
         );
-    }
-    assert!(text.contains("  > Cookie: [redacted]\n"), "{text}");
-    assert!(text.contains("  < Content-Type: text/plain\n"), "{text}");
-    assert!(text.contains("    ok GET /two 0\n"), "{text}");
+        let mut agent = Agent::start_decoded("text", &["--pid", &c.pid.to_string(), "-vv"]);
+        let pid = c.pid;
+        run(c);
+        let until = Instant::now() + Duration::from_secs(15);
+        let text = loop {
+            let t = std::fs::read_to_string(&agent.out).unwrap_or_default();
+            if t.matches(" HTTP/1.1 GET ").count() >= 2 || Instant::now() > until {
+                break t;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        agent.stop();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(" HTTP/1.1 GET "))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        for (l, p) in lines.iter().zip(["/one", "/two"]) {
+            let want = format!("curl[{pid}] api.acme.com HTTP/1.1 GET {p} 200 ");
+            assert!(l.contains(&want), "{l}");
+            assert!(
+                l.ends_with(&format!(
+                    " req=0B resp={}B",
+                    format!("ok GET {p} 0\n").len()
+                )),
+                "{l}"
+            );
+        }
+        assert!(text.contains("  > Cookie: [redacted]\n"), "{text}");
+        assert!(text.contains("  < Content-Type: text/plain\n"), "{text}");
+        assert!(text.contains("    ok GET /two 0\n"), "{text}");
+    });
 }
 
 /// A stream that is not HTTP stays raw: the exact bytes, per call.
 #[test]
 fn non_http_stays_raw() {
-    let srv = Server::start();
-    let dir = tempfile::tempdir().unwrap();
-    let bytes = b"\x16\xfe\x00binary, not HTTP\r\n\r\n".to_vec();
-    let f = request_file(dir.path(), &bytes);
-    let port = srv.port.to_string();
-    let c = Held::new(
-        &fixture("tls_client_openssl"),
-        &["127.0.0.1", &port, "api.acme.com", f.to_str().unwrap()],
-    );
-    let mut agent = Agent::start_decoded("json", &["--pid", &c.pid.to_string()]);
-    let pid = c.pid;
-    let mut c = c;
-    c.go(b"");
-    // The test server does not answer garbage; the write is what counts.
-    c.finish(Duration::from_secs(3));
-    let until = Instant::now() + Duration::from_secs(15);
-    let raw = loop {
-        let got: Vec<Value> = agent
-            .records()
-            .into_iter()
-            .filter(|r| r["type"] == "raw" && r["pid"] == pid && r["direction"] == "write")
-            .collect();
-        if !got.is_empty() || Instant::now() > until {
-            break got;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    agent.stop();
-    assert_eq!(raw.len(), 1, "{raw:#?}");
-    assert_eq!(raw[0]["encoding"], "base64");
-    assert_eq!(record_bytes(&raw[0]), bytes);
-    assert_eq!(raw[0]["sni"], "api.acme.com");
-    assert!(agent.records().iter().all(|r| r["type"] != "http"));
+    rerun_if_host_stalled(|| {
+        let srv = Server::start();
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = b"\x16\xfe\x00binary, not HTTP\r\n\r\n".to_vec();
+        let f = request_file(dir.path(), &bytes);
+        let port = srv.port.to_string();
+        let c = Held::new(
+            &fixture("tls_client_openssl"),
+            &["127.0.0.1", &port, "api.acme.com", f.to_str().unwrap()],
+        );
+        let mut agent = Agent::start_decoded("json", &["--pid", &c.pid.to_string()]);
+        let pid = c.pid;
+        let mut c = c;
+        c.go(b"");
+        // The test server does not answer garbage; the write is what counts.
+        c.finish(Duration::from_secs(3));
+        let until = Instant::now() + Duration::from_secs(15);
+        let raw = loop {
+            let got: Vec<Value> = agent
+                .records()
+                .into_iter()
+                .filter(|r| r["type"] == "raw" && r["pid"] == pid && r["direction"] == "write")
+                .collect();
+            if !got.is_empty() || Instant::now() > until {
+                break got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        agent.stop();
+        assert_eq!(raw.len(), 1, "{raw:#?}");
+        assert_eq!(raw[0]["encoding"], "base64");
+        assert_eq!(record_bytes(&raw[0]), bytes);
+        assert_eq!(raw[0]["sni"], "api.acme.com");
+        assert!(agent.records().iter().all(|r| r["type"] != "http"));
+    });
 }

@@ -113,70 +113,88 @@ impl HeldPid for Held {
 
 #[test]
 fn awslc_tls13_aes_gcm() {
-    run("rustls_client_awslc", "--tls13", "aesgcm");
+    rerun_if_host_stalled(|| {
+        run("rustls_client_awslc", "--tls13", "aesgcm");
+    });
 }
 
 #[test]
 fn awslc_tls13_chacha20() {
-    run("rustls_client_awslc", "--tls13", "chacha");
+    rerun_if_host_stalled(|| {
+        run("rustls_client_awslc", "--tls13", "chacha");
+    });
 }
 
 #[test]
 fn awslc_tls12_aes_gcm() {
-    run("rustls_client_awslc", "--tls12", "aesgcm");
+    rerun_if_host_stalled(|| {
+        run("rustls_client_awslc", "--tls12", "aesgcm");
+    });
 }
 
 #[test]
 fn awslc_tls12_chacha20() {
-    run("rustls_client_awslc", "--tls12", "chacha");
+    rerun_if_host_stalled(|| {
+        run("rustls_client_awslc", "--tls12", "chacha");
+    });
 }
 
 #[test]
 fn stripped_rust_binary_is_reported_as_not_instrumentable() {
-    let srv = Server::start();
-    let dir = tempfile::tempdir().unwrap();
-    let req = post_big("api.acme.com", 10);
-    let f = request_file(dir.path(), &req);
-    let mut c = Held::new(
-        &fixture("rustls_client_awslc_stripped"),
-        &[
-            "127.0.0.1",
-            &srv.port.to_string(),
-            "api.acme.com",
-            f.to_str().unwrap(),
-        ],
-    );
-    let mut agent = Agent::start(&["--pid", &c.pid.to_string()]);
-    c.go(b"");
-    assert!(c.finish(T).0);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(agent.records().iter().all(|r| r["type"] != "data"));
-    let log = agent.stop();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("rustls_client_awslc_stripped")
-                && l.contains("cannot be instrumented")
-                && l.contains("stripped")),
-        "{log}"
-    );
+    rerun_if_host_stalled(|| {
+        let srv = Server::start();
+        let dir = tempfile::tempdir().unwrap();
+        let req = post_big("api.acme.com", 10);
+        let f = request_file(dir.path(), &req);
+        let mut c = Held::new(
+            &fixture("rustls_client_awslc_stripped"),
+            &[
+                "127.0.0.1",
+                &srv.port.to_string(),
+                "api.acme.com",
+                f.to_str().unwrap(),
+            ],
+        );
+        let mut agent = Agent::start(&["--pid", &c.pid.to_string()]);
+        c.go(b"");
+        assert!(c.finish(T).0);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(agent.records().iter().all(|r| r["type"] != "data"));
+        let log = agent.stop();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("rustls_client_awslc_stripped")
+                    && l.contains("cannot be instrumented")
+                    && l.contains("stripped")),
+            "{log}"
+        );
+    });
 }
 
 #[test]
 fn ring_tls13_aes_gcm() {
-    run("rustls_client_ring", "--tls13", "aesgcm");
+    rerun_if_host_stalled(|| {
+        run("rustls_client_ring", "--tls13", "aesgcm");
+    });
 }
 
 #[test]
 fn ring_tls13_chacha20() {
-    run("rustls_client_ring", "--tls13", "chacha");
+    rerun_if_host_stalled(|| {
+        run("rustls_client_ring", "--tls13", "chacha");
+    });
 }
 
 #[test]
 fn ring_tls12_aes_gcm() {
-    run("rustls_client_ring", "--tls12", "aesgcm");
+    rerun_if_host_stalled(|| {
+        run("rustls_client_ring", "--tls12", "aesgcm");
+    });
 }
 
 #[test]
 fn ring_tls12_chacha20() {
-    run("rustls_client_ring", "--tls12", "chacha");
+    rerun_if_host_stalled(|| {
+        run("rustls_client_ring", "--tls12", "chacha");
+    });
 }

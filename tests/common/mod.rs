@@ -263,6 +263,9 @@ impl Agent {
         std::thread::sleep(Duration::from_millis(100));
         let log = self.stderr();
         record_pause_stats(&log);
+        if log.contains("after its file was mapped") {
+            HOST_STALLED.with(|c| c.set(true));
+        }
         log
     }
 
@@ -300,9 +303,42 @@ impl Drop for Agent {
     }
 }
 
+thread_local! {
+    /// Set when an agent of this test thread logged that it stopped a
+    /// process more than 5 ms after the process mapped a file (the agent
+    /// logs that only then).
+    static HOST_STALLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs an end-to-end test body; if it fails after an agent of it reported
+/// that its pause thread was woken more than 5 ms late, runs it once more.
+///
+/// The pause thread (SCHED_FIFO) normally stops a process within ~0.1 ms of
+/// the mapping; on this virtual machine the host has been seen to leave it
+/// unscheduled for 62 ms, long enough for a short client to finish its first
+/// request unpaused. That run says nothing either way about the agent, so
+/// it is repeated; a failure without such a report, or a second failure,
+/// fails the test.
+pub fn rerun_if_host_stalled(body: impl Fn()) {
+    HOST_STALLED.with(|c| c.set(false));
+    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&body));
+    if let Err(e) = first {
+        if !HOST_STALLED.with(|c| c.get()) {
+            std::panic::resume_unwind(e);
+        }
+        eprintln!("the agent's pause thread was woken late by the host (see its log above): running the test once more");
+        HOST_STALLED.with(|c| c.set(false));
+        body();
+    }
+}
+
 /// Appends the agent's pause durations to target/pause-times.log.
 fn record_pause_stats(log: &str) {
-    for line in log.lines().filter(|l| l.contains("pause durations (us):") || l.contains(" pauses (median")) {
+    for line in log.lines().filter(|l| {
+        l.contains("pause durations (us):")
+            || l.contains(" pauses (median")
+            || l.contains("after its file was mapped")
+    }) {
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
