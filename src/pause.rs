@@ -321,7 +321,7 @@ impl State {
             if let Ok(mut s) = self.stats.lock() {
                 s.max_stop_latency_us = s.max_stop_latency_us.max(late);
             }
-            if late > 5_000 {
+            if late > 1_000 {
                 log::debug!(
                     "pid {pid} stopped {late} us after its file was mapped (this thread woke {} us after it)",
                     woke_ns.saturating_sub(mapped_ns) / 1000
