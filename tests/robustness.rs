@@ -373,8 +373,14 @@ fn a_late_stop_is_reported_and_only_then_is_a_failed_test_run_again() {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or_else(|| panic!("{line}"));
             assert!((80_000..2_000_000).contains(&us), "{line}");
-            let summary = log.lines().find(|l| l.contains("stopped at most")).expect("summary");
-            assert!(summary.contains(&format!("stopped at most {us} us")), "{summary}");
+            let summary = log
+                .lines()
+                .find(|l| l.contains("stopped at most"))
+                .expect("summary");
+            assert!(
+                summary.contains(&format!("stopped at most {us} us")),
+                "{summary}"
+            );
             panic!("the first run fails on purpose, after a late stop");
         }
     });

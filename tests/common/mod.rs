@@ -317,7 +317,7 @@ thread_local! {
 /// the mapping (p50 68 us, p90 147 us here). With several agents starting at
 /// once on this 2-vCPU virtual machine (PREEMPT_NONE), it has been seen to
 /// wake 2 ms late, and once 62 ms late. The rustls fixture sends its
-/// ClientHello ~1-2 ms after exec, so a stop that late misses the whole
+/// ClientHello within 3-4 ms of exec even under strace, so a late stop can miss the whole
 /// connection. Such a run says nothing either way about the agent, so it is
 /// repeated; a failure without such a report, or a second failure, fails
 /// the test.
