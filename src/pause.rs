@@ -311,6 +311,9 @@ fn list_threads(pid: u32) -> Vec<i32> {
 impl State {
     /// Seizes and interrupts the main thread of `pid` if it is not held yet,
     /// recording how long after the mapping (`mapped_ns`, monotonic) it was.
+    /// Done for every event of a batch before [`State::hold`] lists threads:
+    /// reading /proc/PID/task of a process fresh from exec was seen to block
+    /// for over 10 ms, long enough for a short program to run to its end.
     fn stop_main(&mut self, pid: u32, mapped_ns: u64, woke_ns: u64) {
         if self.held.contains_key(&pid) || self.early.contains_key(&pid) {
             return;
@@ -331,7 +334,8 @@ impl State {
         }
     }
 
-    /// Stops every thread of `pid` (or adds a job to a pause in progress).
+    /// Stops every thread of `pid` besides the main thread that
+    /// [`State::stop_main`] stopped (or adds a job to a pause in progress).
     /// Returns whether the process is held.
     fn hold(&mut self, pid: u32) -> bool {
         let early = self.early.remove(&pid);
@@ -347,12 +351,6 @@ impl State {
             .map(|h| h.tracees)
             .or(early)
             .unwrap_or_default();
-        // The main thread first, without waiting for procfs: reading
-        // /proc/PID/task of a process fresh from exec was seen to block for
-        // over 10 ms, long enough for a short program to run to its end.
-        if tracees.is_empty() {
-            self.seize(pid, pid as i32, &mut tracees);
-        }
         // Threads may be created while we seize: go over the list again
         // until no new thread shows up.
         for _round in 0..4 {
