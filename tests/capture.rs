@@ -35,6 +35,26 @@ fn capture_client(program: &std::path::Path, args: &[&str], request: &[u8], resp
     );
 }
 
+/// A GET /hello by the fixture client `name` (which takes host, port, server
+/// name and request file), captured byte for byte.
+fn hello_from_fixture(name: &str) {
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let req = hello_request("api.acme.com");
+    let f = request_file(dir.path(), &req);
+    capture_client(
+        &fixture(name),
+        &[
+            "127.0.0.1",
+            &srv.port.to_string(),
+            "api.acme.com",
+            f.to_str().unwrap(),
+        ],
+        &req,
+        &expected_response("GET", "/hello", 0, true),
+    );
+}
+
 #[test]
 fn curl_http1() {
     rerun_if_host_stalled(|| {
@@ -78,44 +98,12 @@ fn python3_uses_the_ex_functions() {
 
 #[test]
 fn boringssl_client() {
-    rerun_if_host_stalled(|| {
-        let srv = Server::start();
-        let dir = tempfile::tempdir().unwrap();
-        let req = hello_request("api.acme.com");
-        let f = request_file(dir.path(), &req);
-        capture_client(
-            &fixture("tls_client_boringssl"),
-            &[
-                "127.0.0.1",
-                &srv.port.to_string(),
-                "api.acme.com",
-                f.to_str().unwrap(),
-            ],
-            &req,
-            &expected_response("GET", "/hello", 0, true),
-        );
-    });
+    rerun_if_host_stalled(|| hello_from_fixture("tls_client_boringssl"));
 }
 
 #[test]
 fn statically_linked_openssl_client() {
-    rerun_if_host_stalled(|| {
-        let srv = Server::start();
-        let dir = tempfile::tempdir().unwrap();
-        let req = hello_request("api.acme.com");
-        let f = request_file(dir.path(), &req);
-        capture_client(
-            &fixture("tls_client_static"),
-            &[
-                "127.0.0.1",
-                &srv.port.to_string(),
-                "api.acme.com",
-                f.to_str().unwrap(),
-            ],
-            &req,
-            &expected_response("GET", "/hello", 0, true),
-        );
-    });
+    rerun_if_host_stalled(|| hello_from_fixture("tls_client_static"));
 }
 
 #[test]

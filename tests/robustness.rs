@@ -364,7 +364,7 @@ fn a_late_stop_is_reported_and_only_then_is_a_failed_test_run_again() {
         if runs.get() == 1 {
             let line = log
                 .lines()
-                .find(|l| l.contains("after its file was mapped"))
+                .find(|l| l.contains(LATE_STOP))
                 .unwrap_or_else(|| panic!("no late stop reported:\n{log}"));
             let us: u64 = line
                 .split("stopped ")

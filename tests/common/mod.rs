@@ -263,7 +263,7 @@ impl Agent {
         std::thread::sleep(Duration::from_millis(100));
         let log = self.stderr();
         record_pause_stats(&log);
-        if log.contains("after its file was mapped") {
+        if log.contains(LATE_STOP) {
             HOST_STALLED.with(|c| c.set(true));
         }
         log
@@ -303,6 +303,9 @@ impl Drop for Agent {
     }
 }
 
+/// What the agent's debug line about a late stop says (src/pause.rs).
+pub const LATE_STOP: &str = "after its file was mapped";
+
 thread_local! {
     /// Set when an agent of this test thread logged that it stopped a
     /// process more than 1 ms after the process mapped a file (the agent
@@ -339,7 +342,7 @@ fn record_pause_stats(log: &str) {
     for line in log.lines().filter(|l| {
         l.contains("pause durations (us):")
             || l.contains(" pauses (median")
-            || l.contains("after its file was mapped")
+            || l.contains(LATE_STOP)
     }) {
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
