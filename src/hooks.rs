@@ -289,8 +289,25 @@ impl Plan {
 }
 
 /// Set while probing: libbpf's messages about the expected refusals are
-/// not shown (main's libbpf print callback reads it).
-pub static PROBING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// not shown (`route_libbpf_messages` reads it).
+static PROBING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sends libbpf's messages to the log; while hooks are probed, its messages
+/// about the expected refusals only at trace level.
+pub fn route_libbpf_messages() {
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, |lvl, msg| {
+        let msg = msg.trim_end();
+        if PROBING.load(std::sync::atomic::Ordering::Relaxed) {
+            log::trace!("libbpf (probing hooks): {msg}");
+            return;
+        }
+        match lvl {
+            libbpf_rs::PrintLevel::Warn => log::warn!("libbpf: {msg}"),
+            libbpf_rs::PrintLevel::Info => log::debug!("libbpf: {msg}"),
+            libbpf_rs::PrintLevel::Debug => log::trace!("libbpf: {msg}"),
+        }
+    })));
+}
 
 /// Whether an empty fexit program on `function` loads in this kernel.
 fn trampoline_loads(function: &str) -> bool {

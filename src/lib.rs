@@ -1,0 +1,23 @@
+//! plainsight: the plaintext of every process's TLS traffic.
+//!
+//! The modules follow the flow of the agent:
+//! discover (BPF reports executable files as they are mapped) -> pause
+//! (ptrace) -> inspect (ELF symbols, probe placement) -> attach (uprobes) ->
+//! capture (BPF copies plaintext; records reassembled per call) -> decode
+//! (streams, HTTP/1, HTTP/2) -> output (access log, JSON, pcapng).
+//!
+//! The binary (`src/main.rs`), the tests and the fuzz harnesses all use this
+//! library.
+
+pub mod abi;
+pub mod agent;
+pub mod bpf;
+pub mod capture;
+pub mod cli;
+pub mod decode;
+pub mod discover;
+pub mod hooks;
+pub mod inspect;
+pub mod output;
+pub mod pause;
+pub mod sni;
