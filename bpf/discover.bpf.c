@@ -25,14 +25,6 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define PROT_EXEC 0x4
 #define MAP_ANONYMOUS 0x20
 
-#define FILE_PENDING 1
-#define FILE_DONE 2
-
-struct file_key {
-	__u64 dev;
-	__u64 ino;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);

@@ -2,17 +2,26 @@
 /*
  * The event ABI between plainsight's BPF programs and its user space.
  * Every record put on a BPF ring buffer starts with a `u32 type` from
- * `enum event_type` (the event names of the spec). src/abi.rs mirrors this
- * file byte for byte; change both together.
+ * `enum event_type` (the event names of the spec).
+ *
+ * This file is the one source of the ABI: src/abi.rs takes every constant
+ * (the enums below, which BTF carries) and every layout (offset_of! on the
+ * generated skeleton types) from the compiled objects, so a change here
+ * either compiles into user space or fails its tests. Constants are enums,
+ * not #defines, for that reason.
  */
 #ifndef PLAINSIGHT_EVENTS_H
 #define PLAINSIGHT_EVENTS_H
 
-#define TASK_COMM_LEN 16
-/* Plaintext is copied in chunks of this size (a power of two). */
-#define DATA_CHUNK 16384
-/* Largest number of chunks one call may produce (caps max_capture). */
-#define MAX_CHUNKS 4096
+/* TASK_COMM_LEN (16) comes from vmlinux.h. */
+enum abi_sizes {
+	/* Plaintext is copied in chunks of this size (a power of two). */
+	DATA_CHUNK = 16384,
+	/* Largest number of chunks one call may produce (caps max_capture). */
+	MAX_CHUNKS = 4096,
+	/* Longest server name, with its NUL. */
+	MAX_NAME = 256,
+};
 
 enum event_type {
 	/* An executable file was mapped for the first time (discover.bpf.c). */
@@ -35,6 +44,18 @@ enum exec_source {
 	EXEC_SOURCE_MMAP = 2, /* a PROT_EXEC file mapping (ld.so, dlopen) */
 };
 
+/* Key of a file: `seen_files` (discover) and `static_files` (statictls). */
+struct file_key {
+	__u64 dev; /* kernel dev_t: major << 20 | minor */
+	__u64 ino;
+};
+
+/* Values of `seen_files`. */
+enum seen_state {
+	FILE_PENDING = 1, /* reported, being inspected: report every mapper */
+	FILE_DONE = 2,    /* inspected: report no more */
+};
+
 struct mmap_exec_file_event {
 	__u32 type; /* MMAP_EXEC_FILE */
 	__u32 pid;  /* thread group id */
@@ -47,7 +68,9 @@ struct mmap_exec_file_event {
 };
 
 /* Flags of a data event. */
-#define DATA_FLAG_TRUNCATED 1 /* the call reported more than was captured */
+enum data_flags {
+	DATA_FLAG_TRUNCATED = 1, /* the call reported more than was captured */
+};
 
 struct ssl_data_event {
 	__u32 type; /* SSL_EVENT_TYPE_WRITE or SSL_EVENT_TYPE_READ */
@@ -74,8 +97,6 @@ struct ssl_close_event {
 	char comm[TASK_COMM_LEN];
 };
 
-#define MAX_NAME 256
-
 /* SNI_CONFIGURED: a connection's server name was set and matched a pattern
  * (or no pattern was given). Emitted on the data ring buffer, before any
  * data of that connection. */
@@ -95,7 +116,29 @@ enum stat_index {
 	STAT_DATA_LOST = 0,      /* data records the ring buffer had no room for */
 	STAT_DISCOVER_LOST = 1,  /* MMAP_EXEC_FILE records lost */
 	STAT_READ_FAILED = 2,    /* user memory that could not be read */
-	STAT_MAX = 4,
+	STAT_MAX = 3,
 };
+
+/*
+ * One variable of every ABI type, in the object that defines
+ * PLAINSIGHT_ABI_TYPES before including this file (openssl.bpf.c): the
+ * skeleton generator emits Rust types only for what a global variable
+ * reaches. Never read or written by the programs.
+ */
+#ifdef PLAINSIGHT_ABI_TYPES
+struct abi_types {
+	enum event_type event_type;
+	enum exec_source exec_source;
+	enum abi_sizes abi_sizes;
+	enum seen_state seen_state;
+	enum data_flags data_flags;
+	enum stat_index stat_index;
+	struct file_key file_key;
+	struct mmap_exec_file_event mmap_exec_file_event;
+	struct ssl_data_event ssl_data_event;
+	struct ssl_close_event ssl_close_event;
+	struct sni_event sni_event;
+} abi_types;
+#endif
 
 #endif

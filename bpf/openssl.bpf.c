@@ -15,6 +15,8 @@
  * pieces (bpf_loop), up to max_capture bytes per call.
  */
 #include "vmlinux.h"
+/* This object carries the ABI's types for the Rust skeleton (events.h). */
+#define PLAINSIGHT_ABI_TYPES
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
@@ -24,12 +26,6 @@
 #include "emit.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
-
-/* Unused: makes the event layouts part of the skeleton's types, so that
- * src/abi.rs can check its offsets against the compiler's. */
-struct sni_event abi_sni_event;
-struct ssl_close_event abi_close_event;
-struct ssl_data_event abi_data_event;
 
 struct call_args {
 	__u64 ssl;

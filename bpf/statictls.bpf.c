@@ -40,10 +40,6 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define HS_CLIENT_HELLO 0x01
 #define HS_SERVER_HELLO 0x02
 
-struct file_key {
-	__u64 dev;
-	__u64 ino;
-};
 
 /* Executables with static TLS: processes that exec them are watched. */
 struct {

@@ -5,30 +5,44 @@
 
 use thiserror::Error;
 
-pub const MMAP_EXEC_FILE: u32 = 1;
-pub const SSL_EVENT_TYPE_WRITE: u32 = 2;
-pub const SSL_EVENT_TYPE_READ: u32 = 3;
-pub const SSL_EVENT_TYPE_CLOSE: u32 = 4;
-pub const SNI_CONFIGURED: u32 = 5;
-pub const SNI_SENT: u32 = 6;
+use std::mem::{offset_of, size_of};
 
-pub const EXEC_SOURCE_EXEC: u32 = 1;
-pub const EXEC_SOURCE_MMAP: u32 = 2;
+use crate::bpf::openssl::types as t;
 
-/// Size of one plaintext chunk (`DATA_CHUNK`).
-pub const DATA_CHUNK: usize = 16384;
-/// Largest number of chunks per call (`MAX_CHUNKS`).
-pub const MAX_CHUNKS: usize = 4096;
-pub const DATA_FLAG_TRUNCATED: u32 = 1;
+/// `struct file_key`: a file in `seen_files` and `static_files`.
+pub type FileKey = t::file_key;
 
-pub const STAT_DATA_LOST: u32 = 0;
-pub const STAT_DISCOVER_LOST: u32 = 1;
-pub const STAT_READ_FAILED: u32 = 2;
+pub const MMAP_EXEC_FILE: u32 = t::event_type::MMAP_EXEC_FILE.0;
+pub const SSL_EVENT_TYPE_WRITE: u32 = t::event_type::SSL_EVENT_TYPE_WRITE.0;
+pub const SSL_EVENT_TYPE_READ: u32 = t::event_type::SSL_EVENT_TYPE_READ.0;
+pub const SSL_EVENT_TYPE_CLOSE: u32 = t::event_type::SSL_EVENT_TYPE_CLOSE.0;
+pub const SNI_CONFIGURED: u32 = t::event_type::SNI_CONFIGURED.0;
+pub const SNI_SENT: u32 = t::event_type::SNI_SENT.0;
 
-const MMAP_EVENT_LEN: usize = 56;
-const DATA_HEADER_LEN: usize = 64;
-const CLOSE_EVENT_LEN: usize = 48;
-const SNI_EVENT_LEN: usize = 48 + 256;
+pub const EXEC_SOURCE_EXEC: u32 = t::exec_source::EXEC_SOURCE_EXEC.0;
+pub const EXEC_SOURCE_MMAP: u32 = t::exec_source::EXEC_SOURCE_MMAP.0;
+
+/// Size of one plaintext chunk.
+pub const DATA_CHUNK: usize = t::abi_sizes::DATA_CHUNK.0 as usize;
+/// Largest number of chunks per call.
+pub const MAX_CHUNKS: usize = t::abi_sizes::MAX_CHUNKS.0 as usize;
+/// Longest server name in an event, with its NUL.
+pub const MAX_NAME: usize = t::abi_sizes::MAX_NAME.0 as usize;
+pub const DATA_FLAG_TRUNCATED: u32 = t::data_flags::DATA_FLAG_TRUNCATED.0;
+
+/// `seen_files` values.
+pub const FILE_PENDING: u8 = t::seen_state::FILE_PENDING.0 as u8;
+pub const FILE_DONE: u8 = t::seen_state::FILE_DONE.0 as u8;
+
+/// Indexes of the per-CPU `stats` arrays.
+pub const STAT_DATA_LOST: u32 = t::stat_index::STAT_DATA_LOST.0;
+pub const STAT_DISCOVER_LOST: u32 = t::stat_index::STAT_DISCOVER_LOST.0;
+pub const STAT_READ_FAILED: u32 = t::stat_index::STAT_READ_FAILED.0;
+
+const MMAP_EVENT_LEN: usize = size_of::<t::mmap_exec_file_event>();
+const DATA_HEADER_LEN: usize = offset_of!(t::ssl_data_event, data);
+const CLOSE_EVENT_LEN: usize = size_of::<t::ssl_close_event>();
+const SNI_EVENT_LEN: usize = size_of::<t::sni_event>();
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AbiError {
@@ -143,21 +157,23 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
             if b.len() < MMAP_EVENT_LEN {
                 return Err(AbiError::Short(b.len()));
             }
+            type E = t::mmap_exec_file_event;
             Ok(Event::MmapExecFile(MmapExecFile {
-                pid: u32_at(b, 4),
-                tid: u32_at(b, 8),
-                source: u32_at(b, 12),
-                dev: u64_at(b, 16),
-                ino: u64_at(b, 24),
-                ts_ns: u64_at(b, 32),
-                comm: comm_at(b, 40),
+                pid: u32_at(b, offset_of!(E, pid)),
+                tid: u32_at(b, offset_of!(E, tid)),
+                source: u32_at(b, offset_of!(E, source)),
+                dev: u64_at(b, offset_of!(E, dev)),
+                ino: u64_at(b, offset_of!(E, ino)),
+                ts_ns: u64_at(b, offset_of!(E, ts_ns)),
+                comm: comm_at(b, offset_of!(E, comm)),
             }))
         }
         t @ (SSL_EVENT_TYPE_WRITE | SSL_EVENT_TYPE_READ) => {
             if b.len() < DATA_HEADER_LEN {
                 return Err(AbiError::Short(b.len()));
             }
-            let chunk_len = u32_at(b, 44) as usize;
+            type E = t::ssl_data_event;
+            let chunk_len = u32_at(b, offset_of!(E, chunk_len)) as usize;
             let have = b.len() - DATA_HEADER_LEN;
             if chunk_len > have || chunk_len > DATA_CHUNK {
                 return Err(AbiError::BadChunk { chunk_len, have });
@@ -168,15 +184,15 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
                 } else {
                     Direction::Read
                 },
-                pid: u32_at(b, 4),
-                tid: u32_at(b, 8),
-                flags: u32_at(b, 12),
-                ts_ns: u64_at(b, 16),
-                conn: u64_at(b, 24),
-                len: u32_at(b, 32),
-                captured: u32_at(b, 36),
-                offset: u32_at(b, 40),
-                comm: comm_at(b, 48),
+                pid: u32_at(b, offset_of!(E, pid)),
+                tid: u32_at(b, offset_of!(E, tid)),
+                flags: u32_at(b, offset_of!(E, flags)),
+                ts_ns: u64_at(b, offset_of!(E, ts_ns)),
+                conn: u64_at(b, offset_of!(E, conn)),
+                len: u32_at(b, offset_of!(E, len)),
+                captured: u32_at(b, offset_of!(E, captured)),
+                offset: u32_at(b, offset_of!(E, offset)),
+                comm: comm_at(b, offset_of!(E, comm)),
                 data: &b[DATA_HEADER_LEN..DATA_HEADER_LEN + chunk_len],
             }))
         }
@@ -184,27 +200,29 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
             if b.len() < CLOSE_EVENT_LEN {
                 return Err(AbiError::Short(b.len()));
             }
+            type E = t::ssl_close_event;
             Ok(Event::Close(Close {
-                pid: u32_at(b, 4),
-                tid: u32_at(b, 8),
-                ts_ns: u64_at(b, 16),
-                conn: u64_at(b, 24),
-                comm: comm_at(b, 32),
+                pid: u32_at(b, offset_of!(E, pid)),
+                tid: u32_at(b, offset_of!(E, tid)),
+                ts_ns: u64_at(b, offset_of!(E, ts_ns)),
+                conn: u64_at(b, offset_of!(E, conn)),
+                comm: comm_at(b, offset_of!(E, comm)),
             }))
         }
         t @ (SNI_CONFIGURED | SNI_SENT) => {
             if b.len() < SNI_EVENT_LEN {
                 return Err(AbiError::Short(b.len()));
             }
-            let raw = &b[48..SNI_EVENT_LEN];
+            type E = t::sni_event;
+            let raw = &b[offset_of!(E, name)..][..MAX_NAME];
             let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
             let e = SniConfigured {
-                pid: u32_at(b, 4),
-                tid: u32_at(b, 8),
-                rule: u32_at(b, 12),
-                ts_ns: u64_at(b, 16),
-                conn: u64_at(b, 24),
-                comm: comm_at(b, 32),
+                pid: u32_at(b, offset_of!(E, pid)),
+                tid: u32_at(b, offset_of!(E, tid)),
+                rule: u32_at(b, offset_of!(E, rule)),
+                ts_ns: u64_at(b, offset_of!(E, ts_ns)),
+                conn: u64_at(b, offset_of!(E, conn)),
+                comm: comm_at(b, offset_of!(E, comm)),
                 name: String::from_utf8_lossy(&raw[..end]).into_owned(),
             };
             Ok(if t == SNI_SENT {
@@ -220,45 +238,71 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bpf::openssl::types as ot;
-    use std::mem::{offset_of, size_of};
 
-    /// The offsets used above are the ones the C compiler laid out (the
-    /// skeleton generator reads them from the BPF object's BTF).
+    /// What the parser relies on beyond the offsets it takes from the
+    /// compiled header: the type comes first, little-endian u32 fields
+    /// are 4 bytes and u64 fields 8, names are TASK_COMM_LEN bytes, every
+    /// event fits its record, and the ABI constants have their meaning.
     #[test]
-    fn layout_matches_the_c_header() {
-        assert_eq!(offset_of!(ot::ssl_data_event, flags), 12);
-        assert_eq!(offset_of!(ot::ssl_data_event, ts_ns), 16);
-        assert_eq!(offset_of!(ot::ssl_data_event, conn), 24);
-        assert_eq!(offset_of!(ot::ssl_data_event, len), 32);
-        assert_eq!(offset_of!(ot::ssl_data_event, captured), 36);
-        assert_eq!(offset_of!(ot::ssl_data_event, offset), 40);
-        assert_eq!(offset_of!(ot::ssl_data_event, chunk_len), 44);
-        assert_eq!(offset_of!(ot::ssl_data_event, comm), 48);
-        assert_eq!(offset_of!(ot::ssl_data_event, data), DATA_HEADER_LEN);
+    fn event_layouts() {
+        assert_eq!(offset_of!(t::mmap_exec_file_event, r#type), 0);
+        assert_eq!(offset_of!(t::ssl_data_event, r#type), 0);
+        assert_eq!(offset_of!(t::ssl_close_event, r#type), 0);
+        assert_eq!(offset_of!(t::sni_event, r#type), 0);
+        let e = t::mmap_exec_file_event::default();
+        assert_eq!(size_of_val(&e.comm), 16);
+        assert_eq!(size_of_val(&e.dev) + size_of_val(&e.ino), 16);
+        let d = t::ssl_data_event::default();
+        assert_eq!(size_of_val(&d.comm), 16);
+        assert_eq!(size_of_val(&d.data), DATA_CHUNK);
+        assert_eq!(size_of::<t::ssl_data_event>(), DATA_HEADER_LEN + DATA_CHUNK);
+        let s = t::sni_event::default();
+        assert_eq!(size_of_val(&s.name), MAX_NAME);
+        assert_eq!(offset_of!(t::sni_event, name) + MAX_NAME, SNI_EVENT_LEN);
+        assert_eq!(size_of::<FileKey>(), 16);
+        assert!(DATA_CHUNK.is_power_of_two());
         assert_eq!(
-            size_of::<ot::ssl_data_event>(),
-            DATA_HEADER_LEN + DATA_CHUNK
+            t::stat_index::STAT_MAX.0,
+            [STAT_DATA_LOST, STAT_DISCOVER_LOST, STAT_READ_FAILED].len() as u32,
+            "STAT_MAX counts the stats"
         );
-        assert_eq!(offset_of!(ot::sni_event, rule), 12);
-        assert_eq!(offset_of!(ot::sni_event, conn), 24);
-        assert_eq!(offset_of!(ot::sni_event, comm), 32);
-        assert_eq!(offset_of!(ot::sni_event, name), 48);
-        assert_eq!(size_of::<ot::sni_event>(), SNI_EVENT_LEN);
-        assert_eq!(offset_of!(ot::ssl_close_event, conn), 24);
-        assert_eq!(offset_of!(ot::ssl_close_event, comm), 32);
-        assert_eq!(size_of::<ot::ssl_close_event>(), CLOSE_EVENT_LEN);
+        assert_ne!(FILE_PENDING, FILE_DONE);
+    }
+
+    #[test]
+    fn mmap_event_roundtrip() {
+        type E = t::mmap_exec_file_event;
+        let mut b = vec![0u8; MMAP_EVENT_LEN];
+        let put32 = |b: &mut [u8], o: usize, v: u32| b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        put32(&mut b, 0, MMAP_EXEC_FILE);
+        put32(&mut b, offset_of!(E, pid), 7);
+        put32(&mut b, offset_of!(E, source), EXEC_SOURCE_EXEC);
+        b[offset_of!(E, ino)..][..8].copy_from_slice(&99u64.to_le_bytes());
+        b[offset_of!(E, comm)..][..4].copy_from_slice(b"node");
+        let Event::MmapExecFile(m) = parse(&b).unwrap() else {
+            panic!("not an mmap event")
+        };
+        assert_eq!(
+            (m.pid, m.source, m.ino, m.comm.as_str()),
+            (7, EXEC_SOURCE_EXEC, 99, "node")
+        );
+        assert_eq!(
+            parse(&b[..MMAP_EVENT_LEN - 1]),
+            Err(AbiError::Short(MMAP_EVENT_LEN - 1))
+        );
     }
 
     fn data_record(t: u32, chunk: &[u8]) -> Vec<u8> {
         let mut b = vec![0u8; DATA_HEADER_LEN];
         b[0..4].copy_from_slice(&t.to_le_bytes());
-        b[4..8].copy_from_slice(&42u32.to_le_bytes());
-        b[24..32].copy_from_slice(&0xdeadu64.to_le_bytes());
-        b[32..36].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
-        b[36..40].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
-        b[44..48].copy_from_slice(&(chunk.len() as u32).to_le_bytes());
-        b[48..52].copy_from_slice(b"curl");
+        type E = t::ssl_data_event;
+        let n = (chunk.len() as u32).to_le_bytes();
+        b[offset_of!(E, pid)..][..4].copy_from_slice(&42u32.to_le_bytes());
+        b[offset_of!(E, conn)..][..8].copy_from_slice(&0xdeadu64.to_le_bytes());
+        b[offset_of!(E, len)..][..4].copy_from_slice(&n);
+        b[offset_of!(E, captured)..][..4].copy_from_slice(&n);
+        b[offset_of!(E, chunk_len)..][..4].copy_from_slice(&n);
+        b[offset_of!(E, comm)..][..4].copy_from_slice(b"curl");
         b.extend_from_slice(chunk);
         b
     }

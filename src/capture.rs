@@ -8,7 +8,10 @@
 
 use std::collections::HashMap;
 
-use crate::abi::{DataChunk, Direction, DATA_FLAG_TRUNCATED};
+use crossbeam_channel::Sender;
+
+use crate::abi::{self, DataChunk, Direction, Event, DATA_FLAG_TRUNCATED};
+use crate::output::Record;
 
 /// The plaintext of one successful `SSL_write`/`SSL_read`-like call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +103,99 @@ impl Reassembler {
                 p.rec
             })
             .collect()
+    }
+}
+
+/// The capture side of the data ring buffers: parses each record, rebuilds
+/// calls, remembers connections' server names, and queues records for the
+/// output thread.
+pub struct Capture {
+    reasm: Reassembler,
+    /// Server names by (pid, connection).
+    names: HashMap<(u32, u64), String>,
+    /// The `--sni` patterns, by rule id - 1.
+    patterns: Vec<String>,
+    out: Sender<Record>,
+    /// Records the output queue had no room for.
+    dropped: u64,
+}
+
+impl Capture {
+    /// `out` is bounded: an output slower than the capture loses records
+    /// (counted) instead of growing the agent's memory.
+    pub fn new(out: Sender<Record>, patterns: Vec<String>) -> Capture {
+        Capture {
+            reasm: Reassembler::default(),
+            names: HashMap::new(),
+            patterns,
+            out,
+            dropped: 0,
+        }
+    }
+
+    fn send(&mut self, r: Record) {
+        if self.out.try_send(r).is_err() {
+            self.dropped += 1;
+        }
+    }
+
+    /// Handles one ring-buffer record.
+    pub fn on_record(&mut self, rec: &[u8]) {
+        match abi::parse(rec) {
+            Ok(Event::Data(c)) => {
+                for mut call in self.reasm.push(&c) {
+                    call.sni = self.names.get(&(call.pid, call.conn)).cloned();
+                    self.send(Record::Call(call));
+                }
+            }
+            Ok(Event::Close(c)) => {
+                let sni = self.names.remove(&(c.pid, c.conn));
+                self.send(Record::Close {
+                    pid: c.pid,
+                    tid: c.tid,
+                    comm: c.comm,
+                    conn: c.conn,
+                    ts_ns: c.ts_ns,
+                    sni,
+                });
+            }
+            Ok(Event::SniConfigured(e)) | Ok(Event::SniSent(e)) => {
+                self.names.insert((e.pid, e.conn), e.name.clone());
+                let pattern = (e.rule as usize)
+                    .checked_sub(1)
+                    .and_then(|i| self.patterns.get(i))
+                    .cloned();
+                self.send(Record::Sni {
+                    pid: e.pid,
+                    tid: e.tid,
+                    comm: e.comm,
+                    conn: e.conn,
+                    ts_ns: e.ts_ns,
+                    name: e.name,
+                    pattern,
+                });
+            }
+            Ok(other) => log::warn!("unexpected record on a data ring buffer: {other:?}"),
+            Err(e) => log::warn!("bad data record: {e}"),
+        }
+    }
+
+    /// Forgets the server names of processes that exited.
+    pub fn forget_exited(&mut self, alive: &mut dyn FnMut(u32) -> bool) {
+        self.names.retain(|(pid, _), _| alive(*pid));
+    }
+
+    /// Records dropped because the output queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// At exit: calls whose last chunks never came are delivered as they
+    /// are.
+    pub fn flush(&mut self) {
+        for call in self.reasm.flush() {
+            let _ = self.out.send(Record::Call(call));
+        }
     }
 }
 

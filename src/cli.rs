@@ -2,9 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
 use clap::Parser;
-use serde::Deserialize;
 
 use crate::output::Format;
 
@@ -16,10 +14,11 @@ pub const MAX_CAPTURE_LIMIT: u64 = (crate::abi::MAX_CHUNKS * crate::abi::DATA_CH
 /// after decryption. It needs root (BPF, uprobes, ptrace) and a kernel with BTF.
 ///
 /// Files that processes map are inspected as they are mapped (processes are
-/// held paused for that short time); OpenSSL-family libraries (OpenSSL 1.1/3,
-/// BoringSSL, AWS-LC, static libssl, node) get uprobes on SSL_write/SSL_read
-/// and their _ex variants. Each successful call is printed with its process,
-/// direction, connection and bytes.
+/// held paused for that short time) and TLS code gets uprobes: the OpenSSL
+/// family (OpenSSL 1.1/3, BoringSSL, AWS-LC, static libssl, node), GnuTLS,
+/// rustls over aws-lc-rs or ring, and Go's crypto/tls. By default each HTTP
+/// exchange (HTTP/1.1, HTTP/2, gRPC) is printed as one access-log line;
+/// other streams are shown raw.
 #[derive(Debug, Parser)]
 #[command(name = "plainsight", version, verbatim_doc_comment)]
 pub struct Cli {
@@ -44,8 +43,8 @@ pub struct Cli {
     #[arg(long)]
     pub capture_no_sni: bool,
 
-    /// YAML file with `sni`, `capture_no_sni`, `pids`, `comms` (the
-    /// command-line options add to it).
+    /// YAML file with `sni`, `capture_no_sni`, `pids`, `comms`,
+    /// `redact_headers` (the command-line options add to it).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -151,70 +150,5 @@ impl Cli {
                 crate::decode::Redact::new(&self.redact_headers)
             },
         }
-    }
-}
-
-/// The `--config` file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    #[serde(default)]
-    pub sni: Vec<String>,
-    #[serde(default)]
-    pub capture_no_sni: bool,
-    #[serde(default)]
-    pub pids: Vec<u32>,
-    #[serde(default)]
-    pub comms: Vec<String>,
-    #[serde(default)]
-    pub redact_headers: Vec<String>,
-}
-
-impl Cli {
-    /// Merges the `--config` file into the options.
-    pub fn apply_config(&mut self) -> Result<()> {
-        let Some(path) = &self.config else {
-            return Ok(());
-        };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let cfg: Config = serde_saphyr::from_str(&text)
-            .with_context(|| format!("invalid config file {}", path.display()))?;
-        self.sni.extend(cfg.sni);
-        self.capture_no_sni |= cfg.capture_no_sni;
-        self.pids.extend(cfg.pids);
-        self.comms.extend(cfg.comms);
-        self.redact_headers.extend(cfg.redact_headers);
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn yaml_config_adds_to_the_command_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.yaml");
-        std::fs::write(
-            &p,
-            "sni:\n  - '*.acme.com'\n  - api.*\ncapture_no_sni: true\npids: [12]\n",
-        )
-        .unwrap();
-        let mut cli = Cli::parse_from([
-            "plainsight",
-            "--sni",
-            "x.org",
-            "--config",
-            p.to_str().unwrap(),
-        ]);
-        cli.apply_config().unwrap();
-        assert_eq!(cli.sni, ["x.org", "*.acme.com", "api.*"]);
-        assert!(cli.capture_no_sni);
-        assert_eq!(cli.pids, [12]);
-        std::fs::write(&p, "snis: [a]\n").unwrap();
-        let e = cli.apply_config().unwrap_err();
-        assert!(format!("{e:#}").contains("invalid config file"), "{e:#}");
     }
 }

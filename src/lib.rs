@@ -11,13 +11,18 @@
 
 pub mod abi;
 pub mod agent;
+pub mod attach;
 pub mod bpf;
 pub mod capture;
 pub mod cli;
+pub mod config;
 pub mod decode;
 pub mod discover;
+pub mod files;
 pub mod hooks;
 pub mod inspect;
+pub mod kernel;
 pub mod output;
 pub mod pause;
+pub mod probes;
 pub mod sni;

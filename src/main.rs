@@ -3,10 +3,10 @@
 
 use clap::Parser;
 
-use plainsight::{agent, cli, hooks};
+use plainsight::{agent, cli, config, hooks};
 
 fn main() {
-    let mut cli = cli::Cli::parse();
+    let cli = cli::Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&cli.log_level))
         .format_target(false)
         .init();
@@ -15,7 +15,7 @@ fn main() {
         print!("{}", hooks::describe(&hooks::plan(cli.tracepoints)));
         return;
     }
-    if let Err(e) = cli.apply_config().and_then(|()| agent::run(cli)) {
+    if let Err(e) = config::Settings::from_cli(cli).and_then(agent::run) {
         eprintln!("plainsight: error: {e:#}");
         std::process::exit(1);
     }

@@ -116,6 +116,23 @@ impl Pauser {
         })
     }
 
+    /// Prints the pause statistics (at exit).
+    pub fn report(&self) {
+        let Ok(s) = self.stats.lock() else { return };
+        let (n, med, max) = s.summary();
+        eprintln!(
+            "plainsight: {n} pauses (median {} us, max {} us; {} processes not pausable, \
+             {} resumed by the time bound; stopped at most {} us after a mapping)",
+            med.as_micros(),
+            max.as_micros(),
+            s.not_paused,
+            s.timed_out,
+            s.max_stop_latency_us
+        );
+        let list: Vec<String> = s.held.iter().map(|d| d.as_micros().to_string()).collect();
+        eprintln!("plainsight: pause durations (us): {}", list.join(" "));
+    }
+
     /// Every job of `pid` sent with `paused` must be reported done once.
     pub fn done(&self, pid: u32) {
         let _ = self.tx.send(Control::Done(pid));

@@ -5,133 +5,13 @@
 pub mod elf;
 pub mod go;
 pub mod place;
+pub mod worker;
 
 use std::fmt;
 use std::path::Path;
 
+pub use crate::probes::ProbePoint;
 pub use elf::{ElfError, ElfSymbols};
-
-/// The probe points this agent knows, each handled by one BPF program pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProbePoint {
-    /// `SSL_write(ssl, buf, num)`: entry + return.
-    SslWrite,
-    /// `SSL_read(ssl, buf, num)`: entry + return.
-    SslRead,
-    /// `SSL_write_ex(ssl, buf, num, *written)`: entry + return.
-    SslWriteEx,
-    /// `SSL_read_ex(ssl, buf, num, *readbytes)`: entry + return.
-    SslReadEx,
-    /// `SSL_free(ssl)`: entry only.
-    SslFree,
-    /// `SSL_ctrl(ssl, cmd, larg, parg)`: the server name (cmd 55).
-    SslCtrl,
-    /// `SSL_set_tlsext_host_name(ssl, name)`: BoringSSL's real function.
-    SslSetHostName,
-    /// `EVP_AEAD_CTX_init_with_direction(ctx, ...)`: a new key context.
-    AeadInit,
-    /// `EVP_AEAD_CTX_cleanup(ctx)`.
-    AeadCleanup,
-    /// `EVP_AEAD_CTX_seal(...)`: plaintext at entry.
-    AeadSeal,
-    /// `EVP_AEAD_CTX_seal_scatter(...)`: plaintext at entry (TLS 1.2 AES-GCM).
-    AeadSealScatter,
-    /// `EVP_AEAD_CTX_open(...)`: plaintext at return.
-    AeadOpen,
-    /// ring's `aead::algorithm::{aes_gcm_init_128,aes_gcm_init_256,chacha20_poly1305_init}`.
-    RingInit,
-    /// ring's `aead::algorithm::{aes_gcm_seal,chacha20_poly1305_seal}`.
-    RingSeal,
-    /// ring's `aead::algorithm::{aes_gcm_open,chacha20_poly1305_open}`.
-    RingOpen,
-    /// `gnutls_record_send2(session, data, size, pad, flags)` (send calls it).
-    GnutlsSend,
-    /// `gnutls_record_recv(session, data, size)`.
-    GnutlsRecv,
-    /// `gnutls_server_name_set(session, type, name, len)`.
-    GnutlsServerName,
-    /// `gnutls_deinit(session)`.
-    GnutlsDeinit,
-    /// Go `crypto/tls.(*Conn).Write` entry.
-    GoWrite,
-    /// One RET instruction of `(*Conn).Write`.
-    GoWriteRet,
-    /// Go `crypto/tls.(*Conn).Read` entry.
-    GoRead,
-    /// One RET instruction of `(*Conn).Read`.
-    GoReadRet,
-    /// Go `crypto/tls.(*Conn).clientHandshake` entry.
-    GoHandshake,
-    /// Go `crypto/tls.(*Conn).Close` entry.
-    GoClose,
-}
-
-impl ProbePoint {
-    pub const OPENSSL: [ProbePoint; 7] = [
-        ProbePoint::SslWrite,
-        ProbePoint::SslRead,
-        ProbePoint::SslWriteEx,
-        ProbePoint::SslReadEx,
-        ProbePoint::SslFree,
-        ProbePoint::SslCtrl,
-        ProbePoint::SslSetHostName,
-    ];
-
-    /// The symbol the probe point is attached to.
-    pub fn symbol(self) -> &'static str {
-        match self {
-            ProbePoint::SslWrite => "SSL_write",
-            ProbePoint::SslRead => "SSL_read",
-            ProbePoint::SslWriteEx => "SSL_write_ex",
-            ProbePoint::SslReadEx => "SSL_read_ex",
-            ProbePoint::SslFree => "SSL_free",
-            ProbePoint::SslCtrl => "SSL_ctrl",
-            ProbePoint::SslSetHostName => "SSL_set_tlsext_host_name",
-            ProbePoint::AeadInit => "EVP_AEAD_CTX_init_with_direction",
-            ProbePoint::AeadCleanup => "EVP_AEAD_CTX_cleanup",
-            ProbePoint::AeadSeal => "EVP_AEAD_CTX_seal",
-            ProbePoint::AeadSealScatter => "EVP_AEAD_CTX_seal_scatter",
-            ProbePoint::AeadOpen => "EVP_AEAD_CTX_open",
-            ProbePoint::RingInit => "ring::aead::algorithm::*_init",
-            ProbePoint::RingSeal => "ring::aead::algorithm::*_seal",
-            ProbePoint::RingOpen => "ring::aead::algorithm::*_open",
-            ProbePoint::GnutlsSend => "gnutls_record_send2",
-            ProbePoint::GnutlsRecv => "gnutls_record_recv",
-            ProbePoint::GnutlsServerName => "gnutls_server_name_set",
-            ProbePoint::GnutlsDeinit => "gnutls_deinit",
-            ProbePoint::GoWrite => "crypto/tls.(*Conn).Write",
-            ProbePoint::GoWriteRet => "crypto/tls.(*Conn).Write RET",
-            ProbePoint::GoRead => "crypto/tls.(*Conn).Read",
-            ProbePoint::GoReadRet => "crypto/tls.(*Conn).Read RET",
-            ProbePoint::GoHandshake => "crypto/tls.(*Conn).clientHandshake",
-            ProbePoint::GoClose => "crypto/tls.(*Conn).Close",
-        }
-    }
-
-    /// Whether a return program goes with the entry program.
-    pub fn has_return(self) -> bool {
-        matches!(
-            self,
-            ProbePoint::SslWrite
-                | ProbePoint::SslRead
-                | ProbePoint::SslWriteEx
-                | ProbePoint::SslReadEx
-                | ProbePoint::GnutlsSend
-                | ProbePoint::GnutlsRecv
-                | ProbePoint::AeadOpen
-                | ProbePoint::RingInit
-                | ProbePoint::RingOpen
-        )
-    }
-
-    pub const AEAD: [ProbePoint; 5] = [
-        ProbePoint::AeadInit,
-        ProbePoint::AeadCleanup,
-        ProbePoint::AeadSeal,
-        ProbePoint::AeadSealScatter,
-        ProbePoint::AeadOpen,
-    ];
-}
 
 /// Which TLS implementation a file carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,12 +203,7 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
         } else {
             Linkage::Static
         };
-        for point in [
-            ProbePoint::GnutlsSend,
-            ProbePoint::GnutlsRecv,
-            ProbePoint::GnutlsServerName,
-            ProbePoint::GnutlsDeinit,
-        ] {
+        for point in ProbePoint::GNUTLS {
             if let Some(loc) = syms.get(point.symbol()) {
                 insp.targets.push(Target::new(
                     point,

@@ -290,28 +290,14 @@ pub fn choose_returns(
     Ok(points)
 }
 
-/// What the BPF programs of one probe point read at entry.
+/// What the entry program of `point` reads (the probe table,
+/// `crate::probes`).
 pub fn arg_use(point: super::ProbePoint) -> ArgUse {
-    use super::ProbePoint as P;
-    use Register::*;
-    const SSL: &[Register] = &[RDI, RSI];
-    const SSL_EX: &[Register] = &[RDI, RSI, RCX];
-    const FOUR: &[Register] = &[RDI, RSI, RDX, RCX];
-    const SIX: &[Register] = &[RDI, RSI, RDX, RCX, R8, R9];
-    const ONE: &[Register] = &[RDI];
-    const GO: &[Register] = &[RAX, RBX, RCX, R14];
-    let (regs, stack): (&'static [Register], bool) = match point {
-        P::SslWrite | P::SslRead => (SSL, false),
-        P::SslWriteEx | P::SslReadEx => (SSL_EX, false),
-        P::SslFree | P::GnutlsDeinit | P::AeadInit | P::AeadCleanup => (ONE, false),
-        P::SslCtrl | P::SslSetHostName | P::GnutlsServerName => (FOUR, false),
-        P::GnutlsSend | P::GnutlsRecv => (&[RDI, RSI, RDX], false),
-        P::AeadSeal | P::AeadSealScatter | P::AeadOpen => (SIX, true),
-        P::RingInit | P::RingSeal | P::RingOpen => (SIX, false),
-        P::GoWrite | P::GoRead | P::GoHandshake | P::GoClose => (GO, false),
-        P::GoWriteRet | P::GoReadRet => (&[RAX, RBX, R14], true),
-    };
-    ArgUse { regs, stack }
+    let p = point.probe();
+    ArgUse {
+        regs: p.regs,
+        stack: !p.stack.is_empty(),
+    }
 }
 
 #[cfg(test)]

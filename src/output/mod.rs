@@ -537,6 +537,49 @@ impl Pipeline {
     }
 }
 
+/// Starts the output thread: it hands every record to the pipeline,
+/// flushes after each burst, and sweeps idle connections every 5 s. It ends
+/// when every sender is gone, finishing the pipeline.
+pub fn spawn(
+    rx: crossbeam_channel::Receiver<Record>,
+    mut p: Pipeline,
+) -> Result<std::thread::JoinHandle<()>> {
+    use crossbeam_channel::RecvTimeoutError;
+    use std::time::{Duration, Instant};
+    let run = move || {
+        let mut last_sweep = Instant::now();
+        let fail = |e: anyhow::Error| log::error!("output: {e:#}");
+        loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(r) => {
+                    let burst = std::iter::once(r).chain(rx.try_iter());
+                    if let Err(e) = burst.map(|r| p.handle(&r)).collect::<Result<()>>() {
+                        return fail(e);
+                    }
+                    if let Err(e) = p.flush() {
+                        return fail(e);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if last_sweep.elapsed() >= Duration::from_secs(5) {
+                last_sweep = Instant::now();
+                if let Err(e) = p.sweep().and_then(|()| p.flush()) {
+                    return fail(e);
+                }
+            }
+        }
+        if let Err(e) = p.finish() {
+            fail(e);
+        }
+    };
+    std::thread::Builder::new()
+        .name("output".into())
+        .spawn(run)
+        .context("spawning the output thread")
+}
+
 fn pcap_key((pid, conn): (u32, u64)) -> u64 {
     conn ^ ((pid as u64) << 32).rotate_left(7)
 }

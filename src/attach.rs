@@ -1,0 +1,166 @@
+//! Attach: put an inspection's uprobes into the kernel (uprobe_multi links,
+//! or one perf-event uprobe per offset on kernels without them), and take
+//! them out again in the background.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::Sender;
+use libbpf_rs::{Link, ProgramMut};
+
+use crate::inspect::{Inspection, Target};
+use crate::kernel::Kernel;
+
+/// Set once the kernel refused a uprobe_multi link (before 6.6).
+static NO_UPROBE_MULTI: AtomicBool = AtomicBool::new(false);
+
+/// One program at a set of offsets: one link.
+struct Group<'a> {
+    prog: ProgramMut<'a>,
+    name: &'static str,
+    retprobe: bool,
+    offsets: Vec<usize>,
+    symbol: String,
+}
+
+/// Where a target's programs go: (program, uretprobe?, file offset). The
+/// entry program where placement put it; the return program at the inner
+/// return points when proven, else as a uretprobe at the entry.
+fn points(t: &Target) -> Vec<(&'static str, bool, usize)> {
+    let probe = t.point.probe();
+    let mut v = vec![(probe.entry, false, t.entry_offset() as usize)];
+    if let Some(r) = probe.ret {
+        match t.return_points() {
+            Some(rets) => v.extend(rets.iter().map(|&o| (r, false, o as usize))),
+            None => v.push((r, true, t.offset as usize)),
+        }
+    }
+    v
+}
+
+/// Groups the targets' points by program: every RET of a Go function, or
+/// every ring function of a kind, in one link.
+fn groups<'k>(k: &'k Kernel, insp: &Inspection) -> Result<Vec<Group<'k>>> {
+    let mut groups: Vec<Group<'k>> = Vec::new();
+    for t in &insp.targets {
+        let object = t.point.probe().object;
+        for (name, retprobe, off) in points(t) {
+            if let Some(g) = groups
+                .iter_mut()
+                .find(|g| g.name == name && g.retprobe == retprobe)
+            {
+                g.offsets.push(off);
+                continue;
+            }
+            let prog = k
+                .program(object, name)
+                .with_context(|| format!("no BPF program {name} in {object:?}"))?;
+            groups.push(Group {
+                prog,
+                name,
+                retprobe,
+                offsets: vec![off],
+                symbol: t.symbol.clone(),
+            });
+        }
+    }
+    Ok(groups)
+}
+
+/// Attaches the uprobes an inspection asks for, in the file `path`; all or
+/// nothing (links attached before a failure are dropped, detaching them).
+pub fn attach_file(k: &Kernel, path: &Path, insp: &Inspection) -> Result<Vec<Link>> {
+    let mut links = Vec::new();
+    // One uprobe_multi link per program: multi links are attached and
+    // detached without the perf-event path and its global mutex, and their
+    // grace periods overlap.
+    for g in groups(k, insp)? {
+        let what = || {
+            format!(
+                "{} {} at {:#x?} of {}",
+                if g.retprobe { "uretprobe" } else { "uprobe" },
+                g.symbol,
+                g.offsets,
+                path.display()
+            )
+        };
+        if !NO_UPROBE_MULTI.load(Ordering::Relaxed) {
+            match attach_multi(&g, path) {
+                Ok(l) => {
+                    links.push(l);
+                    continue;
+                }
+                // Kernels before 6.6 have no uprobe_multi links.
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::InvalidInput && links.is_empty() => {
+                    log::info!(
+                        "this kernel has no uprobe_multi links ({e}): using one perf-event uprobe per offset"
+                    );
+                    NO_UPROBE_MULTI.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context(what())),
+            }
+        }
+        for &off in &g.offsets {
+            let opts = libbpf_rs::UprobeOpts {
+                retprobe: g.retprobe,
+                ..Default::default()
+            };
+            links.push(
+                g.prog
+                    .attach_uprobe_with_opts(-1, path, off, opts)
+                    .with_context(what)?,
+            );
+        }
+    }
+    Ok(links)
+}
+
+fn attach_multi(g: &Group<'_>, path: &Path) -> libbpf_rs::Result<Link> {
+    let opts = libbpf_rs::UprobeMultiOpts {
+        syms: Vec::new(),
+        offsets: g.offsets.clone(),
+        ref_ctr_offsets: Vec::new(),
+        cookies: Vec::new(),
+        retprobe: g.retprobe,
+        session: false,
+        _non_exhaustive: (),
+    };
+    g.prog.attach_uprobe_multi_with_opts(-1, path, "", opts)
+}
+
+/// Detaching one uprobe waits for an RCU tasks-trace grace period under the
+/// kernel's global trace-event mutex (~0.1 s here): links are dropped one by
+/// one on their own thread, so that attaching (on the pause path) never
+/// waits behind more than one of them.
+pub fn start_reaper() -> Sender<Vec<Link>> {
+    let (tx, rx) = crossbeam_channel::unbounded::<Vec<Link>>();
+    let spawned = std::thread::Builder::new()
+        .name("detach".into())
+        .spawn(move || {
+            for links in rx {
+                for l in links {
+                    drop(l);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // The links are then dropped where they are sent from.
+        log::warn!("cannot start the detach thread: {e}");
+    }
+    tx
+}
+
+/// Detaches many links at exit: uprobe_multi links' detach waits overlap
+/// when done side by side.
+pub fn detach_all(mut all: Vec<Link>) {
+    let per = all.len().div_ceil(64).max(1);
+    let mut handles = Vec::new();
+    while !all.is_empty() {
+        let chunk: Vec<Link> = all.drain(..per.min(all.len())).collect();
+        handles.push(std::thread::spawn(move || drop(chunk)));
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+}

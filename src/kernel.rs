@@ -1,0 +1,376 @@
+//! The BPF objects: loading them with the hook plan and the filters, the
+//! kernel hooks they attach, and everything user space does to their maps
+//! (a file done or forgotten, a static-TLS process watched, counters, the
+//! connections of exited processes).
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+
+use anyhow::{Context, Result};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, OpenObject, ProgramMut};
+
+use crate::abi;
+use crate::bpf::discover::{DiscoverSkel, DiscoverSkelBuilder};
+use crate::bpf::openssl::{OpensslSkel, OpensslSkelBuilder};
+use crate::bpf::statictls::{StatictlsSkel, StatictlsSkelBuilder};
+use crate::config::{Filter, KernelSettings};
+use crate::discover::FileId;
+use crate::hooks::{self, Hook, Plan};
+use crate::probes::Object;
+use crate::sni::Pattern;
+
+/// BPF_RB_NO_WAKEUP: the reader polls the data ring buffers on a timer
+/// instead of being woken per record.
+const BPF_RB_NO_WAKEUP: u32 = 1;
+
+/// The three BPF objects and their kernel hooks.
+pub struct Kernel {
+    pub discover: DiscoverSkel<'static>,
+    pub openssl: OpensslSkel<'static>,
+    pub statictls: StatictlsSkel<'static>,
+    plan: Plan,
+    /// Tracepoints and trampolines attached for good (discover, process
+    /// tracking).
+    links: Vec<Link>,
+    /// The static-TLS send/receive hooks: attached once a static TLS
+    /// executable is found, so that hosts without one pay nothing per
+    /// read and write.
+    static_io: RefCell<Vec<Link>>,
+}
+
+/// Plaintext and discovery records lost, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Data records the capture ring buffers had no room for.
+    pub data_lost: u64,
+    /// MMAP_EXEC_FILE records lost.
+    pub discover_lost: u64,
+    /// User buffers the capture programs could not read.
+    pub unreadable: u64,
+}
+
+/// Storage for one object, kept for the life of the agent.
+fn storage() -> &'static mut MaybeUninit<OpenObject> {
+    Box::leak(Box::new(MaybeUninit::uninit()))
+}
+
+/// `.rodata` every object has (filter.h): who the agent is and which
+/// processes it looks at.
+macro_rules! filter_rodata {
+    ($ro:expr, $f:expr) => {{
+        $ro.agent_tgid = std::process::id();
+        $ro.filter_pids = u8::from(!$f.pids.is_empty());
+        $ro.filter_comms = u8::from(!$f.comms.is_empty());
+    }};
+}
+
+/// `.rodata` of the capture objects (emit.h, sni.h) on top of the filter.
+macro_rules! capture_rodata {
+    ($ro:expr, $s:expr) => {{
+        filter_rodata!($ro, $s.filter);
+        $ro.max_capture = $s.max_capture;
+        $ro.wakeup_flags = BPF_RB_NO_WAKEUP;
+        $ro.sni_filter = u8::from(!$s.patterns.is_empty());
+        $ro.capture_no_sni = u8::from($s.capture_no_sni);
+    }};
+}
+
+/// Leaves the programs of the hook paths not taken unloaded.
+fn disable_unused(obj: &mut OpenObject, plan: &Plan) {
+    let unused = plan.unused();
+    for mut p in obj.progs_mut() {
+        if unused.iter().any(|u| p.name() == *u) {
+            p.set_autoload(false);
+        }
+    }
+}
+
+/// Fills an object's pid and process-name filters (filter.h).
+fn fill_filters(pids: &dyn MapCore, comms: &dyn MapCore, f: &Filter) -> Result<()> {
+    for pid in &f.pids {
+        pids.update(&pid.to_ne_bytes(), &[1], MapFlags::ANY)
+            .context("filling target_pids")?;
+    }
+    for c in &f.comms {
+        comms
+            .update(&Filter::comm_key(c), &[1], MapFlags::ANY)
+            .context("filling target_comms")?;
+    }
+    Ok(())
+}
+
+/// Stores the server-name patterns in an object's two tries (sni.h).
+fn store_patterns(
+    suffixes: &dyn MapCore,
+    prefixes: &dyn MapCore,
+    patterns: &[Pattern],
+) -> Result<()> {
+    for (i, p) in patterns.iter().enumerate() {
+        let (is_prefix, key) = p.trie_key();
+        let map = if is_prefix { prefixes } else { suffixes };
+        map.update(&key, &(i as u32 + 1).to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| format!("storing server-name pattern {p}"))?;
+    }
+    Ok(())
+}
+
+fn load_discover(s: &KernelSettings, plan: &Plan) -> Result<DiscoverSkel<'static>> {
+    let mut open = DiscoverSkelBuilder::default()
+        .open(storage())
+        .context("opening BPF object discover")?;
+    let ro = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .context("discover has no .rodata")?;
+    filter_rodata!(ro, s.filter);
+    disable_unused(open.open_object_mut(), plan);
+    let skel = open.load().with_context(|| {
+        format!(
+            "loading BPF object discover (sched_process_exec; mmap via {})",
+            plan.mmap
+        )
+    })?;
+    fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, &s.filter)?;
+    Ok(skel)
+}
+
+fn load_openssl(s: &KernelSettings) -> Result<OpensslSkel<'static>> {
+    let mut open = OpensslSkelBuilder::default()
+        .open(storage())
+        .context("opening BPF object openssl")?;
+    open.maps
+        .data_events
+        .set_max_entries(s.ring_buffer_bytes)
+        .context("sizing the data ring buffer")?;
+    let ro = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .context("openssl has no .rodata")?;
+    capture_rodata!(ro, s);
+    let skel = open
+        .load()
+        .context("loading BPF object openssl (uprobes on SSL_*, gnutls_*)")?;
+    fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, &s.filter)?;
+    store_patterns(
+        &skel.maps.sni_suffixes,
+        &skel.maps.sni_prefixes,
+        &s.patterns,
+    )?;
+    Ok(skel)
+}
+
+fn load_statictls(s: &KernelSettings, plan: &Plan) -> Result<StatictlsSkel<'static>> {
+    let mut open = StatictlsSkelBuilder::default()
+        .open(storage())
+        .context("opening BPF object statictls")?;
+    open.maps
+        .data_events
+        .set_max_entries(s.ring_buffer_bytes)
+        .context("sizing the static-TLS ring buffer")?;
+    let ro = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .context("statictls has no .rodata")?;
+    capture_rodata!(ro, s);
+    disable_unused(open.open_object_mut(), plan);
+    let skel = open.load().with_context(|| {
+        format!(
+            "loading BPF object statictls (ClientHello via {}, ServerHello via {}, AEAD, ring and Go uprobes)",
+            plan.tcp_send, plan.tcp_recv
+        )
+    })?;
+    fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, &s.filter)?;
+    store_patterns(
+        &skel.maps.sni_suffixes,
+        &skel.maps.sni_prefixes,
+        &s.patterns,
+    )?;
+    Ok(skel)
+}
+
+/// The key of a file in `seen_files` and `static_files`.
+pub fn file_key(f: FileId) -> [u8; std::mem::size_of::<abi::FileKey>()] {
+    let mut k = [0u8; std::mem::size_of::<abi::FileKey>()];
+    k[std::mem::offset_of!(abi::FileKey, dev)..][..8].copy_from_slice(&f.dev.to_ne_bytes());
+    k[std::mem::offset_of!(abi::FileKey, ino)..][..8].copy_from_slice(&f.ino.to_ne_bytes());
+    k
+}
+
+/// A per-CPU counter of a `stats` map, summed.
+fn stat_sum(map: &dyn MapCore, idx: u32) -> u64 {
+    match map.lookup_percpu(&idx.to_ne_bytes(), MapFlags::ANY) {
+        Ok(Some(per_cpu)) => per_cpu
+            .iter()
+            .filter_map(|v| {
+                v.get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_ne_bytes)
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+impl Kernel {
+    /// Loads the three objects with the hook plan, the filters and the
+    /// server-name patterns, and attaches the static-TLS process tracking.
+    /// Discovery is attached later ([`Kernel::attach_discover`]), once its
+    /// reader runs.
+    pub fn load(s: &KernelSettings, plan: Plan) -> Result<Kernel> {
+        let discover = load_discover(s, &plan)?;
+        let openssl = load_openssl(s)?;
+        let statictls = load_statictls(s, &plan)?;
+        let mut k = Kernel {
+            discover,
+            openssl,
+            statictls,
+            plan,
+            links: Vec::new(),
+            static_io: RefCell::default(),
+        };
+        let links = k.attach_hooks(hooks::STATIC_PROCESS)?;
+        k.links.extend(links);
+        Ok(k)
+    }
+
+    /// A program of the capture objects, by name.
+    pub fn program(&self, object: Object, name: &str) -> Option<ProgramMut<'_>> {
+        let obj = match object {
+            Object::Openssl => self.openssl.object(),
+            Object::Statictls => self.statictls.object(),
+        };
+        obj.progs_mut().find(|p| p.name() == name)
+    }
+
+    /// Attaches kernel hooks (programs of discover or statictls).
+    fn attach_hooks(&self, list: &[Hook]) -> Result<Vec<Link>> {
+        let mut links = Vec::new();
+        for h in list {
+            let prog = [self.discover.object(), self.statictls.object()]
+                .into_iter()
+                .find_map(|o| o.progs_mut().find(|p| p.name() == h.program))
+                .with_context(|| format!("no BPF program {}", h.program))?;
+            links.push(prog.attach().with_context(|| {
+                format!(
+                    "cannot attach {} ({} {}) for {}",
+                    h.program, h.kind, h.target, h.spec
+                )
+            })?);
+        }
+        Ok(links)
+    }
+
+    /// Starts reporting executable files (exec and mmap hooks).
+    pub fn attach_discover(&mut self) -> Result<()> {
+        let list = self.plan.discover();
+        let links = self.attach_hooks(&list)?;
+        self.links.extend(links);
+        log::info!("kernel programs attached: {}", hooks::list(&list));
+        Ok(())
+    }
+
+    /// Attaches the static-TLS send/receive hooks, once.
+    pub fn enable_static_io(&self) {
+        if !self.static_io.borrow().is_empty() {
+            return;
+        }
+        let list = self.plan.static_io();
+        match self.attach_hooks(&list) {
+            Ok(l) => {
+                *self.static_io.borrow_mut() = l;
+                log::info!(
+                    "static TLS executable found: kernel programs attached: {}",
+                    hooks::list(&list)
+                );
+            }
+            Err(e) => log::warn!("static TLS capture unavailable: {e:#}"),
+        }
+    }
+
+    /// The ring buffer the pause thread reads MMAP_EXEC_FILE from.
+    pub fn exec_events(&self) -> Result<MapHandle> {
+        MapHandle::try_from(&self.discover.maps.exec_events).context("exec_events map")
+    }
+
+    /// Marks a file seen (being inspected) unless BPF reported it already:
+    /// processes found at start-up. True if this call marked it.
+    pub fn claim(&self, file: FileId) -> bool {
+        let pending = [abi::FILE_PENDING];
+        self.discover
+            .maps
+            .seen_files
+            .update(&file_key(file), &pending, MapFlags::NO_EXIST)
+            .is_ok()
+    }
+
+    /// The file is inspected (and instrumented if it carries TLS): BPF
+    /// reports no more mappings of it.
+    pub fn mark_done(&self, file: FileId) {
+        let done = [abi::FILE_DONE];
+        if let Err(e) = self
+            .discover
+            .maps
+            .seen_files
+            .update(&file_key(file), &done, MapFlags::ANY)
+        {
+            log::warn!("cannot mark file {file} done: {e}");
+        }
+    }
+
+    /// Forgets a file: the next mapping of it is reported again.
+    pub fn forget(&self, file: FileId) {
+        let key = file_key(file);
+        let _ = self.discover.maps.seen_files.delete(&key);
+        let _ = self.statictls.maps.static_files.delete(&key);
+    }
+
+    /// Watches `pid` (and future executions of `file`) on the static-TLS path.
+    pub fn watch_static(&self, file: FileId, pid: u32) {
+        let m = &self.statictls.maps;
+        let _ = m.static_files.update(&file_key(file), &[1], MapFlags::ANY);
+        let _ = m
+            .watched_pids
+            .update(&pid.to_ne_bytes(), &[1], MapFlags::ANY);
+    }
+
+    /// Records and buffers lost, summed over both capture objects.
+    pub fn counters(&self) -> Counters {
+        let (o, s) = (&self.openssl.maps.stats, &self.statictls.maps.stats);
+        Counters {
+            data_lost: stat_sum(o, abi::STAT_DATA_LOST) + stat_sum(s, abi::STAT_DATA_LOST),
+            discover_lost: stat_sum(&self.discover.maps.stats, abi::STAT_DISCOVER_LOST),
+            unreadable: stat_sum(o, abi::STAT_READ_FAILED) + stat_sum(s, abi::STAT_READ_FAILED),
+        }
+    }
+
+    /// Connections the openssl object still tracks.
+    pub fn tracked_connections(&self) -> usize {
+        self.openssl.maps.conns.keys().count()
+    }
+
+    /// Deletes the entries of processes that exited from the per-connection
+    /// maps (all keyed by a leading u32 pid).
+    pub fn sweep_exited(&self, alive: &mut dyn FnMut(u32) -> bool) {
+        let s = &self.statictls.maps;
+        let maps: [&dyn MapCore; 5] = [
+            &self.openssl.maps.conns,
+            &s.key_ctxs,
+            &s.ring_keys,
+            &s.hello_sent,
+            &s.go_conns,
+        ];
+        for map in maps {
+            let dead: Vec<Vec<u8>> = map
+                .keys()
+                .filter(|k| k.len() >= 4 && !alive(u32::from_ne_bytes([k[0], k[1], k[2], k[3]])))
+                .collect();
+            for k in dead {
+                let _ = map.delete(&k);
+            }
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! The probe table: everything one user-space probe point needs, in one
+//! place. Inspection finds its symbols, placement reads which registers and
+//! stack slots its BPF programs read, attach finds its programs by name in
+//! its BPF object, and `--hooks` prints its text. A unit test checks that
+//! every program named here exists in its object, and that the registers
+//! and stack slots listed are exactly the ones the compiled programs read.
+
+use std::fmt;
+
+use iced_x86::Register::{self, R14, R8, R9, RAX, RBX, RCX, RDI, RDX, RSI};
+
+/// The probe points this agent knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbePoint {
+    SslWrite,
+    SslRead,
+    SslWriteEx,
+    SslReadEx,
+    SslFree,
+    SslCtrl,
+    SslSetHostName,
+    AeadInit,
+    AeadCleanup,
+    AeadSeal,
+    AeadSealScatter,
+    AeadOpen,
+    RingInit,
+    RingSeal,
+    RingOpen,
+    GnutlsSend,
+    GnutlsRecv,
+    GnutlsServerName,
+    GnutlsDeinit,
+    GoWrite,
+    GoWriteRet,
+    GoRead,
+    GoReadRet,
+    GoHandshake,
+    GoClose,
+}
+
+/// The BPF object whose programs serve a probe point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Object {
+    /// `bpf/openssl.bpf.c`: libraries with a C API (OpenSSL family, GnuTLS).
+    Openssl,
+    /// `bpf/statictls.bpf.c`: static TLS (aws-lc AEAD, ring, Go).
+    Statictls,
+}
+
+/// What one probe point needs.
+#[derive(Debug)]
+pub struct Probe {
+    pub point: ProbePoint,
+    /// The symbol probed (a pattern for ring's hashed names and aws-lc's
+    /// version prefix; Go's RET points are instructions of a function).
+    pub symbol: &'static str,
+    pub object: Object,
+    /// The program run where the function is entered (or, for Go's RET
+    /// points, at the instruction).
+    pub entry: &'static str,
+    /// The program run when the function returns (at an inner return point
+    /// or as a uretprobe); of the registers it reads at most the return
+    /// register.
+    pub ret: Option<&'static str>,
+    /// Registers the entry program reads (64-bit names).
+    pub regs: &'static [Register],
+    /// Stack arguments the entry program reads, as 1-based argument numbers
+    /// (7 is the first argument passed on the stack, at `rsp + 8` on entry).
+    pub stack: &'static [u8],
+    /// What the probe does, for `--hooks`.
+    pub about: &'static str,
+}
+
+/// Helper for the table rows.
+#[allow(clippy::too_many_arguments)]
+const fn probe(
+    point: ProbePoint,
+    symbol: &'static str,
+    object: Object,
+    entry: &'static str,
+    ret: Option<&'static str>,
+    regs: &'static [Register],
+    stack: &'static [u8],
+    about: &'static str,
+) -> Probe {
+    Probe {
+        point,
+        symbol,
+        object,
+        entry,
+        ret,
+        regs,
+        stack,
+        about,
+    }
+}
+
+use Object::{Openssl as O, Statictls as S};
+use ProbePoint as P;
+
+/// Every probe point, in the order inspection lists them.
+#[rustfmt::skip]
+pub const PROBES: &[Probe] = &[
+    probe(P::SslWrite, "SSL_write", O, "ssl_write_entry", Some("ssl_write_return"),
+        &[RDI, RSI], &[], "plaintext handed to SSL_write"),
+    probe(P::SslRead, "SSL_read", O, "ssl_read_entry", Some("ssl_read_return"),
+        &[RDI, RSI], &[], "plaintext returned by SSL_read"),
+    probe(P::SslWriteEx, "SSL_write_ex", O, "ssl_write_ex_entry", Some("ssl_write_ex_return"),
+        &[RDI, RSI, RCX], &[], "plaintext handed to SSL_write_ex"),
+    probe(P::SslReadEx, "SSL_read_ex", O, "ssl_read_ex_entry", Some("ssl_read_ex_return"),
+        &[RDI, RSI, RCX], &[], "plaintext returned by SSL_read_ex"),
+    probe(P::SslFree, "SSL_free", O, "ssl_free_entry", None,
+        &[RDI], &[], "the connection's end"),
+    probe(P::SslCtrl, "SSL_ctrl", O, "ssl_ctrl_entry", None,
+        &[RDI, RSI, RDX, RCX], &[], "the server name (SSL_CTRL_SET_TLSEXT_HOSTNAME)"),
+    probe(P::SslSetHostName, "SSL_set_tlsext_host_name", O, "ssl_set_host_name_entry", None,
+        &[RDI, RSI], &[], "the server name (BoringSSL)"),
+    probe(P::AeadInit, "EVP_AEAD_CTX_init_with_direction", S, "aead_init_entry", None,
+        &[RDI], &[], "a new key context after a ServerHello"),
+    probe(P::AeadCleanup, "EVP_AEAD_CTX_cleanup", S, "aead_cleanup_entry", None,
+        &[RDI], &[], "a key context's end"),
+    probe(P::AeadSeal, "EVP_AEAD_CTX_seal", S, "aead_seal_entry", None,
+        &[RDI], &[7, 8, 9, 10], "plaintext sealed"),
+    probe(P::AeadSealScatter, "EVP_AEAD_CTX_seal_scatter", S, "aead_seal_scatter_entry", None,
+        &[RDI], &[8, 9, 12, 13], "plaintext sealed (TLS 1.2 AES-GCM)"),
+    probe(P::AeadOpen, "EVP_AEAD_CTX_open", S, "aead_open_entry", Some("aead_open_return"),
+        &[RDI, RSI, RDX], &[9, 10], "plaintext opened"),
+    probe(P::RingInit, "ring::aead::algorithm::*_init", S, "ring_init_entry", Some("ring_init_return"),
+        &[RDI], &[], "a new ring key after a ServerHello"),
+    probe(P::RingSeal, "ring::aead::algorithm::*_seal", S, "ring_seal_entry", None,
+        &[RSI, RCX, R8, R9], &[7], "plaintext sealed by ring"),
+    probe(P::RingOpen, "ring::aead::algorithm::*_open", S, "ring_open_entry", Some("ring_open_return"),
+        &[RSI, RCX, R8, R9], &[7, 8], "plaintext opened by ring"),
+    probe(P::GnutlsSend, "gnutls_record_send2", O, "gnutls_send_entry", Some("gnutls_send_return"),
+        &[RDI, RSI], &[], "plaintext handed to GnuTLS"),
+    probe(P::GnutlsRecv, "gnutls_record_recv", O, "gnutls_recv_entry", Some("gnutls_recv_return"),
+        &[RDI, RSI], &[], "plaintext returned by GnuTLS"),
+    probe(P::GnutlsServerName, "gnutls_server_name_set", O, "gnutls_server_name_entry", None,
+        &[RDI, RSI, RDX, RCX], &[], "the server name (GnuTLS)"),
+    probe(P::GnutlsDeinit, "gnutls_deinit", O, "gnutls_deinit_entry", None,
+        &[RDI], &[], "the session's end"),
+    probe(P::GoWrite, "crypto/tls.(*Conn).Write", S, "go_write_entry", None,
+        &[RAX, RBX, R14], &[], "plaintext handed to Go's (*Conn).Write"),
+    probe(P::GoWriteRet, "crypto/tls.(*Conn).Write RET", S, "go_write_ret", None,
+        &[RAX, R14], &[], "its return (each RET: no uretprobes on Go)"),
+    probe(P::GoRead, "crypto/tls.(*Conn).Read", S, "go_read_entry", None,
+        &[RAX, RBX, R14], &[], "a read into a buffer"),
+    probe(P::GoReadRet, "crypto/tls.(*Conn).Read RET", S, "go_read_ret", None,
+        &[RAX, R14], &[], "plaintext read (each RET)"),
+    probe(P::GoHandshake, "crypto/tls.(*Conn).clientHandshake", S, "go_handshake_entry", None,
+        &[RAX, R14], &[], "ties the ClientHello to its *Conn"),
+    probe(P::GoClose, "crypto/tls.(*Conn).Close", S, "go_close_entry", None,
+        &[RAX], &[], "the connection's end"),
+];
+
+impl ProbePoint {
+    /// Its row of the table.
+    pub fn probe(self) -> &'static Probe {
+        PROBES
+            .iter()
+            .find(|p| p.point == self)
+            .expect("every probe point has a row in PROBES (unit test)")
+    }
+
+    /// The symbol the probe point is attached to.
+    pub fn symbol(self) -> &'static str {
+        self.probe().symbol
+    }
+
+    /// Whether a return program goes with the entry program.
+    pub fn has_return(self) -> bool {
+        self.probe().ret.is_some()
+    }
+
+    /// The points of the OpenSSL family, in the order they are listed.
+    pub const OPENSSL: [ProbePoint; 7] = [
+        P::SslWrite,
+        P::SslRead,
+        P::SslWriteEx,
+        P::SslReadEx,
+        P::SslFree,
+        P::SslCtrl,
+        P::SslSetHostName,
+    ];
+
+    /// GnuTLS's points.
+    pub const GNUTLS: [ProbePoint; 4] = [
+        P::GnutlsSend,
+        P::GnutlsRecv,
+        P::GnutlsServerName,
+        P::GnutlsDeinit,
+    ];
+
+    /// The `EVP_AEAD_CTX_*` points of aws-lc / BoringSSL in executables.
+    pub const AEAD: [ProbePoint; 5] = [
+        P::AeadInit,
+        P::AeadCleanup,
+        P::AeadSeal,
+        P::AeadSealScatter,
+        P::AeadOpen,
+    ];
+}
+
+impl fmt::Display for ProbePoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.symbol())
+    }
+}
+
+/// The user-space probes for `--hooks`, one line each.
+pub fn describe() -> String {
+    let mut s = String::from("user-space probes (placement per file: --explain):\n");
+    for p in PROBES {
+        let progs = match p.ret {
+            Some(r) => format!("{} + {r}", p.entry),
+            None => p.entry.to_string(),
+        };
+        s.push_str(&format!("  {:<40} {:<46} {}\n", p.symbol, progs, p.about));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeSet, HashMap};
+    use std::mem::MaybeUninit;
+
+    use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+    use libbpf_rs::OpenObject;
+    use libbpf_sys::bpf_insn;
+
+    use super::*;
+    use iced_x86::Register::{R10, R11, R12, R13, R15, RBP, RSP};
+
+    /// Offsets of the registers in `struct pt_regs` (x86-64), as the BPF
+    /// programs read them from their context.
+    const PT_REGS: &[(i16, Register)] = &[
+        (0, R15),
+        (8, R14),
+        (16, R13),
+        (24, R12),
+        (32, RBP),
+        (40, RBX),
+        (48, R11),
+        (56, R10),
+        (64, R9),
+        (72, R8),
+        (80, RAX),
+        (88, RCX),
+        (96, RDX),
+        (104, RSI),
+        (112, RDI),
+        (152, RSP),
+    ];
+    const SP: i16 = 152;
+
+    /// What a BPF register holds, as far as this check follows it.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Val {
+        Unknown,
+        /// The program's context (`struct pt_regs *`).
+        Ctx,
+        /// The traced stack pointer plus a constant.
+        Sp(i64),
+    }
+
+    /// What one program reads of the traced registers: register reads, and
+    /// the stack arguments whose addresses (`sp + 8 * (n - 6)`) it passes
+    /// to a helper. Follows one straight pass over the instructions
+    /// (copies, constant adds, spills to the BPF stack); that is how clang
+    /// compiles these programs.
+    fn reads(insns: &[bpf_insn]) -> (BTreeSet<Register>, BTreeSet<u8>) {
+        const LDX_MEM_DW: u8 = 0x79;
+        const STX_MEM_DW: u8 = 0x7b;
+        const MOV64_X: u8 = 0xbf;
+        const ADD64_K: u8 = 0x07;
+        const CALL: u8 = 0x85;
+        let mut r = [Val::Unknown; 11];
+        r[1] = Val::Ctx;
+        let mut spill: HashMap<i16, Val> = HashMap::new();
+        let (mut regs, mut stack) = (BTreeSet::new(), BTreeSet::new());
+        for i in insns {
+            let (d, s) = (i.dst_reg() as usize % 11, i.src_reg() as usize % 11);
+            match i.code {
+                LDX_MEM_DW if r[s] == Val::Ctx => {
+                    if let Some((_, reg)) = PT_REGS.iter().find(|(o, _)| *o == i.off) {
+                        if *reg != RSP {
+                            regs.insert(*reg);
+                        }
+                    }
+                    r[d] = if i.off == SP {
+                        Val::Sp(0)
+                    } else {
+                        Val::Unknown
+                    };
+                }
+                LDX_MEM_DW if s == 10 => r[d] = spill.get(&i.off).copied().unwrap_or(Val::Unknown),
+                STX_MEM_DW if d == 10 => {
+                    spill.insert(i.off, r[s]);
+                }
+                MOV64_X => r[d] = r[s],
+                ADD64_K => {
+                    r[d] = match r[d] {
+                        Val::Sp(k) => Val::Sp(k + i64::from(i.imm)),
+                        _ => Val::Unknown,
+                    }
+                }
+                CALL => {
+                    // A helper reading user memory at a stack argument.
+                    if let Val::Sp(k) = r[3] {
+                        if k > 0 && k % 8 == 0 {
+                            stack.insert((k / 8 + 6) as u8);
+                        }
+                    }
+                    for v in r.iter_mut().take(6) {
+                        *v = Val::Unknown;
+                    }
+                }
+                // Any other instruction that writes its destination.
+                c if c & 0x07 == 0x07 || c & 0x07 == 0x04 || c & 0x07 == 0x01 || c == 0x18 => {
+                    r[d] = Val::Unknown
+                }
+                _ => {}
+            }
+        }
+        (regs, stack)
+    }
+
+    fn programs(object: Object) -> HashMap<String, Vec<bpf_insn>> {
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let open = match object {
+            Object::Openssl => {
+                let s = crate::bpf::openssl::OpensslSkelBuilder::default()
+                    .open(storage)
+                    .expect("opening openssl");
+                collect(s.open_object())
+            }
+            Object::Statictls => {
+                let s = crate::bpf::statictls::StatictlsSkelBuilder::default()
+                    .open(storage)
+                    .expect("opening statictls");
+                collect(s.open_object())
+            }
+        };
+        open
+    }
+
+    fn collect(o: &libbpf_rs::OpenObject) -> HashMap<String, Vec<bpf_insn>> {
+        o.progs()
+            .map(|p| (p.name().to_string_lossy().into_owned(), p.insns().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn every_point_has_one_row() {
+        use ProbePoint as P;
+        let all = [
+            P::SslWrite,
+            P::SslRead,
+            P::SslWriteEx,
+            P::SslReadEx,
+            P::SslFree,
+            P::SslCtrl,
+            P::SslSetHostName,
+            P::AeadInit,
+            P::AeadCleanup,
+            P::AeadSeal,
+            P::AeadSealScatter,
+            P::AeadOpen,
+            P::RingInit,
+            P::RingSeal,
+            P::RingOpen,
+            P::GnutlsSend,
+            P::GnutlsRecv,
+            P::GnutlsServerName,
+            P::GnutlsDeinit,
+            P::GoWrite,
+            P::GoWriteRet,
+            P::GoRead,
+            P::GoReadRet,
+            P::GoHandshake,
+            P::GoClose,
+        ];
+        assert_eq!(PROBES.len(), all.len());
+        for p in all {
+            assert_eq!(PROBES.iter().filter(|r| r.point == p).count(), 1, "{p:?}");
+        }
+    }
+
+    /// The table says what the compiled programs do: every program exists
+    /// in its object, the entry program reads exactly the registers and
+    /// stack arguments listed (placement relies on it), and the return
+    /// program reads no register but the return register.
+    #[test]
+    fn table_matches_the_bpf_programs() {
+        let objects = [
+            (Object::Openssl, programs(Object::Openssl)),
+            (Object::Statictls, programs(Object::Statictls)),
+        ];
+        let progs = |o: Object| &objects.iter().find(|(x, _)| *x == o).unwrap().1;
+        let mut wrong = Vec::new();
+        for p in PROBES {
+            let Some(insns) = progs(p.object).get(p.entry) else {
+                wrong.push(format!(
+                    "{}: no program {} in {:?}",
+                    p.symbol, p.entry, p.object
+                ));
+                continue;
+            };
+            let (regs, stack) = reads(insns);
+            let want: BTreeSet<Register> = p.regs.iter().copied().collect();
+            if regs != want {
+                wrong.push(format!(
+                    "{}: {} reads registers {regs:?}",
+                    p.symbol, p.entry
+                ));
+            }
+            let want: BTreeSet<u8> = p.stack.iter().copied().collect();
+            if stack != want {
+                wrong.push(format!(
+                    "{}: {} reads stack arguments {stack:?}",
+                    p.symbol, p.entry
+                ));
+            }
+            let Some(ret) = p.ret else { continue };
+            match progs(p.object).get(ret).map(|i| reads(i)) {
+                None => wrong.push(format!("{}: no program {ret}", p.symbol)),
+                Some((regs, stack)) if regs.iter().any(|r| *r != RAX) || !stack.is_empty() => wrong
+                    .push(format!(
+                        "{}: {ret} reads {regs:?} and stack {stack:?}",
+                        p.symbol
+                    )),
+                Some(_) => {}
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "the probe table is wrong:\n{}",
+            wrong.join("\n")
+        );
+    }
+
+    /// Every uprobe program of the objects serves a row of the table.
+    #[test]
+    fn every_uprobe_program_is_in_the_table() {
+        for o in [Object::Openssl, Object::Statictls] {
+            let storage: &'static mut MaybeUninit<OpenObject> =
+                Box::leak(Box::new(MaybeUninit::uninit()));
+            let names: Vec<(String, String)> = match o {
+                Object::Openssl => {
+                    let s = crate::bpf::openssl::OpensslSkelBuilder::default()
+                        .open(storage)
+                        .unwrap();
+                    sections(s.open_object())
+                }
+                Object::Statictls => {
+                    let s = crate::bpf::statictls::StatictlsSkelBuilder::default()
+                        .open(storage)
+                        .unwrap();
+                    sections(s.open_object())
+                }
+            };
+            for (name, section) in names {
+                if !section.starts_with("uprobe") && !section.starts_with("uretprobe") {
+                    continue;
+                }
+                assert!(
+                    PROBES.iter().any(|p| p.object == o
+                        && (p.entry == name || p.ret == Some(name.as_str()))),
+                    "{name} ({section}) is in no row of PROBES"
+                );
+            }
+        }
+    }
+
+    fn sections(o: &libbpf_rs::OpenObject) -> Vec<(String, String)> {
+        o.progs()
+            .map(|p| {
+                (
+                    p.name().to_string_lossy().into_owned(),
+                    p.section().to_string_lossy().into_owned(),
+                )
+            })
+            .collect()
+    }
+}
