@@ -277,7 +277,6 @@ static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 	struct hello_buf *h;
 	struct sni_scratch *s;
 	struct conn_info ci;
-	struct sni_event *e;
 	__u8 hdr[6];
 	__u64 n, nl, no;
 
@@ -348,24 +347,7 @@ static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 			bpf_map_update_elem(&hello_sent, &sk, &ci, BPF_ANY);
 		}
 	}
-
-	e = bpf_ringbuf_reserve(&data_events, sizeof(*e), 0);
-	if (!e) {
-		count_stat(STAT_DATA_LOST);
-		return 0;
-	}
-	e->type = SNI_SENT;
-	e->pid = pid;
-	e->tid = (__u32)id;
-	e->rule = rule;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->conn = ci.conn;
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
-	if (nl)
-		__builtin_memcpy(e->name, s->fwd.data, MAX_NAME);
-	else
-		e->name[0] = 0;
-	bpf_ringbuf_submit(e, wakeup_flags);
+	emit_sni(SNI_SENT, ci.conn, rule, nl ? s : NULL, id);
 	return 0;
 }
 
@@ -875,28 +857,15 @@ int go_handshake_entry(struct pt_regs *ctx)
 	return 0;
 }
 
-/* With patterns, is this Go connection one to capture? */
-static __always_inline bool go_conn_wanted(__u32 pid, __u64 conn)
-{
-	struct go_key k = { .pid = pid, .id = conn };
-	__u8 *m;
-
-	if (!sni_filter)
-		return true;
-	m = bpf_map_lookup_elem(&go_conns, &k);
-	if (!m)
-		return capture_no_sni;
-	return *m;
-}
-
 /* (*Conn).Write(b) / (*Conn).Read(b): RAX = *Conn, RBX = b.ptr, RCX = b.len */
 static __always_inline int go_entry(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct go_key k = { .pid = id >> 32, .id = go_g(ctx) };
 	struct go_call c = { .conn = ctx->ax, .buf = ctx->bx };
+	struct go_key ck = { .pid = id >> 32, .id = c.conn };
 
-	if (!process_wanted(id >> 32) || !go_conn_wanted(id >> 32, c.conn))
+	if (!process_wanted(id >> 32) || !sni_conn_wanted(&go_conns, &ck))
 		return 0;
 	bpf_map_update_elem(&go_calls, &k, &c, BPF_ANY);
 	return 0;
@@ -950,7 +919,7 @@ int go_close_entry(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct go_key k = { .pid = id >> 32, .id = ctx->ax };
-	bool captured = process_wanted(id >> 32) && go_conn_wanted(id >> 32, k.id);
+	bool captured = process_wanted(id >> 32) && sni_conn_wanted(&go_conns, &k);
 
 	bpf_map_delete_elem(&go_conns, &k);
 	if (captured)
