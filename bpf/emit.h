@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Copying plaintext to user space: the data ring buffer and the chunking of
- * one call's bytes into DATA_CHUNK records (bpf_loop), shared by the
- * capture objects. Needs events.h and filter.h (count_stat) first.
+ * What the capture objects (openssl, statictls) put on their data ring
+ * buffer: plaintext, one call's bytes chunked into DATA_CHUNK records
+ * (bpf_loop); the SNI event of a connection; its close. Needs events.h,
+ * filter.h (count_stat) and sni.h (struct sni_scratch) first.
  */
 #ifndef PLAINSIGHT_EMIT_H
 #define PLAINSIGHT_EMIT_H
@@ -120,6 +121,34 @@ static __always_inline void emit_data(__u32 type, __u64 buf, __u64 conn, __u64 l
 	}
 	chunks = (c.captured + DATA_CHUNK - 1) / DATA_CHUNK;
 	bpf_loop(chunks, emit_chunk, &c, 0);
+}
+
+/*
+ * SNI_CONFIGURED (openssl) / SNI_SENT (statictls): connection `conn` will be
+ * captured. Its server name, lower case, is in s->fwd.data (s NULL: it sent
+ * none); `rule` is the pattern it matched (0: no patterns given, or no name
+ * and capture_no_sni).
+ */
+static __always_inline void emit_sni(__u32 type, __u64 conn, __u32 rule, struct sni_scratch *s, __u64 id)
+{
+	struct sni_event *e = bpf_ringbuf_reserve(&data_events, sizeof(*e), 0);
+
+	if (!e) {
+		count_stat(STAT_DATA_LOST);
+		return;
+	}
+	e->type = type;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->rule = rule;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->conn = conn;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	if (s)
+		__builtin_memcpy(e->name, s->fwd.data, MAX_NAME);
+	else
+		e->name[0] = 0;
+	bpf_ringbuf_submit(e, wakeup_flags);
 }
 
 /* SSL_EVENT_TYPE_CLOSE: the library let go of connection `conn`. */

@@ -57,28 +57,15 @@ struct {
 	__type(value, __u8);
 } conns SEC(".maps");
 
-/* With patterns, is this connection one to capture? */
-static __always_inline bool conn_wanted(__u32 pid, __u64 ssl)
-{
-	struct conn_key k = { .pid = pid, .ssl = ssl };
-	__u8 *m;
-
-	if (!sni_filter)
-		return true;
-	m = bpf_map_lookup_elem(&conns, &k);
-	if (!m)
-		return capture_no_sni;
-	return *m;
-}
-
 static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct call_args args = { .ssl = ssl, .buf = buf, .len_ptr = len_ptr };
+	struct conn_key k = { .pid = id >> 32, .ssl = ssl };
 
 	if (!process_wanted(id >> 32))
 		return 0;
-	if (!conn_wanted(id >> 32, ssl))
+	if (!sni_conn_wanted(&conns, &k))
 		return 0;
 	bpf_map_update_elem(&active_calls, &id, &args, BPF_ANY);
 	return 0;
@@ -187,7 +174,6 @@ static __always_inline int on_server_name(__u64 ssl, const void *name, long len)
 	__u64 id = bpf_get_current_pid_tgid();
 	struct conn_key k = { .pid = id >> 32, .ssl = ssl };
 	struct sni_scratch *s;
-	struct sni_event *e;
 	__u32 rule = 0;
 	__u8 matched;
 
@@ -214,22 +200,8 @@ static __always_inline int on_server_name(__u64 ssl, const void *name, long len)
 		else
 			bpf_map_delete_elem(&conns, &k);
 	}
-	if (!matched)
-		return 0;
-	e = bpf_ringbuf_reserve(&data_events, sizeof(*e), 0);
-	if (!e) {
-		count_stat(STAT_DATA_LOST);
-		return 0;
-	}
-	e->type = SNI_CONFIGURED;
-	e->pid = id >> 32;
-	e->tid = (__u32)id;
-	e->rule = rule;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->conn = ssl;
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
-	__builtin_memcpy(e->name, s->fwd.data, MAX_NAME);
-	bpf_ringbuf_submit(e, wakeup_flags);
+	if (matched)
+		emit_sni(SNI_CONFIGURED, ssl, rule, s, id);
 	return 0;
 }
 
@@ -293,18 +265,15 @@ static __always_inline int on_free(void *ssl)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct conn_key k = { .pid = id >> 32, .ssl = (__u64)ssl };
+	bool was_captured;
 
 	if (!ssl || !process_wanted(id >> 32))
 		return 0;
-	if (sni_filter) {
-		__u8 *m = bpf_map_lookup_elem(&conns, &k);
-		bool was_captured = m ? *m : capture_no_sni;
-
+	was_captured = sni_conn_wanted(&conns, &k);
+	if (sni_filter)
 		bpf_map_delete_elem(&conns, &k);
-		if (!was_captured)
-			return 0;
-	}
-	emit_close((__u64)ssl, id);
+	if (was_captured)
+		emit_close((__u64)ssl, id);
 	return 0;
 }
 

@@ -8,6 +8,7 @@
  * name is stored reversed with its terminating NUL, so it matches only
  * itself. Prefix patterns ("api.*") live in a second trie keyed by the name
  * as is. The value is the pattern's id.
+ * Needs events.h (MAX_NAME) first.
  */
 #ifndef PLAINSIGHT_SNI_H
 #define PLAINSIGHT_SNI_H
@@ -114,6 +115,25 @@ static __always_inline struct sni_scratch *sni_scratch_get(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&sni_scratch_map, &zero);
+}
+
+/*
+ * Is this connection one to capture, as far as the patterns go? Without
+ * patterns every one is. `decided` maps the connections whose server name
+ * was decided (openssl's conns by SSL *, statictls's go_conns by *tls.Conn)
+ * to whether it matched, and `key` is this connection's key in it; one
+ * never decided is captured only with capture_no_sni.
+ */
+static __always_inline bool sni_conn_wanted(void *decided, const void *key)
+{
+	__u8 *m;
+
+	if (!sni_filter)
+		return true;
+	m = bpf_map_lookup_elem(decided, key);
+	if (!m)
+		return capture_no_sni;
+	return *m;
 }
 
 /*

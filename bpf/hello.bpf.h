@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * statictls: steps 1 and 2 of statictls.bpf.c, the logic shared by every
+ * send / receive hook (sendrecv.bpf.h): on_send parses the first record of
+ * a watched process's connection as a ClientHello, matches its server name
+ * and emits SNI_SENT; on_recv_enter / on_recv_exit look for the ServerHello
+ * on that socket and then mark the receiving thread (thread_conn) for the
+ * key contexts it creates next (aead.bpf.h, ring.bpf.h).
+ * Needs statictls.bpf.c's shared part, proc.bpf.h (watched_pids) and
+ * gotls.bpf.h (go_hello) before it.
+ */
+
+#define HELLO_MAX 4096
+#define TLS_HANDSHAKE 0x16
+#define HS_CLIENT_HELLO 0x01
+#define HS_SERVER_HELLO 0x02
+
+/* A socket of a process: its fd (tracepoint path) or its struct sock
+ * (fentry/fexit path; one path serves a running agent). */
+struct sock_key {
+	__u32 pid;
+	__u32 _pad;
+	__u64 sock;
+};
+
+/* ClientHello with a matching name sent: waiting for the ServerHello. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct sock_key);
+	__type(value, struct conn_info);
+} hello_sent SEC(".maps");
+
+/* A read in flight on a socket waiting for its ServerHello, by thread. */
+struct recv_args {
+	__u64 buf;
+	__u64 sock;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct recv_args);
+} pending_recv SEC(".maps");
+
+struct hello_buf {
+	__u8 b[HELLO_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hello_buf);
+} hello_scratch SEC(".maps");
+
+/* ---- ClientHello (send path) ---------------------------------------------- */
+
+#define HB(i) (h->b[(i) & (HELLO_MAX - 1)])
+
+struct walk_ctx {
+	struct hello_buf *h;
+	__u32 off;
+	__u32 end;
+	__u32 name_off;
+	__u32 name_len;
+};
+
+/* One extension per call: stop at server_name (type 0). */
+static int walk_extension(__u32 i, void *data)
+{
+	struct walk_ctx *w = data;
+	struct hello_buf *h = w->h;
+	__u32 off = w->off, type, len;
+
+	if (off + 4 > w->end)
+		return 1;
+	type = (HB(off) << 8) | HB(off + 1);
+	len = (HB(off + 2) << 8) | HB(off + 3);
+	if (type == 0) {
+		/* server_name_list: u16 list length, u8 type (0 = host_name), u16 length, name */
+		if (off + 9 > w->end || HB(off + 6) != 0)
+			return 1;
+		w->name_len = (HB(off + 7) << 8) | HB(off + 8);
+		w->name_off = off + 9;
+		if (w->name_off + w->name_len > w->end)
+			w->name_len = 0;
+		return 1;
+	}
+	w->off = off + 4 + len;
+	return 0;
+}
+
+/*
+ * `len` bytes at user address `buf` are being sent on `sock`: if it is a
+ * ClientHello whose server name passes the filter, the socket waits for its
+ * ServerHello (hello_sent; a Go connection needs none, see go_hello) and
+ * SNI_SENT is emitted.
+ */
+static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32, zero = 0, rule = 0, off;
+	struct sock_key sk = { .pid = pid, .sock = sock };
+	struct walk_ctx w = {};
+	struct hello_buf *h;
+	struct sni_scratch *s;
+	struct conn_info ci;
+	__u8 hdr[6];
+	__u64 n, nl, no;
+
+	if (!bpf_map_lookup_elem(&watched_pids, &pid))
+		return 0;
+	if (len < 48 || bpf_probe_read_user(hdr, sizeof(hdr), (void *)buf) != 0)
+		return 0;
+	if (hdr[0] != TLS_HANDSHAKE || hdr[1] != 3 || hdr[5] != HS_CLIENT_HELLO)
+		return 0;
+	h = bpf_map_lookup_elem(&hello_scratch, &zero);
+	if (!h)
+		return 0;
+	n = len < HELLO_MAX ? len : HELLO_MAX;
+	n = ((n - 1) & (HELLO_MAX - 1)) + 1;
+	if (bpf_probe_read_user(h->b, n, (void *)buf) != 0)
+		return 0;
+	/* record header 5, handshake header 4, version 2, random 32 */
+	off = 5 + 4 + 2 + 32;
+	off += 1 + HB(off);                              /* session id */
+	if (off + 2 > n)
+		return 0;
+	off += 2 + ((HB(off) << 8) | HB(off + 1));      /* cipher suites */
+	if (off + 1 > n)
+		return 0;
+	off += 1 + HB(off);                              /* compression methods */
+	if (off + 2 > n)
+		return 0;
+	w.end = off + 2 + ((HB(off) << 8) | HB(off + 1));
+	if (w.end > n)
+		w.end = n; /* a ClientHello larger than what was copied */
+	w.off = off + 2;
+	w.h = h;
+	bpf_loop(64, walk_extension, &w, 0);
+
+	s = sni_scratch_get();
+	if (!s)
+		return 0;
+	nl = w.name_len;
+	if (nl == 0 || nl >= MAX_NAME) {
+		/* no server name in the ClientHello */
+		if (sni_filter && !capture_no_sni)
+			return 0;
+		s->raw[0] = 0;
+		nl = 0;
+	} else {
+		no = w.name_off & (HELLO_MAX - 1);
+		nl &= MAX_NAME - 1;
+		if (bpf_probe_read_kernel(s->raw, nl, &h->b[no]) != 0)
+			return 0;
+		sni_match(s, nl, &rule);
+		if (sni_filter && rule == 0)
+			return 0;
+	}
+	ci.conn = bpf_ktime_get_ns();
+	if (!go_hello(pid, &ci))
+		bpf_map_update_elem(&hello_sent, &sk, &ci, BPF_ANY);
+	emit_sni(SNI_SENT, ci.conn, rule, nl ? s : NULL, id);
+	return 0;
+}
+
+/* ---- ServerHello (receive path) ------------------------------------------- */
+
+static __always_inline int on_recv_enter(__u64 sock, __u64 buf)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct sock_key sk = { .pid = id >> 32, .sock = sock };
+	struct recv_args a = { .buf = buf, .sock = sock };
+
+	if (!bpf_map_lookup_elem(&hello_sent, &sk))
+		return 0;
+	bpf_map_update_elem(&pending_recv, &id, &a, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int on_recv_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct recv_args *a = bpf_map_lookup_elem(&pending_recv, &id);
+	struct sock_key sk = {};
+	struct conn_info *ci, c;
+	__u8 hdr[6];
+
+	if (!a)
+		return 0;
+	sk.pid = id >> 32;
+	sk.sock = a->sock;
+	if (ret < 6 || bpf_probe_read_user(hdr, sizeof(hdr), (void *)a->buf) != 0) {
+		bpf_map_delete_elem(&pending_recv, &id);
+		return 0;
+	}
+	bpf_map_delete_elem(&pending_recv, &id);
+	if (hdr[0] != TLS_HANDSHAKE || hdr[1] != 3 || hdr[5] != HS_SERVER_HELLO)
+		return 0;
+	ci = bpf_map_lookup_elem(&hello_sent, &sk);
+	if (!ci)
+		return 0;
+	c = *ci;
+	bpf_map_delete_elem(&hello_sent, &sk);
+	/* The TLS connection is established: this thread's next key contexts are it. */
+	bpf_map_update_elem(&thread_conn, &id, &c, BPF_ANY);
+	return 0;
+}
