@@ -5,7 +5,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: all deps test-deps build run test unit fixtures bench clean hooks test-kernels
+.PHONY: all deps test-deps build run test lint unit e2e fixtures bench fuzz clean hooks test-kernels
 
 all: build
 
@@ -27,13 +27,25 @@ hooks: build
 fixtures: test-deps
 	bash tests/fixtures/build.sh target/fixtures
 
-# Every test: unit and property tests of the parsers, and end-to-end tests of
-# the agent against real TLS programs (needs root, BPF, uprobes).
-test: test-deps fixtures
-	$(CARGO) test --locked --no-fail-fast -- --test-threads=4
+# Every test, cheapest first: format and lints, the root-free unit and
+# property tests of the library, then the end-to-end tests of the agent
+# against real TLS programs (root, BPF, uprobes).
+test: lint unit e2e
 
+# rustfmt, clippy with warnings as errors (clippy.toml caps function
+# length), and the size of the BPF sources.
+lint: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	bash scripts/check-bpf-size.sh
+
+# Root-free: parsers, decoders, placement, the probe table against the
+# compiled BPF objects, ELF fixtures built in the tree.
 unit: deps
-	$(CARGO) test --locked --bins
+	$(CARGO) test --locked --lib --bins
+
+e2e: test-deps fixtures
+	$(CARGO) test --locked --no-fail-fast --test '*' -- --test-threads=4
 
 # Overhead benchmark (not part of make test): writes docs/benchmarks.md.
 bench:

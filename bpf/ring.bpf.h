@@ -2,7 +2,7 @@
 /*
  * statictls: steps 3 and 4 for ring (rustls' ring provider). ring moves its
  * key (KeyInner) around in memory, so a key is known by 8 bytes of its key
- * material (offset 8: the ChaCha20 key, or AES-GCM's derived hash key), read
+ * material (ring_ident: where depends on the variant), read
  * when ring::aead::algorithm::*_init builds it on a thread that received a
  * ServerHello (thread_conn), and again in *_seal / *_open. Those take
  * (Rust ABI, as rustc lays it out today) rdi = result, rsi = &KeyInner,
@@ -46,14 +46,29 @@ struct {
 	__type(value, struct ring_init);
 } ring_inits SEC(".maps");
 
-#define RING_KEY_IDENT_OFF 8
-#define RING_KEY_ERR 6 /* Result::Err niche in KeyInner's tag */
+/*
+ * KeyInner's tag (u32 at offset 0) is the variant: AES-GCM's DynKey
+ * implementations 0-4 (chosen by CPU features: VAES/AVX2, AES-NI+CLMUL+AVX+
+ * MOVBE, AES-NI+CLMUL, SIMD, fallback), 5 ChaCha20-Poly1305, 6 the Err of
+ * the init's Result. ChaCha20's key starts at offset 8; AES-GCM's 16-byte
+ * aligned key schedule at offset 16, with zero padding at 8 on some CPUs
+ * (measured: tag 1 on an AMD EPYC without VAES).
+ */
+#define RING_KEY_CHACHA 5
+#define RING_KEY_ERR 6
+#define RING_IDENT_CHACHA 8
+#define RING_IDENT_AES 16
 
 static __always_inline __u64 ring_ident(__u64 key)
 {
+	__u32 tag = RING_KEY_ERR;
 	__u64 v = 0;
 
-	bpf_probe_read_user(&v, sizeof(v), (void *)(key + RING_KEY_IDENT_OFF));
+	bpf_probe_read_user(&tag, sizeof(tag), (void *)key);
+	if (tag > RING_KEY_CHACHA)
+		return 0;
+	bpf_probe_read_user(&v, sizeof(v),
+			    (void *)(key + (tag == RING_KEY_CHACHA ? RING_IDENT_CHACHA : RING_IDENT_AES)));
 	return v;
 }
 
@@ -80,7 +95,6 @@ int ring_init_return(struct pt_regs *ctx)
 	struct ring_init *p = bpf_map_lookup_elem(&ring_inits, &id);
 	struct ring_key k = { .pid = id >> 32 };
 	struct conn_info ci;
-	__u32 tag = RING_KEY_ERR;
 	__u64 out;
 
 	if (!p)
@@ -88,9 +102,7 @@ int ring_init_return(struct pt_regs *ctx)
 	out = p->out;
 	ci.conn = p->conn;
 	bpf_map_delete_elem(&ring_inits, &id);
-	bpf_probe_read_user(&tag, sizeof(tag), (void *)out);
-	if (tag == RING_KEY_ERR)
-		return 0;
+	/* 0 for the Err of a failed init */
 	k.ident = ring_ident(out);
 	if (k.ident)
 		bpf_map_update_elem(&ring_keys, &k, &ci, BPF_ANY);

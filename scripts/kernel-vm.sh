@@ -8,7 +8,8 @@
 # (apt-get download of the image linux-image-amd64 depends on), unpacked in
 # target/vm/; the initramfs is busybox-static plus the virtio/9p modules.
 # Packages: scripts/install-deps.sh --vm. Software emulation (TCG): /dev/kvm
-# has no usable VT-x on this machine kind. Facts: ../shared/spec/kernel-vm.md.
+# has no usable VT-x on this machine kind (the README, "Kernel hooks", says
+# what runs there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$(pwd)"

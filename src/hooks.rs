@@ -370,12 +370,7 @@ pub fn describe(plan: &Plan) -> String {
             h.target
         ));
     }
-    s.push_str(
-        "user-space hooks: uprobes on SSL_write, SSL_read, SSL_write_ex, SSL_read_ex, SSL_free, SSL_ctrl, \
-         SSL_set_tlsext_host_name; gnutls_record_send2/recv, gnutls_server_name_set, gnutls_deinit; \
-         EVP_AEAD_CTX_init_with_direction, _seal, _seal_scatter, _open, _cleanup; ring's aead::algorithm; \
-         Go crypto/tls (*Conn).Write/Read/Close/clientHandshake (placement: --explain)\n",
-    );
+    s.push_str(&crate::probes::describe());
     s
 }
 

@@ -9,6 +9,8 @@
 //! The binary (`src/main.rs`), the tests and the fuzz harnesses all use this
 //! library.
 
+#![warn(clippy::too_many_lines)]
+
 pub mod abi;
 pub mod agent;
 pub mod attach;

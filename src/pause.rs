@@ -187,6 +187,63 @@ struct State {
     max_pause: Duration,
 }
 
+/// The exec_events ring buffer, its records collected into `incoming`.
+fn exec_ring<'m>(
+    events: &'m MapHandle,
+    incoming: &Rc<RefCell<Vec<MmapExecFile>>>,
+) -> Result<libbpf_rs::RingBuffer<'m>> {
+    let sink = incoming.clone();
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(events, move |rec: &[u8]| {
+            match abi::parse(rec) {
+                Ok(Event::MmapExecFile(e)) => sink.borrow_mut().push(e),
+                Ok(other) => log::warn!("unexpected record on exec_events: {other:?}"),
+                Err(e) => log::warn!("bad MMAP_EXEC_FILE record: {e}"),
+            }
+            0
+        })
+        .context("exec_events ring buffer")?;
+    builder.build().context("exec_events ring buffer")
+}
+
+/// The window between a file being mapped and the process being stopped is
+/// the race the spec accepts; the pause thread runs before ordinary tasks to
+/// keep it short even on a busy host.
+fn raise_priority() {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: plain syscall on the calling thread with a valid parameter.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        log::debug!(
+            "pause thread keeps normal priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Sleeps until an exec event, a control message, or the timeout: short
+/// while processes are held (their bound is enforced on each turn).
+fn wait_for_work(ring_fd: i32, wake: &OwnedFd, holding: bool) {
+    let timeout_ms = if holding { 5 } else { 500 };
+    let mut fds = [
+        libc::pollfd {
+            fd: ring_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: fds is a valid array of two pollfd.
+    unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    let mut buf = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into buf from our non-blocking eventfd.
+    unsafe { libc::read(wake.as_raw_fd(), buf.as_mut_ptr() as *mut _, 8) };
+}
+
 fn pause_thread(
     events: MapHandle,
     jobs: Sender<Job>,
@@ -197,33 +254,10 @@ fn pause_thread(
     late: Duration,
 ) -> Result<()> {
     let incoming: Rc<RefCell<Vec<MmapExecFile>>> = Rc::default();
-    let sink = incoming.clone();
-    let mut builder = RingBufferBuilder::new();
-    builder
-        .add(&events, move |rec: &[u8]| {
-            match abi::parse(rec) {
-                Ok(Event::MmapExecFile(e)) => sink.borrow_mut().push(e),
-                Ok(other) => log::warn!("unexpected record on exec_events: {other:?}"),
-                Err(e) => log::warn!("bad MMAP_EXEC_FILE record: {e}"),
-            }
-            0
-        })
-        .context("exec_events ring buffer")?;
-    let ring = builder.build().context("exec_events ring buffer")?;
+    let ring = exec_ring(&events, &incoming)?;
     let ring_fd = ring.epoll_fd();
     let my_pid = std::process::id();
-    // The window between a file being mapped and the process being stopped
-    // is the race the spec accepts; run this thread before ordinary tasks
-    // to keep it short even on a busy host.
-    let param = libc::sched_param { sched_priority: 10 };
-    // SAFETY: plain syscall on the calling thread with a valid parameter.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
-        log::debug!(
-            "pause thread keeps normal priority: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-
+    raise_priority();
     let mut st = State {
         held: HashMap::new(),
         owner: HashMap::new(),
@@ -232,21 +266,7 @@ fn pause_thread(
         max_pause,
     };
     loop {
-        let timeout_ms = if st.held.is_empty() { 500 } else { 5 };
-        let mut fds = [
-            libc::pollfd {
-                fd: ring_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: fds is a valid array of two pollfd.
-        unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+        wait_for_work(ring_fd, &wake, !st.held.is_empty());
         let woke_ns = crate::output::mono_now();
         let _ = ring.consume_raw();
         let batch: Vec<MmapExecFile> = incoming
@@ -254,40 +274,10 @@ fn pause_thread(
             .drain(..)
             .filter(|ev| ev.pid != my_pid)
             .collect();
-        // Every new process's main thread is stopped before any procfs read
-        // for the others: one slow thread listing must not let the next
-        // process of the batch run on.
         if !late.is_zero() && !batch.is_empty() {
             std::thread::sleep(late);
         }
-        for ev in &batch {
-            st.stop_main(ev.pid, ev.ts_ns, woke_ns);
-        }
-        for ev in batch {
-            let paused = st.hold(ev.pid);
-            if !paused {
-                log::debug!(
-                    "pid {} ({}) not paused, {} us after its file was mapped",
-                    ev.pid,
-                    ev.comm,
-                    crate::output::mono_now().saturating_sub(ev.ts_ns) / 1000
-                );
-            }
-            let _ = jobs.send(Job {
-                pid: ev.pid,
-                file: FileId {
-                    dev: ev.dev,
-                    ino: ev.ino,
-                },
-                source: ev.source,
-                comm: ev.comm,
-                paused,
-                startup: false,
-            });
-        }
-        let mut buf = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into buf from our non-blocking eventfd.
-        unsafe { libc::read(wake.as_raw_fd(), buf.as_mut_ptr() as *mut _, 8) };
+        st.hold_batch(batch, woke_ns, &jobs);
         let mut shutdown = false;
         while let Ok(c) = rx.try_recv() {
             match c {
@@ -299,18 +289,7 @@ fn pause_thread(
         st.enforce_deadline();
         st.detach_released();
         if shutdown {
-            for h in st.held.values_mut() {
-                h.releasing = true;
-            }
-            // Threads not yet stopped need their stop before they can be
-            // detached; wait for them a bounded time (they are detached by
-            // the kernel anyway when this process exits).
-            let until = Instant::now() + Duration::from_millis(500);
-            while !st.held.is_empty() && Instant::now() < until {
-                st.reap();
-                st.detach_released();
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            st.release_all();
             return Ok(());
         }
     }
@@ -331,6 +310,53 @@ impl State {
     /// Done for every event of a batch before [`State::hold`] lists threads:
     /// reading /proc/PID/task of a process fresh from exec was seen to block
     /// for over 10 ms, long enough for a short program to run to its end.
+    /// Holds the processes of a batch of exec events and sends their jobs.
+    /// Every new process's main thread is stopped before any procfs read for
+    /// the others: one slow thread listing must not let the next process of
+    /// the batch run on.
+    fn hold_batch(&mut self, batch: Vec<MmapExecFile>, woke_ns: u64, jobs: &Sender<Job>) {
+        for ev in &batch {
+            self.stop_main(ev.pid, ev.ts_ns, woke_ns);
+        }
+        for ev in batch {
+            let paused = self.hold(ev.pid);
+            if !paused {
+                log::debug!(
+                    "pid {} ({}) not paused, {} us after its file was mapped",
+                    ev.pid,
+                    ev.comm,
+                    crate::output::mono_now().saturating_sub(ev.ts_ns) / 1000
+                );
+            }
+            let _ = jobs.send(Job {
+                pid: ev.pid,
+                file: FileId {
+                    dev: ev.dev,
+                    ino: ev.ino,
+                },
+                source: ev.source,
+                comm: ev.comm,
+                paused,
+                startup: false,
+            });
+        }
+    }
+
+    /// At shutdown: releases everything held. Threads not yet stopped need
+    /// their stop before they can be detached; they are waited for a
+    /// bounded time (the kernel detaches them anyway when the agent exits).
+    fn release_all(&mut self) {
+        for h in self.held.values_mut() {
+            h.releasing = true;
+        }
+        let until = Instant::now() + Duration::from_millis(500);
+        while !self.held.is_empty() && Instant::now() < until {
+            self.reap();
+            self.detach_released();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     fn stop_main(&mut self, pid: u32, mapped_ns: u64, woke_ns: u64) {
         if self.held.contains_key(&pid) || self.early.contains_key(&pid) {
             return;
