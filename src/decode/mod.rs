@@ -1,9 +1,18 @@
 //! Decode: from the capture's per-call records to what people read.
 //!
-//! Each connection's two directions are rebuilt as ordered byte streams
-//! (`stream`), classified (HTTP/1.x, HTTP/2 by its preface, anything else
-//! stays raw) and decoded into request/response exchanges. Decoders apply
-//! header redaction, so every output downstream sees masked values.
+//! Each connection's two directions are rebuilt as ordered byte streams,
+//! classified (HTTP/1.x, HTTP/2 by its preface, anything else stays raw)
+//! and decoded into request/response exchanges:
+//!
+//! - [`conn`]: one connection, its streams, their classification, and what
+//!   they turn into (exchanges, raw chunks, notices; segments for pcapng);
+//! - [`http1`]: HTTP/1.1 messages from one direction;
+//! - [`http2`]: HTTP/2 exchanges from both directions (frames, HPACK);
+//! - this module: what they share (exchanges and messages, gRPC details,
+//!   header redaction).
+//!
+//! Decoders apply header redaction, so every output downstream sees masked
+//! values.
 
 pub mod conn;
 pub mod http1;

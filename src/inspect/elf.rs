@@ -345,6 +345,7 @@ impl<'data, 'file, R: object::ReadRef<'data>> SymLike
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inspect::testfixtures::{fixture, nm, plt_stub, section_offset};
     use proptest::prelude::*;
 
     #[test]
@@ -368,30 +369,83 @@ mod tests {
     }
 
     #[test]
-    fn libssl_symbols_are_found_with_offsets() {
-        let path = Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
-        if !path.exists() {
-            panic!("libssl.so.3 missing: run scripts/install-deps.sh --test");
-        }
-        let syms = read_symbols(path, 1 << 30, &|n| n.starts_with("SSL_")).unwrap();
-        let w = syms.get("SSL_write").expect("SSL_write exported");
-        assert!(w.dynamic);
+    fn openssl_like_symbols_are_found_with_offsets() {
+        let path = fixture("openssl_like");
+        let syms = read_symbols(&path, 1 << 30, &|n| n.starts_with("SSL_")).unwrap();
+        assert!(syms.has_symtab && !syms.is_executable);
+        let mut names: Vec<_> = syms.functions.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "SSL_ctrl",
+                "SSL_free",
+                "SSL_read",
+                "SSL_read_ex",
+                "SSL_write",
+                "SSL_write_ex"
+            ]
+        );
+        let dynsym = nm(&path, true);
         // The bytes at the file offset are the function's code: compare with
         // the section data found through the section table.
-        let data = std::fs::read(path).unwrap();
+        let data = std::fs::read(&path).unwrap();
         let elf = ElfFile64::<Endianness>::parse(&*data).unwrap();
         let text = elf.section_by_name(".text").unwrap();
         use object::ObjectSection;
         let (toff, _) = text.file_range().unwrap();
-        assert_eq!(w.file_offset - toff, w.vaddr - text.address());
-        for f in [
-            "SSL_read",
-            "SSL_write_ex",
-            "SSL_read_ex",
-            "SSL_free",
-            "SSL_ctrl",
-        ] {
-            assert!(syms.get(f).is_some(), "{f}");
+        for (name, loc) in &syms.functions {
+            let want = dynsym[name];
+            assert_eq!(want.kind, 'T', "{name}");
+            assert!(loc.dynamic, "{name}");
+            assert_eq!(loc.vaddr, want.vaddr, "{name}");
+            assert_eq!(loc.size, want.size, "{name}");
+            assert!(loc.size > 0, "{name}");
+            assert_eq!(loc.file_offset, section_offset(&path, want.vaddr), "{name}");
+            assert_eq!(loc.file_offset - toff, loc.vaddr - text.address(), "{name}");
+        }
+        // SSL_write's code starts `sub rsp,0x18` (see the placement test).
+        let w = syms.get("SSL_write").expect("SSL_write exported");
+        assert_eq!(
+            &data[w.file_offset as usize..][..4],
+            &[0x48, 0x83, 0xec, 0x18]
+        );
+        // The only no-return function it calls: __stack_chk_fail's PLT stub.
+        assert_eq!(syms.noreturn, [plt_stub(&path, "__stack_chk_fail")]);
+    }
+
+    /// Static linkage: in `.symtab` only; exported from an executable
+    /// (`-rdynamic`): in `.dynsym` too.
+    #[test]
+    fn executables_static_and_exported() {
+        for (name, dynamic) in [("openssl_static", false), ("openssl_exported", true)] {
+            let path = fixture(name);
+            let syms = read_symbols(&path, 1 << 30, &|n| n.starts_with("SSL_")).unwrap();
+            assert!(syms.has_symtab && syms.is_executable, "{name}");
+            assert!(!syms.stripped_rustls, "{name}");
+            let symtab = nm(&path, false);
+            assert_eq!(syms.functions.len(), 6, "{name}");
+            for (f, loc) in &syms.functions {
+                assert_eq!(loc.dynamic, dynamic, "{name} {f}");
+                assert_eq!(loc.vaddr, symtab[f].vaddr, "{name} {f}");
+                assert_eq!(loc.size, symtab[f].size, "{name} {f}");
+                assert_eq!(
+                    loc.file_offset,
+                    section_offset(&path, loc.vaddr),
+                    "{name} {f}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stripped_executables_have_no_symtab() {
+        for (name, rustls) in [("stripped", false), ("stripped_rustls", true)] {
+            let path = fixture(name);
+            let syms = read_symbols(&path, 1 << 30, &|_| true).unwrap();
+            assert!(!syms.has_symtab && syms.is_executable, "{name}");
+            assert!(syms.functions.is_empty(), "{name}: {:?}", syms.functions);
+            assert_eq!(syms.stripped_rustls, rustls, "{name}");
         }
     }
 
@@ -408,15 +462,31 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
-        // Any corruption of a real ELF header area parses or errors, never panics.
+        // Any corruption of a real ELF file's header area (a shared library
+        // built as libssl is: headers, .dynsym, .dynstr, relocations, in the
+        // first 4 KiB) or of its end (.symtab, .strtab, the section headers)
+        // parses or errors, never panics.
         #[test]
-        fn corrupted_libssl_never_panics(pos in 0usize..4096, val in any::<u8>(), cut in 64usize..8192) {
+        fn corrupted_elf_never_panics(
+            pos in 0usize..4096,
+            val in any::<u8>(),
+            cut in 64usize..8192,
+            tail in 1usize..4096,
+        ) {
             static DATA: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-            let data = DATA.get_or_init(|| std::fs::read("/usr/lib/x86_64-linux-gnu/libssl.so.3").unwrap());
+            let data = DATA.get_or_init(|| {
+                let d = std::fs::read(fixture("openssl_like")).unwrap();
+                assert!(d.len() > 8192, "fixture too small: {}", d.len());
+                d
+            });
             let mut d = data.clone();
             d[pos] = val;
             let _ = parse_symbols(&d, "x", &|_| true);
             let _ = parse_symbols(&d[..cut], "x", &|_| true);
+            let mut d = data.clone();
+            let n = d.len();
+            d[n - tail] = val;
+            let _ = parse_symbols(&d, "x", &|_| true);
         }
     }
 }

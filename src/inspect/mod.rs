@@ -5,6 +5,8 @@
 pub mod elf;
 pub mod go;
 pub mod place;
+#[cfg(test)]
+mod testfixtures;
 pub mod worker;
 
 use std::fmt;
@@ -186,145 +188,149 @@ pub fn aead_point(name: &str) -> Option<ProbePoint> {
         .find(|p| &name[i..] == p.symbol())
 }
 
-/// Classifies parsed symbols.
-pub fn classify(syms: &ElfSymbols) -> Inspection {
-    let has = |n: &str| syms.get(n).is_some();
+/// Targets for the listed points found by their exact symbol names.
+fn exact_targets(syms: &ElfSymbols, points: &[ProbePoint]) -> Vec<Target> {
+    points
+        .iter()
+        .filter_map(|&point| {
+            let loc = syms.get(point.symbol())?;
+            Some(Target::new(
+                point,
+                point.symbol().to_string(),
+                loc.file_offset,
+                loc.size,
+            ))
+        })
+        .collect()
+}
+
+/// Exported from `.dynsym`, or only in `.symtab`.
+fn linkage_of(syms: &ElfSymbols, symbol: &str) -> Linkage {
+    match syms.get(symbol) {
+        Some(s) if s.dynamic => Linkage::Exported,
+        _ => Linkage::Static,
+    }
+}
+
+/// Targets whose names `point_of` recognises among all functions.
+fn matching_targets(syms: &ElfSymbols, point_of: fn(&str) -> Option<ProbePoint>) -> Vec<Target> {
+    syms.functions
+        .iter()
+        .filter_map(|(name, loc)| {
+            point_of(name).map(|point| Target::new(point, name.clone(), loc.file_offset, loc.size))
+        })
+        .collect()
+}
+
+/// aws-lc's `EVP_AEAD_CTX_*` in an executable, if init, open and a seal
+/// are all there.
+fn aead_targets(syms: &ElfSymbols) -> Option<Vec<Target>> {
+    let mut found = matching_targets(syms, aead_point);
+    found.sort_by_key(|t| ProbePoint::AEAD.iter().position(|p| *p == t.point));
+    let has = |p: ProbePoint| found.iter().any(|t| t.point == p);
+    let complete = has(ProbePoint::AeadInit)
+        && has(ProbePoint::AeadOpen)
+        && (has(ProbePoint::AeadSeal) || has(ProbePoint::AeadSealScatter));
+    complete.then_some(found)
+}
+
+/// ring's `aead::algorithm` functions, if init, seal and open are all there.
+fn ring_targets(syms: &ElfSymbols) -> Option<Vec<Target>> {
+    let mut ring = matching_targets(syms, ring_point);
+    ring.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+    let has = |p: ProbePoint| ring.iter().any(|t| t.point == p);
+    let complete =
+        has(ProbePoint::RingInit) && has(ProbePoint::RingSeal) && has(ProbePoint::RingOpen);
+    complete.then_some(ring)
+}
+
+/// Go's crypto/tls: the entries, every RET of Write and Read, the
+/// handshake and Close.
+fn go_targets(g: &go::GoTls) -> Vec<Target> {
+    let t = |point: ProbePoint, offset: u64| {
+        Target::new(
+            point,
+            format!("{} ({})", point.symbol(), g.version),
+            offset,
+            0,
+        )
+    };
+    let mut v = vec![t(ProbePoint::GoWrite, g.write)];
+    v.extend(g.write_rets.iter().map(|&o| t(ProbePoint::GoWriteRet, o)));
+    v.push(t(ProbePoint::GoRead, g.read));
+    v.extend(g.read_rets.iter().map(|&o| t(ProbePoint::GoReadRet, o)));
+    v.extend(g.handshake.map(|o| t(ProbePoint::GoHandshake, o)));
+    v.extend(g.close.map(|o| t(ProbePoint::GoClose, o)));
+    v
+}
+
+/// Static TLS without the SSL API: aws-lc and ring in executables (both
+/// may be present), else Go, else a stripped rustls program is reported.
+fn classify_static(syms: &ElfSymbols) -> Inspection {
     let mut insp = Inspection {
         library: None,
         linkage: Linkage::Exported,
         targets: Vec::new(),
         unsupported: None,
     };
-    if has("gnutls_record_send2") && has("gnutls_record_recv") {
-        insp.library = Some(TlsLibrary::GnuTls);
-        let w = syms.get("gnutls_record_send2").expect("checked above");
-        insp.linkage = if w.dynamic {
-            Linkage::Exported
-        } else {
-            Linkage::Static
-        };
-        for point in ProbePoint::GNUTLS {
-            if let Some(loc) = syms.get(point.symbol()) {
-                insp.targets.push(Target::new(
-                    point,
-                    point.symbol().to_string(),
-                    loc.file_offset,
-                    loc.size,
-                ));
-            }
+    if syms.is_executable {
+        if let Some(aead) = aead_targets(syms) {
+            insp.library = Some(TlsLibrary::AwsLc);
+            insp.targets = aead;
         }
+        if let Some(ring) = ring_targets(syms) {
+            insp.library.get_or_insert(TlsLibrary::Ring);
+            insp.targets.extend(ring);
+        }
+    }
+    if insp.library.is_some() {
+        insp.linkage = Linkage::Static;
         return insp;
     }
-    if !(has("SSL_write") && has("SSL_read")) {
-        // Static TLS in an executable, without the SSL API: the AEAD path.
-        if syms.is_executable {
-            let mut found: Vec<Target> = syms
-                .functions
-                .iter()
-                .filter_map(|(name, loc)| {
-                    aead_point(name)
-                        .map(|point| Target::new(point, name.clone(), loc.file_offset, loc.size))
-                })
-                .collect();
-            found.sort_by_key(|t| ProbePoint::AEAD.iter().position(|p| *p == t.point));
-            let pts: Vec<_> = found.iter().map(|t| t.point).collect();
-            if pts.contains(&ProbePoint::AeadInit)
-                && pts.contains(&ProbePoint::AeadOpen)
-                && (pts.contains(&ProbePoint::AeadSeal)
-                    || pts.contains(&ProbePoint::AeadSealScatter))
-            {
-                insp.library = Some(TlsLibrary::AwsLc);
-                insp.linkage = Linkage::Static;
-                insp.targets = found;
-            }
-            let mut ring: Vec<Target> = syms
-                .functions
-                .iter()
-                .filter_map(|(name, loc)| {
-                    ring_point(name)
-                        .map(|point| Target::new(point, name.clone(), loc.file_offset, loc.size))
-                })
-                .collect();
-            ring.sort_by(|a, b| a.symbol.cmp(&b.symbol));
-            let rp: Vec<_> = ring.iter().map(|t| t.point).collect();
-            if [
-                ProbePoint::RingInit,
-                ProbePoint::RingSeal,
-                ProbePoint::RingOpen,
-            ]
-            .iter()
-            .all(|p| rp.contains(p))
-            {
-                if insp.library.is_none() {
-                    insp.library = Some(TlsLibrary::Ring);
-                }
-                insp.linkage = Linkage::Static;
-                insp.targets.extend(ring);
-            }
+    match &syms.go {
+        Some(Ok(g)) => {
+            insp.library = Some(TlsLibrary::GoTls);
+            insp.linkage = Linkage::Static;
+            insp.targets = go_targets(g);
         }
-        match &syms.go {
-            Some(Ok(g)) if insp.library.is_none() => {
-                insp.library = Some(TlsLibrary::GoTls);
-                insp.linkage = Linkage::Static;
-                let t = |point: ProbePoint, offset: u64| {
-                    Target::new(
-                        point,
-                        format!("{} ({})", point.symbol(), g.version),
-                        offset,
-                        0,
-                    )
-                };
-                insp.targets.push(t(ProbePoint::GoWrite, g.write));
-                insp.targets
-                    .extend(g.write_rets.iter().map(|&o| t(ProbePoint::GoWriteRet, o)));
-                insp.targets.push(t(ProbePoint::GoRead, g.read));
-                insp.targets
-                    .extend(g.read_rets.iter().map(|&o| t(ProbePoint::GoReadRet, o)));
-                if let Some(o) = g.handshake {
-                    insp.targets.push(t(ProbePoint::GoHandshake, o));
-                }
-                if let Some(o) = g.close {
-                    insp.targets.push(t(ProbePoint::GoClose, o));
-                }
-                return insp;
-            }
-            Some(Err(why)) if insp.library.is_none() => {
-                insp.unsupported = Some(why.clone());
-                return insp;
-            }
-            _ => {}
-        }
-        if insp.library.is_none() && syms.stripped_rustls {
+        Some(Err(why)) => insp.unsupported = Some(why.clone()),
+        None if syms.stripped_rustls => {
             insp.unsupported = Some(
                 "a stripped Rust program using rustls: without a symbol table its TLS functions \
                  cannot be found, so its traffic cannot be captured (build it without `strip`)"
                     .into(),
-            );
+            )
         }
-        return insp;
+        None => {}
     }
-    insp.library = Some(if !has("SSL_ctrl") && has("SSL_set_tlsext_host_name") {
+    insp
+}
+
+/// Classifies parsed symbols: GnuTLS, the OpenSSL family, or static TLS.
+pub fn classify(syms: &ElfSymbols) -> Inspection {
+    let has = |n: &str| syms.get(n).is_some();
+    if has("gnutls_record_send2") && has("gnutls_record_recv") {
+        return Inspection {
+            library: Some(TlsLibrary::GnuTls),
+            linkage: linkage_of(syms, "gnutls_record_send2"),
+            targets: exact_targets(syms, &ProbePoint::GNUTLS),
+            unsupported: None,
+        };
+    }
+    if !(has("SSL_write") && has("SSL_read")) {
+        return classify_static(syms);
+    }
+    let library = if !has("SSL_ctrl") && has("SSL_set_tlsext_host_name") {
         TlsLibrary::BoringSsl
     } else {
         TlsLibrary::OpenSsl
-    });
-    let write = syms.get("SSL_write").expect("checked above");
-    insp.linkage = if write.dynamic {
-        Linkage::Exported
-    } else {
-        Linkage::Static
     };
-    for point in ProbePoint::OPENSSL {
-        if let Some(loc) = syms.get(point.symbol()) {
-            insp.targets.push(Target::new(
-                point,
-                point.symbol().to_string(),
-                loc.file_offset,
-                loc.size,
-            ));
-        }
+    Inspection {
+        library: Some(library),
+        linkage: linkage_of(syms, "SSL_write"),
+        targets: exact_targets(syms, &ProbePoint::OPENSSL),
+        unsupported: None,
     }
-    insp
 }
 
 /// Chooses the attach points of every target with a known size.
@@ -396,7 +402,9 @@ pub fn inspect_file(path: &Path, limit: u64, inner: bool) -> Result<Inspection, 
 
 #[cfg(test)]
 mod tests {
+    use super::testfixtures::{fixture, nm, section_offset};
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn ring_symbols_by_pattern() {
@@ -441,62 +449,231 @@ mod tests {
         assert_eq!(aead_point("my_EVP_AEAD_CTX_seal"), None);
     }
 
+    /// The functions of `openssl_like.c`, in the order of `ProbePoint::OPENSSL`.
+    const OPENSSL_LIKE: [&str; 6] = [
+        "SSL_write",
+        "SSL_read",
+        "SSL_write_ex",
+        "SSL_read_ex",
+        "SSL_free",
+        "SSL_ctrl",
+    ];
+
+    /// Inspects a fixture with placement.
+    fn inspect(name: &str) -> (PathBuf, Inspection) {
+        let p = fixture(name);
+        let i = inspect_file(&p, 1 << 30, true).unwrap();
+        (p, i)
+    }
+
+    fn points(i: &Inspection) -> Vec<ProbePoint> {
+        i.targets.iter().map(|t| t.point).collect()
+    }
+
+    fn symbols(i: &Inspection) -> Vec<&str> {
+        i.targets.iter().map(|t| t.symbol.as_str()).collect()
+    }
+
+    fn target(i: &Inspection, p: ProbePoint) -> &Target {
+        i.targets
+            .iter()
+            .find(|t| t.point == p)
+            .unwrap_or_else(|| panic!("no {p:?} in {:?}", points(i)))
+    }
+
+    /// Every target's offset and size are the symbol's as `nm` lists it in
+    /// `.dynsym` (`dynamic`) or `.symtab`, its offset found through the
+    /// section table.
+    fn assert_offsets_match_nm(path: &Path, i: &Inspection, dynamic: bool) {
+        let table = nm(path, dynamic);
+        for t in &i.targets {
+            let s = table
+                .get(&t.symbol)
+                .unwrap_or_else(|| panic!("{} not in nm (dynamic: {dynamic})", t.symbol));
+            assert_eq!(t.offset, section_offset(path, s.vaddr), "{}", t.symbol);
+            assert_eq!(t.size, s.size, "{}", t.symbol);
+            assert!(t.size > 0, "{}", t.symbol);
+        }
+    }
+
+    /// Whatever placement chose: entry and return points are instructions
+    /// of the function, the kernel emulates the ones inside it, only points
+    /// with a return program have return points, and a kept uretprobe keeps
+    /// the entry program at the entry.
+    fn assert_placement_sane(path: &Path, i: &Inspection) {
+        let data = std::fs::read(path).unwrap();
+        for t in &i.targets {
+            let pl = t
+                .place
+                .as_ref()
+                .unwrap_or_else(|| panic!("{} not placed", t.symbol));
+            let code = &data[t.offset as usize..(t.offset + t.size) as usize];
+            let insns: Vec<_> =
+                iced_x86::Decoder::with_ip(64, code, t.offset, iced_x86::DecoderOptions::NONE)
+                    .into_iter()
+                    .collect();
+            let emulated_at = |o: u64| {
+                let ins = insns
+                    .iter()
+                    .find(|ins| ins.ip() == o)
+                    .unwrap_or_else(|| panic!("{}: {o:#x} is not an instruction", t.symbol));
+                let at = (o - t.offset) as usize;
+                place::emulated(ins, &code[at..at + ins.len()])
+            };
+            let e = t.entry_offset();
+            assert_eq!(e, pl.entry.offset);
+            if e != t.offset {
+                assert!(emulated_at(e).is_some(), "{}: {}", t.symbol, pl.entry.why);
+            }
+            match &pl.returns {
+                Ok(r) => {
+                    assert!(t.point.has_return() && !r.is_empty(), "{}", t.symbol);
+                    for &o in r {
+                        assert!(emulated_at(o).is_some(), "{}: return at {o:#x}", t.symbol);
+                    }
+                }
+                Err(why) if !t.point.has_return() => assert_eq!(why, "no return program"),
+                // The uretprobe stays: its hit at the entry serves the
+                // entry program too.
+                Err(why) => assert_eq!(e, t.offset, "{}: {why}", t.symbol),
+            }
+        }
+    }
+
     #[test]
-    fn debian_libssl_is_openssl_exported() {
-        let i = inspect_file(
-            Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3"),
-            1 << 30,
-            true,
-        )
-        .unwrap();
+    fn openssl_like_is_openssl_exported() {
+        let (p, i) = inspect("openssl_like");
         assert_eq!(i.library, Some(TlsLibrary::OpenSsl));
         assert_eq!(i.linkage, Linkage::Exported);
-        let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
+        assert!(i.is_tls() && i.unsupported.is_none());
         // SSL_set_tlsext_host_name is a macro in OpenSSL: not exported.
         let want: Vec<_> = ProbePoint::OPENSSL
             .into_iter()
             .filter(|p| *p != ProbePoint::SslSetHostName)
             .collect();
-        assert_eq!(pts, want);
+        assert_eq!(points(&i), want);
+        assert_eq!(symbols(&i), OPENSSL_LIKE);
+        assert_offsets_match_nm(&p, &i, true);
+        assert_placement_sane(&p, &i);
     }
 
-    /// Placement on the real libssl: inside SSL_write, shared entry for
-    /// SSL_write_ex whose return stays a uretprobe.
+    /// Placement on a libssl-shaped SSL_write (gcc -O2
+    /// -fstack-protector-strong makes the code of Debian's libssl.so.3 of
+    /// it, at the same offsets): the entry goes on `js` at +0x16, the
+    /// return on the canary check's `jne __stack_chk_fail` at +0x38;
+    /// SSL_write_ex shares its entry with the uretprobe, which stays.
     #[test]
-    fn debian_libssl_placement() {
-        let i = inspect_file(
-            Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3"),
-            1 << 30,
-            true,
-        )
-        .unwrap();
-        let t = |p: ProbePoint| i.targets.iter().find(|t| t.point == p).unwrap();
-        let w = t(ProbePoint::SslWrite);
-        assert_eq!(w.entry_offset(), w.offset + 0x16);
-        assert_eq!(w.return_points(), Some(&[w.offset + 0x38][..]));
-        let x = t(ProbePoint::SslWriteEx);
-        assert_eq!(x.entry_offset(), x.offset);
-        assert_eq!(x.return_points(), None);
-        let off = inspect_file(
-            Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3"),
-            1 << 30,
-            false,
-        )
-        .unwrap();
+    fn openssl_like_placement() {
+        let (p, i) = inspect("openssl_like");
+        let data = std::fs::read(&p).unwrap();
+        for point in [ProbePoint::SslWrite, ProbePoint::SslRead] {
+            let w = target(&i, point);
+            assert_eq!(w.entry_offset(), w.offset + 0x16, "{}", w.symbol);
+            assert_eq!(
+                w.return_points(),
+                Some(&[w.offset + 0x38][..]),
+                "{}",
+                w.symbol
+            );
+            // js rel8 and jne rel8 there.
+            assert_eq!(data[w.offset as usize + 0x16], 0x78, "{}", w.symbol);
+            assert_eq!(data[w.offset as usize + 0x38], 0x75, "{}", w.symbol);
+            assert_eq!(
+                w.place.as_ref().unwrap().explain(w),
+                format!(
+                    "{}: +0x16 (jcc): first emulated instruction, arguments untouched; \
+                     return at +0x38 instead of a uretprobe",
+                    w.symbol
+                )
+            );
+        }
+        for point in [ProbePoint::SslWriteEx, ProbePoint::SslReadEx] {
+            let x = target(&i, point);
+            assert_eq!(x.entry_offset(), x.offset, "{}", x.symbol);
+            assert_eq!(x.return_points(), None, "{}", x.symbol);
+            let why = x.place.as_ref().unwrap().returns.as_ref().unwrap_err();
+            assert!(why.contains("return register is written at +0xd"), "{why}");
+        }
+        // No return program: the uretprobe question does not arise.
+        let f = target(&i, ProbePoint::SslFree);
+        assert_eq!(f.entry_offset(), f.offset + 0x6);
+        assert_eq!(f.return_points(), None);
+        assert_placement_sane(&p, &i);
+        let off = inspect_file(&p, 1 << 30, false).unwrap();
+        assert_eq!(points(&off), points(&i));
         assert!(off
             .targets
             .iter()
             .all(|t| t.place.is_none() && t.entry_offset() == t.offset));
     }
 
+    /// The same code linked into executables: in `.symtab` only (static),
+    /// or exported from the executable as node exports its OpenSSL.
     #[test]
-    fn gnutls_is_recognised() {
-        let p = Path::new("/usr/lib/x86_64-linux-gnu/libgnutls.so.30");
-        let i = inspect_file(p, 1 << 30, true).unwrap();
-        assert_eq!(i.library, Some(TlsLibrary::GnuTls));
-        let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
+    fn openssl_in_executables() {
+        for (name, linkage) in [
+            ("openssl_static", Linkage::Static),
+            ("openssl_exported", Linkage::Exported),
+        ] {
+            let (p, i) = inspect(name);
+            assert_eq!(i.library, Some(TlsLibrary::OpenSsl), "{name}");
+            assert_eq!(i.linkage, linkage, "{name}");
+            assert_eq!(symbols(&i), OPENSSL_LIKE, "{name}");
+            assert_offsets_match_nm(&p, &i, linkage == Linkage::Exported);
+            if linkage == Linkage::Static {
+                assert!(nm(&p, true).keys().all(|n| !n.starts_with("SSL_")));
+            }
+            let w = target(&i, ProbePoint::SslWrite);
+            assert_eq!(w.entry_offset(), w.offset + 0x16, "{name}");
+            assert_eq!(w.return_points(), Some(&[w.offset + 0x38][..]), "{name}");
+            assert_placement_sane(&p, &i);
+        }
+    }
+
+    #[test]
+    fn boringssl_is_recognised() {
+        let (p, i) = inspect("boringssl_like");
+        assert_eq!(i.library, Some(TlsLibrary::BoringSsl));
+        assert_eq!(i.linkage, Linkage::Exported);
+        let pts = points(&i);
+        assert!(pts.contains(&ProbePoint::SslWrite) && pts.contains(&ProbePoint::SslRead));
+        assert!(!pts.contains(&ProbePoint::SslWriteEx));
+        assert!(pts.contains(&ProbePoint::SslSetHostName) && !pts.contains(&ProbePoint::SslCtrl));
         assert_eq!(
             pts,
+            [
+                ProbePoint::SslWrite,
+                ProbePoint::SslRead,
+                ProbePoint::SslFree,
+                ProbePoint::SslSetHostName
+            ]
+        );
+        assert_eq!(
+            symbols(&i),
+            [
+                "SSL_write",
+                "SSL_read",
+                "SSL_free",
+                "SSL_set_tlsext_host_name"
+            ]
+        );
+        assert_offsets_match_nm(&p, &i, true);
+        assert_placement_sane(&p, &i);
+        // SSL_write ends in a tail call (jmp ssl_write_impl): the return
+        // stays a uretprobe, sharing its entry hit.
+        let w = target(&i, ProbePoint::SslWrite);
+        assert_eq!(w.entry_offset(), w.offset);
+        let why = w.place.as_ref().unwrap().returns.as_ref().unwrap_err();
+        assert!(why.contains("a jump leaves the function"), "{why}");
+    }
+
+    #[test]
+    fn gnutls_is_recognised() {
+        let (p, i) = inspect("gnutls_like");
+        assert_eq!(i.library, Some(TlsLibrary::GnuTls));
+        assert_eq!(i.linkage, Linkage::Exported);
+        assert_eq!(
+            points(&i),
             [
                 ProbePoint::GnutlsSend,
                 ProbePoint::GnutlsRecv,
@@ -504,57 +681,132 @@ mod tests {
                 ProbePoint::GnutlsDeinit
             ]
         );
+        assert_eq!(
+            symbols(&i),
+            [
+                "gnutls_record_send2",
+                "gnutls_record_recv",
+                "gnutls_server_name_set",
+                "gnutls_deinit"
+            ]
+        );
+        assert_offsets_match_nm(&p, &i, true);
+        assert_placement_sane(&p, &i);
     }
 
+    /// rustls over aws-lc-rs: the versioned EVP_AEAD_CTX_* functions from
+    /// `.symtab`, in the order of `ProbePoint::AEAD`; the gather variant and
+    /// the foreign prefixes are left out.
     #[test]
-    fn libc_is_not_tls() {
-        let i = inspect_file(
-            Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6"),
-            1 << 30,
-            true,
-        )
-        .unwrap();
+    fn awslc_static_takes_the_aead_path() {
+        let (p, i) = inspect("awslc_static");
+        assert_eq!(i.library, Some(TlsLibrary::AwsLc));
+        assert_eq!(i.linkage, Linkage::Static);
+        assert!(i.is_tls() && i.unsupported.is_none());
+        assert_eq!(
+            points(&i),
+            [
+                ProbePoint::AeadInit,
+                ProbePoint::AeadCleanup,
+                ProbePoint::AeadSeal,
+                ProbePoint::AeadOpen
+            ]
+        );
+        assert_eq!(
+            symbols(&i),
+            [
+                "aws_lc_0_47_0_EVP_AEAD_CTX_init_with_direction",
+                "aws_lc_0_47_0_EVP_AEAD_CTX_cleanup",
+                "aws_lc_0_47_0_EVP_AEAD_CTX_seal",
+                "aws_lc_0_47_0_EVP_AEAD_CTX_open"
+            ]
+        );
+        assert_offsets_match_nm(&p, &i, false);
+        assert!(nm(&p, true).keys().all(|n| !n.contains("EVP_AEAD")));
+        assert_placement_sane(&p, &i);
+    }
+
+    /// rustls over ring: the mangled `ring::aead::algorithm` functions,
+    /// sorted by symbol; a malformed hash and another module are left out.
+    #[test]
+    fn ring_static_takes_the_ring_path() {
+        let (p, i) = inspect("ring_static");
+        assert_eq!(i.library, Some(TlsLibrary::Ring));
+        assert_eq!(i.linkage, Linkage::Static);
+        assert!(i.is_tls() && i.unsupported.is_none());
+        assert_eq!(
+            points(&i),
+            [
+                ProbePoint::RingOpen,
+                ProbePoint::RingSeal,
+                ProbePoint::RingInit,
+                ProbePoint::RingSeal
+            ]
+        );
+        assert_eq!(
+            symbols(&i),
+            [
+                "_ZN4ring4aead9algorithm12aes_gcm_open17h34f654bc491d2889E",
+                "_ZN4ring4aead9algorithm12aes_gcm_seal17hf8f8ecdc1e0be8ddE",
+                "_ZN4ring4aead9algorithm16aes_gcm_init_12817h0123456789abcdefE",
+                "_ZN4ring4aead9algorithm22chacha20_poly1305_seal17h38c4ee39eb0b39c3E"
+            ]
+        );
+        assert_offsets_match_nm(&p, &i, false);
+        // The decoys are in the file, only not chosen.
+        let all = nm(&p, false);
+        assert!(all.contains_key("_ZN4ring4aead9algorithm12aes_gcm_seal17hXYZE"));
+        assert!(all.contains_key("_ZN4ring4aead7aes_gcm4seal17h34f654bc491d2889E"));
+        assert_placement_sane(&p, &i);
+    }
+
+    /// A library without the TLS API (near-miss names: SSL_write without
+    /// SSL_read, gnutls_record_send2 without gnutls_record_recv).
+    #[test]
+    fn non_tls_library_is_not_tls() {
+        let (p, i) = inspect("notls");
+        assert!(nm(&p, true).contains_key("SSL_write"));
         assert!(!i.is_tls());
+        assert_eq!(i.library, None);
+        assert!(i.targets.is_empty());
+        assert_eq!(i.unsupported, None);
     }
 
+    /// Stripped executables: nothing found, and one that mentions rustls is
+    /// reported as such.
     #[test]
-    fn boringssl_is_recognised() {
-        let p = Path::new("/usr/lib/x86_64-linux-gnu/android/libssl.so.0");
-        let i = inspect_file(p, 1 << 30, true).expect("android-libboringssl installed");
-        assert_eq!(i.library, Some(TlsLibrary::BoringSsl));
-        let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
-        assert!(pts.contains(&ProbePoint::SslWrite) && pts.contains(&ProbePoint::SslRead));
-        assert!(!pts.contains(&ProbePoint::SslWriteEx));
-        assert!(pts.contains(&ProbePoint::SslSetHostName) && !pts.contains(&ProbePoint::SslCtrl));
-    }
-
-    #[test]
-    fn node_exports_openssl_from_the_executable() {
-        let node = std::fs::canonicalize("/usr/bin/node").unwrap();
-        let i = inspect_file(&node, 1 << 31, true).unwrap();
-        assert_eq!(i.library, Some(TlsLibrary::OpenSsl));
-        assert_eq!(i.linkage, Linkage::Exported);
+    fn stripped_executables() {
+        let (_, i) = inspect("stripped");
+        assert!(!i.is_tls());
+        assert_eq!(i.library, None);
+        assert_eq!(i.unsupported, None);
+        let (_, i) = inspect("stripped_rustls");
+        assert!(!i.is_tls());
+        assert_eq!(i.library, None);
+        assert!(i
+            .unsupported
+            .as_deref()
+            .is_some_and(|u| u.starts_with("a stripped Rust program using rustls")));
     }
 }
 
 #[cfg(test)]
 mod non_go {
+    use super::testfixtures::fixture;
+
     /// Executables without Go build info are not parsed as Go at all (the
     /// full parse is slow on large non-Go files; `make bench` shows pauses).
+    /// Executables without SSL_write are the ones looked at for Go.
     #[test]
     fn non_go_executables_have_no_go_part() {
-        for p in [
-            "/usr/lib/x86_64-linux-gnu/libc.so.6",
-            "/usr/bin/python3.11",
-            "/usr/bin/curl",
-        ] {
-            let syms = super::elf::read_symbols_and_go(
-                std::path::Path::new(p),
-                1 << 33,
-                &super::interesting,
-            )
-            .unwrap();
-            assert!(syms.go.is_none(), "{p}");
+        for name in ["awslc_static", "ring_static", "stripped", "stripped_rustls"] {
+            let p = fixture(name);
+            let syms = super::elf::read_symbols_and_go(&p, 1 << 33, &super::interesting).unwrap();
+            assert!(
+                syms.is_executable && syms.get("SSL_write").is_none(),
+                "{name}"
+            );
+            assert!(syms.go.is_none(), "{name}");
         }
     }
 }

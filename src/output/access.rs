@@ -1,15 +1,16 @@
-//! Decoded output: an access-log line per HTTP exchange on the console (with
-//! headers at `-v`, bodies at `-vv`), or a JSON object per exchange; raw
-//! streams are shown as such.
+//! Decoded output, what the decoder (`crate::decode::conn`) makes of a
+//! connection: on the console an access-log line per HTTP exchange (with
+//! headers at `-v`, bodies at `-vv`), or a JSON object per exchange. Bytes
+//! that are not HTTP are shown raw (on the console cut at 1 KiB unless
+//! `-vv`), decoding problems as notices.
 
 use std::io::{self, Write};
 
-use base64::Engine;
 use serde::Serialize;
 
-use super::{json_line, write_data, Clock, Format, JsonHead};
+use super::{encode, json_line, write_data, Clock, Format, JsonHead};
 use crate::decode::conn::Item;
-use crate::decode::{Exchange, Headers, HttpMessage};
+use crate::decode::{Exchange, Grpc, Headers, HttpMessage};
 
 /// Who a connection belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +26,7 @@ const CONSOLE_BODY: usize = 4096;
 /// Raw chunks on the console without `-vv` are cut after this many bytes.
 const CONSOLE_RAW: usize = 1024;
 
+/// Writes decoded items (exchanges, raw chunks, notices) in one format.
 pub struct AccessWriter {
     out: Box<dyn Write + Send>,
     format: Format,
@@ -94,22 +96,46 @@ struct JsonNotice<'a> {
     text: &'a str,
 }
 
-fn encode(data: &[u8]) -> (&'static str, String) {
-    match std::str::from_utf8(data) {
-        Ok(s) => ("utf8", s.to_string()),
-        Err(_) => (
-            "base64",
-            base64::engine::general_purpose::STANDARD.encode(data),
-        ),
+/// When an exchange started: the first byte of its request, or else of its
+/// response (0 when it has neither).
+fn exchange_ts(e: &Exchange) -> u64 {
+    e.request
+        .as_ref()
+        .or(e.response.as_ref())
+        .map(|m| m.ts_first_ns)
+        .unwrap_or(0)
+}
+
+/// `write` for bytes the captured process sent, else `read`.
+fn direction(outgoing: bool) -> &'static str {
+    if outgoing {
+        "write"
+    } else {
+        "read"
     }
 }
 
+/// The gRPC details of an exchange as JSON.
+fn json_grpc(g: &Grpc) -> JsonGrpc<'_> {
+    JsonGrpc {
+        service: &g.service,
+        method: &g.method,
+        status: g.status,
+        message: g.message.as_deref(),
+        request_messages: g.request_messages,
+        response_messages: g.response_messages,
+    }
+}
+
+/// Header fields as JSON `[name, value]` pairs, values as lossy UTF-8.
 fn header_list(h: &Headers) -> Vec<(&str, String)> {
     h.iter()
         .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v).into_owned()))
         .collect()
 }
 
+/// A byte count for the console: bytes under 10 KiB, KiB under 10 MiB,
+/// else MiB (rounded down).
 fn size(n: u64) -> String {
     match n {
         n if n < 10 * 1024 => format!("{n}B"),
@@ -144,46 +170,11 @@ impl AccessWriter {
         }
     }
 
+    /// Writes one decoded item (exchange, raw chunk or notice) in the
+    /// writer's format.
     pub fn write(&mut self, meta: &ConnMeta, item: &Item) -> io::Result<()> {
         match (self.format, item) {
-            (Format::Json, Item::Exchange(e)) => {
-                let ts = e
-                    .request
-                    .as_ref()
-                    .or(e.response.as_ref())
-                    .map(|m| m.ts_first_ns)
-                    .unwrap_or(0);
-                let j = JsonExchange {
-                    head: JsonHead::new(
-                        "http",
-                        &self.clock,
-                        ts,
-                        meta.pid,
-                        None,
-                        &meta.comm,
-                        meta.conn,
-                    ),
-                    sni: meta.sni.as_deref(),
-                    protocol: e.protocol.as_str(),
-                    stream_id: e.stream_id,
-                    method: e.method.as_deref(),
-                    path: e.path.as_deref(),
-                    authority: e.authority.as_deref(),
-                    status: e.status,
-                    latency_ms: e.latency_ns().map(|n| n as f64 / 1e6),
-                    request: e.request.as_ref().map(|m| self.json_message(m)),
-                    response: e.response.as_ref().map(|m| self.json_message(m)),
-                    grpc: e.grpc.as_ref().map(|g| JsonGrpc {
-                        service: &g.service,
-                        method: &g.method,
-                        status: g.status,
-                        message: g.message.as_deref(),
-                        request_messages: g.request_messages,
-                        response_messages: g.response_messages,
-                    }),
-                };
-                json_line(&mut self.out, &j)
-            }
+            (Format::Json, Item::Exchange(e)) => self.json_exchange(meta, e),
             (
                 Format::Json,
                 Item::Raw {
@@ -191,42 +182,8 @@ impl AccessWriter {
                     ts_ns,
                     data,
                 },
-            ) => {
-                let (encoding, text) = encode(data);
-                let j = JsonRaw {
-                    head: JsonHead::new(
-                        "raw",
-                        &self.clock,
-                        *ts_ns,
-                        meta.pid,
-                        None,
-                        &meta.comm,
-                        meta.conn,
-                    ),
-                    sni: meta.sni.as_deref(),
-                    direction: if *outgoing { "write" } else { "read" },
-                    len: data.len(),
-                    encoding,
-                    data: text,
-                };
-                json_line(&mut self.out, &j)
-            }
-            (Format::Json, Item::Notice { ts_ns, text }) => {
-                let j = JsonNotice {
-                    head: JsonHead::new(
-                        "notice",
-                        &self.clock,
-                        *ts_ns,
-                        meta.pid,
-                        None,
-                        &meta.comm,
-                        meta.conn,
-                    ),
-                    sni: meta.sni.as_deref(),
-                    text,
-                };
-                json_line(&mut self.out, &j)
-            }
+            ) => self.json_raw(meta, *outgoing, *ts_ns, data),
+            (Format::Json, Item::Notice { ts_ns, text }) => self.json_notice(meta, *ts_ns, text),
             (Format::Text, Item::Exchange(e)) => self.console_exchange(meta, e),
             (
                 Format::Text,
@@ -235,53 +192,145 @@ impl AccessWriter {
                     ts_ns,
                     data,
                 },
-            ) => {
-                writeln!(
-                    self.out,
-                    "{} {}[{}] {} raw {} {}",
-                    self.clock.rfc3339(*ts_ns),
-                    meta.comm,
-                    meta.pid,
-                    meta.sni.as_deref().unwrap_or("-"),
-                    if *outgoing { "write" } else { "read" },
-                    size(data.len() as u64)
-                )?;
-                let limit = if self.detail >= 2 {
-                    usize::MAX
-                } else {
-                    CONSOLE_RAW
-                };
-                self.body(data, limit, "")
-            }
-            (Format::Text, Item::Notice { ts_ns, text }) => writeln!(
-                self.out,
-                "{} {}[{}] {} note: {}",
-                self.clock.rfc3339(*ts_ns),
-                meta.comm,
-                meta.pid,
-                meta.sni.as_deref().unwrap_or("-"),
-                text
-            ),
+            ) => self.console_raw(meta, *outgoing, *ts_ns, data),
+            (Format::Text, Item::Notice { ts_ns, text }) => self.console_notice(meta, *ts_ns, text),
         }
     }
 
-    fn console_exchange(&mut self, meta: &ConnMeta, e: &Exchange) -> io::Result<()> {
-        let ts = e
-            .request
-            .as_ref()
-            .or(e.response.as_ref())
-            .map(|m| m.ts_first_ns)
-            .unwrap_or(0);
-        let dash = || "-".to_string();
-        let mut line = format!(
-            "{} {}[{}] {} {} {} {} {} {} req={} resp={}",
-            self.clock.rfc3339(ts),
+    /// The fields every JSON object of a connection starts with (no thread:
+    /// an item can come from the calls of several).
+    fn json_head<'a>(&self, kind: &'static str, ts_ns: u64, meta: &'a ConnMeta) -> JsonHead<'a> {
+        JsonHead::new(
+            kind,
+            &self.clock,
+            ts_ns,
+            meta.pid,
+            None,
+            &meta.comm,
+            meta.conn,
+        )
+    }
+
+    /// An `http` object: the exchange's summary, both messages in full
+    /// (bodies as UTF-8 or base64) and its gRPC details.
+    fn json_exchange(&mut self, meta: &ConnMeta, e: &Exchange) -> io::Result<()> {
+        let j = JsonExchange {
+            head: self.json_head("http", exchange_ts(e), meta),
+            sni: meta.sni.as_deref(),
+            protocol: e.protocol.as_str(),
+            stream_id: e.stream_id,
+            method: e.method.as_deref(),
+            path: e.path.as_deref(),
+            authority: e.authority.as_deref(),
+            status: e.status,
+            latency_ms: e.latency_ns().map(|n| n as f64 / 1e6),
+            request: e.request.as_ref().map(|m| self.json_message(m)),
+            response: e.response.as_ref().map(|m| self.json_message(m)),
+            grpc: e.grpc.as_ref().map(json_grpc),
+        };
+        json_line(&mut self.out, &j)
+    }
+
+    /// A `raw` object: bytes that are not HTTP, whole, as UTF-8 or base64.
+    fn json_raw(
+        &mut self,
+        meta: &ConnMeta,
+        outgoing: bool,
+        ts_ns: u64,
+        data: &[u8],
+    ) -> io::Result<()> {
+        let (encoding, text) = encode(data);
+        let j = JsonRaw {
+            head: self.json_head("raw", ts_ns, meta),
+            sni: meta.sni.as_deref(),
+            direction: direction(outgoing),
+            len: data.len(),
+            encoding,
+            data: text,
+        };
+        json_line(&mut self.out, &j)
+    }
+
+    /// A `notice` object: what went wrong while decoding.
+    fn json_notice(&mut self, meta: &ConnMeta, ts_ns: u64, text: &str) -> io::Result<()> {
+        let j = JsonNotice {
+            head: self.json_head("notice", ts_ns, meta),
+            sni: meta.sni.as_deref(),
+            text,
+        };
+        json_line(&mut self.out, &j)
+    }
+
+    /// The start of every console line: time, process and server name.
+    fn console_who(&self, ts_ns: u64, meta: &ConnMeta, server: &str) -> String {
+        format!(
+            "{} {}[{}] {}",
+            self.clock.rfc3339(ts_ns),
             meta.comm,
             meta.pid,
-            meta.sni
-                .as_deref()
-                .or(e.authority.as_deref())
-                .unwrap_or("-"),
+            server
+        )
+    }
+
+    /// A `raw` line (direction, size), then the bytes: cut at
+    /// `CONSOLE_RAW` unless `-vv`.
+    fn console_raw(
+        &mut self,
+        meta: &ConnMeta,
+        outgoing: bool,
+        ts_ns: u64,
+        data: &[u8],
+    ) -> io::Result<()> {
+        let who = self.console_who(ts_ns, meta, meta.sni.as_deref().unwrap_or("-"));
+        writeln!(
+            self.out,
+            "{who} raw {} {}",
+            direction(outgoing),
+            size(data.len() as u64)
+        )?;
+        let limit = if self.detail >= 2 {
+            usize::MAX
+        } else {
+            CONSOLE_RAW
+        };
+        self.body(data, limit, "")
+    }
+
+    /// A `note:` line.
+    fn console_notice(&mut self, meta: &ConnMeta, ts_ns: u64, text: &str) -> io::Result<()> {
+        let who = self.console_who(ts_ns, meta, meta.sni.as_deref().unwrap_or("-"));
+        writeln!(self.out, "{who} note: {text}")
+    }
+
+    /// The access-log line, then (`-v`) each message's headers, (`-vv`)
+    /// body and trailers.
+    fn console_exchange(&mut self, meta: &ConnMeta, e: &Exchange) -> io::Result<()> {
+        let line = self.access_line(meta, e);
+        writeln!(self.out, "{line}")?;
+        if self.detail == 0 {
+            return Ok(());
+        }
+        for (m, mark) in [(&e.request, ">"), (&e.response, "<")] {
+            if let Some(m) = m {
+                self.console_message(m, mark)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One exchange on one line: who, server (SNI, else authority),
+    /// protocol, method, path, status, latency, body sizes, gRPC call and
+    /// status, and `incomplete` when the response was not seen whole.
+    fn access_line(&self, meta: &ConnMeta, e: &Exchange) -> String {
+        let dash = || "-".to_string();
+        let server = meta
+            .sni
+            .as_deref()
+            .or(e.authority.as_deref())
+            .unwrap_or("-");
+        let mut line = format!(
+            "{} {} {} {} {} {} req={} resp={}",
+            self.console_who(exchange_ts(e), meta, server),
             e.protocol.as_str(),
             e.method.as_deref().unwrap_or("-"),
             e.path.as_deref().unwrap_or("-"),
@@ -309,26 +358,25 @@ impl AccessWriter {
         if e.response.as_ref().is_some_and(|m| !m.complete) || e.response.is_none() {
             line.push_str(" incomplete");
         }
-        writeln!(self.out, "{line}")?;
-        if self.detail == 0 {
-            return Ok(());
+        line
+    }
+
+    /// A message's headers, body (`-vv`, cut at `CONSOLE_BODY`) and
+    /// trailers, indented, marked `>` (request) or `<` (response).
+    fn console_message(&mut self, m: &HttpMessage, mark: &str) -> io::Result<()> {
+        for (n, v) in &m.headers {
+            writeln!(self.out, "  {mark} {n}: {}", String::from_utf8_lossy(v))?;
         }
-        for (m, mark) in [(&e.request, ">"), (&e.response, "<")] {
-            let Some(m) = m else { continue };
-            for (n, v) in &m.headers {
-                writeln!(self.out, "  {mark} {n}: {}", String::from_utf8_lossy(v))?;
-            }
-            if self.detail >= 2 && !m.body.is_empty() {
-                writeln!(self.out, "  {mark} [body {} bytes]", m.body_len)?;
-                self.body(&m.body, CONSOLE_BODY, "    ")?;
-            }
-            for (n, v) in &m.trailers {
-                writeln!(
-                    self.out,
-                    "  {mark} {n}: {} (trailer)",
-                    String::from_utf8_lossy(v)
-                )?;
-            }
+        if self.detail >= 2 && !m.body.is_empty() {
+            writeln!(self.out, "  {mark} [body {} bytes]", m.body_len)?;
+            self.body(&m.body, CONSOLE_BODY, "    ")?;
+        }
+        for (n, v) in &m.trailers {
+            writeln!(
+                self.out,
+                "  {mark} {n}: {} (trailer)",
+                String::from_utf8_lossy(v)
+            )?;
         }
         Ok(())
     }
@@ -353,5 +401,304 @@ impl AccessWriter {
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{fixed_clock, SharedBuf};
+    use super::*;
+    use crate::decode::Protocol;
+
+    fn output(format: Format, detail: u8, items: &[Item]) -> String {
+        let buf = SharedBuf::default();
+        let mut w = AccessWriter {
+            out: Box::new(buf.clone()),
+            format,
+            detail,
+            clock: fixed_clock(),
+        };
+        let meta = ConnMeta {
+            pid: 42,
+            comm: "curl".into(),
+            conn: 0xabc,
+            sni: Some("example.com".into()),
+        };
+        let no_sni = ConnMeta {
+            sni: None,
+            ..meta.clone()
+        };
+        for (i, item) in items.iter().enumerate() {
+            // Every other item on a connection whose server name is unknown.
+            let m = if i % 2 == 0 { &meta } else { &no_sni };
+            w.write(m, item).unwrap();
+        }
+        w.flush().unwrap();
+        buf.text()
+    }
+
+    fn message(ts: u64, headers: &[(&str, &str)], body: &[u8], body_len: u64) -> HttpMessage {
+        HttpMessage {
+            ts_first_ns: ts,
+            ts_last_ns: ts + 2_500_000,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            body: body.to_vec(),
+            body_len,
+            trailers: Vec::new(),
+            complete: true,
+        }
+    }
+
+    /// Exchanges of every shape: complete HTTP/1.1, gRPC over HTTP/2 with a
+    /// cut binary body and trailers, a request without response, a
+    /// response whose request was not seen.
+    fn sample_exchanges() -> Vec<Item> {
+        let full = Exchange {
+            protocol: Protocol::Http1,
+            stream_id: None,
+            method: Some("POST".into()),
+            path: Some("/v1/items?id=7".into()),
+            authority: Some("api.example.com".into()),
+            status: Some(201),
+            request: Some(message(
+                1_000_000,
+                &[("Host", "api.example.com"), ("Content-Length", "5")],
+                b"hello",
+                5,
+            )),
+            response: Some(message(
+                3_000_000,
+                &[("Content-Length", "20000")],
+                b"{\"id\":7}",
+                20_000,
+            )),
+            grpc: None,
+        };
+        let mut grpc_resp = message(
+            9_000_000,
+            &[("content-type", "application/grpc")],
+            &[0, 0, 0, 0, 2, 8, 1, 0xff],
+            20 * 1024 * 1024,
+        );
+        grpc_resp.trailers = vec![("grpc-status".into(), b"0".to_vec())];
+        grpc_resp.complete = false;
+        let grpc = Exchange {
+            protocol: Protocol::Http2,
+            stream_id: Some(3),
+            method: Some("POST".into()),
+            path: Some("/helloworld.Greeter/SayHello".into()),
+            authority: Some("grpc.example.com".into()),
+            status: Some(200),
+            request: Some(message(8_000_000, &[("te", "trailers")], &[], 0)),
+            response: Some(grpc_resp),
+            grpc: Some(Grpc {
+                service: "helloworld.Greeter".into(),
+                method: "SayHello".into(),
+                status: Some(0),
+                message: Some("ok".into()),
+                request_messages: 1,
+                response_messages: 2,
+            }),
+        };
+        let unanswered = Exchange {
+            protocol: Protocol::Http1,
+            stream_id: None,
+            method: Some("GET".into()),
+            path: Some("/".into()),
+            authority: None,
+            status: None,
+            request: Some(message(10_000_000, &[], &[], 0)),
+            response: None,
+            grpc: Some(Grpc::default()),
+        };
+        let orphan = Exchange {
+            protocol: Protocol::Http2,
+            stream_id: Some(5),
+            method: None,
+            path: None,
+            authority: None,
+            status: Some(404),
+            request: None,
+            response: Some(message(11_000_000, &[], b"nope", 4)),
+            grpc: None,
+        };
+        [full, grpc, unanswered, orphan]
+            .into_iter()
+            .map(|e| Item::Exchange(Box::new(e)))
+            .collect()
+    }
+
+    /// Raw chunks (text, binary, long text) and a notice.
+    fn sample_raw() -> Vec<Item> {
+        vec![
+            Item::Raw {
+                outgoing: true,
+                ts_ns: 12_000_000,
+                data: b"hello\nworld".to_vec(),
+            },
+            Item::Raw {
+                outgoing: false,
+                ts_ns: 13_000_000,
+                data: (0..20u8).chain([0xff]).collect(),
+            },
+            Item::Notice {
+                ts_ns: 14_000_000,
+                text: "bytes lost: showing raw".into(),
+            },
+            Item::Raw {
+                outgoing: false,
+                ts_ns: 15_000_000,
+                data: vec![b'r'; 1030],
+            },
+        ]
+    }
+
+    /// The lines, each with its newline.
+    fn lines(ls: &[&str]) -> String {
+        ls.join("\n") + "\n"
+    }
+
+    /// One line per exchange: who, what, status, latency, sizes, gRPC, incomplete.
+    #[test]
+    fn console_access_log() {
+        let expected = lines(&[
+            "2023-11-14T22:13:20.001000Z curl[42] example.com HTTP/1.1 POST /v1/items?id=7 201 4.50ms req=5B resp=19KiB",
+            "2023-11-14T22:13:20.008000Z curl[42] grpc.example.com HTTP/2 POST /helloworld.Greeter/SayHello 200 3.50ms req=0B resp=20MiB grpc=helloworld.Greeter/SayHello grpc-status=0 incomplete",
+            "2023-11-14T22:13:20.010000Z curl[42] example.com HTTP/1.1 GET / - - req=0B resp=- grpc=/ grpc-status=- incomplete",
+            "2023-11-14T22:13:20.011000Z curl[42] - HTTP/2 - - 404 - req=- resp=4B",
+        ]);
+        assert_eq!(output(Format::Text, 0, &sample_exchanges()), expected);
+    }
+
+    /// `-v`: request (`>`) and response (`<`) headers and trailers.
+    #[test]
+    fn console_headers() {
+        let expected = lines(&[
+            "2023-11-14T22:13:20.001000Z curl[42] example.com HTTP/1.1 POST /v1/items?id=7 201 4.50ms req=5B resp=19KiB",
+            "  > Host: api.example.com",
+            "  > Content-Length: 5",
+            "  < Content-Length: 20000",
+            "2023-11-14T22:13:20.008000Z curl[42] grpc.example.com HTTP/2 POST /helloworld.Greeter/SayHello 200 3.50ms req=0B resp=20MiB grpc=helloworld.Greeter/SayHello grpc-status=0 incomplete",
+            "  > te: trailers",
+            "  < content-type: application/grpc",
+            "  < grpc-status: 0 (trailer)",
+            "2023-11-14T22:13:20.010000Z curl[42] example.com HTTP/1.1 GET / - - req=0B resp=- grpc=/ grpc-status=- incomplete",
+            "2023-11-14T22:13:20.011000Z curl[42] - HTTP/2 - - 404 - req=- resp=4B",
+        ]);
+        assert_eq!(output(Format::Text, 1, &sample_exchanges()), expected);
+    }
+
+    /// `-vv`: bodies too, text as is and binary as hex, indented.
+    #[test]
+    fn console_bodies() {
+        let expected = lines(&[
+            "2023-11-14T22:13:20.001000Z curl[42] example.com HTTP/1.1 POST /v1/items?id=7 201 4.50ms req=5B resp=19KiB",
+            "  > Host: api.example.com",
+            "  > Content-Length: 5",
+            "  > [body 5 bytes]",
+            "    hello",
+            "  < Content-Length: 20000",
+            "  < [body 20000 bytes]",
+            r#"    {"id":7}"#,
+            "2023-11-14T22:13:20.008000Z curl[42] grpc.example.com HTTP/2 POST /helloworld.Greeter/SayHello 200 3.50ms req=0B resp=20MiB grpc=helloworld.Greeter/SayHello grpc-status=0 incomplete",
+            "  > te: trailers",
+            "  < content-type: application/grpc",
+            "  < [body 20971520 bytes]",
+            "    00000000  00 00 00 00 02 08 01 ff                           ........",
+            "  < grpc-status: 0 (trailer)",
+            "2023-11-14T22:13:20.010000Z curl[42] example.com HTTP/1.1 GET / - - req=0B resp=- grpc=/ grpc-status=- incomplete",
+            "2023-11-14T22:13:20.011000Z curl[42] - HTTP/2 - - 404 - req=- resp=4B",
+            "  < [body 4 bytes]",
+            "    nope",
+        ]);
+        assert_eq!(output(Format::Text, 2, &sample_exchanges()), expected);
+    }
+
+    /// Raw chunks are cut at `CONSOLE_RAW` bytes without `-vv`.
+    #[test]
+    fn console_raw_and_notices() {
+        let expected = lines(&[
+            "2023-11-14T22:13:20.012000Z curl[42] example.com raw write 11B",
+            "hello",
+            "world",
+            "2023-11-14T22:13:20.013000Z curl[42] - raw read 21B",
+            "00000000  00 01 02 03 04 05 06 07  08 09 0a 0b 0c 0d 0e 0f  ................",
+            "00000010  10 11 12 13 ff                                    .....",
+            "2023-11-14T22:13:20.014000Z curl[42] example.com note: bytes lost: showing raw",
+            "2023-11-14T22:13:20.015000Z curl[42] - raw read 1030B",
+            &"r".repeat(1024),
+            "[... 6 more bytes not shown]",
+        ]);
+        assert_eq!(output(Format::Text, 0, &sample_raw()), expected);
+    }
+
+    /// `-vv` shows raw chunks whole.
+    #[test]
+    fn console_raw_uncut() {
+        let expected = lines(&[
+            "2023-11-14T22:13:20.012000Z curl[42] example.com raw write 11B",
+            "hello",
+            "world",
+            "2023-11-14T22:13:20.013000Z curl[42] - raw read 21B",
+            "00000000  00 01 02 03 04 05 06 07  08 09 0a 0b 0c 0d 0e 0f  ................",
+            "00000010  10 11 12 13 ff                                    .....",
+            "2023-11-14T22:13:20.014000Z curl[42] example.com note: bytes lost: showing raw",
+            "2023-11-14T22:13:20.015000Z curl[42] - raw read 1030B",
+            &"r".repeat(1030),
+        ]);
+        assert_eq!(output(Format::Text, 2, &sample_raw()), expected);
+    }
+
+    /// One JSON object per exchange, whatever the detail.
+    #[test]
+    fn json_exchanges() {
+        let expected = lines(&[
+            r#"{"type":"http","time":"2023-11-14T22:13:20.001000Z","ts_ns":1000000,"pid":42,"comm":"curl","conn":"0xabc","sni":"example.com","protocol":"HTTP/1.1","method":"POST","path":"/v1/items?id=7","authority":"api.example.com","status":201,"latency_ms":4.5,"request":{"time":"2023-11-14T22:13:20.001000Z","ts_ns":1000000,"headers":[["Host","api.example.com"],["Content-Length","5"]],"body_len":5,"body_encoding":"utf8","body":"hello","body_truncated":false,"complete":true},"response":{"time":"2023-11-14T22:13:20.003000Z","ts_ns":3000000,"headers":[["Content-Length","20000"]],"body_len":20000,"body_encoding":"utf8","body":"{\"id\":7}","body_truncated":true,"complete":true}}"#,
+            r#"{"type":"http","time":"2023-11-14T22:13:20.008000Z","ts_ns":8000000,"pid":42,"comm":"curl","conn":"0xabc","sni":null,"protocol":"HTTP/2","stream_id":3,"method":"POST","path":"/helloworld.Greeter/SayHello","authority":"grpc.example.com","status":200,"latency_ms":3.5,"request":{"time":"2023-11-14T22:13:20.008000Z","ts_ns":8000000,"headers":[["te","trailers"]],"body_len":0,"body_encoding":"utf8","body":"","body_truncated":false,"complete":true},"response":{"time":"2023-11-14T22:13:20.009000Z","ts_ns":9000000,"headers":[["content-type","application/grpc"]],"body_len":20971520,"body_encoding":"base64","body":"AAAAAAIIAf8=","body_truncated":true,"trailers":[["grpc-status","0"]],"complete":false},"grpc":{"service":"helloworld.Greeter","method":"SayHello","status":0,"message":"ok","request_messages":1,"response_messages":2}}"#,
+            r#"{"type":"http","time":"2023-11-14T22:13:20.010000Z","ts_ns":10000000,"pid":42,"comm":"curl","conn":"0xabc","sni":"example.com","protocol":"HTTP/1.1","method":"GET","path":"/","authority":null,"status":null,"latency_ms":null,"request":{"time":"2023-11-14T22:13:20.010000Z","ts_ns":10000000,"headers":[],"body_len":0,"body_encoding":"utf8","body":"","body_truncated":false,"complete":true},"response":null,"grpc":{"service":"","method":"","status":null,"message":null,"request_messages":0,"response_messages":0}}"#,
+            r#"{"type":"http","time":"2023-11-14T22:13:20.011000Z","ts_ns":11000000,"pid":42,"comm":"curl","conn":"0xabc","sni":null,"protocol":"HTTP/2","stream_id":5,"method":null,"path":null,"authority":null,"status":404,"latency_ms":null,"request":null,"response":{"time":"2023-11-14T22:13:20.011000Z","ts_ns":11000000,"headers":[],"body_len":4,"body_encoding":"utf8","body":"nope","body_truncated":false,"complete":true}}"#,
+        ]);
+        assert_eq!(output(Format::Json, 2, &sample_exchanges()), expected);
+    }
+
+    /// Raw chunks (never cut) and notices as JSON objects.
+    #[test]
+    fn json_raw_and_notices() {
+        let expected = lines(&[
+            r#"{"type":"raw","time":"2023-11-14T22:13:20.012000Z","ts_ns":12000000,"pid":42,"comm":"curl","conn":"0xabc","sni":"example.com","direction":"write","len":11,"encoding":"utf8","data":"hello\nworld"}"#,
+            r#"{"type":"raw","time":"2023-11-14T22:13:20.013000Z","ts_ns":13000000,"pid":42,"comm":"curl","conn":"0xabc","sni":null,"direction":"read","len":21,"encoding":"base64","data":"AAECAwQFBgcICQoLDA0ODxAREhP/"}"#,
+            r#"{"type":"notice","time":"2023-11-14T22:13:20.014000Z","ts_ns":14000000,"pid":42,"comm":"curl","conn":"0xabc","sni":"example.com","text":"bytes lost: showing raw"}"#,
+            &(r#"{"type":"raw","time":"2023-11-14T22:13:20.015000Z","ts_ns":15000000,"pid":42,"comm":"curl","conn":"0xabc","sni":null,"direction":"read","len":1030,"encoding":"utf8","data":""#.to_owned() + &"r".repeat(1030) + r#""}"#),
+        ]);
+        assert_eq!(output(Format::Json, 0, &sample_raw()), expected);
+    }
+
+    /// `-vv` bodies are cut at `CONSOLE_BODY` bytes.
+    #[test]
+    fn console_body_is_cut() {
+        let e = Exchange {
+            protocol: Protocol::Http1,
+            stream_id: None,
+            method: Some("GET".into()),
+            path: Some("/big".into()),
+            authority: None,
+            status: Some(200),
+            request: Some(message(1_000, &[], &[], 0)),
+            response: Some(message(2_000, &[], &[b'b'; CONSOLE_BODY + 4], 5000)),
+            grpc: None,
+        };
+        let expected = lines(&[
+            "2023-11-14T22:13:20.000001Z curl[42] example.com HTTP/1.1 GET /big 200 2.50ms req=0B resp=5000B",
+            "  < [body 5000 bytes]",
+            &("    ".to_owned() + &"b".repeat(CONSOLE_BODY)),
+            "    [... 4 more bytes not shown]",
+        ]);
+        assert_eq!(
+            output(Format::Text, 2, &[Item::Exchange(Box::new(e))]),
+            expected
+        );
     }
 }

@@ -1,7 +1,18 @@
-//! Output: what people and programs read. By default the capture is
-//! decoded (`decode`) into an access log on the console or JSON objects per
-//! HTTP exchange (`access`); `--raw` shows each TLS call's plaintext as
-//! captured (`Writer`); `--pcap` writes the streams as TCP packets (`pcap`).
+//! Output: what people and programs read.
+//!
+//! The output thread ([`spawn`]) hands every [`Record`] to a [`Pipeline`],
+//! which feeds each configured output:
+//!
+//! - by default, each connection is decoded (`crate::decode`) and written
+//!   by [`access::AccessWriter`]: on the console one access-log line per
+//!   HTTP exchange (`-v` adds headers, `-vv` bodies), or one JSON object per
+//!   exchange; streams that are not HTTP come out as raw chunks, decoding
+//!   problems as notices;
+//! - `--raw` replaces that with [`Writer`]: each TLS call's plaintext as
+//!   captured, plus the SNI and close records, as text or JSON;
+//! - `--pcap` also writes the streams as TCP packets to a pcapng file
+//!   ([`pcap`]).
+//!
 //! Files are created 0600: captured plaintext is sensitive.
 
 pub mod access;
@@ -29,7 +40,9 @@ use pcap::PcapWriter;
 /// What the output thread receives.
 #[derive(Debug, Clone)]
 pub enum Record {
+    /// One TLS call's plaintext.
     Call(CallRecord),
+    /// A captured connection was closed.
     Close {
         pid: u32,
         tid: u32,
@@ -50,11 +63,17 @@ pub enum Record {
     },
 }
 
+/// How records are written (`-o`). The variants' doc comments are the
+/// help text of `--output`'s values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// A header line per call, then the data (text as is, binary as hex).
+    /// Lines for people: an access-log line per HTTP exchange (-v adds
+    /// headers, -vv bodies), other streams raw; with --raw, a line per TLS
+    /// call followed by its data (text as is, binary as hex), per server name
+    /// and per close.
     Text,
-    /// One JSON object per line.
+    /// One JSON object per line: per HTTP exchange, raw chunk or notice; with
+    /// --raw, per TLS call, server name and close.
     Json,
 }
 
@@ -107,7 +126,8 @@ pub fn create_private(path: &Path) -> Result<std::fs::File> {
     Ok(f)
 }
 
-/// Writes the raw records (one per TLS call) in one format.
+/// `--raw`: writes every record as captured (each TLS call with its bytes,
+/// each server name, each close) in one format, without decoding.
 pub struct Writer {
     out: Box<dyn Write + Send>,
     format: Format,
@@ -164,6 +184,24 @@ struct JsonCall<'a> {
     data: String,
 }
 
+impl<'a> JsonCall<'a> {
+    /// A call's JSON object: its bytes as UTF-8 text, or else base64.
+    fn new(head: JsonHead<'a>, c: &'a CallRecord) -> Self {
+        let (encoding, data) = encode(&c.data);
+        JsonCall {
+            head,
+            direction: c.direction.as_str(),
+            sni: c.sni.as_deref(),
+            len: c.len,
+            captured: c.data.len(),
+            truncated: c.truncated,
+            lost_bytes: c.lost_bytes,
+            encoding,
+            data,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct JsonClose<'a> {
     #[serde(flatten)]
@@ -188,93 +226,76 @@ impl Writer {
         }
     }
 
+    /// Writes one record in the writer's format.
     pub fn write(&mut self, r: &Record) -> io::Result<()> {
-        match (self.format, r) {
-            (Format::Json, Record::Call(c)) => {
-                let (encoding, data) = match std::str::from_utf8(&c.data) {
-                    Ok(s) => ("utf8", s.to_string()),
-                    Err(_) => (
-                        "base64",
-                        base64::engine::general_purpose::STANDARD.encode(&c.data),
-                    ),
-                };
-                let j = JsonCall {
-                    head: JsonHead::new(
-                        "data",
-                        &self.clock,
-                        c.ts_ns,
-                        c.pid,
-                        Some(c.tid),
-                        &c.comm,
-                        c.conn,
-                    ),
-                    direction: c.direction.as_str(),
-                    sni: c.sni.as_deref(),
-                    len: c.len,
-                    captured: c.data.len(),
-                    truncated: c.truncated,
-                    lost_bytes: c.lost_bytes,
-                    encoding,
-                    data,
-                };
-                json_line(&mut self.out, &j)
-            }
-            (
-                Format::Json,
-                Record::Close {
-                    pid,
-                    tid,
-                    comm,
-                    conn,
-                    ts_ns,
-                    sni,
-                },
-            ) => {
-                let j = JsonClose {
-                    head: JsonHead::new(
-                        "close",
-                        &self.clock,
-                        *ts_ns,
-                        *pid,
-                        Some(*tid),
-                        comm,
-                        *conn,
-                    ),
+        match self.format {
+            Format::Json => self.write_json(r),
+            Format::Text => self.write_text(r),
+        }
+    }
+
+    /// One JSON object: the record's [`JsonHead`], then the fields of its
+    /// kind (a call's data, a close's server name, an SNI and its pattern).
+    fn write_json(&mut self, r: &Record) -> io::Result<()> {
+        let head = self.json_head(r);
+        match r {
+            Record::Call(c) => json_line(&mut self.out, &JsonCall::new(head, c)),
+            Record::Close { sni, .. } => json_line(
+                &mut self.out,
+                &JsonClose {
+                    head,
                     sni: sni.as_deref(),
-                };
-                json_line(&mut self.out, &j)
-            }
-            (
-                Format::Json,
-                Record::Sni {
-                    pid,
-                    tid,
-                    comm,
-                    conn,
-                    ts_ns,
-                    name,
-                    pattern,
                 },
-            ) => {
-                let j = JsonSni {
-                    head: JsonHead::new("sni", &self.clock, *ts_ns, *pid, Some(*tid), comm, *conn),
+            ),
+            Record::Sni { name, pattern, .. } => json_line(
+                &mut self.out,
+                &JsonSni {
+                    head,
                     sni: name,
                     pattern: pattern.as_deref(),
-                };
-                json_line(&mut self.out, &j)
-            }
-            (
-                Format::Text,
-                Record::Sni {
-                    pid,
-                    comm,
-                    conn,
-                    ts_ns,
-                    name,
-                    pattern,
-                    ..
                 },
-            ) => writeln!(
+            ),
+        }
+    }
+
+    /// The head of a record's JSON object: its type (`data`, `close` or
+    /// `sni`), time, process, thread and connection.
+    fn json_head<'r>(&self, r: &'r Record) -> JsonHead<'r> {
+        let (kind, ts_ns, pid, tid, comm, conn) = match r {
+            Record::Call(c) => ("data", c.ts_ns, c.pid, c.tid, &c.comm, c.conn),
+            Record::Close {
+                pid,
+                tid,
+                comm,
+                conn,
+                ts_ns,
+                ..
+            } => ("close", *ts_ns, *pid, *tid, comm, *conn),
+            Record::Sni {
+                pid,
+                tid,
+                comm,
+                conn,
+                ts_ns,
+                ..
+            } => ("sni", *ts_ns, *pid, *tid, comm, *conn),
+        };
+        JsonHead::new(kind, &self.clock, ts_ns, pid, Some(tid), comm, conn)
+    }
+
+    /// A `--- ` header line per record; a call's data follows its line.
+    fn write_text(&mut self, r: &Record) -> io::Result<()> {
+        match r {
+            Record::Call(c) => self.text_call(c),
+            Record::Sni {
+                pid,
+                comm,
+                conn,
+                ts_ns,
+                name,
+                pattern,
+                ..
+            } => writeln!(
                 self.out,
                 "--- {} {}[{}] SNI conn={:#x} sni={}{}",
                 self.clock.rfc3339(*ts_ns),
@@ -287,54 +308,49 @@ impl Writer {
                     .map(|p| format!(" (matches {p})"))
                     .unwrap_or_default()
             ),
-            (Format::Text, Record::Call(c)) => {
-                let mut flags = String::new();
-                if c.truncated {
-                    flags.push_str(" truncated");
-                }
-                if c.lost_bytes > 0 {
-                    flags.push_str(&format!(" lost={}", c.lost_bytes));
-                }
-                writeln!(
-                    self.out,
-                    "--- {} {}[{}/{}] {} conn={:#x}{} len={}{}",
-                    self.clock.rfc3339(c.ts_ns),
-                    c.comm,
-                    c.pid,
-                    c.tid,
-                    c.direction.as_str().to_uppercase(),
-                    c.conn,
-                    c.sni
-                        .as_ref()
-                        .map(|s| format!(" sni={s}"))
-                        .unwrap_or_default(),
-                    c.len,
-                    flags
-                )?;
-                write_data(&mut self.out, &c.data)
-            }
-            (
-                Format::Text,
-                Record::Close {
-                    pid,
-                    comm,
-                    conn,
-                    ts_ns,
-                    sni,
-                    ..
-                },
-            ) => writeln!(
+            Record::Close {
+                pid,
+                comm,
+                conn,
+                ts_ns,
+                sni,
+                ..
+            } => writeln!(
                 self.out,
                 "--- {} {}[{}] CLOSE conn={:#x}{}",
                 self.clock.rfc3339(*ts_ns),
                 comm,
                 pid,
                 conn,
-                sni.as_ref()
-                    .map(|s| format!(" sni={s}"))
-                    .unwrap_or_default()
+                sni_field(sni.as_deref())
             ),
         }
+    }
+
+    /// A call's header line (who, direction, connection, length, whether
+    /// bytes are missing), then its data: text as is, binary as hex.
+    fn text_call(&mut self, c: &CallRecord) -> io::Result<()> {
+        let mut flags = String::new();
+        if c.truncated {
+            flags.push_str(" truncated");
+        }
+        if c.lost_bytes > 0 {
+            flags.push_str(&format!(" lost={}", c.lost_bytes));
+        }
+        writeln!(
+            self.out,
+            "--- {} {}[{}/{}] {} conn={:#x}{} len={}{}",
+            self.clock.rfc3339(c.ts_ns),
+            c.comm,
+            c.pid,
+            c.tid,
+            c.direction.as_str().to_uppercase(),
+            c.conn,
+            sni_field(c.sni.as_deref()),
+            c.len,
+            flags
+        )?;
+        write_data(&mut self.out, &c.data)
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -354,7 +370,8 @@ pub fn destination(path: Option<&Path>) -> Result<Box<dyn Write + Send>> {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub format: Format,
-    /// 0: access log; 1: headers; 2: bodies (console).
+    /// Console detail: 0 access log; 1 adds headers; 2 adds bodies and
+    /// shows raw chunks whole.
     pub detail: u8,
     /// Raw per-call records instead of decoded exchanges.
     pub raw: bool,
@@ -552,8 +569,8 @@ pub fn spawn(
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(r) => {
-                    let burst = std::iter::once(r).chain(rx.try_iter());
-                    if let Err(e) = burst.map(|r| p.handle(&r)).collect::<Result<()>>() {
+                    let mut burst = std::iter::once(r).chain(rx.try_iter());
+                    if let Err(e) = burst.try_for_each(|r| p.handle(&r)) {
                         return fail(e);
                     }
                     if let Err(e) = p.flush() {
@@ -593,6 +610,23 @@ pub fn mono_now() -> u64 {
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The encoding name and the bytes for JSON: `utf8` and the text when they
+/// are valid UTF-8, else `base64` and their standard base64.
+fn encode(data: &[u8]) -> (&'static str, String) {
+    match std::str::from_utf8(data) {
+        Ok(s) => ("utf8", s.to_string()),
+        Err(_) => (
+            "base64",
+            base64::engine::general_purpose::STANDARD.encode(data),
+        ),
+    }
+}
+
+/// ` sni=NAME` when the server name is known, else nothing.
+fn sni_field(sni: Option<&str>) -> String {
+    sni.map(|s| format!(" sni={s}")).unwrap_or_default()
 }
 
 /// One JSON object and its newline.
@@ -646,6 +680,149 @@ pub fn write_data(out: &mut dyn Write, data: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A `Write` whose bytes the test reads back after the writer has them.
+    #[derive(Clone, Default)]
+    pub(super) struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+    impl SharedBuf {
+        pub(super) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    impl Write for SharedBuf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A clock where monotonic 0 is 2023-11-14T22:13:20Z.
+    pub(super) fn fixed_clock() -> Clock {
+        Clock {
+            offset_ns: 1_700_000_000_000_000_000,
+        }
+    }
+
+    fn raw_output(format: Format, records: &[Record]) -> String {
+        let buf = SharedBuf::default();
+        let mut w = Writer {
+            out: Box::new(buf.clone()),
+            format,
+            clock: fixed_clock(),
+        };
+        for r in records {
+            w.write(r).unwrap();
+        }
+        w.flush().unwrap();
+        buf.text()
+    }
+
+    /// One record of every kind, with and without the optional parts.
+    fn sample_records() -> Vec<Record> {
+        let call = CallRecord {
+            direction: Direction::Write,
+            pid: 42,
+            tid: 43,
+            comm: "curl".into(),
+            conn: 0xabc,
+            ts_ns: 1_500_000,
+            len: 100,
+            data: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            truncated: true,
+            lost_bytes: 7,
+            sni: Some("example.com".into()),
+        };
+        let binary = CallRecord {
+            direction: Direction::Read,
+            ts_ns: 2_000_000_001,
+            len: 3,
+            data: vec![0, 0xff, b'A'],
+            truncated: false,
+            lost_bytes: 0,
+            sni: None,
+            ..call.clone()
+        };
+        vec![
+            Record::Call(call),
+            Record::Call(binary),
+            Record::Sni {
+                pid: 42,
+                tid: 43,
+                comm: "curl".into(),
+                conn: 0xabc,
+                ts_ns: 3_000,
+                name: "example.com".into(),
+                pattern: Some("*.com".into()),
+            },
+            Record::Sni {
+                pid: 42,
+                tid: 43,
+                comm: "curl".into(),
+                conn: 0xabd,
+                ts_ns: 4_000,
+                name: "other.org".into(),
+                pattern: None,
+            },
+            Record::Close {
+                pid: 42,
+                tid: 44,
+                comm: "curl".into(),
+                conn: 0xabc,
+                ts_ns: 5_000_000_000,
+                sni: Some("example.com".into()),
+            },
+            Record::Close {
+                pid: 42,
+                tid: 44,
+                comm: "curl".into(),
+                conn: 0xabd,
+                ts_ns: 6_000_000_000,
+                sni: None,
+            },
+        ]
+    }
+
+    /// The lines, each with its newline.
+    fn lines(ls: &[&str]) -> String {
+        ls.join("\n") + "\n"
+    }
+
+    /// `--raw`: a header line per call and its data; a line per SNI and close.
+    #[test]
+    fn raw_text_records() {
+        let expected = lines(&[
+            "--- 2023-11-14T22:13:20.001500Z curl[42/43] WRITE conn=0xabc sni=example.com len=100 truncated lost=7",
+            "GET / HTTP/1.1\r",
+            "\r",
+            "--- 2023-11-14T22:13:22.000000Z curl[42/43] READ conn=0xabc len=3",
+            "00000000  00 ff 41                                          ..A",
+            "--- 2023-11-14T22:13:20.000003Z curl[42] SNI conn=0xabc sni=example.com (matches *.com)",
+            "--- 2023-11-14T22:13:20.000004Z curl[42] SNI conn=0xabd sni=other.org",
+            "--- 2023-11-14T22:13:25.000000Z curl[42] CLOSE conn=0xabc sni=example.com",
+            "--- 2023-11-14T22:13:26.000000Z curl[42] CLOSE conn=0xabd",
+        ]);
+        assert_eq!(raw_output(Format::Text, &sample_records()), expected);
+    }
+
+    /// `--raw --format json`: an object per record, data as UTF-8 or base64.
+    #[test]
+    fn raw_json_records() {
+        let expected = lines(&[
+            r#"{"type":"data","time":"2023-11-14T22:13:20.001500Z","ts_ns":1500000,"pid":42,"tid":43,"comm":"curl","conn":"0xabc","direction":"write","sni":"example.com","len":100,"captured":18,"truncated":true,"lost_bytes":7,"encoding":"utf8","data":"GET / HTTP/1.1\r\n\r\n"}"#,
+            r#"{"type":"data","time":"2023-11-14T22:13:22.000000Z","ts_ns":2000000001,"pid":42,"tid":43,"comm":"curl","conn":"0xabc","direction":"read","sni":null,"len":3,"captured":3,"truncated":false,"lost_bytes":0,"encoding":"base64","data":"AP9B"}"#,
+            r#"{"type":"sni","time":"2023-11-14T22:13:20.000003Z","ts_ns":3000,"pid":42,"tid":43,"comm":"curl","conn":"0xabc","sni":"example.com","pattern":"*.com"}"#,
+            r#"{"type":"sni","time":"2023-11-14T22:13:20.000004Z","ts_ns":4000,"pid":42,"tid":43,"comm":"curl","conn":"0xabd","sni":"other.org","pattern":null}"#,
+            r#"{"type":"close","time":"2023-11-14T22:13:25.000000Z","ts_ns":5000000000,"pid":42,"tid":44,"comm":"curl","conn":"0xabc","sni":"example.com"}"#,
+            r#"{"type":"close","time":"2023-11-14T22:13:26.000000Z","ts_ns":6000000000,"pid":42,"tid":44,"comm":"curl","conn":"0xabd","sni":null}"#,
+        ]);
+        assert_eq!(raw_output(Format::Json, &sample_records()), expected);
+    }
 
     #[test]
     fn text_is_printed_as_is_and_binary_as_hex() {

@@ -170,6 +170,9 @@ impl PcapWriter {
         self.open_with_isn(key, client, server, ts, comment, h as u32, (h >> 32) as u32)
     }
 
+    /// `open` with given initial sequence numbers (tests pin them).
+    // `open`'s arguments plus the two ISNs, which tests need to set (to check
+    // wrapping): a struct for them would serve only those tests.
     #[allow(clippy::too_many_arguments)]
     fn open_with_isn(
         &mut self,
@@ -307,6 +310,10 @@ impl PcapWriter {
         self.out.get_mut().flush().context("pcap: cannot write")
     }
 
+    /// One packet of connection `c` (from the client or the server), with
+    /// the connection's comment, written at `ts`.
+    // Besides the connection, direction and time, the arguments are the TCP
+    // segment's own fields, passed on to `build_packet` as they are.
     #[allow(clippy::too_many_arguments)]
     fn packet(
         &mut self,
@@ -407,6 +414,9 @@ fn tcp_checksum(src: IpAddr, dst: IpAddr, segment: &[u8]) -> u16 {
 
 /// One raw IP packet carrying a TCP segment. IPv4 if both addresses are IPv4,
 /// else IPv6 (an IPv4 address mapped). `payload` is at most [`MAX_SEGMENT`].
+// One argument per header field that varies (addresses and ports, IP id, TCP
+// sequence, acknowledgement, flags, options) plus the payload: the packet's
+// layout, laid out flat on purpose.
 #[allow(clippy::too_many_arguments)]
 fn build_packet(
     src: Endpoint,
@@ -890,19 +900,10 @@ mod tests {
         f
     }
 
-    #[test]
-    fn tshark_dissects_http1_and_http2() {
-        if Command::new("tshark").arg("--version").output().is_err() {
-            eprintln!(
-                "NOTE: tshark not on PATH, skipping (scripts/install-deps.sh --test installs it)"
-            );
-            return;
-        }
-        let (_d, path, mut w) = new_file();
-        let t0 = at(1_700_000_000, 123_456_789);
-        let t1 = at(1_700_000_000, 223_456_001);
-
-        // HTTP/1.1 over IPv4, given endpoints; the response is big enough to be split.
+    /// An HTTP/1.1 connection over IPv4, given endpoints: a request, a
+    /// response big enough to be split, a lost chunk before a second
+    /// request. Returns the response's length.
+    fn write_http1_sample(w: &mut PcapWriter, t0: SystemTime, t1: SystemTime) -> usize {
         let (c, s) = (v4([10, 1, 2, 3], 40000), v4([10, 9, 8, 7], 80));
         w.open(1, c, s, t0, "curl[1234] sni=api.acme.com".into())
             .unwrap();
@@ -917,7 +918,6 @@ mod tests {
         let body = vec![b'a'; 100_000];
         let mut resp =
             format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
-        let head_len = resp.len();
         resp.extend_from_slice(&body);
         w.data(1, false, t1, &resp, 0).unwrap();
         // A lost chunk before a second request.
@@ -930,8 +930,12 @@ mod tests {
         )
         .unwrap();
         w.close(1, t1).unwrap();
+        resp.len()
+    }
 
-        // HTTP/2 with the preface over synthetic (IPv6) endpoints.
+    /// An HTTP/2 connection with the preface over synthetic (IPv6)
+    /// endpoints: one GET and its 200 response with a DATA frame.
+    fn write_http2_sample(w: &mut PcapWriter, t0: SystemTime, t1: SystemTime) {
         let (c, s) = synthetic_endpoints(4321, 0x5555);
         w.open(2, c, s, t0, "node[4321] sni=h2.acme.com".into())
             .unwrap();
@@ -947,10 +951,13 @@ mod tests {
         sv.extend(h2_frame(0, 0x1, 1, b"hello h2"));
         w.data(2, false, t1, &sv, 0).unwrap();
         w.close(2, t1).unwrap();
-        w.flush().unwrap();
+    }
 
+    /// tshark finds both HTTP/1.1 requests and the response, reassembled
+    /// from its segments.
+    fn check_tshark_http1(path: &Path, resp_len: usize) {
         let out = tshark(
-            &path,
+            path,
             &[
                 "-Y",
                 "http.request",
@@ -968,7 +975,7 @@ mod tests {
             "HTTP/1.1 requests"
         );
         let out = tshark(
-            &path,
+            path,
             &[
                 "-Y",
                 "http.response",
@@ -983,12 +990,15 @@ mod tests {
         .unwrap();
         assert_eq!(
             out,
-            format!("200\t{}\n", head_len + body.len()),
+            format!("200\t{resp_len}\n"),
             "HTTP/1.1 response, reassembled"
         );
+    }
 
+    /// tshark decodes the HTTP/2 headers (through HPACK) and data.
+    fn check_tshark_http2(path: &Path) {
         let out = tshark(
-            &path,
+            path,
             &[
                 "-Y",
                 "http2.type == 1",
@@ -1008,7 +1018,7 @@ mod tests {
             "HTTP/2 headers"
         );
         let out = tshark(
-            &path,
+            path,
             &[
                 "-Y",
                 "http2.type == 0",
@@ -1020,10 +1030,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out.trim(), "68656c6c6f206832");
+    }
 
-        // Checksums are right, the gap is reported as a lost segment.
+    /// Checksums are right, the gap is reported as a lost segment. Returns
+    /// the number of packets.
+    fn check_tshark_checksums_and_gap(path: &Path) -> usize {
         let out = tshark(
-            &path,
+            path,
             &[
                 "-o",
                 "tcp.check_checksum:TRUE",
@@ -1046,7 +1059,7 @@ mod tests {
             "checksums:\n{out}"
         );
         let out = tshark(
-            &path,
+            path,
             &[
                 "-Y",
                 "tcp.analysis.lost_segment",
@@ -1058,10 +1071,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, "POST\n");
+        n
+    }
 
+    /// Every one of the `n` packets has its connection's comment, and times
+    /// keep their nanoseconds.
+    fn check_tshark_comments_and_times(path: &Path, n: usize) {
         // Comments: field name differs between tshark versions.
-        let comments = tshark(&path, &["-T", "fields", "-e", "frame.comment"])
-            .or_else(|_| tshark(&path, &["-T", "fields", "-e", "pkt_comment"]))
+        let comments = tshark(path, &["-T", "fields", "-e", "frame.comment"])
+            .or_else(|_| tshark(path, &["-T", "fields", "-e", "pkt_comment"]))
             .unwrap();
         let lines: Vec<&str> = comments.lines().collect();
         assert_eq!(lines.len(), n);
@@ -1069,9 +1087,30 @@ mod tests {
         assert_eq!(lines[n - 1], "node[4321] sni=h2.acme.com");
 
         // Nanosecond times.
-        let out = tshark(&path, &["-T", "fields", "-e", "frame.time_epoch"]).unwrap();
+        let out = tshark(path, &["-T", "fields", "-e", "frame.time_epoch"]).unwrap();
         let times: Vec<&str> = out.lines().collect();
         assert_eq!(times[0], "1700000000.123456789");
         assert!(times.contains(&"1700000000.223456001"), "{times:?}");
+    }
+
+    #[test]
+    fn tshark_dissects_http1_and_http2() {
+        if Command::new("tshark").arg("--version").output().is_err() {
+            eprintln!(
+                "NOTE: tshark not on PATH, skipping (scripts/install-deps.sh --test installs it)"
+            );
+            return;
+        }
+        let (_d, path, mut w) = new_file();
+        let t0 = at(1_700_000_000, 123_456_789);
+        let t1 = at(1_700_000_000, 223_456_001);
+        let resp_len = write_http1_sample(&mut w, t0, t1);
+        write_http2_sample(&mut w, t0, t1);
+        w.flush().unwrap();
+
+        check_tshark_http1(&path, resp_len);
+        check_tshark_http2(&path);
+        let n = check_tshark_checksums_and_gap(&path);
+        check_tshark_comments_and_times(&path, n);
     }
 }

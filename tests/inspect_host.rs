@@ -1,0 +1,152 @@
+//! Inspection of the real TLS libraries and programs of the host (Debian
+//! 12's libssl.so.3, libgnutls.so.30, Android's BoringSSL, node, python3,
+//! curl): the end-to-end tier, where `scripts/install-deps.sh --test` has
+//! installed them. The unit tests (`src/inspect`) use fixtures built in the
+//! tree instead; these check that the real files still look like them.
+
+use std::path::Path;
+
+use plainsight::inspect::elf::{self, ElfSymbols};
+use plainsight::inspect::{
+    aead_point, inspect_file, ring_point, Inspection, Linkage, ProbePoint, TlsLibrary,
+};
+
+const LIBSSL: &str = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
+
+fn installed(p: &str) -> &Path {
+    let path = Path::new(p);
+    assert!(
+        path.exists(),
+        "{p} missing: run scripts/install-deps.sh --test"
+    );
+    path
+}
+
+fn inspect(p: &str, inner: bool) -> Inspection {
+    inspect_file(installed(p), 1 << 30, inner).unwrap()
+}
+
+/// The names inspection keeps (`plainsight::inspect`'s filter).
+fn interesting(name: &str) -> bool {
+    name.starts_with("SSL_")
+        || name.starts_with("gnutls_")
+        || aead_point(name).is_some()
+        || ring_point(name).is_some()
+}
+
+fn symbols_and_go(p: &Path, want: &dyn Fn(&str) -> bool) -> ElfSymbols {
+    let map = elf::map_file(p, 1 << 33).unwrap();
+    elf::symbols_and_go(&map, p, want).unwrap()
+}
+
+#[test]
+fn debian_libssl_is_openssl_exported() {
+    let i = inspect(LIBSSL, true);
+    assert_eq!(i.library, Some(TlsLibrary::OpenSsl));
+    assert_eq!(i.linkage, Linkage::Exported);
+    let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
+    // SSL_set_tlsext_host_name is a macro in OpenSSL: not exported.
+    let want: Vec<_> = ProbePoint::OPENSSL
+        .into_iter()
+        .filter(|p| *p != ProbePoint::SslSetHostName)
+        .collect();
+    assert_eq!(pts, want);
+}
+
+/// Placement on the real libssl: inside SSL_write, shared entry for
+/// SSL_write_ex whose return stays a uretprobe.
+#[test]
+fn debian_libssl_placement() {
+    let i = inspect(LIBSSL, true);
+    let t = |p: ProbePoint| i.targets.iter().find(|t| t.point == p).unwrap();
+    let w = t(ProbePoint::SslWrite);
+    assert_eq!(w.entry_offset(), w.offset + 0x16);
+    assert_eq!(w.return_points(), Some(&[w.offset + 0x38][..]));
+    let x = t(ProbePoint::SslWriteEx);
+    assert_eq!(x.entry_offset(), x.offset);
+    assert_eq!(x.return_points(), None);
+    let off = inspect(LIBSSL, false);
+    assert!(off
+        .targets
+        .iter()
+        .all(|t| t.place.is_none() && t.entry_offset() == t.offset));
+}
+
+#[test]
+fn debian_libssl_symbols_are_found_with_offsets() {
+    let path = installed(LIBSSL);
+    let map = elf::map_file(path, 1 << 30).unwrap();
+    let syms = elf::parse_symbols(&map, LIBSSL, &|n| n.starts_with("SSL_")).unwrap();
+    let w = syms.get("SSL_write").expect("SSL_write exported");
+    assert!(w.dynamic);
+    // The bytes at the file offset are the function's code: compare with
+    // the section data found through the section table.
+    use object::{Object, ObjectSection};
+    let elf = object::File::parse(&*map).unwrap();
+    let text = elf.section_by_name(".text").unwrap();
+    let (toff, _) = text.file_range().unwrap();
+    assert_eq!(w.file_offset - toff, w.vaddr - text.address());
+    for f in [
+        "SSL_read",
+        "SSL_write_ex",
+        "SSL_read_ex",
+        "SSL_free",
+        "SSL_ctrl",
+    ] {
+        assert!(syms.get(f).is_some(), "{f}");
+    }
+}
+
+#[test]
+fn gnutls_is_recognised() {
+    let i = inspect("/usr/lib/x86_64-linux-gnu/libgnutls.so.30", true);
+    assert_eq!(i.library, Some(TlsLibrary::GnuTls));
+    let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
+    assert_eq!(
+        pts,
+        [
+            ProbePoint::GnutlsSend,
+            ProbePoint::GnutlsRecv,
+            ProbePoint::GnutlsServerName,
+            ProbePoint::GnutlsDeinit
+        ]
+    );
+}
+
+#[test]
+fn libc_is_not_tls() {
+    let i = inspect("/usr/lib/x86_64-linux-gnu/libc.so.6", true);
+    assert!(!i.is_tls());
+}
+
+#[test]
+fn boringssl_is_recognised() {
+    let i = inspect("/usr/lib/x86_64-linux-gnu/android/libssl.so.0", true);
+    assert_eq!(i.library, Some(TlsLibrary::BoringSsl));
+    let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
+    assert!(pts.contains(&ProbePoint::SslWrite) && pts.contains(&ProbePoint::SslRead));
+    assert!(!pts.contains(&ProbePoint::SslWriteEx));
+    assert!(pts.contains(&ProbePoint::SslSetHostName) && !pts.contains(&ProbePoint::SslCtrl));
+}
+
+#[test]
+fn node_exports_openssl_from_the_executable() {
+    let node = std::fs::canonicalize(installed("/usr/bin/node")).unwrap();
+    let i = inspect_file(&node, 1 << 31, true).unwrap();
+    assert_eq!(i.library, Some(TlsLibrary::OpenSsl));
+    assert_eq!(i.linkage, Linkage::Exported);
+}
+
+/// Executables without Go build info are not parsed as Go at all (the
+/// full parse is slow on large non-Go files; `make bench` shows pauses).
+#[test]
+fn non_go_executables_have_no_go_part() {
+    for p in [
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/bin/python3.11",
+        "/usr/bin/curl",
+    ] {
+        let syms = symbols_and_go(installed(p), &interesting);
+        assert!(syms.go.is_none(), "{p}");
+    }
+}
