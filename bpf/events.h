@@ -116,7 +116,8 @@ enum stat_index {
 	STAT_DATA_LOST = 0,      /* data records the ring buffer had no room for */
 	STAT_DISCOVER_LOST = 1,  /* MMAP_EXEC_FILE records lost */
 	STAT_READ_FAILED = 2,    /* user memory that could not be read */
-	STAT_MAX = 3,
+	STAT_SNI_FULL = 3,       /* server-name decisions not stored: map full */
+	STAT_MAX = 4,
 };
 
 /*

@@ -24,9 +24,11 @@ struct {
 	__type(value, __u64);
 } go_handshakes SEC(".maps");
 
-/* Go connections decided by their ClientHello: *Conn -> matched. */
+/* Go connections decided by their ClientHello: *Conn -> matched (and
+ * non-matches with capture_no_sni, as openssl's conns). A hash, not LRU
+ * (sni.h, sni_decide); deleted at Close, swept for exited processes. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct go_key);
 	__type(value, __u8);
@@ -46,24 +48,23 @@ struct {
 } go_calls SEC(".maps");
 
 /*
- * A ClientHello that passed the filter is being sent (hello.bpf.h). If a Go
- * program sends it, the goroutine doing so (R14 of the user registers: the
- * send path runs in the kernel) runs (*Conn).clientHandshake: the
- * connection is that *Conn, so it is remembered as matched and becomes
- * ci->conn. Returns false when the sender is not in a Go handshake.
+ * A ClientHello is being sent (hello.bpf.h). If a Go program sends it, the
+ * goroutine doing so (R14 of the user registers: the send path runs in the
+ * kernel) runs (*Conn).clientHandshake: the connection is that *Conn, so
+ * its decision (`matched`) is remembered and it becomes ci->conn. Returns
+ * false when the sender is not in a Go handshake.
  */
-static __always_inline bool go_hello(__u32 pid, struct conn_info *ci)
+static __always_inline bool go_hello(__u32 pid, struct conn_info *ci, __u8 matched)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	struct go_key gk = { .pid = pid, .id = BPF_CORE_READ(regs, r14) };
 	__u64 *gconn = bpf_map_lookup_elem(&go_handshakes, &gk);
-	__u8 matched = 1;
 
 	if (gconn) {
 		struct go_key ck = { .pid = pid, .id = *gconn };
 
 		ci->conn = *gconn;
-		bpf_map_update_elem(&go_conns, &ck, &matched, BPF_ANY);
+		sni_decide(&go_conns, &ck, matched);
 		return true;
 	}
 	return false;

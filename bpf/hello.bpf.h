@@ -157,11 +157,16 @@ static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 		if (bpf_probe_read_kernel(s->raw, nl, &h->b[no]) != 0)
 			return 0;
 		sni_match(s, nl, &rule);
-		if (sni_filter && rule == 0)
+		if (sni_filter && rule == 0) {
+			/* A Go connection remembers its non-match, or it would be
+			 * taken for one without a server name. */
+			if (capture_no_sni)
+				go_hello(pid, &ci, 0);
 			return 0;
+		}
 	}
 	ci.conn = bpf_ktime_get_ns();
-	if (!go_hello(pid, &ci))
+	if (!go_hello(pid, &ci, 1))
 		bpf_map_update_elem(&hello_sent, &sk, &ci, BPF_ANY);
 	emit_sni(SNI_SENT, ci.conn, rule, nl ? s : NULL, id);
 	return 0;

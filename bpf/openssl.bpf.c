@@ -42,8 +42,8 @@ struct {
 
 /* Connections whose server name was decided: (pid, SSL *) -> matched.
  * Only matches are stored, and non-matches too when capture_no_sni is on (to
- * tell "set, not matching" from "never set"). Deleted at SSL_free; LRU and
- * swept by user space for exited processes, so it stays bounded. */
+ * tell "set, not matching" from "never set"). Deleted at SSL_free and swept
+ * by user space for exited processes; a hash, not LRU (sni.h, sni_decide). */
 struct conn_key {
 	__u32 pid;
 	__u32 _pad;
@@ -51,7 +51,7 @@ struct conn_key {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct conn_key);
 	__type(value, __u8);
@@ -196,7 +196,7 @@ static __always_inline int on_server_name(__u64 ssl, const void *name, long len)
 	matched = !sni_filter || rule != 0;
 	if (sni_filter) {
 		if (matched || capture_no_sni)
-			bpf_map_update_elem(&conns, &k, &matched, BPF_ANY);
+			sni_decide(&conns, &k, matched);
 		else
 			bpf_map_delete_elem(&conns, &k);
 	}

@@ -8,7 +8,7 @@
  * name is stored reversed with its terminating NUL, so it matches only
  * itself. Prefix patterns ("api.*") live in a second trie keyed by the name
  * as is. The value is the pattern's id.
- * Needs events.h (MAX_NAME) first.
+ * Needs events.h (MAX_NAME) and filter.h (count_stat) first.
  */
 #ifndef PLAINSIGHT_SNI_H
 #define PLAINSIGHT_SNI_H
@@ -118,11 +118,47 @@ static __always_inline struct sni_scratch *sni_scratch_get(void)
 }
 
 /*
+ * Set when a decision could not be stored because its map was full (a
+ * process may call SSL_ctrl on as many connections as it likes): a
+ * connection missing from the map may then be a non-match that was never
+ * remembered, so none is captured as "without a server name" until user
+ * space sees room again and clears this (fail closed). The decision maps
+ * are plain hashes, not LRU: an eviction would turn a remembered non-match
+ * into an undecided connection, captured with capture_no_sni.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} sni_overflow SEC(".maps");
+
+static __always_inline bool sni_overflowed(void)
+{
+	__u32 zero = 0, *v = bpf_map_lookup_elem(&sni_overflow, &zero);
+
+	return v && *v;
+}
+
+/* Remembers a connection's decision in `decided`. */
+static __always_inline void sni_decide(void *decided, const void *key, __u8 matched)
+{
+	__u32 zero = 0, *v;
+
+	if (bpf_map_update_elem(decided, key, &matched, BPF_ANY) == 0)
+		return;
+	count_stat(STAT_SNI_FULL);
+	v = bpf_map_lookup_elem(&sni_overflow, &zero);
+	if (v)
+		*v = 1;
+}
+
+/*
  * Is this connection one to capture, as far as the patterns go? Without
  * patterns every one is. `decided` maps the connections whose server name
  * was decided (openssl's conns by SSL *, statictls's go_conns by *tls.Conn)
  * to whether it matched, and `key` is this connection's key in it; one
- * never decided is captured only with capture_no_sni.
+ * never decided is captured only with capture_no_sni (and no overflow).
  */
 static __always_inline bool sni_conn_wanted(void *decided, const void *key)
 {
@@ -132,7 +168,7 @@ static __always_inline bool sni_conn_wanted(void *decided, const void *key)
 		return true;
 	m = bpf_map_lookup_elem(decided, key);
 	if (!m)
-		return capture_no_sni;
+		return capture_no_sni && !sni_overflowed();
 	return *m;
 }
 

@@ -38,6 +38,7 @@ pub const FILE_DONE: u8 = t::seen_state::FILE_DONE.0 as u8;
 pub const STAT_DATA_LOST: u32 = t::stat_index::STAT_DATA_LOST.0;
 pub const STAT_DISCOVER_LOST: u32 = t::stat_index::STAT_DISCOVER_LOST.0;
 pub const STAT_READ_FAILED: u32 = t::stat_index::STAT_READ_FAILED.0;
+pub const STAT_SNI_FULL: u32 = t::stat_index::STAT_SNI_FULL.0;
 
 const MMAP_EVENT_LEN: usize = size_of::<t::mmap_exec_file_event>();
 const DATA_HEADER_LEN: usize = offset_of!(t::ssl_data_event, data);
@@ -263,7 +264,13 @@ mod tests {
         assert!(DATA_CHUNK.is_power_of_two());
         assert_eq!(
             t::stat_index::STAT_MAX.0,
-            [STAT_DATA_LOST, STAT_DISCOVER_LOST, STAT_READ_FAILED].len() as u32,
+            [
+                STAT_DATA_LOST,
+                STAT_DISCOVER_LOST,
+                STAT_READ_FAILED,
+                STAT_SNI_FULL
+            ]
+            .len() as u32,
             "STAT_MAX counts the stats"
         );
         assert_ne!(FILE_PENDING, FILE_DONE);

@@ -22,7 +22,7 @@ use libbpf_rs::{Link, RingBuffer, RingBufferBuilder};
 use crate::abi;
 use crate::attach;
 use crate::capture::Capture;
-use crate::config::Settings;
+use crate::config::{InspectSettings, Settings};
 use crate::discover::{self, FileId};
 use crate::files::{Admit, Files, Probes};
 use crate::hooks;
@@ -105,8 +105,16 @@ struct Agent<'k> {
     kernel: &'k Kernel,
     files: Files,
     pauser: Pauser,
-    /// Jobs to the inspection workers.
+    /// Jobs to the inspection workers, and what new workers take them
+    /// from and report to (a worker stuck past the budget is replaced).
     inspect: Sender<Job>,
+    work_rx: Receiver<Job>,
+    results: Sender<Inspected>,
+    inspect_settings: InspectSettings,
+    /// Workers started to replace stuck ones.
+    replaced: usize,
+    /// Files reported again after BPF's `seen_files` forgot them.
+    rereported: u64,
     /// Links to detach in the background.
     reaper: Sender<Vec<Link>>,
     capture: Rc<RefCell<Capture>>,
@@ -138,7 +146,7 @@ pub fn run(s: Settings) -> Result<()> {
     let out_thread = output::spawn(out_rx, pipeline)?;
     let (work_tx, work_rx) = crossbeam_channel::unbounded::<Job>();
     let (res_tx, res_rx) = crossbeam_channel::unbounded::<Inspected>();
-    worker::start(work_rx, res_tx, &s.inspect);
+    worker::start(&work_rx, &res_tx, &s.inspect);
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     let pauser = Pauser::start(
         kernel.exec_events()?,
@@ -156,6 +164,11 @@ pub fn run(s: Settings) -> Result<()> {
         files: Files::default(),
         pauser,
         inspect: work_tx,
+        work_rx,
+        results: res_tx,
+        inspect_settings: s.inspect.clone(),
+        replaced: 0,
+        rereported: 0,
         reaper: attach::start_reaper(),
         capture,
         explain: s.inspect.explain,
@@ -226,6 +239,7 @@ impl Agent<'_> {
                     comm: comm.clone(),
                     paused: false,
                     startup: true,
+                    ticket: 0,
                 });
             }
         }
@@ -266,6 +280,7 @@ impl Agent<'_> {
             for r in results.try_iter() {
                 self.inspected(r);
             }
+            self.give_up_overdue();
             let _ = ring.consume_raw();
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
@@ -289,13 +304,60 @@ impl Agent<'_> {
                 }
             }
             Admit::Waiting => {}
-            Admit::Release(job) => self.release(job),
+            Admit::Release(job) => {
+                // Reported again: BPF's LRU `seen_files` evicted the file.
+                // Mark it done again, or every mapping of it would be
+                // reported (and held).
+                self.rereported += 1;
+                self.kernel.mark_done(job.file);
+                self.release(job);
+            }
+        }
+    }
+
+    /// Inspections past their time budget (a crafted file, a file on a
+    /// stalled filesystem): the file is left uninstrumented and reported,
+    /// its processes released, and the stuck worker replaced (a bounded
+    /// number of times).
+    fn give_up_overdue(&mut self) {
+        for (file, jobs) in self.files.overdue(self.inspect_settings.budget) {
+            let who = jobs
+                .first()
+                .map(|j| format!("{}[{}]", j.comm, j.pid))
+                .unwrap_or_default();
+            log::warn!(
+                "inspecting file {file} (mapped by {who}) took longer than {} ms: left uninstrumented",
+                self.inspect_settings.budget.as_millis()
+            );
+            self.kernel.mark_done(file);
+            for job in jobs {
+                self.release(job);
+            }
+            if self.replaced < worker::MAX_REPLACED {
+                self.replaced += 1;
+                worker::start_one(
+                    worker::WORKERS + self.replaced,
+                    &self.work_rx,
+                    &self.results,
+                    &self.inspect_settings,
+                );
+            } else {
+                log::error!(
+                    "{} inspection workers are stuck: files queue until one is free",
+                    worker::MAX_REPLACED
+                );
+            }
         }
     }
 
     /// A worker is done with a job.
     fn inspected(&mut self, r: Inspected) {
         let file = r.job.file;
+        if !self.files.current(&r.job) {
+            // Given up already (its jobs were released then).
+            log::debug!("late inspection result for {file} ignored");
+            return;
+        }
         if let Outcome::Gone = r.outcome {
             log::debug!("pid {} exited before {file} could be inspected", r.job.pid);
             // Another process mapping it takes over, or BPF reports it anew.
@@ -311,7 +373,7 @@ impl Agent<'_> {
             return;
         }
         let (probes, static_tls) = match &r.outcome {
-            Outcome::Tls { path, shown, insp } => self.instrument(&r.job, path, shown, insp),
+            Outcome::Tls { file, shown, insp } => self.instrument(&r.job, file, shown, insp),
             Outcome::Failed(e) => {
                 log::warn!("cannot inspect {e}");
                 (None, false)
@@ -334,11 +396,11 @@ impl Agent<'_> {
     fn instrument(
         &self,
         job: &Job,
-        path: &Path,
+        file: &std::fs::File,
         shown: &str,
         insp: &Inspection,
     ) -> (Option<Probes>, bool) {
-        match attach::attach_file(self.kernel, path, insp) {
+        match attach::attach_file(self.kernel, file, insp) {
             Ok(links) => {
                 self.log_instrumented(job, shown, insp);
                 let static_tls = matches!(
@@ -422,6 +484,9 @@ impl Agent<'_> {
                 .or_insert_with(|| Path::new(&format!("/proc/{pid}")).exists())
         };
         self.kernel.sweep_exited(&mut alive);
+        if self.kernel.counters().sni_full > 0 && !self.kernel.clear_sni_overflow() {
+            log::debug!("server-name decision maps have room again");
+        }
         self.capture.borrow_mut().forget_exited(&mut alive);
         for file in stale_files(&self.files) {
             if let Some(p) = self.files.remove(file) {
@@ -443,6 +508,14 @@ impl Agent<'_> {
             self.dropped_reported = dropped;
         }
         let c = self.kernel.counters();
+        if c.sni_full > self.reported.sni_full {
+            log::warn!(
+                "{} server-name decisions not stored: too many connections with a server name \
+                 at once ({} in all); connections without one are not captured until there is room",
+                c.sni_full - self.reported.sni_full,
+                c.sni_full
+            );
+        }
         if c.data_lost > self.reported.data_lost {
             log::warn!(
                 "lost {} plaintext records: the ring buffer was full ({} in all; see --ring-buffer-mib)",
@@ -470,10 +543,13 @@ impl Agent<'_> {
         self.pauser.report();
         eprintln!(
             "plainsight: lost records: {} plaintext ({by_output} of them dropped by a slow output), \
-             {} file discovery; {} unreadable buffers",
+             {} file discovery; {} unreadable buffers; {} server-name decisions not stored; \
+             {} files reported again after seen_files forgot them",
             counters.data_lost + by_output,
             counters.discover_lost,
-            counters.unreadable
+            counters.unreadable,
+            counters.sni_full,
+            self.rereported
         );
         eprintln!("plainsight: connections tracked in the kernel at exit: {tracked}");
     }

@@ -2,7 +2,9 @@
 //! or one perf-event uprobe per offset on kernels without them), and take
 //! them out again in the background.
 
-use std::path::Path;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
@@ -68,9 +70,13 @@ fn groups<'k>(k: &'k Kernel, insp: &Inspection) -> Result<Vec<Group<'k>>> {
     Ok(groups)
 }
 
-/// Attaches the uprobes an inspection asks for, in the file `path`; all or
-/// nothing (links attached before a failure are dropped, detaching them).
-pub fn attach_file(k: &Kernel, path: &Path, insp: &Inspection) -> Result<Vec<Link>> {
+/// Attaches the uprobes an inspection asks for, in the open file `file`
+/// (through `/proc/self/fd/N`: the inode that was inspected, whatever its
+/// path names now); all or nothing (links attached before a failure are
+/// dropped, detaching them).
+pub fn attach_file(k: &Kernel, file: &File, insp: &Inspection) -> Result<Vec<Link>> {
+    let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let path = fd_path.as_path();
     let mut links = Vec::new();
     // One uprobe_multi link per program: multi links are attached and
     // detached without the perf-event path and its global mutex, and their

@@ -91,12 +91,18 @@ pub struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub max_pause_ms: u64,
 
+    /// Longest inspection of one file; past it the file is left
+    /// uninstrumented (and reported), its processes released.
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub max_inspect_ms: u64,
+
     /// Size of the plaintext ring buffer, in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = 32)]
     pub ring_buffer_mib: u32,
 
-    /// Largest executable file inspected, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 4 << 30)]
+    /// Largest executable file inspected, in bytes (it is read into memory
+    /// while inspected).
+    #[arg(long, value_name = "BYTES", default_value_t = 512 << 20)]
     pub max_elf_size: u64,
 
     /// Put every uprobe at its function's entry, with uretprobes for return
@@ -128,6 +134,11 @@ pub struct Cli {
     /// Testing aid: delay every inspection by this long (shows pausing).
     #[arg(long, hide = true, default_value_t = 0)]
     pub test_inspect_delay_ms: u64,
+
+    /// Testing aid: inspecting a file whose path contains this text blocks
+    /// for 60 s (as a read on a stalled filesystem would).
+    #[arg(long, hide = true, value_name = "TEXT")]
+    pub test_stall_path: Option<String>,
 
     /// Testing aid: stop processes this long after their mapping is seen
     /// (shows how a late stop is reported).

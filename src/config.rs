@@ -92,6 +92,11 @@ pub struct InspectSettings {
     pub explain: bool,
     /// Testing aid: delay every inspection.
     pub delay: Duration,
+    /// Longest inspection of one file; past it the file is left
+    /// uninstrumented and reported.
+    pub budget: Duration,
+    /// Testing aid: inspecting a file whose path contains this blocks.
+    pub stall_path: Option<String>,
 }
 
 /// How processes are held.
@@ -150,6 +155,8 @@ impl Settings {
                 inner: !cli.probe_at_entry,
                 explain: cli.explain,
                 delay: Duration::from_millis(cli.test_inspect_delay_ms),
+                budget: Duration::from_millis(cli.max_inspect_ms),
+                stall_path: cli.test_stall_path.clone(),
             },
             pause: PauseSettings {
                 max_pause: Duration::from_millis(cli.max_pause_ms),

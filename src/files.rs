@@ -2,7 +2,8 @@
 //! inspected once, while every process that maps it meanwhile waits; once
 //! done, the file keeps its probes until it is gone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use libbpf_rs::Link;
 
@@ -19,9 +20,14 @@ pub struct Probes {
 
 /// Where a file stands.
 pub enum FileState {
-    /// One job's process is being inspected for it; these jobs wait for the
-    /// result (their processes stay held).
-    Inspecting { waiting: Vec<Job> },
+    /// `job`'s process is being inspected for it (inspection `job.ticket`,
+    /// started at `since`); the `waiting` jobs wait for the result (their
+    /// processes stay held).
+    Inspecting {
+        job: Job,
+        since: Instant,
+        waiting: Vec<Job>,
+    },
     /// Inspected: its probes if it carries TLS code that could be
     /// instrumented; `static_tls` if its processes are watched on the
     /// static-TLS path.
@@ -45,22 +51,38 @@ pub enum Admit {
 #[derive(Default)]
 pub struct Files {
     files: HashMap<FileId, FileState>,
+    /// The last inspection ticket handed out.
+    tickets: u64,
+    /// Files done without probes, oldest first: only the last
+    /// `MAX_PLAIN_DONE` are remembered (one forgotten is inspected again if
+    /// BPF reports it again), so that a host mapping millions of files does
+    /// not grow the agent.
+    plain_done: VecDeque<FileId>,
 }
 
+/// Files without TLS code remembered at most (as many as BPF's
+/// `seen_files`).
+pub const MAX_PLAIN_DONE: usize = 65_536;
+
 impl Files {
+    /// Starts an inspection of `job`'s file: a new ticket.
+    fn start(&mut self, mut job: Job, waiting: Vec<Job>) -> Job {
+        self.tickets += 1;
+        job.ticket = self.tickets;
+        let state = FileState::Inspecting {
+            job: job.clone(),
+            since: Instant::now(),
+            waiting,
+        };
+        self.files.insert(job.file, state);
+        job
+    }
+
     /// Routes a job (one process mapping one file).
     pub fn admit(&mut self, job: Job) -> Admit {
         match self.files.get_mut(&job.file) {
-            None => {
-                self.files.insert(
-                    job.file,
-                    FileState::Inspecting {
-                        waiting: Vec::new(),
-                    },
-                );
-                Admit::Inspect(job)
-            }
-            Some(FileState::Inspecting { waiting }) => {
+            None => Admit::Inspect(self.start(job, Vec::new())),
+            Some(FileState::Inspecting { waiting, .. }) => {
                 waiting.push(job);
                 Admit::Waiting
             }
@@ -68,29 +90,93 @@ impl Files {
         }
     }
 
+    /// Whether `job` is the inspection in progress for its file (not one
+    /// given up, whose result comes too late).
+    pub fn current(&self, job: &Job) -> bool {
+        matches!(
+            self.files.get(&job.file),
+            Some(FileState::Inspecting { job: j, .. }) if j.ticket == job.ticket
+        )
+    }
+
     /// The inspecting process exited before its mapping could be read: the
-    /// next waiting job takes over, if any; else the file is forgotten.
+    /// next waiting job takes over (with a new ticket), if any; else the
+    /// file is forgotten.
     pub fn gone(&mut self, file: FileId) -> Option<Job> {
-        match self.files.get_mut(&file) {
-            Some(FileState::Inspecting { waiting }) if !waiting.is_empty() => {
-                Some(waiting.remove(0))
+        match self.files.remove(&file) {
+            Some(FileState::Inspecting { mut waiting, .. }) if !waiting.is_empty() => {
+                let next = waiting.remove(0);
+                Some(self.start(next, waiting))
             }
-            Some(FileState::Inspecting { .. }) => {
-                self.files.remove(&file);
+            Some(FileState::Inspecting { .. }) | None => None,
+            Some(done) => {
+                self.files.insert(file, done);
                 None
             }
-            _ => None,
         }
     }
 
     /// The inspection is over: records the outcome and returns the jobs that
     /// waited for it.
     pub fn finish(&mut self, file: FileId, probes: Option<Probes>, static_tls: bool) -> Vec<Job> {
+        if probes.is_none() {
+            self.remember_plain(file);
+        }
         let done = FileState::Done { probes, static_tls };
         match self.files.insert(file, done) {
-            Some(FileState::Inspecting { waiting }) => waiting,
+            Some(FileState::Inspecting { waiting, .. }) => waiting,
             _ => Vec::new(),
         }
+    }
+
+    /// Inspections running for longer than `budget`: given up (the file is
+    /// done, uninstrumented). Returns each file with every job to release
+    /// (the inspecting one first).
+    pub fn overdue(&mut self, budget: Duration) -> Vec<(FileId, Vec<Job>)> {
+        let late: Vec<FileId> = self
+            .files
+            .iter()
+            .filter(|(_, s)| matches!(s, FileState::Inspecting { since, .. } if since.elapsed() > budget))
+            .map(|(f, _)| *f)
+            .collect();
+        late.into_iter()
+            .map(|f| {
+                let mut jobs = Vec::new();
+                if let Some(FileState::Inspecting { job, waiting, .. }) = self.files.remove(&f) {
+                    jobs.push(job);
+                    jobs.extend(waiting);
+                }
+                self.files.insert(
+                    f,
+                    FileState::Done {
+                        probes: None,
+                        static_tls: false,
+                    },
+                );
+                self.remember_plain(f);
+                (f, jobs)
+            })
+            .collect()
+    }
+
+    fn remember_plain(&mut self, file: FileId) {
+        self.plain_done.push_back(file);
+        while self.plain_done.len() > MAX_PLAIN_DONE {
+            let Some(old) = self.plain_done.pop_front() else {
+                break;
+            };
+            if matches!(
+                self.files.get(&old),
+                Some(FileState::Done { probes: None, .. })
+            ) {
+                self.files.remove(&old);
+            }
+        }
+    }
+
+    /// Files the agent keeps state for.
+    pub fn len(&self) -> usize {
+        self.files.len()
     }
 
     /// Whether the file's processes are watched on the static-TLS path.
@@ -152,13 +238,17 @@ mod tests {
             comm: "t".into(),
             paused: true,
             startup: false,
+            ticket: 0,
         }
     }
 
     #[test]
     fn one_inspection_per_file_others_wait() {
         let mut f = Files::default();
-        assert!(matches!(f.admit(job(1, 5)), Admit::Inspect(j) if j.pid == 1));
+        let Admit::Inspect(first) = f.admit(job(1, 5)) else {
+            panic!("a new file is inspected")
+        };
+        assert!(first.pid == 1 && f.current(&first));
         assert!(matches!(f.admit(job(2, 5)), Admit::Waiting));
         assert!(matches!(f.admit(job(3, 6)), Admit::Inspect(j) if j.pid == 3));
         let released = f.finish(FileId { dev: 1, ino: 5 }, None, true);
@@ -169,12 +259,50 @@ mod tests {
     }
 
     #[test]
+    fn an_overdue_inspection_is_given_up_and_its_late_result_ignored() {
+        let mut f = Files::default();
+        let Admit::Inspect(first) = f.admit(job(1, 5)) else {
+            panic!("a new file is inspected")
+        };
+        let _ = f.admit(job(2, 5));
+        assert!(f.overdue(Duration::from_secs(60)).is_empty());
+        std::thread::sleep(Duration::from_millis(5));
+        let given_up = f.overdue(Duration::from_millis(1));
+        assert_eq!(given_up.len(), 1);
+        let pids: Vec<u32> = given_up[0].1.iter().map(|j| j.pid).collect();
+        assert_eq!(
+            pids,
+            [1, 2],
+            "the inspecting job first, then the waiting ones"
+        );
+        assert!(!f.current(&first), "its result, when it comes, is stale");
+        assert!(matches!(f.admit(job(3, 5)), Admit::Release(_)));
+    }
+
+    #[test]
+    fn files_without_tls_are_remembered_boundedly() {
+        let mut f = Files::default();
+        for ino in 0..(MAX_PLAIN_DONE as u64 + 10) {
+            let Admit::Inspect(j) = f.admit(job(1, ino)) else {
+                panic!("new")
+            };
+            assert!(f.finish(j.file, None, false).is_empty());
+        }
+        assert_eq!(f.len(), MAX_PLAIN_DONE);
+        // The oldest were forgotten: inspected again when reported again.
+        assert!(matches!(f.admit(job(1, 0)), Admit::Inspect(_)));
+        assert!(matches!(f.admit(job(1, 20)), Admit::Release(_)));
+    }
+
+    #[test]
     fn a_gone_process_hands_over_to_the_next() {
         let mut f = Files::default();
         let file = FileId { dev: 1, ino: 5 };
         let _ = f.admit(job(1, 5));
         let _ = f.admit(job(2, 5));
-        assert_eq!(f.gone(file).map(|j| j.pid), Some(2));
+        let next = f.gone(file).expect("the waiting job takes over");
+        assert_eq!(next.pid, 2);
+        assert!(f.current(&next), "with a ticket of its own");
         assert!(f.gone(file).is_none());
         // Forgotten: the next mapping inspects it again.
         assert!(matches!(f.admit(job(3, 5)), Admit::Inspect(_)));

@@ -20,6 +20,9 @@ use crate::hooks::{self, Hook, Plan};
 use crate::probes::Object;
 use crate::sni::Pattern;
 
+/// Entries of the server-name decision maps (`conns`, `go_conns`).
+const DECISIONS: usize = 65_536;
+
 /// BPF_RB_NO_WAKEUP: the reader polls the data ring buffers on a timer
 /// instead of being woken per record.
 const BPF_RB_NO_WAKEUP: u32 = 1;
@@ -48,6 +51,8 @@ pub struct Counters {
     pub discover_lost: u64,
     /// User buffers the capture programs could not read.
     pub unreadable: u64,
+    /// Server-name decisions not stored because their map was full.
+    pub sni_full: u64,
 }
 
 /// Storage for one object, kept for the life of the agent.
@@ -344,7 +349,34 @@ impl Kernel {
             data_lost: stat_sum(o, abi::STAT_DATA_LOST) + stat_sum(s, abi::STAT_DATA_LOST),
             discover_lost: stat_sum(&self.discover.maps.stats, abi::STAT_DISCOVER_LOST),
             unreadable: stat_sum(o, abi::STAT_READ_FAILED) + stat_sum(s, abi::STAT_READ_FAILED),
+            sni_full: stat_sum(o, abi::STAT_SNI_FULL) + stat_sum(s, abi::STAT_SNI_FULL),
         }
+    }
+
+    /// Clears the server-name overflow flags (sni.h) of the objects whose
+    /// decision map has room again (at most three quarters full); returns
+    /// whether any flag is still set.
+    pub fn clear_sni_overflow(&self) -> bool {
+        let zero = 0u32.to_ne_bytes();
+        let mut still = false;
+        for (flag, decisions) in [
+            (&self.openssl.maps.sni_overflow, &self.openssl.maps.conns),
+            (
+                &self.statictls.maps.sni_overflow,
+                &self.statictls.maps.go_conns,
+            ),
+        ] {
+            let set = matches!(flag.lookup(&zero, MapFlags::ANY), Ok(Some(v)) if v.iter().any(|b| *b != 0));
+            if !set {
+                continue;
+            }
+            if decisions.keys().count() <= DECISIONS * 3 / 4 {
+                let _ = flag.update(&zero, &0u32.to_ne_bytes(), MapFlags::ANY);
+            } else {
+                still = true;
+            }
+        }
+        still
     }
 
     /// Connections the openssl object still tracks.

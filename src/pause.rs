@@ -40,6 +40,10 @@ pub struct Job {
     pub paused: bool,
     /// Part of the start-up scan of running processes.
     pub startup: bool,
+    /// Which inspection this job is (set by the agent when it hands the job
+    /// to a worker): a result that comes back after its inspection was
+    /// given up is recognised and ignored.
+    pub ticket: u64,
 }
 
 enum Control {
@@ -50,7 +54,12 @@ enum Control {
 /// How long processes were held, for the summary and benchmarks.
 #[derive(Debug, Default)]
 pub struct PauseStats {
+    /// The first pauses' durations (at most `MAX_SAMPLES`).
     pub held: Vec<Duration>,
+    /// Every pause.
+    pub pauses: u64,
+    /// The longest pause.
+    pub longest: Duration,
     /// Processes that could not be paused (already traced, gone, ...).
     pub not_paused: u64,
     /// Pauses ended by the time bound rather than by instrumentation.
@@ -59,9 +68,22 @@ pub struct PauseStats {
     pub max_stop_latency_us: u64,
 }
 
+/// Pause durations kept for the exit report, at most (the count goes on).
+const MAX_SAMPLES: usize = 100_000;
+
 impl PauseStats {
+    /// Counts one pause; keeps its duration while there is room.
+    pub fn record(&mut self, d: Duration) {
+        self.pauses += 1;
+        self.longest = self.longest.max(d);
+        if self.held.len() < MAX_SAMPLES {
+            self.held.push(d);
+        }
+    }
+
     /// (count, median, max)
-    pub fn summary(&self) -> (usize, Duration, Duration) {
+    /// (pauses, median of the durations kept, longest)
+    pub fn summary(&self) -> (u64, Duration, Duration) {
         let mut v = self.held.clone();
         v.sort();
         let med = if v.is_empty() {
@@ -69,7 +91,7 @@ impl PauseStats {
         } else {
             v[v.len() / 2]
         };
-        (v.len(), med, v.last().copied().unwrap_or_default())
+        (self.pauses, med, self.longest)
     }
 }
 
@@ -338,6 +360,7 @@ impl State {
                 comm: ev.comm,
                 paused,
                 startup: false,
+                ticket: 0,
             });
         }
     }
@@ -526,7 +549,7 @@ impl State {
             if !h.recorded {
                 h.recorded = true;
                 if let Ok(mut s) = self.stats.lock() {
-                    s.held.push(h.since.elapsed());
+                    s.record(h.since.elapsed());
                 }
                 log::debug!("pid {pid} held {} us", h.since.elapsed().as_micros());
             }

@@ -35,7 +35,7 @@ fn interesting(name: &str) -> bool {
 }
 
 fn symbols_and_go(p: &Path, want: &dyn Fn(&str) -> bool) -> ElfSymbols {
-    let map = elf::map_file(p, 1 << 33).unwrap();
+    let map = elf::read_path(p, 1 << 33).unwrap();
     elf::symbols_and_go(&map, p, want).unwrap()
 }
 
@@ -75,7 +75,7 @@ fn debian_libssl_placement() {
 #[test]
 fn debian_libssl_symbols_are_found_with_offsets() {
     let path = installed(LIBSSL);
-    let map = elf::map_file(path, 1 << 30).unwrap();
+    let map = elf::read_path(path, 1 << 30).unwrap();
     let syms = elf::parse_symbols(&map, LIBSSL, &|n| n.starts_with("SSL_")).unwrap();
     let w = syms.get("SSL_write").expect("SSL_write exported");
     assert!(w.dynamic);

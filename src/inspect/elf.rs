@@ -103,37 +103,54 @@ pub fn vaddr_to_offset(segments: &[(u64, u64, u64)], vaddr: u64) -> Option<u64> 
     })
 }
 
-/// Maps the file at `path` read-only (at most `limit` bytes).
-pub fn map_file(path: &Path, limit: u64) -> Result<memmap2::Mmap, ElfError> {
-    let shown = || path.display().to_string();
-    let file = File::open(path).map_err(|source| ElfError::Open {
-        path: shown(),
+/// Reads an open file into memory with `pread` (at most `limit` bytes).
+///
+/// A copy, not a mapping: a file truncated or rewritten while it is read
+/// (any process may do that to a file it owns) gives a short or inconsistent
+/// buffer and a parse error, never SIGBUS in the agent.
+pub fn read_file(file: &File, shown: &str, limit: u64) -> Result<Vec<u8>, ElfError> {
+    use std::os::unix::fs::FileExt;
+    let open_err = |source| ElfError::Open {
+        path: shown.to_string(),
         source,
-    })?;
-    let size = file
-        .metadata()
-        .map_err(|source| ElfError::Open {
-            path: shown(),
-            source,
-        })?
-        .len();
+    };
+    let size = file.metadata().map_err(open_err)?.len();
     if size > limit {
         return Err(ElfError::TooLarge {
-            path: shown(),
+            path: shown.to_string(),
             size,
             limit,
         });
     }
     if size < 64 {
-        return Err(ElfError::NotElf { path: shown() });
+        return Err(ElfError::NotElf {
+            path: shown.to_string(),
+        });
     }
-    // SAFETY: the mapping is private and read-only; a file truncated under us
-    // can raise SIGBUS, which is why only executable files mapped by a running
-    // process (whose pages the kernel keeps) are inspected.
-    unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ElfError::Open {
-        path: shown(),
+    let mut buf = vec![0u8; size as usize];
+    let mut done = 0usize;
+    while done < buf.len() {
+        let end = buf.len().min(done + (1 << 20));
+        match file.read_at(&mut buf[done..end], done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(open_err(e)),
+        }
+    }
+    // Shrunk while read: parse what is there (bounds are checked anyway).
+    buf.truncate(done);
+    Ok(buf)
+}
+
+/// Opens the file at `path` and reads it (tests and tools; the agent reads
+/// through the descriptor it checked, see `inspect::worker`).
+pub fn read_path(path: &Path, limit: u64) -> Result<Vec<u8>, ElfError> {
+    let file = File::open(path).map_err(|source| ElfError::Open {
+        path: path.display().to_string(),
         source,
-    })
+    })?;
+    read_file(&file, &path.display().to_string(), limit)
 }
 
 /// Reads the function symbols of the ELF file at `path` (at most `limit` bytes).
@@ -144,7 +161,7 @@ pub fn read_symbols(
     limit: u64,
     want: &dyn Fn(&str) -> bool,
 ) -> Result<ElfSymbols, ElfError> {
-    parse_symbols(&map_file(path, limit)?, &path.display().to_string(), want)
+    parse_symbols(&read_path(path, limit)?, &path.display().to_string(), want)
 }
 
 /// Like [`read_symbols`], and for executables without the SSL API also
@@ -155,10 +172,10 @@ pub fn read_symbols_and_go(
     limit: u64,
     want: &dyn Fn(&str) -> bool,
 ) -> Result<ElfSymbols, ElfError> {
-    symbols_and_go(&map_file(path, limit)?, path, want)
+    symbols_and_go(&read_path(path, limit)?, path, want)
 }
 
-/// [`read_symbols_and_go`] on a file already mapped.
+/// [`read_symbols_and_go`] on a file already read.
 pub fn symbols_and_go(
     map: &[u8],
     path: &Path,

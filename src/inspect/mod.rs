@@ -377,27 +377,30 @@ pub fn place_targets(map: &[u8], syms: &ElfSymbols, targets: &mut [Target]) {
     }
 }
 
-/// Reads and classifies the file at `path` (at most `limit` bytes);
+/// Classifies the ELF bytes `data` (`shown`: the path for messages);
 /// `inner`: choose attach points inside the functions (`place`).
-pub fn inspect_file(path: &Path, limit: u64, inner: bool) -> Result<Inspection, ElfError> {
+pub fn inspect_bytes(data: &[u8], shown: &Path, inner: bool) -> Result<Inspection, ElfError> {
     // A parser bug must not take the agent down: contain panics too.
-    let p = path.to_path_buf();
-    let run = move || -> Result<Inspection, ElfError> {
-        let map = elf::map_file(&p, limit)?;
-        let syms = elf::symbols_and_go(&map, &p, &interesting)?;
+    let run = || -> Result<Inspection, ElfError> {
+        let syms = elf::symbols_and_go(data, shown, &interesting)?;
         let mut insp = classify(&syms);
         if inner && insp.is_tls() {
-            place_targets(&map, &syms, &mut insp.targets);
+            place_targets(data, &syms, &mut insp.targets);
         }
         Ok(insp)
     };
-    match std::panic::catch_unwind(run) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(r) => r,
         Err(_) => Err(ElfError::Malformed {
-            path: path.display().to_string(),
+            path: shown.display().to_string(),
             reason: "parser panicked".into(),
         }),
     }
+}
+
+/// Reads (at most `limit` bytes) and classifies the file at `path`.
+pub fn inspect_file(path: &Path, limit: u64, inner: bool) -> Result<Inspection, ElfError> {
+    inspect_bytes(&elf::read_path(path, limit)?, path, inner)
 }
 
 #[cfg(test)]

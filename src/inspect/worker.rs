@@ -1,14 +1,16 @@
 //! The inspection workers: threads that read the file of each job (through
 //! the process that mapped it) and report what it carries.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{inspect_file, Inspection};
+use super::{elf, inspect_bytes, Inspection};
 use crate::config::InspectSettings;
-use crate::discover;
+use crate::discover::{self, ExecMapping, FileId};
 use crate::pause::Job;
 
 /// Inspection threads: the pause path's latency, within the machine's
@@ -19,8 +21,10 @@ pub const WORKERS: usize = 2;
 pub enum Outcome {
     /// TLS code to instrument.
     Tls {
-        /// `/proc/PID/map_files/...`: the file as the process mapped it.
-        path: PathBuf,
+        /// The file, opened once through the process's mapping and checked
+        /// to be the one BPF reported: probes are attached through it
+        /// (`/proc/self/fd/N`), never through a path looked up again.
+        file: File,
         /// The path to show (as the process saw it).
         shown: String,
         insp: Inspection,
@@ -38,14 +42,63 @@ pub struct Inspected {
     pub outcome: Outcome,
 }
 
+/// overlayfs: the file a process maps is the lower/upper layer's inode
+/// (what BPF and /proc/PID/maps report), while opening the mapping gives
+/// the overlay's view of it.
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+
+/// Opens the file of a mapping through `/proc/PID/map_files` and checks
+/// that it is the file BPF reported: the same (device, inode), or, on
+/// overlayfs, a mapping that still shows that identity after the open.
+fn open_checked(pid: u32, m: &ExecMapping, want: FileId) -> Result<File, String> {
+    let path = m.map_files_path(pid);
+    let file = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let md = file
+        .metadata()
+        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+    let dev = md.dev();
+    let got = FileId::from_major_minor(libc::major(dev) as u64, libc::minor(dev) as u64, md.ino());
+    if got == want {
+        return Ok(file);
+    }
+    if is_overlay(&file) && discover::find_mapping(pid, want).is_some_and(|n| n.start == m.start) {
+        return Ok(file);
+    }
+    Err(format!(
+        "the mapping at {:#x} of pid {pid} is now file {got}, not {want}: left alone",
+        m.start
+    ))
+}
+
+fn is_overlay(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and a statfs buffer of the right type.
+    unsafe {
+        libc::fstatfs(file.as_raw_fd(), &mut st) == 0 && st.f_type as i64 == OVERLAYFS_SUPER_MAGIC
+    }
+}
+
 fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
     let Some(m) = discover::find_mapping(job.pid, job.file) else {
         return Outcome::Gone;
     };
-    let path = m.map_files_path(job.pid);
-    match inspect_file(&path, s.max_elf_size, s.inner) {
+    let file = match open_checked(job.pid, &m, job.file) {
+        Ok(f) => f,
+        Err(e) => return Outcome::Failed(format!("{} (mapped by pid {}): {e}", m.path, job.pid)),
+    };
+    if s.stall_path
+        .as_ref()
+        .is_some_and(|p| m.path.contains(p.as_str()))
+    {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+    let shown = Path::new(&m.path);
+    let inspected = elf::read_file(&file, &m.path, s.max_elf_size)
+        .and_then(|data| inspect_bytes(&data, shown, s.inner));
+    match inspected {
         Ok(insp) if insp.is_tls() => Outcome::Tls {
-            path,
+            file,
             shown: m.path,
             insp,
         },
@@ -61,35 +114,44 @@ fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
     }
 }
 
+/// Workers started, at most, to replace ones stuck past the inspection
+/// budget (blocked on a stalled filesystem, or busy on a crafted file).
+pub const MAX_REPLACED: usize = 8;
+
 /// Starts the workers; they stop when `jobs` is closed or `results` is.
-pub fn start(jobs: Receiver<Job>, results: Sender<Inspected>, s: &InspectSettings) {
+pub fn start(jobs: &Receiver<Job>, results: &Sender<Inspected>, s: &InspectSettings) {
     for i in 0..WORKERS {
-        let (jobs, results, s) = (jobs.clone(), results.clone(), s.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("inspect-{i}"))
-            .spawn(move || {
-                for job in jobs {
-                    if !s.delay.is_zero() {
-                        std::thread::sleep(s.delay);
-                    }
-                    let t0 = Instant::now();
-                    let outcome = inspect_job(&job, &s);
-                    let took = t0.elapsed();
-                    if took > Duration::from_millis(20) {
-                        log::debug!(
-                            "inspecting file {} (pid {}) took {} ms",
-                            job.file,
-                            job.pid,
-                            took.as_millis()
-                        );
-                    }
-                    if results.send(Inspected { job, outcome }).is_err() {
-                        return;
-                    }
+        start_one(i, jobs, results, s);
+    }
+}
+
+/// Starts one worker.
+pub fn start_one(i: usize, jobs: &Receiver<Job>, results: &Sender<Inspected>, s: &InspectSettings) {
+    let (jobs, results, s) = (jobs.clone(), results.clone(), s.clone());
+    let spawned = std::thread::Builder::new()
+        .name(format!("inspect-{i}"))
+        .spawn(move || {
+            for job in jobs {
+                if !s.delay.is_zero() {
+                    std::thread::sleep(s.delay);
                 }
-            });
-        if let Err(e) = spawned {
-            log::error!("cannot start inspection worker {i}: {e}");
-        }
+                let t0 = Instant::now();
+                let outcome = inspect_job(&job, &s);
+                let took = t0.elapsed();
+                if took > Duration::from_millis(20) {
+                    log::debug!(
+                        "inspecting file {} (pid {}) took {} ms",
+                        job.file,
+                        job.pid,
+                        took.as_millis()
+                    );
+                }
+                if results.send(Inspected { job, outcome }).is_err() {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start inspection worker {i}: {e}");
     }
 }
