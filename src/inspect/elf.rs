@@ -14,6 +14,8 @@ use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Endianness, Object, ObjectSymbol, SymbolKind};
 use thiserror::Error;
 
+use super::budget;
+
 /// Why a file could not be inspected.
 #[derive(Debug, Error)]
 pub enum ElfError {
@@ -30,6 +32,8 @@ pub enum ElfError {
     Unsupported { path: String },
     #[error("malformed ELF file {path}: {reason}")]
     Malformed { path: String, reason: String },
+    #[error("{path} is not inspected: {what}")]
+    TooMuchWork { path: String, what: String },
 }
 
 /// Where a symbol is, both as a virtual address and as an offset in the file.
@@ -192,7 +196,12 @@ pub fn symbols_and_go(
 fn noreturn_offsets(elf: &ElfFile64<'_, Endianness>, segments: &[(u64, u64, u64)]) -> Vec<u64> {
     use object::read::{ObjectSection, ObjectSymbolTable};
     let mut vaddrs: Vec<u64> = Vec::new();
-    for sym in elf.dynamic_symbols().chain(elf.symbols()) {
+    for (i, sym) in elf.dynamic_symbols().chain(elf.symbols()).enumerate() {
+        // Out of time: fewer no-return functions known only keeps more
+        // uretprobes (placement proves less), never a wrong point.
+        if i % budget::CHECK_EVERY == 0 && budget::exhausted() {
+            break;
+        }
         if sym.kind() == SymbolKind::Text
             && sym.is_definition()
             && ObjectSymbol::name(&sym).is_ok_and(|n| NORETURN.contains(&plain_name(n)))
@@ -204,7 +213,12 @@ fn noreturn_offsets(elf: &ElfFile64<'_, Endianness>, segments: &[(u64, u64, u64)
     // jump through them.
     let mut slots: Vec<u64> = Vec::new();
     if let (Some(relocs), Some(dynsyms)) = (elf.dynamic_relocations(), elf.dynamic_symbol_table()) {
-        for (got, r) in relocs {
+        for (i, (got, r)) in relocs.enumerate() {
+            if slots.len() >= budget::MAX_SYMBOLS
+                || (i % budget::CHECK_EVERY == 0 && budget::exhausted())
+            {
+                break;
+            }
             if let object::RelocationTarget::Symbol(idx) = r.target() {
                 if dynsyms
                     .symbol_by_index(idx)
@@ -217,6 +231,7 @@ fn noreturn_offsets(elf: &ElfFile64<'_, Endianness>, segments: &[(u64, u64, u64)
             }
         }
     }
+    slots.sort_unstable();
     if !slots.is_empty() {
         for sec in elf.sections() {
             let Ok(name) = sec.name() else { continue };
@@ -224,6 +239,7 @@ fn noreturn_offsets(elf: &ElfFile64<'_, Endianness>, segments: &[(u64, u64, u64)
                 continue;
             }
             let Ok(code) = sec.data() else { continue };
+            let code = &code[..code.len().min(budget::MAX_PLT)];
             let entsize = match sec.elf_section_header().sh_entsize.get(elf.endian()) {
                 0 => 16,
                 n => n,
@@ -233,7 +249,7 @@ fn noreturn_offsets(elf: &ElfFile64<'_, Endianness>, segments: &[(u64, u64, u64)
             for ins in &mut dec {
                 if ins.flow_control() == iced_x86::FlowControl::IndirectBranch
                     && ins.is_ip_rel_memory_operand()
-                    && slots.contains(&ins.ip_rel_memory_address())
+                    && slots.binary_search(&ins.ip_rel_memory_address()).is_ok()
                 {
                     let slot = sec.address() + (ins.ip() - sec.address()) / entsize * entsize;
                     vaddrs.push(slot);
@@ -297,7 +313,10 @@ pub fn parse_symbols(
     let mut add = |sym: &dyn SymLike, dynamic: bool| {
         let Some(name) = sym.name() else { return };
         let name = plain_name(name);
-        if name.is_empty() || !want(name) {
+        if name.is_empty() || name.len() > budget::MAX_NAME || !want(name) {
+            return;
+        }
+        if out.functions.len() >= budget::MAX_SYMBOLS && !out.functions.contains_key(name) {
             return;
         }
         let vaddr = sym.address();
@@ -317,13 +336,23 @@ pub fn parse_symbols(
                 dynamic,
             });
     };
-    for sym in elf.dynamic_symbols() {
+    let out_of_time = || ElfError::TooMuchWork {
+        path: shown.to_string(),
+        what: "its symbol tables take longer than the inspection budget".into(),
+    };
+    for (i, sym) in elf.dynamic_symbols().enumerate() {
+        if i % budget::CHECK_EVERY == 0 && budget::exhausted() {
+            return Err(out_of_time());
+        }
         if sym.kind() == SymbolKind::Text && sym.is_definition() {
             add(&sym, true);
         }
     }
     let mut symtab = false;
-    for sym in elf.symbols() {
+    for (i, sym) in elf.symbols().enumerate() {
+        if i % budget::CHECK_EVERY == 0 && budget::exhausted() {
+            return Err(out_of_time());
+        }
         symtab = true;
         if sym.kind() == SymbolKind::Text && sym.is_definition() {
             add(&sym, false);

@@ -39,6 +39,9 @@ pub fn ret_offsets(code: &[u8], va: u64, off: u64) -> Vec<u64> {
     for ins in &mut d {
         if ins.mnemonic() == Mnemonic::Ret {
             out.push(ins.ip() - va + off);
+            if out.len() > super::budget::MAX_RETS {
+                break;
+            }
         }
     }
     out
@@ -111,6 +114,13 @@ pub fn inspect_go(
             shown.display()
         ));
     };
+    if write_rets.len() > super::budget::MAX_RETS || read_rets.len() > super::budget::MAX_RETS {
+        return Err(format!(
+            "{}: more than {} RET instructions in crypto/tls.(*Conn).Write/Read",
+            shown.display(),
+            super::budget::MAX_RETS
+        ));
+    }
     if write_rets.is_empty() || read_rets.is_empty() {
         return Err(format!(
             "{}: no RET instruction found in crypto/tls.(*Conn).Write/Read",

@@ -2,6 +2,7 @@
 //! where to put uprobes (spec: "Parses for known encryption library function
 //! symbols").
 
+pub mod budget;
 pub mod elf;
 pub mod go;
 pub mod place;
@@ -377,6 +378,21 @@ pub fn place_targets(map: &[u8], syms: &ElfSymbols, targets: &mut [Target]) {
     }
 }
 
+/// Refuses a file with more probe targets than are instrumented per file.
+pub fn check_targets(insp: &Inspection, shown: &Path) -> Result<(), ElfError> {
+    if insp.targets.len() <= budget::MAX_TARGETS {
+        return Ok(());
+    }
+    Err(ElfError::TooMuchWork {
+        path: shown.display().to_string(),
+        what: format!(
+            "{} probe points, more than the {} instrumented per file",
+            insp.targets.len(),
+            budget::MAX_TARGETS
+        ),
+    })
+}
+
 /// Classifies the ELF bytes `data` (`shown`: the path for messages);
 /// `inner`: choose attach points inside the functions (`place`).
 pub fn inspect_bytes(data: &[u8], shown: &Path, inner: bool) -> Result<Inspection, ElfError> {
@@ -384,6 +400,7 @@ pub fn inspect_bytes(data: &[u8], shown: &Path, inner: bool) -> Result<Inspectio
     let run = || -> Result<Inspection, ElfError> {
         let syms = elf::symbols_and_go(data, shown, &interesting)?;
         let mut insp = classify(&syms);
+        check_targets(&insp, shown)?;
         if inner && insp.is_tls() {
             place_targets(data, &syms, &mut insp.targets);
         }

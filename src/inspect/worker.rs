@@ -94,6 +94,7 @@ fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
         std::thread::sleep(Duration::from_secs(60));
     }
     let shown = Path::new(&m.path);
+    super::budget::start(Some(s.budget));
     let inspected = elf::read_file(&file, &m.path, s.max_elf_size)
         .and_then(|data| inspect_bytes(&data, shown, s.inner));
     match inspected {
