@@ -68,6 +68,9 @@ pub struct PauseStats {
     pub max_stop_latency_us: u64,
 }
 
+/// How long shutdown waits for the pause thread.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
 /// Pause durations kept for the exit report, at most (the count goes on).
 const MAX_SAMPLES: usize = 100_000;
 
@@ -167,12 +170,26 @@ impl Pauser {
         unsafe { libc::write(self.wake.as_raw_fd(), &one as *const u64 as *const _, 8) };
     }
 
-    /// Resumes every held process and stops the thread.
+    /// Resumes every held process and stops the thread. Bounded: a thread
+    /// blocked in the kernel (a PTRACE_SEIZE waiting on a target's exec
+    /// from a stalled filesystem) is left behind after `SHUTDOWN_WAIT`;
+    /// the agent then exits, and the kernel detaches whatever that thread
+    /// still traces.
     pub fn shutdown(&mut self) {
         let _ = self.tx.send(Control::Shutdown);
         self.kick();
-        if let Some(t) = self.thread.take() {
+        let Some(t) = self.thread.take() else { return };
+        let until = Instant::now() + SHUTDOWN_WAIT;
+        while !t.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t.is_finished() {
             let _ = t.join();
+        } else {
+            log::warn!(
+                "the pause thread did not stop within {} ms: exiting without it (the kernel releases its tracees)",
+                SHUTDOWN_WAIT.as_millis()
+            );
         }
     }
 }
