@@ -181,7 +181,7 @@ pub fn run(s: Settings) -> Result<()> {
     agent.scan_running(&s, &job_tx);
     agent.event_loop(&stop, &job_rx, &res_rx, &ring)?;
     agent.stop(ring, out_thread);
-    Ok(())
+    output::outcome()
 }
 
 fn log_patterns(s: &Settings) {
@@ -265,7 +265,9 @@ impl Agent<'_> {
     ) -> Result<()> {
         let mut last_sweep = Instant::now();
         let mut last_stats = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
+        // The output thread stops on a write error (or a closed stdout):
+        // then the agent stops too, cleanly, instead of capturing for no one.
+        while !stop.load(Ordering::Relaxed) && !output::has_stopped() {
             crossbeam_channel::select! {
                 recv(jobs) -> j => if let Ok(j) = j { self.admit(j) },
                 recv(results) -> r => match r {

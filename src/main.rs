@@ -7,8 +7,10 @@ use plainsight::{agent, cli, config, hooks};
 
 fn main() {
     let cli = cli::Cli::parse();
+    // Log lines carry process names and paths from traced processes:
+    // escaped, so that none can write control characters to the terminal.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&cli.log_level))
-        .format_target(false)
+        .format(plainsight::output::escape::log_format)
         .init();
     hooks::route_libbpf_messages();
     if cli.hooks {
@@ -16,7 +18,11 @@ fn main() {
         return;
     }
     if let Err(e) = config::Settings::from_cli(cli).and_then(agent::run) {
-        eprintln!("plainsight: error: {e:#}");
+        let e = format!("{e:#}");
+        eprintln!(
+            "plainsight: error: {}",
+            plainsight::output::escape::terminal(&e)
+        );
         std::process::exit(1);
     }
 }

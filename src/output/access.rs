@@ -3,11 +3,17 @@
 //! headers at `-v`, bodies at `-vv`), or a JSON object per exchange. Bytes
 //! that are not HTTP are shown raw (on the console cut at 1 KiB unless
 //! `-vv`), decoding problems as notices.
+//!
+//! On the console, everything the captured processes control (process and
+//! server names, methods, paths, gRPC names, header names and values,
+//! bodies, notices) is escaped for the terminal (`super::escape`); JSON
+//! strings are escaped by `super::json_line`.
 
 use std::io::{self, Write};
 
 use serde::Serialize;
 
+use super::escape::{terminal, terminal_bytes};
 use super::{encode, json_line, write_data, Clock, Format, JsonHead};
 use crate::decode::conn::Item;
 use crate::decode::{Exchange, Grpc, Headers, HttpMessage};
@@ -132,6 +138,17 @@ fn header_list(h: &Headers) -> Vec<(&str, String)> {
     h.iter()
         .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v).into_owned()))
         .collect()
+}
+
+/// The first `limit` bytes of `data`, or fewer if they would end inside a
+/// UTF-8 character of text.
+fn cut(data: &[u8], limit: usize) -> &[u8] {
+    let shown = &data[..data.len().min(limit)];
+    match std::str::from_utf8(shown) {
+        // valid up to an incomplete character at the end
+        Err(e) if shown.len() < data.len() && e.error_len().is_none() => &shown[..e.valid_up_to()],
+        _ => shown,
+    }
 }
 
 /// A byte count for the console: bytes under 10 KiB, KiB under 10 MiB,
@@ -266,9 +283,9 @@ impl AccessWriter {
         format!(
             "{} {}[{}] {}",
             self.clock.rfc3339(ts_ns),
-            meta.comm,
+            terminal(&meta.comm),
             meta.pid,
-            server
+            terminal(server)
         )
     }
 
@@ -299,7 +316,7 @@ impl AccessWriter {
     /// A `note:` line.
     fn console_notice(&mut self, meta: &ConnMeta, ts_ns: u64, text: &str) -> io::Result<()> {
         let who = self.console_who(ts_ns, meta, meta.sni.as_deref().unwrap_or("-"));
-        writeln!(self.out, "{who} note: {text}")
+        writeln!(self.out, "{who} note: {}", terminal(text))
     }
 
     /// The access-log line, then (`-v`) each message's headers, (`-vv`)
@@ -332,8 +349,8 @@ impl AccessWriter {
             "{} {} {} {} {} {} req={} resp={}",
             self.console_who(exchange_ts(e), meta, server),
             e.protocol.as_str(),
-            e.method.as_deref().unwrap_or("-"),
-            e.path.as_deref().unwrap_or("-"),
+            terminal(e.method.as_deref().unwrap_or("-")),
+            terminal(e.path.as_deref().unwrap_or("-")),
             e.status.map(|s| s.to_string()).unwrap_or_else(dash),
             e.latency_ns()
                 .map(|n| format!("{:.2}ms", n as f64 / 1e6))
@@ -350,8 +367,8 @@ impl AccessWriter {
         if let Some(g) = &e.grpc {
             line.push_str(&format!(
                 " grpc={}/{} grpc-status={}",
-                g.service,
-                g.method,
+                terminal(&g.service),
+                terminal(&g.method),
                 g.status.map(|s| s.to_string()).unwrap_or_else(dash)
             ));
         }
@@ -365,7 +382,7 @@ impl AccessWriter {
     /// trailers, indented, marked `>` (request) or `<` (response).
     fn console_message(&mut self, m: &HttpMessage, mark: &str) -> io::Result<()> {
         for (n, v) in &m.headers {
-            writeln!(self.out, "  {mark} {n}: {}", String::from_utf8_lossy(v))?;
+            writeln!(self.out, "  {mark} {}: {}", terminal(n), terminal_bytes(v))?;
         }
         if self.detail >= 2 && !m.body.is_empty() {
             writeln!(self.out, "  {mark} [body {} bytes]", m.body_len)?;
@@ -374,16 +391,19 @@ impl AccessWriter {
         for (n, v) in &m.trailers {
             writeln!(
                 self.out,
-                "  {mark} {n}: {} (trailer)",
-                String::from_utf8_lossy(v)
+                "  {mark} {}: {} (trailer)",
+                terminal(n),
+                terminal_bytes(v)
             )?;
         }
         Ok(())
     }
 
-    /// Printable text as is, anything else as hex, cut at `limit` bytes.
+    /// Printable text as is (escaped: see `write_data`), anything else as
+    /// hex, cut at `limit` bytes (before a UTF-8 character the limit would
+    /// split, so that text stays text).
     fn body(&mut self, data: &[u8], limit: usize, indent: &str) -> io::Result<()> {
-        let shown = &data[..data.len().min(limit)];
+        let shown = cut(data, limit);
         let mut buf = Vec::new();
         write_data(&mut buf, shown)?;
         for line in String::from_utf8_lossy(&buf).lines() {
@@ -674,6 +694,114 @@ mod tests {
             &(r#"{"type":"raw","time":"2023-11-14T22:13:20.015000Z","ts_ns":15000000,"pid":42,"comm":"curl","conn":"0xabc","sni":null,"direction":"read","len":1030,"encoding":"utf8","data":""#.to_owned() + &"r".repeat(1030) + r#""}"#),
         ]);
         assert_eq!(output(Format::Json, 0, &sample_raw()), expected);
+    }
+
+    /// Everything a hostile process controls reaches the console escaped:
+    /// its name, the server name, method, path, gRPC names, header names
+    /// and values (a raw 0x9b byte as `\x9b`, U+009B as `\u{9b}`), bodies
+    /// and raw chunks (a bare `\r`), notices.
+    #[test]
+    fn console_escapes_control_characters() {
+        let mut req = message(1_000_000, &[], b"a=1\rEVIL", 8);
+        req.headers = vec![
+            (
+                "x-\x1bevil".into(),
+                b"a\x07b\xc2\x9b2J \x9b\x1b]0;t\x07".to_vec(),
+            ),
+            ("user-agent".into(), b"ok/1.0".to_vec()),
+        ];
+        let mut resp = message(2_000_000, &[], b"\xe2\x80\xaeflipped\r\n", 11);
+        resp.trailers = vec![("grpc-message".into(), b"bad\r\nnews".to_vec())];
+        let e = Exchange {
+            protocol: Protocol::Http2,
+            stream_id: Some(1),
+            method: Some("GET\x1b[8m".into()),
+            path: Some("/\x1b[2J\u{202e}x".into()),
+            authority: Some("a\tb".into()),
+            status: Some(200),
+            request: Some(req),
+            response: Some(resp),
+            grpc: Some(Grpc {
+                service: "svc\x07".into(),
+                method: "M\u{9b}".into(),
+                status: Some(0),
+                ..Grpc::default()
+            }),
+        };
+        let items = [
+            Item::Exchange(Box::new(e)),
+            Item::Notice {
+                ts_ns: 3_000_000,
+                text: "bad header \x1b[31m".into(),
+            },
+            Item::Raw {
+                outgoing: true,
+                ts_ns: 4_000_000,
+                data: b"line\rover\n".to_vec(),
+            },
+        ];
+        let buf = SharedBuf::default();
+        let mut w = AccessWriter {
+            out: Box::new(buf.clone()),
+            format: Format::Text,
+            detail: 2,
+            clock: fixed_clock(),
+        };
+        let meta = ConnMeta {
+            pid: 7,
+            comm: "\x1b[31mcurl".into(),
+            conn: 1,
+            sni: Some("api\r\n2026 forged".into()),
+        };
+        let no_sni = ConnMeta {
+            sni: None,
+            ..meta.clone()
+        };
+        w.write(&no_sni, &items[0]).unwrap();
+        w.write(&meta, &items[1]).unwrap();
+        w.write(&meta, &items[2]).unwrap();
+        let expected = lines(&[
+            r"2023-11-14T22:13:20.001000Z \x1b[31mcurl[7] a\tb HTTP/2 GET\x1b[8m /\x1b[2J\u{202e}x 200 3.50ms req=8B resp=11B grpc=svc\x07/M\u{9b} grpc-status=0",
+            r"  > x-\x1bevil: a\x07b\u{9b}2J \x9b\x1b]0;t\x07",
+            "  > user-agent: ok/1.0",
+            "  > [body 8 bytes]",
+            r"    a=1\rEVIL",
+            "  < [body 11 bytes]",
+            r"    \u{202e}flipped",
+            r"  < grpc-message: bad\r\nnews (trailer)",
+            r"2023-11-14T22:13:20.003000Z \x1b[31mcurl[7] api\r\n2026 forged note: bad header \x1b[31m",
+            r"2023-11-14T22:13:20.004000Z \x1b[31mcurl[7] api\r\n2026 forged raw write 10B",
+            r"line\rover",
+        ]);
+        assert_eq!(buf.text(), expected);
+    }
+
+    /// A UTF-8 body cut inside a character stays text, cut before it.
+    #[test]
+    fn console_body_is_cut_at_a_character() {
+        // 2-byte characters after one ASCII byte: the limit falls inside one
+        let body = "x".to_owned() + &"é".repeat(CONSOLE_BODY / 2);
+        let e = Exchange {
+            protocol: Protocol::Http1,
+            stream_id: None,
+            method: Some("GET".into()),
+            path: Some("/".into()),
+            authority: None,
+            status: Some(200),
+            request: None,
+            response: Some(message(2_000, &[], body.as_bytes(), body.len() as u64)),
+            grpc: None,
+        };
+        let expected = lines(&[
+            "2023-11-14T22:13:20.000002Z curl[42] example.com HTTP/1.1 GET / 200 - req=- resp=4097B",
+            "  < [body 4097 bytes]",
+            &("    x".to_owned() + &"é".repeat(CONSOLE_BODY / 2 - 1)),
+            "    [... 2 more bytes not shown]",
+        ]);
+        assert_eq!(
+            output(Format::Text, 2, &[Item::Exchange(Box::new(e))]),
+            expected
+        );
     }
 
     /// `-vv` bodies are cut at `CONSOLE_BODY` bytes.

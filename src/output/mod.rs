@@ -16,11 +16,11 @@
 //! Files are created 0600: captured plaintext is sensitive.
 
 pub mod access;
+pub mod escape;
+mod outfile;
 pub mod pcap;
 
-use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -111,19 +111,12 @@ impl Default for Clock {
     }
 }
 
-/// Opens an output file, readable and writable by its owner only.
+/// Opens an output file, readable and writable by its owner only: a new
+/// file (mode 0600), or an existing regular file of root's with one link
+/// (truncated, made 0600). A symlink, FIFO, device, directory, another
+/// user's file or a hard link is refused with the reason (see `outfile`).
 pub fn create_private(path: &Path) -> Result<std::fs::File> {
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create output file {}", path.display()))?;
-    // An existing file keeps its mode on open: tighten it.
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot restrict {} to mode 0600", path.display()))?;
-    Ok(f)
+    outfile::create_private(path)
 }
 
 /// `--raw`: writes every record as captured (each TLS call with its bytes,
@@ -284,6 +277,8 @@ impl Writer {
     }
 
     /// A `--- ` header line per record; a call's data follows its line.
+    /// Names from the processes are escaped for the terminal
+    /// ([`escape::terminal`]).
     fn write_text(&mut self, r: &Record) -> io::Result<()> {
         match r {
             Record::Call(c) => self.text_call(c),
@@ -299,13 +294,13 @@ impl Writer {
                 self.out,
                 "--- {} {}[{}] SNI conn={:#x} sni={}{}",
                 self.clock.rfc3339(*ts_ns),
-                comm,
+                escape::terminal(comm),
                 pid,
                 conn,
-                name,
+                escape::terminal(name),
                 pattern
                     .as_ref()
-                    .map(|p| format!(" (matches {p})"))
+                    .map(|p| format!(" (matches {})", escape::terminal(p)))
                     .unwrap_or_default()
             ),
             Record::Close {
@@ -319,7 +314,7 @@ impl Writer {
                 self.out,
                 "--- {} {}[{}] CLOSE conn={:#x}{}",
                 self.clock.rfc3339(*ts_ns),
-                comm,
+                escape::terminal(comm),
                 pid,
                 conn,
                 sni_field(sni.as_deref())
@@ -341,7 +336,7 @@ impl Writer {
             self.out,
             "--- {} {}[{}/{}] {} conn={:#x}{} len={}{}",
             self.clock.rfc3339(c.ts_ns),
-            c.comm,
+            escape::terminal(&c.comm),
             c.pid,
             c.tid,
             c.direction.as_str().to_uppercase(),
@@ -358,12 +353,40 @@ impl Writer {
     }
 }
 
-/// stdout, or a new private file.
+/// stdout, or a private file ([`create_private`]); its write errors name
+/// it (`cannot write to stdout: ...`) and keep their kind.
 pub fn destination(path: Option<&Path>) -> Result<Box<dyn Write + Send>> {
     Ok(match path {
-        Some(p) => Box::new(BufWriter::new(create_private(p)?)),
-        None => Box::new(BufWriter::new(io::stdout())),
+        Some(p) => Box::new(BufWriter::new(Named {
+            inner: create_private(p)?,
+            name: escape::terminal_path(p).into_owned(),
+        })),
+        None => Box::new(BufWriter::new(Named {
+            inner: io::stdout(),
+            name: "stdout".into(),
+        })),
     })
+}
+
+/// A writer whose errors say where it writes.
+struct Named<W> {
+    inner: W,
+    name: String,
+}
+
+impl<W> Named<W> {
+    fn named(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("cannot write to {}: {e}", self.name))
+    }
+}
+
+impl<W: Write> Write for Named<W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.inner.write(b).map_err(|e| self.named(e))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().map_err(|e| self.named(e))
+    }
 }
 
 /// What the output thread is asked to produce.
@@ -554,41 +577,127 @@ impl Pipeline {
     }
 }
 
-/// Starts the output thread: it hands every record to the pipeline,
-/// flushes after each burst, and sweeps idle connections every 5 s. It ends
-/// when every sender is gone, finishing the pipeline.
+/// Why the output thread stopped before it was told to (see [`stopped`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// The reader of stdout went away (`plainsight | head -1`): nothing
+    /// more can be shown; the agent ends as on SIGINT, with status 0.
+    ReaderGone,
+    /// An output could not be written (a full disk, an I/O error) or the
+    /// thread failed: what, where and why. The agent ends with an error.
+    Failed(String),
+}
+
+impl Stopped {
+    /// What an output error means: a closed pipe is the reader's doing,
+    /// anything else a failure.
+    pub fn of(e: &anyhow::Error) -> Stopped {
+        let broken_pipe = e
+            .chain()
+            .filter_map(|c| c.downcast_ref::<io::Error>())
+            .any(|io| io.kind() == io::ErrorKind::BrokenPipe);
+        if broken_pipe {
+            Stopped::ReaderGone
+        } else {
+            Stopped::Failed(format!("{e:#}"))
+        }
+    }
+}
+
+/// Set once by the output thread when it stops on its own.
+static STOPPED: std::sync::Mutex<Option<Stopped>> = std::sync::Mutex::new(None);
+static HAS_STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the output thread has stopped on its own (cheap: for the event
+/// loop to poll on every turn, and end when it has).
+pub fn has_stopped() -> bool {
+    HAS_STOPPED.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Why the output thread stopped on its own, if it did.
+pub fn stopped() -> Option<Stopped> {
+    STOPPED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// For the agent's exit, after the output thread was joined: an error if
+/// the output failed (its last flush included), `Ok` if it worked to the
+/// end or its reader went away.
+pub fn outcome() -> Result<()> {
+    match stopped() {
+        Some(Stopped::Failed(why)) => Err(anyhow::anyhow!("output failed: {why}")),
+        _ => Ok(()),
+    }
+}
+
+/// Records why the output thread stopped (the first reason wins) and says
+/// so at once: a closed stdout at info level, a failure as an error.
+fn report_stop(why: Stopped) {
+    match &why {
+        Stopped::ReaderGone => log::info!("output: stdout was closed by its reader: stopping"),
+        Stopped::Failed(m) => log::error!("output stopped: {m}"),
+    }
+    let mut s = STOPPED.lock().unwrap_or_else(|e| e.into_inner());
+    if s.is_none() {
+        *s = Some(why);
+    }
+    HAS_STOPPED.store(true, std::sync::atomic::Ordering::Release);
+}
+
+/// The output thread's work: every record to the pipeline, a flush after
+/// each burst, a sweep of idle connections every 5 s; the pipeline is
+/// finished when every sender is gone. Stops at the first error.
+fn output_loop(rx: crossbeam_channel::Receiver<Record>, mut p: Pipeline) -> Result<()> {
+    use crossbeam_channel::RecvTimeoutError;
+    use std::time::Instant;
+    let mut last_sweep = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(r) => {
+                let mut burst = std::iter::once(r).chain(rx.try_iter());
+                burst.try_for_each(|r| p.handle(&r))?;
+                p.flush()?;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_sweep.elapsed() >= Duration::from_secs(5) {
+            last_sweep = Instant::now();
+            p.sweep().and_then(|()| p.flush())?;
+        }
+    }
+    p.finish()
+}
+
+/// [`output_loop`], with any early end (an error, a panic) as a [`Stopped`].
+fn guarded(rx: crossbeam_channel::Receiver<Record>, p: Pipeline) -> Result<(), Stopped> {
+    let run = std::panic::AssertUnwindSafe(|| output_loop(rx, p));
+    match std::panic::catch_unwind(run) {
+        Ok(r) => r.map_err(|e| Stopped::of(&e)),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Stopped::Failed(format!(
+                "the output thread panicked: {}",
+                escape::terminal(&what)
+            )))
+        }
+    }
+}
+
+/// Starts the output thread ([`output_loop`]). It never stops silently:
+/// if an output cannot be written, or the thread panics, it says so and
+/// sets [`has_stopped`] / [`stopped`] for the event loop, which must end
+/// the agent (the records that follow would be lost).
 pub fn spawn(
     rx: crossbeam_channel::Receiver<Record>,
-    mut p: Pipeline,
+    p: Pipeline,
 ) -> Result<std::thread::JoinHandle<()>> {
-    use crossbeam_channel::RecvTimeoutError;
-    use std::time::{Duration, Instant};
     let run = move || {
-        let mut last_sweep = Instant::now();
-        let fail = |e: anyhow::Error| log::error!("output: {e:#}");
-        loop {
-            match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(r) => {
-                    let mut burst = std::iter::once(r).chain(rx.try_iter());
-                    if let Err(e) = burst.try_for_each(|r| p.handle(&r)) {
-                        return fail(e);
-                    }
-                    if let Err(e) = p.flush() {
-                        return fail(e);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-            if last_sweep.elapsed() >= Duration::from_secs(5) {
-                last_sweep = Instant::now();
-                if let Err(e) = p.sweep().and_then(|()| p.flush()) {
-                    return fail(e);
-                }
-            }
-        }
-        if let Err(e) = p.finish() {
-            fail(e);
+        if let Err(why) = guarded(rx, p) {
+            report_stop(why);
         }
     };
     std::thread::Builder::new()
@@ -624,14 +733,18 @@ fn encode(data: &[u8]) -> (&'static str, String) {
     }
 }
 
-/// ` sni=NAME` when the server name is known, else nothing.
+/// ` sni=NAME` when the server name is known (escaped for the terminal),
+/// else nothing.
 fn sni_field(sni: Option<&str>) -> String {
-    sni.map(|s| format!(" sni={s}")).unwrap_or_default()
+    sni.map(|s| format!(" sni={}", escape::terminal(s)))
+        .unwrap_or_default()
 }
 
-/// One JSON object and its newline.
+/// One JSON object and its newline; strings carry DEL, C1 and bidi
+/// characters as `\u` escapes too ([`escape::JsonSafe`]).
 fn json_line(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, value)?;
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, escape::JsonSafe);
+    value.serialize(&mut ser)?;
     out.write_all(b"\n")
 }
 
@@ -644,10 +757,14 @@ fn is_text(data: &[u8]) -> bool {
     }
 }
 
-/// Text as is (with a final newline); anything else as a hex dump.
+/// Text as is (with a final newline), but for a `\r` that does not end a
+/// line and bidi controls, which are escaped ([`escape::text`]); anything
+/// else (not UTF-8, other controls) as a hex dump.
 pub fn write_data(out: &mut dyn Write, data: &[u8]) -> io::Result<()> {
     if is_text(data) {
-        out.write_all(data)?;
+        // is_text: valid UTF-8
+        let s = std::str::from_utf8(data).unwrap_or_default();
+        out.write_all(escape::text(s).as_bytes())?;
         if !data.ends_with(b"\n") {
             out.write_all(b"\n")?;
         }
@@ -680,6 +797,7 @@ pub fn write_data(out: &mut dyn Write, data: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::{Arc, Mutex};
 
     /// A `Write` whose bytes the test reads back after the writer has them.
@@ -847,5 +965,117 @@ mod tests {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(std::fs::read(&p).unwrap(), b"");
+    }
+
+    /// `--raw` text records of a hostile process: its name, server name and
+    /// data reach the terminal escaped.
+    #[test]
+    fn raw_text_records_are_escaped() {
+        let call = CallRecord {
+            direction: Direction::Write,
+            pid: 42,
+            tid: 43,
+            comm: "\x1b[31mevil".into(),
+            conn: 0xabc,
+            ts_ns: 0,
+            len: 16,
+            data: "innocent\rEVIL\u{202e}\r\n".as_bytes().to_vec(),
+            truncated: false,
+            lost_bytes: 0,
+            sni: Some("a.com\r\nforged".into()),
+        };
+        let records = [
+            Record::Call(call),
+            Record::Sni {
+                pid: 42,
+                tid: 43,
+                comm: "\x07".into(),
+                conn: 0xabc,
+                ts_ns: 0,
+                name: "x\u{9b}2J".into(),
+                pattern: Some("*\x1b".into()),
+            },
+            Record::Close {
+                pid: 42,
+                tid: 43,
+                comm: "\x1b]0;t\x07".into(),
+                conn: 0xabc,
+                ts_ns: 0,
+                sni: Some("\t".into()),
+            },
+        ];
+        let expected = lines(&[
+            r"--- 2023-11-14T22:13:20.000000Z \x1b[31mevil[42/43] WRITE conn=0xabc sni=a.com\r\nforged len=16",
+            "innocent\\rEVIL\\u{202e}\r",
+            r"--- 2023-11-14T22:13:20.000000Z \x07[42] SNI conn=0xabc sni=x\u{9b}2J (matches *\x1b)",
+            r"--- 2023-11-14T22:13:20.000000Z \x1b]0;t\x07[42] CLOSE conn=0xabc sni=\t",
+        ]);
+        assert_eq!(raw_output(Format::Text, &records), expected);
+        // and in JSON, the same strings with nothing a terminal acts on
+        let json = raw_output(Format::Json, &records);
+        assert!(json.contains(r#""comm":"\u001b[31mevil""#), "{json}");
+        assert!(json.contains(r#""sni":"x\u009b2J""#), "{json}");
+        assert!(
+            json.contains(r#""data":"innocent\rEVIL\u202e\r\n""#),
+            "{json}"
+        );
+        assert!(!json.chars().any(|c| c.is_control() && c != '\n'), "{json}");
+    }
+
+    /// A text body with a bare CR and a bidi override: escaped, lines kept.
+    #[test]
+    fn text_data_is_escaped() {
+        let mut v = Vec::new();
+        write_data(&mut v, "ok\r\nhidden\rshown\t\u{2067}x".as_bytes()).unwrap();
+        assert_eq!(
+            String::from_utf8(v).unwrap(),
+            "ok\r\nhidden\\rshown\t\\u{2067}x\n"
+        );
+    }
+
+    /// A writer that fails as a full disk or a closed pipe does.
+    struct Failing(io::ErrorKind);
+
+    impl Write for Failing {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(match self.0 {
+                io::ErrorKind::StorageFull => io::Error::from_raw_os_error(libc::ENOSPC),
+                _ => io::Error::from_raw_os_error(libc::EPIPE),
+            })
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Output errors name the output and keep their kind; a closed pipe is
+    /// the reader going away, anything else a failure.
+    #[test]
+    fn output_errors_are_named_and_classified() {
+        let mut full = BufWriter::new(Named {
+            inner: Failing(io::ErrorKind::StorageFull),
+            name: "/var/tmp/x.json".into(),
+        });
+        full.write_all(b"x").unwrap();
+        let e = full.flush().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        let e = anyhow::Error::from(e).context("writing");
+        assert_eq!(
+            Stopped::of(&e),
+            Stopped::Failed(
+                "writing: cannot write to /var/tmp/x.json: No space left on device (os error 28)"
+                    .into()
+            )
+        );
+        let mut closed = Named {
+            inner: Failing(io::ErrorKind::BrokenPipe),
+            name: "stdout".into(),
+        };
+        let e = closed.write(b"x").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot write to stdout: Broken pipe (os error 32)"
+        );
+        assert_eq!(Stopped::of(&anyhow::Error::from(e)), Stopped::ReaderGone);
     }
 }
