@@ -179,6 +179,11 @@ impl Files {
         self.files.len()
     }
 
+    /// Whether the agent keeps state for no file.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
     /// Whether the file's processes are watched on the static-TLS path.
     pub fn is_static(&self, file: FileId) -> bool {
         matches!(
