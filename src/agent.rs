@@ -307,11 +307,14 @@ impl Agent<'_> {
             }
             Admit::Waiting => {}
             Admit::Release(job) => {
-                // Reported again: BPF's LRU `seen_files` evicted the file.
-                // Mark it done again, or every mapping of it would be
-                // reported (and held).
-                self.rereported += 1;
-                self.kernel.mark_done(job.file);
+                // Reported again by BPF: its LRU `seen_files` evicted the
+                // file. Mark it done again, or every mapping of it would be
+                // reported (and held). (Start-up jobs of files already done
+                // are no such case.)
+                if !job.startup {
+                    self.rereported += 1;
+                    self.kernel.mark_done(job.file);
+                }
                 self.release(job);
             }
         }
