@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
 use crossbeam_channel::Sender;
@@ -14,8 +14,47 @@ use libbpf_rs::{Link, ProgramMut};
 use crate::inspect::{Inspection, Target};
 use crate::kernel::Kernel;
 
-/// Set once the kernel refused a uprobe_multi link (before 6.6).
-static NO_UPROBE_MULTI: AtomicBool = AtomicBool::new(false);
+/// Whether this kernel has uprobe_multi links (6.6 and later): decided
+/// once from the kernel's release, not from a failed attach, which a
+/// crafted file could cause and which would then switch every later attach
+/// to the slower per-offset uprobes.
+fn uprobe_multi() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        let release = kernel_release();
+        let has = kernel_at_least(&release, (6, 6));
+        if !has {
+            log::info!(
+                "kernel {release} has no uprobe_multi links: one perf-event uprobe per offset"
+            );
+        }
+        has
+    })
+}
+
+/// The running kernel's release (`uname -r`).
+fn kernel_release() -> String {
+    // SAFETY: uname fills the zeroed struct it is given.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return String::new();
+    }
+    // SAFETY: uname NUL-terminates its fields.
+    unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// "6.18.44-fc" >= (6, 6)
+fn kernel_at_least(release: &str, want: (u32, u32)) -> bool {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    let major = it.next().and_then(|v| v.parse::<u32>().ok());
+    let minor = it.next().and_then(|v| v.parse::<u32>().ok());
+    match (major, minor) {
+        (Some(a), Some(b)) => (a, b) >= want,
+        _ => true,
+    }
+}
 
 /// One program at a set of offsets: one link.
 struct Group<'a> {
@@ -91,21 +130,9 @@ pub fn attach_file(k: &Kernel, file: &File, insp: &Inspection) -> Result<Vec<Lin
                 path.display()
             )
         };
-        if !NO_UPROBE_MULTI.load(Ordering::Relaxed) {
-            match attach_multi(&g, path) {
-                Ok(l) => {
-                    links.push(l);
-                    continue;
-                }
-                // Kernels before 6.6 have no uprobe_multi links.
-                Err(e) if e.kind() == libbpf_rs::ErrorKind::InvalidInput && links.is_empty() => {
-                    log::info!(
-                        "this kernel has no uprobe_multi links ({e}): using one perf-event uprobe per offset"
-                    );
-                    NO_UPROBE_MULTI.store(true, Ordering::Relaxed);
-                }
-                Err(e) => return Err(anyhow::Error::new(e).context(what())),
-            }
+        if uprobe_multi() {
+            links.push(attach_multi(&g, path).with_context(what)?);
+            continue;
         }
         for &off in &g.offsets {
             let opts = libbpf_rs::UprobeOpts {
@@ -168,5 +195,20 @@ pub fn detach_all(mut all: Vec<Link>) {
     }
     for h in handles {
         let _ = h.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_at_least;
+
+    #[test]
+    fn kernel_releases() {
+        assert!(kernel_at_least("6.18.44-fc-v669", (6, 6)));
+        assert!(kernel_at_least("6.6.0", (6, 6)));
+        assert!(!kernel_at_least("6.1.0-56-amd64", (6, 6)));
+        assert!(!kernel_at_least("5.15.0", (6, 6)));
+        assert!(kernel_at_least("7.0", (6, 6)));
+        assert!(kernel_at_least("weird", (6, 6)), "unknown: try multi links");
     }
 }

@@ -100,10 +100,14 @@ pub fn plain_name(name: &str) -> &str {
 }
 
 /// Maps a virtual address to its file offset through the PT_LOAD segment
-/// whose file-backed part contains it.
+/// whose file-backed part contains it (no arithmetic overflow on crafted
+/// headers).
 pub fn vaddr_to_offset(segments: &[(u64, u64, u64)], vaddr: u64) -> Option<u64> {
     segments.iter().find_map(|&(p_vaddr, p_filesz, p_offset)| {
-        (vaddr >= p_vaddr && vaddr - p_vaddr < p_filesz).then(|| vaddr - p_vaddr + p_offset)
+        let rel = vaddr.checked_sub(p_vaddr)?;
+        (rel < p_filesz)
+            .then(|| p_offset.checked_add(rel))
+            .flatten()
     })
 }
 
@@ -293,6 +297,12 @@ pub fn parse_symbols(
         .iter()
         .filter(|ph| ph.p_type(endian) == PT_LOAD)
         .map(|ph| (ph.p_vaddr(endian), ph.p_filesz(endian), ph.p_offset(endian)))
+        // The part of a segment the file really has: a crafted header must
+        // not give probe offsets past the end of the file.
+        .filter_map(|(vaddr, filesz, offset)| {
+            let room = (data.len() as u64).checked_sub(offset)?;
+            Some((vaddr, filesz.min(room), offset))
+        })
         .collect();
     if segments.is_empty() {
         return Err(ElfError::Malformed {

@@ -69,13 +69,16 @@ pub fn inspect_go(
     };
     let mut entries: Vec<(u64, &str)> = bin
         .functions()
-        .map(|f| (text + u64::from(f.entry_offset), f.name))
+        .filter_map(|f| Some((text.checked_add(u64::from(f.entry_offset))?, f.name)))
         .collect();
     entries.sort_by_key(|e| e.0);
     let find = |name: &str| -> Option<(u64, u64)> {
         let i = entries.iter().position(|e| e.1 == name)?;
         let start = entries[i].0;
-        let end = entries.get(i + 1).map(|e| e.0).unwrap_or(start + 4096);
+        let end = entries
+            .get(i + 1)
+            .map(|e| e.0)
+            .unwrap_or(start.saturating_add(4096));
         Some((start, end))
     };
     let (Some(w), Some(r)) = (

@@ -341,7 +341,8 @@ pub fn place_targets(map: &[u8], syms: &ElfSymbols, targets: &mut [Target]) {
             return true;
         }
         // A call of a no-return function.
-        let Some(code) = map.get(t as usize..(t as usize + 16).min(map.len())) else {
+        let start = usize::try_from(t).unwrap_or(usize::MAX);
+        let Some(code) = map.get(start..start.saturating_add(16).min(map.len())) else {
             return false;
         };
         let mut d = iced_x86::Decoder::with_ip(64, code, t, iced_x86::DecoderOptions::NONE);
