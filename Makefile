@@ -47,6 +47,13 @@ unit: deps
 e2e: test-deps fixtures
 	$(CARGO) test --locked --no-fail-fast --test '*' -- --test-threads=4
 
+# Fuzzing (not part of make test; examples/fuzz): 10^6 inputs per harness,
+# parsers built with coverage counters (fuzz/sancov-rustc) in their own
+# target folder. Findings: fuzz/crashes/; fuzz/regressions/ runs in e2e.
+fuzz: deps
+	RUSTC_WRAPPER=$(CURDIR)/fuzz/sancov-rustc CARGO_TARGET_DIR=$(CURDIR)/target/fuzz-build \
+		$(CARGO) run --release --locked --example fuzz -- --count 1000000
+
 # Overhead benchmark (not part of make test): writes docs/benchmarks.md.
 bench:
 	@bash scripts/install-deps.sh --bench

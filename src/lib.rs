@@ -21,6 +21,7 @@ pub mod config;
 pub mod decode;
 pub mod discover;
 pub mod files;
+pub mod fuzzing;
 pub mod hooks;
 pub mod inspect;
 pub mod kernel;

@@ -7,13 +7,30 @@
 //! state and the rest of the connection is shown raw. The `segments` carry
 //! the bytes as they should appear on the wire (redacted), with the size of
 //! every hole, for the pcapng writer.
+//!
+//! Everything shown as captured (raw chunks, HTTP/1 and raw segments) has
+//! the values of sensitive header fields masked in place
+//! ([`RawRedactor`], one per direction, fed every byte in order).
+//!
+//! A connection that makes the decoder hold more than
+//! [`super::limits::CONN_MEMORY`], or whose exchanges add up to more than
+//! [`super::limits::AMPLIFICATION_FACTOR`] times its plaintext (plus
+//! [`super::limits::AMPLIFICATION_SLACK`]), is flushed and shown raw from there,
+//! with a notice.
 
 use super::http1::{Http1Conn, Http1Error};
 use super::http2::{self, Http2Conn};
-use super::{Exchange, Peer, Redact};
+use super::limits::{AMPLIFICATION_FACTOR, AMPLIFICATION_SLACK, CONN_MEMORY};
+use super::raw::RawRedactor;
+use super::{header_bytes, Exchange, HttpMessage, Peer, Redact};
 
 /// Bytes undecided after this many are raw.
 const CLASSIFY_LIMIT: usize = 4096;
+
+/// Calls are decoded in slices of at most this many bytes, the budgets
+/// checked after each: what one slice can decode to before a check is
+/// bounded (HTTP/2: ~150 messages of at most `MAX_HEADER_BYTES`).
+const SLICE: usize = 4096;
 
 const METHODS: &[&str] = &[
     "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
@@ -54,10 +71,20 @@ pub struct Decoded {
     pub segments: Vec<Segment>,
 }
 
+/// A call held until the first bytes tell the protocol.
+#[derive(Debug)]
+struct Held {
+    outgoing: bool,
+    data: Vec<u8>,
+    /// `data` as shown raw.
+    masked: Vec<u8>,
+    ts: u64,
+}
+
 #[derive(Debug)]
 enum State {
-    /// Held (outgoing, bytes, ts) until the first bytes tell the protocol.
-    Unknown(Vec<(bool, Vec<u8>, u64)>),
+    /// Calls held until the first bytes tell the protocol.
+    Unknown(Vec<Held>),
     Http1 {
         conn: Box<Http1Conn>,
         failed: [bool; 2],
@@ -131,15 +158,71 @@ pub struct ConnDecoder {
     client_outgoing: Option<bool>,
     /// Bytes lost per direction (outgoing, incoming) not yet shown as a gap.
     gaps: [u64; 2],
+    /// Masks what is shown raw, per direction (incoming, outgoing). While
+    /// HTTP/1 decodes, its decoder masks (and these wait).
+    raw: [RawRedactor; 2],
+    /// Plaintext bytes pushed.
+    captured: u64,
+    /// Bytes of the exchanges made of them (see `exchange_size`).
+    decoded: u64,
+}
+
+/// The bytes an exchange shows: header and trailer fields, method, path,
+/// authority, kept bodies (what the amplification budget counts).
+pub fn exchange_size(e: &Exchange) -> u64 {
+    let s = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+    let m = |o: &Option<HttpMessage>| {
+        o.as_ref().map_or(0, |m| {
+            header_bytes(&m.headers) + header_bytes(&m.trailers) + m.body.len()
+        })
+    };
+    (s(&e.method) + s(&e.path) + s(&e.authority) + m(&e.request) + m(&e.response)) as u64
+}
+
+/// Adds raw bytes, joined to the previous item when that is raw bytes of
+/// the same direction and call.
+fn raw_item(out: &mut Decoded, outgoing: bool, ts_ns: u64, data: Vec<u8>) {
+    if let Some(Item::Raw {
+        outgoing: o,
+        ts_ns: t,
+        data: d,
+    }) = out.items.last_mut()
+    {
+        if *o == outgoing && *t == ts_ns {
+            d.extend_from_slice(&data);
+            return;
+        }
+    }
+    out.items.push(Item::Raw {
+        outgoing,
+        ts_ns,
+        data,
+    });
+}
+
+fn exchanges(out: &mut Decoded, list: Vec<Exchange>) {
+    out.items
+        .extend(list.into_iter().map(|e| Item::Exchange(Box::new(e))));
+}
+
+fn notices(out: &mut Decoded, ts_ns: u64, list: Vec<String>) {
+    out.items
+        .extend(list.into_iter().map(|text| Item::Notice { ts_ns, text }));
 }
 
 impl ConnDecoder {
     pub fn new(redact: Redact) -> ConnDecoder {
         ConnDecoder {
             state: State::Unknown(Vec::new()),
+            raw: [
+                RawRedactor::new(redact.clone()),
+                RawRedactor::new(redact.clone()),
+            ],
             redact,
             client_outgoing: None,
             gaps: [0, 0],
+            captured: 0,
+            decoded: 0,
         }
     }
 
@@ -149,16 +232,42 @@ impl ConnDecoder {
         self.client_outgoing
     }
 
+    /// Bytes of decoding state the connection holds (held calls, buffers,
+    /// messages in progress, HPACK tables).
+    pub fn memory(&self) -> usize {
+        match &self.state {
+            State::Unknown(held) => held.iter().map(|h| h.data.len() + h.masked.len()).sum(),
+            State::Http1 { conn, .. } => conn.memory(),
+            State::Http2(conn) => conn.memory(),
+            State::Raw => 0,
+        }
+    }
+
     /// One call's bytes. `lost` bytes of the call were never captured (lost
     /// records, or cut at the capture limit): they follow `data`.
     pub fn push(&mut self, outgoing: bool, data: &[u8], ts_ns: u64, lost: u64) -> Decoded {
         let mut out = Decoded::default();
+        // An empty call carries nothing (BPF never sends one; a crafted
+        // record could, and while the protocol is undecided every held call
+        // is looked at again on each push).
+        if data.is_empty() && lost == 0 {
+            return out;
+        }
         if let State::Unknown(held) = &mut self.state {
-            held.push((outgoing, data.to_vec(), ts_ns));
+            let masked = self.raw[usize::from(outgoing)].push(data).into_owned();
+            if lost > 0 {
+                self.raw[usize::from(outgoing)].gap();
+            }
+            held.push(Held {
+                outgoing,
+                data: data.to_vec(),
+                masked,
+                ts: ts_ns,
+            });
             let first: Vec<u8> = held
                 .iter()
-                .filter(|h| h.0 == outgoing)
-                .flat_map(|h| h.1.clone())
+                .filter(|h| h.outgoing == outgoing)
+                .flat_map(|h| h.data.clone())
                 .collect();
             let verdict = match classify(outgoing, &first) {
                 Verdict::Wait if lost > 0 => Verdict::Raw,
@@ -186,14 +295,46 @@ impl ConnDecoder {
                 unreachable!()
             };
             let n = held.len();
-            for (i, (o, d, t)) in held.into_iter().enumerate() {
+            for (i, h) in held.into_iter().enumerate() {
                 let l = if i + 1 == n { lost } else { 0 };
-                self.decode(o, &d, t, l, &mut out);
+                self.feed(h.outgoing, &h.data, Some(h.masked), h.ts, l, &mut out);
             }
-            return out;
+        } else {
+            self.feed(outgoing, data, None, ts_ns, lost, &mut out);
         }
-        self.decode(outgoing, data, ts_ns, lost, &mut out);
         out
+    }
+
+    /// Decodes a call in slices of at most `SLICE` bytes, checking the
+    /// budgets after each (a call can hold thousands of HTTP/2 messages).
+    fn feed(
+        &mut self,
+        outgoing: bool,
+        data: &[u8],
+        pre_masked: Option<Vec<u8>>,
+        ts_ns: u64,
+        lost: u64,
+        out: &mut Decoded,
+    ) {
+        let mut pos = 0;
+        loop {
+            let decoding = matches!(self.state, State::Http1 { .. } | State::Http2(_));
+            let end = if decoding {
+                (pos + SLICE).min(data.len())
+            } else {
+                data.len()
+            };
+            let l = if end == data.len() { lost } else { 0 };
+            let m = pre_masked.as_ref().map(|m| m[pos..end].to_vec());
+            self.captured += (end - pos) as u64;
+            let from = out.items.len();
+            self.decode(outgoing, &data[pos..end], m, ts_ns, l, out);
+            self.check_budgets(ts_ns, from, out);
+            pos = end;
+            if pos >= data.len() {
+                return;
+            }
+        }
     }
 
     fn peer(&self, outgoing: bool) -> Peer {
@@ -215,126 +356,168 @@ impl ConnDecoder {
         );
     }
 
-    fn decode(&mut self, outgoing: bool, data: &[u8], ts_ns: u64, lost: u64, out: &mut Decoded) {
+    /// `masked`: the bytes as shown raw when already known (held calls);
+    /// else the direction's redactor makes them (except under HTTP/1,
+    /// whose decoder masks).
+    fn decode(
+        &mut self,
+        outgoing: bool,
+        data: &[u8],
+        mut pre_masked: Option<Vec<u8>>,
+        ts_ns: u64,
+        lost: u64,
+        out: &mut Decoded,
+    ) {
         let peer = self.peer(outgoing);
         let ConnDecoder {
             state,
             gaps,
             client_outgoing,
+            raw,
+            redact,
             ..
         } = self;
         let client_outgoing = *client_outgoing;
         let mut seg = |out: &mut Decoded, data: Vec<u8>| {
             segment(gaps, client_outgoing, out, outgoing, ts_ns, data)
         };
+        let redactor = &mut raw[usize::from(outgoing)];
+        // The direction's redactor sees every byte it has not seen (held
+        // calls it has), so that it stays in step.
+        let mut masked = |data: &[u8], keep: bool| -> Vec<u8> {
+            let m = match pre_masked.take() {
+                Some(m) => m,
+                None if keep => redactor.push(data).into_owned(),
+                None => {
+                    let _ = redactor.push(data);
+                    Vec::new()
+                }
+            };
+            if lost > 0 {
+                redactor.gap();
+            }
+            m
+        };
         match state {
             State::Unknown(_) => unreachable!("classified before decoding"),
             State::Raw => {
-                out.items.push(Item::Raw {
-                    outgoing,
-                    ts_ns,
-                    data: data.to_vec(),
-                });
-                seg(out, data.to_vec());
+                let m = masked(data, true);
+                raw_item(out, outgoing, ts_ns, m.clone());
+                seg(out, m);
             }
             State::Http1 { conn, failed } => {
-                let side = usize::from(peer == Peer::Server);
-                if failed[side] {
-                    // Try to pick up again at this call.
-                    conn.restart(peer);
-                }
-                let o = conn.push(peer, data, ts_ns);
-                out.items
-                    .extend(o.exchanges.into_iter().map(|e| Item::Exchange(Box::new(e))));
-                let mut wire = o.wire;
-                match o.error {
-                    None => {
-                        if failed[side] {
-                            out.items.push(Item::Notice {
-                                ts_ns,
-                                text: format!("HTTP/1 {} stream decodable again", peer_name(peer)),
-                            });
-                            failed[side] = false;
-                        }
-                    }
-                    Some(e) => {
-                        let rest = conn.take_unparsed(peer);
-                        if !failed[side] {
-                            out.items.push(Item::Notice {
-                                ts_ns,
-                                text: http1_failure(peer, &e),
-                            });
-                        }
-                        failed[side] = true;
-                        out.items.push(Item::Raw {
-                            outgoing,
-                            ts_ns,
-                            data: rest.clone(),
-                        });
-                        wire.extend(rest);
-                    }
-                }
-                let upgraded = conn.upgraded;
-                if lost > 0 {
-                    conn.restart(peer);
-                    failed[side] = true;
-                    out.items.push(Item::Notice {
-                        ts_ns,
-                        text: format!(
-                            "{lost} bytes of the {} stream were not captured",
-                            peer_name(peer)
-                        ),
-                    });
-                }
-                seg(out, wire);
-                if upgraded {
-                    out.items.push(Item::Notice {
-                        ts_ns,
-                        text: "the connection switched protocols (101): shown raw from here".into(),
-                    });
+                let c = Call {
+                    outgoing,
+                    peer,
+                    data,
+                    ts_ns,
+                    lost,
+                };
+                if http1_call(conn, failed, redact, &c, out, &mut seg) {
+                    *raw = by_direction(conn.take_redactors(), client_outgoing);
                     *state = State::Raw;
                 }
             }
-            State::Http2(conn) => match conn.push(peer, data, ts_ns) {
-                Ok(o) => {
-                    out.items
-                        .extend(o.exchanges.into_iter().map(|e| Item::Exchange(Box::new(e))));
-                    seg(out, o.wire);
-                    if lost > 0 {
-                        out.items.push(Item::Notice {
-                            ts_ns,
-                            text: format!(
-                                "{lost} bytes of the HTTP/2 {} stream were not captured: \
-                                 the rest of the connection is shown raw",
-                                peer_name(peer)
-                            ),
-                        });
-                        let open = conn.finish();
-                        out.items
-                            .extend(open.into_iter().map(|e| Item::Exchange(Box::new(e))));
-                        *state = State::Raw;
-                    }
-                }
-                Err(e) => {
-                    out.items.push(Item::Notice {
-                        ts_ns,
-                        text: format!("HTTP/2: {e}: the rest of the connection is shown raw"),
-                    });
-                    let open = conn.finish();
-                    out.items
-                        .extend(open.into_iter().map(|e| Item::Exchange(Box::new(e))));
+            State::Http2(conn) => {
+                masked(data, false);
+                let c = Call {
+                    outgoing,
+                    peer,
+                    data,
+                    ts_ns,
+                    lost,
+                };
+                if http2_call(conn, redact, &c, out, &mut seg) {
                     *state = State::Raw;
-                    out.items.push(Item::Raw {
-                        outgoing,
-                        ts_ns,
-                        data: data.to_vec(),
-                    });
-                    seg(out, data.to_vec());
                 }
-            },
+            }
         }
         if lost > 0 {
             self.gaps[usize::from(!outgoing)] += lost;
+        }
+    }
+
+    /// Stops decoding (what is open is flushed, the rest shown raw) when the
+    /// connection holds or shows more than its budgets allow.
+    fn check_budgets(&mut self, ts_ns: u64, from: usize, out: &mut Decoded) {
+        self.decoded += out.items[from..]
+            .iter()
+            .map(|i| match i {
+                Item::Exchange(e) => exchange_size(e),
+                _ => 0,
+            })
+            .sum::<u64>();
+        if !matches!(self.state, State::Http1 { .. } | State::Http2(_)) {
+            return;
+        }
+        let allowed = AMPLIFICATION_FACTOR
+            .saturating_mul(self.captured)
+            .saturating_add(AMPLIFICATION_SLACK);
+        let why = if self.decoded > allowed {
+            format!(
+                "decoded exchanges reached {} bytes from {} bytes of plaintext (limit: \
+                 {AMPLIFICATION_FACTOR}x + {AMPLIFICATION_SLACK})",
+                self.decoded, self.captured
+            )
+        } else {
+            let held = self.memory();
+            if held <= CONN_MEMORY {
+                return;
+            }
+            format!("decoding state reached {held} bytes (limit: {CONN_MEMORY})")
+        };
+        self.stop(
+            ts_ns,
+            &format!(
+                "{why}: open exchanges are flushed and the rest of the connection is shown raw"
+            ),
+            out,
+        );
+    }
+
+    /// Ends decoding: a notice saying why, what is open as exchanges, bytes
+    /// not decoded yet raw; the connection is raw from here.
+    fn stop(&mut self, ts_ns: u64, why: &str, out: &mut Decoded) {
+        out.items.push(Item::Notice {
+            ts_ns,
+            text: why.to_string(),
+        });
+        let client_outgoing = self.client_outgoing;
+        // Bytes read but not decoded: (outgoing, masked, on the wire yet).
+        let mut rest: Vec<(bool, Vec<u8>, bool)> = Vec::new();
+        match std::mem::replace(&mut self.state, State::Raw) {
+            State::Http1 { mut conn, .. } => {
+                for peer in [Peer::Client, Peer::Server] {
+                    let r = conn.take_unparsed(peer);
+                    let outgoing = (peer == Peer::Client) == (client_outgoing == Some(true));
+                    rest.push((outgoing, self.redact.raw(&r).into_owned(), true));
+                }
+                exchanges(out, conn.finish());
+                notices(out, ts_ns, conn.take_notices());
+                self.raw = by_direction(conn.take_redactors(), client_outgoing);
+            }
+            State::Http2(mut conn) => {
+                for peer in [Peer::Client, Peer::Server] {
+                    let r = conn.take_buffered(peer);
+                    let outgoing = (peer == Peer::Client) == (client_outgoing == Some(true));
+                    let m = RawRedactor::h2_frames(self.redact.clone())
+                        .push(&r)
+                        .into_owned();
+                    rest.push((outgoing, m, false));
+                }
+                exchanges(out, conn.finish());
+                notices(out, ts_ns, conn.take_notices());
+            }
+            other => self.state = other,
+        }
+        for (outgoing, data, on_wire) in rest {
+            if data.is_empty() {
+                continue;
+            }
+            raw_item(out, outgoing, ts_ns, data.clone());
+            if !on_wire {
+                self.segment(out, outgoing, ts_ns, data);
+            }
         }
     }
 
@@ -344,31 +527,156 @@ impl ConnDecoder {
         match std::mem::replace(&mut self.state, State::Raw) {
             State::Unknown(held) => {
                 self.client_outgoing = Some(true);
-                for (o, d, t) in held {
+                for h in held {
                     out.items.push(Item::Raw {
-                        outgoing: o,
-                        ts_ns: t,
-                        data: d.clone(),
+                        outgoing: h.outgoing,
+                        ts_ns: h.ts,
+                        data: h.masked.clone(),
                     });
-                    self.segment(&mut out, o, t, d);
+                    self.segment(&mut out, h.outgoing, h.ts, h.masked);
                 }
             }
             State::Http1 { mut conn, .. } => {
-                out.items.extend(
-                    conn.finish()
-                        .into_iter()
-                        .map(|e| Item::Exchange(Box::new(e))),
-                );
+                exchanges(&mut out, conn.finish());
+                notices(&mut out, ts_ns, conn.take_notices());
             }
-            State::Http2(mut conn) => out.items.extend(
-                conn.finish()
-                    .into_iter()
-                    .map(|e| Item::Exchange(Box::new(e))),
-            ),
+            State::Http2(mut conn) => {
+                exchanges(&mut out, conn.finish());
+                notices(&mut out, ts_ns, conn.take_notices());
+            }
             State::Raw => {}
         }
-        let _ = ts_ns;
         out
+    }
+}
+
+/// One call being decoded.
+struct Call<'a> {
+    outgoing: bool,
+    peer: Peer,
+    data: &'a [u8],
+    ts_ns: u64,
+    /// Bytes lost after `data`.
+    lost: u64,
+}
+
+/// A call on an HTTP/1 connection; true when the connection switched
+/// protocols (shown raw from here).
+fn http1_call(
+    conn: &mut Http1Conn,
+    failed: &mut [bool; 2],
+    redact: &Redact,
+    c: &Call<'_>,
+    out: &mut Decoded,
+    seg: &mut impl FnMut(&mut Decoded, Vec<u8>),
+) -> bool {
+    let (peer, ts_ns) = (c.peer, c.ts_ns);
+    let side = usize::from(peer == Peer::Server);
+    if failed[side] {
+        // Try to pick up again at this call.
+        conn.restart(peer);
+    }
+    let o = conn.push(peer, c.data, ts_ns);
+    notices(out, ts_ns, conn.take_notices());
+    exchanges(out, o.exchanges);
+    match o.error {
+        None => {
+            if failed[side] {
+                out.items.push(Item::Notice {
+                    ts_ns,
+                    text: format!("HTTP/1 {} stream decodable again", peer_name(peer)),
+                });
+                failed[side] = false;
+            }
+        }
+        Some(e) => {
+            let rest = conn.take_unparsed(peer);
+            if !failed[side] {
+                out.items.push(Item::Notice {
+                    ts_ns,
+                    text: http1_failure(peer, &e),
+                });
+            }
+            failed[side] = true;
+            raw_item(out, c.outgoing, ts_ns, redact.raw(&rest).into_owned());
+        }
+    }
+    if c.lost > 0 {
+        conn.restart(peer);
+        conn.gap(peer);
+        failed[side] = true;
+        out.items.push(Item::Notice {
+            ts_ns,
+            text: format!(
+                "{} bytes of the {} stream were not captured",
+                c.lost,
+                peer_name(peer)
+            ),
+        });
+    }
+    seg(out, o.wire);
+    if conn.upgraded {
+        out.items.push(Item::Notice {
+            ts_ns,
+            text: "the connection switched protocols (101): shown raw from here".into(),
+        });
+    }
+    conn.upgraded
+}
+
+/// A call on an HTTP/2 connection; true when decoding stopped (lost bytes,
+/// an error): the rest of the connection is shown raw.
+fn http2_call(
+    conn: &mut Http2Conn,
+    redact: &Redact,
+    c: &Call<'_>,
+    out: &mut Decoded,
+    seg: &mut impl FnMut(&mut Decoded, Vec<u8>),
+) -> bool {
+    let (peer, ts_ns) = (c.peer, c.ts_ns);
+    let why = match conn.push(peer, c.data, ts_ns) {
+        Ok(o) => {
+            notices(out, ts_ns, conn.take_notices());
+            exchanges(out, o.exchanges);
+            seg(out, o.wire);
+            if c.lost == 0 {
+                return false;
+            }
+            format!(
+                "{} bytes of the HTTP/2 {} stream were not captured: the rest of the \
+                 connection is shown raw",
+                c.lost,
+                peer_name(peer)
+            )
+        }
+        Err(e) => format!("HTTP/2: {e}: the rest of the connection is shown raw"),
+    };
+    out.items.push(Item::Notice { ts_ns, text: why });
+    // A partial frame; after an error, from the frame that failed on (some
+    // of it may have come in earlier calls).
+    let rest = conn.take_buffered(peer);
+    exchanges(out, conn.finish());
+    notices(out, ts_ns, conn.take_notices());
+    if !rest.is_empty() {
+        let rest = RawRedactor::h2_frames(redact.clone())
+            .push(&rest)
+            .into_owned();
+        raw_item(out, c.outgoing, ts_ns, rest.clone());
+        seg(out, rest);
+    }
+    true
+}
+
+/// Redactors by peer (client, server) as redactors by direction
+/// (incoming, outgoing).
+fn by_direction(
+    [client, server]: [RawRedactor; 2],
+    client_outgoing: Option<bool>,
+) -> [RawRedactor; 2] {
+    if client_outgoing == Some(true) {
+        [server, client]
+    } else {
+        [client, server]
     }
 }
 
@@ -383,6 +691,12 @@ fn segment(
 ) {
     let from_client = client_outgoing == Some(outgoing);
     let gap = std::mem::take(&mut gaps[usize::from(!outgoing)]);
+    if let Some(last) = out.segments.last_mut() {
+        if gap == 0 && last.from_client == from_client && last.ts_ns == ts_ns {
+            last.data.extend_from_slice(&data);
+            return;
+        }
+    }
     if !data.is_empty() || gap > 0 {
         out.segments.push(Segment {
             from_client,
@@ -538,7 +852,7 @@ mod tests {
         );
         assert_eq!(
             d.segments[0].data,
-            b"GET / HTTP/1.1\r\nAuthorization: [redacted]\r\nHost: h\r\n\r\n"
+            b"GET / HTTP/1.1\r\nAuthorization: **********\r\nHost: h\r\n\r\n"
         );
         let mut c = ConnDecoder::new(Redact::none());
         let d = c.push(
@@ -566,6 +880,226 @@ mod tests {
         assert_eq!(exchanges(&d)[0].status, Some(101));
         let d = c.push(true, b"\x81\x05hello", 3, 0);
         assert!(matches!(d.items[0], Item::Raw { .. }));
+    }
+
+    fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([ty, flags]);
+        f.extend(stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// The client side of the issue's flood: `messages` HEADERS frames, each
+    /// referencing a 3900-byte dynamic table entry `refs` times, each
+    /// followed by a RST_STREAM if `reset`.
+    fn flood(refs: usize, messages: u32, reset: bool) -> Vec<u8> {
+        let mut client = http2::PREFACE.to_vec();
+        client.extend(frame(4, 0, 0, &[]));
+        for i in 0..messages {
+            let mut block = vec![0x82, 0x87, 0x84];
+            if i == 0 {
+                block.extend([0x40, 0x07]);
+                block.extend(b"x-flood");
+                block.extend([0x7f, 0xbd, 0x1d]); // 3900 = 127 + 3773
+                block.extend(vec![b'v'; 3900]);
+            }
+            block.extend(vec![0xbe; refs]);
+            client.extend(frame(1, 0x5, 2 * i + 1, &block));
+            if reset {
+                client.extend(frame(3, 0, 2 * i + 1, &[0, 0, 0, 8]));
+            }
+        }
+        client
+    }
+
+    fn notices(d: &Decoded) -> Vec<&str> {
+        d.items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Notice { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn raw_bytes(d: &Decoded) -> usize {
+        d.items
+            .iter()
+            .map(|i| match i {
+                Item::Raw { data, .. } => data.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Exchanges that end at once (RST_STREAM), each cut at 64 KiB: past
+    /// 16x the plaintext + 1 MiB of decoded output the connection goes raw,
+    /// even within one call.
+    #[test]
+    fn amplification_budget_makes_the_connection_raw() {
+        let bytes = flood(250, 400, true);
+        let mut c = ConnDecoder::new(Redact::none());
+        let d = c.push(true, &bytes, 1, 0);
+        let decoded: u64 = exchanges(&d).iter().map(|e| exchange_size(e)).sum();
+        let n = exchanges(&d).len();
+        // 65512 bytes each (64 KiB less the pseudo-header fields, plus
+        // method and path). The budget is checked after each 4 KiB slice:
+        // after 2 slices (8192 bytes, 15 messages: 982 680 bytes) it holds
+        // (16 * 8192 + 1 MiB = 1 179 648); after 3 (12 288 bytes, 30
+        // messages: 1 965 360 bytes) it does not (1 245 184).
+        assert_eq!(n, 30, "{:?}", notices(&d));
+        assert_eq!(decoded, 30 * 65512);
+        assert!(decoded > 16 * 12288 + (1 << 20));
+        let n = notices(&d);
+        assert_eq!(n.len(), 2 + CUT_NOTICES_SEEN, "{n:#?}");
+        assert_eq!(
+            n[CUT_NOTICES_SEEN],
+            "decoded exchanges reached 1965360 bytes from 12288 bytes of plaintext (limit: \
+             16x + 1048576): open exchanges are flushed and the rest of the connection is \
+             shown raw"
+        );
+        assert_eq!(
+            *n.last().unwrap(),
+            "HTTP/2: 22 more header blocks were cut (limits per message: 65536 bytes, 256 \
+             fields, 64 trailers)"
+        );
+        // everything after the last complete frame of the slice that went
+        // over is shown as captured: preface and SETTINGS (33 bytes), the
+        // first message (HEADERS 4174 + RST_STREAM 13), 29 more (275 each)
+        assert_eq!(raw_bytes(&d), bytes.len() - (33 + 4187 + 29 * 275));
+        let more = c.push(true, &flood(250, 2, true)[33..], 2, 0);
+        assert!(exchanges(&more).is_empty());
+        assert_eq!(raw_bytes(&more), flood(250, 2, true).len() - 33);
+    }
+
+    /// Cut header blocks say so (the first eight: see http2).
+    const CUT_NOTICES_SEEN: usize = 8;
+
+    /// Streams left open, each holding 64 KiB of headers: past 4 MiB of
+    /// decoding state the connection is flushed (open exchanges shown
+    /// incomplete) and goes raw.
+    #[test]
+    fn memory_budget_makes_the_connection_raw() {
+        let bytes = flood(250, 400, false);
+        let mut c = ConnDecoder::new(Redact::none());
+        let mut d = Decoded::default();
+        let mut most = 0;
+        for (i, call) in bytes.chunks(1000).enumerate() {
+            let o = c.push(true, call, i as u64, 0);
+            most = most.max(c.memory());
+            d.items.extend(o.items);
+        }
+        assert!(most <= CONN_MEMORY, "{most}");
+        assert_eq!(c.memory(), 0, "raw");
+        let ex = exchanges(&d);
+        // 65 640 bytes per stream (64 KiB of fields, method, path, overhead)
+        // and 8 KiB of HPACK tables: over 4 MiB with the 64th stream, in
+        // the call that also brought the 65th
+        assert_eq!(ex.len(), 65);
+        assert!(ex.iter().all(|e| e.response.is_none()));
+        let n = notices(&d);
+        let stop = n
+            .iter()
+            .find(|t| t.starts_with("decoding state reached "))
+            .unwrap_or_else(|| panic!("{n:#?}"));
+        assert!(stop.ends_with(
+            " bytes (limit: 4194304): open exchanges are flushed and the rest of the \
+             connection is shown raw"
+        ));
+        // the rest after the 65th HEADERS frame: preface and SETTINGS (33
+        // bytes), the first (4174), 64 more (262 each)
+        assert_eq!(raw_bytes(&d), bytes.len() - (33 + 4174 + 64 * 262));
+        assert!(c.finish(9).items.is_empty());
+    }
+
+    /// Bytes shown as captured have sensitive values masked: after an
+    /// HTTP/1 error, after lost bytes (HTTP/1 and HTTP/2), in streams that
+    /// are not HTTP; the pcapng segments too.
+    #[test]
+    fn raw_fallbacks_are_redacted() {
+        // HTTP/1: a request, then garbage with a cookie line
+        let mut c = ConnDecoder::new(Redact::new(&[]));
+        c.push(true, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 1, 0);
+        let d = c.push(true, b"\x01garbage\r\nCookie: zz\r\n", 2, 0);
+        assert_eq!(
+            d.items[1],
+            Item::Raw {
+                outgoing: true,
+                ts_ns: 2,
+                data: b"\x01garbage\r\nCookie: **\r\n".to_vec()
+            }
+        );
+        assert_eq!(d.segments[0].data, b"\x01garbage\r\nCookie: **\r\n");
+        // HTTP/1: lost bytes, the next call continues a head
+        let mut c = ConnDecoder::new(Redact::new(&[]));
+        c.push(true, b"GET / HTTP/1.1\r\nHost: h\r\n", 1, 100);
+        let d = c.push(true, b"X: y\r\nAuthorization: Bearer t\r\n\r\n", 2, 0);
+        let raw: Vec<_> = d
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Raw { data, .. } => Some(data.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(raw, [b"X: y\r\nAuthorization: ********\r\n\r\n".to_vec()]);
+        // HTTP/2: lost bytes, then frames with a literal authorization
+        let mut c = ConnDecoder::new(Redact::new(&[]));
+        let mut first = http2::PREFACE.to_vec();
+        first.extend(frame(4, 0, 0, &[]));
+        c.push(true, &first, 1, 7);
+        let block = [0x82, 0x57, 0x03, b'a', b'b', b'c'];
+        let d = c.push(true, &frame(1, 0x5, 3, &block), 2, 0);
+        assert_eq!(
+            d.items,
+            vec![Item::Raw {
+                outgoing: true,
+                ts_ns: 2,
+                data: frame(1, 0x5, 3, &[0x82, 0x57, 0x03, b'*', b'*', b'*'])
+            }]
+        );
+        // not HTTP
+        let mut c = ConnDecoder::new(Redact::new(&[]));
+        let d = c.push(false, b"\x16hello\r\nset-cookie:  s=1\r\n", 1, 0);
+        assert_eq!(
+            d.items,
+            vec![Item::Raw {
+                outgoing: false,
+                ts_ns: 1,
+                data: b"\x16hello\r\nset-cookie:  ***\r\n".to_vec()
+            }]
+        );
+        assert_eq!(d.segments[0].data, b"\x16hello\r\nset-cookie:  ***\r\n");
+    }
+
+    /// An HTTP/2 error shows the rest from the frame that failed, masked.
+    #[test]
+    fn http2_error_shows_the_rest_from_the_failing_frame() {
+        let mut c = ConnDecoder::new(Redact::new(&[]));
+        let mut client = http2::PREFACE.to_vec();
+        client.extend(frame(4, 0, 0, &[]));
+        let good = frame(1, 0x5, 1, &[0x82, 0x87, 0x84]);
+        client.extend(&good);
+        let bad = frame(0, 0, 0, b"DATA on stream 0");
+        let after = frame(1, 0x5, 3, &[0x17, 0x01, b'x']); // never-indexed authorization
+        c.push(true, &client, 1, 0);
+        let mut call = bad.clone();
+        call.extend(&after);
+        let d = c.push(true, &call[..5], 2, 0);
+        assert!(d.items.is_empty());
+        let d = c.push(true, &call[5..], 3, 0);
+        let n = notices(&d);
+        assert_eq!(n.len(), 1);
+        assert!(n[0].starts_with("HTTP/2: HTTP/2 protocol error: DATA frame on stream 0"));
+        let mut want = bad.clone();
+        want.extend(frame(1, 0x5, 3, &[0x17, 0x01, b'*']));
+        assert_eq!(raw_bytes(&d), want.len());
+        assert!(d.items.contains(&Item::Raw {
+            outgoing: true,
+            ts_ns: 3,
+            data: want
+        }));
     }
 
     #[test]

@@ -16,23 +16,37 @@
 //! server PUSH_PROMISE opens one for the promised stream (its request being
 //! the promised header list). Frames on streams that are not open (closed
 //! earlier, or never opened) still update HPACK state and still appear in
-//! the wire form, but make no exchange. Bodies keep at most
-//! [`MAX_BODY_KEEP`] bytes (`body_len` counts them all).
+//! the wire form, but make no exchange.
+//!
+//! What a peer can make the decoder hold or show is bounded (see
+//! [`super::limits`]): header and trailer fields per message (a message's
+//! fields are cut at `MAX_HEADER_BYTES` / `MAX_FIELDS`, trailers at
+//! `MAX_TRAILERS`, with a notice), decoded header lists (`MAX_HEADER_LIST`:
+//! an error), open streams (`MAX_STREAMS`: the lowest open stream is closed
+//! for a new one, with a notice), kept bodies (`MAX_BODY_KEEP` per message,
+//! `CONN_BODY_KEEP` across the connection's open streams; `body_len` counts
+//! them all).
+//!
+//! Never-indexed literal fields (RFC 7541 6.2.3) are redacted like the
+//! fields [`Redact`] names (regular fields and trailers; pseudo-header
+//! fields are not).
 //!
 //! SETTINGS are not interpreted: the HPACK decoder follows the dynamic table
 //! size updates the encoder sends in-band (which is all a passive reader
 //! needs), up to [`MAX_TABLE_SIZE`]; SETTINGS_HEADER_TABLE_SIZE and
 //! SETTINGS_MAX_FRAME_SIZE are not checked against.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use thiserror::Error;
 
-use super::http1::MAX_BODY_KEEP;
+use super::limits::{CONN_BODY_KEEP, MAX_BODY_KEEP, MAX_FIELDS, MAX_HEADER_BYTES, MAX_TRAILERS};
+pub use super::limits::{MAX_HEADER_BLOCK, MAX_HEADER_LIST, MAX_STREAMS, MAX_TABLE_SIZE};
 use super::{
-    grpc_message_count, grpc_path, Exchange, Grpc, Headers, HttpMessage, Peer, Protocol, Redact,
+    grpc_message_count, grpc_path, Exchange, FieldBudget, Grpc, Headers, HttpMessage, Peer,
+    Protocol, Redact, REDACTED,
 };
 
 /// What the client sends before its first frame.
@@ -40,17 +54,13 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A frame longer than this is refused rather than buffered. (The 24-bit
 /// length field cannot exceed it, so this only states the bound: at most
-/// one frame of 16 MiB is buffered per direction.)
+/// one frame of 16 MiB is buffered per direction; the connection decoder's
+/// memory budget, `limits::CONN_MEMORY`, stops a connection well before.)
 pub const MAX_FRAME_LEN: usize = 16 << 20;
-/// Largest header block (HEADERS or PUSH_PROMISE and CONTINUATIONs, as sent).
-pub const MAX_HEADER_BLOCK: usize = 1 << 20;
-/// Largest decoded header list (RFC 7541 sizes: name + value + 32 per field),
-/// against blocks that reference large dynamic table entries many times.
-pub const MAX_HEADER_LIST: usize = 4 << 20;
-/// Largest HPACK dynamic table an encoder may switch to.
-pub const MAX_TABLE_SIZE: usize = 1 << 20;
-/// Streams open at once on one connection.
-pub const MAX_STREAMS: usize = 4096;
+/// The HPACK dynamic table size before any size update (RFC 9113 6.5.2).
+const DEFAULT_TABLE_SIZE: usize = 4096;
+/// Notices about cut header blocks per connection; `finish` counts the rest.
+const CUT_NOTICES: u64 = 8;
 
 /// Largest frame payload in the wire form (the protocol's default
 /// SETTINGS_MAX_FRAME_SIZE, which every peer accepts).
@@ -86,8 +96,6 @@ pub enum Http2Error {
     HeaderListTooLarge(u32),
     #[error("HPACK decode error on stream {stream}: {reason}")]
     Hpack { stream: u32, reason: String },
-    #[error("more than {max} HTTP/2 streams open at once", max = MAX_STREAMS)]
-    TooManyStreams,
     #[error("HTTP/2 protocol error: {0}")]
     Protocol(String),
 }
@@ -112,14 +120,19 @@ pub fn maybe_preface(data: &[u8]) -> bool {
     }
 }
 
-/// Encodes a header list as HPACK "literal header field never indexed, new
-/// name" representations (RFC 7541 6.2.3): no index, no Huffman, no dynamic
+/// Encodes a header list as HPACK literals with a new name (RFC 7541
+/// 6.2.2 "without indexing", or 6.2.3 "never indexed" where `never[i]` says
+/// so: redacted and never-indexed fields): no index, no Huffman, no dynamic
 /// table change, so any decoder reads it without prior state.
-pub fn encode_literal_block(headers: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub fn encode_literal_block(headers: &[(String, Vec<u8>)], never: &[bool]) -> Vec<u8> {
     let size: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 11).sum();
     let mut out = Vec::with_capacity(size);
-    for (name, value) in headers {
-        out.push(0x10);
+    for (i, (name, value)) in headers.iter().enumerate() {
+        out.push(if never.get(i).copied().unwrap_or(false) {
+            0x10
+        } else {
+            0x00
+        });
         encode_string(&mut out, name.as_bytes());
         encode_string(&mut out, value);
     }
@@ -171,10 +184,20 @@ fn decode_integer(buf: &[u8], prefix_bits: u8) -> Option<(usize, usize)> {
     None
 }
 
+/// What walking a header block's representations tells.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct BlockShape {
+    /// Per field the block emits, in order: a never-indexed literal.
+    never: Vec<bool>,
+    /// The last dynamic table size update.
+    table_size: Option<usize>,
+}
+
 /// Walks a header block's representations without decoding them: fluke-hpack
 /// panics on some malformed input (a truncated dynamic table size update),
-/// so blocks are checked for well-formed framing first.
-fn check_block(buf: &[u8]) -> Result<(), &'static str> {
+/// so blocks are checked for well-formed framing first; and fluke-hpack does
+/// not say which fields were never-indexed literals.
+fn check_block(buf: &[u8]) -> Result<BlockShape, &'static str> {
     fn string_len(buf: &[u8]) -> Result<usize, &'static str> {
         let (len, used) = decode_integer(buf, 7).ok_or("bad string length")?;
         if buf.len() - used < len {
@@ -182,6 +205,7 @@ fn check_block(buf: &[u8]) -> Result<(), &'static str> {
         }
         Ok(used + len)
     }
+    let mut shape = BlockShape::default();
     let mut i = 0;
     while i < buf.len() {
         let rest = &buf[i..];
@@ -196,7 +220,13 @@ fn check_block(buf: &[u8]) -> Result<(), &'static str> {
             4
         };
         let (index, mut used) = decode_integer(rest, prefix).ok_or("bad integer")?;
-        let literal = c & 0x80 == 0 && !(c & 0x40 == 0 && c & 0x20 != 0);
+        let size_update = c & 0xe0 == 0x20;
+        if size_update {
+            shape.table_size = Some(index);
+        } else {
+            shape.never.push(c & 0xf0 == 0x10);
+        }
+        let literal = c & 0x80 == 0 && !size_update;
         if literal {
             if index == 0 {
                 used += string_len(&rest[used..])?;
@@ -205,41 +235,65 @@ fn check_block(buf: &[u8]) -> Result<(), &'static str> {
         }
         i += used;
     }
-    Ok(())
+    Ok(shape)
 }
 
-/// Decodes one complete header block; names are made UTF-8 (lossy).
+/// A decoded header block.
+#[derive(Debug)]
+struct DecodedBlock {
+    /// Fields kept by the budget (the last one maybe cut): name (UTF-8,
+    /// lossy), value, sent as a never-indexed literal.
+    fields: Vec<(String, Vec<u8>, bool)>,
+    /// What the block held in all (fields, name and value bytes), when the
+    /// budget cut it.
+    cut: Option<(usize, usize)>,
+    /// What is left of the budget.
+    left: FieldBudget,
+    table_size: Option<usize>,
+}
+
+/// Decodes one complete header block, keeping what `budget` allows.
 fn decode_block(
     decoder: &mut fluke_hpack::Decoder<'static>,
     stream: u32,
     block: &[u8],
-) -> Result<Headers, Http2Error> {
+    mut budget: FieldBudget,
+) -> Result<DecodedBlock, Http2Error> {
     let hpack = |reason: String| Http2Error::Hpack { stream, reason };
-    check_block(block).map_err(|r| hpack(r.to_string()))?;
-    let mut list: Headers = Vec::new();
+    let shape = check_block(block).map_err(|r| hpack(r.to_string()))?;
+    let mut fields = Vec::new();
     let mut size = 0usize;
+    let (mut sent, mut sent_bytes, mut cut) = (0usize, 0usize, false);
     let decoded = catch_unwind(AssertUnwindSafe(|| {
         decoder.decode_with_cb(block, |name, value| {
             size = size.saturating_add(name.len() + value.len() + 32);
-            if size <= MAX_HEADER_LIST {
-                list.push((
-                    String::from_utf8_lossy(&name).into_owned(),
-                    value.into_owned(),
-                ));
+            let never = shape.never.get(sent).copied().unwrap_or(false);
+            sent += 1;
+            sent_bytes = sent_bytes.saturating_add(name.len() + value.len());
+            match budget.take(name.len(), value.len()) {
+                Some(keep) if size <= MAX_HEADER_LIST => {
+                    cut |= keep < value.len();
+                    fields.push((
+                        String::from_utf8_lossy(&name).into_owned(),
+                        value[..keep].to_vec(),
+                        never,
+                    ));
+                }
+                _ => cut = true,
             }
         })
     }));
     match decoded {
         Ok(Ok(())) if size > MAX_HEADER_LIST => Err(Http2Error::HeaderListTooLarge(stream)),
-        Ok(Ok(())) => Ok(list),
+        Ok(Ok(())) => Ok(DecodedBlock {
+            fields,
+            cut: cut.then_some((sent, sent_bytes)),
+            left: budget,
+            table_size: shape.table_size,
+        }),
         Ok(Err(e)) => Err(hpack(format!("{e:?}"))),
         Err(_) => Err(hpack("decoder failed on malformed input".to_string())),
     }
-}
-
-/// Splits pseudo-header fields (`:name`) from regular ones, keeping order.
-fn split_pseudo(list: Headers) -> (Headers, Headers) {
-    list.into_iter().partition(|(n, _)| n.starts_with(':'))
 }
 
 fn field<'a>(list: &'a Headers, name: &str) -> Option<&'a [u8]> {
@@ -392,6 +446,8 @@ struct Dir {
     /// Client: the preface still has to be read.
     want_preface: bool,
     hpack: fluke_hpack::Decoder<'static>,
+    /// The HPACK dynamic table's size limit (what it can hold).
+    table_size: usize,
     block: Option<Block>,
 }
 
@@ -404,8 +460,16 @@ impl Dir {
             buf_ts: 0,
             want_preface,
             hpack,
+            table_size: DEFAULT_TABLE_SIZE,
             block: None,
         }
+    }
+
+    /// Bytes held: the partial frame, a header block waiting for its
+    /// CONTINUATIONs, the HPACK table (at its limit, a bound of what it
+    /// holds: entries count 32 bytes each beyond name and value).
+    fn memory(&self) -> usize {
+        self.buf.len() + self.block.as_ref().map_or(0, |b| b.fragment.len()) + self.table_size
     }
 }
 
@@ -431,6 +495,25 @@ struct Stream {
     /// `complete` marks a message that ended with END_STREAM.
     request: Option<HttpMessage>,
     response: Option<HttpMessage>,
+    /// What the request and the response may still keep of fields.
+    budget: [FieldBudget; 2],
+}
+
+impl Stream {
+    fn memory(&self) -> usize {
+        let s = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+        let m = |o: &Option<HttpMessage>| o.as_ref().map_or(0, message_memory);
+        128 + s(&self.method)
+            + s(&self.path)
+            + s(&self.authority)
+            + m(&self.request)
+            + m(&self.response)
+    }
+}
+
+/// Bytes a message holds.
+pub(super) fn message_memory(m: &HttpMessage) -> usize {
+    super::header_bytes(&m.headers) + super::header_bytes(&m.trailers) + m.body.len()
 }
 
 /// Both directions of one HTTP/2 connection.
@@ -439,13 +522,21 @@ pub struct Http2Conn {
     redact: Redact,
     client: Dir,
     server: Dir,
-    streams: HashMap<u32, Stream>,
+    streams: BTreeMap<u32, Stream>,
     /// Highest client stream opened: lower ones that are not open are closed.
     last_client_stream: u32,
     /// After an error or `finish`, pushes are ignored.
     stopped: bool,
     /// Exchanges completed by a push that then failed, handed out by `finish`.
     stranded: Vec<Exchange>,
+    /// Body bytes the open streams may still keep in this push.
+    room: usize,
+    /// Streams closed early to make room for new ones (`MAX_STREAMS`).
+    streams_cut: u64,
+    /// Header blocks whose fields were cut.
+    cuts: u64,
+    /// What the decoder has to say (limits reached), in order.
+    notices: Vec<String>,
 }
 
 impl Http2Conn {
@@ -454,11 +545,51 @@ impl Http2Conn {
             redact,
             client: Dir::new(true),
             server: Dir::new(false),
-            streams: HashMap::new(),
+            streams: BTreeMap::new(),
             last_client_stream: 0,
             stopped: false,
             stranded: Vec::new(),
+            room: 0,
+            streams_cut: 0,
+            cuts: 0,
+            notices: Vec::new(),
         }
+    }
+
+    /// Bytes the connection holds (buffers, HPACK tables, open streams).
+    pub fn memory(&self) -> usize {
+        self.client.memory()
+            + self.server.memory()
+            + self.streams.values().map(Stream::memory).sum::<usize>()
+            + self
+                .stranded
+                .iter()
+                .flat_map(|e| [&e.request, &e.response])
+                .flatten()
+                .map(message_memory)
+                .sum::<usize>()
+    }
+
+    /// Body bytes kept by open streams.
+    fn body_held(&self) -> usize {
+        self.streams
+            .values()
+            .flat_map(|s| [&s.request, &s.response])
+            .flatten()
+            .map(|m| m.body.len())
+            .sum()
+    }
+
+    /// Notices since the last call (limits reached).
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// The bytes of `from` read but not decoded yet (a partial frame; after
+    /// an error, from the frame that failed on), to be shown raw when
+    /// decoding stops.
+    pub fn take_buffered(&mut self, from: Peer) -> Vec<u8> {
+        std::mem::take(&mut self.dir(from).buf)
     }
 
     fn dir(&mut self, from: Peer) -> &mut Dir {
@@ -481,27 +612,38 @@ impl Http2Conn {
         if self.stopped || data.is_empty() {
             return Ok(out);
         }
+        self.room = CONN_BODY_KEEP.saturating_sub(self.body_held());
         let mut stored = std::mem::take(&mut self.dir(from).buf);
+        let mut at = 0;
         let result = if stored.is_empty() {
             self.dir(from).buf_ts = ts_ns;
-            self.read(from, data, ts_ns, &mut out)
+            self.read(from, data, ts_ns, &mut at, &mut out)
                 .map(|used| data[used..].to_vec())
+                .map_err(|e| (e, data[at..].to_vec()))
         } else {
             stored.extend_from_slice(data);
-            self.read(from, &stored, ts_ns, &mut out).map(|used| {
-                stored.drain(..used);
-                stored
-            })
+            match self.read(from, &stored, ts_ns, &mut at, &mut out) {
+                Ok(used) => {
+                    stored.drain(..used);
+                    Ok(stored)
+                }
+                Err(e) => {
+                    stored.drain(..at);
+                    Err((e, stored))
+                }
+            }
         };
         match result {
             Ok(rest) => {
                 self.dir(from).buf = rest;
                 Ok(out)
             }
-            Err(e) => {
+            Err((e, rest)) => {
                 self.stopped = true;
                 self.client = Dir::new(false);
                 self.server = Dir::new(false);
+                // From the frame that failed on: `take_buffered` hands it out.
+                self.dir(from).buf = rest;
                 self.stranded.append(&mut out.exchanges);
                 Err(e)
             }
@@ -516,18 +658,36 @@ impl Http2Conn {
         self.client = Dir::new(false);
         self.server = Dir::new(false);
         let mut out = std::mem::take(&mut self.stranded);
-        let mut ids: Vec<u32> = self.streams.keys().copied().collect();
-        ids.sort_unstable();
+        let ids: Vec<u32> = self.streams.keys().copied().collect();
         out.extend(ids.into_iter().filter_map(|id| self.close(id)));
+        if self.streams_cut > 0 {
+            self.notices.push(format!(
+                "HTTP/2: {} streams were closed early (shown incomplete): more than \
+                 {MAX_STREAMS} were open at once",
+                self.streams_cut
+            ));
+            self.streams_cut = 0;
+        }
+        if self.cuts > CUT_NOTICES {
+            self.notices.push(format!(
+                "HTTP/2: {} more header blocks were cut (limits per message: \
+                 {MAX_HEADER_BYTES} bytes, {MAX_FIELDS} fields, {MAX_TRAILERS} trailers)",
+                self.cuts - CUT_NOTICES
+            ));
+            self.cuts = 0;
+        }
         out
     }
 
-    /// Reads the preface and whole frames from `input`; returns the bytes used.
+    /// Reads the preface and whole frames from `input`; returns the bytes
+    /// used. `at`: where the unit being read starts (on an error, the one
+    /// that failed).
     fn read(
         &mut self,
         from: Peer,
         input: &[u8],
         ts: u64,
+        at: &mut usize,
         out: &mut Http2Output,
     ) -> Result<usize, Http2Error> {
         let mut pos = 0;
@@ -546,6 +706,7 @@ impl Http2Conn {
         // Bytes after the first unit read in this call came with this call.
         let mut start_ts = if pos == 0 { self.dir(from).buf_ts } else { ts };
         while let Some(head) = FrameHead::parse(&input[pos..]) {
+            *at = pos;
             self.check_head(from, &head)?;
             let end = pos + FRAME_HEAD + head.len;
             if input.len() < end {
@@ -708,6 +869,29 @@ impl Http2Conn {
         }
     }
 
+    /// What a header block of `from` may keep: the budget of the message it
+    /// starts or continues (trailers), and for trailers how many more may
+    /// be kept.
+    fn budget_for(&self, from: Peer, block: &Block) -> (FieldBudget, Option<usize>) {
+        let fresh = (FieldBudget::message(), None);
+        if block.promised.is_some() {
+            return fresh;
+        }
+        let Some(st) = self.streams.get(&block.stream) else {
+            return fresh;
+        };
+        let i = usize::from(from == Peer::Server);
+        let msg = if i == 0 { &st.request } else { &st.response };
+        match msg {
+            Some(m) if !m.complete => (
+                st.budget[i],
+                Some(MAX_TRAILERS.saturating_sub(m.trailers.len())),
+            ),
+            Some(_) => fresh,
+            None => (st.budget[i], None),
+        }
+    }
+
     /// A whole header block: decode, re-encode for the wire, apply to the stream.
     fn end_block(
         &mut self,
@@ -716,18 +900,58 @@ impl Http2Conn {
         ts: u64,
         out: &mut Http2Output,
     ) -> Result<(), Http2Error> {
-        let list = decode_block(&mut self.dir(from).hpack, block.stream, &block.fragment)?;
-        let (pseudo, mut regular) = split_pseudo(list);
-        let content_type = field(&regular, "content-type").map(|v| v.to_vec());
-        self.redact.headers(&mut regular);
-        let mut wire_list = pseudo.clone();
-        wire_list.extend(regular.iter().cloned());
+        let (base, trailers) = self.budget_for(from, &block);
+        let mut budget = base;
+        if let Some(t) = trailers {
+            budget.fields = budget.fields.min(t);
+        }
+        let dir = self.dir(from);
+        let d = decode_block(&mut dir.hpack, block.stream, &block.fragment, budget)?;
+        if let Some(size) = d.table_size {
+            dir.table_size = size;
+        }
+        if let Some((sent, sent_bytes)) = d.cut {
+            self.cut_notice(
+                from,
+                &block,
+                trailers.is_some(),
+                &d.fields,
+                sent,
+                sent_bytes,
+            );
+        }
+        let left = FieldBudget {
+            bytes: d.left.bytes,
+            fields: base.fields.saturating_sub(d.fields.len()),
+        };
+        let mut pseudo = Headers::new();
+        let mut regular = Headers::new();
+        let mut wire_list = Headers::new();
+        let mut wire_never = Vec::new();
+        let mut content_type = None;
+        for (name, mut value, never) in d.fields {
+            let mut sensitive = never;
+            if name.starts_with(':') {
+                pseudo.push((name.clone(), value.clone()));
+            } else {
+                if content_type.is_none() && name.eq_ignore_ascii_case("content-type") {
+                    content_type = Some(value.clone());
+                }
+                if self.redact.applies_field(&name, never) {
+                    value = REDACTED.to_vec();
+                    sensitive = true;
+                }
+                regular.push((name.clone(), value.clone()));
+            }
+            wire_list.push((name, value));
+            wire_never.push(sensitive);
+        }
         write_block_frames(
             &mut out.wire,
             block.stream,
             block.promised,
             block.end_stream,
-            &encode_literal_block(&wire_list),
+            &encode_literal_block(&wire_list, &wire_never),
         );
         let fields = Fields {
             pseudo,
@@ -735,22 +959,67 @@ impl Http2Conn {
             content_type,
             ts_first: block.ts_first,
             ts_last: ts,
+            left,
         };
         match (from, block.promised) {
-            (Peer::Server, Some(promised)) => self.on_promise(promised, fields),
+            (Peer::Server, Some(promised)) => self.on_promise(promised, fields, out),
             // A client cannot push: its block only mattered for HPACK state.
-            (Peer::Client, Some(_)) => Ok(()),
-            (Peer::Client, None) => self.on_request_headers(block.stream, fields, block.end_stream),
+            (Peer::Client, Some(_)) => {}
+            (Peer::Client, None) => {
+                self.on_request_headers(block.stream, fields, block.end_stream, out)
+            }
             (Peer::Server, None) => {
-                self.on_response_headers(block.stream, fields, block.end_stream, out);
-                Ok(())
+                self.on_response_headers(block.stream, fields, block.end_stream, out)
             }
         }
+        Ok(())
     }
 
-    fn open(&mut self, id: u32, f: Fields, end_stream: bool) -> Result<(), Http2Error> {
+    /// Says that a block's fields were cut (the first few times per
+    /// connection; `finish` says how many more).
+    fn cut_notice(
+        &mut self,
+        from: Peer,
+        block: &Block,
+        trailers: bool,
+        kept: &[(String, Vec<u8>, bool)],
+        sent: usize,
+        sent_bytes: usize,
+    ) {
+        self.cuts += 1;
+        if self.cuts > CUT_NOTICES {
+            return;
+        }
+        let kept_bytes: usize = kept.iter().map(|(n, v, _)| n.len() + v.len()).sum();
+        let what = match (from, block.promised, trailers) {
+            (_, Some(_), _) => "promised request headers",
+            (Peer::Client, None, false) => "request headers",
+            (Peer::Client, None, true) => "request trailers",
+            (Peer::Server, None, false) => "response headers",
+            (Peer::Server, None, true) => "response trailers",
+        };
+        self.notices.push(format!(
+            "HTTP/2 stream {} {what} cut: {} of {sent} fields, {kept_bytes} of {sent_bytes} \
+             name and value bytes kept (limits per message: {MAX_HEADER_BYTES} bytes, \
+             {MAX_FIELDS} fields, {MAX_TRAILERS} trailers)",
+            block.stream,
+            kept.len()
+        ));
+    }
+
+    /// Opens a stream; past `MAX_STREAMS` open, the lowest is closed first.
+    fn open(&mut self, id: u32, f: Fields, end_stream: bool, out: &mut Http2Output) {
         if self.streams.len() >= MAX_STREAMS {
-            return Err(Http2Error::TooManyStreams);
+            if let Some(low) = self.streams.keys().next().copied() {
+                out.exchanges.extend(self.close(low));
+                self.streams_cut += 1;
+                if self.streams_cut == 1 {
+                    self.notices.push(format!(
+                        "HTTP/2: more than {MAX_STREAMS} streams open at once: the lowest \
+                         open stream ({low}) is closed (shown incomplete) for each new one"
+                    ));
+                }
+            }
         }
         let authority = f
             .pseudo_string(":authority")
@@ -768,40 +1037,36 @@ impl Http2Conn {
                 f.ts_first, f.ts_last, f.regular, end_stream,
             )),
             response: None,
+            budget: [f.left, FieldBudget::message()],
         };
         self.streams.insert(id, stream);
-        Ok(())
     }
 
-    fn on_request_headers(
-        &mut self,
-        id: u32,
-        f: Fields,
-        end_stream: bool,
-    ) -> Result<(), Http2Error> {
+    fn on_request_headers(&mut self, id: u32, f: Fields, end_stream: bool, out: &mut Http2Output) {
         if let Some(stream) = self.streams.get_mut(&id) {
             // Trailers (a second block on an open request).
             if let Some(req) = stream.request.as_mut().filter(|r| !r.complete) {
                 req.trailers.extend(f.regular);
                 req.ts_last_ns = f.ts_last;
                 req.complete = end_stream;
+                stream.budget[0] = f.left;
             }
-            return Ok(());
+            return;
         }
         if id % 2 == 0 || id <= self.last_client_stream {
             // Not client-initiated, or a stream that is already closed.
-            return Ok(());
+            return;
         }
         self.last_client_stream = id;
-        self.open(id, f, end_stream)
+        self.open(id, f, end_stream, out)
     }
 
-    fn on_promise(&mut self, promised: u32, f: Fields) -> Result<(), Http2Error> {
+    fn on_promise(&mut self, promised: u32, f: Fields, out: &mut Http2Output) {
         if promised == 0 || promised % 2 == 1 || self.streams.contains_key(&promised) {
-            return Ok(());
+            return;
         }
         // The promised request has no body: it is complete as promised.
-        self.open(promised, f, true)
+        self.open(promised, f, true, out)
     }
 
     fn on_response_headers(&mut self, id: u32, f: Fields, end_stream: bool, out: &mut Http2Output) {
@@ -820,11 +1085,13 @@ impl Http2Conn {
                 stream.response = Some(HttpMessage::begin(
                     f.ts_first, f.ts_last, f.regular, end_stream,
                 ));
+                stream.budget[1] = f.left;
             }
             Some(resp) if !resp.complete => {
                 resp.trailers.extend(f.regular);
                 resp.ts_last_ns = f.ts_last;
                 resp.complete = end_stream;
+                stream.budget[1] = f.left;
             }
             Some(_) => return,
         }
@@ -842,6 +1109,7 @@ impl Http2Conn {
         ts: u64,
         out: &mut Http2Output,
     ) {
+        let room = &mut self.room;
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
@@ -850,8 +1118,12 @@ impl Http2Conn {
             Peer::Server => stream.response.as_mut(),
         };
         if let Some(msg) = msg.filter(|m| !m.complete) {
-            let room = MAX_BODY_KEEP.saturating_sub(msg.body.len());
-            msg.body.extend_from_slice(&data[..data.len().min(room)]);
+            let n = data
+                .len()
+                .min(MAX_BODY_KEEP.saturating_sub(msg.body.len()))
+                .min(*room);
+            msg.body.extend_from_slice(&data[..n]);
+            *room -= n;
             msg.body_len += data.len() as u64;
             msg.ts_last_ns = ts;
             msg.complete = end_stream;
@@ -910,6 +1182,8 @@ struct Fields {
     content_type: Option<Vec<u8>>,
     ts_first: u64,
     ts_last: u64,
+    /// What the message may still keep of fields after these.
+    left: FieldBudget,
 }
 
 impl Fields {
@@ -1577,13 +1851,18 @@ mod tests {
             ("x-127".into(), vec![b'v'; 127]),
             ("x-big".into(), vec![b'z'; 70_000]),
         ];
-        let block = encode_literal_block(&list);
+        let block = encode_literal_block(&list, &[false, true]);
+        // without indexing, then never indexed (RFC 7541 6.2.2, 6.2.3)
         assert_eq!(
             &block[..9],
-            &[0x10, 7, b':', b'm', b'e', b't', b'h', b'o', b'd']
+            &[0x00, 7, b':', b'm', b'e', b't', b'h', b'o', b'd']
         );
         // 200 = 127 + 73 (RFC 7541 5.1)
         assert_eq!(&block[13..16], &[0x10, 0x7f, 73]);
+        assert_eq!(
+            check_block(&block).unwrap().never,
+            [false, true, false, false, false, false]
+        );
         let decoded = Decoder::new().decode(&block).unwrap();
         let want: Vec<(Vec<u8>, Vec<u8>)> = list
             .iter()
@@ -1703,6 +1982,253 @@ mod tests {
         conn.push(Peer::Client, &c.client[..c.client.len() - 2], 1)
             .unwrap();
         assert!(conn.finish().is_empty());
+    }
+
+    /// A request whose fields add up to 70 000 bytes keeps exactly
+    /// `MAX_HEADER_BYTES` of names and values (pseudo-header fields
+    /// included), the crossing field cut; a notice says what was cut, and
+    /// the wire form holds the cut list.
+    #[test]
+    fn header_list_is_cut_at_64_kib_exactly() {
+        let mut c = Conv::new();
+        let values: Vec<(String, String)> = (0..70)
+            .map(|i| (format!("x-{i:02}"), "v".repeat(996)))
+            .collect();
+        let mut list: Vec<(&str, &str)> = vec![
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":path", "/"),
+            (":authority", "example.com"),
+        ];
+        list.extend(values.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        c.headers(Peer::Client, 1, true, &list);
+        c.headers(Peer::Server, 1, true, &[(":status", "204")]);
+        let mut conn = Http2Conn::new(Redact::none());
+        let (ex, cw, sw) = run(&mut conn, &c.client, &c.server);
+        let req = ex[0].request.as_ref().unwrap();
+        let pseudo = 10 + 12 + 6 + 21;
+        assert_eq!(
+            super::super::header_bytes(&req.headers) + pseudo,
+            MAX_HEADER_BYTES
+        );
+        // 65 whole fields of 1000 bytes, then 536 - 49 of the next: 4 of name, 483 of value
+        assert_eq!(req.headers.len(), 66);
+        assert_eq!(req.headers[65], ("x-65".to_string(), vec![b'v'; 483]));
+        assert_eq!(ex[0].path.as_deref(), Some("/"));
+        assert_eq!(
+            conn.take_notices(),
+            [
+                "HTTP/2 stream 1 request headers cut: 70 of 74 fields, 65536 of 70049 name and \
+              value bytes kept (limits per message: 65536 bytes, 256 fields, 64 trailers)"
+            ]
+        );
+        let mut again = Http2Conn::new(Redact::none());
+        assert_eq!(run(&mut again, &cw, &sw).0, ex);
+        assert!(
+            again.take_notices().is_empty(),
+            "the wire form is within the limits"
+        );
+    }
+
+    /// Trailers: at most `MAX_TRAILERS` per message, however many blocks
+    /// bring them.
+    #[test]
+    fn trailers_are_capped() {
+        let mut c = Conv::new();
+        c.headers(
+            Peer::Client,
+            1,
+            false,
+            &[(":method", "POST"), (":path", "/t"), (":scheme", "https")],
+        );
+        let names: Vec<String> = (0..100).map(|i| format!("t{i:02}")).collect();
+        // 10 blocks of 10 trailers on the open request, the last one ending it
+        for k in 0..10 {
+            let list: Vec<(&str, &str)> = names[k * 10..k * 10 + 10]
+                .iter()
+                .map(|n| (n.as_str(), "v"))
+                .collect();
+            c.headers(Peer::Client, 1, k == 9, &list);
+        }
+        c.headers(Peer::Server, 1, true, &[(":status", "200")]);
+        let mut conn = Http2Conn::new(Redact::none());
+        let (ex, _, _) = run(&mut conn, &c.client, &c.server);
+        let req = ex[0].request.as_ref().unwrap();
+        assert!(req.complete);
+        assert_eq!(req.trailers.len(), MAX_TRAILERS);
+        assert_eq!(req.trailers[63], ("t63".to_string(), b"v".to_vec()));
+        let notices = conn.take_notices();
+        assert_eq!(notices.len(), 4, "{notices:#?}");
+        assert!(notices[0].starts_with("HTTP/2 stream 1 request trailers cut: 4 of 10 fields"));
+    }
+
+    /// The flood of the "Hostile host" issue: one 3.9 KB dynamic table
+    /// entry referenced from every header block. 1000 references decode to
+    /// more than `MAX_HEADER_LIST`: an error (the connection goes raw).
+    /// 250 references are decoded and cut at `MAX_HEADER_BYTES`; past
+    /// `MAX_STREAMS` open streams, the lowest are closed.
+    #[test]
+    fn hpack_flood_is_bounded() {
+        let flood = |refs: usize, messages: u32| {
+            let mut client = PREFACE.to_vec();
+            let mut literal = vec![0x40, 0x07];
+            literal.extend(b"x-flood");
+            encode_integer(&mut literal, 3900, 7, 0);
+            literal.extend(vec![b'v'; 3900]);
+            for i in 0..messages {
+                let mut block = vec![0x82, 0x87, 0x84];
+                if i == 0 {
+                    block.extend(&literal);
+                }
+                block.extend(vec![0xbe; refs]);
+                client.extend(frame(
+                    HEADERS,
+                    FLAG_END_HEADERS | FLAG_END_STREAM,
+                    2 * i + 1,
+                    &block,
+                ));
+            }
+            client
+        };
+        let mut conn = Http2Conn::new(Redact::none());
+        assert_eq!(
+            conn.push(Peer::Client, &flood(1000, 400), 1).unwrap_err(),
+            Http2Error::HeaderListTooLarge(1)
+        );
+        let mut conn = Http2Conn::new(Redact::none());
+        let bytes = flood(250, 400);
+        let o = conn.push(Peer::Client, &bytes, 1).unwrap();
+        assert_eq!(o.exchanges.len(), 400 - MAX_STREAMS);
+        assert!(o.exchanges.iter().all(|e| e.response.is_none()));
+        let memory = conn.memory();
+        assert!(memory < MAX_STREAMS * (MAX_HEADER_BYTES + 1024), "{memory}");
+        let kept: Vec<usize> = o
+            .exchanges
+            .iter()
+            .map(|e| super::super::header_bytes(&e.request.as_ref().unwrap().headers))
+            .collect();
+        // :method GET, :scheme https, :path / = 28 bytes, the rest x-flood
+        assert!(kept.iter().all(|&k| k == MAX_HEADER_BYTES - 28), "{kept:?}");
+        let notices = conn.take_notices();
+        assert_eq!(notices.len(), CUT_NOTICES as usize + 1, "{notices:#?}");
+        assert_eq!(
+            notices[CUT_NOTICES as usize],
+            "HTTP/2: more than 256 streams open at once: the lowest open stream (1) is closed \
+             (shown incomplete) for each new one"
+        );
+        assert_eq!(conn.finish().len(), MAX_STREAMS);
+        assert_eq!(
+            conn.take_notices(),
+            [
+                "HTTP/2: 144 streams were closed early (shown incomplete): more than 256 were open at once",
+                "HTTP/2: 392 more header blocks were cut (limits per message: 65536 bytes, 256 fields, 64 trailers)",
+            ]
+        );
+        let output: usize = kept.len() * MAX_HEADER_BYTES + MAX_STREAMS * MAX_HEADER_BYTES;
+        assert!(output < 26 << 20, "400 messages, at most 64 KiB each");
+        assert!(bytes.len() < 110_000);
+    }
+
+    /// New streams past `MAX_STREAMS` close the lowest open one.
+    #[test]
+    fn streams_over_the_limit_close_the_lowest() {
+        let mut c = Conv::new();
+        for i in 0..300 {
+            get_request(&mut c, 2 * i + 1, &format!("/{i}"));
+        }
+        let mut conn = Http2Conn::new(Redact::none());
+        let o = conn.push(Peer::Client, &c.client, 1).unwrap();
+        let closed: Vec<_> = o.exchanges.iter().map(|e| e.stream_id.unwrap()).collect();
+        assert_eq!(closed, (0..44).map(|i| 2 * i + 1).collect::<Vec<u32>>());
+        assert_eq!(conn.take_notices().len(), 1);
+        // the server answers an early stream (closed: ignored) and a late one
+        c.headers(Peer::Server, 1, true, &[(":status", "200")]);
+        c.headers(Peer::Server, 599, true, &[(":status", "201")]);
+        let o = conn.push(Peer::Server, &c.server, 2).unwrap();
+        assert_eq!(o.exchanges.len(), 1);
+        assert_eq!(o.exchanges[0].stream_id, Some(599));
+        assert_eq!(o.exchanges[0].status, Some(201));
+        assert_eq!(conn.finish().len(), MAX_STREAMS - 1);
+        assert_eq!(conn.take_notices().len(), 1);
+    }
+
+    /// Never-indexed literals (RFC 7541 6.2.3) are redacted whatever their
+    /// name, in the exchange and in the wire form (which marks them
+    /// never-indexed again); pseudo-header fields are not; `--no-redact`
+    /// keeps them.
+    #[test]
+    fn never_indexed_fields_are_redacted() {
+        let mut block = vec![0x82, 0x87]; // :method GET, :scheme https
+        block.extend([0x14, 0x05]); // never indexed, name :path (static 4)
+        block.extend(b"/k?t1");
+        block.extend([0x10, 0x07]); // never indexed, new name
+        block.extend(b"x-token");
+        block.extend([0x03]);
+        block.extend(b"abc");
+        block.extend([0x00, 0x01, b'a', 0x01, b'b']); // without indexing: kept
+        let mut client = PREFACE.to_vec();
+        client.extend(frame(
+            HEADERS,
+            FLAG_END_HEADERS | FLAG_END_STREAM,
+            1,
+            &block,
+        ));
+        let server = frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, 1, &[0x88]);
+        let mut conn = Http2Conn::new(Redact::new(&[]));
+        let (ex, cw, sw) = run(&mut conn, &client, &server);
+        let req = ex[0].request.as_ref().unwrap();
+        assert_eq!(ex[0].path.as_deref(), Some("/k?t1"));
+        assert_eq!(req.headers, hs(&[("x-token", "[redacted]"), ("a", "b")]));
+        let mut wire_block = vec![0x00, 7];
+        // the pseudo-header field stays never-indexed (not redacted)
+        wire_block.extend(b":method\x03GET\x00\x07:scheme\x05https\x10\x05:path\x05/k?t1");
+        wire_block.extend(b"\x10\x07x-token\x0a[redacted]\x00\x01a\x01b");
+        let mut want = PREFACE.to_vec();
+        want.extend(frame(
+            HEADERS,
+            FLAG_END_HEADERS | FLAG_END_STREAM,
+            1,
+            &wire_block,
+        ));
+        assert_eq!(cw, want);
+        let mut again = Http2Conn::new(Redact::new(&[]));
+        assert_eq!(run(&mut again, &cw, &sw).0, ex);
+        let mut plain = Http2Conn::new(Redact::none());
+        let (ex, _, _) = run(&mut plain, &client, &server);
+        assert_eq!(
+            ex[0].request.as_ref().unwrap().headers,
+            hs(&[("x-token", "abc"), ("a", "b")])
+        );
+    }
+
+    /// Bodies kept across open streams stop at `CONN_BODY_KEEP`.
+    #[test]
+    fn connection_body_keep_is_bounded() {
+        let mut c = Conv::new();
+        let body = vec![b'b'; 16384];
+        for id in [1, 3, 5] {
+            c.headers(
+                Peer::Client,
+                id,
+                false,
+                &[(":method", "POST"), (":path", "/"), (":scheme", "https")],
+            );
+            for _ in 0..64 {
+                c.data(Peer::Client, id, false, &body);
+            }
+        }
+        let mut conn = Http2Conn::new(Redact::none());
+        conn.push(Peer::Client, &c.client, 1).unwrap();
+        let ex = conn.finish();
+        let kept: Vec<_> = ex
+            .iter()
+            .map(|e| {
+                let r = e.request.as_ref().unwrap();
+                (r.body.len(), r.body_len)
+            })
+            .collect();
+        let n = MAX_BODY_KEEP as u64;
+        assert_eq!(kept, [(MAX_BODY_KEEP, n), (MAX_BODY_KEEP, n), (0, n)]);
     }
 
     #[test]

@@ -8,15 +8,22 @@
 //!   they turn into (exchanges, raw chunks, notices; segments for pcapng);
 //! - [`http1`]: HTTP/1.1 messages from one direction;
 //! - [`http2`]: HTTP/2 exchanges from both directions (frames, HPACK);
+//! - [`raw`]: masking sensitive values in bytes shown as captured;
+//! - [`limits`]: every bound on what a captured process can make the agent
+//!   hold or write;
 //! - this module: what they share (exchanges and messages, gRPC details,
-//!   header redaction).
+//!   header redaction, the per-message header budget).
 //!
 //! Decoders apply header redaction, so every output downstream sees masked
 //! values.
 
+use std::borrow::Cow;
+
 pub mod conn;
 pub mod http1;
 pub mod http2;
+pub mod limits;
+pub mod raw;
 
 /// Which peer sent a stream's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,10 +37,16 @@ pub enum Peer {
 pub type Headers = Vec<(String, Vec<u8>)>;
 
 /// Header values that are masked unless redaction is turned off.
+///
+/// In HTTP/2, a field the sender marked never-indexed (RFC 7541 6.2.3: it
+/// asks intermediaries to treat the value as sensitive) is masked too,
+/// whatever its name.
 #[derive(Debug, Clone)]
 pub struct Redact {
     /// Lower-case header names.
     names: Vec<String>,
+    /// The longest of `names`.
+    max_len: usize,
 }
 
 /// What a redacted value is replaced with.
@@ -52,17 +65,56 @@ impl Redact {
         .map(|s| s.to_string())
         .collect();
         names.extend(extra.iter().map(|s| s.trim().to_ascii_lowercase()));
-        Redact { names }
+        names.retain(|n| !n.is_empty());
+        let max_len = names.iter().map(String::len).max().unwrap_or(0);
+        Redact { names, max_len }
     }
 
     /// Nothing is masked (`--no-redact`).
     pub fn none() -> Redact {
-        Redact { names: Vec::new() }
+        Redact {
+            names: Vec::new(),
+            max_len: 0,
+        }
+    }
+
+    /// Whether nothing is masked.
+    pub fn is_none(&self) -> bool {
+        self.names.is_empty()
     }
 
     /// Whether the value of header `name` is masked.
     pub fn applies(&self, name: &str) -> bool {
-        self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+        self.applies_bytes(name.as_bytes())
+    }
+
+    /// [`Redact::applies`] for a name as bytes.
+    pub fn applies_bytes(&self, name: &[u8]) -> bool {
+        name.len() <= self.max_len
+            && self
+                .names
+                .iter()
+                .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+    }
+
+    /// Whether the value of a field is masked: by its name, or because the
+    /// sender marked it never-indexed (HTTP/2). Nothing is with `none`.
+    pub fn applies_field(&self, name: &str, never_indexed: bool) -> bool {
+        !self.is_none() && (never_indexed || self.applies(name))
+    }
+
+    /// The length of the longest masked name.
+    pub fn max_name_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// `bytes` as captured with the values of sensitive header fields
+    /// overwritten, the length unchanged: `Name: value` lines of HTTP/1-like
+    /// text, and literal fields of HTTP/2 header blocks when `bytes` start
+    /// with the client preface or a server's SETTINGS frame (see
+    /// [`raw::RawRedactor`], which does the same across calls).
+    pub fn raw<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        raw::RawRedactor::new(self.clone()).push(bytes)
     }
 
     /// Masks the values of the listed headers in place.
@@ -73,6 +125,82 @@ impl Redact {
             }
         }
     }
+}
+
+/// What a message may still keep of header and trailer fields
+/// ([`limits::MAX_HEADER_BYTES`] of names and values, [`limits::MAX_FIELDS`]
+/// fields). Fields are kept in order; the first one that does not fit whole
+/// keeps what fits of its value (the total is then exactly the limit) and
+/// every later one is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldBudget {
+    pub bytes: usize,
+    pub fields: usize,
+}
+
+impl Default for FieldBudget {
+    fn default() -> FieldBudget {
+        FieldBudget::message()
+    }
+}
+
+impl FieldBudget {
+    /// A whole message's budget.
+    pub fn message() -> FieldBudget {
+        FieldBudget {
+            bytes: limits::MAX_HEADER_BYTES,
+            fields: limits::MAX_FIELDS,
+        }
+    }
+
+    /// Takes a field: how many bytes of its value are kept, or None if the
+    /// field is dropped.
+    pub fn take(&mut self, name_len: usize, value_len: usize) -> Option<usize> {
+        if self.fields == 0 || name_len > self.bytes {
+            *self = FieldBudget {
+                bytes: 0,
+                fields: 0,
+            };
+            return None;
+        }
+        let keep = value_len.min(self.bytes - name_len);
+        if keep < value_len {
+            *self = FieldBudget {
+                bytes: 0,
+                fields: 0,
+            };
+        } else {
+            self.fields -= 1;
+            self.bytes -= name_len + keep;
+        }
+        Some(keep)
+    }
+
+    /// Takes what fits of `list`; true if anything was cut or dropped.
+    pub fn keep(&mut self, list: &mut Headers) -> bool {
+        let mut kept = 0;
+        let mut cut = false;
+        for (i, (n, v)) in list.iter_mut().enumerate() {
+            match self.take(n.len(), v.len()) {
+                Some(k) => {
+                    cut |= k < v.len();
+                    v.truncate(k);
+                    kept = i + 1;
+                }
+                None => {
+                    cut = true;
+                    break;
+                }
+            }
+        }
+        list.truncate(kept);
+        cut
+    }
+}
+
+/// The name and value bytes of a header list.
+pub fn header_bytes(list: &Headers) -> usize {
+    list.iter().map(|(n, v)| n.len() + v.len()).sum()
 }
 
 /// One request or response.

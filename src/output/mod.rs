@@ -28,11 +28,14 @@ use anyhow::{Context, Result};
 use base64::Engine;
 use serde::Serialize;
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::abi::Direction;
 use crate::capture::CallRecord;
-use crate::decode::conn::{ConnDecoder, Decoded};
+use crate::decode::conn::{ConnDecoder, Decoded, Item};
+use crate::decode::limits::{CONN_OVERHEAD, IDLE_TIMEOUT_NS, TOTAL_MEMORY, TOTAL_MEMORY_LOW};
+use crate::decode::raw::RawRedactor;
 use crate::decode::Redact;
 use access::{AccessWriter, ConnMeta};
 use pcap::PcapWriter;
@@ -407,9 +410,26 @@ struct ConnState {
     meta: ConnMeta,
     decoder: ConnDecoder,
     in_pcap: bool,
+    /// `--raw`: masks the sensitive values of each call, per direction
+    /// (read, write), across calls.
+    masks: [RawRedactor; 2],
+    /// Bytes of state counted for it (`CONN_OVERHEAD` + the decoder's).
+    memory: usize,
+    /// CLOCK_MONOTONIC ns of its last record.
+    last_ns: u64,
+    /// Its place in `Pipeline::lru`.
+    seq: u64,
 }
 
 /// Records in, every configured output out.
+///
+/// Every connection's state is bounded by its decoder
+/// (`limits::CONN_MEMORY`); all of them together by `total_memory`
+/// (`limits::TOTAL_MEMORY`): past it, the least recently active are flushed
+/// (with a notice) and forgotten until the total is under `total_low`.
+/// Connections without data for `idle_ns` (`limits::IDLE_TIMEOUT_NS`) are
+/// flushed and forgotten at the next sweep: some captures never see a
+/// close.
 pub struct Pipeline {
     raw: Option<Writer>,
     access: Option<AccessWriter>,
@@ -417,6 +437,26 @@ pub struct Pipeline {
     conns: HashMap<(u32, u64), ConnState>,
     redact: Redact,
     clock: Clock,
+    /// Connections by last activity (the order of their last record).
+    lru: BTreeMap<u64, (u32, u64)>,
+    next_seq: u64,
+    /// Sum of the connections' `memory`.
+    memory: usize,
+    total_memory: usize,
+    total_low: usize,
+    idle_ns: u64,
+    /// Connections evicted for the memory budget, and expired.
+    evicted: u64,
+    expired: u64,
+    /// (evicted, expired) when last logged.
+    logged: (u64, u64),
+}
+
+/// Why a connection is forgotten before its close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Forget {
+    Memory,
+    Idle,
 }
 
 impl Pipeline {
@@ -441,74 +481,234 @@ impl Pipeline {
             conns: HashMap::new(),
             redact: o.redact.clone(),
             clock: Clock::new(),
+            lru: BTreeMap::new(),
+            next_seq: 0,
+            memory: 0,
+            total_memory: TOTAL_MEMORY,
+            total_low: TOTAL_MEMORY_LOW,
+            idle_ns: IDLE_TIMEOUT_NS,
+            evicted: 0,
+            expired: 0,
+            logged: (0, 0),
         })
+    }
+
+    /// Connections evicted for the memory budget, and expired, so far.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.evicted, self.expired)
     }
 
     fn decoding(&self) -> bool {
         self.access.is_some() || self.pcap.is_some()
     }
 
-    fn conn(&mut self, pid: u32, comm: &str, conn: u64) -> &mut ConnState {
+    /// The connection's state (made on its first record), now the most
+    /// recently active.
+    fn conn(&mut self, pid: u32, comm: &str, conn: u64, ts_ns: u64) -> &mut ConnState {
         let redact = &self.redact;
-        self.conns.entry((pid, conn)).or_insert_with(|| ConnState {
-            meta: ConnMeta {
-                pid,
-                comm: comm.to_string(),
-                conn,
-                sni: None,
-            },
-            decoder: ConnDecoder::new(redact.clone()),
-            in_pcap: false,
-        })
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let st = self.conns.entry((pid, conn)).or_insert_with(|| {
+            self.memory += CONN_OVERHEAD;
+            ConnState {
+                meta: ConnMeta {
+                    pid,
+                    comm: comm.to_string(),
+                    conn,
+                    sni: None,
+                },
+                decoder: ConnDecoder::new(redact.clone()),
+                in_pcap: false,
+                masks: [
+                    RawRedactor::new(redact.clone()),
+                    RawRedactor::new(redact.clone()),
+                ],
+                memory: CONN_OVERHEAD,
+                last_ns: ts_ns,
+                seq,
+            }
+        });
+        self.lru.remove(&st.seq);
+        self.lru.insert(seq, (pid, conn));
+        st.seq = seq;
+        st.last_ns = st.last_ns.max(ts_ns);
+        st
+    }
+
+    /// Counts what a connection holds now.
+    fn account(&mut self, key: (u32, u64)) {
+        if let Some(st) = self.conns.get_mut(&key) {
+            let m = CONN_OVERHEAD + st.decoder.memory();
+            self.memory = self.memory - st.memory + m;
+            st.memory = m;
+        }
+    }
+
+    /// `--raw`: the call with the values of sensitive header fields masked
+    /// (see `RawRedactor`), as the connection's earlier calls leave off.
+    fn masked<'r>(&mut self, c: &'r CallRecord) -> Cow<'r, CallRecord> {
+        let Some(st) = self.conns.get_mut(&(c.pid, c.conn)) else {
+            return Cow::Borrowed(c);
+        };
+        let mask = &mut st.masks[usize::from(c.direction == Direction::Write)];
+        if c.lost_bytes > 0 {
+            mask.gap();
+        }
+        let data = mask.push(&c.data);
+        let out = match data {
+            Cow::Borrowed(_) => Cow::Borrowed(c),
+            Cow::Owned(data) => Cow::Owned(CallRecord { data, ..c.clone() }),
+        };
+        if (c.len as usize) > c.data.len() {
+            mask.gap();
+        }
+        out
     }
 
     pub fn handle(&mut self, r: &Record) -> Result<()> {
-        if let Some(w) = &mut self.raw {
-            w.write(r)?;
-        }
-        if !self.decoding() {
-            return Ok(());
-        }
         match r {
             Record::Call(c) => {
-                let st = self.conn(c.pid, &c.comm, c.conn);
+                let key = (c.pid, c.conn);
+                let st = self.conn(c.pid, &c.comm, c.conn, c.ts_ns);
                 if c.sni.is_some() {
                     st.meta.sni = c.sni.clone();
                 }
-                let lost = (c.len as u64).saturating_sub(c.data.len() as u64);
-                let d = st
-                    .decoder
-                    .push(c.direction == Direction::Write, &c.data, c.ts_ns, lost);
-                self.emit((c.pid, c.conn), d)?;
+                if self.raw.is_some() {
+                    let masked;
+                    let rec = match self.masked(c) {
+                        Cow::Borrowed(_) => r,
+                        Cow::Owned(m) => {
+                            masked = Record::Call(m);
+                            &masked
+                        }
+                    };
+                    if let Some(w) = &mut self.raw {
+                        w.write(rec)?;
+                    }
+                }
+                if self.decoding() {
+                    let Some(st) = self.conns.get_mut(&key) else {
+                        return Ok(());
+                    };
+                    let lost = (c.len as u64).saturating_sub(c.data.len() as u64);
+                    let outgoing = c.direction == Direction::Write;
+                    let d = st.decoder.push(outgoing, &c.data, c.ts_ns, lost);
+                    self.emit(key, d)?;
+                    self.account(key);
+                }
+                self.within_budget(c.ts_ns)?;
             }
             Record::Sni {
                 pid,
                 comm,
                 conn,
                 name,
+                ts_ns,
                 ..
             } => {
-                self.conn(*pid, comm, *conn).meta.sni = Some(name.clone());
+                if let Some(w) = &mut self.raw {
+                    w.write(r)?;
+                }
+                self.conn(*pid, comm, *conn, *ts_ns).meta.sni = Some(name.clone());
+                self.within_budget(*ts_ns)?;
             }
             Record::Close {
                 pid, conn, ts_ns, ..
-            } => self.close((*pid, *conn), *ts_ns)?,
+            } => {
+                if let Some(w) = &mut self.raw {
+                    w.write(r)?;
+                }
+                self.close((*pid, *conn), *ts_ns)?
+            }
         }
         Ok(())
     }
 
     fn close(&mut self, key: (u32, u64), ts_ns: u64) -> Result<()> {
+        self.end(key, ts_ns, None)
+    }
+
+    /// Flushes a connection (what its decoder has open), after `notice`,
+    /// and forgets it.
+    fn end(&mut self, key: (u32, u64), ts_ns: u64, notice: Option<String>) -> Result<()> {
         let Some(st) = self.conns.get_mut(&key) else {
             return Ok(());
         };
-        let d = st.decoder.finish(ts_ns);
-        self.emit(key, d)?;
+        let mut d = st.decoder.finish(ts_ns);
+        if let Some(text) = notice {
+            d.items.insert(0, Item::Notice { ts_ns, text });
+        }
+        if self.decoding() {
+            self.emit(key, d)?;
+        }
         if let Some(st) = self.conns.remove(&key) {
+            self.lru.remove(&st.seq);
+            self.memory -= st.memory;
             if let (Some(p), true) = (&mut self.pcap, st.in_pcap) {
                 p.close(pcap_key(key), self.clock.wall(ts_ns))?;
             }
         }
         Ok(())
+    }
+
+    /// Flushes and forgets a connection before its close, saying why.
+    fn forget(&mut self, key: (u32, u64), ts_ns: u64, why: Forget) -> Result<()> {
+        let text = match why {
+            Forget::Memory => {
+                self.evicted += 1;
+                format!(
+                    "the decoding state of all connections reached {} bytes (limit {}): this \
+                     connection, the least recently active, is flushed and forgotten ({} \
+                     evicted so far); later data starts afresh",
+                    self.memory,
+                    self.total_memory,
+                    plural(self.evicted, "connection")
+                )
+            }
+            Forget::Idle => {
+                self.expired += 1;
+                format!(
+                    "no data for {} s (the close was not seen): the connection is flushed and \
+                     forgotten ({} expired so far); later data starts afresh",
+                    self.idle_ns / 1_000_000_000,
+                    plural(self.expired, "connection")
+                )
+            }
+        };
+        if self.evicted + self.expired == 1 {
+            log::warn!("output: {text}");
+        }
+        self.end(key, ts_ns, Some(text))
+    }
+
+    /// Past the total budget, evicts the least recently active connections
+    /// (never the last one) until under `total_low`.
+    fn within_budget(&mut self, ts_ns: u64) -> Result<()> {
+        if self.memory <= self.total_memory {
+            return Ok(());
+        }
+        while self.memory > self.total_low && self.conns.len() > 1 {
+            let Some((_, &key)) = self.lru.iter().next() else {
+                break;
+            };
+            self.forget(key, ts_ns, Forget::Memory)?;
+        }
+        Ok(())
+    }
+
+    /// Logs the evictions and expiries since the last time.
+    fn report(&mut self) {
+        if self.logged != (self.evicted, self.expired) {
+            self.logged = (self.evicted, self.expired);
+            log::warn!(
+                "output: {} evicted for the decoding memory budget ({} bytes), {} expired \
+                 after {} s without data, since the start",
+                plural(self.evicted, "connection"),
+                self.total_memory,
+                plural(self.expired, "connection"),
+                self.idle_ns / 1_000_000_000
+            );
+        }
     }
 
     fn emit(&mut self, key: (u32, u64), d: Decoded) -> Result<()> {
@@ -525,11 +725,12 @@ impl Pipeline {
                 let when = self.clock.wall(s.ts_ns);
                 if !st.in_pcap {
                     let (client, server) = pcap::synthetic_endpoints(key.0, key.1);
+                    // tshark prints packet comments: escaped like the console.
                     let comment = format!(
                         "{}[{}] sni={}",
-                        st.meta.comm,
+                        escape::terminal(&st.meta.comm),
                         st.meta.pid,
-                        st.meta.sni.as_deref().unwrap_or("-")
+                        escape::terminal(st.meta.sni.as_deref().unwrap_or("-"))
                     );
                     p.open(pcap_key(key), client, server, when, comment)?;
                     st.in_pcap = true;
@@ -540,7 +741,8 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Ends the connections of processes that have exited.
+    /// Ends the connections of processes that have exited, and those idle
+    /// for longer than the idle timeout.
     pub fn sweep(&mut self) -> Result<()> {
         let dead: Vec<(u32, u64)> = self
             .conns
@@ -551,6 +753,22 @@ impl Pipeline {
         for key in dead {
             self.close(key, mono_now())?;
         }
+        self.sweep_at(mono_now())
+    }
+
+    /// Expires the connections without data since `now_ns - idle_ns`.
+    pub fn sweep_at(&mut self, now_ns: u64) -> Result<()> {
+        let mut idle: Vec<(u64, (u32, u64))> = self
+            .conns
+            .iter()
+            .filter(|(_, st)| now_ns.saturating_sub(st.last_ns) > self.idle_ns)
+            .map(|(k, st)| (st.seq, *k))
+            .collect();
+        idle.sort_unstable();
+        for (_, key) in idle {
+            self.forget(key, now_ns, Forget::Idle)?;
+        }
+        self.report();
         Ok(())
     }
 
@@ -560,6 +778,7 @@ impl Pipeline {
         for key in keys {
             self.close(key, mono_now())?;
         }
+        self.report();
         self.flush()
     }
 
@@ -706,6 +925,15 @@ pub fn spawn(
         .context("spawning the output thread")
 }
 
+/// `n` and the noun, plural unless 1.
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 fn pcap_key((pid, conn): (u32, u64)) -> u64 {
     conn ^ ((pid as u64) << 32).rotate_left(7)
 }
@@ -793,6 +1021,9 @@ pub fn write_data(out: &mut dyn Write, data: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod pipeline_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,643 @@
+//! Fuzz harnesses: one function per parser of outside input, each feeding
+//! the parser the way the agent does and checking what the agent relies on
+//! beyond "no panic" (bounded output, offsets inside the input, bytes out
+//! never more than bytes in).
+//!
+//! The engine is `examples/fuzz.rs` (`make fuzz`); `tests/fuzz_regressions.rs`
+//! runs every harness on the seed corpus and on every input that ever
+//! crashed (`fuzz/`). A harness panics on a finding: either the parser
+//! panicked, or one of the `assert!`s below failed.
+//!
+//! Inputs of the stream harnesses (HTTP/1, HTTP/2, the connection decoder,
+//! the ring-buffer records) are a [`Script`]: calls in order, each with its
+//! direction, so that bytes are split anywhere and interleaved as the
+//! capture delivers them.
+//!
+//! Not here: the ClientHello/ServerHello parser. It exists only in BPF
+//! (`bpf/hello.bpf.h`, tracepoint and fentry/fexit programs, which
+//! BPF_PROG_TEST_RUN does not run), and there is no Rust twin of it.
+
+use std::path::Path;
+
+use crate::abi::{self, Event, DATA_CHUNK};
+use crate::capture::{Capture, Reassembler};
+use crate::config::{ConfigFile, Filter};
+use crate::decode::conn::{ConnDecoder, Item};
+use crate::decode::http1::{Http1Conn, MAX_BODY_KEEP};
+use crate::decode::http2::{Http2Conn, Http2Error, MAX_HEADER_LIST};
+use crate::decode::{Exchange, HttpMessage, Peer, Redact};
+use crate::inspect::{self, elf, go, place, ElfSymbols, Target};
+use crate::output::Record;
+use crate::probes::PROBES;
+use crate::sni;
+
+/// A harness: runs one input, panics on a finding.
+pub type Harness = fn(&[u8]);
+
+/// Every harness, by name (the name is the folder under `fuzz/corpus/` and
+/// `fuzz/regressions/`).
+pub const HARNESSES: &[(&str, Harness)] = &[
+    ("elf", elf),
+    ("go", go),
+    ("place", place),
+    ("http1", http1),
+    ("http2", http2),
+    ("conn", conn),
+    ("ring", ring),
+    ("config", config),
+];
+
+/// The harness called `name`.
+pub fn harness(name: &str) -> Option<Harness> {
+    HARNESSES.iter().find(|h| h.0 == name).map(|h| h.1)
+}
+
+// ---------------------------------------------------------------------------
+// Scripts: calls in order.
+
+/// Flag bit of a script op: the call came from the server (HTTP/1, HTTP/2)
+/// or was received by the captured process (connection decoder).
+pub const OP_SERVER: u8 = 0x01;
+/// Flag bit: a u16 count of lost bytes follows the data (connection decoder).
+pub const OP_LOST: u8 = 0x02;
+/// An op byte that ends the script (connection decoder: the close).
+pub const OP_END: u8 = 0xff;
+
+/// One call of a script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Op {
+    pub flags: u8,
+    pub data: Vec<u8>,
+    pub lost: u16,
+}
+
+/// Script encoding: per op, a flags byte, a little-endian u16 length, that
+/// many bytes (cut at the end of the input) and, with [`OP_LOST`], a u16
+/// count of lost bytes. [`OP_END`] ends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Script {
+    pub ops: Vec<Op>,
+    /// The script ended with [`OP_END`].
+    pub ended: bool,
+}
+
+impl Script {
+    pub fn parse(mut b: &[u8]) -> Script {
+        let mut s = Script::default();
+        while let Some((&flags, rest)) = b.split_first() {
+            if flags == OP_END {
+                s.ended = true;
+                break;
+            }
+            let len = match rest {
+                [lo, hi, ..] => u16::from_le_bytes([*lo, *hi]) as usize,
+                [lo] => *lo as usize,
+                [] => 0,
+            };
+            let rest = rest.get(2..).unwrap_or(&[]);
+            let n = len.min(rest.len());
+            let (data, rest) = rest.split_at(n);
+            let mut lost = 0;
+            b = rest;
+            if flags & OP_LOST != 0 && b.len() >= 2 {
+                lost = u16::from_le_bytes([b[0], b[1]]);
+                b = &b[2..];
+            }
+            s.ops.push(Op {
+                flags,
+                data: data.to_vec(),
+                lost,
+            });
+        }
+        s
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for op in &self.ops {
+            out.push(op.flags);
+            let n = op.data.len().min(u16::MAX as usize);
+            out.extend_from_slice(&(n as u16).to_le_bytes());
+            out.extend_from_slice(&op.data[..n]);
+            if op.flags & OP_LOST != 0 {
+                out.extend_from_slice(&op.lost.to_le_bytes());
+            }
+        }
+        if self.ended {
+            out.push(OP_END);
+        }
+        out
+    }
+
+    /// Adds a call.
+    pub fn call(&mut self, server: bool, data: &[u8]) -> &mut Script {
+        self.ops.push(Op {
+            flags: u8::from(server),
+            data: data.to_vec(),
+            lost: 0,
+        });
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared checks.
+
+/// The names inspection keeps (as `inspect::interesting`).
+fn interesting(name: &str) -> bool {
+    name.starts_with("SSL_")
+        || name.starts_with("gnutls_")
+        || inspect::aead_point(name).is_some()
+        || inspect::ring_point(name).is_some()
+}
+
+/// A body is never longer than it counts, nor kept past the limit.
+fn check_message(m: &HttpMessage, fed: u64, what: &str) {
+    assert!(
+        m.body.len() <= MAX_BODY_KEEP,
+        "{what}: {} body bytes kept",
+        m.body.len()
+    );
+    assert!(
+        m.body.len() as u64 <= m.body_len,
+        "{what}: body of {} bytes counted as {}",
+        m.body.len(),
+        m.body_len
+    );
+    assert!(
+        m.body_len <= fed,
+        "{what}: body_len {} but only {fed} bytes were fed",
+        m.body_len
+    );
+    assert!(
+        m.ts_first_ns <= m.ts_last_ns,
+        "{what}: first byte at {} after last at {}",
+        m.ts_first_ns,
+        m.ts_last_ns
+    );
+}
+
+/// `fed`: bytes pushed by (client, server).
+fn check_exchange(e: &Exchange, fed: [u64; 2]) {
+    if let Some(m) = &e.request {
+        check_message(m, fed[0], "request");
+    }
+    if let Some(m) = &e.response {
+        check_message(m, fed[1], "response");
+    }
+}
+
+/// Placement chose instructions of the function: the entry stays or moves
+/// to an emulated instruction inside it; return points are emulated
+/// instructions inside it; points without a return program have none.
+fn check_placement(map: &[u8], t: &Target) {
+    let Some(pl) = &t.place else { return };
+    let end = (t.offset.saturating_add(t.size) as usize).min(map.len());
+    let code = &map[(t.offset as usize).min(end)..end];
+    let emulated_at = |o: u64, what: &str| {
+        assert!(
+            o >= t.offset && o < t.offset + code.len() as u64,
+            "{}: {what} {o:#x} outside the function at {:#x}+{:#x}",
+            t.symbol,
+            t.offset,
+            code.len()
+        );
+        let at = (o - t.offset) as usize;
+        let mut d = iced_x86::Decoder::with_ip(64, &code[at..], o, iced_x86::DecoderOptions::NONE);
+        let ins = d.decode();
+        assert!(
+            place::emulated(&ins, &code[at..]).is_some(),
+            "{}: {what} {o:#x} is not an emulated instruction ({:?})",
+            t.symbol,
+            ins.code()
+        );
+    };
+    if pl.entry.offset != t.offset {
+        emulated_at(pl.entry.offset, "entry");
+    }
+    match &pl.returns {
+        Ok(points) => {
+            assert!(
+                t.point.has_return(),
+                "{}: return points without a return program",
+                t.symbol
+            );
+            assert!(!points.is_empty(), "{}: no return point", t.symbol);
+            for &o in points {
+                emulated_at(o, "return point");
+            }
+        }
+        Err(_) if t.point.has_return() => assert_eq!(
+            pl.entry.offset, t.offset,
+            "{}: a kept uretprobe keeps the entry program at the entry",
+            t.symbol
+        ),
+        Err(_) => {}
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Inspection.
+
+/// An ELF file as a worker inspects it: symbols (`.dynsym`, `.symtab`, PLT
+/// stubs of no-return functions), Go, the library kind, placement.
+pub fn elf(data: &[u8]) {
+    let shown = Path::new("fuzz.elf");
+    let Ok(syms) = elf::symbols_and_go(data, shown, &interesting) else {
+        return;
+    };
+    assert!(
+        !syms.segments.is_empty(),
+        "parsed without a loadable segment"
+    );
+    assert!(
+        syms.noreturn.windows(2).all(|w| w[0] < w[1]),
+        "no-return offsets not sorted: {:?}",
+        syms.noreturn
+    );
+    for (name, loc) in &syms.functions {
+        assert!(interesting(name), "kept {name:?}, which was not asked for");
+        assert_eq!(
+            elf::vaddr_to_offset(&syms.segments, loc.vaddr),
+            Some(loc.file_offset),
+            "{name}"
+        );
+    }
+    if let Some(Ok(g)) = &syms.go {
+        check_go(data, g);
+    }
+    let mut insp = inspect::classify(&syms);
+    if insp.is_tls() {
+        inspect::place_targets(data, &syms, &mut insp.targets);
+        for t in &insp.targets {
+            check_in_file(data, t);
+            check_placement(data, t);
+        }
+    }
+}
+
+/// A uprobe goes at a file offset: one past the end of the file is refused
+/// by the kernel (and fails the file's attach).
+fn check_in_file(data: &[u8], t: &Target) {
+    assert!(
+        (t.offset as usize) < data.len(),
+        "{}: offset {:#x} outside the file of {:#x} bytes",
+        t.symbol,
+        t.offset,
+        data.len()
+    );
+}
+
+/// Go's crypto/tls in an executable: pclntab (`gobin`), build info, RET
+/// instructions, the probe targets made of them.
+pub fn go(data: &[u8]) {
+    let shown = Path::new("fuzz.go");
+    // The segments as the ELF parser reads them; a file it refuses is still
+    // handed to gobin (which reads the bytes on its own) with one segment.
+    let segments = elf::parse_symbols(data, "fuzz.go", &|_| false)
+        .map(|s| s.segments)
+        .unwrap_or_else(|_| vec![(0x40_0000, data.len() as u64, 0)]);
+    let found = go::inspect_go(data, &segments, shown);
+    if let Ok(Some(g)) = &found {
+        check_go(data, g);
+    }
+    let syms = ElfSymbols {
+        is_executable: true,
+        segments,
+        go: found.transpose(),
+        ..Default::default()
+    };
+    let insp = inspect::classify(&syms);
+    for t in &insp.targets {
+        check_in_file(data, t);
+    }
+}
+
+/// Every Go probe offset is in the file, and every return point is a RET.
+fn check_go(data: &[u8], g: &go::GoTls) {
+    assert!(!g.write_rets.is_empty() && !g.read_rets.is_empty());
+    for &o in [g.write, g.read].iter().chain(&g.handshake).chain(&g.close) {
+        assert!(
+            (o as usize) < data.len(),
+            "Go entry {o:#x} outside the file"
+        );
+    }
+    for &o in g.write_rets.iter().chain(&g.read_rets) {
+        let code = data.get(o as usize..).unwrap_or(&[]);
+        let mut d = iced_x86::Decoder::with_ip(64, code, o, iced_x86::DecoderOptions::NONE);
+        let ins = d.decode();
+        assert_eq!(
+            ins.mnemonic(),
+            iced_x86::Mnemonic::Ret,
+            "Go return point {o:#x} is {:?}",
+            ins.code()
+        );
+    }
+}
+
+/// Length of the [`place`] input's header.
+pub const PLACE_HEADER: usize = 9;
+
+/// Probe placement on one function. Input: a header of [`PLACE_HEADER`]
+/// bytes (the probe point's index in the probe table; little-endian u16s:
+/// the function's offset, its size as the symbol says (0xffff: to the end),
+/// two offsets of no-return functions), then the bytes standing for the
+/// file.
+pub fn place(data: &[u8]) {
+    if data.len() < PLACE_HEADER {
+        return;
+    }
+    let (h, map) = data.split_at(PLACE_HEADER);
+    let u16_at = |i: usize| u64::from(u16::from_le_bytes([h[i], h[i + 1]]));
+    let point = PROBES[h[0] as usize % PROBES.len()].point;
+    let offset = u16_at(1).min(map.len() as u64);
+    let size = match u16_at(3) {
+        0xffff => map.len() as u64 - offset,
+        n => n,
+    };
+    let mut noreturn: Vec<u64> = [u16_at(5), u16_at(7)]
+        .into_iter()
+        .filter(|&o| o != 0)
+        .collect();
+    noreturn.sort_unstable();
+    noreturn.dedup();
+    let syms = ElfSymbols {
+        noreturn,
+        ..Default::default()
+    };
+    let mut targets = vec![Target {
+        point,
+        symbol: point.symbol().to_string(),
+        offset,
+        size,
+        place: None,
+    }];
+    inspect::place_targets(map, &syms, &mut targets);
+    let t = &targets[0];
+    if size > 0 && offset < map.len() as u64 {
+        assert!(t.place.is_some(), "a function with code was not placed");
+    }
+    check_placement(map, t);
+    if let Some(pl) = &t.place {
+        let _ = pl.explain(t);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Decoding.
+
+fn peer(op: &Op) -> Peer {
+    if op.flags & OP_SERVER != 0 {
+        Peer::Server
+    } else {
+        Peer::Client
+    }
+}
+
+/// Both directions of an HTTP/1.x connection, as the connection decoder
+/// drives them: a failed direction shows its bytes raw and restarts at its
+/// next call.
+pub fn http1(data: &[u8]) {
+    let script = Script::parse(data);
+    let mut c = Http1Conn::new(Redact::new(&["x-api-key".to_string()]));
+    let mut failed = [false; 2];
+    let mut fed = [0u64; 2];
+    let (mut bytes_in, mut wire_out) = (0u64, 0u64);
+    for (ts, op) in script.ops.iter().enumerate() {
+        let p = peer(op);
+        let side = usize::from(p == Peer::Server);
+        if failed[side] {
+            c.restart(p);
+            failed[side] = false;
+        }
+        fed[side] += op.data.len() as u64;
+        bytes_in += op.data.len() as u64;
+        let o = c.push(p, &op.data, ts as u64);
+        wire_out += o.wire.len() as u64;
+        for e in &o.exchanges {
+            check_exchange(e, fed);
+        }
+        if o.error.is_some() {
+            let rest = c.take_unparsed(p);
+            assert!(
+                rest.len() as u64 <= fed[side],
+                "{} unparsed bytes of {} fed",
+                rest.len(),
+                fed[side]
+            );
+            failed[side] = true;
+        }
+        // Heads are rebuilt where values are redacted: "a:b\n" becomes
+        // "a: [redacted]\r\n" at most.
+        assert!(
+            wire_out <= 4 * bytes_in + 64,
+            "{wire_out} wire bytes from {bytes_in} bytes"
+        );
+        if c.upgraded {
+            break;
+        }
+    }
+    for e in c.finish() {
+        check_exchange(&e, fed);
+    }
+}
+
+/// Both directions of an HTTP/2 connection (frames, HPACK, streams). The
+/// wire form handed to pcapng must read again without the decoder's state:
+/// it is decoded by a fresh connection, which must not fail where the
+/// original did not.
+pub fn http2(data: &[u8]) {
+    let script = Script::parse(data);
+    let mut c = Http2Conn::new(Redact::none());
+    let mut again = Http2Conn::new(Redact::none());
+    let mut fed = [0u64; 2];
+    let mut failed = false;
+    let mut again_ok = true;
+    for (ts, op) in script.ops.iter().enumerate() {
+        let p = peer(op);
+        fed[usize::from(p == Peer::Server)] += op.data.len() as u64;
+        let o = match c.push(p, &op.data, ts as u64) {
+            Ok(o) => o,
+            Err(_) => {
+                failed = true;
+                continue;
+            }
+        };
+        if failed {
+            assert!(
+                o.exchanges.is_empty() && o.wire.is_empty(),
+                "output after the connection failed"
+            );
+            continue;
+        }
+        for e in &o.exchanges {
+            check_exchange(e, fed);
+            check_header_lists(e);
+        }
+        if again_ok {
+            match again.push(p, &o.wire, ts as u64) {
+                Ok(_) => {}
+                // A block re-encoded as literals can outgrow the block
+                // limit the original stayed under.
+                Err(Http2Error::HeaderBlockTooLarge(_)) => again_ok = false,
+                Err(e) => panic!("the wire form does not decode again: {e}"),
+            }
+        }
+    }
+    for e in c.finish() {
+        check_exchange(&e, fed);
+    }
+}
+
+fn check_header_lists(e: &Exchange) {
+    for m in [&e.request, &e.response].into_iter().flatten() {
+        let size: usize = m.headers.iter().map(|(n, v)| n.len() + v.len() + 32).sum();
+        assert!(size <= MAX_HEADER_LIST, "header list of {size} bytes");
+    }
+}
+
+/// The per-connection decoder as the output thread drives it: calls with
+/// their lost bytes, then the close.
+pub fn conn(data: &[u8]) {
+    let script = Script::parse(data);
+    let mut c = ConnDecoder::new(Redact::new(&[]));
+    let mut fed = [0u64; 2];
+    let mut lost_in = 0u64;
+    let (mut raw_out, mut gaps_out) = (0u64, 0u64);
+    let mut check = |d: &crate::decode::conn::Decoded, fed: [u64; 2], lost_in: u64| {
+        for item in &d.items {
+            match item {
+                Item::Raw { data, .. } => raw_out += data.len() as u64,
+                // Which peer is the client is only known to the decoder:
+                // bound bodies by all bytes fed.
+                Item::Exchange(e) => check_exchange(e, [fed[0] + fed[1]; 2]),
+                Item::Notice { .. } => {}
+            }
+        }
+        gaps_out += d.segments.iter().map(|s| s.gap_before).sum::<u64>();
+        assert!(
+            raw_out <= fed[0] + fed[1],
+            "{raw_out} raw bytes from {} bytes",
+            fed[0] + fed[1]
+        );
+        assert!(
+            gaps_out <= lost_in,
+            "{gaps_out} bytes of gaps from {lost_in} lost"
+        );
+    };
+    for (ts, op) in script.ops.iter().enumerate() {
+        let outgoing = op.flags & OP_SERVER == 0;
+        fed[usize::from(!outgoing)] += op.data.len() as u64;
+        lost_in += u64::from(op.lost);
+        let d = c.push(outgoing, &op.data, ts as u64, u64::from(op.lost));
+        check(&d, fed, lost_in);
+    }
+    let d = c.finish(script.ops.len() as u64);
+    check(&d, fed, lost_in);
+}
+
+// ---------------------------------------------------------------------------
+// Capture.
+
+/// Ring-buffer records (one script op each) as the capture loop reads them:
+/// parsed, chunks reassembled per thread; the same records through the
+/// whole capture side (server names, closes) into the output queue.
+pub fn ring(data: &[u8]) {
+    let script = Script::parse(data);
+    let mut reasm = Reassembler::default();
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let mut capture = Capture::new(tx, vec!["*.acme.com".into()]);
+    let (mut chunk_bytes, mut call_bytes) = (0u64, 0u64);
+    let mut out_bytes = 0u64;
+    let drain = |out_bytes: &mut u64| {
+        for r in rx.try_iter() {
+            if let Record::Call(c) = r {
+                *out_bytes += c.data.len() as u64;
+            }
+        }
+    };
+    for op in &script.ops {
+        let rec = &op.data[..];
+        if let Ok(Event::Data(c)) = abi::parse(rec) {
+            assert!(
+                c.data.len() <= DATA_CHUNK,
+                "chunk of {} bytes",
+                c.data.len()
+            );
+            let start = c.data.as_ptr() as usize - rec.as_ptr() as usize;
+            assert!(
+                start + c.data.len() <= rec.len(),
+                "chunk outside its record"
+            );
+            chunk_bytes += c.data.len() as u64;
+            for call in reasm.push(&c) {
+                call_bytes += call.data.len() as u64;
+            }
+            assert!(
+                call_bytes <= chunk_bytes,
+                "{call_bytes} bytes of calls from {chunk_bytes} bytes of chunks"
+            );
+        }
+        capture.on_record(rec);
+        drain(&mut out_bytes);
+        if op.flags & OP_SERVER != 0 {
+            capture.forget_exited(&mut |pid| pid % 2 == 0);
+        }
+    }
+    call_bytes += reasm
+        .flush()
+        .iter()
+        .map(|c| c.data.len() as u64)
+        .sum::<u64>();
+    assert!(call_bytes <= chunk_bytes);
+    capture.flush();
+    drain(&mut out_bytes);
+    assert!(
+        out_bytes <= chunk_bytes,
+        "{out_bytes} bytes queued from {chunk_bytes} bytes of chunks"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Configuration.
+
+/// The `--config` file: YAML into [`ConfigFile`], then what
+/// `Settings::from_cli` does with it (server-name patterns checked and laid
+/// out for the kernel's tries, redaction, the start-up filter).
+pub fn config(data: &[u8]) {
+    // The agent reads the file with read_to_string: not UTF-8 is an error.
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(f) = serde_saphyr::from_str::<ConfigFile>(text) else {
+        return;
+    };
+    if let Ok(patterns) = sni::parse_all(&f.sni) {
+        for p in &patterns {
+            let (_, key) = p.trie_key();
+            assert_eq!(
+                key.len(),
+                4 + sni::MAX_NAME,
+                "{p}: trie key of {} bytes",
+                key.len()
+            );
+            let bits = u32::from_ne_bytes(key[..4].try_into().expect("4 bytes"));
+            assert!(
+                bits as usize <= 8 * sni::MAX_NAME,
+                "{p}: prefix of {bits} bits"
+            );
+            let _ = p.to_string();
+        }
+    }
+    let r = Redact::new(&f.redact_headers);
+    assert!(r.applies("Cookie"));
+    let filter = Filter {
+        pids: f.pids,
+        comms: f.comms,
+    };
+    for c in &filter.comms {
+        let k = Filter::comm_key(c);
+        assert_eq!(k[15], 0, "comm key of {c:?} is not NUL-terminated");
+    }
+    let _ = filter.wants(1, "curl");
+}
