@@ -121,8 +121,9 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// `out` is bounded: an output slower than the capture loses records
-    /// (counted) instead of growing the agent's memory.
+    /// `out` is bounded in records, and the bytes queued in
+    /// `output::MAX_QUEUED_BYTES`: an output slower than the capture loses
+    /// records (counted) instead of growing the agent's memory.
     pub fn new(out: Sender<Record>, patterns: Vec<String>) -> Capture {
         Capture {
             reasm: Reassembler::default(),
@@ -134,7 +135,16 @@ impl Capture {
     }
 
     fn send(&mut self, r: Record) {
+        use crate::output::{MAX_QUEUED_BYTES, QUEUED_BYTES};
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = r.queued_bytes();
+        if QUEUED_BYTES.load(Relaxed) + n > MAX_QUEUED_BYTES {
+            self.dropped += 1;
+            return;
+        }
+        QUEUED_BYTES.fetch_add(n, Relaxed);
         if self.out.try_send(r).is_err() {
+            QUEUED_BYTES.fetch_sub(n, Relaxed);
             self.dropped += 1;
         }
     }
@@ -191,10 +201,10 @@ impl Capture {
     }
 
     /// At exit: calls whose last chunks never came are delivered as they
-    /// are.
+    /// are (within the queue's byte bound).
     pub fn flush(&mut self) {
         for call in self.reasm.flush() {
-            let _ = self.out.send(Record::Call(call));
+            self.send(Record::Call(call));
         }
     }
 }

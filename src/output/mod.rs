@@ -865,6 +865,24 @@ fn report_stop(why: Stopped) {
 /// The output thread's work: every record to the pipeline, a flush after
 /// each burst, a sweep of idle connections every 5 s; the pipeline is
 /// finished when every sender is gone. Stops at the first error.
+/// Plaintext bytes in records queued for the output thread: the capture
+/// side stops queueing (and counts drops) past `MAX_QUEUED_BYTES`, so a slow
+/// output bounds the agent's memory in bytes, not only in records.
+pub static QUEUED_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Plaintext bytes queued for the output thread at most.
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+
+impl Record {
+    /// The bytes this record holds, as counted in [`QUEUED_BYTES`].
+    pub fn queued_bytes(&self) -> usize {
+        match self {
+            Record::Call(c) => c.data.len(),
+            _ => 0,
+        }
+    }
+}
+
 fn output_loop(rx: crossbeam_channel::Receiver<Record>, mut p: Pipeline) -> Result<()> {
     use crossbeam_channel::RecvTimeoutError;
     use std::time::Instant;
@@ -873,7 +891,11 @@ fn output_loop(rx: crossbeam_channel::Receiver<Record>, mut p: Pipeline) -> Resu
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(r) => {
                 let mut burst = std::iter::once(r).chain(rx.try_iter());
-                burst.try_for_each(|r| p.handle(&r))?;
+                burst.try_for_each(|r| {
+                    let done = p.handle(&r);
+                    QUEUED_BYTES.fetch_sub(r.queued_bytes(), std::sync::atomic::Ordering::Relaxed);
+                    done
+                })?;
                 p.flush()?;
             }
             Err(RecvTimeoutError::Timeout) => {}
