@@ -135,6 +135,15 @@ impl serde_json::ser::Formatter for JsonSafe {
     where
         W: ?Sized + io::Write,
     {
+        // Fast path: every character `unsafe_char` refuses that serde does
+        // not escape itself starts with one of these bytes (DEL; C1 controls
+        // C2 80-9F; U+061C D8 9C; the U+20xx marks E2 ..).
+        let bytes = fragment.as_bytes();
+        if memchr::memchr3(0x7f, 0xc2, 0xe2, bytes).is_none()
+            && memchr::memchr(0xd8, bytes).is_none()
+        {
+            return w.write_all(bytes);
+        }
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             if unsafe_char(c) {
