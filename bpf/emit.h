@@ -125,11 +125,12 @@ static __always_inline void emit_data(__u32 type, __u64 buf, __u64 conn, __u64 l
 
 /*
  * SNI_CONFIGURED (openssl) / SNI_SENT (statictls): connection `conn` will be
- * captured. Its server name, lower case, is in s->fwd.data (s NULL: it sent
- * none); `rule` is the pattern it matched (0: no patterns given, or no name
- * and capture_no_sni).
+ * captured. Its server name, lower case, is in s->fwd.data when `named`
+ * (else it sent none); `rule` is the pattern it matched (0: no patterns
+ * given, or no name and capture_no_sni).
  */
-static __always_inline void emit_sni(__u32 type, __u64 conn, __u32 rule, struct sni_scratch *s, __u64 id)
+static __always_inline void emit_sni(__u32 type, __u64 conn, __u32 rule, struct sni_scratch *s,
+				     bool named, __u64 id)
 {
 	struct sni_event *e = bpf_ringbuf_reserve(&data_events, sizeof(*e), 0);
 
@@ -144,7 +145,9 @@ static __always_inline void emit_sni(__u32 type, __u64 conn, __u32 rule, struct 
 	e->ts_ns = bpf_ktime_get_ns();
 	e->conn = conn;
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
-	if (s)
+	/* A flag, not a NULL `s`: clang may turn "cond ? s : NULL" into
+	 * arithmetic that 6.1's verifier no longer sees as a pointer. */
+	if (named)
 		__builtin_memcpy(e->name, s->fwd.data, MAX_NAME);
 	else
 		e->name[0] = 0;

@@ -168,7 +168,7 @@ static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 	ci.conn = bpf_ktime_get_ns();
 	if (!go_hello(pid, &ci, 1))
 		bpf_map_update_elem(&hello_sent, &sk, &ci, BPF_ANY);
-	emit_sni(SNI_SENT, ci.conn, rule, nl ? s : NULL, id);
+	emit_sni(SNI_SENT, ci.conn, rule, s, nl != 0, id);
 	return 0;
 }
 

@@ -201,7 +201,7 @@ static __always_inline int on_server_name(__u64 ssl, const void *name, long len)
 			bpf_map_delete_elem(&conns, &k);
 	}
 	if (matched)
-		emit_sni(SNI_CONFIGURED, ssl, rule, s, id);
+		emit_sni(SNI_CONFIGURED, ssl, rule, s, true, id);
 	return 0;
 }
 
