@@ -489,8 +489,8 @@ impl Agent<'_> {
                 .or_insert_with(|| Path::new(&format!("/proc/{pid}")).exists())
         };
         self.kernel.sweep_exited(&mut alive);
-        if self.kernel.counters().sni_full > 0 && !self.kernel.clear_sni_overflow() {
-            log::debug!("server-name decision maps have room again");
+        if self.reported.sni_full > 0 && self.kernel.clear_sni_overflow() {
+            log::info!("server-name decision maps have room again: connections without one are captured again");
         }
         self.capture.borrow_mut().forget_exited(&mut alive);
         for file in stale_files(&self.files) {
@@ -562,15 +562,7 @@ impl Agent<'_> {
 
 /// Whether `path` still names the file `id` (from the agent's view).
 fn still_named(path: &str, id: FileId) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(path) {
-        Ok(m) => {
-            let dev = m.dev();
-            FileId::from_major_minor(libc::major(dev) as u64, libc::minor(dev) as u64, m.ino())
-                == id
-        }
-        Err(_) => false,
-    }
+    std::fs::metadata(path).is_ok_and(|m| FileId::of(&m) == id)
 }
 
 /// Files that were deleted (or replaced) and that no process maps any more:

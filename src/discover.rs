@@ -23,6 +23,12 @@ impl FileId {
             ino,
         }
     }
+    /// The identity `stat` gives a file, in the kernel's encoding.
+    pub fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let dev = m.dev();
+        FileId::from_major_minor(libc::major(dev) as u64, libc::minor(dev) as u64, m.ino())
+    }
     pub fn major(&self) -> u64 {
         self.dev >> 20
     }

@@ -355,10 +355,10 @@ impl Kernel {
 
     /// Clears the server-name overflow flags (sni.h) of the objects whose
     /// decision map has room again (at most three quarters full); returns
-    /// whether any flag is still set.
+    /// whether it cleared one.
     pub fn clear_sni_overflow(&self) -> bool {
         let zero = 0u32.to_ne_bytes();
-        let mut still = false;
+        let mut cleared = false;
         for (flag, decisions) in [
             (&self.openssl.maps.sni_overflow, &self.openssl.maps.conns),
             (
@@ -371,12 +371,12 @@ impl Kernel {
                 continue;
             }
             if decisions.keys().count() <= DECISIONS * 3 / 4 {
-                let _ = flag.update(&zero, &0u32.to_ne_bytes(), MapFlags::ANY);
-            } else {
-                still = true;
+                cleared |= flag
+                    .update(&zero, &0u32.to_ne_bytes(), MapFlags::ANY)
+                    .is_ok();
             }
         }
-        still
+        cleared
     }
 
     /// Connections the openssl object still tracks.

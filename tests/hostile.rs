@@ -4,15 +4,29 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use plainsight::discover::FileId;
 
 fn hello_request() -> Vec<u8> {
     b"GET /hello HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n".to_vec()
+}
+
+/// Runs a copy of the OpenSSL test client against `srv` with the request
+/// in `req`.
+fn run_client(exe: &Path, srv: &Server, req: &Path) -> std::process::Output {
+    Command::new(exe)
+        .args([
+            "127.0.0.1",
+            &srv.port.to_string(),
+            "api.acme.com",
+            req.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap()
 }
 
 /// Runs the OpenSSL test client once (a fresh copy named `name`, so the
@@ -23,15 +37,7 @@ fn capture_still_works(agent: &Agent, srv: &Server, dir: &Path, name: &str) {
     std::fs::copy(fixture("tls_client_openssl"), &exe).unwrap();
     let req = hello_request();
     let f = request_file(dir, &req);
-    let out = Command::new(&exe)
-        .args([
-            "127.0.0.1",
-            &srv.port.to_string(),
-            "api.acme.com",
-            f.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = run_client(&exe, srv, &f);
     assert!(
         out.status.success(),
         "{}",
@@ -227,12 +233,7 @@ fn agent_map(agent_pid: u32, name: &str) -> libbpf_rs::MapHandle {
 }
 
 fn file_key(path: &Path) -> [u8; 16] {
-    let m = std::fs::metadata(path).unwrap();
-    let (maj, min) = (libc::major(m.dev()) as u64, libc::minor(m.dev()) as u64);
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&((maj << 20) | min).to_ne_bytes());
-    k[8..].copy_from_slice(&m.ino().to_ne_bytes());
-    k
+    plainsight::kernel::file_key(FileId::of(&std::fs::metadata(path).unwrap()))
 }
 
 /// BPF's `seen_files` is an LRU: a file it forgot is reported again. The
@@ -256,15 +257,7 @@ fn a_file_forgotten_by_seen_files_is_marked_done_again() {
     }
     let req = hello_request();
     let f = request_file(dir.path(), &req);
-    let out = Command::new(&exe)
-        .args([
-            "127.0.0.1",
-            &srv.port.to_string(),
-            "api.acme.com",
-            f.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = run_client(&exe, &srv, &f);
     assert!(out.status.success());
     let until = Instant::now() + Duration::from_secs(5);
     while state(&key) != Some(vec![2]) && Instant::now() < until {

@@ -2,7 +2,6 @@
 //! the process that mapped it) and report what it carries.
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -56,8 +55,7 @@ fn open_checked(pid: u32, m: &ExecMapping, want: FileId) -> Result<File, String>
     let md = file
         .metadata()
         .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
-    let dev = md.dev();
-    let got = FileId::from_major_minor(libc::major(dev) as u64, libc::minor(dev) as u64, md.ino());
+    let got = FileId::of(&md);
     if got == want {
         return Ok(file);
     }
