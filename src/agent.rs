@@ -117,6 +117,8 @@ struct Agent<'k> {
     rereported: u64,
     /// Links to detach in the background.
     reaper: Sender<Vec<Link>>,
+    /// Finds deleted or replaced files in the background (see `Sweeper`).
+    sweeper: Sweeper,
     capture: Rc<RefCell<Capture>>,
     explain: bool,
     /// Jobs of the start-up scan not released yet; `ready` is announced
@@ -170,6 +172,7 @@ pub fn run(s: Settings) -> Result<()> {
         replaced: 0,
         rereported: 0,
         reaper: attach::start_reaper(),
+        sweeper: Sweeper::start(),
         capture,
         explain: s.inspect.explain,
         startup_pending: 0,
@@ -493,7 +496,11 @@ impl Agent<'_> {
             log::info!("server-name decision maps have room again: connections without one are captured again");
         }
         self.capture.borrow_mut().forget_exited(&mut alive);
-        for file in stale_files(&self.files) {
+        let instrumented = self.files.instrumented().map(|(id, p)| (id, p.to_string()));
+        for file in self.sweeper.exchange(instrumented.collect()) {
+            if !self.files.is_instrumented(file) {
+                continue;
+            }
             if let Some(p) = self.files.remove(file) {
                 log::debug!("{} [{file}] is gone: detaching its probes", p.path);
                 let _ = self.reaper.send(p.links);
@@ -565,11 +572,48 @@ fn still_named(path: &str, id: FileId) -> bool {
     std::fs::metadata(path).is_ok_and(|m| FileId::of(&m) == id)
 }
 
+/// Looks for stale files on its own thread: a stat of a path can wait on
+/// whatever filesystem the path now leads through (a FUSE mount placed on
+/// it, say), and the event loop must never wait. One sweep at a time; while
+/// one is stuck, none is started and nothing is found stale.
+struct Sweeper {
+    ask: Sender<Vec<(FileId, String)>>,
+    found: Receiver<Vec<FileId>>,
+}
+
+impl Sweeper {
+    fn start() -> Sweeper {
+        let (ask, asked) = crossbeam_channel::bounded::<Vec<(FileId, String)>>(1);
+        let (tell, found) = crossbeam_channel::bounded(1);
+        let spawned = std::thread::Builder::new()
+            .name("sweep".into())
+            .spawn(move || {
+                for files in asked {
+                    if tell.send(stale_files(files)).is_err() {
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("no sweep thread ({e}): probes of deleted files stay until exit");
+        }
+        Sweeper { ask, found }
+    }
+
+    /// Returns what the last sweep found, and starts the next one over
+    /// `files` unless one is still running.
+    fn exchange(&self, files: Vec<(FileId, String)>) -> Vec<FileId> {
+        let stale = self.found.try_recv().unwrap_or_default();
+        let _ = self.ask.try_send(files);
+        stale
+    }
+}
+
 /// Files that were deleted (or replaced) and that no process maps any more:
 /// their probes can never fire again.
-fn stale_files(files: &Files) -> Vec<FileId> {
+fn stale_files(files: Vec<(FileId, String)>) -> Vec<FileId> {
     let candidates: Vec<FileId> = files
-        .instrumented()
+        .into_iter()
         .filter(|(id, path)| !still_named(path, *id))
         .map(|(id, _)| id)
         .collect();

@@ -107,6 +107,63 @@ pub fn find_mapping(pid: u32, file: FileId) -> Option<ExecMapping> {
     exec_mappings(pid).into_iter().find(|m| m.file == file)
 }
 
+/// Filesystems served by a user-space process or over the network: any
+/// read of their files, or a probe placed in them (the kernel reads the
+/// probed page), can wait as long as their server wants, holding whatever
+/// the waiting thread holds. Their files are not read or instrumented.
+const STALLABLE_FS: &[&str] = &[
+    "fuse",
+    "fuseblk",
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "9p",
+    "ceph",
+    "afs",
+    "glusterfs",
+    "lustre",
+    "coda",
+    "ncpfs",
+];
+
+/// Whether a filesystem type (`fuse.sshfs` counts as `fuse`) is one whose
+/// reads can stall for as long as its server wants.
+pub fn may_stall(fstype: &str) -> bool {
+    let base = fstype.split('.').next().unwrap_or(fstype);
+    STALLABLE_FS.contains(&base)
+}
+
+/// mountinfo read at most (a host with thousands of mounts stays below).
+const MAX_MOUNTINFO: u64 = 8 << 20;
+
+/// The filesystem type of the mount of device `file.dev` as process `pid`
+/// sees its mounts, read from `/proc/PID/mountinfo`: nothing on that
+/// filesystem is touched (a stat or statfs could wait on its server).
+pub fn fs_type(pid: u32, file: FileId) -> Option<String> {
+    use std::io::Read;
+    let f = fs::File::open(format!("/proc/{pid}/mountinfo")).ok()?;
+    let mut text = String::new();
+    f.take(MAX_MOUNTINFO).read_to_string(&mut text).ok()?;
+    fs_type_in(&text, file)
+}
+
+/// [`fs_type`] on mountinfo text: `ID PARENT MAJ:MIN ROOT POINT OPTS
+/// [TAGS...] - FSTYPE SOURCE SUPEROPTS`.
+fn fs_type_in(mountinfo: &str, file: FileId) -> Option<String> {
+    let want = format!("{}:{}", file.major(), file.minor());
+    mountinfo.lines().find_map(|l| {
+        let mut f = l.split(' ');
+        if f.nth(2)? != want {
+            return None;
+        }
+        let mut rest = f.skip_while(|t| *t != "-");
+        rest.next()?;
+        rest.next().map(str::to_string)
+    })
+}
+
 /// All process ids in procfs.
 pub fn all_pids() -> Vec<u32> {
     let Ok(rd) = fs::read_dir("/proc") else {
@@ -126,6 +183,20 @@ pub fn comm(pid: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_filesystem_type_of_a_device() {
+        let mi = "22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
+                  29 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
+                  95 29 0:52 / /mnt/s rw,relatime shared:9 master:3 - fuse.sshfs me@h:/ rw\n";
+        let at = |maj, min| fs_type_in(mi, FileId::from_major_minor(maj, min, 1));
+        assert_eq!(at(254, 0).as_deref(), Some("ext4"));
+        assert_eq!(at(0, 52).as_deref(), Some("fuse.sshfs"));
+        assert_eq!(at(0, 21).as_deref(), Some("proc"));
+        assert_eq!(at(8, 1), None);
+        assert!(may_stall("fuse.sshfs") && may_stall("fuse") && may_stall("nfs4"));
+        assert!(!may_stall("ext4") && !may_stall("overlay") && !may_stall("tmpfs"));
+    }
 
     #[test]
     fn parses_exec_file_mappings_only() {

@@ -205,6 +205,17 @@ impl Files {
         })
     }
 
+    /// Whether `file` is done and has probes.
+    pub fn is_instrumented(&self, file: FileId) -> bool {
+        matches!(
+            self.files.get(&file),
+            Some(FileState::Done {
+                probes: Some(_),
+                ..
+            })
+        )
+    }
+
     /// Forgets a done file; returns its probes.
     pub fn remove(&mut self, file: FileId) -> Option<Probes> {
         match self.files.remove(&file) {

@@ -31,8 +31,8 @@ fn run_client(exe: &Path, srv: &Server, req: &Path) -> std::process::Output {
 
 /// Runs the OpenSSL test client once (a fresh copy named `name`, so the
 /// agent inspects it anew) and checks that the agent captured its exchange
-/// exactly.
-fn capture_still_works(agent: &Agent, srv: &Server, dir: &Path, name: &str) {
+/// exactly. Returns the client's pid.
+fn capture_still_works(agent: &Agent, srv: &Server, dir: &Path, name: &str) -> u32 {
     let exe = dir.join(name);
     std::fs::copy(fixture("tls_client_openssl"), &exe).unwrap();
     let req = hello_request();
@@ -58,7 +58,7 @@ fn capture_still_works(agent: &Agent, srv: &Server, dir: &Path, name: &str) {
             let (w, r) = agent.wait_bytes(pid, req.len(), resp.len());
             assert_eq!(show(&w), show(&req));
             assert_eq!(show(&r), show(&resp));
-            return;
+            return pid;
         }
         assert!(
             Instant::now() < until,
@@ -147,8 +147,9 @@ sys.stdin.read()
     assert!(alive(agent.pid()), "agent died: {}", agent.stderr());
 }
 
-/// An inspection that never ends (a file on a stalled filesystem) is given
-/// up at its budget: the process runs on, the file is reported, and the
+/// An inspection that never ends (a read that does not return, shown with
+/// a testing aid: files on filesystems that can stall are not read, see
+/// below) is given up at its budget: the process runs on, the file is reported, and the
 /// stuck workers are replaced, so other programs are still captured.
 #[test]
 fn stalled_inspections_are_given_up_and_capture_goes_on() {
@@ -304,4 +305,169 @@ fn an_ssl_ctrl_flood_does_not_capture_non_matching_connections() {
         log.contains("server-name decisions not stored"),
         "the overflow is reported: {log}"
     );
+}
+
+/// A FUSE filesystem that stalls every read (tests/fixtures/stall_fuse.py),
+/// mounted for one test; released and unmounted when dropped.
+struct StalledFs {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    mnt: tempfile::TempDir,
+}
+
+impl StalledFs {
+    fn mount(source: &Path) -> StalledFs {
+        use std::process::Stdio;
+        let mnt = tempfile::tempdir().unwrap();
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script("stall_fuse.py"))
+            .args([mnt.path(), source])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut fs = StalledFs { child, out, mnt };
+        assert_eq!(fs.line(), "mounted");
+        fs
+    }
+
+    fn file(&self, name: &str) -> std::path::PathBuf {
+        self.mnt.path().join(name)
+    }
+
+    fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut l = String::new();
+        self.out.read_line(&mut l).unwrap();
+        l.trim().to_string()
+    }
+
+    fn release(&mut self) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"release\n").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for StalledFs {
+    fn drop(&mut self) {
+        // End of input: stalled reads fail, the filesystem is unmounted.
+        drop(self.child.stdin.take());
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until && !matches!(self.child.try_wait(), Ok(Some(_))) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.mnt.path())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// A program maps code from a FUSE filesystem whose server never answers:
+/// the agent does not open, stat or read it (a read there would block in
+/// the kernel uninterruptibly, and the agent could then not even exit),
+/// says so naming the filesystem, lets the process run at once, goes on
+/// capturing, and exits promptly.
+#[test]
+fn files_on_a_stalled_filesystem_are_not_read() {
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut fs = StalledFs::mount(&fixture("tls_client_openssl"));
+    let mut agent = Agent::start(&["--comm", "python3", "--comm", "after_fuse"]);
+    let t0 = Instant::now();
+    let out = Command::new("/usr/bin/python3")
+        .arg(script("exec_then_map.py"))
+        .args(["--map-only", fs.file("file0").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "mapped\n");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "held {:?}",
+        t0.elapsed()
+    );
+    capture_still_works(&agent, &srv, dir.path(), "after_fuse");
+    let t0 = Instant::now();
+    let log = agent.stop();
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let want = format!("{} (mapped by pid ", fs.file("file0").display());
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&want) && l.contains("is on a fuse filesystem: not read")),
+        "{log}"
+    );
+    fs.release();
+    assert_eq!(fs.line(), "released 0", "the agent never read the file");
+}
+
+/// A process in an exec that never finishes (its program is on a stalled
+/// FUSE filesystem: the exec holds the process's exec lock, on which
+/// PTRACE_SEIZE waits) maps new code. Stopping it blocks; only its own
+/// tracer waits: its file is inspected unpaused after the pause bound, a
+/// later program is still paused and captured, the process is not left
+/// stopped when the exec fails, and the agent exits promptly.
+#[test]
+fn a_stop_blocked_by_an_exec_does_not_stop_the_pausing() {
+    use libbpf_rs::MapCore;
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Declared before the filesystem, so dropped after it: on a failure the
+    // stalled exec is released first, and the process can be killed.
+    let mut hostile: Held;
+    let mut fs = StalledFs::mount(&fixture("tls_client_openssl"));
+    let fresh = dir.path().join("fresh-code.so");
+    std::fs::copy(fixture("tls_client_openssl"), &fresh).unwrap();
+    let mut agent = Agent::start(&[
+        "--comm",
+        "after_exec",
+        "--comm",
+        "python3",
+        "--max-pause-ms",
+        "500",
+    ]);
+    hostile = Held::new(
+        Path::new("/usr/bin/python3"),
+        &[
+            script("exec_then_map.py").to_str().unwrap(),
+            fs.file("prog").to_str().unwrap(),
+            fresh.to_str().unwrap(),
+        ],
+    );
+    hostile.go_keep_stdin();
+    assert_eq!(hostile.read_line(), "started");
+    assert_eq!(fs.line(), "stalled 1", "the exec waits on the filesystem");
+    hostile.send_line("map");
+    assert_eq!(hostile.read_line(), "mapped");
+    // The agent's stop of `hostile` now waits on the exec: past the pause
+    // bound a fresh program is still paused and captured.
+    std::thread::sleep(Duration::from_millis(800));
+    let client = capture_still_works(&agent, &srv, dir.path(), "after_exec");
+    // The file the blocked process mapped was inspected all the same.
+    let seen = agent_map(agent.pid(), "seen_files");
+    let state = seen.lookup(&file_key(&fresh), libbpf_rs::MapFlags::ANY);
+    assert_eq!(state.unwrap(), Some(vec![2]), "FILE_DONE");
+    fs.release();
+    assert_eq!(fs.line(), "released 1");
+    assert_eq!(hostile.read_line(), "exec failed: Input/output error");
+    let (ok, _, err) = hostile.finish(Duration::from_secs(10));
+    assert!(ok, "the process ran on to its end: {err}");
+    let t0 = Instant::now();
+    let log = agent.stop();
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let warned = format!("pid {}: stopping it has waited", hostile.pid);
+    assert!(log.contains(&warned), "{warned:?} not in: {log}");
+    assert!(log.contains("1 stops blocked by an exec"), "{log}");
+    let held = format!("pid {client} held");
+    assert!(log.contains(&held), "the later program was paused: {log}");
 }

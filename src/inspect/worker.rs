@@ -81,6 +81,15 @@ fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
     let Some(m) = discover::find_mapping(job.pid, job.file) else {
         return Outcome::Gone;
     };
+    // Checked before the file is opened: an open, a stat or a read there
+    // could block this thread for as long as the filesystem's server likes.
+    if let Some(t) = discover::fs_type(job.pid, job.file).filter(|t| discover::may_stall(t)) {
+        return Outcome::Failed(format!(
+            "{} (mapped by pid {}) is on a {t} filesystem: not read or instrumented (its server \
+             could stall the agent's reads and probes)",
+            m.path, job.pid
+        ));
+    }
     let file = match open_checked(job.pid, &m, job.file) {
         Ok(f) => f,
         Err(e) => return Outcome::Failed(format!("{} (mapped by pid {}): {e}", m.path, job.pid)),
@@ -89,6 +98,9 @@ fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
         .as_ref()
         .is_some_and(|p| m.path.contains(p.as_str()))
     {
+        // A read that does not return: nothing local does that any more
+        // (files on filesystems that can stall are not read), so the
+        // replacement of stuck workers is shown with this testing aid.
         std::thread::sleep(Duration::from_secs(60));
     }
     let shown = Path::new(&m.path);

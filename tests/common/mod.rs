@@ -424,6 +424,14 @@ impl Held {
         s.flush().unwrap();
     }
 
+    /// Writes one line to the program's stdin (after `go_keep_stdin`).
+    pub fn send_line(&mut self, line: &str) {
+        let s = self.stdin.as_mut().expect("stdin");
+        s.write_all(line.as_bytes()).unwrap();
+        s.write_all(b"\n").unwrap();
+        s.flush().unwrap();
+    }
+
     /// Reads one line of the program's stdout (blocking).
     pub fn read_line(&mut self) -> String {
         let c = self.child.as_mut().expect("running");
