@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const PROGRAMS: &[&str] = &["discover", "openssl", "statictls", "probe"];
+const PROGRAMS: &[&str] = &["discover", "openssl", "statictls", "probe", "hellotest"];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));

@@ -6,14 +6,11 @@
  * and emits SNI_SENT; on_recv_enter / on_recv_exit look for the ServerHello
  * on that socket and then mark the receiving thread (thread_conn) for the
  * key contexts it creates next (aead.bpf.h, ring.bpf.h).
- * Needs statictls.bpf.c's shared part, proc.bpf.h (watched_pids) and
- * gotls.bpf.h (go_hello) before it.
+ * The parsing itself is hello_parse.bpf.h. Needs statictls.bpf.c's shared
+ * part, proc.bpf.h (watched_pids) and gotls.bpf.h (go_hello) before it.
  */
 
-#define HELLO_MAX 4096
-#define TLS_HANDSHAKE 0x16
-#define HS_CLIENT_HELLO 0x01
-#define HS_SERVER_HELLO 0x02
+#include "hello_parse.bpf.h"
 
 /* A socket of a process: its fd (tracepoint path) or its struct sock
  * (fentry/fexit path; one path serves a running agent). */
@@ -44,10 +41,6 @@ struct {
 	__type(value, struct recv_args);
 } pending_recv SEC(".maps");
 
-struct hello_buf {
-	__u8 b[HELLO_MAX];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -56,41 +49,6 @@ struct {
 } hello_scratch SEC(".maps");
 
 /* ---- ClientHello (send path) ---------------------------------------------- */
-
-#define HB(i) (h->b[(i) & (HELLO_MAX - 1)])
-
-struct walk_ctx {
-	struct hello_buf *h;
-	__u32 off;
-	__u32 end;
-	__u32 name_off;
-	__u32 name_len;
-};
-
-/* One extension per call: stop at server_name (type 0). */
-static int walk_extension(__u32 i, void *data)
-{
-	struct walk_ctx *w = data;
-	struct hello_buf *h = w->h;
-	__u32 off = w->off, type, len;
-
-	if (off + 4 > w->end)
-		return 1;
-	type = (HB(off) << 8) | HB(off + 1);
-	len = (HB(off + 2) << 8) | HB(off + 3);
-	if (type == 0) {
-		/* server_name_list: u16 list length, u8 type (0 = host_name), u16 length, name */
-		if (off + 9 > w->end || HB(off + 6) != 0)
-			return 1;
-		w->name_len = (HB(off + 7) << 8) | HB(off + 8);
-		w->name_off = off + 9;
-		if (w->name_off + w->name_len > w->end)
-			w->name_len = 0;
-		return 1;
-	}
-	w->off = off + 4 + len;
-	return 0;
-}
 
 /*
  * `len` bytes at user address `buf` are being sent on `sock`: if it is a
@@ -101,7 +59,7 @@ static int walk_extension(__u32 i, void *data)
 static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 pid = id >> 32, zero = 0, rule = 0, off;
+	__u32 pid = id >> 32, zero = 0, rule = 0;
 	struct sock_key sk = { .pid = pid, .sock = sock };
 	struct walk_ctx w = {};
 	struct hello_buf *h;
@@ -114,7 +72,7 @@ static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 		return 0;
 	if (len < 48 || bpf_probe_read_user(hdr, sizeof(hdr), (void *)buf) != 0)
 		return 0;
-	if (hdr[0] != TLS_HANDSHAKE || hdr[1] != 3 || hdr[5] != HS_CLIENT_HELLO)
+	if (!hello_header(hdr, HS_CLIENT_HELLO))
 		return 0;
 	h = bpf_map_lookup_elem(&hello_scratch, &zero);
 	if (!h)
@@ -123,23 +81,8 @@ static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 	n = ((n - 1) & (HELLO_MAX - 1)) + 1;
 	if (bpf_probe_read_user(h->b, n, (void *)buf) != 0)
 		return 0;
-	/* record header 5, handshake header 4, version 2, random 32 */
-	off = 5 + 4 + 2 + 32;
-	off += 1 + HB(off);                              /* session id */
-	if (off + 2 > n)
+	if (!hello_find_name(h, n, &w))
 		return 0;
-	off += 2 + ((HB(off) << 8) | HB(off + 1));      /* cipher suites */
-	if (off + 1 > n)
-		return 0;
-	off += 1 + HB(off);                              /* compression methods */
-	if (off + 2 > n)
-		return 0;
-	w.end = off + 2 + ((HB(off) << 8) | HB(off + 1));
-	if (w.end > n)
-		w.end = n; /* a ClientHello larger than what was copied */
-	w.off = off + 2;
-	w.h = h;
-	bpf_loop(64, walk_extension, &w, 0);
 
 	s = sni_scratch_get();
 	if (!s)
@@ -203,7 +146,7 @@ static __always_inline int on_recv_exit(long ret)
 		return 0;
 	}
 	bpf_map_delete_elem(&pending_recv, &id);
-	if (hdr[0] != TLS_HANDSHAKE || hdr[1] != 3 || hdr[5] != HS_SERVER_HELLO)
+	if (!hello_header(hdr, HS_SERVER_HELLO))
 		return 0;
 	ci = bpf_map_lookup_elem(&hello_sent, &sk);
 	if (!ci)

@@ -23,3 +23,8 @@ pub mod statictls {
 pub mod probe {
     include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
 }
+/// `bpf/hellotest.bpf.c`: the ClientHello parser under BPF_PROG_TEST_RUN
+/// (fuzzing and tests only).
+pub mod hellotest {
+    include!(concat!(env!("OUT_DIR"), "/hellotest.skel.rs"));
+}

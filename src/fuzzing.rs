@@ -13,9 +13,11 @@
 //! direction, so that bytes are split anywhere and interleaved as the
 //! capture delivers them.
 //!
-//! Not here: the ClientHello/ServerHello parser. It exists only in BPF
-//! (`bpf/hello.bpf.h`, tracepoint and fentry/fexit programs, which
-//! BPF_PROG_TEST_RUN does not run), and there is no Rust twin of it.
+//! The ClientHello/ServerHello parser exists only in BPF: `hello` runs the
+//! very code statictls runs (`bpf/hello_parse.bpf.h`) in the kernel,
+//! through a `syscall` program that BPF_PROG_TEST_RUN executes
+//! (`bpf/hellotest.bpf.c`; root needed), and compares what it finds with an
+//! independent reading of the same rules ([`hello_reference`]).
 
 use std::path::Path;
 
@@ -45,6 +47,7 @@ pub const HARNESSES: &[(&str, Harness)] = &[
     ("conn", conn),
     ("ring", ring),
     ("config", config),
+    ("hello", hello),
 ];
 
 /// The harness called `name`.
@@ -640,4 +643,150 @@ pub fn config(data: &[u8]) {
         assert_eq!(k[15], 0, "comm key of {c:?} is not NUL-terminated");
     }
     let _ = filter.wants(1, "curl");
+}
+
+// ---------------------------------------------------------------------------
+// ClientHello / ServerHello (BPF)
+
+/// What the BPF parser found in a send's first bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HelloFound {
+    /// A ClientHello record whose fields reach its extensions.
+    pub client_hello: bool,
+    /// The server name's offset and length in the bytes (length 0: none).
+    pub name: (u32, u32),
+    /// A ServerHello record header.
+    pub server_hello: bool,
+}
+
+/// The bytes the BPF side copies of a send (`HELLO_MAX`).
+pub const HELLO_MAX: usize = 4096;
+
+thread_local! {
+    static HELLO_PROG: std::cell::RefCell<Option<crate::bpf::hellotest::HellotestSkel<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `bpf/hellotest.bpf.c` on the first `HELLO_MAX` bytes of `data` (at
+/// least one byte) in the kernel.
+pub fn hello_bpf(data: &[u8]) -> anyhow::Result<HelloFound> {
+    use anyhow::Context;
+    use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+    use libbpf_rs::ProgramInput;
+    use std::mem::MaybeUninit;
+
+    let n = data.len().min(HELLO_MAX);
+    anyhow::ensure!(n > 0, "no bytes");
+    HELLO_PROG.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let storage = Box::leak(Box::new(MaybeUninit::uninit()));
+            let open = crate::bpf::hellotest::HellotestSkelBuilder::default()
+                .open(storage)
+                .context("opening hellotest")?;
+            *slot = Some(open.load().context("loading hellotest (root needed)")?);
+        }
+        let skel = slot.as_ref().expect("loaded above");
+        let mut t = crate::bpf::hellotest::types::hello_test {
+            len: n as u32,
+            ..Default::default()
+        };
+        t.data[..n].copy_from_slice(&data[..n]);
+        // SAFETY: hello_test is a plain C struct of integers and bytes.
+        let ctx = unsafe {
+            std::slice::from_raw_parts_mut(
+                (&mut t as *mut crate::bpf::hellotest::types::hello_test).cast::<u8>(),
+                std::mem::size_of_val(&t),
+            )
+        };
+        let input = ProgramInput {
+            context_in: Some(ctx),
+            ..Default::default()
+        };
+        let out = skel
+            .progs
+            .hello_test
+            .test_run(input)
+            .context("BPF_PROG_TEST_RUN")?;
+        anyhow::ensure!(
+            out.return_value == 0,
+            "hello_test returned {}",
+            out.return_value
+        );
+        Ok(HelloFound {
+            client_hello: t.client_hello != 0,
+            name: (t.name_off, t.name_len),
+            server_hello: t.server_hello != 0,
+        })
+    })
+}
+
+/// The parser's rules read afresh, for the comparison: the first
+/// `HELLO_MAX` bytes of a send; a handshake record (0x16, major version 3)
+/// holding a ClientHello (type 1) of at least 48 bytes; session id, cipher
+/// suites and compression methods skipped by their lengths, each length
+/// within the bytes; then at most 64 extensions within the extensions'
+/// length (cut to the bytes); the first server_name extension (type 0)
+/// gives its first entry if that is a host_name (type 0) lying wholly
+/// within. `name` is (0, 0) for none.
+pub fn hello_reference(data: &[u8]) -> HelloFound {
+    let b = &data[..data.len().min(HELLO_MAX)];
+    let server_hello = b.len() >= 6 && b[0] == 0x16 && b[1] == 3 && b[5] == 2;
+    let none = HelloFound {
+        client_hello: false,
+        name: (0, 0),
+        server_hello,
+    };
+    if b.len() < 48 || b[0] != 0x16 || b[1] != 3 || b[5] != 1 {
+        return none;
+    }
+    let u8_at = |i: usize| usize::from(b[i]);
+    let u16_at = |i: usize| usize::from(b[i]) << 8 | usize::from(b[i + 1]);
+    let mut off = 43;
+    off += 1 + u8_at(off);
+    if off + 2 > b.len() {
+        return none;
+    }
+    off += 2 + u16_at(off);
+    if off + 1 > b.len() {
+        return none;
+    }
+    off += 1 + u8_at(off);
+    if off + 2 > b.len() {
+        return none;
+    }
+    let end = (off + 2 + u16_at(off)).min(b.len());
+    let mut at = off + 2;
+    let mut name = (0, 0);
+    for _ in 0..64 {
+        if at + 4 > end {
+            break;
+        }
+        if u16_at(at) == 0 {
+            if at + 9 <= end && b[at + 6] == 0 {
+                let (o, l) = (at + 9, u16_at(at + 7));
+                name = (o as u32, if o + l > end { 0 } else { l as u32 });
+            }
+            break;
+        }
+        at += 4 + u16_at(at + 2);
+    }
+    HelloFound {
+        client_hello: true,
+        name,
+        server_hello,
+    }
+}
+
+/// The BPF ClientHello/ServerHello parser on any bytes (empty input: one
+/// zero byte): it must find what [`hello_reference`] finds, and a name only
+/// inside the bytes.
+pub fn hello(data: &[u8]) {
+    let data = if data.is_empty() { &[0u8][..] } else { data };
+    let got = hello_bpf(data).expect("running bpf/hellotest.bpf.c");
+    let (off, len) = got.name;
+    if len > 0 {
+        assert!((off + len) as usize <= data.len().min(HELLO_MAX), "{got:?}");
+    }
+    assert_eq!(got, hello_reference(data), "BPF parser vs reference");
 }

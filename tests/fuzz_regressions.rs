@@ -1,6 +1,7 @@
 //! Every fuzz harness on every seed of `fuzz/corpus/<harness>/` and on
 //! every input that ever made one fail (`fuzz/regressions/<harness>/`).
-//! Root-free and fast; `make fuzz` does the fuzzing itself.
+//! Fast (`hello` runs BPF: root, as e2e runs); `make fuzz` does the fuzzing
+//! itself.
 //!
 //! A few checks that the seeds reach deep into their parsers (a seed the
 //! parser refuses at its first byte fuzzes nothing).
@@ -187,4 +188,22 @@ fn ring_seeds_parse() {
             plainsight::abi::parse(&op.data).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         }
     }
+}
+
+/// The BPF ClientHello parser (run in the kernel) finds the server names of
+/// real ClientHellos exactly, and tells a ServerHello.
+#[test]
+fn bpf_hello_parser_on_real_hellos() {
+    let name = |f: &str| {
+        let data = read(&root().join("corpus/hello").join(f));
+        let got = fuzzing::hello_bpf(&data).unwrap();
+        assert!(got.client_hello, "{f}");
+        let (o, l) = (got.name.0 as usize, got.name.1 as usize);
+        String::from_utf8_lossy(&data[o..o + l]).into_owned()
+    };
+    assert_eq!(name("python-tls13-sni"), "api.acme.com");
+    assert_eq!(name("python-tls12-sni"), "www.example.org");
+    assert_eq!(name("python-no-sni"), "");
+    let sh = fuzzing::hello_bpf(&read(&root().join("corpus/hello/server-hello"))).unwrap();
+    assert!(sh.server_hello && !sh.client_hello);
 }

@@ -28,6 +28,7 @@ pub fn seeds(harness: &str) -> Vec<(String, Vec<u8>)> {
         "elf" => elf_files(),
         "place" => place(),
         "go" => go(),
+        "hello" => hello(),
         _ => Vec::new(),
     }
 }
@@ -824,4 +825,69 @@ fn go() -> Vec<(String, Vec<u8>)> {
         ("go-1.16-refused".into(), go_elf("go1.16.15", GoTab::Go118)),
         ("go-devel".into(), go_elf("devel +abc", GoTab::Go120)),
     ]
+}
+
+// ---------------------------------------------------------------------------
+// ClientHello / ServerHello (real ones from Python's ssl are in the corpus)
+
+/// A ClientHello record: `exts` (type, body) in order.
+fn client_hello(session: usize, suites: usize, exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut body = vec![3, 3];
+    body.extend([0x5a; 32]);
+    body.push(session as u8);
+    body.extend(vec![7; session]);
+    body.extend((suites as u16 * 2).to_be_bytes());
+    body.extend(vec![0x13; suites * 2]);
+    body.extend([1, 0]);
+    let mut e = Vec::new();
+    for (t, b) in exts {
+        e.extend(t.to_be_bytes());
+        e.extend((b.len() as u16).to_be_bytes());
+        e.extend(b);
+    }
+    body.extend((e.len() as u16).to_be_bytes());
+    body.extend(e);
+    let mut hs = vec![1, 0, (body.len() >> 8) as u8, body.len() as u8];
+    hs.extend(body);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend((hs.len() as u16).to_be_bytes());
+    rec.extend(hs);
+    rec
+}
+
+fn sni(kind: u8, name: &[u8]) -> Vec<u8> {
+    let mut v = ((name.len() + 3) as u16).to_be_bytes().to_vec();
+    v.push(kind);
+    v.extend((name.len() as u16).to_be_bytes());
+    v.extend(name);
+    v
+}
+
+fn hello() -> Vec<(String, Vec<u8>)> {
+    let host = sni(0, b"api.acme.com");
+    let others: Vec<(u16, Vec<u8>)> = (0..70).map(|i| (10 + i, vec![i as u8; 3])).collect();
+    let mut v = vec![
+        client_hello(32, 3, &[(0, host.clone())]),
+        client_hello(
+            0,
+            1,
+            &[(11, vec![1, 0]), (10, vec![0, 2, 0, 29]), (0, host.clone())],
+        ),
+        client_hello(0, 1, &[(0, sni(1, b"not-a-host-name"))]),
+        client_hello(0, 1, &[(0, sni(0, &[b'a'; 300]))]),
+        client_hello(255, 100, &[(0, host.clone())]),
+    ];
+    let mut many = others[..63].to_vec();
+    many.push((0, host.clone()));
+    v.push(client_hello(0, 1, &many));
+    let mut too_many = others.clone();
+    too_many.push((0, host.clone()));
+    v.push(client_hello(0, 1, &too_many));
+    // Cut inside the name, and a record longer than the bytes copied.
+    let whole = client_hello(0, 1, &[(0, host)]);
+    v.push(whole[..whole.len() - 4].to_vec());
+    let mut long = client_hello(0, 1, &[(21, vec![0; 5000]), (0, sni(0, b"x.io"))]);
+    long.truncate(4200);
+    v.push(long);
+    named("hello", v)
 }

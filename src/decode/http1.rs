@@ -714,6 +714,7 @@ impl Http1Conn {
                 body_len: m.body_len,
                 trailers,
                 complete,
+                headers_truncated: m.trailers_cut.is_some(),
             }
         };
         Exchange {
@@ -943,6 +944,8 @@ mod tests {
         let r = o.exchanges[0].response.as_ref().unwrap();
         assert_eq!(r.trailers.len(), MAX_TRAILERS);
         assert_eq!(r.trailers[63], ("t63".to_string(), b"v".to_vec()));
+        assert!(r.headers_truncated);
+        assert!(!o.exchanges[0].request.as_ref().unwrap().headers_truncated);
         assert_eq!(
             c.take_notices(),
             ["HTTP/1 response: trailer fields cut to 64 of the 100 sent (limits: 64 trailers, 65536 header bytes per message)"]

@@ -960,6 +960,7 @@ impl Http2Conn {
             ts_first: block.ts_first,
             ts_last: ts,
             left,
+            cut: d.cut.is_some(),
         };
         match (from, block.promised) {
             (Peer::Server, Some(promised)) => self.on_promise(promised, fields, out),
@@ -1033,9 +1034,10 @@ impl Http2Conn {
                 .content_type
                 .as_deref()
                 .is_some_and(|v| v.starts_with(b"application/grpc")),
-            request: Some(HttpMessage::begin(
-                f.ts_first, f.ts_last, f.regular, end_stream,
-            )),
+            request: Some(HttpMessage {
+                headers_truncated: f.cut,
+                ..HttpMessage::begin(f.ts_first, f.ts_last, f.regular, end_stream)
+            }),
             response: None,
             budget: [f.left, FieldBudget::message()],
         };
@@ -1047,6 +1049,7 @@ impl Http2Conn {
             // Trailers (a second block on an open request).
             if let Some(req) = stream.request.as_mut().filter(|r| !r.complete) {
                 req.trailers.extend(f.regular);
+                req.headers_truncated |= f.cut;
                 req.ts_last_ns = f.ts_last;
                 req.complete = end_stream;
                 stream.budget[0] = f.left;
@@ -1082,13 +1085,15 @@ impl Http2Conn {
                     return; // informational: the final response follows
                 }
                 stream.status = status;
-                stream.response = Some(HttpMessage::begin(
-                    f.ts_first, f.ts_last, f.regular, end_stream,
-                ));
+                stream.response = Some(HttpMessage {
+                    headers_truncated: f.cut,
+                    ..HttpMessage::begin(f.ts_first, f.ts_last, f.regular, end_stream)
+                });
                 stream.budget[1] = f.left;
             }
             Some(resp) if !resp.complete => {
                 resp.trailers.extend(f.regular);
+                resp.headers_truncated |= f.cut;
                 resp.ts_last_ns = f.ts_last;
                 resp.complete = end_stream;
                 stream.budget[1] = f.left;
@@ -1184,6 +1189,8 @@ struct Fields {
     ts_last: u64,
     /// What the message may still keep of fields after these.
     left: FieldBudget,
+    /// The budget cut or dropped some of the block's fields.
+    cut: bool,
 }
 
 impl Fields {
@@ -1397,6 +1404,7 @@ mod tests {
                 body_len: 5,
                 trailers: vec![],
                 complete: true,
+                headers_truncated: false,
             }),
             response: Some(HttpMessage {
                 ts_first_ns: 2,
@@ -1406,6 +1414,7 @@ mod tests {
                 body_len: 5,
                 trailers: vec![],
                 complete: true,
+                headers_truncated: false,
             }),
             grpc: None,
         };
@@ -2014,6 +2023,8 @@ mod tests {
         // 65 whole fields of 1000 bytes, then 536 - 49 of the next: 4 of name, 483 of value
         assert_eq!(req.headers.len(), 66);
         assert_eq!(req.headers[65], ("x-65".to_string(), vec![b'v'; 483]));
+        assert!(req.headers_truncated);
+        assert!(!ex[0].response.as_ref().unwrap().headers_truncated);
         assert_eq!(ex[0].path.as_deref(), Some("/"));
         assert_eq!(
             conn.take_notices(),

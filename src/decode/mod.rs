@@ -219,6 +219,9 @@ pub struct HttpMessage {
     pub trailers: Headers,
     /// The message ended as framed (not cut by a reset or the close).
     pub complete: bool,
+    /// Header or trailer fields were cut or dropped by the per-message
+    /// budget (`limits::MAX_HEADER_BYTES`, `MAX_FIELDS`, `MAX_TRAILERS`).
+    pub headers_truncated: bool,
 }
 
 impl HttpMessage {

@@ -49,6 +49,8 @@ struct JsonMessage<'a> {
     body_encoding: &'static str,
     body: String,
     body_truncated: bool,
+    /// Header or trailer fields cut by the per-message budget.
+    headers_truncated: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     trailers: Vec<(&'a str, String)>,
     complete: bool,
@@ -182,6 +184,7 @@ impl AccessWriter {
             body_encoding,
             body,
             body_truncated: (m.body.len() as u64) < m.body_len,
+            headers_truncated: m.headers_truncated,
             trailers: header_list(&m.trailers),
             complete: m.complete,
         }
@@ -469,6 +472,7 @@ mod tests {
             body_len,
             trailers: Vec::new(),
             complete: true,
+            headers_truncated: false,
         }
     }
 
@@ -505,6 +509,7 @@ mod tests {
         );
         grpc_resp.trailers = vec![("grpc-status".into(), b"0".to_vec())];
         grpc_resp.complete = false;
+        grpc_resp.headers_truncated = true;
         let grpc = Exchange {
             protocol: Protocol::Http2,
             stream_id: Some(3),
@@ -676,10 +681,10 @@ mod tests {
     #[test]
     fn json_exchanges() {
         let expected = lines(&[
-            r#"{"type":"http","time":"2023-11-14T22:13:20.001000Z","ts_ns":1000000,"pid":42,"comm":"curl","conn":"0xabc","sni":"example.com","protocol":"HTTP/1.1","method":"POST","path":"/v1/items?id=7","authority":"api.example.com","status":201,"latency_ms":4.5,"request":{"time":"2023-11-14T22:13:20.001000Z","ts_ns":1000000,"headers":[["Host","api.example.com"],["Content-Length","5"]],"body_len":5,"body_encoding":"utf8","body":"hello","body_truncated":false,"complete":true},"response":{"time":"2023-11-14T22:13:20.003000Z","ts_ns":3000000,"headers":[["Content-Length","20000"]],"body_len":20000,"body_encoding":"utf8","body":"{\"id\":7}","body_truncated":true,"complete":true}}"#,
-            r#"{"type":"http","time":"2023-11-14T22:13:20.008000Z","ts_ns":8000000,"pid":42,"comm":"curl","conn":"0xabc","sni":null,"protocol":"HTTP/2","stream_id":3,"method":"POST","path":"/helloworld.Greeter/SayHello","authority":"grpc.example.com","status":200,"latency_ms":3.5,"request":{"time":"2023-11-14T22:13:20.008000Z","ts_ns":8000000,"headers":[["te","trailers"]],"body_len":0,"body_encoding":"utf8","body":"","body_truncated":false,"complete":true},"response":{"time":"2023-11-14T22:13:20.009000Z","ts_ns":9000000,"headers":[["content-type","application/grpc"]],"body_len":20971520,"body_encoding":"base64","body":"AAAAAAIIAf8=","body_truncated":true,"trailers":[["grpc-status","0"]],"complete":false},"grpc":{"service":"helloworld.Greeter","method":"SayHello","status":0,"message":"ok","request_messages":1,"response_messages":2}}"#,
-            r#"{"type":"http","time":"2023-11-14T22:13:20.010000Z","ts_ns":10000000,"pid":42,"comm":"curl","conn":"0xabc","sni":"example.com","protocol":"HTTP/1.1","method":"GET","path":"/","authority":null,"status":null,"latency_ms":null,"request":{"time":"2023-11-14T22:13:20.010000Z","ts_ns":10000000,"headers":[],"body_len":0,"body_encoding":"utf8","body":"","body_truncated":false,"complete":true},"response":null,"grpc":{"service":"","method":"","status":null,"message":null,"request_messages":0,"response_messages":0}}"#,
-            r#"{"type":"http","time":"2023-11-14T22:13:20.011000Z","ts_ns":11000000,"pid":42,"comm":"curl","conn":"0xabc","sni":null,"protocol":"HTTP/2","stream_id":5,"method":null,"path":null,"authority":null,"status":404,"latency_ms":null,"request":null,"response":{"time":"2023-11-14T22:13:20.011000Z","ts_ns":11000000,"headers":[],"body_len":4,"body_encoding":"utf8","body":"nope","body_truncated":false,"complete":true}}"#,
+            r#"{"type":"http","time":"2023-11-14T22:13:20.001000Z","ts_ns":1000000,"pid":42,"comm":"curl","conn":"0xabc","sni":"example.com","protocol":"HTTP/1.1","method":"POST","path":"/v1/items?id=7","authority":"api.example.com","status":201,"latency_ms":4.5,"request":{"time":"2023-11-14T22:13:20.001000Z","ts_ns":1000000,"headers":[["Host","api.example.com"],["Content-Length","5"]],"body_len":5,"body_encoding":"utf8","body":"hello","body_truncated":false,"headers_truncated":false,"complete":true},"response":{"time":"2023-11-14T22:13:20.003000Z","ts_ns":3000000,"headers":[["Content-Length","20000"]],"body_len":20000,"body_encoding":"utf8","body":"{\"id\":7}","body_truncated":true,"headers_truncated":false,"complete":true}}"#,
+            r#"{"type":"http","time":"2023-11-14T22:13:20.008000Z","ts_ns":8000000,"pid":42,"comm":"curl","conn":"0xabc","sni":null,"protocol":"HTTP/2","stream_id":3,"method":"POST","path":"/helloworld.Greeter/SayHello","authority":"grpc.example.com","status":200,"latency_ms":3.5,"request":{"time":"2023-11-14T22:13:20.008000Z","ts_ns":8000000,"headers":[["te","trailers"]],"body_len":0,"body_encoding":"utf8","body":"","body_truncated":false,"headers_truncated":false,"complete":true},"response":{"time":"2023-11-14T22:13:20.009000Z","ts_ns":9000000,"headers":[["content-type","application/grpc"]],"body_len":20971520,"body_encoding":"base64","body":"AAAAAAIIAf8=","body_truncated":true,"headers_truncated":true,"trailers":[["grpc-status","0"]],"complete":false},"grpc":{"service":"helloworld.Greeter","method":"SayHello","status":0,"message":"ok","request_messages":1,"response_messages":2}}"#,
+            r#"{"type":"http","time":"2023-11-14T22:13:20.010000Z","ts_ns":10000000,"pid":42,"comm":"curl","conn":"0xabc","sni":"example.com","protocol":"HTTP/1.1","method":"GET","path":"/","authority":null,"status":null,"latency_ms":null,"request":{"time":"2023-11-14T22:13:20.010000Z","ts_ns":10000000,"headers":[],"body_len":0,"body_encoding":"utf8","body":"","body_truncated":false,"headers_truncated":false,"complete":true},"response":null,"grpc":{"service":"","method":"","status":null,"message":null,"request_messages":0,"response_messages":0}}"#,
+            r#"{"type":"http","time":"2023-11-14T22:13:20.011000Z","ts_ns":11000000,"pid":42,"comm":"curl","conn":"0xabc","sni":null,"protocol":"HTTP/2","stream_id":5,"method":null,"path":null,"authority":null,"status":404,"latency_ms":null,"request":null,"response":{"time":"2023-11-14T22:13:20.011000Z","ts_ns":11000000,"headers":[],"body_len":4,"body_encoding":"utf8","body":"nope","body_truncated":false,"headers_truncated":false,"complete":true}}"#,
         ]);
         assert_eq!(output(Format::Json, 2, &sample_exchanges()), expected);
     }
