@@ -22,15 +22,18 @@ use libbpf_rs::{Link, RingBuffer, RingBufferBuilder};
 use crate::abi;
 use crate::attach;
 use crate::capture::Capture;
-use crate::config::{InspectSettings, Settings};
+use crate::config::{InspectSettings, Settings, TelemetrySettings};
 use crate::discover::{self, FileId};
 use crate::files::{Admit, Files, Probes};
 use crate::hooks;
 use crate::inspect::worker::{self, Inspected, Outcome};
 use crate::inspect::{Inspection, Linkage, TlsLibrary};
 use crate::kernel::{Counters, Kernel};
-use crate::output::{self, Pipeline, Record};
+use crate::output::{self, escape, Pipeline, Record};
 use crate::pause::{Job, Pauser};
+use crate::telemetry::metrics::{self, Metrics};
+use crate::telemetry::otlp::Otlp;
+use crate::telemetry::TelemetrySink;
 
 /// Records waiting for the output thread at most.
 const OUTPUT_QUEUE: usize = 32 * 1024;
@@ -119,6 +122,10 @@ struct Agent<'k> {
     reaper: Sender<Vec<Link>>,
     /// Finds deleted or replaced files in the background (see `Sweeper`).
     sweeper: Sweeper,
+    /// Prometheus metrics (`--metrics-addr`).
+    metrics: Option<Arc<Metrics>>,
+    /// The OTLP exporter (`--otlp-endpoint`).
+    otlp: Option<Otlp>,
     capture: Rc<RefCell<Capture>>,
     explain: bool,
     /// Jobs of the start-up scan not released yet; `ready` is announced
@@ -138,7 +145,11 @@ pub fn run(s: Settings) -> Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
-    let pipeline = Pipeline::new(&s.output)?;
+    let (metrics, otlp) = start_telemetry(&s.telemetry)?;
+    let pipeline = Pipeline::new(&s.output)?.with_telemetry(TelemetrySink {
+        metrics: metrics.clone(),
+        otlp: otlp.as_ref().map(|o| o.sink.clone()),
+    });
     let plan = hooks::plan(s.kernel.tracepoints);
     log::info!("{}", plan.summary());
     let mut kernel = Kernel::load(&s.kernel, plan)?;
@@ -156,6 +167,9 @@ pub fn run(s: Settings) -> Result<()> {
         s.pause.max_pause,
         s.pause.late_stop,
     )?;
+    if let (Some(m), Ok(mut st)) = (&metrics, pauser.stats.lock()) {
+        st.metrics = Some((m.pauses.clone(), m.pause_duration.clone()));
+    }
     kernel.attach_discover()?;
 
     let patterns = s.kernel.patterns.iter().map(|p| p.to_string()).collect();
@@ -173,6 +187,8 @@ pub fn run(s: Settings) -> Result<()> {
         rereported: 0,
         reaper: attach::start_reaper(),
         sweeper: Sweeper::start(),
+        metrics,
+        otlp,
         capture,
         explain: s.inspect.explain,
         startup_pending: 0,
@@ -520,6 +536,7 @@ impl Agent<'_> {
             self.dropped_reported = dropped;
         }
         let c = self.kernel.counters();
+        self.update_metrics(&c, dropped);
         if c.sni_full > self.reported.sni_full {
             log::warn!(
                 "{} server-name decisions not stored: too many connections with a server name \
@@ -539,6 +556,16 @@ impl Agent<'_> {
     }
 
     /// Orderly stop: resume everything, drain, detach probes, report.
+    /// Sets the health metrics that mirror totals kept elsewhere.
+    fn update_metrics(&self, c: &Counters, dropped: u64) {
+        let Some(m) = &self.metrics else { return };
+        Metrics::set_total(&m.lost_records, c.data_lost + dropped);
+        Metrics::set_total(&m.output_dropped, dropped);
+        let (files, probes) = self.files.instrumented_count();
+        m.files_instrumented.set(files as i64);
+        m.probes_attached.set(probes as i64);
+    }
+
     fn stop(mut self, ring: RingBuffer<'_>, out_thread: std::thread::JoinHandle<()>) {
         self.pauser.shutdown();
         let _ = ring.consume_raw();
@@ -550,6 +577,9 @@ impl Agent<'_> {
         // The capture holds the last sender of the output queue.
         drop(self.capture);
         let _ = out_thread.join();
+        if let Some(o) = self.otlp.take() {
+            o.finish();
+        }
         drop(self.reaper);
         attach::detach_all(self.files.into_links());
         self.pauser.report();
@@ -565,6 +595,32 @@ impl Agent<'_> {
         );
         eprintln!("plainsight: connections tracked in the kernel at exit: {tracked}");
     }
+}
+
+/// Starts the metrics server and the OTLP exporter, as configured.
+fn start_telemetry(t: &TelemetrySettings) -> Result<(Option<Arc<Metrics>>, Option<Otlp>)> {
+    let metrics = match t.metrics_addr {
+        Some(addr) => {
+            let m = Arc::new(Metrics::new());
+            let bound = metrics::serve(addr, m.clone())?;
+            log::info!("metrics: http://{bound}/metrics");
+            Some(m)
+        }
+        None => None,
+    };
+    let otlp = match &t.otlp {
+        Some(o) => {
+            log::info!(
+                "OTLP: exporting spans{} to {} ({:?})",
+                if o.logs { " and logs" } else { "" },
+                escape::terminal(&o.endpoint),
+                o.protocol
+            );
+            Some(Otlp::start(o.clone(), metrics.clone())?)
+        }
+        None => None,
+    };
+    Ok((metrics, otlp))
 }
 
 /// Whether `path` still names the file `id` (from the agent's view).

@@ -72,6 +72,35 @@ pub struct Cli {
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Export one OpenTelemetry span per decoded HTTP exchange to this
+    /// collector (gRPC: its URL, as http://host:4317; HTTP/protobuf: its base
+    /// URL, as http://host:4318, to which /v1/traces is added). Headers from
+    /// OTEL_EXPORTER_OTLP_HEADERS, resource attributes from
+    /// OTEL_RESOURCE_ATTRIBUTES, service.name from OTEL_SERVICE_NAME (else
+    /// each process's name).
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP transport.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "PROTOCOL",
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default_value = "http/protobuf"
+    )]
+    pub otlp_protocol: crate::telemetry::otlp::OtlpProtocol,
+
+    /// Also export each exchange's header fields and bodies (redacted) as
+    /// OTLP log records tied to its span.
+    #[arg(long, requires = "otlp_endpoint")]
+    pub otlp_logs: bool,
+
+    /// Serve Prometheus metrics on HOST:PORT/metrics (no port is opened
+    /// without it).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Also mask the values of this header (repeatable; Authorization,
     /// Proxy-Authorization, Cookie and Set-Cookie always are).
     #[arg(long = "redact-header", value_name = "NAME")]

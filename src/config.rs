@@ -113,6 +113,36 @@ pub struct Settings {
     pub inspect: InspectSettings,
     pub pause: PauseSettings,
     pub output: output::Options,
+    pub telemetry: TelemetrySettings,
+}
+
+/// Fleet outputs.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetrySettings {
+    pub otlp: Option<crate::telemetry::otlp::OtlpSettings>,
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl TelemetrySettings {
+    fn from_cli(cli: &Cli) -> TelemetrySettings {
+        use crate::telemetry::otlp::{parse_pairs, OtlpSettings};
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        TelemetrySettings {
+            otlp: cli.otlp_endpoint.clone().map(|endpoint| OtlpSettings {
+                endpoint,
+                protocol: cli.otlp_protocol,
+                headers: env("OTEL_EXPORTER_OTLP_HEADERS")
+                    .map(|h| parse_pairs(&h))
+                    .unwrap_or_default(),
+                service_name: env("OTEL_SERVICE_NAME"),
+                resource: env("OTEL_RESOURCE_ATTRIBUTES")
+                    .map(|h| parse_pairs(&h))
+                    .unwrap_or_default(),
+                logs: cli.otlp_logs,
+            }),
+            metrics_addr: cli.metrics_addr,
+        }
+    }
 }
 
 /// Size of each data ring buffer, in bytes, from `--ring-buffer-mib`.
@@ -137,6 +167,7 @@ impl Settings {
             cli.redact_headers.extend(f.redact_headers);
         }
         let output = cli.output_options();
+        let telemetry = TelemetrySettings::from_cli(&cli);
         Ok(Settings {
             kernel: KernelSettings {
                 filter: Filter {
@@ -163,6 +194,7 @@ impl Settings {
                 late_stop: Duration::from_millis(cli.test_late_stop_ms),
             },
             output,
+            telemetry,
         })
     }
 }

@@ -205,6 +205,16 @@ impl Files {
         })
     }
 
+    /// Files with probes, and probes in all.
+    pub fn instrumented_count(&self) -> (usize, usize) {
+        self.files.values().fold((0, 0), |(f, p), s| match s {
+            FileState::Done {
+                probes: Some(pr), ..
+            } => (f + 1, p + pr.links.len()),
+            _ => (f, p),
+        })
+    }
+
     /// Whether `file` is done and has probes.
     pub fn is_instrumented(&self, file: FileId) -> bool {
         matches!(

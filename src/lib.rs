@@ -29,3 +29,4 @@ pub mod output;
 pub mod pause;
 pub mod probes;
 pub mod sni;
+pub mod telemetry;

@@ -227,7 +227,6 @@ impl ConnDecoder {
     }
 
     /// Whether the captured process is the client (None: not known yet).
-    #[cfg(test)]
     pub fn process_is_client(&self) -> Option<bool> {
         self.client_outgoing
     }

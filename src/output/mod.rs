@@ -450,6 +450,8 @@ pub struct Pipeline {
     expired: u64,
     /// (evicted, expired) when last logged.
     logged: (u64, u64),
+    /// OTLP and metrics (off unless configured).
+    telemetry: crate::telemetry::TelemetrySink,
 }
 
 /// Why a connection is forgotten before its close.
@@ -490,7 +492,14 @@ impl Pipeline {
             evicted: 0,
             expired: 0,
             logged: (0, 0),
+            telemetry: Default::default(),
         })
+    }
+
+    /// Hands every decoded exchange to `t` as well.
+    pub fn with_telemetry(mut self, t: crate::telemetry::TelemetrySink) -> Pipeline {
+        self.telemetry = t;
+        self
     }
 
     /// Connections evicted for the memory budget, and expired, so far.
@@ -499,7 +508,7 @@ impl Pipeline {
     }
 
     fn decoding(&self) -> bool {
-        self.access.is_some() || self.pcap.is_some()
+        self.access.is_some() || self.pcap.is_some() || self.telemetry.is_on()
     }
 
     /// The connection's state (made on its first record), now the most
@@ -718,6 +727,14 @@ impl Pipeline {
         if let Some(a) = &mut self.access {
             for item in &d.items {
                 a.write(&st.meta, item)?;
+            }
+        }
+        if self.telemetry.is_on() {
+            let client = st.decoder.process_is_client().unwrap_or(true);
+            for item in &d.items {
+                if let Item::Exchange(e) = item {
+                    self.telemetry.exchange(&st.meta, client, e, &self.clock);
+                }
             }
         }
         if let Some(p) = &mut self.pcap {

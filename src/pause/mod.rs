@@ -64,6 +64,11 @@ enum Control {
 /// How long processes were held, for the summary and benchmarks.
 #[derive(Debug, Default)]
 pub struct PauseStats {
+    /// The Prometheus pause counter and duration histogram, if served.
+    pub metrics: Option<(
+        prometheus_client::metrics::counter::Counter,
+        prometheus_client::metrics::histogram::Histogram,
+    )>,
     /// The first pauses' durations (at most `MAX_SAMPLES`).
     pub held: Vec<Duration>,
     /// Every pause.
@@ -92,6 +97,10 @@ const MAX_SAMPLES: usize = 100_000;
 impl PauseStats {
     /// Counts one pause; keeps its duration while there is room.
     pub fn record(&mut self, d: Duration) {
+        if let Some((n, h)) = &self.metrics {
+            n.inc();
+            h.observe(d.as_secs_f64());
+        }
         self.pauses += 1;
         self.longest = self.longest.max(d);
         if self.held.len() < MAX_SAMPLES {

@@ -1,0 +1,49 @@
+//! Fleet outputs: OTLP export of decoded exchanges ([`otlp`]) and
+//! Prometheus metrics ([`metrics`]), fed by the output thread beside the
+//! console, JSON and pcapng outputs.
+
+pub mod metrics;
+pub mod otlp;
+
+use std::sync::Arc;
+
+use crate::decode::Exchange;
+use crate::output::access::ConnMeta;
+use crate::output::Clock;
+use metrics::Metrics;
+use otlp::{OtlpSink, Seen};
+
+/// What the output thread hands each decoded exchange to.
+#[derive(Clone, Default)]
+pub struct TelemetrySink {
+    pub metrics: Option<Arc<Metrics>>,
+    pub otlp: Option<OtlpSink>,
+}
+
+impl TelemetrySink {
+    /// Whether anything is asked of exchanges (then they are decoded even
+    /// without a decoded console or file output).
+    pub fn is_on(&self) -> bool {
+        self.metrics.is_some() || self.otlp.is_some()
+    }
+
+    /// One decoded exchange of a connection; `client`: the captured process
+    /// sent the request.
+    pub fn exchange(&self, meta: &ConnMeta, client: bool, ex: &Exchange, clock: &Clock) {
+        if let Some(m) = &self.metrics {
+            let server = meta.sni.as_deref().or(ex.authority.as_deref());
+            let seconds = ex.latency_ns().map(|ns| ns as f64 / 1e9);
+            m.exchange(&meta.comm, server, ex.method.as_deref(), ex.status, seconds);
+        }
+        if let Some(o) = &self.otlp {
+            let seen = Seen {
+                pid: meta.pid,
+                comm: &meta.comm,
+                sni: meta.sni.as_deref(),
+                client,
+                exchange: ex,
+            };
+            o.send(otlp::item(&seen, clock, o.logs));
+        }
+    }
+}
