@@ -14,6 +14,7 @@ deps:
 
 test-deps:
 	@bash scripts/install-deps.sh --test
+	@bash scripts/container-image.sh
 
 build: deps
 	$(CARGO) build --release --locked

@@ -18,9 +18,39 @@ struct {
 	__uint(max_entries, 32 * 1024 * 1024);
 } data_events SEC(".maps");
 
+/* The names of the cgroups records came from, by id, written the first
+ * time one is seen: the process (and its cgroup) may be gone when user
+ * space reads the records. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct cgroup_name);
+} cgroup_names SEC(".maps");
+
+/* The current task's cgroup (v2) id, its name noted in cgroup_names. */
+static __always_inline __u64 note_cgroup(void)
+{
+	__u64 cg = bpf_get_current_cgroup_id();
+	struct cgroup_name *n;
+	struct task_struct *t;
+	static const struct cgroup_name empty = {};
+
+	if (bpf_map_lookup_elem(&cgroup_names, &cg))
+		return cg;
+	bpf_map_update_elem(&cgroup_names, &cg, &empty, BPF_NOEXIST);
+	n = bpf_map_lookup_elem(&cgroup_names, &cg);
+	if (!n)
+		return cg;
+	t = (struct task_struct *)bpf_get_current_task();
+	bpf_probe_read_kernel_str(n->name, sizeof(n->name), BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, name));
+	return cg;
+}
+
 struct emit_ctx {
 	__u64 buf;
 	__u64 conn;
+	__u64 cgroup;
 	__u64 ts_ns;
 	__u64 id;
 	__u32 type;
@@ -37,6 +67,7 @@ static __always_inline void fill_header(struct ssl_data_event *e, struct emit_ct
 	e->flags = c->flags;
 	e->ts_ns = c->ts_ns;
 	e->conn = c->conn;
+	e->cgroup = c->cgroup;
 	e->len = c->len;
 	e->captured = c->captured;
 	e->offset = off;
@@ -110,6 +141,7 @@ static __always_inline void emit_data(__u32 type, __u64 buf, __u64 conn, __u64 l
 		return;
 	c.buf = buf;
 	c.conn = conn;
+	c.cgroup = note_cgroup();
 	c.ts_ns = bpf_ktime_get_ns();
 	c.id = id;
 	c.type = type;
@@ -144,6 +176,7 @@ static __always_inline void emit_sni(__u32 type, __u64 conn, __u32 rule, struct 
 	e->rule = rule;
 	e->ts_ns = bpf_ktime_get_ns();
 	e->conn = conn;
+	e->cgroup = note_cgroup();
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	/* A flag, not a NULL `s`: clang may turn "cond ? s : NULL" into
 	 * arithmetic that 6.1's verifier no longer sees as a pointer. */

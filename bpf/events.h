@@ -21,6 +21,8 @@ enum abi_sizes {
 	MAX_CHUNKS = 4096,
 	/* Longest server name, with its NUL. */
 	MAX_NAME = 256,
+	/* Longest cgroup name kept (cgroup_names), with its NUL. */
+	CGROUP_NAME = 128,
 };
 
 enum event_type {
@@ -79,6 +81,7 @@ struct ssl_data_event {
 	__u32 flags;    /* DATA_FLAG_* */
 	__u64 ts_ns;    /* when the call returned, CLOCK_MONOTONIC */
 	__u64 conn;     /* the library's connection object (SSL *) */
+	__u64 cgroup;   /* the task's cgroup (v2) id: its name is in cgroup_names */
 	__u32 len;      /* bytes the call reported */
 	__u32 captured; /* bytes captured for the whole call (<= len) */
 	__u32 offset;   /* offset of this chunk in the call's data */
@@ -107,8 +110,15 @@ struct sni_event {
 	__u32 rule; /* id of the pattern that matched (0: no patterns given) */
 	__u64 ts_ns;
 	__u64 conn;
+	__u64 cgroup; /* as in ssl_data_event */
 	char comm[TASK_COMM_LEN];
 	char name[MAX_NAME]; /* NUL-terminated, lower case */
+};
+
+/* Values of `cgroup_names` (emit.h): the name of a cgroup that records came
+ * from, which names its container; kept after the cgroup is gone. */
+struct cgroup_name {
+	char name[CGROUP_NAME];
 };
 
 /* Indexes of the per-CPU counters array `stats`. */
@@ -139,6 +149,7 @@ struct abi_types {
 	struct ssl_data_event ssl_data_event;
 	struct ssl_close_event ssl_close_event;
 	struct sni_event sni_event;
+	struct cgroup_name cgroup_name;
 } abi_types;
 #endif
 

@@ -95,6 +95,8 @@ pub struct DataChunk<'a> {
     pub flags: u32,
     pub ts_ns: u64,
     pub conn: u64,
+    /// The task's cgroup (v2) id (see `cgroup_names`).
+    pub cgroup: u64,
     pub len: u32,
     pub captured: u32,
     pub offset: u32,
@@ -121,6 +123,8 @@ pub struct SniConfigured {
     pub rule: u32,
     pub ts_ns: u64,
     pub conn: u64,
+    /// The task's cgroup (v2) id (see `cgroup_names`).
+    pub cgroup: u64,
     pub comm: String,
     pub name: String,
 }
@@ -190,6 +194,7 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
                 flags: u32_at(b, offset_of!(E, flags)),
                 ts_ns: u64_at(b, offset_of!(E, ts_ns)),
                 conn: u64_at(b, offset_of!(E, conn)),
+                cgroup: u64_at(b, offset_of!(E, cgroup)),
                 len: u32_at(b, offset_of!(E, len)),
                 captured: u32_at(b, offset_of!(E, captured)),
                 offset: u32_at(b, offset_of!(E, offset)),
@@ -223,6 +228,7 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
                 rule: u32_at(b, offset_of!(E, rule)),
                 ts_ns: u64_at(b, offset_of!(E, ts_ns)),
                 conn: u64_at(b, offset_of!(E, conn)),
+                cgroup: u64_at(b, offset_of!(E, cgroup)),
                 comm: comm_at(b, offset_of!(E, comm)),
                 name: String::from_utf8_lossy(&raw[..end]).into_owned(),
             };

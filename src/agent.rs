@@ -173,7 +173,11 @@ pub fn run(s: Settings) -> Result<()> {
     kernel.attach_discover()?;
 
     let patterns = s.kernel.patterns.iter().map(|p| p.to_string()).collect();
-    let capture = Rc::new(RefCell::new(Capture::new(out_tx, patterns)));
+    let capture = Rc::new(RefCell::new(
+        Capture::new(out_tx, patterns)
+            .with_container_filter(s.kernel.filter.containers.clone())
+            .with_cgroup_names(kernel.cgroup_names()?),
+    ));
     let ring = data_rings(&kernel, &capture)?;
     let mut agent = Agent {
         kernel: &kernel,

@@ -32,6 +32,8 @@ pub struct CallRecord {
     pub lost_bytes: u32,
     /// Server name of the connection, when known.
     pub sni: Option<String>,
+    /// The process's container (None: on the host).
+    pub container: Option<std::sync::Arc<crate::container::Container>>,
 }
 
 #[derive(Debug)]
@@ -77,6 +79,7 @@ impl Reassembler {
                 truncated: c.flags & DATA_FLAG_TRUNCATED != 0,
                 lost_bytes: 0,
                 sni: None,
+                container: None,
             },
             captured: c.captured,
             next: 0,
@@ -113,6 +116,13 @@ pub struct Capture {
     reasm: Reassembler,
     /// Server names by (pid, connection).
     names: HashMap<(u32, u64), String>,
+    /// Containers of the processes records come from.
+    containers: crate::container::Containers,
+    /// `--container` prefixes, checked whole here (the kernel checks their
+    /// first 12 digits).
+    container_prefixes: Vec<String>,
+    /// The kernel's names of the cgroups records come from (`cgroup_names`).
+    cgroup_names: Vec<libbpf_rs::MapHandle>,
     /// The `--sni` patterns, by rule id - 1.
     patterns: Vec<String>,
     out: Sender<Record>,
@@ -128,6 +138,9 @@ impl Capture {
         Capture {
             reasm: Reassembler::default(),
             names: HashMap::new(),
+            containers: Default::default(),
+            container_prefixes: Vec::new(),
+            cgroup_names: Vec::new(),
             patterns,
             out,
             dropped: 0,
@@ -155,6 +168,10 @@ impl Capture {
             Ok(Event::Data(c)) => {
                 for mut call in self.reasm.push(&c) {
                     call.sni = self.names.get(&(call.pid, call.conn)).cloned();
+                    call.container = self.container(c.cgroup, call.pid);
+                    if !self.container_wanted(call.container.as_deref()) {
+                        continue;
+                    }
                     self.send(Record::Call(call));
                 }
             }
@@ -171,6 +188,7 @@ impl Capture {
             }
             Ok(Event::SniConfigured(e)) | Ok(Event::SniSent(e)) => {
                 self.names.insert((e.pid, e.conn), e.name.clone());
+                self.container(e.cgroup, e.pid);
                 let pattern = (e.rule as usize)
                     .checked_sub(1)
                     .and_then(|i| self.patterns.get(i))
@@ -190,9 +208,57 @@ impl Capture {
         }
     }
 
+    /// Looks up containers by the cgroup names the kernel noted.
+    pub fn with_cgroup_names(mut self, maps: Vec<libbpf_rs::MapHandle>) -> Capture {
+        self.cgroup_names = maps;
+        self
+    }
+
+    /// The container of a record's cgroup (by the name the kernel kept for
+    /// it, so that it is known after the process and its cgroup are gone),
+    /// or of its process.
+    fn container(
+        &mut self,
+        cgroup: u64,
+        pid: u32,
+    ) -> Option<std::sync::Arc<crate::container::Container>> {
+        use libbpf_rs::MapCore;
+        let maps = &self.cgroup_names;
+        let name = |cg: u64| {
+            maps.iter().find_map(|m| {
+                let v = m
+                    .lookup(&cg.to_ne_bytes(), libbpf_rs::MapFlags::ANY)
+                    .ok()??;
+                let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+                Some(String::from_utf8_lossy(&v[..end]).into_owned())
+            })
+        };
+        self.containers.of_cgroup(cgroup, pid, &name)
+    }
+
+    /// Keeps only calls of containers whose id starts with one of
+    /// `prefixes` (`--container`).
+    pub fn with_container_filter(mut self, prefixes: Vec<String>) -> Capture {
+        self.container_prefixes = prefixes;
+        self
+    }
+
+    /// The kernel let only the wanted containers' calls through (by their
+    /// first 12 digits); a container known here must match a whole prefix.
+    /// One not known (its process already gone) is kept.
+    fn container_wanted(&self, c: Option<&crate::container::Container>) -> bool {
+        self.container_prefixes.is_empty()
+            || c.is_none_or(|c| {
+                self.container_prefixes
+                    .iter()
+                    .any(|p| c.id.starts_with(p.as_str()))
+            })
+    }
+
     /// Forgets the server names of processes that exited.
     pub fn forget_exited(&mut self, alive: &mut dyn FnMut(u32) -> bool) {
         self.names.retain(|(pid, _), _| alive(*pid));
+        self.containers.forget(alive);
     }
 
     /// Records dropped because the output queue was full.
@@ -222,6 +288,7 @@ mod tests {
             flags: 0,
             ts_ns: ts,
             conn: 7,
+            cgroup: 0,
             len: captured,
             captured,
             offset,

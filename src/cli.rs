@@ -31,6 +31,12 @@ pub struct Cli {
     #[arg(short = 'c', long = "comm", value_name = "NAME")]
     pub comms: Vec<String>,
 
+    /// Only capture from processes in this container: 12 or more hex digits
+    /// of its id, as `docker ps` or `podman ps` show (repeatable; checked in
+    /// the kernel by cgroup; needs the cgroup v2 or hybrid hierarchy).
+    #[arg(long = "container", value_name = "ID")]
+    pub containers: Vec<String>,
+
     /// Capture only connections whose TLS server name matches PATTERN: an
     /// exact name (api.acme.com), a suffix (*.acme.com) or a prefix (api.*).
     /// Case-insensitive; repeatable; matched inside the kernel. Without any,

@@ -26,6 +26,8 @@ pub struct ConfigFile {
     pub comms: Vec<String>,
     #[serde(default)]
     pub redact_headers: Vec<String>,
+    #[serde(default)]
+    pub containers: Vec<String>,
 }
 
 impl ConfigFile {
@@ -44,6 +46,8 @@ pub struct Filter {
     pub pids: Vec<u32>,
     /// Process names as in /proc/PID/comm.
     pub comms: Vec<String>,
+    /// Container id prefixes (12 to 64 lower-case hex digits).
+    pub containers: Vec<String>,
 }
 
 impl Filter {
@@ -56,6 +60,35 @@ impl Filter {
         k
     }
 
+    /// The kernel's key of a container id prefix: its first 12 hex digits
+    /// as a number (filter.h, container_key).
+    pub fn container_key(prefix: &str) -> u64 {
+        prefix.bytes().take(12).fold(0u64, |k, b| {
+            k << 4 | u64::from((b as char).to_digit(16).unwrap_or(0))
+        })
+    }
+
+    /// Checks and normalizes `--container` values.
+    pub fn container_prefixes(given: &[String]) -> Result<Vec<String>> {
+        given
+            .iter()
+            .map(|c| {
+                let c = c.trim().to_ascii_lowercase();
+                if (12..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    Ok(c)
+                } else {
+                    bail!("--container {c:?}: give 12 to 64 hex digits of a container id")
+                }
+            })
+            .collect()
+    }
+
+    /// Whether a container id passes the `--container` prefixes.
+    pub fn wants_container(&self, id: Option<&str>) -> bool {
+        self.containers.is_empty()
+            || id.is_some_and(|id| self.containers.iter().any(|p| id.starts_with(p.as_str())))
+    }
+
     /// Whether a process found at start-up passes the filter.
     pub fn wants(&self, pid: u32, comm: &str) -> bool {
         (self.pids.is_empty() || self.pids.contains(&pid))
@@ -64,6 +97,12 @@ impl Filter {
                     .comms
                     .iter()
                     .any(|c| Filter::comm_key(c) == Filter::comm_key(comm)))
+            && (self.containers.is_empty()
+                || self.wants_container(
+                    crate::container::of_pid(pid)
+                        .as_ref()
+                        .map(|c| c.id.as_str()),
+                ))
     }
 }
 
@@ -165,6 +204,7 @@ impl Settings {
             cli.pids.extend(f.pids);
             cli.comms.extend(f.comms);
             cli.redact_headers.extend(f.redact_headers);
+            cli.containers.extend(f.containers);
         }
         let output = cli.output_options();
         let telemetry = TelemetrySettings::from_cli(&cli);
@@ -173,6 +213,7 @@ impl Settings {
                 filter: Filter {
                     pids: cli.pids,
                     comms: cli.comms,
+                    containers: Filter::container_prefixes(&cli.containers)?,
                 },
                 patterns: sni::parse_all(&cli.sni)?,
                 capture_no_sni: cli.capture_no_sni,
@@ -244,6 +285,7 @@ mod tests {
         let f = Filter {
             pids: vec![],
             comms: vec!["a-very-long-process-name".into()],
+            containers: vec![],
         };
         assert!(f.wants(1, "a-very-long-pro"));
         assert!(!f.wants(1, "curl"));

@@ -637,6 +637,7 @@ pub fn config(data: &[u8]) {
     let filter = Filter {
         pids: f.pids,
         comms: f.comms,
+        containers: Filter::container_prefixes(&f.containers).unwrap_or_default(),
     };
     for c in &filter.comms {
         let k = Filter::comm_key(c);

@@ -67,6 +67,7 @@ macro_rules! filter_rodata {
         $ro.agent_tgid = std::process::id();
         $ro.filter_pids = u8::from(!$f.pids.is_empty());
         $ro.filter_comms = u8::from(!$f.comms.is_empty());
+        $ro.filter_containers = u8::from(!$f.containers.is_empty());
     }};
 }
 
@@ -92,7 +93,17 @@ fn disable_unused(obj: &mut OpenObject, plan: &Plan) {
 }
 
 /// Fills an object's pid and process-name filters (filter.h).
-fn fill_filters(pids: &dyn MapCore, comms: &dyn MapCore, f: &Filter) -> Result<()> {
+fn fill_filters(
+    pids: &dyn MapCore,
+    comms: &dyn MapCore,
+    containers: &dyn MapCore,
+    f: &Filter,
+) -> Result<()> {
+    for c in &f.containers {
+        containers
+            .update(&Filter::container_key(c).to_ne_bytes(), &[1], MapFlags::ANY)
+            .context("filling target_containers")?;
+    }
     for pid in &f.pids {
         pids.update(&pid.to_ne_bytes(), &[1], MapFlags::ANY)
             .context("filling target_pids")?;
@@ -137,7 +148,12 @@ fn load_discover(s: &KernelSettings, plan: &Plan) -> Result<DiscoverSkel<'static
             plan.mmap
         )
     })?;
-    fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, &s.filter)?;
+    fill_filters(
+        &skel.maps.target_pids,
+        &skel.maps.target_comms,
+        &skel.maps.target_containers,
+        &s.filter,
+    )?;
     Ok(skel)
 }
 
@@ -158,7 +174,12 @@ fn load_openssl(s: &KernelSettings) -> Result<OpensslSkel<'static>> {
     let skel = open
         .load()
         .context("loading BPF object openssl (uprobes on SSL_*, gnutls_*)")?;
-    fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, &s.filter)?;
+    fill_filters(
+        &skel.maps.target_pids,
+        &skel.maps.target_comms,
+        &skel.maps.target_containers,
+        &s.filter,
+    )?;
     store_patterns(
         &skel.maps.sni_suffixes,
         &skel.maps.sni_prefixes,
@@ -188,7 +209,12 @@ fn load_statictls(s: &KernelSettings, plan: &Plan) -> Result<StatictlsSkel<'stat
             plan.tcp_send, plan.tcp_recv
         )
     })?;
-    fill_filters(&skel.maps.target_pids, &skel.maps.target_comms, &s.filter)?;
+    fill_filters(
+        &skel.maps.target_pids,
+        &skel.maps.target_comms,
+        &skel.maps.target_containers,
+        &s.filter,
+    )?;
     store_patterns(
         &skel.maps.sni_suffixes,
         &skel.maps.sni_prefixes,
@@ -299,6 +325,14 @@ impl Kernel {
     /// The ring buffer the pause thread reads MMAP_EXEC_FILE from.
     pub fn exec_events(&self) -> Result<MapHandle> {
         MapHandle::try_from(&self.discover.maps.exec_events).context("exec_events map")
+    }
+
+    /// The capture objects' `cgroup_names` maps (emit.h).
+    pub fn cgroup_names(&self) -> Result<Vec<MapHandle>> {
+        Ok(vec![
+            MapHandle::try_from(&self.openssl.maps.cgroup_names).context("cgroup_names map")?,
+            MapHandle::try_from(&self.statictls.maps.cgroup_names).context("cgroup_names map")?,
+        ])
     }
 
     /// Marks a file seen (being inspected) unless BPF reported it already:

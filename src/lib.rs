@@ -18,6 +18,7 @@ pub mod bpf;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod container;
 pub mod decode;
 pub mod discover;
 pub mod files;

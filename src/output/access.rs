@@ -25,6 +25,8 @@ pub struct ConnMeta {
     pub comm: String,
     pub conn: u64,
     pub sni: Option<String>,
+    /// The process's container (None: on the host).
+    pub container: Option<std::sync::Arc<crate::container::Container>>,
 }
 
 /// Console bodies are cut after this many bytes (`-vv` shows them).
@@ -229,6 +231,7 @@ impl AccessWriter {
             &meta.comm,
             meta.conn,
         )
+        .in_container(meta.container.as_deref())
     }
 
     /// An `http` object: the exchange's summary, both messages in full
@@ -283,8 +286,12 @@ impl AccessWriter {
 
     /// The start of every console line: time, process and server name.
     fn console_who(&self, ts_ns: u64, meta: &ConnMeta, server: &str) -> String {
+        let ctr = meta
+            .container
+            .as_ref()
+            .map_or(String::new(), |c| format!(" ctr={}", c.short()));
         format!(
-            "{} {}[{}] {}",
+            "{} {}[{}]{ctr} {}",
             self.clock.rfc3339(ts_ns),
             terminal(&meta.comm),
             meta.pid,
@@ -433,6 +440,46 @@ mod tests {
     use super::*;
     use crate::decode::Protocol;
 
+    /// A process in a container: JSON objects carry the full id, console
+    /// lines the short one.
+    #[test]
+    fn container_ids() {
+        let id = "3f5e9c1b2a7d4e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f";
+        let meta = ConnMeta {
+            pid: 42,
+            comm: "curl".into(),
+            conn: 0xabc,
+            sni: Some("example.com".into()),
+            container: Some(std::sync::Arc::new(crate::container::Container {
+                id: id.into(),
+                pod_uid: None,
+            })),
+        };
+        let item = Item::Notice {
+            ts_ns: 1,
+            text: "n".into(),
+        };
+        for (format, want) in [
+            (Format::Json, format!("\"container_id\":\"{id}\"")),
+            (
+                Format::Text,
+                " curl[42] ctr=3f5e9c1b2a7d example.com".to_string(),
+            ),
+        ] {
+            let buf = SharedBuf::default();
+            let mut w = AccessWriter {
+                out: Box::new(buf.clone()),
+                format,
+                detail: 0,
+                clock: fixed_clock(),
+            };
+            w.write(&meta, &item).unwrap();
+            w.flush().unwrap();
+            let text = buf.text();
+            assert!(text.contains(&want), "{text}");
+        }
+    }
+
     fn output(format: Format, detail: u8, items: &[Item]) -> String {
         let buf = SharedBuf::default();
         let mut w = AccessWriter {
@@ -442,12 +489,14 @@ mod tests {
             clock: fixed_clock(),
         };
         let meta = ConnMeta {
+            container: None,
             pid: 42,
             comm: "curl".into(),
             conn: 0xabc,
             sni: Some("example.com".into()),
         };
         let no_sni = ConnMeta {
+            container: None,
             sni: None,
             ..meta.clone()
         };
@@ -753,12 +802,14 @@ mod tests {
             clock: fixed_clock(),
         };
         let meta = ConnMeta {
+            container: None,
             pid: 7,
             comm: "\x1b[31mcurl".into(),
             conn: 1,
             sni: Some("api\r\n2026 forged".into()),
         };
         let no_sni = ConnMeta {
+            container: None,
             sni: None,
             ..meta.clone()
         };

@@ -142,6 +142,9 @@ pub struct JsonHead<'a> {
     pub tid: Option<u32>,
     pub comm: &'a str,
     pub conn: String,
+    /// The full container id, for processes in a container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<&'a str>,
 }
 
 impl<'a> JsonHead<'a> {
@@ -162,7 +165,14 @@ impl<'a> JsonHead<'a> {
             tid,
             comm,
             conn: format!("{conn:#x}"),
+            container_id: None,
         }
+    }
+
+    /// The same, of a process in container `c`.
+    pub fn in_container(mut self, c: Option<&'a crate::container::Container>) -> Self {
+        self.container_id = c.map(|c| c.id.as_str());
+        self
     }
 }
 
@@ -276,7 +286,11 @@ impl Writer {
                 ..
             } => ("sni", *ts_ns, *pid, *tid, comm, *conn),
         };
-        JsonHead::new(kind, &self.clock, ts_ns, pid, Some(tid), comm, conn)
+        let head = JsonHead::new(kind, &self.clock, ts_ns, pid, Some(tid), comm, conn);
+        match r {
+            Record::Call(c) => head.in_container(c.container.as_deref()),
+            _ => head,
+        }
     }
 
     /// A `--- ` header line per record; a call's data follows its line.
@@ -521,6 +535,7 @@ impl Pipeline {
             self.memory += CONN_OVERHEAD;
             ConnState {
                 meta: ConnMeta {
+                    container: None,
                     pid,
                     comm: comm.to_string(),
                     conn,
@@ -581,6 +596,9 @@ impl Pipeline {
                 let st = self.conn(c.pid, &c.comm, c.conn, c.ts_ns);
                 if c.sni.is_some() {
                     st.meta.sni = c.sni.clone();
+                }
+                if c.container.is_some() {
+                    st.meta.container = c.container.clone();
                 }
                 if self.raw.is_some() {
                     let masked;
@@ -1114,6 +1132,7 @@ mod tests {
     /// One record of every kind, with and without the optional parts.
     fn sample_records() -> Vec<Record> {
         let call = CallRecord {
+            container: None,
             direction: Direction::Write,
             pid: 42,
             tid: 43,
@@ -1127,6 +1146,7 @@ mod tests {
             sni: Some("example.com".into()),
         };
         let binary = CallRecord {
+            container: None,
             direction: Direction::Read,
             ts_ns: 2_000_000_001,
             len: 3,
@@ -1242,6 +1262,7 @@ mod tests {
     #[test]
     fn raw_text_records_are_escaped() {
         let call = CallRecord {
+            container: None,
             direction: Direction::Write,
             pid: 42,
             tid: 43,

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 fn call(conn: u64, write: bool, ts_ns: u64, data: &[u8]) -> Record {
     Record::Call(CallRecord {
+        container: None,
         direction: if write {
             Direction::Write
         } else {

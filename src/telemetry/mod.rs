@@ -40,6 +40,7 @@ impl TelemetrySink {
                 pid: meta.pid,
                 comm: &meta.comm,
                 sni: meta.sni.as_deref(),
+                container: meta.container.as_ref().map(|c| c.id.as_str()),
                 client,
                 exchange: ex,
             };

@@ -109,6 +109,8 @@ fn percent_decode(s: &str) -> String {
 pub struct Item {
     pub pid: u32,
     pub comm: String,
+    /// The full container id, for a process in a container.
+    pub container: Option<String>,
     pub span: Span,
     pub logs: Vec<LogRecord>,
 }
@@ -421,6 +423,7 @@ impl Exporter {
                 .map(|i| Item {
                     pid: i.pid,
                     comm: i.comm.clone(),
+                    container: i.container.clone(),
                     span: i.span.clone(),
                     logs: i.logs.clone(),
                 })
@@ -506,16 +509,17 @@ impl Exporter {
         &self,
         batch: Vec<Item>,
     ) -> (ExportTraceServiceRequest, Option<ExportLogsServiceRequest>) {
-        let mut by_process: BTreeMap<(u32, String), (Vec<Span>, Vec<LogRecord>)> = BTreeMap::new();
+        type Spans = (Vec<Span>, Vec<LogRecord>);
+        let mut by_process: BTreeMap<(u32, String, Option<String>), Spans> = BTreeMap::new();
         for i in batch {
-            let e = by_process.entry((i.pid, i.comm)).or_default();
+            let e = by_process.entry((i.pid, i.comm, i.container)).or_default();
             e.0.push(i.span);
             e.1.extend(i.logs);
         }
         let mut traces = ExportTraceServiceRequest::default();
         let mut logs = ExportLogsServiceRequest::default();
-        for ((pid, comm), (spans, records)) in by_process {
-            let resource = self.resource(pid, &comm);
+        for ((pid, comm, container), (spans, records)) in by_process {
+            let resource = self.resource(pid, &comm, container);
             traces.resource_spans.push(ResourceSpans {
                 resource: Some(resource.clone()),
                 scope_spans: vec![ScopeSpans {
@@ -541,7 +545,7 @@ impl Exporter {
         (traces, logs)
     }
 
-    fn resource(&self, pid: u32, comm: &str) -> Resource {
+    fn resource(&self, pid: u32, comm: &str, container: Option<String>) -> Resource {
         let service = self
             .settings
             .service_name
@@ -553,6 +557,9 @@ impl Exporter {
             kv("process.executable.name", comm.to_string()),
             kv("host.name", self.host.clone()),
         ];
+        if let Some(c) = container {
+            attributes.push(kv("container.id", c));
+        }
         for (k, v) in &self.settings.resource {
             if !attributes.iter().any(|a| &a.key == k) {
                 attributes.push(kv(k, v.clone()));
@@ -662,6 +669,7 @@ pub struct Seen<'a> {
     pub pid: u32,
     pub comm: &'a str,
     pub sni: Option<&'a str>,
+    pub container: Option<&'a str>,
     /// The captured process sent the request.
     pub client: bool,
     pub exchange: &'a Exchange,
@@ -797,6 +805,7 @@ pub fn item(s: &Seen<'_>, clock: &Clock, with_logs: bool) -> Item {
     Item {
         pid: s.pid,
         comm: s.comm.to_string(),
+        container: s.container.map(str::to_string),
         span,
         logs,
     }
@@ -962,6 +971,7 @@ mod tests {
             pid: 7,
             comm: "greeter",
             sni: Some("grpc.acme.com"),
+            container: None,
             client: false,
             exchange: &ex,
         };

@@ -1,0 +1,216 @@
+//! Containers with a real runtime: Debian's podman (runc) runs curl in an
+//! image made by debootstrap from Debian's packages
+//! (scripts/container-image.sh). Its records carry the container's id, a
+//! curl on the host's none, and `--container` keeps only the container's.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const IMAGE: &str = "localhost/plainsight-test:bookworm";
+
+/// Whether podman can run a container here (else the reason).
+fn podman_works() -> Result<(), String> {
+    let out = Command::new("podman")
+        .args(["image", "exists", IMAGE])
+        .output()
+        .map_err(|e| format!("podman: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{IMAGE} missing: run scripts/container-image.sh"));
+    }
+    Ok(())
+}
+
+/// `curl` in a new container (host network, this machine's runc and
+/// limits) to `path`; returns the container's id.
+fn curl_in_container(port: u16, path: &str, dir: &Path) -> String {
+    let cidfile = dir.join(format!("cid{}", path.replace('/', "_")));
+    let certs = fixtures();
+    let out = Command::new("podman")
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            "runc",
+            "--network",
+            "host",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "--cidfile",
+            cidfile.to_str().unwrap(),
+            "-v",
+            &format!("{}:/certs:ro", certs.display()),
+            IMAGE,
+            "curl",
+            "-sS",
+            "--http1.1",
+            "--cacert",
+            "/certs/cert.pem",
+            "--resolve",
+            &format!("api.acme.com:{port}:127.0.0.1"),
+            &format!("https://api.acme.com:{port}{path}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "podman run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.stdout,
+        format!("ok GET {path} 0\n").as_bytes(),
+        "the container's curl got the response"
+    );
+    std::fs::read_to_string(cidfile).unwrap().trim().to_string()
+}
+
+fn curl_on_host(port: u16, path: &str) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--http1.1",
+            "--cacert",
+            fixtures().join("cert.pem").to_str().unwrap(),
+            "--resolve",
+            &format!("api.acme.com:{port}:127.0.0.1"),
+            &format!("https://api.acme.com:{port}{path}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+/// The `http` records of `path`, once there (bounded wait).
+fn exchanges_of(agent: &Agent, path: &str, want: usize) -> Vec<Value> {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got: Vec<Value> = agent
+            .records()
+            .into_iter()
+            .filter(|r| r["type"] == "http" && r["path"] == path)
+            .collect();
+        if got.len() >= want || Instant::now() > until {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn container_curl_carries_its_id_and_container_filter_keeps_it_only() {
+    if let Err(why) = podman_works() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let all = Agent::start_decoded("json", &["--comm", "curl"]);
+    // A container's id is known once it runs: the filtered agent is given
+    // the id of a container kept running for the test, curl runs in it.
+    let certs = format!("{}:/certs:ro", fixtures().display());
+    let keeper = Command::new("podman")
+        .args([
+            "run",
+            "-d",
+            "--runtime",
+            "runc",
+            "--network",
+            "host",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "-v",
+            &certs,
+            IMAGE,
+            "sleep",
+            "120",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        keeper.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keeper.stderr)
+    );
+    let kept = String::from_utf8(keeper.stdout).unwrap().trim().to_string();
+    let _cleanup = scopeguard(kept.clone());
+    let only = Agent::start_decoded("json", &["--comm", "curl", "--container", &kept[..16]]);
+    // curl in the kept container, in a fresh one, and on the host.
+    exec_curl(&kept, srv.port, "/in-kept");
+    let fresh = curl_in_container(srv.port, "/in-fresh", dir.path());
+    curl_on_host(srv.port, "/on-host");
+
+    let kept_ex = exchanges_of(&all, "/in-kept", 1);
+    assert_eq!(kept_ex.len(), 1, "{:?}", all.records());
+    assert_eq!(kept_ex[0]["container_id"], kept.as_str());
+    assert_eq!(kept_ex[0]["status"], 200);
+    let fresh_ex = exchanges_of(&all, "/in-fresh", 1);
+    assert_eq!(fresh_ex.len(), 1);
+    assert_eq!(fresh_ex[0]["container_id"], fresh.as_str());
+    let host_ex = exchanges_of(&all, "/on-host", 1);
+    assert_eq!(host_ex.len(), 1);
+    assert!(host_ex[0].get("container_id").is_none(), "{}", host_ex[0]);
+
+    // --container: the kept container's exchange only.
+    let got = exchanges_of(&only, "/in-kept", 1);
+    assert_eq!(got.len(), 1, "{:?}\n{}", only.records(), only.stderr());
+    let others: Vec<Value> = only
+        .records()
+        .into_iter()
+        .filter(|r| {
+            r.get("container_id")
+                .map(|c| c != kept.as_str())
+                .unwrap_or(true)
+        })
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+}
+
+/// `curl` run inside the running container `id`.
+fn exec_curl(id: &str, port: u16, path: &str) {
+    let out = Command::new("podman")
+        .args([
+            "exec",
+            id,
+            "curl",
+            "-sS",
+            "--http1.1",
+            "--cacert",
+            "/certs/cert.pem",
+            "--resolve",
+            &format!("api.acme.com:{port}:127.0.0.1"),
+            &format!("https://api.acme.com:{port}{path}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "podman exec: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, format!("ok GET {path} 0\n").as_bytes());
+}
+
+/// Removes the container when dropped.
+struct Remove(String);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["rm", "-f", "-t", "0", &self.0])
+            .output();
+    }
+}
+
+fn scopeguard(id: String) -> Remove {
+    Remove(id)
+}
