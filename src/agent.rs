@@ -46,10 +46,11 @@ pub fn preflight() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
-            "plainsight must run as root: it loads BPF programs, attaches uprobes \
-             and pauses processes with ptrace (CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_SYS_ADMIN)"
+            "plainsight must run as root (uid 0): it loads BPF programs, attaches uprobes, \
+             pauses processes with ptrace and reads every mapped file"
         );
     }
+    check_capabilities(effective_capabilities()?)?;
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         bail!(
             "this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): plainsight's BPF \
@@ -57,6 +58,63 @@ pub fn preflight() -> Result<()> {
         );
     }
     ensure_tracefs()
+}
+
+/// Capabilities: (number, name, what for). CAP_SYS_ADMIN stands in for the
+/// first three (kernels before 5.8 and 5.9 have only it).
+const NEEDED_CAPS: &[(u32, &str, &str)] = &[
+    (39, "CAP_BPF", "load the BPF programs and maps"),
+    (38, "CAP_PERFMON", "attach tracepoints and uprobes"),
+    (
+        40,
+        "CAP_CHECKPOINT_RESTORE",
+        "open mapped files through /proc/PID/map_files",
+    ),
+    (
+        19,
+        "CAP_SYS_PTRACE",
+        "hold processes while their files are probed, read their maps",
+    ),
+    (2, "CAP_DAC_READ_SEARCH", "read every file a process maps"),
+];
+const CAP_SYS_ADMIN: u32 = 21;
+/// Wanted, not needed: without them the agent says what it does instead.
+const OPTIONAL_CAPS: &[(u32, &str, &str)] = &[
+    (24, "CAP_SYS_RESOURCE", "the open-file limit stays as it is"),
+    (23, "CAP_SYS_NICE", "the pause threads keep normal priority"),
+];
+
+/// The effective capability set (`CapEff` of /proc/self/status).
+fn effective_capabilities() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("/proc/self/status")?;
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .context("no CapEff in /proc/self/status")?;
+    u64::from_str_radix(hex.trim(), 16).context("CapEff in /proc/self/status")
+}
+
+/// Refuses to start without a needed capability, naming each missing one.
+pub fn check_capabilities(eff: u64) -> Result<()> {
+    let has = |n: u32| eff & (1u64 << n) != 0;
+    let admin = has(CAP_SYS_ADMIN);
+    let missing: Vec<String> = NEEDED_CAPS
+        .iter()
+        .filter(|(n, _, _)| {
+            let stands_in = admin && [38, 39, 40].contains(n);
+            !(has(*n) || stands_in)
+        })
+        .map(|(_, name, why)| format!("{name} ({why})"))
+        .collect();
+    if !missing.is_empty() {
+        bail!("missing capabilities: {}", missing.join(", "));
+    }
+    for (n, name, then) in OPTIONAL_CAPS {
+        if !has(*n) {
+            log::warn!("{name} is missing: {then}");
+        }
+    }
+    Ok(())
 }
 
 /// Tracepoints are found through tracefs; mount it where libbpf looks if the
@@ -438,6 +496,7 @@ impl Agent<'_> {
                 let probes = Probes {
                     links,
                     path: shown.to_string(),
+                    mapper: job.pid,
                 };
                 (Some(probes), static_tls)
             }
@@ -458,8 +517,10 @@ impl Agent<'_> {
                 n => format!("{sym} x{n}"),
             });
         }
+        let ctr = crate::container::of_pid(job.pid)
+            .map_or(String::new(), |c| format!(" in container {}", c.short()));
         log::info!(
-            "instrumented {shown} [{}] ({}, {}) {} by {}[{}]: {}",
+            "instrumented {shown}{ctr} [{}] ({}, {}) {} by {}[{}]: {}",
             job.file,
             insp.library.map(|l| l.to_string()).unwrap_or_default(),
             match insp.linkage {
@@ -516,8 +577,15 @@ impl Agent<'_> {
             log::info!("server-name decision maps have room again: connections without one are captured again");
         }
         self.capture.borrow_mut().forget_exited(&mut alive);
-        let instrumented = self.files.instrumented().map(|(id, p)| (id, p.to_string()));
-        for file in self.sweeper.exchange(instrumented.collect()) {
+        let instrumented = self
+            .files
+            .instrumented()
+            .map(|(id, p, m)| (id, p.to_string(), m));
+        let (stale, mappers) = self.sweeper.exchange(instrumented.collect());
+        for (file, pid) in mappers {
+            self.files.set_mapper(file, pid);
+        }
+        for file in stale {
             if !self.files.is_instrumented(file) {
                 continue;
             }
@@ -627,23 +695,31 @@ fn start_telemetry(t: &TelemetrySettings) -> Result<(Option<Arc<Metrics>>, Optio
     Ok((metrics, otlp))
 }
 
-/// Whether `path` still names the file `id` (from the agent's view).
-fn still_named(path: &str, id: FileId) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| FileId::of(&m) == id)
+/// Whether `path` still names the file `id`, as process `mapper` sees it
+/// (its root: a container's files are in their own mount namespace).
+fn still_named(path: &str, id: FileId, mapper: u32) -> bool {
+    let seen = format!("/proc/{mapper}/root{path}");
+    std::fs::metadata(seen).is_ok_and(|m| FileId::of(&m) == id)
 }
+
+/// What the sweeper is given (file, path, a process that maps it) and what
+/// it finds (files stale, and files whose mapper is gone with a process
+/// that still maps them).
+type SweepIn = Vec<(FileId, String, u32)>;
+type SweepOut = (Vec<FileId>, Vec<(FileId, u32)>);
 
 /// Looks for stale files on its own thread: a stat of a path can wait on
 /// whatever filesystem the path now leads through (a FUSE mount placed on
 /// it, say), and the event loop must never wait. One sweep at a time; while
 /// one is stuck, none is started and nothing is found stale.
 struct Sweeper {
-    ask: Sender<Vec<(FileId, String)>>,
-    found: Receiver<Vec<FileId>>,
+    ask: Sender<SweepIn>,
+    found: Receiver<SweepOut>,
 }
 
 impl Sweeper {
     fn start() -> Sweeper {
-        let (ask, asked) = crossbeam_channel::bounded::<Vec<(FileId, String)>>(1);
+        let (ask, asked) = crossbeam_channel::bounded::<SweepIn>(1);
         let (tell, found) = crossbeam_channel::bounded(1);
         let spawned = std::thread::Builder::new()
             .name("sweep".into())
@@ -662,7 +738,7 @@ impl Sweeper {
 
     /// Returns what the last sweep found, and starts the next one over
     /// `files` unless one is still running.
-    fn exchange(&self, files: Vec<(FileId, String)>) -> Vec<FileId> {
+    fn exchange(&self, files: SweepIn) -> SweepOut {
         let stale = self.found.try_recv().unwrap_or_default();
         let _ = self.ask.try_send(files);
         stale
@@ -671,23 +747,49 @@ impl Sweeper {
 
 /// Files that were deleted (or replaced) and that no process maps any more:
 /// their probes can never fire again.
-fn stale_files(files: Vec<(FileId, String)>) -> Vec<FileId> {
+fn stale_files(files: SweepIn) -> SweepOut {
     let candidates: Vec<FileId> = files
         .into_iter()
-        .filter(|(id, path)| !still_named(path, *id))
-        .map(|(id, _)| id)
+        .filter(|(id, path, mapper)| !still_named(path, *id, *mapper))
+        .map(|(id, _, _)| id)
         .collect();
     if candidates.is_empty() {
-        return candidates;
+        return (candidates, Vec::new());
     }
-    let mut mapped = std::collections::HashSet::new();
+    let mut mapped = HashMap::new();
     for pid in discover::all_pids() {
         for m in discover::exec_mappings(pid) {
-            mapped.insert(m.file);
+            mapped.insert(m.file, pid);
         }
     }
-    candidates
-        .into_iter()
-        .filter(|f| !mapped.contains(f))
-        .collect()
+    let (kept, stale): (Vec<FileId>, Vec<FileId>) =
+        candidates.into_iter().partition(|f| mapped.contains_key(f));
+    let mappers = kept.into_iter().map(|f| (f, mapped[&f])).collect();
+    (stale, mappers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_are_named_when_missing() {
+        let all: u64 = [39, 38, 40, 19, 2, 24, 23].iter().map(|n| 1u64 << n).sum();
+        assert!(check_capabilities(all).is_ok());
+        let e = check_capabilities(all & !(1 << 19))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "missing capabilities: CAP_SYS_PTRACE (hold processes while their files are probed, read their maps)"
+        );
+        // CAP_SYS_ADMIN stands in for CAP_BPF, CAP_PERFMON and CAP_CHECKPOINT_RESTORE.
+        let old = (1u64 << 21) | (1 << 19) | (1 << 2);
+        assert!(check_capabilities(old).is_ok());
+        let e = check_capabilities(1 << 39).unwrap_err().to_string();
+        assert!(
+            e.contains("CAP_PERFMON") && e.contains("CAP_DAC_READ_SEARCH"),
+            "{e}"
+        );
+    }
 }

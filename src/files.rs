@@ -16,6 +16,8 @@ pub struct Probes {
     pub links: Vec<Link>,
     /// The path the file was mapped from (as its process saw it).
     pub path: String,
+    /// A process that maps it: its root resolves `path`.
+    pub mapper: u32,
 }
 
 /// Where a file stands.
@@ -196,13 +198,23 @@ impl Files {
     }
 
     /// Instrumented files and the paths they were mapped from.
-    pub fn instrumented(&self) -> impl Iterator<Item = (FileId, &str)> {
+    pub fn instrumented(&self) -> impl Iterator<Item = (FileId, &str, u32)> {
         self.files.iter().filter_map(|(id, s)| match s {
             FileState::Done {
                 probes: Some(p), ..
-            } => Some((*id, p.path.as_str())),
+            } => Some((*id, p.path.as_str(), p.mapper)),
             _ => None,
         })
+    }
+
+    /// Records another process that maps `file` (its first mapper is gone).
+    pub fn set_mapper(&mut self, file: FileId, pid: u32) {
+        if let Some(FileState::Done {
+            probes: Some(p), ..
+        }) = self.files.get_mut(&file)
+        {
+            p.mapper = pid;
+        }
     }
 
     /// Files with probes, and probes in all.

@@ -214,3 +214,20 @@ impl Drop for Remove {
 fn scopeguard(id: String) -> Remove {
     Remove(id)
 }
+
+/// As a service or a DaemonSet runs it, with some capabilities only: a
+/// missing one is named and the agent does not start.
+#[test]
+fn a_missing_capability_is_named() {
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-sys_ptrace", "--inh-caps=-all"])
+        .arg(env!("CARGO_BIN_EXE_plainsight"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("missing capabilities: CAP_SYS_PTRACE (hold processes"),
+        "{err}"
+    );
+}
