@@ -349,9 +349,13 @@ impl Writer {
         if c.lost_bytes > 0 {
             flags.push_str(&format!(" lost={}", c.lost_bytes));
         }
+        let ctr = c
+            .container
+            .as_ref()
+            .map_or(String::new(), |k| format!(" ctr={}", k.short()));
         writeln!(
             self.out,
-            "--- {} {}[{}/{}] {} conn={:#x}{} len={}{}",
+            "--- {} {}[{}/{}]{ctr} {} conn={:#x}{} len={}{}",
             self.clock.rfc3339(c.ts_ns),
             escape::terminal(&c.comm),
             c.pid,
@@ -761,8 +765,13 @@ impl Pipeline {
                 if !st.in_pcap {
                     let (client, server) = pcap::synthetic_endpoints(key.0, key.1);
                     // tshark prints packet comments: escaped like the console.
+                    let ctr = st
+                        .meta
+                        .container
+                        .as_ref()
+                        .map_or(String::new(), |c| format!(" container={}", c.id));
                     let comment = format!(
-                        "{}[{}] sni={}",
+                        "{}[{}] sni={}{ctr}",
                         escape::terminal(&st.meta.comm),
                         st.meta.pid,
                         escape::terminal(st.meta.sni.as_deref().unwrap_or("-"))
