@@ -244,3 +244,75 @@ fn a_missing_capability_is_named() {
         "{err}"
     );
 }
+
+/// The capabilities the systemd unit and the DaemonSet give (read from
+/// deploy/plainsight.service) are enough: the agent started with only those
+/// captures a curl exactly.
+#[test]
+fn the_deployment_capabilities_suffice() {
+    let unit = std::fs::read_to_string(repo().join("deploy/plainsight.service")).unwrap();
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .unwrap()
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let daemonset =
+        std::fs::read_to_string(repo().join("deploy/kubernetes/daemonset.yaml")).unwrap();
+    for c in &caps {
+        let name = c[1..].to_uppercase();
+        assert!(
+            daemonset.contains(&format!("- {name} ")),
+            "{name} is in the unit but not in the DaemonSet"
+        );
+    }
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.json");
+    let log = dir.path().join("log");
+    let mut agent = Guard(
+        Command::new("setpriv")
+            .arg(format!("--bounding-set=-all,{}", caps.join(",")))
+            .arg("--inh-caps=-all")
+            .arg(env!("CARGO_BIN_EXE_plainsight"))
+            .args(["--comm", "curl", "-o", "json", "--write"])
+            .arg(&out)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let until = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("plainsight: ready")
+    {
+        assert!(
+            Instant::now() < until,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(
+            agent.0.try_wait().unwrap().is_none(),
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    curl_on_host(srv.port, "/with-few-caps");
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let found = text.lines().any(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["type"] == "http" && v["path"] == "/with-few-caps" && v["status"] == 200
+        });
+        if found {
+            break;
+        }
+        assert!(Instant::now() < until, "not captured: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGINT) };
+    let _ = agent.0.wait();
+}

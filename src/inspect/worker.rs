@@ -85,8 +85,8 @@ fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
     // could block this thread for as long as the filesystem's server likes.
     if let Some(t) = discover::fs_type(job.pid, job.file).filter(|t| discover::may_stall(t)) {
         return Outcome::Failed(format!(
-            "{} (mapped by pid {}) is on a {t} filesystem: not read or instrumented (its server \
-             could stall the agent's reads and probes)",
+            "{} (mapped by pid {}) is on a {t} filesystem: not read or instrumented (the process \
+             serving it could stall the agent's reads and probes)",
             m.path, job.pid
         ));
     }

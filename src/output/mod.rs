@@ -145,6 +145,9 @@ pub struct JsonHead<'a> {
     /// The full container id, for processes in a container.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<&'a str>,
+    /// Its Kubernetes pod's UID, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<&'a str>,
 }
 
 impl<'a> JsonHead<'a> {
@@ -166,12 +169,14 @@ impl<'a> JsonHead<'a> {
             comm,
             conn: format!("{conn:#x}"),
             container_id: None,
+            pod_uid: None,
         }
     }
 
     /// The same, of a process in container `c`.
     pub fn in_container(mut self, c: Option<&'a crate::container::Container>) -> Self {
         self.container_id = c.map(|c| c.id.as_str());
+        self.pod_uid = c.and_then(|c| c.pod_uid.as_deref());
         self
     }
 }

@@ -41,6 +41,7 @@ impl TelemetrySink {
                 comm: &meta.comm,
                 sni: meta.sni.as_deref(),
                 container: meta.container.as_ref().map(|c| c.id.as_str()),
+                pod_uid: meta.container.as_ref().and_then(|c| c.pod_uid.as_deref()),
                 client,
                 exchange: ex,
             };

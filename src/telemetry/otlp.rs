@@ -109,8 +109,10 @@ fn percent_decode(s: &str) -> String {
 pub struct Item {
     pub pid: u32,
     pub comm: String,
-    /// The full container id, for a process in a container.
+    /// The full container id, for a process in a container, and its
+    /// Kubernetes pod's UID.
     pub container: Option<String>,
+    pub pod_uid: Option<String>,
     pub span: Span,
     pub logs: Vec<LogRecord>,
 }
@@ -424,6 +426,7 @@ impl Exporter {
                     pid: i.pid,
                     comm: i.comm.clone(),
                     container: i.container.clone(),
+                    pod_uid: i.pod_uid.clone(),
                     span: i.span.clone(),
                     logs: i.logs.clone(),
                 })
@@ -510,16 +513,19 @@ impl Exporter {
         batch: Vec<Item>,
     ) -> (ExportTraceServiceRequest, Option<ExportLogsServiceRequest>) {
         type Spans = (Vec<Span>, Vec<LogRecord>);
-        let mut by_process: BTreeMap<(u32, String, Option<String>), Spans> = BTreeMap::new();
+        type Key = (u32, String, Option<String>, Option<String>);
+        let mut by_process: BTreeMap<Key, Spans> = BTreeMap::new();
         for i in batch {
-            let e = by_process.entry((i.pid, i.comm, i.container)).or_default();
+            let e = by_process
+                .entry((i.pid, i.comm, i.container, i.pod_uid))
+                .or_default();
             e.0.push(i.span);
             e.1.extend(i.logs);
         }
         let mut traces = ExportTraceServiceRequest::default();
         let mut logs = ExportLogsServiceRequest::default();
-        for ((pid, comm, container), (spans, records)) in by_process {
-            let resource = self.resource(pid, &comm, container);
+        for ((pid, comm, container, pod), (spans, records)) in by_process {
+            let resource = self.resource(pid, &comm, container, pod);
             traces.resource_spans.push(ResourceSpans {
                 resource: Some(resource.clone()),
                 scope_spans: vec![ScopeSpans {
@@ -545,7 +551,13 @@ impl Exporter {
         (traces, logs)
     }
 
-    fn resource(&self, pid: u32, comm: &str, container: Option<String>) -> Resource {
+    fn resource(
+        &self,
+        pid: u32,
+        comm: &str,
+        container: Option<String>,
+        pod: Option<String>,
+    ) -> Resource {
         let service = self
             .settings
             .service_name
@@ -559,6 +571,9 @@ impl Exporter {
         ];
         if let Some(c) = container {
             attributes.push(kv("container.id", c));
+        }
+        if let Some(p) = pod {
+            attributes.push(kv("k8s.pod.uid", p));
         }
         for (k, v) in &self.settings.resource {
             if !attributes.iter().any(|a| &a.key == k) {
@@ -670,6 +685,7 @@ pub struct Seen<'a> {
     pub comm: &'a str,
     pub sni: Option<&'a str>,
     pub container: Option<&'a str>,
+    pub pod_uid: Option<&'a str>,
     /// The captured process sent the request.
     pub client: bool,
     pub exchange: &'a Exchange,
@@ -806,6 +822,7 @@ pub fn item(s: &Seen<'_>, clock: &Clock, with_logs: bool) -> Item {
         pid: s.pid,
         comm: s.comm.to_string(),
         container: s.container.map(str::to_string),
+        pod_uid: s.pod_uid.map(str::to_string),
         span,
         logs,
     }
@@ -972,6 +989,7 @@ mod tests {
             comm: "greeter",
             sni: Some("grpc.acme.com"),
             container: None,
+            pod_uid: None,
             client: false,
             exchange: &ex,
         };
