@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-const IMAGE: &str = "localhost/plainsight-test:bookworm";
+const IMAGE: &str = "localhost/plainsight-test:bookworm-2";
 
 /// Whether podman can run here at all (else why not). The image itself is
 /// made by `make test` (scripts/container-image.sh): missing, the test
@@ -315,4 +315,128 @@ fn the_deployment_capabilities_suffice() {
     }
     unsafe { libc::kill(agent.0.id() as i32, libc::SIGINT) };
     let _ = agent.0.wait();
+}
+
+/// The capabilities the DaemonSet adds (its `add:` list).
+fn daemonset_capabilities() -> Vec<String> {
+    let yaml = std::fs::read_to_string(repo().join("deploy/kubernetes/daemonset.yaml")).unwrap();
+    let at = yaml.find("add:").expect("capabilities add list");
+    yaml[at..]
+        .lines()
+        .skip(1)
+        .map_while(|l| l.trim().strip_prefix("- "))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
+}
+
+/// The agent in a container as the DaemonSet runs it: the host's pids, all
+/// capabilities dropped but the DaemonSet's (less any this machine's root
+/// lacks itself), read-only root, tracefs and BTF mounted read-only. It
+/// captures a curl on the host exactly, and stops cleanly.
+#[test]
+fn the_agent_in_a_container_as_the_daemonset_runs_it() {
+    if let Err(why) = podman_works() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let eff = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| Some(u64::from_str_radix(l.strip_prefix("CapEff:")?.trim(), 16).unwrap()))
+        .unwrap();
+    let have = |name: &str| match name {
+        "SYS_RESOURCE" => eff & (1 << 24) != 0,
+        _ => true,
+    };
+    let caps: Vec<String> = daemonset_capabilities()
+        .into_iter()
+        .filter(|c| have(c))
+        .collect();
+    assert!(caps.len() >= 6, "{caps:?}");
+    let srv = Server::start();
+    let name = format!("plainsight-ds-{}", std::process::id());
+    let bin = env!("CARGO_BIN_EXE_plainsight");
+    let run = Command::new("podman")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--runtime",
+            "runc",
+            "--pid",
+            "host",
+            "--network",
+            "host",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            &caps.join(","),
+            "--security-opt",
+            "seccomp=unconfined",
+            "--read-only",
+            "-v",
+            "/sys/kernel/tracing:/sys/kernel/tracing:ro",
+            "-v",
+            "/sys/kernel/btf:/sys/kernel/btf:ro",
+            "-v",
+            &format!("{bin}:/plainsight:ro"),
+            IMAGE,
+            "/plainsight",
+            "--comm",
+            "curl",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let _remove = Remove(name.clone());
+    let logs = |n: &str| {
+        let o = Command::new("podman").args(["logs", n]).output().unwrap();
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let until = Instant::now() + Duration::from_secs(60);
+    while !logs(&name).1.contains("plainsight: ready") {
+        assert!(Instant::now() < until, "{:?}", logs(&name));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    curl_on_host(srv.port, "/from-the-daemonset");
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (out, err) = logs(&name);
+        let found = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|v| {
+                v["type"] == "http" && v["path"] == "/from-the-daemonset" && v["status"] == 200
+            });
+        if found {
+            break;
+        }
+        assert!(Instant::now() < until, "{out}\n{err}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stop = Command::new("podman")
+        .args(["stop", "-t", "10", &name])
+        .output()
+        .unwrap();
+    assert!(stop.status.success());
+    assert!(
+        logs(&name)
+            .1
+            .contains("connections tracked in the kernel at exit"),
+        "a clean stop"
+    );
 }
