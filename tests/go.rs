@@ -247,3 +247,72 @@ fn go_server_side() {
         assert_eq!(w, resp, "server wrote the response");
     });
 }
+
+/// Both ends captured by one agent: the Go server's exchange says
+/// `side: server`, the OpenSSL client's `side: client`, each with the same
+/// request and response; the console marks the server's line.
+#[test]
+fn exchanges_say_which_side_the_process_is_on() {
+    rerun_if_host_stalled(|| {
+        let d = fixtures();
+        let mut server = Held::new(
+            &fixture("go_server"),
+            &[
+                "-cert",
+                d.join("cert.pem").to_str().unwrap(),
+                "-key",
+                d.join("key.pem").to_str().unwrap(),
+            ],
+        );
+        let agent = Agent::start_decoded("json", &["--comm", "go_server", "--comm", "side_client"]);
+        server.go_keep_stdin();
+        let port: u16 = server
+            .read_line()
+            .strip_prefix("PORT ")
+            .expect("PORT line")
+            .parse()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("side_client");
+        std::fs::copy(fixture("tls_client_openssl"), &exe).unwrap();
+        let req = b"GET /side HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n".to_vec();
+        let f = request_file(dir.path(), &req);
+        let out = std::process::Command::new(&exe)
+            .args([
+                "127.0.0.1",
+                &port.to_string(),
+                "api.acme.com",
+                f.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let until = std::time::Instant::now() + Duration::from_secs(15);
+        let sides = loop {
+            let mut sides: Vec<(String, String, u64)> = agent
+                .records()
+                .iter()
+                .filter(|r| r["type"] == "http" && r["path"] == "/side")
+                .map(|r| {
+                    (
+                        r["side"].as_str().unwrap_or("?").to_string(),
+                        r["comm"].as_str().unwrap().to_string(),
+                        r["status"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect();
+            sides.sort();
+            if sides.len() >= 2 || std::time::Instant::now() > until {
+                break sides;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(
+            sides,
+            [
+                ("client".to_string(), "side_client".to_string(), 200),
+                ("server".to_string(), "go_server".to_string(), 200),
+            ]
+        );
+    });
+}

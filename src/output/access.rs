@@ -27,6 +27,16 @@ pub struct ConnMeta {
     pub sni: Option<String>,
     /// The process's container (None: on the host).
     pub container: Option<std::sync::Arc<crate::container::Container>>,
+    /// The captured process is the connection's client (Some(true)) or
+    /// its server (Some(false)), once the decoder knows.
+    pub client: Option<bool>,
+}
+
+impl ConnMeta {
+    /// `client` or `server`, once known.
+    fn side(&self) -> Option<&'static str> {
+        self.client.map(|c| if c { "client" } else { "server" })
+    }
 }
 
 /// Console bodies are cut after this many bytes (`-vv` shows them).
@@ -73,6 +83,9 @@ struct JsonExchange<'a> {
     #[serde(flatten)]
     head: JsonHead<'a>,
     sni: Option<&'a str>,
+    /// Which end of the connection the captured process is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    side: Option<&'static str>,
     protocol: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_id: Option<u32>,
@@ -92,6 +105,8 @@ struct JsonRaw<'a> {
     #[serde(flatten)]
     head: JsonHead<'a>,
     sni: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    side: Option<&'static str>,
     direction: &'static str,
     len: usize,
     encoding: &'static str,
@@ -240,6 +255,7 @@ impl AccessWriter {
         let j = JsonExchange {
             head: self.json_head("http", exchange_ts(e), meta),
             sni: meta.sni.as_deref(),
+            side: meta.side(),
             protocol: e.protocol.as_str(),
             stream_id: e.stream_id,
             method: e.method.as_deref(),
@@ -266,6 +282,7 @@ impl AccessWriter {
         let j = JsonRaw {
             head: self.json_head("raw", ts_ns, meta),
             sni: meta.sni.as_deref(),
+            side: meta.side(),
             direction: direction(outgoing),
             len: data.len(),
             encoding,
@@ -290,8 +307,14 @@ impl AccessWriter {
             .container
             .as_ref()
             .map_or(String::new(), |c| format!(" ctr={}", c.short()));
+        // Client lines read as before; a server's say so.
+        let side = if meta.client == Some(false) {
+            " (server)"
+        } else {
+            ""
+        };
         format!(
-            "{} {}[{}]{ctr} {}",
+            "{} {}[{}]{ctr}{side} {}",
             self.clock.rfc3339(ts_ns),
             terminal(&meta.comm),
             meta.pid,
@@ -446,6 +469,7 @@ mod tests {
     fn container_ids() {
         let id = "3f5e9c1b2a7d4e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f";
         let meta = ConnMeta {
+            client: None,
             pid: 42,
             comm: "curl".into(),
             conn: 0xabc,
@@ -480,6 +504,44 @@ mod tests {
         }
     }
 
+    /// A server's lines say so; JSON objects give the side.
+    #[test]
+    fn server_side_is_shown() {
+        let meta = ConnMeta {
+            pid: 7,
+            comm: "nginx".into(),
+            conn: 0x1,
+            sni: None,
+            container: None,
+            client: Some(false),
+        };
+        let item = Item::Notice {
+            ts_ns: 1,
+            text: "n".into(),
+        };
+        let raw = Item::Raw {
+            outgoing: true,
+            ts_ns: 1,
+            data: b"x".to_vec(),
+        };
+        for (format, it, want) in [
+            (Format::Text, &item, " nginx[7] (server) -"),
+            (Format::Json, &raw, "\"side\":\"server\""),
+        ] {
+            let buf = SharedBuf::default();
+            let mut w = AccessWriter {
+                out: Box::new(buf.clone()),
+                format,
+                detail: 0,
+                clock: fixed_clock(),
+            };
+            w.write(&meta, it).unwrap();
+            w.flush().unwrap();
+            let text = buf.text();
+            assert!(text.contains(want), "{text}");
+        }
+    }
+
     fn output(format: Format, detail: u8, items: &[Item]) -> String {
         let buf = SharedBuf::default();
         let mut w = AccessWriter {
@@ -489,6 +551,7 @@ mod tests {
             clock: fixed_clock(),
         };
         let meta = ConnMeta {
+            client: None,
             container: None,
             pid: 42,
             comm: "curl".into(),
@@ -496,6 +559,7 @@ mod tests {
             sni: Some("example.com".into()),
         };
         let no_sni = ConnMeta {
+            client: None,
             container: None,
             sni: None,
             ..meta.clone()
@@ -802,6 +866,7 @@ mod tests {
             clock: fixed_clock(),
         };
         let meta = ConnMeta {
+            client: None,
             container: None,
             pid: 7,
             comm: "\x1b[31mcurl".into(),
@@ -809,6 +874,7 @@ mod tests {
             sni: Some("api\r\n2026 forged".into()),
         };
         let no_sni = ConnMeta {
+            client: None,
             container: None,
             sni: None,
             ..meta.clone()

@@ -545,6 +545,7 @@ impl Pipeline {
             ConnState {
                 meta: ConnMeta {
                     container: None,
+                    client: None,
                     pid,
                     comm: comm.to_string(),
                     conn,
@@ -751,6 +752,7 @@ impl Pipeline {
         let Some(st) = self.conns.get_mut(&key) else {
             return Ok(());
         };
+        st.meta.client = st.decoder.process_is_client();
         if let Some(a) = &mut self.access {
             for item in &d.items {
                 a.write(&st.meta, item)?;
