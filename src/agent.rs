@@ -377,7 +377,7 @@ impl Agent<'_> {
         Ok(())
     }
 
-    /// A process mapped a file (from the pause thread or the start-up scan).
+    /// A process mapped a file (from the pause dispatcher and tracers, or the start-up scan).
     fn admit(&mut self, job: Job) {
         match self.files.admit(job) {
             Admit::Inspect(job) => {

@@ -322,7 +322,7 @@ impl Kernel {
         }
     }
 
-    /// The ring buffer the pause thread reads MMAP_EXEC_FILE from.
+    /// The ring buffer the pause dispatcher reads MMAP_EXEC_FILE from.
     pub fn exec_events(&self) -> Result<MapHandle> {
         MapHandle::try_from(&self.discover.maps.exec_events).context("exec_events map")
     }
