@@ -82,7 +82,7 @@ static __always_inline int hello_find_name(struct hello_buf *h, __u32 n, struct 
 {
 	__u32 off;
 
-	if (n < 48 || HB(0) != TLS_HANDSHAKE || HB(1) != 3 || HB(5) != HS_CLIENT_HELLO)
+	if (n < 48 || !hello_header(h->b, HS_CLIENT_HELLO))
 		return 0;
 	/* record header 5, handshake header 4, version 2, random 32 */
 	off = 5 + 4 + 2 + 32;

@@ -249,9 +249,7 @@ impl Capture {
     fn container_wanted(&self, c: Option<&crate::container::Container>) -> bool {
         self.container_prefixes.is_empty()
             || c.is_none_or(|c| {
-                self.container_prefixes
-                    .iter()
-                    .any(|p| c.id.starts_with(p.as_str()))
+                crate::config::Filter::container_matches(&self.container_prefixes, &c.id)
             })
     }
 

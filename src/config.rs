@@ -83,10 +83,15 @@ impl Filter {
             .collect()
     }
 
+    /// Whether a container id starts with one of `--container`'s prefixes.
+    pub fn container_matches(prefixes: &[String], id: &str) -> bool {
+        prefixes.iter().any(|p| id.starts_with(p.as_str()))
+    }
+
     /// Whether a container id passes the `--container` prefixes.
     pub fn wants_container(&self, id: Option<&str>) -> bool {
         self.containers.is_empty()
-            || id.is_some_and(|id| self.containers.iter().any(|p| id.starts_with(p.as_str())))
+            || id.is_some_and(|id| Filter::container_matches(&self.containers, id))
     }
 
     /// Whether a process found at start-up passes the filter.

@@ -11,6 +11,12 @@
 
 #![warn(clippy::too_many_lines)]
 
+/// Locks a mutex even if a holder panicked: what is guarded with it
+/// (counters, label caches, a pending job) stays meaningful.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub mod abi;
 pub mod agent;
 pub mod attach;

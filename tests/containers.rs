@@ -14,6 +14,20 @@ use serde_json::Value;
 
 const IMAGE: &str = "localhost/plainsight-test:bookworm-2";
 
+/// `podman run` options every container here gets: runc (crun refuses this
+/// host's hybrid cgroup layout), the host's network (the test servers listen
+/// on 127.0.0.1), and limits root can set here (it lacks CAP_SYS_RESOURCE).
+const RUN: &[&str] = &[
+    "--runtime",
+    "runc",
+    "--network",
+    "host",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
+
 /// Whether podman can run here at all (else why not). The image itself is
 /// made by `make test` (scripts/container-image.sh): missing, the test
 /// fails.
@@ -45,17 +59,9 @@ fn curl_in_container(port: u16, path: &str, dir: &Path) -> String {
     let cidfile = dir.join(format!("cid{}", path.replace('/', "_")));
     let certs = fixtures();
     let out = Command::new("podman")
+        .args(["run", "--rm"])
+        .args(RUN)
         .args([
-            "run",
-            "--rm",
-            "--runtime",
-            "runc",
-            "--network",
-            "host",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
             "--cidfile",
             cidfile.to_str().unwrap(),
             "-v",
@@ -130,23 +136,9 @@ fn container_curl_carries_its_id_and_container_filter_keeps_it_only() {
     // the id of a container kept running for the test, curl runs in it.
     let certs = format!("{}:/certs:ro", fixtures().display());
     let keeper = Command::new("podman")
-        .args([
-            "run",
-            "-d",
-            "--runtime",
-            "runc",
-            "--network",
-            "host",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "-v",
-            &certs,
-            IMAGE,
-            "sleep",
-            "120",
-        ])
+        .args(["run", "-d"])
+        .args(RUN)
+        .args(["-v", &certs, IMAGE, "sleep", "120"])
         .output()
         .unwrap();
     assert!(
@@ -357,21 +349,9 @@ fn the_agent_in_a_container_as_the_daemonset_runs_it() {
     let name = format!("plainsight-ds-{}", std::process::id());
     let bin = env!("CARGO_BIN_EXE_plainsight");
     let run = Command::new("podman")
+        .args(["run", "-d", "--name", &name, "--pid", "host"])
+        .args(RUN)
         .args([
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--runtime",
-            "runc",
-            "--pid",
-            "host",
-            "--network",
-            "host",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
             "--cap-drop",
             "ALL",
             "--cap-add",

@@ -205,40 +205,43 @@ fn go_client_concurrent_requests_by_connection() {
     });
 }
 
+/// go_server, held until [`start_go_server`] (so that an agent started
+/// meanwhile sees it from its first instruction).
+fn held_go_server() -> Held {
+    let d = fixtures();
+    Held::new(
+        &fixture("go_server"),
+        &[
+            "-cert",
+            d.join("cert.pem").to_str().unwrap(),
+            "-key",
+            d.join("key.pem").to_str().unwrap(),
+        ],
+    )
+}
+
+/// Lets a [`held_go_server`] run; its port.
+fn start_go_server(server: &mut Held) -> u16 {
+    server.go_keep_stdin();
+    server
+        .read_line()
+        .strip_prefix("PORT ")
+        .expect("PORT line")
+        .parse()
+        .unwrap()
+}
+
 /// A Go TLS server, captured on its side.
 #[test]
 fn go_server_side() {
     rerun_if_host_stalled(|| {
-        let d = fixtures();
-        let mut server = Held::new(
-            &fixture("go_server"),
-            &[
-                "-cert",
-                d.join("cert.pem").to_str().unwrap(),
-                "-key",
-                d.join("key.pem").to_str().unwrap(),
-            ],
-        );
+        let mut server = held_go_server();
         let agent = Agent::start(&["--pid", &server.pid.to_string()]);
-        server.go_keep_stdin();
-        let port: u16 = server
-            .read_line()
-            .strip_prefix("PORT ")
-            .expect("PORT line")
-            .parse()
-            .unwrap();
+        let port = start_go_server(&mut server);
         let dir = tempfile::tempdir().unwrap();
         let req = b"GET /srv HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n".to_vec();
         let f = request_file(dir.path(), &req);
-        let out = std::process::Command::new(fixture("tls_client_openssl"))
-            .args([
-                "127.0.0.1",
-                &port.to_string(),
-                "api.acme.com",
-                f.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
+        let out = run_client_on(&fixture("tls_client_openssl"), port, &f);
         assert!(out.status.success());
         let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nok GET /srv 0\n";
         assert_eq!(out.stdout, resp);
@@ -254,38 +257,15 @@ fn go_server_side() {
 #[test]
 fn exchanges_say_which_side_the_process_is_on() {
     rerun_if_host_stalled(|| {
-        let d = fixtures();
-        let mut server = Held::new(
-            &fixture("go_server"),
-            &[
-                "-cert",
-                d.join("cert.pem").to_str().unwrap(),
-                "-key",
-                d.join("key.pem").to_str().unwrap(),
-            ],
-        );
+        let mut server = held_go_server();
         let agent = Agent::start_decoded("json", &["--comm", "go_server", "--comm", "side_client"]);
-        server.go_keep_stdin();
-        let port: u16 = server
-            .read_line()
-            .strip_prefix("PORT ")
-            .expect("PORT line")
-            .parse()
-            .unwrap();
+        let port = start_go_server(&mut server);
         let dir = tempfile::tempdir().unwrap();
         let exe = dir.path().join("side_client");
         std::fs::copy(fixture("tls_client_openssl"), &exe).unwrap();
         let req = b"GET /side HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n".to_vec();
         let f = request_file(dir.path(), &req);
-        let out = std::process::Command::new(&exe)
-            .args([
-                "127.0.0.1",
-                &port.to_string(),
-                "api.acme.com",
-                f.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
+        let out = run_client_on(&exe, port, &f);
         assert!(out.status.success());
         let until = std::time::Instant::now() + Duration::from_secs(15);
         let sides = loop {

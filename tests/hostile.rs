@@ -15,20 +15,6 @@ fn hello_request() -> Vec<u8> {
     b"GET /hello HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n".to_vec()
 }
 
-/// Runs a copy of the OpenSSL test client against `srv` with the request
-/// in `req`.
-fn run_client(exe: &Path, srv: &Server, req: &Path) -> std::process::Output {
-    Command::new(exe)
-        .args([
-            "127.0.0.1",
-            &srv.port.to_string(),
-            "api.acme.com",
-            req.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap()
-}
-
 /// Runs the OpenSSL test client once (a fresh copy named `name`, so the
 /// agent inspects it anew) and checks that the agent captured its exchange
 /// exactly. Returns the client's pid.

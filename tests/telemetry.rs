@@ -328,15 +328,7 @@ fn otlp_collector_down_capture_goes_on() {
     std::fs::copy(fixture("tls_client_openssl"), &exe).unwrap();
     let req = "GET /down HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n";
     let f = request_file(dir.path(), req.as_bytes());
-    let out = Command::new(&exe)
-        .args([
-            "127.0.0.1",
-            &srv.port.to_string(),
-            "api.acme.com",
-            f.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = run_client(&exe, &srv, &f);
     assert!(out.status.success());
     let until = Instant::now() + Duration::from_secs(15);
     loop {
@@ -379,15 +371,7 @@ fn prometheus_scrapes_the_agent() {
     for i in 0..3 {
         let req = format!("GET /n{i} HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n");
         let f = request_file(dir.path(), req.as_bytes());
-        let out = Command::new(&exe)
-            .args([
-                "127.0.0.1",
-                &srv.port.to_string(),
-                "api.acme.com",
-                f.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
+        let out = run_client(&exe, &srv, &f);
         assert!(out.status.success());
     }
     let series = "plainsight_http_requests_total{process=\"scraped_client\",server=\"api.acme.com\",method=\"GET\",status=\"200\"}";

@@ -759,10 +759,9 @@ impl Pipeline {
             }
         }
         if self.telemetry.is_on() {
-            let client = st.decoder.process_is_client().unwrap_or(true);
             for item in &d.items {
                 if let Item::Exchange(e) = item {
-                    self.telemetry.exchange(&st.meta, client, e, &self.clock);
+                    self.telemetry.exchange(&st.meta, e, &self.clock);
                 }
             }
         }

@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 
 use super::{job_of, kick, PauseStats};
 use crate::abi::MmapExecFile;
+use crate::lock;
 use crate::pause::Job;
 
 /// What the dispatcher asks of a tracer.
@@ -404,10 +405,6 @@ impl Tracer {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn list_threads(pid: u32) -> Vec<i32> {

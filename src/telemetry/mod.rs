@@ -27,9 +27,9 @@ impl TelemetrySink {
         self.metrics.is_some() || self.otlp.is_some()
     }
 
-    /// One decoded exchange of a connection; `client`: the captured process
-    /// sent the request.
-    pub fn exchange(&self, meta: &ConnMeta, client: bool, ex: &Exchange, clock: &Clock) {
+    /// One decoded exchange of a connection (`meta.client`: the captured
+    /// process sent the request; not known yet counts as the client).
+    pub fn exchange(&self, meta: &ConnMeta, ex: &Exchange, clock: &Clock) {
         if let Some(m) = &self.metrics {
             let server = meta.sni.as_deref().or(ex.authority.as_deref());
             let seconds = ex.latency_ns().map(|ns| ns as f64 / 1e9);
@@ -42,7 +42,7 @@ impl TelemetrySink {
                 sni: meta.sni.as_deref(),
                 container: meta.container.as_ref().map(|c| c.id.as_str()),
                 pod_uid: meta.container.as_ref().and_then(|c| c.pod_uid.as_deref()),
-                client,
+                client: meta.client.unwrap_or(true),
                 exchange: ex,
             };
             o.send(otlp::item(&seen, clock, o.logs));

@@ -87,22 +87,9 @@ pub fn parse_pairs(s: &str) -> Vec<(String, String)> {
 }
 
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// One exchange for export.
@@ -418,20 +405,10 @@ impl Exporter {
         }
         // The agent stops: what is still queued gets a bounded last try.
         let deadline = Instant::now() + EXIT_FLUSH;
-        let rest: Vec<Item> = self.rx.try_iter().collect();
-        for chunk in rest.chunks(BATCH) {
-            let items = chunk
-                .iter()
-                .map(|i| Item {
-                    pid: i.pid,
-                    comm: i.comm.clone(),
-                    container: i.container.clone(),
-                    pod_uid: i.pod_uid.clone(),
-                    span: i.span.clone(),
-                    logs: i.logs.clone(),
-                })
-                .collect();
-            self.send_with_retry(items, Some(deadline));
+        let mut rest: Vec<Item> = self.rx.try_iter().collect();
+        while !rest.is_empty() {
+            let batch: Vec<Item> = rest.drain(..rest.len().min(BATCH)).collect();
+            self.send_with_retry(batch, Some(deadline));
         }
     }
 

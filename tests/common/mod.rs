@@ -125,6 +125,26 @@ fn start_server(cmd: &mut Command) -> (u16, Guard) {
     (port, Guard(child))
 }
 
+/// Runs a program that takes the OpenSSL test client's arguments (a copy of
+/// `tls_client_openssl`, say) against port `port` of 127.0.0.1 with server
+/// name api.acme.com and the request in `req`.
+pub fn run_client_on(exe: &Path, port: u16, req: &Path) -> std::process::Output {
+    Command::new(exe)
+        .args([
+            "127.0.0.1",
+            &port.to_string(),
+            "api.acme.com",
+            req.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap()
+}
+
+/// [`run_client_on`] against `srv`.
+pub fn run_client(exe: &Path, srv: &Server, req: &Path) -> std::process::Output {
+    run_client_on(exe, srv.port, req)
+}
+
 /// The exact response of tls_server.py (see its header comment).
 pub fn expected_response(method: &str, path: &str, body_len: usize, close: bool) -> Vec<u8> {
     let body = format!("ok {method} {path} {body_len}\n");
