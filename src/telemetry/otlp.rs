@@ -62,6 +62,11 @@ pub struct OtlpSettings {
 
 /// Spans (and their log records) waiting in the export queue, at most.
 pub const QUEUE: usize = 4096;
+/// Bytes of spans and log records (their protobuf size) queued or being
+/// exported, at most: with --otlp-logs one exchange may carry two bodies of
+/// 1 MiB, so the count of items alone would let a collector outage hold
+/// gigabytes. Past it, new exchanges are dropped and counted.
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// Spans per export request, at most.
 const BATCH: usize = 512;
 /// A batch is sent this long after its first span at the latest.
@@ -102,6 +107,9 @@ pub struct Item {
     pub pod_uid: Option<String>,
     pub span: Span,
     pub logs: Vec<LogRecord>,
+    /// Its protobuf size, counted in `ExportStats::queued_bytes` while it
+    /// waits (set by `OtlpSink::send`).
+    size: usize,
 }
 
 /// The output thread's end of the exporter.
@@ -119,20 +127,32 @@ pub struct ExportStats {
     pub exported: AtomicU64,
     pub dropped: AtomicU64,
     pub failures: AtomicU64,
+    /// Bytes of the items queued or in the batch being exported.
+    queued_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl OtlpSink {
-    /// Queues one exchange; never waits. Full: dropped and counted.
-    pub fn send(&self, item: Item) {
+    /// Queues one exchange; never waits. Full (in items or in bytes):
+    /// dropped and counted.
+    pub fn send(&self, mut item: Item) {
         let n = 1 + item.logs.len() as u64;
-        match self.tx.try_send(item) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats.dropped.fetch_add(n, Ordering::Relaxed);
-                if let Some(m) = &self.metrics {
-                    m.otlp_dropped.inc_by(n);
+        item.size =
+            item.span.encoded_len() + item.logs.iter().map(|l| l.encoded_len()).sum::<usize>();
+        let size = item.size;
+        let queued = &self.stats.queued_bytes;
+        let fits = queued.load(Ordering::Relaxed) + size <= MAX_QUEUED_BYTES;
+        if fits {
+            queued.fetch_add(size, Ordering::Relaxed);
+            match self.tx.try_send(item) {
+                Ok(()) => return,
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    queued.fetch_sub(size, Ordering::Relaxed);
                 }
             }
+        }
+        self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.otlp_dropped.inc_by(n);
         }
     }
 }
@@ -412,9 +432,17 @@ impl Exporter {
         }
     }
 
+    /// Sends a batch (see `send_batch`); its bytes leave the queue's count
+    /// once it is sent or dropped.
+    fn send_with_retry(&mut self, batch: Vec<Item>, deadline: Option<Instant>) {
+        let bytes: usize = batch.iter().map(|i| i.size).sum();
+        self.send_batch(batch, deadline);
+        self.stats.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
     /// Sends a batch, retrying with backoff while the failure may pass;
     /// with a deadline (exit), gives up there and counts the batch dropped.
-    fn send_with_retry(&mut self, batch: Vec<Item>, deadline: Option<Instant>) {
+    fn send_batch(&mut self, batch: Vec<Item>, deadline: Option<Instant>) {
         let spans = batch.len() as u64;
         let records = spans + batch.iter().map(|i| i.logs.len() as u64).sum::<u64>();
         let (traces, logs) = self.requests(batch);
@@ -470,9 +498,10 @@ impl Exporter {
         if !self.warned {
             self.warned = true;
             log::warn!(
-                "OTLP export to {} failed ({}): retrying with backoff; spans beyond {QUEUE} queued are dropped and counted",
+                "OTLP export to {} failed ({}): retrying with backoff; spans beyond {QUEUE} or {} MiB queued are dropped and counted",
                 self.settings.endpoint,
-                crate::output::escape::terminal(why)
+                crate::output::escape::terminal(why),
+                MAX_QUEUED_BYTES >> 20
             );
         }
     }
@@ -800,6 +829,7 @@ pub fn item(s: &Seen<'_>, clock: &Clock, with_logs: bool) -> Item {
         comm: s.comm.to_string(),
         container: s.container.map(str::to_string),
         pod_uid: s.pod_uid.map(str::to_string),
+        size: 0,
         span,
         logs,
     }
@@ -1001,6 +1031,49 @@ mod tests {
         );
         assert_eq!(it.logs.len(), 2);
         assert!(it.logs.iter().all(|l| l.span_id == s.span_id));
+    }
+
+    /// Items are bounded in bytes, not only in number: exchanges with large
+    /// bodies are dropped (and counted) once MAX_QUEUED_BYTES wait, and
+    /// room comes back as the exporter takes them.
+    #[test]
+    fn the_queue_is_bounded_in_bytes() {
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        let stats = Arc::new(ExportStats::default());
+        let sink = OtlpSink {
+            tx,
+            logs: true,
+            stats: stats.clone(),
+            metrics: None,
+        };
+        let big = |body: usize| Item {
+            pid: 1,
+            comm: "x".into(),
+            container: None,
+            pod_uid: None,
+            span: Span::default(),
+            logs: vec![LogRecord {
+                body: Some(AnyValue {
+                    value: Some(Value::BytesValue(vec![0; body])),
+                }),
+                ..Default::default()
+            }],
+            size: 0,
+        };
+        for _ in 0..3 {
+            sink.send(big(30 << 20));
+        }
+        assert_eq!(rx.len(), 2, "two 30 MiB items fit in 64 MiB, not three");
+        assert_eq!(
+            stats.dropped.load(Ordering::Relaxed),
+            2,
+            "the span and its record"
+        );
+        // The exporter's accounting when it is done with one.
+        let i = rx.recv().unwrap();
+        stats.queued_bytes.fetch_sub(i.size, Ordering::Relaxed);
+        sink.send(big(30 << 20));
+        assert_eq!(rx.len(), 2);
     }
 
     fn hex(b: &[u8]) -> String {
