@@ -38,6 +38,10 @@ enum event_type {
 	SNI_CONFIGURED = 5,
 	/* A ClientHello with a matching server name was sent (static path). */
 	SNI_SENT = 6,
+	/* A server learned the server name its client sent (openssl: from
+	 * SSL_get_servername or the ClientHello read; statictls: the
+	 * ClientHello read) and it matched. */
+	SNI_RECEIVED = 7,
 };
 
 /* Where an MMAP_EXEC_FILE came from. */

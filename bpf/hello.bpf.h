@@ -11,6 +11,7 @@
  */
 
 #include "hello_parse.bpf.h"
+#include "hello_rx.bpf.h"
 
 /* A socket of a process: its fd (tracepoint path) or its struct sock
  * (fentry/fexit path; one path serves a running agent). */
@@ -56,17 +57,16 @@ struct {
  * ServerHello (hello_sent; a Go connection needs none, see go_hello) and
  * SNI_SENT is emitted.
  */
+static __always_inline int on_hello(struct hello_buf *h, __u64 n, __u64 id, __u64 sock,
+				    bool received);
+
 static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 pid = id >> 32, zero = 0, rule = 0;
-	struct sock_key sk = { .pid = pid, .sock = sock };
-	struct walk_ctx w = {};
+	__u32 pid = id >> 32, zero = 0;
 	struct hello_buf *h;
-	struct sni_scratch *s;
-	struct conn_info ci;
 	__u8 hdr[6];
-	__u64 n, nl, no;
+	__u64 n;
 
 	if (!bpf_map_lookup_elem(&watched_pids, &pid))
 		return 0;
@@ -81,9 +81,30 @@ static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 	n = ((n - 1) & (HELLO_MAX - 1)) + 1;
 	if (bpf_probe_read_user(h->b, n, (void *)buf) != 0)
 		return 0;
+	return on_hello(h, n, id, sock, false);
+}
+
+/*
+ * The first `n` bytes of a ClientHello record are in `h`, sent on `sock`
+ * (a client) or `received` (a server, on thread `id`). A connection whose
+ * name passes the filter gets an id and its SNI record; a client's then
+ * waits for its ServerHello (hello_sent), a server's thread is marked for
+ * the key contexts it creates next (thread_conn); a Go connection is its
+ * *Conn (go_hello). A thread whose ClientHello does not pass forgets any
+ * connection it was marked with.
+ */
+static __always_inline int on_hello(struct hello_buf *h, __u64 n, __u64 id, __u64 sock,
+				    bool received)
+{
+	__u32 pid = id >> 32, rule = 0;
+	struct sock_key sk = { .pid = pid, .sock = sock };
+	struct walk_ctx w = {};
+	struct sni_scratch *s;
+	struct conn_info ci;
+	__u64 nl, no;
+
 	if (!hello_find_name(h, n, &w))
 		return 0;
-
 	s = sni_scratch_get();
 	if (!s)
 		return 0;
@@ -91,7 +112,7 @@ static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 	if (nl == 0 || nl >= MAX_NAME) {
 		/* no server name in the ClientHello */
 		if (sni_filter && !capture_no_sni)
-			return 0;
+			goto skip;
 		s->raw[0] = 0;
 		nl = 0;
 	} else {
@@ -105,27 +126,81 @@ static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 			 * taken for one without a server name. */
 			if (capture_no_sni)
 				go_hello(pid, &ci, 0);
-			return 0;
+			goto skip;
 		}
 	}
 	ci.conn = bpf_ktime_get_ns();
-	if (!go_hello(pid, &ci, 1))
-		bpf_map_update_elem(&hello_sent, &sk, &ci, BPF_ANY);
-	emit_sni(SNI_SENT, ci.conn, rule, s, nl != 0, id);
+	if (!go_hello(pid, &ci, 1)) {
+		if (received)
+			bpf_map_update_elem(&thread_conn, &id, &ci, BPF_ANY);
+		else
+			bpf_map_update_elem(&hello_sent, &sk, &ci, BPF_ANY);
+	}
+	emit_sni(received ? SNI_RECEIVED : SNI_SENT, ci.conn, rule, s, nl != 0, id);
+	return 0;
+skip:
+	/* its key contexts are not those of an earlier connection */
+	bpf_map_delete_elem(&thread_conn, &id);
 	return 0;
 }
 
 /* ---- ServerHello (receive path) ------------------------------------------- */
 
+/* Reads of watched processes that may bring a ClientHello (a server), by
+ * thread; a header read alone is kept for the body (hello_rx.bpf.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct hello_rx);
+} server_rx SEC(".maps");
+
 static __always_inline int on_recv_enter(__u64 sock, __u64 buf)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct sock_key sk = { .pid = id >> 32, .sock = sock };
+	__u32 pid = id >> 32;
+	struct sock_key sk = { .pid = pid, .sock = sock };
 	struct recv_args a = { .buf = buf, .sock = sock };
+	struct hello_rx fresh = { .buf = buf }, *rx;
 
-	if (!bpf_map_lookup_elem(&hello_sent, &sk))
+	if (bpf_map_lookup_elem(&hello_sent, &sk)) {
+		bpf_map_update_elem(&pending_recv, &id, &a, BPF_ANY);
 		return 0;
-	bpf_map_update_elem(&pending_recv, &id, &a, BPF_ANY);
+	}
+	if (!bpf_map_lookup_elem(&watched_pids, &pid))
+		return 0;
+	rx = bpf_map_lookup_elem(&server_rx, &id);
+	if (rx)
+		rx->buf = buf;
+	else
+		bpf_map_update_elem(&server_rx, &id, &fresh, BPF_ANY);
+	return 0;
+}
+
+/* A read of a watched process returned: a server's ClientHello? */
+static __always_inline int on_server_recv_exit(__u64 id, long ret)
+{
+	struct hello_rx *rx = bpf_map_lookup_elem(&server_rx, &id);
+	struct hello_buf *h;
+	__u32 zero = 0, n = 0;
+	int r;
+
+	if (!rx || !rx->buf)
+		return 0;
+	if (ret <= 0) {
+		rx->buf = 0;
+		return 0;
+	}
+	h = bpf_map_lookup_elem(&hello_scratch, &zero);
+	if (!h)
+		return 0;
+	r = hello_rx_exit(rx, ret, h, &n);
+	rx->buf = 0;
+	if (r == RX_MORE)
+		return 0;
+	bpf_map_delete_elem(&server_rx, &id);
+	if (r == RX_HELLO)
+		on_hello(h, n, id, 0, true);
 	return 0;
 }
 
@@ -138,7 +213,7 @@ static __always_inline int on_recv_exit(long ret)
 	__u8 hdr[6];
 
 	if (!a)
-		return 0;
+		return on_server_recv_exit(id, ret);
 	sk.pid = id >> 32;
 	sk.sock = a->sock;
 	if (ret < 6 || bpf_probe_read_user(hdr, sizeof(hdr), (void *)a->buf) != 0) {

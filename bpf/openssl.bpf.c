@@ -166,33 +166,30 @@ int ssl_read_ex_return(struct pt_regs *ctx)
 	return on_return_ex(ctx, SSL_EVENT_TYPE_READ);
 }
 
-/* A server name was set on `ssl`: match it, remember the decision, and
- * tell user space the name of a connection that will be captured. */
-/* `len` < 0: NUL-terminated name; else its length (GnuTLS). */
-static __always_inline int on_server_name(__u64 ssl, const void *name, long len)
+/* Connections whose server name is known (an SNI record was emitted for a
+ * match): a server may learn its client's name twice (SSL_get_servername,
+ * the ClientHello), and reports it once. Deleted at SSL_free. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct conn_key);
+	__type(value, __u8);
+} named SEC(".maps");
+
+/*
+ * Connection `ssl` has the server name in s->raw (`n` bytes, 0 < n <
+ * MAX_NAME): match it, remember the decision, and tell user space the name
+ * of a connection that will be captured (`type`: SNI_CONFIGURED when the
+ * process set it, SNI_RECEIVED when its client sent it).
+ */
+static __always_inline int decide_name(__u64 ssl, struct sni_scratch *s, __u64 n, __u32 type,
+				       __u64 id)
 {
-	__u64 id = bpf_get_current_pid_tgid();
 	struct conn_key k = { .pid = id >> 32, .ssl = ssl };
-	struct sni_scratch *s;
 	__u32 rule = 0;
-	__u8 matched;
+	__u8 matched, one = 1;
 
-	if (!ssl || !name || !process_wanted(id >> 32))
-		return 0;
-	if (len < 0) {
-		s = match_server_name(name, &rule);
-	} else {
-		__u64 n = len;
-
-		if (n == 0 || n >= MAX_NAME)
-			return 0;
-		s = sni_scratch_get();
-		if (!s || bpf_probe_read_user(s->raw, n & (MAX_NAME - 1), name) != 0)
-			return 0;
-		sni_match(s, n, &rule);
-	}
-	if (!s)
-		return 0;
+	sni_match(s, n, &rule);
 	matched = !sni_filter || rule != 0;
 	if (sni_filter) {
 		if (matched || capture_no_sni)
@@ -200,9 +197,46 @@ static __always_inline int on_server_name(__u64 ssl, const void *name, long len)
 		else
 			bpf_map_delete_elem(&conns, &k);
 	}
+	bpf_map_update_elem(&named, &k, &one, BPF_ANY);
 	if (matched)
-		emit_sni(SNI_CONFIGURED, ssl, rule, s, true, id);
+		emit_sni(type, ssl, rule, s, true, id);
 	return 0;
+}
+
+/* Whether the name of connection `ssl` of this process is known already. */
+static __always_inline bool is_named(__u64 ssl, __u64 id)
+{
+	struct conn_key k = { .pid = id >> 32, .ssl = ssl };
+
+	return bpf_map_lookup_elem(&named, &k) != NULL;
+}
+
+/* A server name was set on `ssl`: `len` < 0: NUL-terminated name; else its
+ * length (GnuTLS). */
+static __always_inline int on_server_name(__u64 ssl, const void *name, long len)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct sni_scratch *s;
+	long n;
+
+	if (!ssl || !name || !process_wanted(id >> 32))
+		return 0;
+	s = sni_scratch_get();
+	if (!s)
+		return 0;
+	if (len < 0) {
+		n = bpf_probe_read_user_str(s->raw, sizeof(s->raw), name);
+		if (n <= 1)
+			return 0;
+		n -= 1;
+	} else {
+		n = len;
+		if (n == 0 || n >= MAX_NAME)
+			return 0;
+		if (bpf_probe_read_user(s->raw, n & (MAX_NAME - 1), name) != 0)
+			return 0;
+	}
+	return decide_name(ssl, s, n, SNI_CONFIGURED, id);
 }
 
 #define SSL_CTRL_SET_TLSEXT_HOSTNAME 55
@@ -272,6 +306,7 @@ static __always_inline int on_free(void *ssl)
 	was_captured = sni_conn_wanted(&conns, &k);
 	if (sni_filter)
 		bpf_map_delete_elem(&conns, &k);
+	bpf_map_delete_elem(&named, &k);
 	if (was_captured)
 		emit_close((__u64)ssl, id);
 	return 0;
@@ -290,3 +325,166 @@ int BPF_UPROBE(gnutls_deinit_entry, void *session)
 	return on_free(session);
 }
 
+
+/* ---- servers: the server name their clients sent -------------------------- */
+
+#include "hello_parse.bpf.h"
+#include "hello_rx.bpf.h"
+
+/* SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) in flight, by thread:
+ * its SSL *. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} servername_calls SEC(".maps");
+
+/* A server (nginx, node) asks OpenSSL for the name its client sent, in its
+ * server-name callback or later: SSL_get_servername(ssl, type) */
+SEC("uprobe.multi")
+int BPF_UPROBE(ssl_get_servername_entry, void *ssl, int type)
+{
+	__u64 id = bpf_get_current_pid_tgid(), conn = (__u64)ssl;
+
+	if (type != TLSEXT_NAMETYPE_host_name || !ssl || !process_wanted(id >> 32) ||
+	    is_named(conn, id))
+		return 0;
+	bpf_map_update_elem(&servername_calls, &id, &conn, BPF_ANY);
+	return 0;
+}
+
+SEC("uretprobe.multi")
+int ssl_get_servername_return(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 *p = bpf_map_lookup_elem(&servername_calls, &id);
+	const void *name = (const void *)PT_REGS_RC(ctx);
+	struct sni_scratch *s;
+	__u64 ssl;
+	long n;
+
+	if (!p)
+		return 0;
+	ssl = *p;
+	bpf_map_delete_elem(&servername_calls, &id);
+	if (!name || is_named(ssl, id))
+		return 0;
+	s = sni_scratch_get();
+	if (!s)
+		return 0;
+	n = bpf_probe_read_user_str(s->raw, sizeof(s->raw), name);
+	if (n <= 1)
+		return 0;
+	return decide_name(ssl, s, n - 1, SNI_RECEIVED, id);
+}
+
+/* Threads shaking hands for a connection whose name is not known yet, until
+ * they read a ClientHello (a server) or something else (a client: the
+ * ServerHello). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct hello_rx);
+} accepting SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hello_buf);
+} hello_scratch SEC(".maps");
+
+/* SSL_do_handshake(ssl) / SSL_accept(ssl) / gnutls_handshake(session). A
+ * thread that calls again for the same connection keeps what it read. */
+SEC("uprobe.multi")
+int BPF_UPROBE(tls_handshake_entry, void *ssl)
+{
+	__u64 id = bpf_get_current_pid_tgid(), conn = (__u64)ssl;
+	struct hello_rx fresh = { .conn = conn }, *rx;
+
+	if (!ssl || !process_wanted(id >> 32) || is_named(conn, id))
+		return 0;
+	rx = bpf_map_lookup_elem(&accepting, &id);
+	if (rx && rx->conn == conn)
+		return 0;
+	bpf_map_update_elem(&accepting, &id, &fresh, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int accept_read_enter(__u64 buf)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct hello_rx *rx = bpf_map_lookup_elem(&accepting, &id);
+
+	if (rx)
+		rx->buf = buf;
+	return 0;
+}
+
+static __always_inline int accept_read_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct hello_rx *rx = bpf_map_lookup_elem(&accepting, &id);
+	struct walk_ctx w = {};
+	struct sni_scratch *s;
+	struct hello_buf *h;
+	__u32 zero = 0, n = 0;
+	__u64 ssl, nl, no;
+	int r;
+
+	if (!rx || !rx->buf)
+		return 0;
+	if (ret <= 0) {
+		/* nothing yet (EAGAIN): the handshake reads again */
+		rx->buf = 0;
+		return 0;
+	}
+	h = bpf_map_lookup_elem(&hello_scratch, &zero);
+	if (!h)
+		return 0;
+	r = hello_rx_exit(rx, ret, h, &n);
+	rx->buf = 0;
+	if (r == RX_MORE)
+		return 0;
+	ssl = rx->conn;
+	bpf_map_delete_elem(&accepting, &id);
+	if (r != RX_HELLO || !hello_find_name(h, n, &w) || is_named(ssl, id))
+		return 0;
+	nl = w.name_len;
+	if (nl == 0 || nl >= MAX_NAME)
+		return 0; /* no name: the connection stays undecided */
+	s = sni_scratch_get();
+	if (!s)
+		return 0;
+	no = w.name_off & (HELLO_MAX - 1);
+	nl &= MAX_NAME - 1;
+	if (bpf_probe_read_kernel(s->raw, nl, &h->b[no]) != 0)
+		return 0;
+	return decide_name(ssl, s, nl, SNI_RECEIVED, id);
+}
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int accept_read(struct trace_event_raw_sys_enter *ctx)
+{
+	return accept_read_enter(ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int accept_read_ret(struct trace_event_raw_sys_exit *ctx)
+{
+	return accept_read_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int accept_recvfrom(struct trace_event_raw_sys_enter *ctx)
+{
+	return accept_read_enter(ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int accept_recvfrom_ret(struct trace_event_raw_sys_exit *ctx)
+{
+	return accept_read_exit(ctx->ret);
+}

@@ -18,6 +18,7 @@ pub const SSL_EVENT_TYPE_READ: u32 = t::event_type::SSL_EVENT_TYPE_READ.0;
 pub const SSL_EVENT_TYPE_CLOSE: u32 = t::event_type::SSL_EVENT_TYPE_CLOSE.0;
 pub const SNI_CONFIGURED: u32 = t::event_type::SNI_CONFIGURED.0;
 pub const SNI_SENT: u32 = t::event_type::SNI_SENT.0;
+pub const SNI_RECEIVED: u32 = t::event_type::SNI_RECEIVED.0;
 
 pub const EXEC_SOURCE_EXEC: u32 = t::exec_source::EXEC_SOURCE_EXEC.0;
 pub const EXEC_SOURCE_MMAP: u32 = t::exec_source::EXEC_SOURCE_MMAP.0;
@@ -137,6 +138,9 @@ pub enum Event<'a> {
     SniConfigured(SniConfigured),
     /// `SNI_SENT`: same layout; `conn` is the static path's connection id.
     SniSent(SniConfigured),
+    /// `SNI_RECEIVED`: same layout; a server's connection, named by its
+    /// client.
+    SniReceived(SniConfigured),
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -215,7 +219,7 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
                 comm: comm_at(b, offset_of!(E, comm)),
             }))
         }
-        t @ (SNI_CONFIGURED | SNI_SENT) => {
+        t @ (SNI_CONFIGURED | SNI_SENT | SNI_RECEIVED) => {
             if b.len() < SNI_EVENT_LEN {
                 return Err(AbiError::Short(b.len()));
             }
@@ -232,10 +236,10 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
                 comm: comm_at(b, offset_of!(E, comm)),
                 name: String::from_utf8_lossy(&raw[..end]).into_owned(),
             };
-            Ok(if t == SNI_SENT {
-                Event::SniSent(e)
-            } else {
-                Event::SniConfigured(e)
+            Ok(match t {
+                SNI_SENT => Event::SniSent(e),
+                SNI_RECEIVED => Event::SniReceived(e),
+                _ => Event::SniConfigured(e),
             })
         }
         t => Err(AbiError::UnknownType(t)),

@@ -186,7 +186,7 @@ impl Capture {
                     sni,
                 });
             }
-            Ok(Event::SniConfigured(e)) | Ok(Event::SniSent(e)) => {
+            Ok(Event::SniConfigured(e)) | Ok(Event::SniSent(e)) | Ok(Event::SniReceived(e)) => {
                 self.names.insert((e.pid, e.conn), e.name.clone());
                 self.container(e.cgroup, e.pid);
                 let pattern = (e.rule as usize)

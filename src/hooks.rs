@@ -228,6 +228,32 @@ pub const STATIC_PROCESS: &[Hook] = &[
     ),
 ];
 
+/// Servers of the C-API libraries (openssl.bpf.c): the ClientHello a thread
+/// in SSL_do_handshake / SSL_accept / gnutls_handshake reads names its
+/// connection. Syscall tracepoints on every kernel (attached at start).
+pub const SERVER_HELLO: &[Hook] = &[
+    tp(
+        "ClientHello read by a server (read)",
+        "accept_read",
+        "syscalls/sys_enter_read",
+    ),
+    tp(
+        "ClientHello read by a server (read)",
+        "accept_read_ret",
+        "syscalls/sys_exit_read",
+    ),
+    tp(
+        "ClientHello read by a server (recvfrom)",
+        "accept_recvfrom",
+        "syscalls/sys_enter_recvfrom",
+    ),
+    tp(
+        "ClientHello read by a server (recvfrom)",
+        "accept_recvfrom_ret",
+        "syscalls/sys_exit_recvfrom",
+    ),
+];
+
 /// The path chosen for each spec hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
@@ -360,6 +386,7 @@ pub fn describe(plan: &Plan) -> String {
         .discover()
         .iter()
         .chain(STATIC_PROCESS)
+        .chain(SERVER_HELLO)
         .chain(plan.static_io().iter())
     {
         s.push_str(&format!(

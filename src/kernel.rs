@@ -265,6 +265,8 @@ impl Kernel {
         };
         let links = k.attach_hooks(hooks::STATIC_PROCESS)?;
         k.links.extend(links);
+        let links = k.attach_hooks(hooks::SERVER_HELLO)?;
+        k.links.extend(links);
         Ok(k)
     }
 
@@ -277,11 +279,15 @@ impl Kernel {
         obj.progs_mut().find(|p| p.name() == name)
     }
 
-    /// Attaches kernel hooks (programs of discover or statictls).
+    /// Attaches kernel hooks (programs of discover, statictls or openssl).
     fn attach_hooks(&self, list: &[Hook]) -> Result<Vec<Link>> {
         let mut links = Vec::new();
         for h in list {
-            let prog = [self.discover.object(), self.statictls.object()]
+            let prog = [
+                self.discover.object(),
+                self.statictls.object(),
+                self.openssl.object(),
+            ]
                 .into_iter()
                 .find_map(|o| o.progs_mut().find(|p| p.name() == h.program))
                 .with_context(|| format!("no BPF program {}", h.program))?;

@@ -19,6 +19,9 @@ pub enum ProbePoint {
     SslFree,
     SslCtrl,
     SslSetHostName,
+    SslGetServername,
+    SslDoHandshake,
+    SslAccept,
     AeadInit,
     AeadCleanup,
     AeadSeal,
@@ -31,11 +34,13 @@ pub enum ProbePoint {
     GnutlsRecv,
     GnutlsServerName,
     GnutlsDeinit,
+    GnutlsHandshake,
     GoWrite,
     GoWriteRet,
     GoRead,
     GoReadRet,
     GoHandshake,
+    GoServerHandshake,
     GoClose,
 }
 
@@ -116,6 +121,13 @@ pub const PROBES: &[Probe] = &[
         &[RDI, RSI, RDX, RCX], &[], "the server name (SSL_CTRL_SET_TLSEXT_HOSTNAME)"),
     probe(P::SslSetHostName, "SSL_set_tlsext_host_name", O, "ssl_set_host_name_entry", None,
         &[RDI, RSI], &[], "the server name (BoringSSL)"),
+    probe(P::SslGetServername, "SSL_get_servername", O, "ssl_get_servername_entry",
+        Some("ssl_get_servername_return"),
+        &[RDI, RSI], &[], "a server's client's server name, when it asks"),
+    probe(P::SslDoHandshake, "SSL_do_handshake", O, "tls_handshake_entry", None,
+        &[RDI], &[], "a handshake: its thread's next ClientHello read is the connection's"),
+    probe(P::SslAccept, "SSL_accept", O, "tls_handshake_entry", None,
+        &[RDI], &[], "a server's handshake (as SSL_do_handshake)"),
     probe(P::AeadInit, "EVP_AEAD_CTX_init_with_direction", S, "aead_init_entry", None,
         &[RDI], &[], "a new key context after a ServerHello"),
     probe(P::AeadCleanup, "EVP_AEAD_CTX_cleanup", S, "aead_cleanup_entry", None,
@@ -140,6 +152,8 @@ pub const PROBES: &[Probe] = &[
         &[RDI, RSI, RDX, RCX], &[], "the server name (GnuTLS)"),
     probe(P::GnutlsDeinit, "gnutls_deinit", O, "gnutls_deinit_entry", None,
         &[RDI], &[], "the session's end"),
+    probe(P::GnutlsHandshake, "gnutls_handshake", O, "tls_handshake_entry", None,
+        &[RDI], &[], "a handshake (as SSL_do_handshake)"),
     probe(P::GoWrite, "crypto/tls.(*Conn).Write", S, "go_write_entry", None,
         &[RAX, RBX, R14], &[], "plaintext handed to Go's (*Conn).Write"),
     probe(P::GoWriteRet, "crypto/tls.(*Conn).Write RET", S, "go_write_ret", None,
@@ -149,7 +163,9 @@ pub const PROBES: &[Probe] = &[
     probe(P::GoReadRet, "crypto/tls.(*Conn).Read RET", S, "go_read_ret", None,
         &[RAX, R14], &[], "plaintext read (each RET)"),
     probe(P::GoHandshake, "crypto/tls.(*Conn).clientHandshake", S, "go_handshake_entry", None,
-        &[RAX, R14], &[], "ties the ClientHello to its *Conn"),
+        &[RAX, R14], &[], "ties the ClientHello sent to its *Conn"),
+    probe(P::GoServerHandshake, "crypto/tls.(*Conn).serverHandshake", S, "go_handshake_entry", None,
+        &[RAX, R14], &[], "ties the ClientHello received to its *Conn"),
     probe(P::GoClose, "crypto/tls.(*Conn).Close", S, "go_close_entry", None,
         &[RAX], &[], "the connection's end"),
 ];
@@ -174,7 +190,7 @@ impl ProbePoint {
     }
 
     /// The points of the OpenSSL family, in the order they are listed.
-    pub const OPENSSL: [ProbePoint; 7] = [
+    pub const OPENSSL: [ProbePoint; 10] = [
         P::SslWrite,
         P::SslRead,
         P::SslWriteEx,
@@ -182,14 +198,18 @@ impl ProbePoint {
         P::SslFree,
         P::SslCtrl,
         P::SslSetHostName,
+        P::SslGetServername,
+        P::SslDoHandshake,
+        P::SslAccept,
     ];
 
     /// GnuTLS's points.
-    pub const GNUTLS: [ProbePoint; 4] = [
+    pub const GNUTLS: [ProbePoint; 5] = [
         P::GnutlsSend,
         P::GnutlsRecv,
         P::GnutlsServerName,
         P::GnutlsDeinit,
+        P::GnutlsHandshake,
     ];
 
     /// The `EVP_AEAD_CTX_*` points of aws-lc / BoringSSL in executables.
@@ -364,6 +384,9 @@ mod tests {
             P::SslFree,
             P::SslCtrl,
             P::SslSetHostName,
+            P::SslGetServername,
+            P::SslDoHandshake,
+            P::SslAccept,
             P::AeadInit,
             P::AeadCleanup,
             P::AeadSeal,
@@ -376,11 +399,13 @@ mod tests {
             P::GnutlsRecv,
             P::GnutlsServerName,
             P::GnutlsDeinit,
+            P::GnutlsHandshake,
             P::GoWrite,
             P::GoWriteRet,
             P::GoRead,
             P::GoReadRet,
             P::GoHandshake,
+            P::GoServerHandshake,
             P::GoClose,
         ];
         assert_eq!(PROBES.len(), all.len());

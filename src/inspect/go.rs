@@ -18,6 +18,8 @@ pub struct GoTls {
     pub read: u64,
     pub read_rets: Vec<u64>,
     pub handshake: Option<u64>,
+    /// crypto/tls.(*Conn).serverHandshake: a server's connections.
+    pub server_handshake: Option<u64>,
     pub close: Option<u64>,
 }
 
@@ -137,6 +139,7 @@ pub fn inspect_go(
         read,
         read_rets,
         handshake: find("crypto/tls.(*Conn).clientHandshake").and_then(|f| to_off(f.0)),
+        server_handshake: find("crypto/tls.(*Conn).serverHandshake").and_then(|f| to_off(f.0)),
         close: find("crypto/tls.(*Conn).Close").and_then(|f| to_off(f.0)),
     }))
 }

@@ -261,6 +261,10 @@ fn go_targets(g: &go::GoTls) -> Vec<Target> {
     v.push(t(ProbePoint::GoRead, g.read));
     v.extend(g.read_rets.iter().map(|&o| t(ProbePoint::GoReadRet, o)));
     v.extend(g.handshake.map(|o| t(ProbePoint::GoHandshake, o)));
+    v.extend(
+        g.server_handshake
+            .map(|o| t(ProbePoint::GoServerHandshake, o)),
+    );
     v.extend(g.close.map(|o| t(ProbePoint::GoClose, o)));
     v
 }

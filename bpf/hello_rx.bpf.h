@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A server receiving its client's ClientHello, seen in the read that
+ * returns it: the receive side of hello_parse.bpf.h, shared by openssl.bpf.c
+ * (OpenSSL-family and GnuTLS servers) and statictls (rustls and Go servers).
+ *
+ * OpenSSL reads a record's 5-byte header and its body in two reads (unless
+ * read-ahead is on), so a read that returns only a handshake record's header
+ * keeps it, and the next read on that thread is taken as the body.
+ * Needs hello_parse.bpf.h before it.
+ */
+#ifndef PLAINSIGHT_HELLO_RX_H
+#define PLAINSIGHT_HELLO_RX_H
+
+#define TLS_RECORD_HEADER 5
+
+/* A read in flight on a thread that may receive a ClientHello. */
+struct hello_rx {
+	__u64 buf;  /* the read's buffer (user memory) */
+	__u64 conn; /* the caller's connection (openssl: SSL *); 0 if none yet */
+	__u8 hdr[TLS_RECORD_HEADER]; /* a handshake record header read alone */
+	__u8 have_hdr;
+	__u8 _pad[2];
+};
+
+enum hello_rx_result {
+	RX_NONE = 0,  /* no ClientHello: the thread is done waiting */
+	RX_MORE = 1,  /* a record header alone: the body comes next */
+	RX_HELLO = 2, /* `h` holds the first `*n` bytes of a ClientHello record */
+};
+
+/*
+ * A read of `ret` bytes into rx->buf returned. Puts a ClientHello record (its
+ * header first, also when it was read alone before) into `h`.
+ */
+static __always_inline int hello_rx_exit(struct hello_rx *rx, long ret, struct hello_buf *h,
+					 __u32 *n)
+{
+	__u8 hdr[6];
+	__u64 len;
+
+	if (ret <= 0)
+		return RX_NONE;
+	if (rx->have_hdr) {
+		/* the body of the handshake record whose header came alone */
+		if (bpf_probe_read_user(hdr, 1, (void *)rx->buf) != 0 || hdr[0] != HS_CLIENT_HELLO)
+			return RX_NONE;
+		__builtin_memcpy(h->b, rx->hdr, TLS_RECORD_HEADER);
+		len = ret;
+		if (len > HELLO_MAX - TLS_RECORD_HEADER)
+			len = HELLO_MAX - TLS_RECORD_HEADER;
+		if (bpf_probe_read_user(&h->b[TLS_RECORD_HEADER], len, (void *)rx->buf) != 0)
+			return RX_NONE;
+		*n = len + TLS_RECORD_HEADER;
+		return RX_HELLO;
+	}
+	if (ret == TLS_RECORD_HEADER) {
+		if (bpf_probe_read_user(rx->hdr, TLS_RECORD_HEADER, (void *)rx->buf) != 0 ||
+		    rx->hdr[0] != TLS_HANDSHAKE || rx->hdr[1] != 3)
+			return RX_NONE;
+		rx->have_hdr = 1;
+		return RX_MORE;
+	}
+	if (ret < 6 || bpf_probe_read_user(hdr, sizeof(hdr), (void *)rx->buf) != 0 ||
+	    !hello_header(hdr, HS_CLIENT_HELLO))
+		return RX_NONE;
+	len = ret < HELLO_MAX ? ret : HELLO_MAX;
+	len = ((len - 1) & (HELLO_MAX - 1)) + 1;
+	if (bpf_probe_read_user(h->b, len, (void *)rx->buf) != 0)
+		return RX_NONE;
+	*n = len;
+	return RX_HELLO;
+}
+
+#endif
