@@ -31,6 +31,7 @@ struct call_args {
 	__u64 ssl;
 	__u64 buf;
 	__u64 len_ptr; /* *written / *readbytes of the _ex calls, else 0 */
+	__u64 recheck; /* undecided at entry: decide at return */
 };
 
 struct {
@@ -57,6 +58,24 @@ struct {
 	__type(value, __u8);
 } conns SEC(".maps");
 
+/* Connections whose server name is known (an SNI record was emitted for a
+ * match): a server may learn its client's name twice (SSL_get_servername,
+ * the ClientHello), and reports it once. Deleted at SSL_free. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct conn_key);
+	__type(value, __u8);
+} named SEC(".maps");
+
+/* Whether the name of connection `ssl` of this process is known already. */
+static __always_inline bool is_named(__u64 ssl, __u64 id)
+{
+	struct conn_key k = { .pid = id >> 32, .ssl = ssl };
+
+	return bpf_map_lookup_elem(&named, &k) != NULL;
+}
+
 static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -65,10 +84,24 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr)
 
 	if (!process_wanted(id >> 32))
 		return 0;
-	if (!sni_conn_wanted(&conns, &k))
-		return 0;
+	if (!sni_conn_wanted(&conns, &k)) {
+		/* A server's first read may run the handshake that names the
+		 * connection (SSL BIO, SSL_read before SSL_do_handshake): the
+		 * name is known by its return. */
+		if (is_named(ssl, id))
+			return 0;
+		args.recheck = 1;
+	}
 	bpf_map_update_elem(&active_calls, &id, &args, BPF_ANY);
 	return 0;
+}
+
+/* A call undecided at entry is captured if its connection is wanted now. */
+static __always_inline bool still_wanted(struct call_args *a, __u64 id)
+{
+	struct conn_key k = { .pid = id >> 32, .ssl = a->ssl };
+
+	return !a->recheck || sni_conn_wanted(&conns, &k);
 }
 
 /* Return of SSL_write / SSL_read (int) or gnutls_record_* (ssize_t, `wide`):
@@ -84,7 +117,7 @@ static __always_inline int on_return_n(struct pt_regs *ctx, __u32 type, bool wid
 		return 0;
 	a = *args;
 	bpf_map_delete_elem(&active_calls, &id);
-	if (ret <= 0)
+	if (ret <= 0 || !still_wanted(&a, id))
 		return 0;
 	emit_data(type, a.buf, a.ssl, (__u64)ret, id);
 	return 0;
@@ -108,7 +141,7 @@ static __always_inline int on_return_ex(struct pt_regs *ctx, __u32 type)
 		return 0;
 	a = *args;
 	bpf_map_delete_elem(&active_calls, &id);
-	if (ret != 1 || !a.len_ptr)
+	if (ret != 1 || !a.len_ptr || !still_wanted(&a, id))
 		return 0;
 	if (bpf_probe_read_user(&len, sizeof(len), (void *)a.len_ptr) != 0) {
 		count_stat(STAT_READ_FAILED);
@@ -166,15 +199,84 @@ int ssl_read_ex_return(struct pt_regs *ctx)
 	return on_return_ex(ctx, SSL_EVENT_TYPE_READ);
 }
 
-/* Connections whose server name is known (an SNI record was emitted for a
- * match): a server may learn its client's name twice (SSL_get_servername,
- * the ClientHello), and reports it once. Deleted at SSL_free. */
+/* ---- OpenSSL's SSL BIO (BIO_f_ssl) ----------------------------------------
+ * Its method table's functions (src/inspect/sslbio.rs finds them) call
+ * libssl's internal read and write, not SSL_read/SSL_write: probed
+ * themselves, with the _ex shape
+ *   write(BIO *, const char *buf, size_t n, size_t *written)  -> 1 on success
+ *   read(BIO *, char *buf, size_t n, size_t *readbytes)        -> 1 on success
+ * The connection is the BIO's SSL *, seen when it is set:
+ *   ctrl(BIO *, BIO_C_SET_SSL, close_flag, SSL *)
+ * Should a library's BIO call the exported SSL_*_ex, that inner call
+ * replaces the BIO's in active_calls (one entry per thread) and its return
+ * reports the bytes once. */
+#define BIO_C_SET_SSL 109
+
+struct bio_key {
+	__u32 pid;
+	__u32 _pad;
+	__u64 bio;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__type(key, struct conn_key);
-	__type(value, __u8);
-} named SEC(".maps");
+	__type(key, struct bio_key);
+	__type(value, __u64);
+} bio_ssl SEC(".maps");
+
+SEC("uprobe.multi")
+int BPF_UPROBE(ssl_bio_ctrl_entry, void *bio, int cmd, long larg, void *ssl)
+{
+	__u64 id = bpf_get_current_pid_tgid(), conn = (__u64)ssl;
+	struct bio_key k = { .pid = id >> 32, .bio = (__u64)bio };
+
+	if (cmd != BIO_C_SET_SSL || !ssl || !process_wanted(id >> 32))
+		return 0;
+	bpf_map_update_elem(&bio_ssl, &k, &conn, BPF_ANY);
+	return 0;
+}
+
+static __always_inline void arm_accept(__u64 conn, __u64 id);
+
+/* An SSL BIO runs the handshake inside its first reads and writes (no
+ * SSL_accept or SSL_do_handshake): a server's ClientHello is read there. */
+static __always_inline int on_bio_entry(__u64 bio, __u64 buf, __u64 len_ptr)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct bio_key k = { .pid = id >> 32, .bio = bio };
+	__u64 *p = bpf_map_lookup_elem(&bio_ssl, &k), ssl;
+
+	if (!p)
+		return 0;
+	ssl = *p;
+	arm_accept(ssl, id);
+	return on_entry(ssl, buf, len_ptr);
+}
+
+SEC("uprobe.multi")
+int BPF_UPROBE(ssl_bio_write_entry, void *bio, const void *buf, __u64 num, __u64 *written)
+{
+	return on_bio_entry((__u64)bio, (__u64)buf, (__u64)written);
+}
+
+SEC("uretprobe.multi")
+int ssl_bio_write_return(struct pt_regs *ctx)
+{
+	return on_return_ex(ctx, SSL_EVENT_TYPE_WRITE);
+}
+
+SEC("uprobe.multi")
+int BPF_UPROBE(ssl_bio_read_entry, void *bio, void *buf, __u64 num, __u64 *readbytes)
+{
+	return on_bio_entry((__u64)bio, (__u64)buf, (__u64)readbytes);
+}
+
+SEC("uretprobe.multi")
+int ssl_bio_read_return(struct pt_regs *ctx)
+{
+	return on_return_ex(ctx, SSL_EVENT_TYPE_READ);
+}
 
 /*
  * Connection `ssl` has the server name in s->raw (`n` bytes, 0 < n <
@@ -201,14 +303,6 @@ static __always_inline int decide_name(__u64 ssl, struct sni_scratch *s, __u64 n
 	if (matched)
 		emit_sni(type, ssl, rule, s, true, id);
 	return 0;
-}
-
-/* Whether the name of connection `ssl` of this process is known already. */
-static __always_inline bool is_named(__u64 ssl, __u64 id)
-{
-	struct conn_key k = { .pid = id >> 32, .ssl = ssl };
-
-	return bpf_map_lookup_elem(&named, &k) != NULL;
 }
 
 /* A server name was set on `ssl`: `len` < 0: NUL-terminated name; else its
@@ -396,20 +490,26 @@ struct {
 	__type(value, struct hello_buf);
 } hello_scratch SEC(".maps");
 
-/* SSL_do_handshake(ssl) / SSL_accept(ssl) / gnutls_handshake(session). A
- * thread that calls again for the same connection keeps what it read. */
+/* Thread `id` may read the ClientHello of `conn` next, unless its name is
+ * known. A thread that comes again for the same connection keeps what it
+ * read (a record header alone). */
+static __always_inline void arm_accept(__u64 conn, __u64 id)
+{
+	struct hello_rx fresh = { .conn = conn }, *rx;
+
+	if (!conn || !process_wanted(id >> 32) || is_named(conn, id))
+		return;
+	rx = bpf_map_lookup_elem(&accepting, &id);
+	if (rx && rx->conn == conn)
+		return;
+	bpf_map_update_elem(&accepting, &id, &fresh, BPF_ANY);
+}
+
+/* SSL_do_handshake(ssl) / SSL_accept(ssl) / gnutls_handshake(session) */
 SEC("uprobe.multi")
 int BPF_UPROBE(tls_handshake_entry, void *ssl)
 {
-	__u64 id = bpf_get_current_pid_tgid(), conn = (__u64)ssl;
-	struct hello_rx fresh = { .conn = conn }, *rx;
-
-	if (!ssl || !process_wanted(id >> 32) || is_named(conn, id))
-		return 0;
-	rx = bpf_map_lookup_elem(&accepting, &id);
-	if (rx && rx->conn == conn)
-		return 0;
-	bpf_map_update_elem(&accepting, &id, &fresh, BPF_ANY);
+	arm_accept((__u64)ssl, bpf_get_current_pid_tgid());
 	return 0;
 }
 

@@ -288,9 +288,9 @@ impl Kernel {
                 self.statictls.object(),
                 self.openssl.object(),
             ]
-                .into_iter()
-                .find_map(|o| o.progs_mut().find(|p| p.name() == h.program))
-                .with_context(|| format!("no BPF program {}", h.program))?;
+            .into_iter()
+            .find_map(|o| o.progs_mut().find(|p| p.name() == h.program))
+            .with_context(|| format!("no BPF program {}", h.program))?;
             links.push(prog.attach().with_context(|| {
                 format!(
                     "cannot attach {} ({} {}) for {}",

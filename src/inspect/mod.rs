@@ -6,6 +6,7 @@ pub mod budget;
 pub mod elf;
 pub mod go;
 pub mod place;
+pub mod sslbio;
 #[cfg(test)]
 mod testfixtures;
 pub mod worker;
@@ -145,6 +146,7 @@ impl Inspection {
 
 fn interesting(name: &str) -> bool {
     name.starts_with("SSL_")
+        || name == "BIO_f_ssl"
         || name.starts_with("gnutls_")
         || aead_point(name).is_some()
         || ring_point(name).is_some()
@@ -405,6 +407,13 @@ pub fn inspect_bytes(data: &[u8], shown: &Path, inner: bool) -> Result<Inspectio
     let run = || -> Result<Inspection, ElfError> {
         let syms = elf::symbols_and_go(data, shown, &interesting)?;
         let mut insp = classify(&syms);
+        if insp.library == Some(TlsLibrary::OpenSsl) {
+            match sslbio::targets(data, &syms) {
+                Some(Ok(t)) => insp.targets.extend(t),
+                Some(Err(why)) => log::debug!("{}: SSL BIO not probed: {why}", shown.display()),
+                None => {}
+            }
+        }
         check_targets(&insp, shown)?;
         if inner && insp.is_tls() {
             place_targets(data, &syms, &mut insp.targets);
