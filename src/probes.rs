@@ -38,6 +38,13 @@ pub enum ProbePoint {
     GnutlsServerName,
     GnutlsDeinit,
     GnutlsHandshake,
+    NssImportFd,
+    NssSetUrl,
+    PrSend,
+    PrWrite,
+    PrRecv,
+    PrRead,
+    PrClose,
     GoWrite,
     GoWriteRet,
     GoRead,
@@ -163,6 +170,20 @@ pub const PROBES: &[Probe] = &[
         &[RDI], &[], "the session's end"),
     probe(P::GnutlsHandshake, "gnutls_handshake", O, "tls_handshake_entry", None,
         &[RDI], &[], "a handshake (as SSL_do_handshake)"),
+    probe(P::NssImportFd, "SSL_ImportFD", O, "nss_import_entry", Some("nss_import_return"),
+        &[RSI], &[], "an NSPR descriptor gets NSS's SSL layer"),
+    probe(P::NssSetUrl, "SSL_SetURL", O, "nss_set_url_entry", None,
+        &[RDI, RSI], &[], "the server name (NSS)"),
+    probe(P::PrSend, "PR_Send", O, "pr_write_entry", Some("pr_write_return"),
+        &[RDI, RSI], &[], "plaintext sent on an NSS SSL descriptor"),
+    probe(P::PrWrite, "PR_Write", O, "pr_write_entry", Some("pr_write_return"),
+        &[RDI, RSI], &[], "plaintext written to an NSS SSL descriptor"),
+    probe(P::PrRecv, "PR_Recv", O, "pr_read_entry", Some("pr_read_return"),
+        &[RDI, RSI], &[], "plaintext received on an NSS SSL descriptor"),
+    probe(P::PrRead, "PR_Read", O, "pr_read_entry", Some("pr_read_return"),
+        &[RDI, RSI], &[], "plaintext read from an NSS SSL descriptor"),
+    probe(P::PrClose, "PR_Close", O, "pr_close_entry", None,
+        &[RDI], &[], "an NSS SSL descriptor's end"),
     probe(P::GoWrite, "crypto/tls.(*Conn).Write", S, "go_write_entry", None,
         &[RAX, RBX, R14], &[], "plaintext handed to Go's (*Conn).Write"),
     probe(P::GoWriteRet, "crypto/tls.(*Conn).Write RET", S, "go_write_ret", None,
@@ -220,6 +241,12 @@ impl ProbePoint {
         P::GnutlsDeinit,
         P::GnutlsHandshake,
     ];
+
+    /// NSS's SSL library (libssl3.so).
+    pub const NSS: [ProbePoint; 2] = [P::NssImportFd, P::NssSetUrl];
+
+    /// NSPR's I/O calls (libnspr4.so), on NSS SSL descriptors.
+    pub const NSPR: [ProbePoint; 5] = [P::PrSend, P::PrWrite, P::PrRecv, P::PrRead, P::PrClose];
 
     /// The `EVP_AEAD_CTX_*` points of aws-lc / BoringSSL in executables.
     pub const AEAD: [ProbePoint; 5] = [
@@ -412,6 +439,13 @@ mod tests {
             P::GnutlsServerName,
             P::GnutlsDeinit,
             P::GnutlsHandshake,
+            P::NssImportFd,
+            P::NssSetUrl,
+            P::PrSend,
+            P::PrWrite,
+            P::PrRecv,
+            P::PrRead,
+            P::PrClose,
             P::GoWrite,
             P::GoWriteRet,
             P::GoRead,

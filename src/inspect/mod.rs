@@ -34,6 +34,12 @@ pub enum TlsLibrary {
     GnuTls,
     /// Go's crypto/tls.
     GoTls,
+    /// NSS's SSL library (`libssl3.so`): which NSPR descriptors are TLS,
+    /// and their server names.
+    Nss,
+    /// NSPR (`libnspr4.so`): the I/O calls NSS programs make on their SSL
+    /// descriptors.
+    Nspr,
 }
 
 impl fmt::Display for TlsLibrary {
@@ -45,6 +51,8 @@ impl fmt::Display for TlsLibrary {
             TlsLibrary::Ring => "ring (static, AEAD path)",
             TlsLibrary::GnuTls => "gnutls",
             TlsLibrary::GoTls => "go crypto/tls",
+            TlsLibrary::Nss => "nss",
+            TlsLibrary::Nspr => "nspr (nss i/o)",
         })
     }
 }
@@ -147,6 +155,7 @@ impl Inspection {
 fn interesting(name: &str) -> bool {
     name.starts_with("SSL_")
         || name == "BIO_f_ssl"
+        || ProbePoint::NSPR.iter().any(|p| p.symbol() == name)
         || name.starts_with("gnutls_")
         || aead_point(name).is_some()
         || ring_point(name).is_some()
@@ -324,6 +333,12 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
             unsupported: None,
         };
     }
+    if has("SSL_ImportFD") && has("SSL_SetURL") {
+        return exported(syms, TlsLibrary::Nss, "SSL_ImportFD", &ProbePoint::NSS);
+    }
+    if ProbePoint::NSPR.iter().all(|p| has(p.symbol())) {
+        return exported(syms, TlsLibrary::Nspr, "PR_Send", &ProbePoint::NSPR);
+    }
     if !(has("SSL_write") && has("SSL_read")) {
         return classify_static(syms);
     }
@@ -336,6 +351,16 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
         library: Some(library),
         linkage: linkage_of(syms, "SSL_write"),
         targets: exact_targets(syms, &ProbePoint::OPENSSL),
+        unsupported: None,
+    }
+}
+
+/// A library found by the exported functions `points`.
+fn exported(syms: &ElfSymbols, library: TlsLibrary, key: &str, points: &[ProbePoint]) -> Inspection {
+    Inspection {
+        library: Some(library),
+        linkage: linkage_of(syms, key),
+        targets: exact_targets(syms, points),
         unsupported: None,
     }
 }
