@@ -356,7 +356,12 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
 }
 
 /// A library found by the exported functions `points`.
-fn exported(syms: &ElfSymbols, library: TlsLibrary, key: &str, points: &[ProbePoint]) -> Inspection {
+fn exported(
+    syms: &ElfSymbols,
+    library: TlsLibrary,
+    key: &str,
+    points: &[ProbePoint],
+) -> Inspection {
     Inspection {
         library: Some(library),
         linkage: linkage_of(syms, key),

@@ -409,7 +409,17 @@ impl Held {
         Held::with_env(program, args, &[])
     }
     pub fn with_env(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Held {
+        Held::spawn(program, args, env, None)
+    }
+    /// [`Held::new`], run in directory `dir`.
+    pub fn in_dir(program: &Path, args: &[&str], dir: &Path) -> Held {
+        Held::spawn(program, args, &[], Some(dir))
+    }
+    fn spawn(program: &Path, args: &[&str], env: &[(&str, &str)], dir: Option<&Path>) -> Held {
         let mut cmd = Command::new("sh");
+        if let Some(d) = dir {
+            cmd.current_dir(d);
+        }
         cmd.arg("-c")
             .arg("read go; exec \"$0\" \"$@\"")
             .arg(program)

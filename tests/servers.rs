@@ -1,0 +1,448 @@
+//! Both ends (#17): servers captured on their side with the server name
+//! their clients sent (so `--sni` selects their connections), OpenSSL's SSL
+//! BIO, and NSS. Exact bytes, side and pairing, against real servers
+//! (nginx, node, python, Go, rustls) and real clients (tstclnt).
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(30);
+
+fn request(path: &str, host: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// The OpenSSL test client against `port` with server name `sni`.
+fn client(port: u16, sni: &str, req: &[u8]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let f = request_file(dir.path(), req);
+    let out = Command::new(fixture("tls_client_openssl"))
+        .args(["127.0.0.1", &port.to_string(), sni, f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Lets a held fixture that prints "PORT n" first run; its port.
+fn go_port(h: &mut Held) -> u16 {
+    h.go_keep_stdin();
+    h.read_line()
+        .strip_prefix("PORT ")
+        .expect("PORT line")
+        .parse()
+        .unwrap()
+}
+
+fn cert_args() -> (String, String) {
+    let d = fixtures();
+    (
+        d.join("cert.pem").display().to_string(),
+        d.join("key.pem").display().to_string(),
+    )
+}
+
+/// Runs `server` (held, prints its port), one raw and one decoded agent on
+/// it with `--sni api.acme.com`, and a client for api.acme.com and one for
+/// other.example. Checks: the server's reads are exactly the first
+/// request, its writes exactly `response` (given the path), every record
+/// names api.acme.com, the other connection is not captured, and the
+/// decoded exchange is the server's side with its status.
+fn sni_server(name: &str, program: &Path, args: &[&str], response: fn(&str) -> Vec<u8>) {
+    rerun_if_host_stalled(|| {
+        // Held before it runs, so that the agents see it start.
+        let mut held = Held::new(program, args);
+        let pid = held.pid.to_string();
+        let raw = Agent::start(&["--sni", "api.acme.com", "--pid", &pid]);
+        let decoded = Agent::start_decoded("json", &["--sni", "api.acme.com", "--pid", &pid]);
+        let port = go_port(&mut held);
+        let yes = request("/yes", "api.acme.com");
+        let want = response("/yes");
+        assert_eq!(client(port, "api.acme.com", &yes), want, "{name}");
+        let no = request("/no", "other.example");
+        assert_eq!(
+            client(port, "other.example", &no),
+            response("/no"),
+            "{name}"
+        );
+
+        let (w, r) = raw.wait_bytes(held.pid, want.len(), yes.len());
+        assert_eq!(show(&r), show(&yes), "{name}: the server's reads");
+        assert_eq!(r, yes, "{name}");
+        assert_eq!(w, want, "{name}: the server's writes");
+        let recs = raw.records();
+        let names: Vec<&Value> = recs
+            .iter()
+            .filter(|r| r["type"] == "data" || r["type"] == "sni")
+            .map(|r| &r["sni"])
+            .collect();
+        assert!(
+            !names.is_empty() && names.iter().all(|n| *n == "api.acme.com"),
+            "{name}: {names:?}"
+        );
+
+        let ex = wait_exchanges(&decoded, held.pid, 1);
+        assert_eq!(ex.len(), 1, "{name}: {ex:?}");
+        let e = &ex[0];
+        assert_eq!(
+            (
+                &e["side"],
+                &e["sni"],
+                &e["method"],
+                &e["path"],
+                &e["status"]
+            ),
+            (
+                &Value::from("server"),
+                &Value::from("api.acme.com"),
+                &Value::from("GET"),
+                &Value::from("/yes"),
+                &Value::from(200)
+            ),
+            "{name}"
+        );
+        assert!(
+            e["latency_ms"].as_f64().is_some_and(|l| l >= 0.0),
+            "{name}: {e}"
+        );
+    });
+}
+
+/// The decoded exchanges of `pid`, once there are `n` (bounded wait).
+fn wait_exchanges(agent: &Agent, pid: u32, n: usize) -> Vec<Value> {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ex: Vec<Value> = agent
+            .records()
+            .into_iter()
+            .filter(|r| r["type"] == "http" && r["pid"] == pid)
+            .collect();
+        if ex.len() >= n || Instant::now() > until {
+            std::thread::sleep(Duration::from_millis(300));
+            return agent
+                .records()
+                .into_iter()
+                .filter(|r| r["type"] == "http" && r["pid"] == pid)
+                .collect();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn python_response(path: &str) -> Vec<u8> {
+    expected_response("GET", path, 0, true)
+}
+
+#[test]
+fn python_ssl_server_by_its_clients_server_name() {
+    let (c, k) = cert_args();
+    let script = script("tls_server.py");
+    sni_server(
+        "python",
+        Path::new("/usr/bin/python3"),
+        &[script.to_str().unwrap(), "--cert", &c, "--key", &k],
+        python_response,
+    );
+}
+
+#[test]
+fn node_https_server_by_its_clients_server_name() {
+    let (c, k) = cert_args();
+    let script = script("node_server.js");
+    sni_server(
+        "node",
+        Path::new("/usr/bin/node"),
+        &[script.to_str().unwrap(), "--cert", &c, "--key", &k],
+        python_response,
+    );
+}
+
+#[test]
+fn rustls_servers_by_their_clients_server_name() {
+    let (c, k) = cert_args();
+    for (bin, version) in [
+        ("rustls_server_awslc", "--tls13-only"),
+        ("rustls_server_awslc", "--tls12-only"),
+        ("rustls_server_ring", "--tls13-only"),
+    ] {
+        sni_server(
+            &format!("{bin} {version}"),
+            &fixture(bin),
+            &["--cert", &c, "--key", &k, version],
+            python_response,
+        );
+    }
+}
+
+#[test]
+fn go_server_by_its_clients_server_name() {
+    let (c, k) = cert_args();
+    // net/http sorts its headers (go_server.go).
+    fn go_response(path: &str) -> Vec<u8> {
+        let body = format!("ok GET {path} 0\n");
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+    sni_server(
+        "go",
+        &fixture("go_server"),
+        &["-cert", &c, "-key", &k],
+        go_response,
+    );
+}
+
+/// A free port on 127.0.0.1 (for nginx, whose port is in its configuration).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let until = Instant::now() + T;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// nginx, its configuration written here: TLS on 127.0.0.1, HTTP/1.1 and
+/// HTTP/2 (curl chooses by ALPN), one process.
+fn nginx_conf(dir: &Path, port: u16) -> PathBuf {
+    let (c, k) = cert_args();
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\nevents {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         server_tokens off;\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n\
+         ssl_certificate {c};\n    ssl_certificate_key {k};\n\
+         location / {{ default_type text/plain; return 200 \"hello $request_method $uri\\n\"; }}\n  }}\n}}\n"
+    );
+    let p = dir.join("nginx.conf");
+    std::fs::write(&p, conf).unwrap();
+    p
+}
+
+fn curl(port: u16, sni: &str, path: &str, http: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            http,
+            "--resolve",
+            &format!("{sni}:{port}:127.0.0.1"),
+            &format!("https://{sni}:{port}{path}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn nginx_http1_and_http2_by_their_clients_server_name() {
+    rerun_if_host_stalled(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = nginx_conf(dir.path(), port);
+        let e = dir.path().join("error.log").display().to_string();
+        let mut held = Held::new(
+            Path::new("/usr/sbin/nginx"),
+            &["-c", conf.to_str().unwrap(), "-e", &e],
+        );
+        let pid = held.pid;
+        let agent = Agent::start_decoded(
+            "json",
+            &["--sni", "api.acme.com", "--pid", &pid.to_string()],
+        );
+        held.go_keep_stdin();
+        wait_port(port);
+        assert_eq!(
+            curl(port, "api.acme.com", "/h1", "--http1.1"),
+            "hello GET /h1\n"
+        );
+        assert_eq!(
+            curl(port, "api.acme.com", "/h2", "--http2"),
+            "hello GET /h2\n"
+        );
+        assert_eq!(
+            curl(port, "other.example", "/no", "--http2"),
+            "hello GET /no\n"
+        );
+        let ex = wait_exchanges(&agent, pid, 2);
+        let mut got: Vec<(String, String, String, String, u64, String)> = ex
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or("?").to_string();
+                (
+                    s("protocol"),
+                    s("path"),
+                    s("side"),
+                    s("sni"),
+                    e["status"].as_u64().unwrap_or(0),
+                    e["response"]["body"].as_str().unwrap_or("?").to_string(),
+                )
+            })
+            .collect();
+        got.sort();
+        let row = |p: &str, path: &str| {
+            (
+                p.to_string(),
+                path.to_string(),
+                "server".to_string(),
+                "api.acme.com".to_string(),
+                200,
+                format!("hello GET {path}\n"),
+            )
+        };
+        assert_eq!(got, [row("HTTP/1.1", "/h1"), row("HTTP/2", "/h2")]);
+    });
+}
+
+/// OpenSSL's SSL BIO on both ends: `openssl s_server -WWW` serves a file
+/// through BIO_f_ssl, bio_client fetches it through BIO_new_ssl_connect.
+/// Each end's bytes exactly once, and the server's connection has its
+/// client's server name.
+#[test]
+fn ssl_bio_on_both_ends() {
+    rerun_if_host_stalled(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("page.txt"), "served through an SSL BIO\n").unwrap();
+        let port = free_port();
+        let (c, k) = cert_args();
+        let accept = format!("127.0.0.1:{port}");
+        let mut server = Held::in_dir(
+            Path::new("/usr/bin/openssl"),
+            &[
+                "s_server", "-WWW", "-quiet", "-accept", &accept, "-cert", &c, "-key", &k,
+            ],
+            dir.path(),
+        );
+        let req = b"GET /page.txt HTTP/1.0\r\n\r\n".to_vec();
+        let f = request_file(dir.path(), &req);
+        let mut cl = Held::new(
+            &fixture("bio_client"),
+            &[
+                "127.0.0.1",
+                &port.to_string(),
+                "api.acme.com",
+                f.to_str().unwrap(),
+            ],
+        );
+        let agent = Agent::start(&[
+            "--sni",
+            "api.acme.com",
+            "--pid",
+            &server.pid.to_string(),
+            "--pid",
+            &cl.pid.to_string(),
+        ]);
+        server.go_keep_stdin();
+        wait_port(port);
+        cl.go(b"");
+        let (ok, out, err) = cl.finish(T);
+        assert!(ok, "{err}");
+        let resp =
+            b"HTTP/1.0 200 ok\r\nContent-type: text/plain\r\n\r\nserved through an SSL BIO\n";
+        assert_eq!(out, resp);
+        let (w, r) = agent.wait_bytes(server.pid, resp.len(), req.len());
+        assert_eq!((show(&r), show(&w)), (show(&req), show(resp)), "s_server");
+        let (w, r) = agent.wait_bytes(cl.pid, req.len(), resp.len());
+        assert_eq!((show(&w), show(&r)), (show(&req), show(resp)), "bio_client");
+        let recs = agent.records();
+        for pid in [server.pid, cl.pid] {
+            let names: Vec<&Value> = recs
+                .iter()
+                .filter(|r| r["type"] == "data" && r["pid"] == pid)
+                .map(|r| &r["sni"])
+                .collect();
+            assert!(
+                names.iter().all(|n| *n == "api.acme.com"),
+                "{pid}: {names:?}"
+            );
+        }
+    });
+}
+
+/// NSS: Debian's tstclnt, captured exactly; the other server name not.
+#[test]
+fn nss_tstclnt_exact_bytes_and_server_name_filter() {
+    rerun_if_host_stalled(|| {
+        let srv = Server::start();
+        let port = srv.port.to_string();
+        let tstclnt = Path::new("/usr/bin/tstclnt");
+        // no certificate database, accept the test certificate, client
+        // speaks first (the request on stdin), server name by -a
+        let args = |sni: &str| -> Vec<String> {
+            [
+                "-D",
+                "-o",
+                "-f",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                port.as_str(),
+                "-a",
+                sni,
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        // The request from a file: with a pipe on stdin tstclnt does not
+        // exit after the response. Only this test runs tstclnt.
+        let agent = Agent::start(&["--sni", "api.acme.com", "--comm", "tstclnt"]);
+        let dir = tempfile::tempdir().unwrap();
+        let run = |sni: &str, req: &[u8]| {
+            let f = request_file(dir.path(), req);
+            let child = Command::new(tstclnt)
+                .args(args(sni))
+                .stdin(std::fs::File::open(&f).unwrap())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let pid = child.id();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (pid, out.stdout)
+        };
+        let req = request("/nss", "api.acme.com");
+        let resp = expected_response("GET", "/nss", 0, true);
+        let (yes, out) = run("api.acme.com", &req);
+        assert_eq!(out, resp);
+        let (no, _) = run("other.example", &request("/other", "other.example"));
+        let (w, r) = agent.wait_bytes(yes, req.len(), resp.len());
+        assert_eq!((show(&w), show(&r)), (show(&req), show(&resp)));
+        assert_eq!((w, r), (req, resp));
+        let recs = agent.records();
+        assert!(
+            recs.iter().all(|r| r["pid"] != no),
+            "other.example captured"
+        );
+        assert!(recs
+            .iter()
+            .filter(|r| r["type"] == "data")
+            .all(|r| r["sni"] == "api.acme.com"));
+    });
+}
