@@ -446,3 +446,39 @@ fn nss_tstclnt_exact_bytes_and_server_name_filter() {
             .all(|r| r["sni"] == "api.acme.com"));
     });
 }
+
+/// `--capture-no-sni` keeps its meaning on a server: a client that sends no
+/// server name is captured with it and not without it; a non-matching
+/// name never.
+#[test]
+fn a_server_connection_without_server_name_follows_capture_no_sni() {
+    rerun_if_host_stalled(|| {
+        let (c, k) = cert_args();
+        let script = script("tls_server.py");
+        let mut held = Held::new(
+            Path::new("/usr/bin/python3"),
+            &[script.to_str().unwrap(), "--cert", &c, "--key", &k],
+        );
+        let pid = held.pid.to_string();
+        let with = Agent::start(&["--sni", "api.acme.com", "--capture-no-sni", "--pid", &pid]);
+        let without = Agent::start(&["--sni", "api.acme.com", "--pid", &pid]);
+        let port = go_port(&mut held);
+        let bare = request("/bare", "127.0.0.1");
+        let want = python_response("/bare");
+        assert_eq!(client(port, "-", &bare), want);
+        let no = request("/no", "other.example");
+        assert_eq!(client(port, "other.example", &no), python_response("/no"));
+        let (w, r) = with.wait_bytes(held.pid, want.len(), bare.len());
+        assert_eq!((show(&r), show(&w)), (show(&bare), show(&want)));
+        assert!(with
+            .records()
+            .iter()
+            .filter(|r| r["type"] == "data")
+            .all(|r| r["sni"].is_null()));
+        // Both agents read the same ring records as they come: the second
+        // has had as long as the first.
+        std::thread::sleep(Duration::from_millis(500));
+        let recs = without.records();
+        assert!(recs.iter().all(|r| r["type"] != "data"), "{recs:?}");
+    });
+}
