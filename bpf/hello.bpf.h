@@ -5,7 +5,9 @@
  * a watched process's connection as a ClientHello, matches its server name
  * and emits SNI_SENT; on_recv_enter / on_recv_exit look for the ServerHello
  * on that socket and then mark the receiving thread (thread_conn) for the
- * key contexts it creates next (aead.bpf.h, ring.bpf.h).
+ * key contexts it creates next (aead.bpf.h, ring.bpf.h). A server's side:
+ * a ClientHello a watched process reads (hello_rx.bpf.h) is matched the
+ * same way (SNI_RECEIVED) and marks the reading thread at once.
  * The parsing itself is hello_parse.bpf.h. Needs statictls.bpf.c's shared
  * part, proc.bpf.h (watched_pids) and gotls.bpf.h (go_hello) before it.
  */

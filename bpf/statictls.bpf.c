@@ -17,7 +17,9 @@
  *     connection is to be captured, SNI_SENT is emitted and the socket
  *     waits for a ServerHello;
  *  2. receive path (read/recvfrom; the spec's tcp_recvmsg): a ServerHello on
- *     that socket marks the receiving thread with the connection;
+ *     that socket marks the receiving thread with the connection; a server
+ *     that reads a ClientHello goes through step 1 on it and marks its
+ *     thread at once;
  *  3. the key contexts that thread creates next are the connection's (every
  *     key epoch, both directions): EVP_AEAD_CTX_init_with_direction maps its
  *     EVP_AEAD_CTX *; ring's *_init maps its key, known by 8 bytes of key

@@ -44,8 +44,8 @@ pub struct Cli {
     #[arg(long = "sni", value_name = "PATTERN")]
     pub sni: Vec<String>,
 
-    /// With --sni: also capture connections that never set a server name
-    /// (connections to IP addresses, most servers' accepted connections).
+    /// With --sni: also capture connections without a server name (clients
+    /// connecting to IP addresses, and the servers' side of them).
     #[arg(long)]
     pub capture_no_sni: bool,
 

@@ -482,3 +482,49 @@ fn a_server_connection_without_server_name_follows_capture_no_sni() {
         assert!(recs.iter().all(|r| r["type"] != "data"), "{recs:?}");
     });
 }
+
+/// GnuTLS's gnutls-serv: its connection named by the ClientHello read in
+/// gnutls_handshake.
+#[test]
+fn gnutls_server_by_its_clients_server_name() {
+    rerun_if_host_stalled(|| {
+        let (c, k) = cert_args();
+        let port = free_port();
+        let mut held = Held::new(
+            Path::new("/usr/bin/gnutls-serv"),
+            &[
+                "--http",
+                "-q",
+                "-p",
+                &port.to_string(),
+                "--x509certfile",
+                &c,
+                "--x509keyfile",
+                &k,
+            ],
+        );
+        let pid = held.pid;
+        let agent = Agent::start_decoded(
+            "json",
+            &["--sni", "api.acme.com", "--pid", &pid.to_string()],
+        );
+        held.go_keep_stdin();
+        wait_port(port);
+        curl(port, "api.acme.com", "/g", "--http1.1");
+        curl(port, "other.example", "/o", "--http1.1");
+        let ex = wait_exchanges(&agent, pid, 1);
+        let got: Vec<_> = ex
+            .iter()
+            .map(|e| (&e["path"], &e["side"], &e["sni"], &e["status"]))
+            .collect();
+        assert_eq!(
+            got,
+            [(
+                &Value::from("/g"),
+                &Value::from("server"),
+                &Value::from("api.acme.com"),
+                &Value::from(200)
+            )]
+        );
+    });
+}

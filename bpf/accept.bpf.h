@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * openssl.bpf.c, servers: the server name their clients sent. A server
+ * library is not told a name; it learns it from the ClientHello. Two
+ * sources: the server asks (SSL_get_servername's answer), or the thread
+ * running its handshake (SSL_accept, SSL_do_handshake, gnutls_handshake, an
+ * SSL BIO's first calls) reads the ClientHello with read/recvfrom. Needs
+ * openssl.bpf.c's names (is_named, decide_name) before it.
+ */
+
+#include "hello_parse.bpf.h"
+#include "hello_rx.bpf.h"
+
+/* SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) in flight, by thread:
+ * its SSL *. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} servername_calls SEC(".maps");
+
+/* A server (nginx, node) asks OpenSSL for the name its client sent, in its
+ * server-name callback or later: SSL_get_servername(ssl, type) */
+SEC("uprobe.multi")
+int BPF_UPROBE(ssl_get_servername_entry, void *ssl, int type)
+{
+	__u64 id = bpf_get_current_pid_tgid(), conn = (__u64)ssl;
+
+	if (type != TLSEXT_NAMETYPE_host_name || !ssl || !process_wanted(id >> 32) ||
+	    is_named(conn, id))
+		return 0;
+	bpf_map_update_elem(&servername_calls, &id, &conn, BPF_ANY);
+	return 0;
+}
+
+SEC("uretprobe.multi")
+int ssl_get_servername_return(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 *p = bpf_map_lookup_elem(&servername_calls, &id);
+	const void *name = (const void *)PT_REGS_RC(ctx);
+	struct sni_scratch *s;
+	__u64 ssl;
+	long n;
+
+	if (!p)
+		return 0;
+	ssl = *p;
+	bpf_map_delete_elem(&servername_calls, &id);
+	if (!name || is_named(ssl, id))
+		return 0;
+	s = sni_scratch_get();
+	if (!s)
+		return 0;
+	n = bpf_probe_read_user_str(s->raw, sizeof(s->raw), name);
+	if (n <= 1)
+		return 0;
+	return decide_name(ssl, s, n - 1, SNI_RECEIVED, id);
+}
+
+/* Threads shaking hands for a connection whose name is not known yet, until
+ * they read a ClientHello (a server) or something else (a client: the
+ * ServerHello). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct hello_rx);
+} accepting SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hello_buf);
+} hello_scratch SEC(".maps");
+
+/* Thread `id` may read the ClientHello of `conn` next, unless its name is
+ * known. A thread that comes again for the same connection keeps what it
+ * read (a record header alone). */
+static __always_inline void arm_accept(__u64 conn, __u64 id)
+{
+	struct hello_rx fresh = { .conn = conn }, *rx;
+
+	if (!conn || !process_wanted(id >> 32) || is_named(conn, id))
+		return;
+	rx = bpf_map_lookup_elem(&accepting, &id);
+	if (rx && rx->conn == conn)
+		return;
+	bpf_map_update_elem(&accepting, &id, &fresh, BPF_ANY);
+}
+
+/* SSL_do_handshake(ssl) / SSL_accept(ssl) / gnutls_handshake(session) */
+SEC("uprobe.multi")
+int BPF_UPROBE(tls_handshake_entry, void *ssl)
+{
+	arm_accept((__u64)ssl, bpf_get_current_pid_tgid());
+	return 0;
+}
+
+static __always_inline int accept_read_enter(__u64 buf)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct hello_rx *rx = bpf_map_lookup_elem(&accepting, &id);
+
+	if (rx)
+		rx->buf = buf;
+	return 0;
+}
+
+static __always_inline int accept_read_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct hello_rx *rx = bpf_map_lookup_elem(&accepting, &id);
+	struct walk_ctx w = {};
+	struct sni_scratch *s;
+	struct hello_buf *h;
+	__u32 zero = 0, n = 0;
+	__u64 ssl, nl, no;
+	int r;
+
+	if (!rx || !rx->buf)
+		return 0;
+	if (ret <= 0) {
+		/* nothing yet (EAGAIN): the handshake reads again */
+		rx->buf = 0;
+		return 0;
+	}
+	h = bpf_map_lookup_elem(&hello_scratch, &zero);
+	if (!h)
+		return 0;
+	r = hello_rx_exit(rx, ret, h, &n);
+	rx->buf = 0;
+	if (r == RX_MORE)
+		return 0;
+	ssl = rx->conn;
+	bpf_map_delete_elem(&accepting, &id);
+	if (r != RX_HELLO || !hello_find_name(h, n, &w) || is_named(ssl, id))
+		return 0;
+	nl = w.name_len;
+	if (nl == 0 || nl >= MAX_NAME)
+		return 0; /* no name: the connection stays undecided */
+	s = sni_scratch_get();
+	if (!s)
+		return 0;
+	no = w.name_off & (HELLO_MAX - 1);
+	nl &= MAX_NAME - 1;
+	if (bpf_probe_read_kernel(s->raw, nl, &h->b[no]) != 0)
+		return 0;
+	return decide_name(ssl, s, nl, SNI_RECEIVED, id);
+}
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int accept_read(struct trace_event_raw_sys_enter *ctx)
+{
+	return accept_read_enter(ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int accept_read_ret(struct trace_event_raw_sys_exit *ctx)
+{
+	return accept_read_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int accept_recvfrom(struct trace_event_raw_sys_enter *ctx)
+{
+	return accept_read_enter(ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int accept_recvfrom_ret(struct trace_event_raw_sys_exit *ctx)
+{
+	return accept_read_exit(ctx->ret);
+}
