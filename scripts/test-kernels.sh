@@ -26,6 +26,7 @@ SUITE=(
     "hooks the_hook_paths_are_reported_and_as_expected"
     "capture curl_http1 python3_uses_the_ex_functions statically_linked_openssl_client"
     "rustls awslc_tls13_aes_gcm ring_tls13_chacha20"
+    "servers python_ssl_server_by_its_clients_server_name go_server_by_its_clients_server_name ssl_bio_on_both_ends nss_tstclnt_exact_bytes_and_server_name_filter"
 )
 script=""
 for entry in "${SUITE[@]}"; do

@@ -45,12 +45,31 @@ fn debian_libssl_is_openssl_exported() {
     assert_eq!(i.library, Some(TlsLibrary::OpenSsl));
     assert_eq!(i.linkage, Linkage::Exported);
     let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
-    // SSL_set_tlsext_host_name is a macro in OpenSSL: not exported.
-    let want: Vec<_> = ProbePoint::OPENSSL
+    // SSL_set_tlsext_host_name is a macro in OpenSSL: not exported. The
+    // SSL BIO's functions come from BIO_f_ssl's method table.
+    let mut want: Vec<_> = ProbePoint::OPENSSL
         .into_iter()
         .filter(|p| *p != ProbePoint::SslSetHostName)
         .collect();
+    want.extend([
+        ProbePoint::SslBioWrite,
+        ProbePoint::SslBioRead,
+        ProbePoint::SslBioCtrl,
+    ]);
     assert_eq!(pts, want);
+}
+
+/// Debian's NSS and NSPR, each classified by its own functions.
+#[test]
+fn debian_nss_and_nspr() {
+    let nss = inspect("/usr/lib/x86_64-linux-gnu/libssl3.so", true);
+    assert_eq!(nss.library, Some(TlsLibrary::Nss));
+    let pts: Vec<_> = nss.targets.iter().map(|t| t.point).collect();
+    assert_eq!(pts, ProbePoint::NSS);
+    let nspr = inspect("/usr/lib/x86_64-linux-gnu/libnspr4.so", true);
+    assert_eq!(nspr.library, Some(TlsLibrary::Nspr));
+    let pts: Vec<_> = nspr.targets.iter().map(|t| t.point).collect();
+    assert_eq!(pts, ProbePoint::NSPR);
 }
 
 /// Placement on the real libssl: inside SSL_write, shared entry for
@@ -108,7 +127,8 @@ fn gnutls_is_recognised() {
             ProbePoint::GnutlsSend,
             ProbePoint::GnutlsRecv,
             ProbePoint::GnutlsServerName,
-            ProbePoint::GnutlsDeinit
+            ProbePoint::GnutlsDeinit,
+            ProbePoint::GnutlsHandshake
         ]
     );
 }

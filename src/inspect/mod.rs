@@ -604,32 +604,6 @@ mod tests {
         }
     }
 
-    /// Debian's NSS and NSPR: each classified by its own functions, with
-    /// the exact probe points; Debian's libssl.so.3 gains its SSL BIO's.
-    #[test]
-    fn system_nss_nspr_and_libssl() {
-        let lib = Path::new("/usr/lib/x86_64-linux-gnu");
-        let run = |f: &str| inspect_file(&lib.join(f), 64 << 20, true).expect(f);
-        let nss = run("libssl3.so");
-        assert_eq!(nss.library, Some(TlsLibrary::Nss));
-        assert_eq!(points(&nss), ProbePoint::NSS);
-        let nspr = run("libnspr4.so");
-        assert_eq!(nspr.library, Some(TlsLibrary::Nspr));
-        assert_eq!(points(&nspr), ProbePoint::NSPR);
-        let ssl = run("libssl.so.3");
-        assert_eq!(ssl.library, Some(TlsLibrary::OpenSsl));
-        let mut want = ProbePoint::OPENSSL
-            .into_iter()
-            .filter(|p| *p != ProbePoint::SslSetHostName)
-            .collect::<Vec<_>>();
-        want.extend([
-            ProbePoint::SslBioWrite,
-            ProbePoint::SslBioRead,
-            ProbePoint::SslBioCtrl,
-        ]);
-        assert_eq!(points(&ssl), want);
-    }
-
     #[test]
     fn openssl_like_is_openssl_exported() {
         let (p, i) = inspect("openssl_like");
