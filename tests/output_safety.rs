@@ -397,8 +397,11 @@ fn full_stdout_ends_the_agent_with_an_error() {
         .unwrap();
     let mut agent = agent_sees_one_exchange(Stdio::from(full));
     let st = agent.wait_exit(Duration::from_secs(20));
+    let st = st.unwrap_or_else(|| panic!("agent still running:\n{}", agent.log()));
+    // The exit can be seen before the reader of its stderr has the last
+    // line: wait for that line (bounded).
+    let _ = agent.wait_line(&["plainsight: error: "], Duration::from_secs(5));
     let log = agent.log();
-    let st = st.unwrap_or_else(|| panic!("agent still running:\n{log}"));
     assert_eq!(st.code(), Some(1), "{log}");
     let last = log.lines().last().unwrap_or_default();
     assert!(
@@ -426,8 +429,11 @@ fn closed_stdout_ends_the_agent_quietly() {
     };
     let mut agent = agent_sees_one_exchange(Stdio::from(w));
     let st = agent.wait_exit(Duration::from_secs(20));
+    let st = st.unwrap_or_else(|| panic!("agent still running:\n{}", agent.log()));
+    // The exit can be seen before the reader of its stderr has the last
+    // line: wait for that line (bounded).
+    let _ = agent.wait_line(&["plainsight: error: "], Duration::from_secs(5));
     let log = agent.log();
-    let st = st.unwrap_or_else(|| panic!("agent still running:\n{log}"));
     assert_eq!(st.code(), Some(0), "{log}");
     assert!(!log.contains("error"), "{log}");
     assert!(
