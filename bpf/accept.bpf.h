@@ -145,7 +145,7 @@ static __always_inline int accept_read_exit(long ret)
 	if (!s)
 		return 0;
 	no = w.name_off & (HELLO_MAX - 1);
-	nl &= MAX_NAME - 1;
+	NAME_INDEX(nl); /* a bound the compiler keeps (6.1 loses it in a spill) */
 	if (bpf_probe_read_kernel(s->raw, nl, &h->b[no]) != 0)
 		return 0;
 	return decide_name(ssl, s, nl, SNI_RECEIVED, id);

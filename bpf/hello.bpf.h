@@ -119,7 +119,7 @@ static __always_inline int on_hello(struct hello_buf *h, __u64 n, __u64 id, __u6
 		nl = 0;
 	} else {
 		no = w.name_off & (HELLO_MAX - 1);
-		nl &= MAX_NAME - 1;
+		NAME_INDEX(nl); /* a bound the compiler keeps (6.1 loses it in a spill) */
 		if (bpf_probe_read_kernel(s->raw, nl, &h->b[no]) != 0)
 			return 0;
 		sni_match(s, nl, &rule);
