@@ -459,7 +459,12 @@ impl Agent<'_> {
             return;
         }
         let (probes, static_tls) = match &r.outcome {
-            Outcome::Tls { file, shown, insp } => self.instrument(&r.job, file, shown, insp),
+            Outcome::Tls {
+                file,
+                shown,
+                insp,
+                known,
+            } => self.instrument(&r.job, file, shown, insp, known.as_deref()),
             Outcome::Failed(e) => {
                 log::warn!("cannot inspect {e}");
                 (None, false)
@@ -485,10 +490,11 @@ impl Agent<'_> {
         file: &std::fs::File,
         shown: &str,
         insp: &Inspection,
+        known: Option<&str>,
     ) -> (Option<Probes>, bool) {
         match attach::attach_file(self.kernel, file, insp) {
             Ok(links) => {
-                self.log_instrumented(job, shown, insp);
+                self.log_instrumented(job, shown, insp, known);
                 let static_tls = matches!(
                     insp.library,
                     Some(TlsLibrary::AwsLc | TlsLibrary::Ring | TlsLibrary::GoTls)
@@ -507,7 +513,7 @@ impl Agent<'_> {
         }
     }
 
-    fn log_instrumented(&self, job: &Job, shown: &str, insp: &Inspection) {
+    fn log_instrumented(&self, job: &Job, shown: &str, insp: &Inspection, known: Option<&str>) {
         // "name" or "name x3" for repeated probe points (Go RETs).
         let mut names: Vec<String> = Vec::new();
         for chunk in insp.targets.chunk_by(|a, b| a.symbol == b.symbol) {
@@ -520,13 +526,14 @@ impl Agent<'_> {
         let ctr = crate::container::of_pid(job.pid)
             .map_or(String::new(), |c| format!(" in container {}", c.short()));
         log::info!(
-            "instrumented {shown}{ctr} [{}] ({}, {}) {} by {}[{}]: {}",
+            "instrumented {shown}{ctr} [{}] ({}, {}{}) {} by {}[{}]: {}",
             job.file,
             insp.library.map(|l| l.to_string()).unwrap_or_default(),
             match insp.linkage {
                 Linkage::Exported => "exported",
                 Linkage::Static => "statically linked",
             },
+            known.map_or(String::new(), |k| format!(", known content: {k}")),
             if job.source == abi::EXEC_SOURCE_EXEC {
                 "executed"
             } else {

@@ -106,6 +106,54 @@ fn statically_linked_openssl_client() {
     rerun_if_host_stalled(|| hello_from_fixture("tls_client_static"));
 }
 
+/// A copy of an executable already inspected (same build ID and size, a new
+/// inode) is instrumented from the cache, without being parsed, and
+/// captured byte for byte like the first.
+#[test]
+fn a_copy_of_a_known_executable_is_instrumented_from_the_cache() {
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let req = hello_request("api.acme.com");
+    let resp = expected_response("GET", "/hello", 0, true);
+    let f = request_file(dir.path(), &req);
+    let port = srv.port.to_string();
+    let args = [
+        "127.0.0.1",
+        port.as_str(),
+        "api.acme.com",
+        f.to_str().unwrap(),
+    ];
+    let mut held = Vec::new();
+    for name in ["cache_first", "cache_copy"] {
+        let exe = dir.path().join(name);
+        std::fs::copy(fixture("tls_client_static"), &exe).unwrap();
+        held.push(Held::new(&exe, &args));
+    }
+    let pids: Vec<String> = held.iter().map(|h| h.pid.to_string()).collect();
+    let agent = Agent::start(&["--pid", &pids[0], "--pid", &pids[1]]);
+    for h in &mut held {
+        h.go(b"");
+        let (ok, _, err) = h.finish(T);
+        assert!(ok, "{err}");
+        let (w, r) = agent.wait_bytes(h.pid, req.len(), resp.len());
+        assert_eq!((show(&w), show(&r)), (show(&req), show(&resp)));
+        assert_eq!((w, r), (req.clone(), resp.clone()));
+    }
+    let log = agent.stderr();
+    let line = |name: &str| {
+        log.lines()
+            .find(|l| l.contains("instrumented") && l.contains(&format!("/{name} ")))
+            .unwrap_or_else(|| panic!("{name} not instrumented: {log}"))
+            .to_string()
+    };
+    assert!(!line("cache_first").contains("known content"));
+    assert!(
+        line("cache_copy").contains("known content: GNU build ID"),
+        "{}",
+        line("cache_copy")
+    );
+}
+
 #[test]
 fn node_bundled_openssl() {
     rerun_if_host_stalled(|| {

@@ -3,6 +3,7 @@
 //! symbols").
 
 pub mod budget;
+pub mod cache;
 pub mod elf;
 pub mod go;
 pub mod place;

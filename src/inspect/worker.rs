@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::cache::{self, Known};
 use super::{elf, inspect_bytes, Inspection};
 use crate::config::InspectSettings;
 use crate::discover::{self, ExecMapping, FileId};
@@ -27,6 +28,8 @@ pub enum Outcome {
         /// The path to show (as the process saw it).
         shown: String,
         insp: Inspection,
+        /// Found in the cache by this content identity (not parsed again).
+        known: Option<String>,
     },
     NotTls,
     /// The mapping is gone (the process exited): another process mapping
@@ -104,14 +107,43 @@ fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
         std::thread::sleep(Duration::from_secs(60));
     }
     let shown = Path::new(&m.path);
+    // The same content seen before (another inode: a copy, a container
+    // layer): its result, without reading or parsing the file.
+    let key = file
+        .metadata()
+        .ok()
+        .and_then(|md| cache::key(&file, md.len()));
+    if let Some((k, hit)) = key
+        .as_ref()
+        .and_then(|k| Some((k, cache::shared().get(k)?)))
+    {
+        return match hit {
+            Known::Tls(insp) => Outcome::Tls {
+                file,
+                shown: m.path,
+                insp: (*insp).clone(),
+                known: Some(k.short()),
+            },
+            Known::NotTls => Outcome::NotTls,
+        };
+    }
     super::budget::start(Some(s.budget));
     let inspected = elf::read_file(&file, &m.path, s.max_elf_size)
         .and_then(|data| inspect_bytes(&data, shown, s.inner));
+    if let (Some(k), Ok(insp), false) = (key, &inspected, super::budget::exhausted()) {
+        // Only whole results: not a file refused or cut short by a budget.
+        if insp.is_tls() {
+            cache::shared().insert(k, Known::Tls(std::sync::Arc::new(insp.clone())));
+        } else if insp.unsupported.is_none() {
+            cache::shared().insert(k, Known::NotTls);
+        }
+    }
     match inspected {
         Ok(insp) if insp.is_tls() => Outcome::Tls {
             file,
             shown: m.path,
             insp,
+            known: None,
         },
         Ok(Inspection {
             unsupported: Some(why),
