@@ -492,7 +492,12 @@ impl Agent<'_> {
         insp: &Inspection,
         known: Option<&str>,
     ) -> (Option<Probes>, bool) {
-        match attach::attach_file(self.kernel, file, insp) {
+        let t0 = Instant::now();
+        let attached = attach::attach_file(self.kernel, file, insp);
+        if t0.elapsed() > Duration::from_millis(2) {
+            log::debug!("attaching {shown} took {} us", t0.elapsed().as_micros());
+        }
+        match attached {
             Ok(links) => {
                 self.log_instrumented(job, shown, insp, known);
                 let static_tls = matches!(

@@ -181,7 +181,7 @@ pub fn start_one(i: usize, jobs: &Receiver<Job>, results: &Sender<Inspected>, s:
                 let t0 = Instant::now();
                 let outcome = inspect_job(&job, &s);
                 let took = t0.elapsed();
-                if took > Duration::from_millis(20) {
+                if took > Duration::from_millis(2) {
                     log::debug!(
                         "inspecting file {} (pid {}) took {} ms",
                         job.file,
