@@ -37,8 +37,29 @@ use crate::telemetry::TelemetrySink;
 
 /// Records waiting for the output thread at most.
 const OUTPUT_QUEUE: usize = 32 * 1024;
-/// How often exited processes and deleted files are swept.
+/// How often exited processes and deleted files are swept while processes
+/// come, go and talk ...
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// ... and at least this often when nothing happens (an idle host changes
+/// nothing that a sweep would find, bar the odd exit).
+const IDLE_SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// The data rings are read this often while records come (BPF does not
+/// wake the reader per record: waking costs the traced program more) ...
+const POLL_BUSY: Duration = Duration::from_millis(10);
+/// ... and, after this long without any, at most this seldom, so that an
+/// idle agent sleeps; bounded by the ring's size (`idle_poll`).
+const BUSY_FOR: Duration = Duration::from_secs(1);
+const POLL_IDLE_MAX: Duration = Duration::from_millis(100);
+/// The most plaintext a host's TLS programs are assumed to produce while
+/// the reader sleeps (this machine kind captures at most ~400 MB/s).
+const MAX_RATE: u64 = 400 << 20;
+
+/// How long an idle reader may sleep: half the time a burst at
+/// `MAX_RATE` takes to fill a data ring of `ring_bytes`.
+fn idle_poll(ring_bytes: u32) -> Duration {
+    let fill = Duration::from_micros(u64::from(ring_bytes) * 1_000_000 / MAX_RATE);
+    (fill / 2).clamp(POLL_BUSY, POLL_IDLE_MAX)
+}
 
 /// Checks what the agent needs before touching BPF, with messages that say
 /// what is missing.
@@ -193,6 +214,10 @@ struct Agent<'k> {
     /// What was reported already (the log says what is new).
     reported: Counters,
     dropped_reported: u64,
+    /// How long the loop may sleep once idle.
+    idle_poll: Duration,
+    /// Something happened since the last sweep (records, files, jobs).
+    active: bool,
 }
 
 /// Runs until SIGINT/SIGTERM.
@@ -257,6 +282,8 @@ pub fn run(s: Settings) -> Result<()> {
         ready: false,
         reported: Counters::default(),
         dropped_reported: 0,
+        idle_poll: idle_poll(s.kernel.ring_buffer_bytes),
+        active: true,
     };
     // `job_tx` lives as long as the loop: the job channel never closes.
     agent.scan_running(&s, &job_tx);
@@ -346,16 +373,23 @@ impl Agent<'_> {
     ) -> Result<()> {
         let mut last_sweep = Instant::now();
         let mut last_stats = Instant::now();
+        let mut last_records = Instant::now();
+        let mut follow_up = false;
         // The output thread stops on a write error (or a closed stdout):
         // then the agent stops too, cleanly, instead of capturing for no one.
         while !stop.load(Ordering::Relaxed) && !output::has_stopped() {
+            let poll = if last_records.elapsed() < BUSY_FOR {
+                POLL_BUSY
+            } else {
+                self.idle_poll
+            };
             crossbeam_channel::select! {
                 recv(jobs) -> j => if let Ok(j) = j { self.admit(j) },
                 recv(results) -> r => match r {
                     Ok(r) => self.inspected(r),
                     Err(_) => bail!("inspection workers stopped"),
                 },
-                default(Duration::from_millis(10)) => {}
+                default(poll) => {}
             }
             for j in jobs.try_iter() {
                 self.admit(j);
@@ -364,9 +398,16 @@ impl Agent<'_> {
                 self.inspected(r);
             }
             self.give_up_overdue();
-            let _ = ring.consume_raw();
-            if last_sweep.elapsed() >= SWEEP_EVERY {
+            if ring.consume_raw() > 0 {
+                last_records = Instant::now();
+                self.active = true;
+            }
+            let since = last_sweep.elapsed();
+            if (since >= SWEEP_EVERY && (self.active || follow_up)) || since >= IDLE_SWEEP_EVERY {
                 last_sweep = Instant::now();
+                // The sweeper answers at the next sweep: one more after
+                // activity collects what this one started.
+                follow_up = std::mem::take(&mut self.active);
                 self.sweep();
             }
             if last_stats.elapsed() >= Duration::from_secs(1) {
@@ -379,6 +420,7 @@ impl Agent<'_> {
 
     /// A process mapped a file (from the pause dispatcher and tracers, or the start-up scan).
     fn admit(&mut self, job: Job) {
+        self.active = true;
         match self.files.admit(job) {
             Admit::Inspect(job) => {
                 if let Err(e) = self.inspect.send(job) {
