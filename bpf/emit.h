@@ -152,7 +152,11 @@ static __always_inline void emit_data(__u32 type, __u64 buf, __u64 conn, __u64 l
 		c.flags |= DATA_FLAG_TRUNCATED;
 	}
 	chunks = (c.captured + DATA_CHUNK - 1) / DATA_CHUNK;
-	bpf_loop(chunks, emit_chunk, &c, 0);
+	/* Most calls fit one chunk: no loop helper for them. */
+	if (chunks == 1)
+		emit_chunk(0, &c);
+	else
+		bpf_loop(chunks, emit_chunk, &c, 0);
 }
 
 /*

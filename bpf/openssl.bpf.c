@@ -34,15 +34,24 @@ struct call_args {
 	__u64 ssl;
 	__u64 buf;
 	__u64 len_ptr; /* *written / *readbytes of the _ex calls, else 0 */
-	__u64 recheck; /* undecided at entry: decide at return */
+	__u32 recheck; /* undecided at entry: decide at return */
+	__u32 active;  /* a call is in flight on this thread */
 };
 
+/* The call in flight on each thread, from its entry to its return: task
+ * local storage (no hashing, no LRU lock on the capture path; freed with the
+ * thread). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct call_args);
 } active_calls SEC(".maps");
+
+static __always_inline struct call_args *call_slot(__u64 flags)
+{
+	return bpf_task_storage_get(&active_calls, bpf_get_current_task_btf(), 0, flags);
+}
 
 /* Connections whose server name was decided: (pid, SSL *) -> matched.
  * Only matches are stored, and non-matches too when capture_no_sni is on (to
@@ -82,8 +91,9 @@ static __always_inline bool is_named(__u64 ssl, __u64 id)
 static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct call_args args = { .ssl = ssl, .buf = buf, .len_ptr = len_ptr };
 	struct conn_key k = { .pid = id >> 32, .ssl = ssl };
+	struct call_args *a;
+	__u32 recheck = 0;
 
 	if (!process_wanted(id >> 32))
 		return 0;
@@ -93,9 +103,16 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr)
 		 * name is known by its return. */
 		if (is_named(ssl, id))
 			return 0;
-		args.recheck = 1;
+		recheck = 1;
 	}
-	bpf_map_update_elem(&active_calls, &id, &args, BPF_ANY);
+	a = call_slot(BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!a)
+		return 0;
+	a->ssl = ssl;
+	a->buf = buf;
+	a->len_ptr = len_ptr;
+	a->recheck = recheck;
+	a->active = 1;
 	return 0;
 }
 
@@ -112,14 +129,14 @@ static __always_inline bool still_wanted(struct call_args *a, __u64 id)
 static __always_inline int on_return_n(struct pt_regs *ctx, __u32 type, bool wide)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct call_args *args = bpf_map_lookup_elem(&active_calls, &id);
+	struct call_args *args = call_slot(0);
 	struct call_args a;
 	long ret = wide ? (long)PT_REGS_RC(ctx) : (long)(int)PT_REGS_RC(ctx);
 
-	if (!args)
+	if (!args || !args->active)
 		return 0;
 	a = *args;
-	bpf_map_delete_elem(&active_calls, &id);
+	args->active = 0;
 	if (ret <= 0 || !still_wanted(&a, id))
 		return 0;
 	emit_data(type, a.buf, a.ssl, (__u64)ret, id);
@@ -135,15 +152,15 @@ static __always_inline int on_return(struct pt_regs *ctx, __u32 type)
 static __always_inline int on_return_ex(struct pt_regs *ctx, __u32 type)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct call_args *args = bpf_map_lookup_elem(&active_calls, &id);
+	struct call_args *args = call_slot(0);
 	struct call_args a;
 	int ret = (int)PT_REGS_RC(ctx);
 	__u64 len = 0;
 
-	if (!args)
+	if (!args || !args->active)
 		return 0;
 	a = *args;
-	bpf_map_delete_elem(&active_calls, &id);
+	args->active = 0;
 	if (ret != 1 || !a.len_ptr || !still_wanted(&a, id))
 		return 0;
 	if (bpf_probe_read_user(&len, sizeof(len), (void *)a.len_ptr) != 0) {

@@ -11,7 +11,7 @@
  * The connection is the BIO's SSL *, seen when it is set:
  *   ctrl(BIO *, BIO_C_SET_SSL, close_flag, SSL *)
  * Should a library's BIO call the exported SSL_*_ex, that inner call
- * replaces the BIO's in active_calls (one entry per thread) and its return
+ * replaces the BIO's in active_calls (one per thread) and its return
  * reports the bytes once.
  */
 #define BIO_C_SET_SSL 109
