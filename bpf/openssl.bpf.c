@@ -53,10 +53,10 @@ static __always_inline struct call_args *call_slot(__u64 flags)
 	return bpf_task_storage_get(&active_calls, bpf_get_current_task_btf(), 0, flags);
 }
 
-/* Connections whose server name was decided: (pid, SSL *) -> matched.
- * Only matches are stored, and non-matches too when capture_no_sni is on (to
- * tell "set, not matching" from "never set"). Deleted at SSL_free and swept
- * by user space for exited processes; a hash, not LRU (sni.h, sni_decide). */
+/* Connections whose server name was decided: (pid, SSL *) -> matched, so
+ * that a call of either kind costs one lookup, and "set, not matching" is
+ * told from "never set". Deleted at SSL_free and swept by user space for
+ * exited processes; a hash, not LRU (sni.h, sni_decide). */
 struct conn_key {
 	__u32 pid;
 	__u32 _pad;
@@ -88,6 +88,24 @@ static __always_inline bool is_named(__u64 ssl, __u64 id)
 	return bpf_map_lookup_elem(&named, &k) != NULL;
 }
 
+enum { VERDICT_NO = 0, VERDICT_YES = 1, VERDICT_UNDECIDED = 2 };
+
+/* Whether connection `k` is captured, as far as the patterns go, in one
+ * lookup: decided either way (conns), or not decided yet (no name seen). */
+static __always_inline int conn_verdict(const struct conn_key *k)
+{
+	__u8 *m;
+
+	if (!sni_filter)
+		return VERDICT_YES;
+	m = bpf_map_lookup_elem(&conns, k);
+	if (m)
+		return *m ? VERDICT_YES : VERDICT_NO;
+	if (capture_no_sni && !sni_overflowed())
+		return VERDICT_YES;
+	return VERDICT_UNDECIDED;
+}
+
 static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -97,13 +115,15 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr)
 
 	if (!process_wanted(id >> 32))
 		return 0;
-	if (!sni_conn_wanted(&conns, &k)) {
+	switch (conn_verdict(&k)) {
+	case VERDICT_NO:
+		return 0;
+	case VERDICT_UNDECIDED:
 		/* A server's first read may run the handshake that names the
 		 * connection (SSL BIO, SSL_read before SSL_do_handshake): the
 		 * name is known by its return. */
-		if (is_named(ssl, id))
-			return 0;
 		recheck = 1;
+		break;
 	}
 	a = call_slot(BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!a)
@@ -234,12 +254,8 @@ static __always_inline int decide_name(__u64 ssl, struct sni_scratch *s, __u64 n
 
 	sni_match(s, n, &rule);
 	matched = !sni_filter || rule != 0;
-	if (sni_filter) {
-		if (matched || capture_no_sni)
-			sni_decide(&conns, &k, matched);
-		else
-			bpf_map_delete_elem(&conns, &k);
-	}
+	if (sni_filter)
+		sni_decide(&conns, &k, matched);
 	bpf_map_update_elem(&named, &k, &one, BPF_ANY);
 	if (matched)
 		emit_sni(type, ssl, rule, s, true, id);

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 ROUNDS="${ROUNDS:-3}"     # interleaved repetitions of each overhead mode
 SECS="${SECS:-2}"         # seconds per overhead measurement
 RUNS="${RUNS:-1000}"      # start-up completeness runs
+NEW_RUNS="${NEW_RUNS:-100}" # start-up runs of content never seen (build ID changed)
 IDLE="${IDLE:-60}"        # idle measurement seconds
 SIZES=(1024 4096 65536)
 OUT=docs/benchmarks.md
@@ -118,6 +119,7 @@ c0=$(awk '{print $14+$15}' "/proc/$AGENT_PID/stat")
 sleep "$IDLE"
 c1=$(awk '{print $14+$15}' "/proc/$AGENT_PID/stat")
 idle_rss=$(awk '/VmRSS/{print $2}' "/proc/$AGENT_PID/status")
+idle_anon=$(awk '/RssAnon/{print $2}' "/proc/$AGENT_PID/status")
 stop_agent
 TICK=$(getconf CLK_TCK)
 
@@ -127,12 +129,54 @@ SRV_PID=$!
 for _ in $(seq 100); do grep -q PORT "$WORK/srv.out" && break; sleep 0.05; done
 PORT=$(awk '/PORT/{print $2}' "$WORK/srv.out")
 printf 'GET /start HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n' >"$WORK/req"
+# A run of a fresh copy of src, its time (us) appended to runtimes.LABEL; its exit status.
+run_copy() { # src label
+    cp "$1" "$WORK/newtls"   # a new inode every run
+    local t0 t1 st=0
+    t0=$(date +%s%N)
+    "$WORK/newtls" 127.0.0.1 "$PORT" api.acme.com "$WORK/req" >/dev/null 2>&1 || st=1
+    t1=$(date +%s%N)
+    rm -f "$WORK/newtls"
+    echo "$(( (t1 - t0) / 1000 ))" >>"$WORK/runtimes.$2"
+    return $st
+}
+# The same executable with another build ID (new content for the agent).
+patch_build_id() { # src dst n
+    python3 - "$1" "$2" "$3" <<'PY'
+import struct, sys
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+b = bytearray(open(src, "rb").read())
+phoff, = struct.unpack_from("<Q", b, 0x20)
+phentsize, phnum = struct.unpack_from("<HH", b, 0x36)
+for i in range(phnum):
+    h = phoff + i * phentsize
+    if struct.unpack_from("<I", b, h)[0] != 4:  # PT_NOTE
+        continue
+    off, = struct.unpack_from("<Q", b, h + 8)
+    size, = struct.unpack_from("<Q", b, h + 32)
+    o = off
+    while o + 12 <= off + size:
+        namesz, descsz, typ = struct.unpack_from("<III", b, o)
+        name_at = o + 12
+        desc_at = name_at + ((namesz + 3) & ~3)
+        if b[name_at:name_at + 4] == b"GNU\0" and typ == 3:
+            struct.pack_into("<I", b, desc_at, n)
+            open(dst, "wb").write(b)
+            sys.exit(0)
+        o = desc_at + ((descsz + 3) & ~3)
+sys.exit("no GNU build ID")
+PY
+}
+pct_of() { # p, values on stdin
+    sort -n | awk -v p="$1" '{a[NR]=$1} END {i=int(NR*p/100); if (i<1) i=1; print a[i]}'
+}
+# Without the agent: what a run takes.
+ok0=0
+for i in $(seq "$NEW_RUNS"); do run_copy target/fixtures/tls_client_static none && ok0=$((ok0 + 1)); done
 start_agent "$WORK/start.log" --comm newtls --raw --output json --write "$WORK/start.json"
 ok=0
 for i in $(seq "$RUNS"); do
-    cp target/fixtures/tls_client_static "$WORK/newtls"   # a new inode every run
-    "$WORK/newtls" 127.0.0.1 "$PORT" api.acme.com "$WORK/req" >/dev/null 2>&1 && ok=$((ok + 1))
-    rm -f "$WORK/newtls"
+    run_copy target/fixtures/tls_client_static known && ok=$((ok + 1))
 done
 sleep 1
 # Thousands of uprobes to detach: the kernel takes ~0.1 s each, so do not
@@ -150,9 +194,24 @@ for line in open(sys.argv[1]):
 print(len(pids))
 PY
 )
+known_hits=$(grep -c "known content" "$WORK/start.log" || true)
 pauses=$(sed -n 's/.*pause durations (us): //p' "$WORK/start.log" | tr ' ' '\n' | grep -v '^$' | sort -n)
-pct() { echo "$pauses" | awk -v p="$1" '{a[NR]=$1} END {i=int(NR*p/100); if (i<1) i=1; print a[i]}'; }
+pct() { echo "$pauses" | pct_of "$1"; }
 P50=$(pct 50); P99=$(pct 99); PMAX=$(echo "$pauses" | tail -1); NP=$(echo "$pauses" | grep -c . || true)
+# New content every run: the executable with its build ID changed.
+for i in $(seq "$NEW_RUNS"); do patch_build_id target/fixtures/tls_client_static "$WORK/new.$i" "$i"; done
+start_agent "$WORK/new.log" --comm newtls
+okn=0
+for i in $(seq "$NEW_RUNS"); do run_copy "$WORK/new.$i" new && okn=$((okn + 1)); done
+sleep 1
+kill -INT "$AGENT_PID"
+for _ in $(seq 1200); do grep -q "pause durations" "$WORK/new.log" && break; sleep 0.05; done
+AGENT_PID=""
+npauses=$(sed -n 's/.*pause durations (us): //p' "$WORK/new.log" | tr ' ' '\n' | grep -v '^$' | sort -n)
+N50=$(echo "$npauses" | pct_of 50); N99=$(echo "$npauses" | pct_of 99); NMAX=$(echo "$npauses" | tail -1)
+R0_50=$(pct_of 50 <"$WORK/runtimes.none"); R0_99=$(pct_of 99 <"$WORK/runtimes.none")
+RK_50=$(pct_of 50 <"$WORK/runtimes.known"); RK_99=$(pct_of 99 <"$WORK/runtimes.known")
+RN_50=$(pct_of 50 <"$WORK/runtimes.new"); RN_99=$(pct_of 99 <"$WORK/runtimes.new")
 kill -INT "$SRV_PID"; wait "$SRV_PID" 2>/dev/null || true; SRV_PID=""
 echo "start-up done" >&2
 
@@ -210,14 +269,21 @@ mkdir -p docs
     echo
     echo "## 3. Completeness at start-up"
     echo
-    echo "$RUNS runs of a never-seen executable (tls_client_static copied to a new inode each run) that does TLS"
-    echo "at once: $ok runs succeeded, **$captured of $RUNS requests captured**. Processes held paused ($NP pauses):"
-    echo "p50 $P50 us, p99 $P99 us, max $PMAX us."
+    echo "$RUNS runs of a fresh executable (tls_client_static copied to a new inode each run) that does TLS"
+    echo "at once: $ok runs succeeded, **$captured of $RUNS requests captured**; $known_hits of them instrumented"
+    echo "from the inspection cache (same build ID and size: known content)."
+    echo
+    echo "| | runs | held paused p50 / p99 / max | run time p50 / p99 |"
+    echo "|---|---|---|---|"
+    echo "| no agent | $ok0 of $NEW_RUNS | - | $((R0_50 / 1000)).$(printf '%03d' $((R0_50 % 1000))) / $((R0_99 / 1000)).$(printf '%03d' $((R0_99 % 1000))) ms |"
+    echo "| known content (a copy) | $ok of $RUNS | $P50 / $P99 / $PMAX us | $((RK_50 / 1000)).$(printf '%03d' $((RK_50 % 1000))) / $((RK_99 / 1000)).$(printf '%03d' $((RK_99 % 1000))) ms |"
+    echo "| new content (build ID changed each run) | $okn of $NEW_RUNS | $N50 / $N99 / $NMAX us | $((RN_50 / 1000)).$(printf '%03d' $((RN_50 % 1000))) / $((RN_99 / 1000)).$(printf '%03d' $((RN_99 % 1000))) ms |"
     echo
     echo "## 4. Idle cost"
     echo
     echo "Start to ready: $(printf '%.2f' "$(echo "$t_ready - $t_start" | bc -l)") s. Over ${IDLE} s idle: agent CPU"
-    echo "$(printf '%.2f' "$(echo "($c1 - $c0) / $TICK" | bc -l)") s, RSS $((idle_rss / 1024)) MiB."
+    echo "$(printf '%.2f' "$(echo "($c1 - $c0) / $TICK" | bc -l)") s ($(printf '%.2f' "$(echo "($c1 - $c0) / $TICK / $IDLE * 100" | bc -l)") % of a core), RSS $((idle_rss / 1024)) MiB: anonymous"
+    echo "$((idle_anon / 1024)) MiB, the rest mapped (the BPF ring buffers, 2 x 32 MiB of plaintext by default, and the binary)."
     echo
     echo "## Reading the numbers"
     echo
