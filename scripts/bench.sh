@@ -199,7 +199,10 @@ pauses=$(sed -n 's/.*pause durations (us): //p' "$WORK/start.log" | tr ' ' '\n' 
 pct() { echo "$pauses" | pct_of "$1"; }
 P50=$(pct 50); P99=$(pct 99); PMAX=$(echo "$pauses" | tail -1); NP=$(echo "$pauses" | grep -c . || true)
 # New content every run: the executable with its build ID changed.
-for i in $(seq "$NEW_RUNS"); do patch_build_id target/fixtures/tls_client_static "$WORK/new.$i" "$i"; done
+for i in $(seq "$NEW_RUNS"); do
+    patch_build_id target/fixtures/tls_client_static "$WORK/new.$i" "$i"
+    chmod 755 "$WORK/new.$i"
+done
 start_agent "$WORK/new.log" --comm newtls
 okn=0
 for i in $(seq "$NEW_RUNS"); do run_copy "$WORK/new.$i" new && okn=$((okn + 1)); done
@@ -207,7 +210,7 @@ sleep 1
 kill -INT "$AGENT_PID"
 for _ in $(seq 1200); do grep -q "pause durations" "$WORK/new.log" && break; sleep 0.05; done
 AGENT_PID=""
-npauses=$(sed -n 's/.*pause durations (us): //p' "$WORK/new.log" | tr ' ' '\n' | grep -v '^$' | sort -n)
+npauses=$(sed -n 's/.*pause durations (us): //p' "$WORK/new.log" | tr ' ' '\n' | { grep -v '^$' || true; } | sort -n)
 N50=$(echo "$npauses" | pct_of 50); N99=$(echo "$npauses" | pct_of 99); NMAX=$(echo "$npauses" | tail -1)
 R0_50=$(pct_of 50 <"$WORK/runtimes.none"); R0_99=$(pct_of 99 <"$WORK/runtimes.none")
 RK_50=$(pct_of 50 <"$WORK/runtimes.known"); RK_99=$(pct_of 99 <"$WORK/runtimes.known")

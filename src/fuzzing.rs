@@ -148,10 +148,7 @@ impl Script {
 
 /// The names inspection keeps (as `inspect::interesting`).
 fn interesting(name: &str) -> bool {
-    name.starts_with("SSL_")
-        || name.starts_with("gnutls_")
-        || inspect::aead_point(name).is_some()
-        || inspect::ring_point(name).is_some()
+    inspect::interesting(name)
 }
 
 /// A body is never longer than it counts, nor kept past the limit.
@@ -276,6 +273,20 @@ pub fn elf(data: &[u8]) {
             check_in_file(data, t);
             check_placement(data, t);
         }
+    }
+    // The SSL BIO's functions, from BIO_f_ssl's method table.
+    if let Some(Ok(bio)) = inspect::sslbio::targets(data, &syms) {
+        for t in &bio {
+            check_in_file(data, t);
+        }
+    }
+    // The content identity (build ID note), as the inspection cache reads it.
+    if let Some(k) = inspect::cache::key_of_bytes(data) {
+        assert!((1..=128).contains(&k.id.len()), "build ID of {} bytes", k.id.len());
+        assert!(
+            data.windows(k.id.len()).any(|w| w == k.id.as_slice()),
+            "a build ID that is not in the file"
+        );
     }
 }
 

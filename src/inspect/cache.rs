@@ -98,6 +98,29 @@ pub fn key(f: &File, size: u64) -> Option<ContentKey> {
     Some(ContentKey { kind, id, size })
 }
 
+/// [`key`] of ELF bytes already in memory (the fuzz harness's entry).
+pub fn key_of_bytes(data: &[u8]) -> Option<ContentKey> {
+    let eh: &[u8; 64] = data.get(..64)?.try_into().ok()?;
+    let read = |off: u64, buf: &mut [u8]| {
+        let Ok(o) = usize::try_from(off) else {
+            return false;
+        };
+        match o.checked_add(buf.len()).and_then(|end| data.get(o..end)) {
+            Some(b) => {
+                buf.copy_from_slice(b);
+                true
+            }
+            None => false,
+        }
+    };
+    let (id, kind) = build_id(eh, read)?;
+    Some(ContentKey {
+        kind,
+        id,
+        size: data.len() as u64,
+    })
+}
+
 fn u16_at(b: &[u8], o: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
 }

@@ -153,7 +153,8 @@ impl Inspection {
     }
 }
 
-fn interesting(name: &str) -> bool {
+/// The symbol names inspection keeps (the rest of a file's are skipped).
+pub fn interesting(name: &str) -> bool {
     name.starts_with("SSL_")
         || name == "BIO_f_ssl"
         || ProbePoint::NSPR.iter().any(|p| p.symbol() == name)
