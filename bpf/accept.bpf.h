@@ -112,31 +112,14 @@ static __always_inline int accept_read_enter(__u64 buf)
 static __always_inline int accept_read_exit(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct hello_rx *rx = bpf_map_lookup_elem(&accepting, &id);
 	struct walk_ctx w = {};
 	struct sni_scratch *s;
 	struct hello_buf *h;
-	__u32 zero = 0, n = 0;
-	__u64 ssl, nl, no;
-	int r;
+	__u64 ssl = 0, nl, no;
+	__u32 n = 0;
 
-	if (!rx || !rx->buf)
-		return 0;
-	if (ret <= 0) {
-		/* nothing yet (EAGAIN): the handshake reads again */
-		rx->buf = 0;
-		return 0;
-	}
-	h = bpf_map_lookup_elem(&hello_scratch, &zero);
-	if (!h)
-		return 0;
-	r = hello_rx_exit(rx, ret, h, &n);
-	rx->buf = 0;
-	if (r == RX_MORE)
-		return 0;
-	ssl = rx->conn;
-	bpf_map_delete_elem(&accepting, &id);
-	if (r != RX_HELLO || !hello_find_name(h, n, &w) || is_named(ssl, id))
+	h = hello_rx_read(&accepting, &hello_scratch, id, ret, &n, &ssl);
+	if (!h || !hello_find_name(h, n, &w) || is_named(ssl, id))
 		return 0;
 	nl = w.name_len;
 	if (nl == 0 || nl >= MAX_NAME)

@@ -182,26 +182,12 @@ static __always_inline int on_recv_enter(__u64 sock, __u64 buf)
 /* A read of a watched process returned: a server's ClientHello? */
 static __always_inline int on_server_recv_exit(__u64 id, long ret)
 {
-	struct hello_rx *rx = bpf_map_lookup_elem(&server_rx, &id);
 	struct hello_buf *h;
-	__u32 zero = 0, n = 0;
-	int r;
+	__u64 conn = 0;
+	__u32 n = 0;
 
-	if (!rx || !rx->buf)
-		return 0;
-	if (ret <= 0) {
-		rx->buf = 0;
-		return 0;
-	}
-	h = bpf_map_lookup_elem(&hello_scratch, &zero);
-	if (!h)
-		return 0;
-	r = hello_rx_exit(rx, ret, h, &n);
-	rx->buf = 0;
-	if (r == RX_MORE)
-		return 0;
-	bpf_map_delete_elem(&server_rx, &id);
-	if (r == RX_HELLO)
+	h = hello_rx_read(&server_rx, &hello_scratch, id, ret, &n, &conn);
+	if (h)
 		on_hello(h, n, id, 0, true);
 	return 0;
 }

@@ -72,4 +72,40 @@ static __always_inline int hello_rx_exit(struct hello_rx *rx, long ret, struct h
 	return RX_HELLO;
 }
 
+/*
+ * A read returned `ret` on thread `id`, which may wait for a ClientHello
+ * in `waiting` (thread -> struct hello_rx); `scratch` is a per-CPU
+ * hello_buf. Returns the ClientHello record (`*n` bytes), the thread's
+ * connection in *conn, or NULL. The thread stops waiting unless its read
+ * brought nothing yet (EAGAIN: the handshake reads again) or a header
+ * alone.
+ */
+static __always_inline struct hello_buf *hello_rx_read(void *waiting, void *scratch, __u64 id,
+							long ret, __u32 *n, __u64 *conn)
+{
+	struct hello_rx *rx = bpf_map_lookup_elem(waiting, &id);
+	struct hello_buf *h;
+	__u32 zero = 0;
+	int r;
+
+	if (!rx || !rx->buf)
+		return NULL;
+	if (ret <= 0) {
+		rx->buf = 0;
+		return NULL;
+	}
+	h = bpf_map_lookup_elem(scratch, &zero);
+	if (!h)
+		return NULL;
+	r = hello_rx_exit(rx, ret, h, n);
+	rx->buf = 0;
+	if (r == RX_MORE)
+		return NULL;
+	*conn = rx->conn;
+	bpf_map_delete_elem(waiting, &id);
+	if (r != RX_HELLO)
+		return NULL;
+	return h;
+}
+
 #endif

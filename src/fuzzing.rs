@@ -282,7 +282,11 @@ pub fn elf(data: &[u8]) {
     }
     // The content identity (build ID note), as the inspection cache reads it.
     if let Some(k) = inspect::cache::key_of_bytes(data) {
-        assert!((1..=128).contains(&k.id.len()), "build ID of {} bytes", k.id.len());
+        assert!(
+            (1..=128).contains(&k.id.len()),
+            "build ID of {} bytes",
+            k.id.len()
+        );
         assert!(
             data.windows(k.id.len()).any(|w| w == k.id.as_slice()),
             "a build ID that is not in the file"

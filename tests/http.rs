@@ -34,27 +34,6 @@ fn curl(port: u16, extra: &[&str], paths: &[&str]) -> Held {
     Held::new(Path::new("/usr/bin/curl"), &args)
 }
 
-/// The "http" records of `pid`, once `n` are there (bounded wait).
-fn exchanges(agent: &Agent, pid: u32, n: usize) -> Vec<Value> {
-    let until = Instant::now() + Duration::from_secs(15);
-    loop {
-        let got: Vec<Value> = agent
-            .records()
-            .into_iter()
-            .filter(|r| r["type"] == "http" && r["pid"] == pid)
-            .collect();
-        if got.len() >= n || Instant::now() > until {
-            std::thread::sleep(Duration::from_millis(200));
-            return agent
-                .records()
-                .into_iter()
-                .filter(|r| r["type"] == "http" && r["pid"] == pid)
-                .collect();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A field of a message's `headers` or `trailers` list.
 fn field<'a>(msg: &'a Value, list: &str, name: &str) -> Option<&'a str> {
     msg[list]
@@ -123,7 +102,7 @@ fn keep_alive(version: &str, protocol: &str) {
     );
     let pid = c.pid;
     assert_eq!(run(c), b"ok GET /a 0\nok GET /b?x=1 0\nok GET /c 0\n");
-    let ex = exchanges(&agent, pid, 3);
+    let ex = agent.exchanges(pid, 3);
     agent.stop();
     assert_eq!(ex.len(), 3, "{ex:#?}");
     let conns: std::collections::HashSet<_> = ex.iter().map(|e| e["conn"].clone()).collect();
@@ -238,7 +217,7 @@ fn curl_http2_post_without_redaction() {
         let mut agent = Agent::start_decoded("json", &["--pid", &c.pid.to_string(), "--no-redact"]);
         let pid = c.pid;
         assert_eq!(run(c), b"ok POST /form 19\n");
-        let ex = exchanges(&agent, pid, 1);
+        let ex = agent.exchanges(pid, 1);
         agent.stop();
         assert_eq!(ex.len(), 1);
         let e = &ex[0];
@@ -292,8 +271,8 @@ fn grpc_style_exchange() {
             b"\x00\x00\x00\x00\x0breply:hello\x00\x00\x00\x00\x09reply:abc"
         );
         run(bad);
-        let e = exchanges(&agent, ok_pid, 1);
-        let f = exchanges(&agent, bad_pid, 1);
+        let e = agent.exchanges(ok_pid, 1);
+        let f = agent.exchanges(bad_pid, 1);
         agent.stop();
         let e = &e[0];
         assert_eq!(e["protocol"], "HTTP/2");
@@ -341,7 +320,7 @@ sys.stdout.write(urllib.request.urlopen(req, context=ctx).read().decode())
         let mut agent = Agent::start_decoded("json", &["--pid", &h.pid.to_string()]);
         let pid = h.pid;
         assert_eq!(run(h), b"ok POST /py/search 8\n");
-        let ex = exchanges(&agent, pid, 1);
+        let ex = agent.exchanges(pid, 1);
         agent.stop();
         assert_eq!(ex.len(), 1, "{ex:#?}");
         let e = &ex[0];

@@ -92,7 +92,7 @@ fn sni_server(name: &str, program: &Path, args: &[&str], response: fn(&str) -> V
             "{name}: {names:?}"
         );
 
-        let ex = wait_exchanges(&decoded, held.pid, 1);
+        let ex = decoded.exchanges(held.pid, 1);
         assert_eq!(ex.len(), 1, "{name}: {ex:?}");
         let e = &ex[0];
         assert_eq!(
@@ -117,27 +117,6 @@ fn sni_server(name: &str, program: &Path, args: &[&str], response: fn(&str) -> V
             "{name}: {e}"
         );
     });
-}
-
-/// The decoded exchanges of `pid`, once there are `n` (bounded wait).
-fn wait_exchanges(agent: &Agent, pid: u32, n: usize) -> Vec<Value> {
-    let until = Instant::now() + Duration::from_secs(15);
-    loop {
-        let ex: Vec<Value> = agent
-            .records()
-            .into_iter()
-            .filter(|r| r["type"] == "http" && r["pid"] == pid)
-            .collect();
-        if ex.len() >= n || Instant::now() > until {
-            std::thread::sleep(Duration::from_millis(300));
-            return agent
-                .records()
-                .into_iter()
-                .filter(|r| r["type"] == "http" && r["pid"] == pid)
-                .collect();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn python_response(path: &str) -> Vec<u8> {
@@ -286,7 +265,7 @@ fn nginx_http1_and_http2_by_their_clients_server_name() {
             curl(port, "other.example", "/no", "--http2"),
             "hello GET /no\n"
         );
-        let ex = wait_exchanges(&agent, pid, 2);
+        let ex = agent.exchanges(pid, 2);
         let mut got: Vec<(String, String, String, String, u64, String)> = ex
             .iter()
             .map(|e| {
@@ -512,7 +491,7 @@ fn gnutls_server_by_its_clients_server_name() {
         wait_port(port);
         curl(port, "api.acme.com", "/g", "--http1.1");
         curl(port, "other.example", "/o", "--http1.1");
-        let ex = wait_exchanges(&agent, pid, 1);
+        let ex = agent.exchanges(pid, 1);
         let got: Vec<_> = ex
             .iter()
             .map(|e| (&e["path"], &e["side"], &e["sni"], &e["status"]))

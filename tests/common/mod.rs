@@ -244,6 +244,23 @@ impl Agent {
         data_of(&self.records(), pid, direction)
     }
 
+    /// The decoded exchanges ("http" records) of `pid`, once there are
+    /// `n` (bounded wait), and a little longer for any that must not come.
+    pub fn exchanges(&self, pid: u32, n: usize) -> Vec<Value> {
+        let of_pid = || -> Vec<Value> {
+            self.records()
+                .into_iter()
+                .filter(|r| r["type"] == "http" && r["pid"] == pid)
+                .collect()
+        };
+        let until = Instant::now() + Duration::from_secs(15);
+        while of_pid().len() < n && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        of_pid()
+    }
+
     /// Waits until `pid` has at least `write` and `read` bytes captured.
     pub fn wait_bytes(&self, pid: u32, write: usize, read: usize) -> (Vec<u8>, Vec<u8>) {
         let until = Instant::now() + Duration::from_secs(15);
