@@ -45,6 +45,11 @@ if ((${#missing[@]})); then
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    # nginx's package enables a site on port 80; the tests run their own nginx
+    # on 127.0.0.1 with a configuration of their own, and nothing should listen.
+    if [[ " ${missing[*]} " == *" nginx-light "* ]]; then
+        systemctl disable --now nginx >/dev/null 2>&1 || service nginx stop >/dev/null 2>&1 || true
+    fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
