@@ -61,13 +61,19 @@ int ssl_get_servername_return(struct pt_regs *ctx)
 
 /* Threads shaking hands for a connection whose name is not known yet, until
  * they read a ClientHello (a server) or something else (a client: the
- * ServerHello). */
+ * ServerHello). Task-local storage: the read tracepoints, which run on every
+ * read of the host, return at once for threads that never shook hands. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct hello_rx);
 } accepting SEC(".maps");
+
+static __always_inline struct hello_rx *accept_slot(__u64 flags)
+{
+	return bpf_task_storage_get(&accepting, bpf_get_current_task_btf(), 0, flags);
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -81,14 +87,17 @@ struct {
  * read (a record header alone). */
 static __always_inline void arm_accept(__u64 conn, __u64 id)
 {
-	struct hello_rx fresh = { .conn = conn }, *rx;
+	struct hello_rx *rx;
 
 	if (!conn || !process_wanted(id >> 32) || is_named(conn, id))
 		return;
-	rx = bpf_map_lookup_elem(&accepting, &id);
-	if (rx && rx->conn == conn)
+	rx = accept_slot(BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!rx || (rx->armed && rx->conn == conn))
 		return;
-	bpf_map_update_elem(&accepting, &id, &fresh, BPF_ANY);
+	rx->buf = 0;
+	rx->conn = conn;
+	rx->have_hdr = 0;
+	rx->armed = 1;
 }
 
 /* SSL_do_handshake(ssl) / SSL_accept(ssl) / gnutls_handshake(session) */
@@ -101,10 +110,9 @@ int BPF_UPROBE(tls_handshake_entry, void *ssl)
 
 static __always_inline int accept_read_enter(__u64 buf)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct hello_rx *rx = bpf_map_lookup_elem(&accepting, &id);
+	struct hello_rx *rx = accept_slot(0);
 
-	if (rx)
+	if (rx && rx->armed)
 		rx->buf = buf;
 	return 0;
 }
@@ -118,7 +126,7 @@ static __always_inline int accept_read_exit(long ret)
 	__u64 ssl = 0, nl, no;
 	__u32 n = 0;
 
-	h = hello_rx_read(&accepting, &hello_scratch, id, ret, &n, &ssl);
+	h = hello_rx_read(accept_slot(0), &hello_scratch, ret, &n, &ssl);
 	if (!h || !hello_find_name(h, n, &w) || is_named(ssl, id))
 		return 0;
 	nl = w.name_len;

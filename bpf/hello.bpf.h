@@ -163,7 +163,7 @@ static __always_inline int on_recv_enter(__u64 sock, __u64 buf)
 	__u32 pid = id >> 32;
 	struct sock_key sk = { .pid = pid, .sock = sock };
 	struct recv_args a = { .buf = buf, .sock = sock };
-	struct hello_rx fresh = { .buf = buf }, *rx;
+	struct hello_rx fresh = { .buf = buf, .armed = 1 }, *rx;
 
 	if (bpf_map_lookup_elem(&hello_sent, &sk)) {
 		bpf_map_update_elem(&pending_recv, &id, &a, BPF_ANY);
@@ -182,11 +182,14 @@ static __always_inline int on_recv_enter(__u64 sock, __u64 buf)
 /* A read of a watched process returned: a server's ClientHello? */
 static __always_inline int on_server_recv_exit(__u64 id, long ret)
 {
+	struct hello_rx *rx = bpf_map_lookup_elem(&server_rx, &id);
 	struct hello_buf *h;
 	__u64 conn = 0;
 	__u32 n = 0;
 
-	h = hello_rx_read(&server_rx, &hello_scratch, id, ret, &n, &conn);
+	h = hello_rx_read(rx, &hello_scratch, ret, &n, &conn);
+	if (rx && !rx->armed)
+		bpf_map_delete_elem(&server_rx, &id);
 	if (h)
 		on_hello(h, n, id, 0, true);
 	return 0;

@@ -20,7 +20,8 @@ struct hello_rx {
 	__u64 conn; /* the caller's connection (openssl: SSL *); 0 if none yet */
 	__u8 hdr[TLS_RECORD_HEADER]; /* a handshake record header read alone */
 	__u8 have_hdr;
-	__u8 _pad[2];
+	__u8 armed; /* the thread waits for a ClientHello */
+	__u8 _pad;
 };
 
 enum hello_rx_result {
@@ -73,22 +74,20 @@ static __always_inline int hello_rx_exit(struct hello_rx *rx, long ret, struct h
 }
 
 /*
- * A read returned `ret` on thread `id`, which may wait for a ClientHello
- * in `waiting` (thread -> struct hello_rx); `scratch` is a per-CPU
- * hello_buf. Returns the ClientHello record (`*n` bytes), the thread's
- * connection in *conn, or NULL. The thread stops waiting unless its read
- * brought nothing yet (EAGAIN: the handshake reads again) or a header
- * alone.
+ * A read returned `ret` on a thread whose waiting state is `rx` (NULL: it
+ * waits for nothing); `scratch` is a per-CPU hello_buf. Returns the
+ * ClientHello record (`*n` bytes) with the thread's connection in *conn, or
+ * NULL. The thread stops waiting (rx->armed = 0) unless its read brought
+ * nothing yet (EAGAIN: the handshake reads again) or a header alone.
  */
-static __always_inline struct hello_buf *hello_rx_read(void *waiting, void *scratch, __u64 id,
-							long ret, __u32 *n, __u64 *conn)
+static __always_inline struct hello_buf *hello_rx_read(struct hello_rx *rx, void *scratch, long ret,
+							__u32 *n, __u64 *conn)
 {
-	struct hello_rx *rx = bpf_map_lookup_elem(waiting, &id);
 	struct hello_buf *h;
 	__u32 zero = 0;
 	int r;
 
-	if (!rx || !rx->buf)
+	if (!rx || !rx->armed || !rx->buf)
 		return NULL;
 	if (ret <= 0) {
 		rx->buf = 0;
@@ -102,7 +101,8 @@ static __always_inline struct hello_buf *hello_rx_read(void *waiting, void *scra
 	if (r == RX_MORE)
 		return NULL;
 	*conn = rx->conn;
-	bpf_map_delete_elem(waiting, &id);
+	rx->armed = 0;
+	rx->have_hdr = 0;
 	if (r != RX_HELLO)
 		return NULL;
 	return h;
