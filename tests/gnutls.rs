@@ -46,15 +46,7 @@ fn gnutls_cli_with_and_without_a_matching_name() {
         assert_eq!(show(&w), show(&req));
         assert_eq!(w, req, "each write exactly once (send calls send2)");
         assert_eq!(r, resp);
-        let recs = agent.records();
-        assert!(
-            recs.iter().all(|r| r["pid"] != no.pid),
-            "other.example captured"
-        );
-        assert!(recs
-            .iter()
-            .filter(|r| r["type"] == "data")
-            .all(|r| r["sni"] == "api.acme.com"));
+        assert_only_api_acme(&agent.records(), no.pid);
     });
 }
 

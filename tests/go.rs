@@ -46,15 +46,7 @@ fn go_get(bin: &str) {
     assert_eq!(show(&w), show(&req), "{bin}");
     assert_eq!(w, req);
     assert_eq!(r, resp);
-    let recs = agent.records();
-    assert!(
-        recs.iter().all(|r| r["pid"] != no.pid),
-        "other.example captured"
-    );
-    assert!(recs
-        .iter()
-        .filter(|r| r["type"] == "data")
-        .all(|r| r["sni"] == "api.acme.com"));
+    assert_only_api_acme(&agent.records(), no.pid);
 }
 
 #[test]

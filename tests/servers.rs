@@ -414,15 +414,7 @@ fn nss_tstclnt_exact_bytes_and_server_name_filter() {
         let (w, r) = agent.wait_bytes(yes, req.len(), resp.len());
         assert_eq!((show(&w), show(&r)), (show(&req), show(&resp)));
         assert_eq!((w, r), (req, resp));
-        let recs = agent.records();
-        assert!(
-            recs.iter().all(|r| r["pid"] != no),
-            "other.example captured"
-        );
-        assert!(recs
-            .iter()
-            .filter(|r| r["type"] == "data")
-            .all(|r| r["sni"] == "api.acme.com"));
+        assert_only_api_acme(&agent.records(), no);
     });
 }
 

@@ -524,6 +524,20 @@ impl Drop for Held {
     }
 }
 
+/// Under `--sni api.acme.com`: nothing of process `excluded` (its server
+/// name did not match) was captured, and every data record names
+/// api.acme.com.
+pub fn assert_only_api_acme(recs: &[Value], excluded: u32) {
+    assert!(
+        recs.iter().all(|r| r["pid"] != excluded),
+        "other.example captured"
+    );
+    assert!(recs
+        .iter()
+        .filter(|r| r["type"] == "data")
+        .all(|r| r["sni"] == "api.acme.com"));
+}
+
 /// A request file in a temporary directory.
 pub fn request_file(dir: &Path, bytes: &[u8]) -> PathBuf {
     let p = dir.join("request.bin");
