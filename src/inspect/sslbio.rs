@@ -50,7 +50,8 @@ fn find(data: &[u8], syms: &ElfSymbols, vaddr: u64, offset: u64) -> Result<Vec<T
     if u32::from_le_bytes(ty.try_into().expect("4 bytes")) != BIO_TYPE_SSL {
         return Err("its method table is not BIO_TYPE_SSL".into());
     }
-    let slot = |at: u64| pointer_at(&elf, data, syms, table + at);
+    let relocs = table_relocations(&elf, table);
+    let slot = |at: u64| pointer_at(&relocs, data, syms, table + at);
     let name = slot(8).and_then(|n| read(n, 4));
     if name != Some(b"ssl\0") {
         return Err("its method table is not named \"ssl\"".into());
@@ -97,28 +98,45 @@ fn table_address(data: &[u8], vaddr: u64, offset: u64) -> Result<u64, String> {
     Err("BIO_f_ssl does not return".into())
 }
 
+/// Bytes of the method table read (its twelve slots).
+const TABLE_LEN: u64 = 96;
+
+/// The dynamic relocations applied inside the method table at `table`, read
+/// in one pass: (address, the R_X86_64_RELATIVE addend, or None for another
+/// kind), the first one of each address.
+fn table_relocations(elf: &ElfFile64<'_, Endianness>, table: u64) -> Vec<(u64, Option<u64>)> {
+    let mut out: Vec<(u64, Option<u64>)> = Vec::new();
+    let Some(relocs) = elf.dynamic_relocations() else {
+        return out;
+    };
+    for (i, (off, r)) in relocs.enumerate() {
+        if i >= budget::MAX_SYMBOLS || (i % budget::CHECK_EVERY == 0 && budget::exhausted()) {
+            break;
+        }
+        if off < table || off >= table.saturating_add(TABLE_LEN) || out.iter().any(|e| e.0 == off) {
+            continue;
+        }
+        let value = match r.flags() {
+            RelocationFlags::Elf { r_type } if r_type == R_X86_64_RELATIVE => {
+                u64::try_from(r.addend()).ok()
+            }
+            _ => None,
+        };
+        out.push((off, value));
+    }
+    out
+}
+
 /// The pointer stored at `at`: the addend of its R_X86_64_RELATIVE
 /// relocation (shared libraries, PIE), else the eight bytes the file holds.
 fn pointer_at(
-    elf: &ElfFile64<'_, Endianness>,
+    relocs: &[(u64, Option<u64>)],
     data: &[u8],
     syms: &ElfSymbols,
     at: u64,
 ) -> Option<u64> {
-    if let Some(relocs) = elf.dynamic_relocations() {
-        for (i, (off, r)) in relocs.enumerate() {
-            if i >= budget::MAX_SYMBOLS || (i % budget::CHECK_EVERY == 0 && budget::exhausted()) {
-                break;
-            }
-            if off == at {
-                return match r.flags() {
-                    RelocationFlags::Elf { r_type } if r_type == R_X86_64_RELATIVE => {
-                        u64::try_from(r.addend()).ok()
-                    }
-                    _ => None,
-                };
-            }
-        }
+    if let Some(&(_, value)) = relocs.iter().find(|e| e.0 == at) {
+        return value;
     }
     let off = usize::try_from(vaddr_to_offset(&syms.segments, at)?).ok()?;
     let b = data.get(off..off.checked_add(8)?)?;
