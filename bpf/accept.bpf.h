@@ -104,7 +104,14 @@ static __always_inline void arm_accept(__u64 conn, __u64 id)
 SEC("uprobe.multi")
 int BPF_UPROBE(tls_handshake_entry, void *ssl)
 {
-	arm_accept((__u64)ssl, bpf_get_current_pid_tgid());
+	__u64 id = bpf_get_current_pid_tgid();
+	struct conn_key k = { .pid = id >> 32, .ssl = (__u64)ssl };
+
+	arm_accept((__u64)ssl, id);
+	/* A connection captured without a name (--capture-no-sni) asks for
+	 * the return probes here, before its first call. */
+	if (returns_per_process && process_wanted(id >> 32) && conn_verdict(&k) == VERDICT_YES)
+		want_returns(id, 0);
 	return 0;
 }
 

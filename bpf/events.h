@@ -48,6 +48,11 @@ enum event_type {
 enum exec_source {
 	EXEC_SOURCE_EXEC = 1, /* the main executable, at execve */
 	EXEC_SOURCE_MMAP = 2, /* a PROT_EXEC file mapping (ld.so, dlopen) */
+	/* Not a mapping: a process's first wanted connection asks for its
+	 * return probes (openssl.bpf.c, want_returns). `dev` is the start
+	 * time of the process (with the pid, its identity), `ino` the inode
+	 * of the library whose probe asked, 0 for all its TLS libraries. */
+	EXEC_SOURCE_RETURNS = 3,
 };
 
 /* Key of a file: `seen_files` (discover) and `static_files` (statictls). */
@@ -131,7 +136,8 @@ enum stat_index {
 	STAT_DISCOVER_LOST = 1,  /* MMAP_EXEC_FILE records lost */
 	STAT_READ_FAILED = 2,    /* user memory that could not be read */
 	STAT_SNI_FULL = 3,       /* server-name decisions not stored: map full */
-	STAT_MAX = 4,
+	STAT_RETURNS_LOST = 4,   /* requests for return probes the ring had no room for */
+	STAT_MAX = 5,
 };
 
 /*

@@ -64,21 +64,21 @@ int BPF_UPROBE(nss_set_url_entry, void *fd, const char *url)
 	return on_server_name((__u64)fd, url, -1);
 }
 
-static __always_inline int on_pr_entry(__u64 fd, __u64 buf)
+static __always_inline int on_pr_entry(void *ctx, __u64 fd, __u64 buf)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct conn_key k = { .pid = id >> 32, .ssl = fd };
 
 	if (!bpf_map_lookup_elem(&nss_fds, &k))
 		return 0;
-	return on_entry(fd, buf, 0);
+	return on_entry(ctx, fd, buf, 0);
 }
 
 /* PR_Send / PR_Write */
 SEC("uprobe.multi")
 int BPF_UPROBE(pr_write_entry, void *fd, const void *buf)
 {
-	return on_pr_entry((__u64)fd, (__u64)buf);
+	return on_pr_entry(ctx, (__u64)fd, (__u64)buf);
 }
 
 SEC("uretprobe.multi")
@@ -91,7 +91,7 @@ int pr_write_return(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int BPF_UPROBE(pr_read_entry, void *fd, void *buf)
 {
-	return on_pr_entry((__u64)fd, (__u64)buf);
+	return on_pr_entry(ctx, (__u64)fd, (__u64)buf);
 }
 
 SEC("uretprobe.multi")

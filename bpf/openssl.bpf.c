@@ -16,6 +16,11 @@
  * Arguments are saved at entry by thread; at return, only calls that
  * succeeded are copied, with the length the call reports, in DATA_CHUNK
  * pieces (bpf_loop), up to max_capture bytes per call.
+ *
+ * When filters are given, the return programs of these calls are attached
+ * per process (src/attach.rs): a process's first wanted connection asks
+ * user space for them (want_returns), which holds the process while they
+ * are attached. Other processes pay the entry probe only.
  */
 #include "vmlinux.h"
 /* This object carries the ABI's types for the Rust skeleton (events.h). */
@@ -88,6 +93,67 @@ static __always_inline bool is_named(__u64 ssl, __u64 id)
 	return bpf_map_lookup_elem(&named, &k) != NULL;
 }
 
+/* Set by user space when filters are given: return programs are attached
+ * per process, on request. */
+const volatile __u8 returns_per_process = 0;
+
+/* Requests for return probes sent, by process and library (its inode, 0:
+ * all the process's TLS libraries): the start time of the process they were
+ * sent for, so that a new process on a reused pid asks again. User space
+ * adds the libraries it attached for a request of all. */
+struct returns_key {
+	__u32 pid;
+	__u32 _pad;
+	__u64 file;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct returns_key);
+	__type(value, __u64);
+} returns_asked SEC(".maps");
+
+/* The requests (mmap_exec_file_event, EXEC_SOURCE_RETURNS), read by the
+ * pause thread, which is woken for each. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} return_requests SEC(".maps");
+
+/* This process has a wanted connection: asks once for the return probes of
+ * library `file` (an inode, from the entry probe's cookie; 0: all). */
+static __always_inline void want_returns(__u64 id, __u64 file)
+{
+	struct returns_key k = { .pid = id >> 32, .file = file };
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct mmap_exec_file_event *e;
+	__u64 born, *asked;
+
+	if (!returns_per_process)
+		return;
+	born = BPF_CORE_READ(task, group_leader, start_time);
+	asked = bpf_map_lookup_elem(&returns_asked, &k);
+	if (asked && *asked == born)
+		return;
+	e = bpf_ringbuf_reserve(&return_requests, sizeof(*e), 0);
+	if (!e) {
+		/* Not marked asked: the next call asks again. */
+		count_stat(STAT_RETURNS_LOST);
+		return;
+	}
+	bpf_map_update_elem(&returns_asked, &k, &born, BPF_ANY);
+	e->type = MMAP_EXEC_FILE;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->source = EXEC_SOURCE_RETURNS;
+	e->dev = born;
+	e->ino = file;
+	e->ts_ns = bpf_ktime_get_ns();
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+}
+
 enum { VERDICT_NO = 0, VERDICT_YES = 1, VERDICT_UNDECIDED = 2 };
 
 /* Whether connection `k` is captured, as far as the patterns go, in one
@@ -106,7 +172,7 @@ static __always_inline int conn_verdict(const struct conn_key *k)
 	return VERDICT_UNDECIDED;
 }
 
-static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr)
+static __always_inline int on_entry(void *ctx, __u64 ssl, __u64 buf, __u64 len_ptr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct conn_key k = { .pid = id >> 32, .ssl = ssl };
@@ -124,6 +190,8 @@ static __always_inline int on_entry(__u64 ssl, __u64 buf, __u64 len_ptr)
 		 * name is known by its return. */
 		recheck = 1;
 		break;
+	default:
+		want_returns(id, bpf_get_attach_cookie(ctx));
 	}
 	a = call_slot(BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!a)
@@ -194,7 +262,7 @@ static __always_inline int on_return_ex(struct pt_regs *ctx, __u32 type)
 SEC("uprobe.multi")
 int BPF_UPROBE(ssl_write_entry, void *ssl, const void *buf, int num)
 {
-	return on_entry((__u64)ssl, (__u64)buf, 0);
+	return on_entry(ctx, (__u64)ssl, (__u64)buf, 0);
 }
 
 SEC("uretprobe.multi")
@@ -206,7 +274,7 @@ int ssl_write_return(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int BPF_UPROBE(ssl_read_entry, void *ssl, void *buf, int num)
 {
-	return on_entry((__u64)ssl, (__u64)buf, 0);
+	return on_entry(ctx, (__u64)ssl, (__u64)buf, 0);
 }
 
 SEC("uretprobe.multi")
@@ -218,7 +286,7 @@ int ssl_read_return(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int BPF_UPROBE(ssl_write_ex_entry, void *ssl, const void *buf, __u64 num, __u64 *written)
 {
-	return on_entry((__u64)ssl, (__u64)buf, (__u64)written);
+	return on_entry(ctx, (__u64)ssl, (__u64)buf, (__u64)written);
 }
 
 SEC("uretprobe.multi")
@@ -230,7 +298,7 @@ int ssl_write_ex_return(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int BPF_UPROBE(ssl_read_ex_entry, void *ssl, void *buf, __u64 num, __u64 *readbytes)
 {
-	return on_entry((__u64)ssl, (__u64)buf, (__u64)readbytes);
+	return on_entry(ctx, (__u64)ssl, (__u64)buf, (__u64)readbytes);
 }
 
 SEC("uretprobe.multi")
@@ -257,8 +325,12 @@ static __always_inline int decide_name(__u64 ssl, struct sni_scratch *s, __u64 n
 	if (sni_filter)
 		sni_decide(&conns, &k, matched);
 	bpf_map_update_elem(&named, &k, &one, BPF_ANY);
-	if (matched)
+	if (matched) {
 		emit_sni(type, ssl, rule, s, true, id);
+		/* Asked before the handshake ends: the process is held while
+		 * the return probes go in, before its first call on it. */
+		want_returns(id, 0);
+	}
 	return 0;
 }
 
@@ -324,7 +396,7 @@ int BPF_UPROBE(gnutls_server_name_entry, void *session, int type, const void *na
 SEC("uprobe.multi")
 int BPF_UPROBE(gnutls_send_entry, void *session, const void *data, __u64 size)
 {
-	return on_entry((__u64)session, (__u64)data, 0);
+	return on_entry(ctx, (__u64)session, (__u64)data, 0);
 }
 
 SEC("uretprobe.multi")
@@ -337,7 +409,7 @@ int gnutls_send_return(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int BPF_UPROBE(gnutls_recv_entry, void *session, void *data, __u64 size)
 {
-	return on_entry((__u64)session, (__u64)data, 0);
+	return on_entry(ctx, (__u64)session, (__u64)data, 0);
 }
 
 SEC("uretprobe.multi")

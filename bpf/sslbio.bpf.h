@@ -44,7 +44,7 @@ int BPF_UPROBE(ssl_bio_ctrl_entry, void *bio, int cmd, long larg, void *ssl)
 
 /* An SSL BIO runs the handshake inside its first reads and writes (no
  * SSL_accept or SSL_do_handshake): a server's ClientHello is read there. */
-static __always_inline int on_bio_entry(__u64 bio, __u64 buf, __u64 len_ptr)
+static __always_inline int on_bio_entry(void *ctx, __u64 bio, __u64 buf, __u64 len_ptr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct bio_key k = { .pid = id >> 32, .bio = bio };
@@ -54,13 +54,13 @@ static __always_inline int on_bio_entry(__u64 bio, __u64 buf, __u64 len_ptr)
 		return 0;
 	ssl = *p;
 	arm_accept(ssl, id);
-	return on_entry(ssl, buf, len_ptr);
+	return on_entry(ctx, ssl, buf, len_ptr);
 }
 
 SEC("uprobe.multi")
 int BPF_UPROBE(ssl_bio_write_entry, void *bio, const void *buf, __u64 num, __u64 *written)
 {
-	return on_bio_entry((__u64)bio, (__u64)buf, (__u64)written);
+	return on_bio_entry(ctx, (__u64)bio, (__u64)buf, (__u64)written);
 }
 
 SEC("uretprobe.multi")
@@ -72,7 +72,7 @@ int ssl_bio_write_return(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int BPF_UPROBE(ssl_bio_read_entry, void *bio, void *buf, __u64 num, __u64 *readbytes)
 {
-	return on_bio_entry((__u64)bio, (__u64)buf, (__u64)readbytes);
+	return on_bio_entry(ctx, (__u64)bio, (__u64)buf, (__u64)readbytes);
 }
 
 SEC("uretprobe.multi")

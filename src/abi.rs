@@ -22,6 +22,7 @@ pub const SNI_RECEIVED: u32 = t::event_type::SNI_RECEIVED.0;
 
 pub const EXEC_SOURCE_EXEC: u32 = t::exec_source::EXEC_SOURCE_EXEC.0;
 pub const EXEC_SOURCE_MMAP: u32 = t::exec_source::EXEC_SOURCE_MMAP.0;
+pub const EXEC_SOURCE_RETURNS: u32 = t::exec_source::EXEC_SOURCE_RETURNS.0;
 
 /// Size of one plaintext chunk.
 pub const DATA_CHUNK: usize = t::abi_sizes::DATA_CHUNK.0 as usize;
@@ -40,6 +41,7 @@ pub const STAT_DATA_LOST: u32 = t::stat_index::STAT_DATA_LOST.0;
 pub const STAT_DISCOVER_LOST: u32 = t::stat_index::STAT_DISCOVER_LOST.0;
 pub const STAT_READ_FAILED: u32 = t::stat_index::STAT_READ_FAILED.0;
 pub const STAT_SNI_FULL: u32 = t::stat_index::STAT_SNI_FULL.0;
+pub const STAT_RETURNS_LOST: u32 = t::stat_index::STAT_RETURNS_LOST.0;
 
 const MMAP_EVENT_LEN: usize = size_of::<t::mmap_exec_file_event>();
 const DATA_HEADER_LEN: usize = offset_of!(t::ssl_data_event, data);
@@ -278,7 +280,8 @@ mod tests {
                 STAT_DATA_LOST,
                 STAT_DISCOVER_LOST,
                 STAT_READ_FAILED,
-                STAT_SNI_FULL
+                STAT_SNI_FULL,
+                STAT_RETURNS_LOST
             ]
             .len() as u32,
             "STAT_MAX counts the stats"

@@ -24,7 +24,7 @@ use crate::attach;
 use crate::capture::Capture;
 use crate::config::{InspectSettings, Settings, TelemetrySettings};
 use crate::discover::{self, FileId};
-use crate::files::{Admit, Files, Probes};
+use crate::files::{Admit, Files, PerProcess, Probes};
 use crate::hooks;
 use crate::inspect::worker::{self, Inspected, Outcome};
 use crate::inspect::{Inspection, Linkage, TlsLibrary};
@@ -218,6 +218,8 @@ struct Agent<'k> {
     idle_poll: Duration,
     /// Something happened since the last sweep (records, files, jobs).
     active: bool,
+    /// Return probes go per process (filters given).
+    returns_per_process: bool,
 }
 
 /// Runs until SIGINT/SIGTERM.
@@ -246,6 +248,7 @@ pub fn run(s: Settings) -> Result<()> {
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     let pauser = Pauser::start(
         kernel.exec_events()?,
+        kernel.return_requests()?,
         job_tx.clone(),
         s.pause.max_pause,
         s.pause.late_stop,
@@ -284,6 +287,7 @@ pub fn run(s: Settings) -> Result<()> {
         dropped_reported: 0,
         idle_poll: idle_poll(s.kernel.ring_buffer_bytes),
         active: true,
+        returns_per_process: s.kernel.returns_per_process(),
     };
     // `job_tx` lives as long as the loop: the job channel never closes.
     agent.scan_running(&s, &job_tx);
@@ -421,6 +425,13 @@ impl Agent<'_> {
     /// A process mapped a file (from the pause dispatcher and tracers, or the start-up scan).
     fn admit(&mut self, job: Job) {
         self.active = true;
+        if job.source == abi::EXEC_SOURCE_RETURNS {
+            self.attach_returns(&job);
+            if job.paused {
+                self.pauser.done(job.pid);
+            }
+            return;
+        }
         match self.files.admit(job) {
             Admit::Inspect(job) => {
                 if let Err(e) = self.inspect.send(job) {
@@ -524,6 +535,60 @@ impl Agent<'_> {
         }
     }
 
+    /// A process has its first wanted connection (the BPF request is in
+    /// `job`: the process's start time in `file.dev`, the asking library's
+    /// inode or 0 for all in `file.ino`), and is held: attaches the return
+    /// probes of its TLS libraries to it.
+    fn attach_returns(&mut self, job: &Job) {
+        let (pid, born, want) = (job.pid, job.file.dev, job.file.ino);
+        let t0 = Instant::now();
+        let mut done: Vec<FileId> = Vec::new();
+        let mut attached: Vec<String> = Vec::new();
+        for m in discover::exec_mappings(pid) {
+            if (want != 0 && m.file.ino != want) || done.contains(&m.file) {
+                continue;
+            }
+            done.push(m.file);
+            let Some(p) = self.files.probes_mut(m.file) else {
+                continue;
+            };
+            let Some(r) = p.returns.as_mut() else {
+                continue;
+            };
+            if !matches!(r.by_pid.get(&pid), Some((b, _)) if *b == born) {
+                match attach::attach_file(
+                    self.kernel,
+                    &r.file,
+                    m.file.ino,
+                    &r.insp,
+                    attach::Scope::Returns(pid),
+                ) {
+                    Ok(links) => {
+                        // A pid reused by a new process: the old links
+                        // were for a task that is gone.
+                        if let Some((_, old)) = r.by_pid.insert(pid, (born, links)) {
+                            let _ = self.reaper.send(old);
+                        }
+                        attached.push(p.path.clone());
+                    }
+                    Err(e) => {
+                        log::warn!("pid {pid}: cannot attach the return probes of {}: {e:#}", p.path);
+                        continue;
+                    }
+                }
+            }
+            self.kernel.mark_returns_asked(pid, m.file.ino, born);
+        }
+        if !attached.is_empty() {
+            log::debug!(
+                "{}[{pid}] has a wanted connection: return probes of {} attached for it in {} us",
+                job.comm,
+                attached.join(", "),
+                t0.elapsed().as_micros()
+            );
+        }
+    }
+
     /// Attaches an inspection's probes; returns them and whether the file
     /// is on the static-TLS path.
     fn instrument(
@@ -535,7 +600,13 @@ impl Agent<'_> {
         known: Option<&str>,
     ) -> (Option<Probes>, bool) {
         let t0 = Instant::now();
-        let attached = attach::attach_file(self.kernel, file, insp);
+        let per_process = self.returns_per_process && attach::has_per_process_returns(insp);
+        let scope = if per_process {
+            attach::Scope::EntriesOnly
+        } else {
+            attach::Scope::All
+        };
+        let attached = attach::attach_file(self.kernel, file, job.file.ino, insp, scope);
         if t0.elapsed() > Duration::from_millis(2) {
             log::debug!("attaching {shown} took {} us", t0.elapsed().as_micros());
         }
@@ -546,10 +617,23 @@ impl Agent<'_> {
                     insp.library,
                     Some(TlsLibrary::AwsLc | TlsLibrary::Ring | TlsLibrary::GoTls)
                 );
+                let returns = match per_process.then(|| file.try_clone()) {
+                    Some(Ok(file)) => Some(PerProcess {
+                        file,
+                        insp: insp.clone(),
+                        by_pid: HashMap::new(),
+                    }),
+                    Some(Err(e)) => {
+                        log::warn!("{shown}: no return probes per process: {e}");
+                        None
+                    }
+                    None => None,
+                };
                 let probes = Probes {
                     links,
                     path: shown.to_string(),
                     mapper: job.pid,
+                    returns,
                 };
                 (Some(probes), static_tls)
             }
@@ -590,6 +674,17 @@ impl Agent<'_> {
             job.pid,
             names.join(" ")
         );
+        if self.returns_per_process && attach::has_per_process_returns(insp) {
+            let line = format!(
+                "  return probes in {shown}: per process, attached when a process has a wanted \
+                 connection (filters given; --host-wide-returns keeps them in every process)"
+            );
+            if self.explain {
+                log::info!("{line}");
+            } else {
+                log::debug!("{line}");
+            }
+        }
         for t in &insp.targets {
             let Some(p) = &t.place else { continue };
             if self.explain {
@@ -627,6 +722,7 @@ impl Agent<'_> {
                 .or_insert_with(|| Path::new(&format!("/proc/{pid}")).exists())
         };
         self.kernel.sweep_exited(&mut alive);
+        let _ = self.reaper.send(self.files.forget_exited(&mut alive));
         if self.reported.sni_full > 0 && self.kernel.clear_sni_overflow() {
             log::info!("server-name decision maps have room again: connections without one are captured again");
         }
@@ -645,7 +741,7 @@ impl Agent<'_> {
             }
             if let Some(p) = self.files.remove(file) {
                 log::debug!("{} [{file}] is gone: detaching its probes", p.path);
-                let _ = self.reaper.send(p.links);
+                let _ = self.reaper.send(p.into_links());
             }
             self.kernel.forget(file);
         }

@@ -56,6 +56,36 @@ fn kernel_at_least(release: &str, want: (u32, u32)) -> bool {
     }
 }
 
+/// Which of an inspection's probes one attach puts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every probe, in every process.
+    All,
+    /// Every probe in every process, but the return programs that may go
+    /// per process ([`crate::probes::Probe::per_process_return`]).
+    EntriesOnly,
+    /// Only those return programs, in process `pid`.
+    Returns(u32),
+}
+
+impl Scope {
+    fn takes(self, per_process_return: bool) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::EntriesOnly => !per_process_return,
+            Scope::Returns(_) => per_process_return,
+        }
+    }
+
+    /// The pid a link is for (-1: every process).
+    fn pid(self) -> i32 {
+        match self {
+            Scope::Returns(pid) => i32::try_from(pid).unwrap_or(-1),
+            _ => -1,
+        }
+    }
+}
+
 /// One program at a set of offsets: one link.
 struct Group<'a> {
     prog: ProgramMut<'a>,
@@ -65,43 +95,76 @@ struct Group<'a> {
     symbol: String,
 }
 
-/// Where a target's programs go: (program, uretprobe?, file offset). The
-/// entry program where placement put it; the return program at the inner
-/// return points when proven, else as a uretprobe at the entry.
-fn points(t: &Target) -> Vec<(&'static str, bool, usize)> {
+/// One place a program goes.
+struct Point {
+    prog: &'static str,
+    /// A uretprobe (at the function's entry) rather than a uprobe.
+    retprobe: bool,
+    offset: usize,
+    /// A return program that may be attached per process.
+    per_process: bool,
+}
+
+/// Where a target's programs go. The entry program where placement put
+/// it; the return program at the inner return points when proven, else as
+/// a uretprobe at the entry.
+fn points(t: &Target) -> Vec<Point> {
     let probe = t.point.probe();
-    let mut v = vec![(probe.entry, false, t.entry_offset() as usize)];
+    let mut v = vec![Point {
+        prog: probe.entry,
+        retprobe: false,
+        offset: t.entry_offset() as usize,
+        per_process: false,
+    }];
     if let Some(r) = probe.ret {
+        let per_process = probe.per_process_return;
         match t.return_points() {
-            Some(rets) => v.extend(rets.iter().map(|&o| (r, false, o as usize))),
-            None => v.push((r, true, t.offset as usize)),
+            Some(rets) => v.extend(rets.iter().map(|&o| Point {
+                prog: r,
+                retprobe: false,
+                offset: o as usize,
+                per_process,
+            })),
+            None => v.push(Point {
+                prog: r,
+                retprobe: true,
+                offset: t.offset as usize,
+                per_process,
+            }),
         }
     }
     v
 }
 
-/// Groups the targets' points by program: every RET of a Go function, or
-/// every ring function of a kind, in one link.
-fn groups<'k>(k: &'k Kernel, insp: &Inspection) -> Result<Vec<Group<'k>>> {
+/// Whether an inspection has return programs that may go per process.
+pub fn has_per_process_returns(insp: &Inspection) -> bool {
+    insp.targets
+        .iter()
+        .any(|t| points(t).iter().any(|p| p.per_process))
+}
+
+/// Groups the targets' points in `scope` by program: every RET of a Go
+/// function, or every ring function of a kind, in one link.
+fn groups<'k>(k: &'k Kernel, insp: &Inspection, scope: Scope) -> Result<Vec<Group<'k>>> {
     let mut groups: Vec<Group<'k>> = Vec::new();
     for t in &insp.targets {
         let object = t.point.probe().object;
-        for (name, retprobe, off) in points(t) {
+        for p in points(t).into_iter().filter(|p| scope.takes(p.per_process)) {
             if let Some(g) = groups
                 .iter_mut()
-                .find(|g| g.name == name && g.retprobe == retprobe)
+                .find(|g| g.name == p.prog && g.retprobe == p.retprobe)
             {
-                g.offsets.push(off);
+                g.offsets.push(p.offset);
                 continue;
             }
             let prog = k
-                .program(object, name)
-                .with_context(|| format!("no BPF program {name} in {object:?}"))?;
+                .program(object, p.prog)
+                .with_context(|| format!("no BPF program {} in {object:?}", p.prog))?;
             groups.push(Group {
                 prog,
-                name,
-                retprobe,
-                offsets: vec![off],
+                name: p.prog,
+                retprobe: p.retprobe,
+                offsets: vec![p.offset],
                 symbol: t.symbol.clone(),
             });
         }
@@ -109,39 +172,54 @@ fn groups<'k>(k: &'k Kernel, insp: &Inspection) -> Result<Vec<Group<'k>>> {
     Ok(groups)
 }
 
-/// Attaches the uprobes an inspection asks for, in the open file `file`
-/// (through `/proc/self/fd/N`: the inode that was inspected, whatever its
-/// path names now); all or nothing (links attached before a failure are
-/// dropped, detaching them).
-pub fn attach_file(k: &Kernel, file: &File, insp: &Inspection) -> Result<Vec<Link>> {
+/// Attaches the uprobes of an inspection that `scope` takes, in the open
+/// file `file` (through `/proc/self/fd/N`: the inode that was inspected,
+/// whatever its path names now); all or nothing (links attached before a
+/// failure are dropped, detaching them). Every probe carries the file's
+/// inode as its cookie: an entry program names its library with it when
+/// it asks for return probes.
+pub fn attach_file(
+    k: &Kernel,
+    file: &File,
+    ino: u64,
+    insp: &Inspection,
+    scope: Scope,
+) -> Result<Vec<Link>> {
     let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
     let path = fd_path.as_path();
+    let pid = scope.pid();
     let mut links = Vec::new();
     // One uprobe_multi link per program: multi links are attached and
     // detached without the perf-event path and its global mutex, and their
     // grace periods overlap.
-    for g in groups(k, insp)? {
+    for g in groups(k, insp, scope)? {
         let what = || {
             format!(
-                "{} {} at {:#x?} of {}",
+                "{} {} at {:#x?} of {}{}",
                 if g.retprobe { "uretprobe" } else { "uprobe" },
                 g.symbol,
                 g.offsets,
-                path.display()
+                path.display(),
+                if pid > 0 {
+                    format!(" for pid {pid}")
+                } else {
+                    String::new()
+                }
             )
         };
         if uprobe_multi() {
-            links.push(attach_multi(&g, path).with_context(what)?);
+            links.push(attach_multi(&g, path, pid, ino).with_context(what)?);
             continue;
         }
         for &off in &g.offsets {
             let opts = libbpf_rs::UprobeOpts {
                 retprobe: g.retprobe,
+                cookie: ino,
                 ..Default::default()
             };
             links.push(
                 g.prog
-                    .attach_uprobe_with_opts(-1, path, off, opts)
+                    .attach_uprobe_with_opts(pid, path, off, opts)
                     .with_context(what)?,
             );
         }
@@ -149,17 +227,17 @@ pub fn attach_file(k: &Kernel, file: &File, insp: &Inspection) -> Result<Vec<Lin
     Ok(links)
 }
 
-fn attach_multi(g: &Group<'_>, path: &Path) -> libbpf_rs::Result<Link> {
+fn attach_multi(g: &Group<'_>, path: &Path, pid: i32, cookie: u64) -> libbpf_rs::Result<Link> {
     let opts = libbpf_rs::UprobeMultiOpts {
         syms: Vec::new(),
         offsets: g.offsets.clone(),
         ref_ctr_offsets: Vec::new(),
-        cookies: Vec::new(),
+        cookies: vec![cookie; g.offsets.len()],
         retprobe: g.retprobe,
         session: false,
         _non_exhaustive: (),
     };
-    g.prog.attach_uprobe_multi_with_opts(-1, path, "", opts)
+    g.prog.attach_uprobe_multi_with_opts(pid, path, "", opts)
 }
 
 /// Detaching one uprobe waits for an RCU tasks-trace grace period under the

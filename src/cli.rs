@@ -149,6 +149,14 @@ pub struct Cli {
     #[arg(long)]
     pub probe_at_entry: bool,
 
+    /// With filters (--sni, --pid, --comm, --container), keep the return
+    /// probes of SSL_write/SSL_read & co. in every process, as without
+    /// filters. By default they are attached only to processes that have a
+    /// wanted connection (held ~1-15 ms once, at its first), so that other
+    /// processes pay the entry probe only.
+    #[arg(long)]
+    pub host_wide_returns: bool,
+
     /// Log, per instrumented file and function, where the probes went
     /// (entry or inner offset) and why.
     #[arg(long)]

@@ -123,6 +123,25 @@ pub struct KernelSettings {
     pub ring_buffer_bytes: u32,
     /// Serve the spec's kernel hooks with tracepoints even where fexit loads.
     pub tracepoints: bool,
+    /// Keep the return probes in every process even when filters are given
+    /// (`--host-wide-returns`).
+    pub host_wide_returns: bool,
+}
+
+impl KernelSettings {
+    /// Whether return probes are attached per process, to the processes
+    /// with a wanted connection: when filters are given (most processes'
+    /// calls are then not captured, and pay the entry probe only). When
+    /// everything is captured, every TLS process would ask, and a probe in
+    /// every process costs less than holding each.
+    pub fn returns_per_process(&self) -> bool {
+        let f = &self.filter;
+        let filtered = !self.patterns.is_empty()
+            || !f.pids.is_empty()
+            || !f.comms.is_empty()
+            || !f.containers.is_empty();
+        filtered && !self.host_wide_returns
+    }
 }
 
 /// How files are inspected.
@@ -226,6 +245,7 @@ impl Settings {
                     .context("--max-capture is larger than 4 GiB")?,
                 ring_buffer_bytes: ring_buffer_bytes(cli.ring_buffer_mib)?,
                 tracepoints: cli.tracepoints,
+                host_wide_returns: cli.host_wide_returns,
             },
             inspect: InspectSettings {
                 max_elf_size: cli.max_elf_size,

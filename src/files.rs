@@ -3,11 +3,13 @@
 //! done, the file keeps its probes until it is gone.
 
 use std::collections::{HashMap, VecDeque};
+use std::fs::File;
 use std::time::{Duration, Instant};
 
 use libbpf_rs::Link;
 
 use crate::discover::FileId;
+use crate::inspect::Inspection;
 use crate::pause::Job;
 
 /// The probes of one instrumented file.
@@ -18,6 +20,31 @@ pub struct Probes {
     pub path: String,
     /// A process that maps it: its root resolves `path`.
     pub mapper: u32,
+    /// Its return probes that go per process, if it has some and filters
+    /// are given.
+    pub returns: Option<PerProcess>,
+}
+
+impl Probes {
+    /// All its links, the per-process ones too.
+    pub fn into_links(self) -> Vec<Link> {
+        let mut all = self.links;
+        if let Some(r) = self.returns {
+            all.extend(r.by_pid.into_values().flat_map(|(_, links)| links));
+        }
+        all
+    }
+}
+
+/// What attaching a file's return probes to one more process needs, and
+/// the processes that have them.
+pub struct PerProcess {
+    /// The file as inspected (attach goes through its descriptor).
+    pub file: File,
+    pub insp: Inspection,
+    /// By pid: the process's start time (the kernel's, as BPF reports it)
+    /// and its links.
+    pub by_pid: HashMap<u32, (u64, Vec<Link>)>,
 }
 
 /// Where a file stands.
@@ -238,6 +265,39 @@ impl Files {
         )
     }
 
+    /// The probes of an instrumented file.
+    pub fn probes_mut(&mut self, file: FileId) -> Option<&mut Probes> {
+        match self.files.get_mut(&file) {
+            Some(FileState::Done {
+                probes: Some(p), ..
+            }) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Takes the per-process return probes of processes that exited.
+    pub fn forget_exited(&mut self, alive: &mut dyn FnMut(u32) -> bool) -> Vec<Link> {
+        let mut gone = Vec::new();
+        for s in self.files.values_mut() {
+            let FileState::Done {
+                probes: Some(Probes {
+                    returns: Some(r), ..
+                }),
+                ..
+            } = s
+            else {
+                continue;
+            };
+            let dead: Vec<u32> = r.by_pid.keys().copied().filter(|&p| !alive(p)).collect();
+            for pid in dead {
+                if let Some((_, links)) = r.by_pid.remove(&pid) {
+                    gone.extend(links);
+                }
+            }
+        }
+        gone
+    }
+
     /// Forgets a done file; returns its probes.
     pub fn remove(&mut self, file: FileId) -> Option<Probes> {
         match self.files.remove(&file) {
@@ -259,7 +319,7 @@ impl Files {
                 FileState::Done { probes, .. } => probes,
                 FileState::Inspecting { .. } => None,
             })
-            .flat_map(|p| p.links)
+            .flat_map(Probes::into_links)
             .collect()
     }
 }

@@ -53,6 +53,9 @@ pub struct Counters {
     pub unreadable: u64,
     /// Server-name decisions not stored because their map was full.
     pub sni_full: u64,
+    /// Requests for per-process return probes the ring had no room for
+    /// (asked again at the process's next call).
+    pub returns_lost: u64,
 }
 
 /// Storage for one object, kept for the life of the agent.
@@ -171,6 +174,7 @@ fn load_openssl(s: &KernelSettings) -> Result<OpensslSkel<'static>> {
         .as_deref_mut()
         .context("openssl has no .rodata")?;
     capture_rodata!(ro, s);
+    ro.returns_per_process = u8::from(s.returns_per_process());
     let skel = open
         .load()
         .context("loading BPF object openssl (uprobes on SSL_*, gnutls_*)")?;
@@ -333,6 +337,26 @@ impl Kernel {
         MapHandle::try_from(&self.discover.maps.exec_events).context("exec_events map")
     }
 
+    /// The ring buffer of requests for per-process return probes
+    /// (openssl.bpf.c, want_returns), read by the pause dispatcher too.
+    pub fn return_requests(&self) -> Result<MapHandle> {
+        MapHandle::try_from(&self.openssl.maps.return_requests).context("return_requests map")
+    }
+
+    /// Records that process `pid` (started at `born`, the kernel's start
+    /// time) has the return probes of library `ino`: its calls there do
+    /// not ask again.
+    pub fn mark_returns_asked(&self, pid: u32, ino: u64, born: u64) {
+        let mut key = [0u8; 16];
+        key[..4].copy_from_slice(&pid.to_ne_bytes());
+        key[8..].copy_from_slice(&ino.to_ne_bytes());
+        let _ = self
+            .openssl
+            .maps
+            .returns_asked
+            .update(&key, &born.to_ne_bytes(), MapFlags::ANY);
+    }
+
     /// The capture objects' `cgroup_names` maps (emit.h).
     pub fn cgroup_names(&self) -> Result<Vec<MapHandle>> {
         Ok(vec![
@@ -390,6 +414,7 @@ impl Kernel {
             discover_lost: stat_sum(&self.discover.maps.stats, abi::STAT_DISCOVER_LOST),
             unreadable: stat_sum(o, abi::STAT_READ_FAILED) + stat_sum(s, abi::STAT_READ_FAILED),
             sni_full: stat_sum(o, abi::STAT_SNI_FULL) + stat_sum(s, abi::STAT_SNI_FULL),
+            returns_lost: stat_sum(o, abi::STAT_RETURNS_LOST),
         }
     }
 
@@ -428,8 +453,9 @@ impl Kernel {
     /// maps (all keyed by a leading u32 pid).
     pub fn sweep_exited(&self, alive: &mut dyn FnMut(u32) -> bool) {
         let s = &self.statictls.maps;
-        let maps: [&dyn MapCore; 5] = [
+        let maps: [&dyn MapCore; 6] = [
             &self.openssl.maps.conns,
+            &self.openssl.maps.returns_asked,
             &s.key_ctxs,
             &s.ring_keys,
             &s.hello_sent,

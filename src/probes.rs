@@ -85,6 +85,18 @@ pub struct Probe {
     pub stack: &'static [u8],
     /// What the probe does, for `--hooks`.
     pub about: &'static str,
+    /// Its return program captures, for connections its entry program
+    /// found wanted (`on_entry`): with filters given, it is attached per
+    /// process, when the process asks (`want_returns`).
+    pub per_process_return: bool,
+}
+
+impl Probe {
+    /// Marks a row whose return program may be attached per process.
+    const fn per_process_return(mut self) -> Probe {
+        self.per_process_return = true;
+        self
+    }
 }
 
 /// Helper for the table rows.
@@ -108,6 +120,7 @@ const fn probe(
         regs,
         stack,
         about,
+        per_process_return: false,
     }
 }
 
@@ -118,13 +131,13 @@ use ProbePoint as P;
 #[rustfmt::skip]
 pub const PROBES: &[Probe] = &[
     probe(P::SslWrite, "SSL_write", O, "ssl_write_entry", Some("ssl_write_return"),
-        &[RDI, RSI], &[], "plaintext handed to SSL_write"),
+        &[RDI, RSI], &[], "plaintext handed to SSL_write").per_process_return(),
     probe(P::SslRead, "SSL_read", O, "ssl_read_entry", Some("ssl_read_return"),
-        &[RDI, RSI], &[], "plaintext returned by SSL_read"),
+        &[RDI, RSI], &[], "plaintext returned by SSL_read").per_process_return(),
     probe(P::SslWriteEx, "SSL_write_ex", O, "ssl_write_ex_entry", Some("ssl_write_ex_return"),
-        &[RDI, RSI, RCX], &[], "plaintext handed to SSL_write_ex"),
+        &[RDI, RSI, RCX], &[], "plaintext handed to SSL_write_ex").per_process_return(),
     probe(P::SslReadEx, "SSL_read_ex", O, "ssl_read_ex_entry", Some("ssl_read_ex_return"),
-        &[RDI, RSI, RCX], &[], "plaintext returned by SSL_read_ex"),
+        &[RDI, RSI, RCX], &[], "plaintext returned by SSL_read_ex").per_process_return(),
     probe(P::SslFree, "SSL_free", O, "ssl_free_entry", None,
         &[RDI], &[], "the connection's end"),
     probe(P::SslCtrl, "SSL_ctrl", O, "ssl_ctrl_entry", None,
@@ -139,9 +152,9 @@ pub const PROBES: &[Probe] = &[
     probe(P::SslAccept, "SSL_accept", O, "tls_handshake_entry", None,
         &[RDI], &[], "a server's handshake (as SSL_do_handshake)"),
     probe(P::SslBioWrite, "BIO_f_ssl: write", O, "ssl_bio_write_entry", Some("ssl_bio_write_return"),
-        &[RDI, RSI, RCX], &[], "plaintext written through an SSL BIO"),
+        &[RDI, RSI, RCX], &[], "plaintext written through an SSL BIO").per_process_return(),
     probe(P::SslBioRead, "BIO_f_ssl: read", O, "ssl_bio_read_entry", Some("ssl_bio_read_return"),
-        &[RDI, RSI, RCX], &[], "plaintext read through an SSL BIO"),
+        &[RDI, RSI, RCX], &[], "plaintext read through an SSL BIO").per_process_return(),
     probe(P::SslBioCtrl, "BIO_f_ssl: ctrl", O, "ssl_bio_ctrl_entry", None,
         &[RDI, RSI, RCX], &[], "an SSL BIO's SSL * (BIO_set_ssl)"),
     probe(P::AeadInit, "EVP_AEAD_CTX_init_with_direction", S, "aead_init_entry", None,
@@ -161,9 +174,9 @@ pub const PROBES: &[Probe] = &[
     probe(P::RingOpen, "ring::aead::algorithm::*_open", S, "ring_open_entry", Some("ring_open_return"),
         &[RSI, RCX, R8, R9], &[7, 8], "plaintext opened by ring"),
     probe(P::GnutlsSend, "gnutls_record_send2", O, "gnutls_send_entry", Some("gnutls_send_return"),
-        &[RDI, RSI], &[], "plaintext handed to GnuTLS"),
+        &[RDI, RSI], &[], "plaintext handed to GnuTLS").per_process_return(),
     probe(P::GnutlsRecv, "gnutls_record_recv", O, "gnutls_recv_entry", Some("gnutls_recv_return"),
-        &[RDI, RSI], &[], "plaintext returned by GnuTLS"),
+        &[RDI, RSI], &[], "plaintext returned by GnuTLS").per_process_return(),
     probe(P::GnutlsServerName, "gnutls_server_name_set", O, "gnutls_server_name_entry", None,
         &[RDI, RSI, RDX, RCX], &[], "the server name (GnuTLS)"),
     probe(P::GnutlsDeinit, "gnutls_deinit", O, "gnutls_deinit_entry", None,
@@ -175,13 +188,13 @@ pub const PROBES: &[Probe] = &[
     probe(P::NssSetUrl, "SSL_SetURL", O, "nss_set_url_entry", None,
         &[RDI, RSI], &[], "the server name (NSS)"),
     probe(P::PrSend, "PR_Send", O, "pr_write_entry", Some("pr_write_return"),
-        &[RDI, RSI], &[], "plaintext sent on an NSS SSL descriptor"),
+        &[RDI, RSI], &[], "plaintext sent on an NSS SSL descriptor").per_process_return(),
     probe(P::PrWrite, "PR_Write", O, "pr_write_entry", Some("pr_write_return"),
-        &[RDI, RSI], &[], "plaintext written to an NSS SSL descriptor"),
+        &[RDI, RSI], &[], "plaintext written to an NSS SSL descriptor").per_process_return(),
     probe(P::PrRecv, "PR_Recv", O, "pr_read_entry", Some("pr_read_return"),
-        &[RDI, RSI], &[], "plaintext received on an NSS SSL descriptor"),
+        &[RDI, RSI], &[], "plaintext received on an NSS SSL descriptor").per_process_return(),
     probe(P::PrRead, "PR_Read", O, "pr_read_entry", Some("pr_read_return"),
-        &[RDI, RSI], &[], "plaintext read from an NSS SSL descriptor"),
+        &[RDI, RSI], &[], "plaintext read from an NSS SSL descriptor").per_process_return(),
     probe(P::PrClose, "PR_Close", O, "pr_close_entry", None,
         &[RDI], &[], "an NSS SSL descriptor's end"),
     probe(P::GoWrite, "crypto/tls.(*Conn).Write", S, "go_write_entry", None,

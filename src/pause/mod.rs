@@ -2,7 +2,9 @@
 //! and instrumented (spec: "Use PTRACE to pause execution of process").
 //!
 //! A small dispatcher thread reads `MMAP_EXEC_FILE` records from their own
-//! ring buffer and hands each new process to a tracer thread
+//! ring buffers (a file mapped; or, `EXEC_SOURCE_RETURNS`, a process whose
+//! first wanted connection needs its return probes) and hands each new
+//! process to a tracer thread
 //! ([`tracer`]), which stops it at once: `PTRACE_SEIZE` + `PTRACE_INTERRUPT`
 //! on every thread (no SIGSTOP, so the parent's job control sees nothing).
 //! Inspection runs on other threads; when every file of the process is
@@ -135,6 +137,7 @@ impl Pauser {
     /// `late` (a testing aid, normally zero) delays every stop.
     pub fn start(
         events: MapHandle,
+        returns: MapHandle,
         jobs: Sender<Job>,
         max_pause: Duration,
         late: Duration,
@@ -152,7 +155,7 @@ impl Pauser {
         let thread = std::thread::Builder::new()
             .name("pause".into())
             .spawn(move || {
-                if let Err(e) = pause_thread(events, jobs, rx, w, s, max_pause, late) {
+                if let Err(e) = pause_thread([events, returns], jobs, rx, w, s, max_pause, late) {
                     log::error!("pause thread stopped: {e:#}");
                 }
             })
@@ -255,24 +258,28 @@ fn job_of(ev: MmapExecFile, paused: bool) -> Job {
     }
 }
 
-/// The exec_events ring buffer, its records collected into `incoming`.
+/// The hold requests' ring buffers (exec_events: files mapped;
+/// return_requests: processes asking for return probes), their records
+/// collected into `incoming`.
 fn exec_ring<'m>(
-    events: &'m MapHandle,
+    events: &'m [MapHandle; 2],
     incoming: &Rc<RefCell<Vec<MmapExecFile>>>,
 ) -> Result<libbpf_rs::RingBuffer<'m>> {
-    let sink = incoming.clone();
     let mut builder = RingBufferBuilder::new();
-    builder
-        .add(events, move |rec: &[u8]| {
-            match abi::parse(rec) {
-                Ok(Event::MmapExecFile(e)) => sink.borrow_mut().push(e),
-                Ok(other) => log::warn!("unexpected record on exec_events: {other:?}"),
-                Err(e) => log::warn!("bad MMAP_EXEC_FILE record: {e}"),
-            }
-            0
-        })
-        .context("exec_events ring buffer")?;
-    builder.build().context("exec_events ring buffer")
+    for map in events {
+        let sink = incoming.clone();
+        builder
+            .add(map, move |rec: &[u8]| {
+                match abi::parse(rec) {
+                    Ok(Event::MmapExecFile(e)) => sink.borrow_mut().push(e),
+                    Ok(other) => log::warn!("unexpected record on a hold ring: {other:?}"),
+                    Err(e) => log::warn!("bad MMAP_EXEC_FILE record: {e}"),
+                }
+                0
+            })
+            .context("hold request ring buffer")?;
+    }
+    builder.build().context("hold request ring buffers")
 }
 
 /// The window between a file being mapped and the process being stopped is
@@ -338,7 +345,7 @@ struct Dispatcher {
 }
 
 fn pause_thread(
-    events: MapHandle,
+    events: [MapHandle; 2],
     jobs: Sender<Job>,
     rx: Receiver<Control>,
     wake: Arc<OwnedFd>,

@@ -492,6 +492,19 @@ impl Held {
         String::from_utf8_lossy(&line).into_owned()
     }
 
+    /// Reads the program's stdout until it is closed (blocking).
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        use std::io::Read;
+        let c = self.child.as_mut().expect("running");
+        let mut v = Vec::new();
+        c.stdout
+            .as_mut()
+            .expect("stdout")
+            .read_to_end(&mut v)
+            .unwrap();
+        v
+    }
+
     /// Waits for exit (bounded); returns (success, stdout, stderr).
     pub fn finish(&mut self, timeout: Duration) -> (bool, Vec<u8>, String) {
         let mut c = self.child.take().expect("finish once");
