@@ -111,29 +111,34 @@ int BPF_UPROBE(tls_handshake_entry, void *ssl)
 	/* A connection captured without a name (--capture-no-sni) asks for
 	 * the return probes here, before its first call. */
 	if (returns_per_process && process_wanted(id >> 32) && conn_verdict(&k) == VERDICT_YES)
-		want_returns(id, 0);
+		want_returns(id, 0, process_born());
 	return 0;
 }
 
-static __always_inline int accept_read_enter(__u64 buf)
+/* The buffer of the read or recvfrom returning on this thread: its second
+ * argument, in the registers saved at syscall entry. */
+static __always_inline __u64 syscall_buf(void)
 {
-	struct hello_rx *rx = accept_slot(0);
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 
-	if (rx && rx->armed)
-		rx->buf = buf;
-	return 0;
+	return BPF_CORE_READ(regs, si);
 }
 
+/* A read returned `ret`: taken on threads waiting for a ClientHello only. */
 static __always_inline int accept_read_exit(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct walk_ctx w = {};
 	struct sni_scratch *s;
 	struct hello_buf *h;
+	struct hello_rx *rx = accept_slot(0);
 	__u64 ssl = 0, nl, no;
 	__u32 n = 0;
 
-	h = hello_rx_read(accept_slot(0), &hello_scratch, ret, &n, &ssl);
+	if (!rx || !rx->armed)
+		return 0;
+	rx->buf = syscall_buf();
+	h = hello_rx_read(rx, &hello_scratch, ret, &n, &ssl);
 	if (!h || !hello_find_name(h, n, &w) || is_named(ssl, id))
 		return 0;
 	nl = w.name_len;
@@ -149,22 +154,12 @@ static __always_inline int accept_read_exit(long ret)
 	return decide_name(ssl, s, nl, SNI_RECEIVED, id);
 }
 
-SEC("tracepoint/syscalls/sys_enter_read")
-int accept_read(struct trace_event_raw_sys_enter *ctx)
-{
-	return accept_read_enter(ctx->args[1]);
-}
-
+/* read and recvfrom of a thread waiting for a ClientHello, at their exit
+ * only (the tracepoints run on every read of the host). */
 SEC("tracepoint/syscalls/sys_exit_read")
 int accept_read_ret(struct trace_event_raw_sys_exit *ctx)
 {
 	return accept_read_exit(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int accept_recvfrom(struct trace_event_raw_sys_enter *ctx)
-{
-	return accept_read_enter(ctx->args[1]);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvfrom")

@@ -28,6 +28,15 @@ struct {
 	__type(value, struct cgroup_name);
 } cgroup_names SEC(".maps");
 
+/* The cgroup each CPU noted last: a run of records from one cgroup (the
+ * usual case) looks cgroup_names up once. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} last_cgroup SEC(".maps");
+
 /* The current task's cgroup (v2) id, its name noted in cgroup_names. */
 static __always_inline __u64 note_cgroup(void)
 {
@@ -35,9 +44,16 @@ static __always_inline __u64 note_cgroup(void)
 	struct cgroup_name *n;
 	struct task_struct *t;
 	static const struct cgroup_name empty = {};
+	__u32 zero = 0;
+	__u64 *last = bpf_map_lookup_elem(&last_cgroup, &zero);
 
-	if (bpf_map_lookup_elem(&cgroup_names, &cg))
+	if (last && *last == cg)
 		return cg;
+	if (bpf_map_lookup_elem(&cgroup_names, &cg)) {
+		if (last)
+			*last = cg;
+		return cg;
+	}
 	bpf_map_update_elem(&cgroup_names, &cg, &empty, BPF_NOEXIST);
 	n = bpf_map_lookup_elem(&cgroup_names, &cg);
 	if (!n)

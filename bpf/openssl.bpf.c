@@ -41,6 +41,10 @@ struct call_args {
 	__u64 len_ptr; /* *written / *readbytes of the _ex calls, else 0 */
 	__u32 recheck; /* undecided at entry: decide at return */
 	__u32 active;  /* a call is in flight on this thread */
+	/* This thread's process (its start time) has the return probes of
+	 * library `returns_file` already: its calls there ask no more. */
+	__u64 returns_born;
+	__u64 returns_file;
 };
 
 /* The call in flight on each thread, from its entry to its return: task
@@ -121,26 +125,31 @@ struct {
 	__uint(max_entries, 64 * 1024);
 } return_requests SEC(".maps");
 
-/* This process has a wanted connection: asks once for the return probes of
- * library `file` (an inode, from the entry probe's cookie; 0: all). */
-static __always_inline void want_returns(__u64 id, __u64 file)
+/* The start time of the current process (with its pid, its identity). */
+static __always_inline __u64 process_born(void)
+{
+	return bpf_get_current_task_btf()->group_leader->start_time;
+}
+
+/* This process (started at `born`) has a wanted connection: asks once for
+ * the return probes of library `file` (an inode, from the entry probe's
+ * cookie; 0: all). True once asked. */
+static __always_inline bool want_returns(__u64 id, __u64 file, __u64 born)
 {
 	struct returns_key k = { .pid = id >> 32, .file = file };
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct mmap_exec_file_event *e;
-	__u64 born, *asked;
+	__u64 *asked;
 
 	if (!returns_per_process)
-		return;
-	born = BPF_CORE_READ(task, group_leader, start_time);
+		return true;
 	asked = bpf_map_lookup_elem(&returns_asked, &k);
 	if (asked && *asked == born)
-		return;
+		return true;
 	e = bpf_ringbuf_reserve(&return_requests, sizeof(*e), 0);
 	if (!e) {
 		/* Not marked asked: the next call asks again. */
 		count_stat(STAT_RETURNS_LOST);
-		return;
+		return false;
 	}
 	bpf_map_update_elem(&returns_asked, &k, &born, BPF_ANY);
 	e->type = MMAP_EXEC_FILE;
@@ -152,6 +161,7 @@ static __always_inline void want_returns(__u64 id, __u64 file)
 	e->ts_ns = bpf_ktime_get_ns();
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	return true;
 }
 
 enum { VERDICT_NO = 0, VERDICT_YES = 1, VERDICT_UNDECIDED = 2 };
@@ -178,24 +188,31 @@ static __always_inline int on_entry(void *ctx, __u64 ssl, __u64 buf, __u64 len_p
 	struct conn_key k = { .pid = id >> 32, .ssl = ssl };
 	struct call_args *a;
 	__u32 recheck = 0;
+	__u64 born, file;
+	int verdict;
 
 	if (!process_wanted(id >> 32))
 		return 0;
-	switch (conn_verdict(&k)) {
-	case VERDICT_NO:
+	verdict = conn_verdict(&k);
+	if (verdict == VERDICT_NO)
 		return 0;
-	case VERDICT_UNDECIDED:
-		/* A server's first read may run the handshake that names the
-		 * connection (SSL BIO, SSL_read before SSL_do_handshake): the
-		 * name is known by its return. */
+	/* A server's first read may run the handshake that names the
+	 * connection (SSL BIO, SSL_read before SSL_do_handshake): an undecided
+	 * call is decided at its return. */
+	if (verdict == VERDICT_UNDECIDED)
 		recheck = 1;
-		break;
-	default:
-		want_returns(id, bpf_get_attach_cookie(ctx));
-	}
 	a = call_slot(BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!a)
 		return 0;
+	if (verdict == VERDICT_YES && returns_per_process) {
+		born = process_born();
+		file = bpf_get_attach_cookie(ctx);
+		if ((a->returns_born != born || a->returns_file != file) &&
+		    want_returns(id, file, born)) {
+			a->returns_born = born;
+			a->returns_file = file;
+		}
+	}
 	a->ssl = ssl;
 	a->buf = buf;
 	a->len_ptr = len_ptr;
@@ -329,7 +346,7 @@ static __always_inline int decide_name(__u64 ssl, struct sni_scratch *s, __u64 n
 		emit_sni(type, ssl, rule, s, true, id);
 		/* Asked before the handshake ends: the process is held while
 		 * the return probes go in, before its first call on it. */
-		want_returns(id, 0);
+		want_returns(id, 0, process_born());
 	}
 	return 0;
 }

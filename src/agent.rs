@@ -572,7 +572,10 @@ impl Agent<'_> {
                         attached.push(p.path.clone());
                     }
                     Err(e) => {
-                        log::warn!("pid {pid}: cannot attach the return probes of {}: {e:#}", p.path);
+                        log::warn!(
+                            "pid {pid}: cannot attach the return probes of {}: {e:#}",
+                            p.path
+                        );
                         continue;
                     }
                 }

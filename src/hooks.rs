@@ -230,22 +230,13 @@ pub const STATIC_PROCESS: &[Hook] = &[
 
 /// Servers of the C-API libraries (openssl.bpf.c): the ClientHello a thread
 /// in SSL_do_handshake / SSL_accept / gnutls_handshake reads names its
-/// connection. Syscall tracepoints on every kernel (attached at start).
+/// connection. Syscall tracepoints on every kernel (attached at start), at
+/// exit only: the buffer is in the registers saved at entry.
 pub const SERVER_HELLO: &[Hook] = &[
-    tp(
-        "ClientHello read by a server (read)",
-        "accept_read",
-        "syscalls/sys_enter_read",
-    ),
     tp(
         "ClientHello read by a server (read)",
         "accept_read_ret",
         "syscalls/sys_exit_read",
-    ),
-    tp(
-        "ClientHello read by a server (recvfrom)",
-        "accept_recvfrom",
-        "syscalls/sys_enter_recvfrom",
     ),
     tp(
         "ClientHello read by a server (recvfrom)",
