@@ -12,11 +12,22 @@
 const volatile __u32 max_capture = 4 << 20;
 /* Wake the reader per record (0) or let it poll (BPF_RB_NO_WAKEUP). */
 const volatile __u32 wakeup_flags = 0;
+/* Unread bytes from which every record wakes the reader (0: never): a
+ * polling reader is called in before the ring fills. */
+const volatile __u64 wake_at = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 32 * 1024 * 1024);
 } data_events SEC(".maps");
+
+/* The flags a record is submitted with. */
+static __always_inline __u64 submit_flags(void)
+{
+	if (wake_at && bpf_ringbuf_query(&data_events, BPF_RB_AVAIL_DATA) >= wake_at)
+		return BPF_RB_FORCE_WAKEUP;
+	return wakeup_flags;
+}
 
 /* The names of the cgroups records came from, by id, written the first
  * time one is seen: the process (and its cgroup) may be gone when user
@@ -111,7 +122,7 @@ static __always_inline void fill_header(struct ssl_data_event *e, struct emit_ct
 			bpf_ringbuf_discard(e, 0);                                         \
 			return 1;                                                          \
 		}                                                                          \
-		bpf_ringbuf_submit(e, wakeup_flags);                                       \
+		bpf_ringbuf_submit(e, submit_flags());                                     \
 	} while (0)
 
 static int emit_chunk(__u32 index, void *data)
@@ -204,7 +215,7 @@ static __always_inline void emit_sni(__u32 type, __u64 conn, __u32 rule, struct 
 		__builtin_memcpy(e->name, s->fwd.data, MAX_NAME);
 	else
 		e->name[0] = 0;
-	bpf_ringbuf_submit(e, wakeup_flags);
+	bpf_ringbuf_submit(e, submit_flags());
 }
 
 /* SSL_EVENT_TYPE_CLOSE: the library let go of connection `conn`. */
@@ -223,7 +234,7 @@ static __always_inline void emit_close(__u64 conn, __u64 id)
 	e->ts_ns = bpf_ktime_get_ns();
 	e->conn = conn;
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, wakeup_flags);
+	bpf_ringbuf_submit(e, submit_flags());
 }
 
 #endif

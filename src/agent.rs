@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,19 +47,59 @@ const IDLE_SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// The data rings are read this often while records come (BPF does not
 /// wake the reader per record: waking costs the traced program more) ...
 const POLL_BUSY: Duration = Duration::from_millis(10);
-/// ... and, after this long without any, at most this seldom, so that an
-/// idle agent sleeps; bounded by the ring's size (`idle_poll`).
+/// ... and, after this long without any, this seldom, so that an idle
+/// agent sleeps. A ring a quarter full wakes the reader at once whatever
+/// it waits for (`wake_at`, `ring_wakeups`).
 const BUSY_FOR: Duration = Duration::from_secs(1);
-const POLL_IDLE_MAX: Duration = Duration::from_millis(100);
-/// The most plaintext a host's TLS programs are assumed to produce while
-/// the reader sleeps (this machine kind captures at most ~400 MB/s).
-const MAX_RATE: u64 = 400 << 20;
+const POLL_IDLE: Duration = Duration::from_millis(100);
 
-/// How long an idle reader may sleep: half the time a burst at
-/// `MAX_RATE` takes to fill a data ring of `ring_bytes`.
-fn idle_poll(ring_bytes: u32) -> Duration {
-    let fill = Duration::from_micros(u64::from(ring_bytes) * 1_000_000 / MAX_RATE);
-    (fill / 2).clamp(POLL_BUSY, POLL_IDLE_MAX)
+/// Wake-ups of the data rings (BPF forces one per record once a ring is a
+/// quarter full), as messages the event loop can wait for among its
+/// others. Its own epoll instance, edge-triggered: it waits for the next
+/// wake-up, never for records the loop has not read yet.
+fn ring_wakeups(k: &Kernel) -> Result<Receiver<()>> {
+    // SAFETY: plain syscall; the descriptor is owned right away.
+    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epfd < 0 {
+        return Err(std::io::Error::last_os_error()).context("epoll_create1");
+    }
+    // SAFETY: epfd is a fresh descriptor we own.
+    let epfd = unsafe { OwnedFd::from_raw_fd(epfd) };
+    for map in [&k.openssl.maps.data_events, &k.statictls.maps.data_events] {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: 0,
+        };
+        let fd = map.as_fd().as_raw_fd();
+        // SAFETY: valid descriptors and event; the maps live as long as the
+        // agent (epoll forgets a closed descriptor by itself).
+        if unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("epoll_ctl on a data ring");
+        }
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("ring-wake".into())
+        .stack_size(64 << 10)
+        .spawn(move || {
+            let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 2];
+            loop {
+                // SAFETY: evs has room for the 2 events asked for.
+                let n = unsafe { libc::epoll_wait(epfd.as_raw_fd(), evs.as_mut_ptr(), 2, -1) };
+                if n > 0 {
+                    // Full: a wake-up is pending already.
+                    if let Err(crossbeam_channel::TrySendError::Disconnected(_)) = tx.try_send(()) {
+                        return;
+                    }
+                } else if n < 0
+                    && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+                {
+                    return;
+                }
+            }
+        })
+        .context("spawning the ring wake-up thread")?;
+    Ok(rx)
 }
 
 /// Checks what the agent needs before touching BPF, with messages that say
@@ -214,8 +255,6 @@ struct Agent<'k> {
     /// What was reported already (the log says what is new).
     reported: Counters,
     dropped_reported: u64,
-    /// How long the loop may sleep once idle.
-    idle_poll: Duration,
     /// Something happened since the last sweep (records, files, jobs).
     active: bool,
     /// Return probes go per process (filters given).
@@ -285,13 +324,13 @@ pub fn run(s: Settings) -> Result<()> {
         ready: false,
         reported: Counters::default(),
         dropped_reported: 0,
-        idle_poll: idle_poll(s.kernel.ring_buffer_bytes),
         active: true,
         returns_per_process: s.kernel.returns_per_process(),
     };
     // `job_tx` lives as long as the loop: the job channel never closes.
     agent.scan_running(&s, &job_tx);
-    agent.event_loop(&stop, &job_rx, &res_rx, &ring)?;
+    let ring_wake = ring_wakeups(&kernel)?;
+    agent.event_loop(&stop, &job_rx, &res_rx, &ring, &ring_wake)?;
     agent.stop(ring, out_thread);
     output::outcome()
 }
@@ -374,6 +413,7 @@ impl Agent<'_> {
         jobs: &Receiver<Job>,
         results: &Receiver<Inspected>,
         ring: &RingBuffer<'_>,
+        ring_wake: &Receiver<()>,
     ) -> Result<()> {
         let mut last_sweep = Instant::now();
         let mut last_stats = Instant::now();
@@ -385,7 +425,7 @@ impl Agent<'_> {
             let poll = if last_records.elapsed() < BUSY_FOR {
                 POLL_BUSY
             } else {
-                self.idle_poll
+                POLL_IDLE
             };
             crossbeam_channel::select! {
                 recv(jobs) -> j => if let Ok(j) = j { self.admit(j) },
@@ -393,6 +433,7 @@ impl Agent<'_> {
                     Ok(r) => self.inspected(r),
                     Err(_) => bail!("inspection workers stopped"),
                 },
+                recv(ring_wake) -> _ => {},
                 default(poll) => {}
             }
             for j in jobs.try_iter() {

@@ -133,7 +133,9 @@ pub struct Cli {
 
     /// Size of each plaintext ring buffer, in MiB (a power of two). The
     /// default holds 160 ms of the ~200 MB/s this agent captures without
-    /// loss on its reference machine; an idle agent reads it every 40 ms.
+    /// loss on its reference machine. The agent reads it every 10 ms while
+    /// records come, every 100 ms when idle, and at once when it is a
+    /// quarter full.
     #[arg(long, value_name = "MIB", default_value_t = 32)]
     pub ring_buffer_mib: u32,
 

@@ -27,6 +27,10 @@ const DECISIONS: usize = 65_536;
 /// instead of being woken per record.
 const BPF_RB_NO_WAKEUP: u32 = 1;
 
+/// The reader is woken when a data ring is this fraction full (it polls
+/// otherwise): the rest of the ring holds what comes while it wakes.
+pub const WAKE_AT_FRACTION: u32 = 4;
+
 /// The three BPF objects and their kernel hooks.
 pub struct Kernel {
     pub discover: DiscoverSkel<'static>,
@@ -80,6 +84,7 @@ macro_rules! capture_rodata {
         filter_rodata!($ro, $s.filter);
         $ro.max_capture = $s.max_capture;
         $ro.wakeup_flags = BPF_RB_NO_WAKEUP;
+        $ro.wake_at = u64::from($s.ring_buffer_bytes / WAKE_AT_FRACTION);
         $ro.sni_filter = u8::from(!$s.patterns.is_empty());
         $ro.capture_no_sni = u8::from($s.capture_no_sni);
     }};
