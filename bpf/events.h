@@ -50,7 +50,8 @@ enum exec_source {
 	EXEC_SOURCE_MMAP = 2, /* a PROT_EXEC file mapping (ld.so, dlopen) */
 	/* Not a mapping: a process's first wanted connection asks for its
 	 * return probes (openssl.bpf.c, want_returns). `dev` is the start
-	 * time of the process (with the pid, its identity), `ino` the inode
+	 * time of the process in clock ticks since boot (as /proc/PID/stat
+	 * says; with the pid, its identity), `ino` the inode
 	 * of the library whose probe asked, 0 for all its TLS libraries. */
 	EXEC_SOURCE_RETURNS = 3,
 };

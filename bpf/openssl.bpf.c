@@ -125,10 +125,15 @@ struct {
 	__uint(max_entries, 64 * 1024);
 } return_requests SEC(".maps");
 
-/* The start time of the current process (with its pid, its identity). */
+/* Clock ticks in nanoseconds (user space sets it: 1e9 / sysconf(_SC_CLK_TCK)). */
+const volatile __u64 tick_ns = 10000000;
+
+/* The start time of the current process, in clock ticks since boot: with
+ * its pid, its identity. The unit of /proc/PID/stat's starttime, so that
+ * user space can tell it too. */
 static __always_inline __u64 process_born(void)
 {
-	return bpf_get_current_task_btf()->group_leader->start_time;
+	return bpf_get_current_task_btf()->group_leader->start_boottime / tick_ns;
 }
 
 /* This process (started at `born`) has a wanted connection: asks once for

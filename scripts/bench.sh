@@ -75,7 +75,7 @@ fi
 
 # ---- 1. overhead ----------------------------------------------------------
 declare -A RT MB LOST
-MODES=(none floor nomatch capture nomatch_entry capture_entry bpftrace)
+MODES=(none floor nomatch nomatch_hostwide capture nomatch_entry capture_entry bpftrace)
 for round in $(seq "$ROUNDS"); do
     for size in "${SIZES[@]}"; do
         for mode in "${MODES[@]}"; do
@@ -83,6 +83,8 @@ for round in $(seq "$ROUNDS"); do
                 none) r=$(rr "$size") ;;
                 floor) start_peer "$WORK/peer.log" "$FLOOR"; r=$(rr "$size"); stop_peer ;;
                 nomatch) start_agent "$WORK/a.log" --comm tls_rr --sni nomatch.invalid; r=$(rr "$size"); stop_agent ;;
+                nomatch_hostwide) start_agent "$WORK/a.log" --comm tls_rr --sni nomatch.invalid --host-wide-returns
+                         r=$(rr "$size"); stop_agent ;;
                 capture) start_agent "$WORK/a.log" --comm tls_rr --raw --output json --write "$WORK/capture.json"
                          r=$(rr "$size"); stop_agent; LOST[$size]+="$(lost_of "$WORK/a.log") " ;;
                 nomatch_entry) start_agent "$WORK/a.log" --comm tls_rr --sni nomatch.invalid --probe-at-entry
@@ -235,16 +237,22 @@ mkdir -p docs
     echo
     echo "- **none**: no agent."
     echo "- **floor**: bpftrace, empty programs on SSL_write/SSL_read entry + return (what any uprobe agent pays)."
-    echo "- **non-matching**: plainsight \`--sni nomatch.invalid\` (probes fire, nothing is captured)."
-    echo "- **capture**: plainsight capturing everything to a JSON file (\`--raw --output json --write\`)."
+    echo "- **non-matching**: plainsight \`--sni nomatch.invalid\` (probes fire, nothing is captured): entry"
+    echo "  probes only, the return probes being attached per process, to processes with a wanted connection."
+    echo "- **… returns everywhere**: the same with \`--host-wide-returns\` (return probes in every process, as"
+    echo "  without filters)."
+    echo "- **capture**: plainsight capturing everything tls_rr sends and receives to a JSON file"
+    echo "  (\`--raw --output json --write\`)."
+    echo "- Every plainsight mode runs with \`--comm tls_rr\` (nothing else on the host is looked at), so its"
+    echo "  return probes go per process: tls_rr is held once, at its first wanted connection, in capture mode."
     echo "- **… at entry**: the same with \`--probe-at-entry\` (probes at function entry + uretprobes, as"
     echo "  other tracers place them); without it probes sit on emulated instructions inside SSL_write/SSL_read"
     echo "  (\`--explain\` shows where)."
     echo "- **bpftrace copy**: bpftrace copying up to 200 bytes per call (bpftrace $(bpftrace --version | awk '{print $2}')'s string limit) and printing it: a peer doing a (smaller) capture."
     echo "- bcc \`sslsniff\`: $SSLSNIFF."
     echo
-    echo "| message | none | floor | non-matching | capture | non-matching at entry | capture at entry | bpftrace copy | lost records, capture (per round) |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| message | none | floor | non-matching | non-matching, returns everywhere | capture | non-matching at entry | capture at entry | bpftrace copy | lost records, capture (per round) |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
     for size in "${SIZES[@]}"; do
         n=$(echo "${RT[none,$size]}" | median)
         row="| $size B |"

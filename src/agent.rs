@@ -102,6 +102,16 @@ fn ring_wakeups(k: &Kernel) -> Result<Receiver<()>> {
     Ok(rx)
 }
 
+/// A process's start time in clock ticks since boot (`/proc/PID/stat`'s
+/// 22nd field; BPF's `process_born` gives the same): with the pid, its
+/// identity.
+fn process_born(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name, in parentheses, may hold spaces and parentheses itself.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
 /// Checks what the agent needs before touching BPF, with messages that say
 /// what is missing.
 pub fn preflight() -> Result<()> {
@@ -259,6 +269,8 @@ struct Agent<'k> {
     active: bool,
     /// Return probes go per process (filters given).
     returns_per_process: bool,
+    /// Server-name patterns were given.
+    sni_filter: bool,
 }
 
 /// Runs until SIGINT/SIGTERM.
@@ -326,6 +338,7 @@ pub fn run(s: Settings) -> Result<()> {
         dropped_reported: 0,
         active: true,
         returns_per_process: s.kernel.returns_per_process(),
+        sni_filter: !s.kernel.patterns.is_empty(),
     };
     // `job_tx` lives as long as the loop: the job channel never closes.
     agent.scan_running(&s, &job_tx);
@@ -467,7 +480,9 @@ impl Agent<'_> {
     fn admit(&mut self, job: Job) {
         self.active = true;
         if job.source == abi::EXEC_SOURCE_RETURNS {
-            self.attach_returns(&job);
+            // BPF's request: the process's start time in `file.dev`, the
+            // asking library's inode (or 0) in `file.ino`.
+            self.attach_returns(job.pid, job.file.dev, job.file.ino, &job.comm);
             if job.paused {
                 self.pauser.done(job.pid);
             }
@@ -570,18 +585,26 @@ impl Agent<'_> {
         if static_tls {
             self.kernel.enable_static_io();
         }
+        if self.returns_per_process && !self.sni_filter {
+            // Only process filters: every connection of these processes is
+            // wanted, so each would ask at its first call. They are held
+            // (or were running before the agent): attach now.
+            for job in std::iter::once(&r.job).chain(&waiting) {
+                if let Some(born) = process_born(job.pid) {
+                    self.attach_returns(job.pid, born, file.ino, &job.comm);
+                }
+            }
+        }
         self.release(r.job);
         for job in waiting {
             self.release(job);
         }
     }
 
-    /// A process has its first wanted connection (the BPF request is in
-    /// `job`: the process's start time in `file.dev`, the asking library's
-    /// inode or 0 for all in `file.ino`), and is held: attaches the return
-    /// probes of its TLS libraries to it.
-    fn attach_returns(&mut self, job: &Job) {
-        let (pid, born, want) = (job.pid, job.file.dev, job.file.ino);
+    /// Process `pid` (started at `born`, in clock ticks since boot) has or
+    /// will have a wanted connection: attaches the return probes of its TLS
+    /// library with inode `want` (0: of all) to it.
+    fn attach_returns(&mut self, pid: u32, born: u64, want: u64, comm: &str) {
         let t0 = Instant::now();
         let mut done: Vec<FileId> = Vec::new();
         let mut attached: Vec<String> = Vec::new();
@@ -625,8 +648,7 @@ impl Agent<'_> {
         }
         if !attached.is_empty() {
             log::debug!(
-                "{}[{pid}] has a wanted connection: return probes of {} attached for it in {} us",
-                job.comm,
+                "{comm}[{pid}] has a wanted connection: return probes of {} attached for it in {} us",
                 attached.join(", "),
                 t0.elapsed().as_micros()
             );

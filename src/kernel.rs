@@ -180,6 +180,9 @@ fn load_openssl(s: &KernelSettings) -> Result<OpensslSkel<'static>> {
         .context("openssl has no .rodata")?;
     capture_rodata!(ro, s);
     ro.returns_per_process = u8::from(s.returns_per_process());
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ro.tick_ns = 1_000_000_000 / u64::try_from(ticks).unwrap_or(100).max(1);
     let skel = open
         .load()
         .context("loading BPF object openssl (uprobes on SSL_*, gnutls_*)")?;

@@ -58,8 +58,9 @@ fn byte_in(pid: u32, off: u64) -> u8 {
 }
 
 /// The bytes at `points` in a client with a wanted connection and in one
-/// without, after their exchanges, under `--sni api.acme.com` and `extra`.
-fn after_exchanges(points: &[u64], extra: &[&str]) -> (Vec<u8>, Vec<u8>) {
+/// without, after their exchanges, under `--sni api.acme.com` and `extra`
+/// (or, `by_pid`, with the wanted client's pid as the only filter).
+fn after_exchanges(points: &[u64], extra: &[&str], by_pid: bool) -> (Vec<u8>, Vec<u8>) {
     let srv = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let req = b"GET /returns HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n".to_vec();
@@ -73,7 +74,12 @@ fn after_exchanges(points: &[u64], extra: &[&str]) -> (Vec<u8>, Vec<u8>) {
         )
     };
     let (mut wanted, mut other) = (client("api.acme.com"), client("other.example"));
-    let mut args = vec!["--sni", "api.acme.com"];
+    let wanted_pid = wanted.pid.to_string();
+    let mut args = if by_pid {
+        vec!["--pid", wanted_pid.as_str()]
+    } else {
+        vec!["--sni", "api.acme.com"]
+    };
     args.extend(extra);
     let mut agent = Agent::start(&args);
     wanted.go_keep_stdin();
@@ -106,13 +112,20 @@ fn return_probes_are_only_in_processes_with_a_wanted_connection() {
     let probed = vec![INT3; points.len()];
 
     rerun_if_host_stalled(|| {
-        let (wanted, other) = after_exchanges(&points, &[]);
+        let (wanted, other) = after_exchanges(&points, &[], false);
         assert_eq!(wanted, probed, "the wanted client has the return probes");
         assert_eq!(other, original, "the other client has none");
     });
     rerun_if_host_stalled(|| {
-        let (wanted, other) = after_exchanges(&points, &["--host-wide-returns"]);
+        let (wanted, other) = after_exchanges(&points, &["--host-wide-returns"], false);
         assert_eq!(wanted, probed);
         assert_eq!(other, probed, "--host-wide-returns: in every process");
+    });
+    // A process filter alone: the wanted client gets them while it is held
+    // for its files (every connection of it is wanted), the other none.
+    rerun_if_host_stalled(|| {
+        let (wanted, other) = after_exchanges(&points, &[], true);
+        assert_eq!(wanted, probed);
+        assert_eq!(other, original);
     });
 }
