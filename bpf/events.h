@@ -138,7 +138,8 @@ enum stat_index {
 	STAT_READ_FAILED = 2,    /* user memory that could not be read */
 	STAT_SNI_FULL = 3,       /* server-name decisions not stored: map full */
 	STAT_RETURNS_LOST = 4,   /* requests for return probes the ring had no room for */
-	STAT_MAX = 5,
+	STAT_RETURN_MISSED = 5,  /* wanted calls whose return was never seen (plaintext lost) */
+	STAT_MAX = 6,
 };
 
 /*

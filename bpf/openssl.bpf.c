@@ -209,6 +209,11 @@ static __always_inline int on_entry(void *ctx, __u64 ssl, __u64 buf, __u64 len_p
 	a = call_slot(BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!a)
 		return 0;
+	/* The thread's last wanted call never returned through a probe: its
+	 * process's return probes were not in yet (or a return path was
+	 * missed). Counted: its plaintext is lost. */
+	if (a->active && !a->recheck)
+		count_stat(STAT_RETURN_MISSED);
 	if (verdict == VERDICT_YES && returns_per_process) {
 		born = process_born();
 		file = bpf_get_attach_cookie(ctx);

@@ -42,6 +42,7 @@ pub const STAT_DISCOVER_LOST: u32 = t::stat_index::STAT_DISCOVER_LOST.0;
 pub const STAT_READ_FAILED: u32 = t::stat_index::STAT_READ_FAILED.0;
 pub const STAT_SNI_FULL: u32 = t::stat_index::STAT_SNI_FULL.0;
 pub const STAT_RETURNS_LOST: u32 = t::stat_index::STAT_RETURNS_LOST.0;
+pub const STAT_RETURN_MISSED: u32 = t::stat_index::STAT_RETURN_MISSED.0;
 
 const MMAP_EVENT_LEN: usize = size_of::<t::mmap_exec_file_event>();
 const DATA_HEADER_LEN: usize = offset_of!(t::ssl_data_event, data);
@@ -281,7 +282,8 @@ mod tests {
                 STAT_DISCOVER_LOST,
                 STAT_READ_FAILED,
                 STAT_SNI_FULL,
-                STAT_RETURNS_LOST
+                STAT_RETURNS_LOST,
+                STAT_RETURN_MISSED
             ]
             .len() as u32,
             "STAT_MAX counts the stats"

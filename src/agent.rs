@@ -833,6 +833,14 @@ impl Agent<'_> {
                 c.sni_full
             );
         }
+        if c.returns_missed > self.reported.returns_missed {
+            log::warn!(
+                "{} wanted TLS calls returned without a return probe in place: their plaintext is \
+                 lost ({} in all; a process's first calls before its return probes went in)",
+                c.returns_missed - self.reported.returns_missed,
+                c.returns_missed
+            );
+        }
         if c.data_lost > self.reported.data_lost {
             log::warn!(
                 "lost {} plaintext records: the ring buffer was full ({} in all; see --ring-buffer-mib)",
@@ -880,6 +888,11 @@ impl Agent<'_> {
             counters.unreadable,
             counters.sni_full,
             self.rereported
+        );
+        eprintln!(
+            "plainsight: return probes: {} wanted calls returned without one in place, {} requests \
+             for them lost",
+            counters.returns_missed, counters.returns_lost
         );
         eprintln!("plainsight: connections tracked in the kernel at exit: {tracked}");
     }

@@ -241,18 +241,21 @@ fn attach_multi(g: &Group<'_>, path: &Path, pid: i32, cookie: u64) -> libbpf_rs:
 }
 
 /// Detaching one uprobe waits for an RCU tasks-trace grace period under the
-/// kernel's global trace-event mutex (~0.1 s here): links are dropped one by
-/// one on their own thread, so that attaching (on the pause path) never
-/// waits behind more than one of them.
+/// kernel's global trace-event mutex (~0.1 s here): links are dropped on
+/// their own thread, so that attaching (on the pause path) never waits
+/// behind them. Links that queue up meanwhile (processes with return probes
+/// of their own exiting together) are dropped side by side, a few threads
+/// at once, so that their grace periods overlap.
 pub fn start_reaper() -> Sender<Vec<Link>> {
     let (tx, rx) = crossbeam_channel::unbounded::<Vec<Link>>();
     let spawned = std::thread::Builder::new()
         .name("detach".into())
         .spawn(move || {
-            for links in rx {
-                for l in links {
-                    drop(l);
+            while let Ok(mut all) = rx.recv() {
+                for more in rx.try_iter() {
+                    all.extend(more);
                 }
+                detach_parallel(all, REAPER_THREADS);
             }
         });
     if let Err(e) = spawned {
@@ -262,10 +265,21 @@ pub fn start_reaper() -> Sender<Vec<Link>> {
     tx
 }
 
+/// Threads the reaper drops a backlog with at most.
+const REAPER_THREADS: usize = 8;
+
 /// Detaches many links at exit: uprobe_multi links' detach waits overlap
 /// when done side by side.
-pub fn detach_all(mut all: Vec<Link>) {
-    let per = all.len().div_ceil(64).max(1);
+pub fn detach_all(all: Vec<Link>) {
+    detach_parallel(all, 64);
+}
+
+/// Drops `all` on at most `threads` threads.
+fn detach_parallel(mut all: Vec<Link>, threads: usize) {
+    if all.len() <= 1 {
+        return;
+    }
+    let per = all.len().div_ceil(threads).max(1);
     let mut handles = Vec::new();
     while !all.is_empty() {
         let chunk: Vec<Link> = all.drain(..per.min(all.len())).collect();

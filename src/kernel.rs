@@ -60,6 +60,8 @@ pub struct Counters {
     /// Requests for per-process return probes the ring had no room for
     /// (asked again at the process's next call).
     pub returns_lost: u64,
+    /// Wanted calls whose return was never seen (their plaintext is lost).
+    pub returns_missed: u64,
 }
 
 /// Storage for one object, kept for the life of the agent.
@@ -423,6 +425,7 @@ impl Kernel {
             unreadable: stat_sum(o, abi::STAT_READ_FAILED) + stat_sum(s, abi::STAT_READ_FAILED),
             sni_full: stat_sum(o, abi::STAT_SNI_FULL) + stat_sum(s, abi::STAT_SNI_FULL),
             returns_lost: stat_sum(o, abi::STAT_RETURNS_LOST),
+            returns_missed: stat_sum(o, abi::STAT_RETURN_MISSED),
         }
     }
 

@@ -99,7 +99,13 @@ fn after_exchanges(points: &[u64], extra: &[&str], by_pid: bool) -> (Vec<u8>, Ve
     assert!(wanted.finish(T).0);
     assert!(other.finish(T).0);
     assert_only_api_acme(&agent.records(), other.pid);
-    agent.stop();
+    let log = agent.stop();
+    // Every wanted call's return was seen: the process was held before its
+    // first call on the connection returned.
+    assert!(
+        log.contains("return probes: 0 wanted calls returned without one in place"),
+        "{log}"
+    );
     (in_wanted, in_other)
 }
 
