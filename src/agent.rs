@@ -106,7 +106,11 @@ fn ring_wakeups(k: &Kernel) -> Result<Receiver<()>> {
 /// 22nd field; BPF's `process_born` gives the same): with the pid, its
 /// identity.
 fn process_born(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    born_of_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The start time in a `/proc/PID/stat` line.
+fn born_of_stat(stat: &str) -> Option<u64> {
     // The name, in parentheses, may hold spaces and parentheses itself.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
@@ -1000,6 +1004,17 @@ fn stale_files(files: SweepIn) -> SweepOut {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_time_of_a_stat_line() {
+        let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 116 0 0 0 0 0 0 0 20 0 1 0 \
+                    987654 2449408 220 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0";
+        assert_eq!(born_of_stat(line), Some(987654));
+        let me = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(born_of_stat(&me).is_some_and(|t| t > 0), "{me}");
+        assert_eq!(born_of_stat("4242 (no end"), None);
+        assert_eq!(born_of_stat("4242 (short) S 1 2 3"), None);
+    }
 
     #[test]
     fn capabilities_are_named_when_missing() {
