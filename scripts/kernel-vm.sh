@@ -75,8 +75,8 @@ mount -t tmpfs run $h/run
 mount -t tracefs tracefs $h/sys/kernel/tracing
 mount -t bpf bpf $h/sys/fs/bpf 2>/dev/null
 ip link set lo up
-cmd="$(cat /proc/cmdline | sed -n 's/.*vmcmd=\([^ ]*\).*/\1/p')"
-chroot $h /bin/sh -c "$(echo "$cmd" | base64 -d)"
+cmd="$(sed -n 's/.*vmcmd=\([^ ]*\).*/\1/p' /proc/cmdline)"
+chroot $h /bin/sh "$cmd"
 echo "VM-EXIT-CODE=$?"
 poweroff -f
 INIT
@@ -89,13 +89,17 @@ fi
 script="cd $(printf %q "$REPO") && export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp TMPDIR=/tmp"
 for e in "${envs[@]}"; do script+=" $(printf %q "$e")"; done
 script+=" && $(printf '%q ' "$@")"
-b64="$(printf '%s' "$script" | base64 -w0)"
+# The script goes in a file of the tree the VM mounts: the kernel's command
+# line holds 2048 bytes, and a longer one is cut (the shell then waits for
+# the rest of its input, for ever).
+cmdfile="$VM/cmd.$$.sh"
+printf '%s\n' "$script" >"$cmdfile"
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log" "$cmdfile"' EXIT
 set +e
 timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp "$CPUS" -m "$MEM" -nographic -no-reboot \
     -kernel "$KERNEL" -initrd "$INITRD" \
-    -append "console=ttyS0 quiet loglevel=3 panic=-1 vmcmd=$b64" \
+    -append "console=ttyS0 quiet loglevel=3 panic=-1 vmcmd=$cmdfile" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap | tee "$log"
 set -e
 code="$(sed -n 's/.*VM-EXIT-CODE=\([0-9]*\).*/\1/p' "$log" | tail -1)"
