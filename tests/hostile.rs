@@ -267,6 +267,11 @@ fn a_file_forgotten_by_seen_files_is_marked_done_again() {
 /// would forget it and capture it as "without a server name"), a matching
 /// one is still captured, and connections without a name are not captured
 /// while decisions cannot be stored (fail closed), with a warning.
+///
+/// The fixture is a stand-in library: it writes right after setting the
+/// name, without the handshake a real TLS connection has between the two,
+/// during which a process is held for its per-process return probes. The
+/// decision map is what this test is about: return probes everywhere.
 #[test]
 fn an_ssl_ctrl_flood_does_not_capture_non_matching_connections() {
     let mut flood = Held::new(&fixture("ssl_flood"), &["70000"]);
@@ -276,6 +281,7 @@ fn an_ssl_ctrl_flood_does_not_capture_non_matching_connections() {
         "--sni",
         "*.acme.com",
         "--capture-no-sni",
+        "--host-wide-returns",
     ]);
     flood.go(b"");
     let (ok, out, err) = flood.finish(Duration::from_secs(60));
