@@ -154,8 +154,8 @@ pub struct Cli {
     /// With filters (--sni, --pid, --comm, --container), keep the return
     /// probes of SSL_write/SSL_read & co. in every process, as without
     /// filters. By default they are attached only to processes that have a
-    /// wanted connection (held once, ~0.2 ms, at its first), so that other
-    /// processes pay the entry probe only.
+    /// wanted connection (held once, at its first: 0.1-25 ms here), so that
+    /// other processes pay the entry probe only.
     #[arg(long)]
     pub host_wide_returns: bool,
 
