@@ -596,6 +596,9 @@ impl Agent<'_> {
             for job in std::iter::once(&r.job).chain(&waiting) {
                 if let Some(born) = process_born(job.pid) {
                     self.attach_returns(job.pid, born, file.ino, &job.comm);
+                    // Its server name, once set, asks for all its
+                    // libraries: answered already.
+                    self.kernel.mark_returns_asked(job.pid, 0, born);
                 }
             }
         }
