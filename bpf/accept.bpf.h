@@ -56,7 +56,7 @@ int ssl_get_servername_return(struct pt_regs *ctx)
 	n = bpf_probe_read_user_str(s->raw, sizeof(s->raw), name);
 	if (n <= 1)
 		return 0;
-	return decide_name(ssl, s, n - 1, SNI_RECEIVED, id);
+	return decide_name(ssl, s, n - 1, SNI_RECEIVED, id, bpf_get_attach_cookie(ctx));
 }
 
 /* Threads shaking hands for a connection whose name is not known yet, until
@@ -111,7 +111,7 @@ int BPF_UPROBE(tls_handshake_entry, void *ssl)
 	/* A connection captured without a name (--capture-no-sni) asks for
 	 * the return probes here, before its first call. */
 	if (returns_per_process && process_wanted(id >> 32) && conn_verdict(&k) == VERDICT_YES)
-		want_returns(id, 0, process_born());
+		want_returns(id, bpf_get_attach_cookie(ctx), process_born());
 	return 0;
 }
 
@@ -151,7 +151,7 @@ static __always_inline int accept_read_exit(long ret)
 	NAME_INDEX(nl); /* a bound the compiler keeps (6.1 loses it in a spill) */
 	if (bpf_probe_read_kernel(s->raw, nl, &h->b[no]) != 0)
 		return 0;
-	return decide_name(ssl, s, nl, SNI_RECEIVED, id);
+	return decide_name(ssl, s, nl, SNI_RECEIVED, id, 0);
 }
 
 /* read and recvfrom of a thread waiting for a ClientHello, at their exit

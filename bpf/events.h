@@ -52,7 +52,8 @@ enum exec_source {
 	 * return probes (openssl.bpf.c, want_returns). `dev` is the start
 	 * time of the process in clock ticks since boot (as /proc/PID/stat
 	 * says; with the pid, its identity), `ino` the inode
-	 * of the library whose probe asked, 0 for all its TLS libraries. */
+	 * of the library whose probe asked (0: a syscall's hook). User space
+	 * attaches the return probes of all the process's TLS libraries. */
 	EXEC_SOURCE_RETURNS = 3,
 };
 

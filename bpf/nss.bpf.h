@@ -61,7 +61,7 @@ int nss_import_return(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int BPF_UPROBE(nss_set_url_entry, void *fd, const char *url)
 {
-	return on_server_name((__u64)fd, url, -1);
+	return on_server_name(ctx, (__u64)fd, url, -1);
 }
 
 static __always_inline int on_pr_entry(void *ctx, __u64 fd, __u64 buf)

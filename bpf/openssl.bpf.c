@@ -101,10 +101,10 @@ static __always_inline bool is_named(__u64 ssl, __u64 id)
  * per process, on request. */
 const volatile __u8 returns_per_process = 0;
 
-/* Requests for return probes sent, by process and library (its inode, 0:
- * all the process's TLS libraries): the start time of the process they were
- * sent for, so that a new process on a reused pid asks again. User space
- * adds the libraries it attached for a request of all. */
+/* Requests for return probes sent, by process and library (the inode of
+ * the library whose probe asked; 0: a syscall's hook asked): the start time
+ * of the process they were sent for, so that a new process on a reused pid
+ * asks again. User space adds the libraries it attached for a request. */
 struct returns_key {
 	__u32 pid;
 	__u32 _pad;
@@ -136,9 +136,9 @@ static __always_inline __u64 process_born(void)
 	return bpf_get_current_task_btf()->group_leader->start_boottime / tick_ns;
 }
 
-/* This process (started at `born`) has a wanted connection: asks once for
- * the return probes of library `file` (an inode, from the entry probe's
- * cookie; 0: all). True once asked. */
+/* This process (started at `born`) has a wanted connection, seen by a probe
+ * in library `file` (an inode, the probe's cookie; 0: a syscall's hook):
+ * asks once for the return probes of its TLS libraries. True once asked. */
 static __always_inline bool want_returns(__u64 id, __u64 file, __u64 born)
 {
 	struct returns_key k = { .pid = id >> 32, .file = file };
@@ -338,10 +338,11 @@ int ssl_read_ex_return(struct pt_regs *ctx)
  * Connection `ssl` has the server name in s->raw (`n` bytes, 0 < n <
  * MAX_NAME): match it, remember the decision, and tell user space the name
  * of a connection that will be captured (`type`: SNI_CONFIGURED when the
- * process set it, SNI_RECEIVED when its client sent it).
+ * process set it, SNI_RECEIVED when its client sent it). `file`: the inode
+ * of the library whose probe saw it (the probe's cookie; 0 from a syscall).
  */
 static __always_inline int decide_name(__u64 ssl, struct sni_scratch *s, __u64 n, __u32 type,
-				       __u64 id)
+				       __u64 id, __u64 file)
 {
 	struct conn_key k = { .pid = id >> 32, .ssl = ssl };
 	__u32 rule = 0;
@@ -356,14 +357,14 @@ static __always_inline int decide_name(__u64 ssl, struct sni_scratch *s, __u64 n
 		emit_sni(type, ssl, rule, s, true, id);
 		/* Asked before the handshake ends: the process is held while
 		 * the return probes go in, before its first call on it. */
-		want_returns(id, 0, process_born());
+		want_returns(id, file, process_born());
 	}
 	return 0;
 }
 
 /* A server name was set on `ssl`: `len` < 0: NUL-terminated name; else its
  * length (GnuTLS). */
-static __always_inline int on_server_name(__u64 ssl, const void *name, long len)
+static __always_inline int on_server_name(void *ctx, __u64 ssl, const void *name, long len)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct sni_scratch *s;
@@ -386,7 +387,7 @@ static __always_inline int on_server_name(__u64 ssl, const void *name, long len)
 		if (bpf_probe_read_user(s->raw, n & (MAX_NAME - 1), name) != 0)
 			return 0;
 	}
-	return decide_name(ssl, s, n, SNI_CONFIGURED, id);
+	return decide_name(ssl, s, n, SNI_CONFIGURED, id, bpf_get_attach_cookie(ctx));
 }
 
 #define SSL_CTRL_SET_TLSEXT_HOSTNAME 55
@@ -399,14 +400,14 @@ int BPF_UPROBE(ssl_ctrl_entry, void *ssl, int cmd, long larg, void *parg)
 {
 	if (cmd != SSL_CTRL_SET_TLSEXT_HOSTNAME || larg != TLSEXT_NAMETYPE_host_name)
 		return 0;
-	return on_server_name((__u64)ssl, parg, -1);
+	return on_server_name(ctx, (__u64)ssl, parg, -1);
 }
 
 /* BoringSSL: a real function. */
 SEC("uprobe.multi")
 int BPF_UPROBE(ssl_set_host_name_entry, void *ssl, const char *name)
 {
-	return on_server_name((__u64)ssl, name, -1);
+	return on_server_name(ctx, (__u64)ssl, name, -1);
 }
 
 /* GnuTLS: gnutls_server_name_set(session, type, name, name_length) */
@@ -415,7 +416,7 @@ int BPF_UPROBE(gnutls_server_name_entry, void *session, int type, const void *na
 {
 	if (type != GNUTLS_NAME_DNS)
 		return 0;
-	return on_server_name((__u64)session, name, len);
+	return on_server_name(ctx, (__u64)session, name, len);
 }
 
 /* gnutls_record_send calls the exported gnutls_record_send2: probing only

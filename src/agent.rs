@@ -484,9 +484,9 @@ impl Agent<'_> {
     fn admit(&mut self, job: Job) {
         self.active = true;
         if job.source == abi::EXEC_SOURCE_RETURNS {
-            // BPF's request: the process's start time in `file.dev`, the
-            // asking library's inode (or 0) in `file.ino`.
-            self.attach_returns(job.pid, job.file.dev, job.file.ino, &job.comm);
+            // BPF's request: the process's start time in `file.dev` (the
+            // asking library's inode in `file.ino` says nothing more here).
+            self.attach_returns(job.pid, job.file.dev, &job.comm);
             if job.paused {
                 self.pauser.done(job.pid);
             }
@@ -589,16 +589,14 @@ impl Agent<'_> {
         if static_tls {
             self.kernel.enable_static_io();
         }
-        if self.returns_per_process && !self.sni_filter {
+        if self.returns_per_process && !self.sni_filter && self.files.has_per_process_returns(file)
+        {
             // Only process filters: every connection of these processes is
             // wanted, so each would ask at its first call. They are held
             // (or were running before the agent): attach now.
             for job in std::iter::once(&r.job).chain(&waiting) {
                 if let Some(born) = process_born(job.pid) {
-                    self.attach_returns(job.pid, born, file.ino, &job.comm);
-                    // Its server name, once set, asks for all its
-                    // libraries: answered already.
-                    self.kernel.mark_returns_asked(job.pid, 0, born);
+                    self.attach_returns(job.pid, born, &job.comm);
                 }
             }
         }
@@ -609,14 +607,15 @@ impl Agent<'_> {
     }
 
     /// Process `pid` (started at `born`, in clock ticks since boot) has or
-    /// will have a wanted connection: attaches the return probes of its TLS
-    /// library with inode `want` (0: of all) to it.
-    fn attach_returns(&mut self, pid: u32, born: u64, want: u64, comm: &str) {
+    /// will have a wanted connection: attaches the return probes of all its
+    /// TLS libraries to it (NSS's calls are in another library than the
+    /// name that asks), and tells BPF which it has.
+    fn attach_returns(&mut self, pid: u32, born: u64, comm: &str) {
         let t0 = Instant::now();
         let mut done: Vec<FileId> = Vec::new();
         let mut attached: Vec<String> = Vec::new();
         for m in discover::exec_mappings(pid) {
-            if (want != 0 && m.file.ino != want) || done.contains(&m.file) {
+            if done.contains(&m.file) {
                 continue;
             }
             done.push(m.file);

@@ -275,6 +275,21 @@ impl Files {
         }
     }
 
+    /// Whether `file` is instrumented with return probes that go per
+    /// process.
+    pub fn has_per_process_returns(&self, file: FileId) -> bool {
+        matches!(
+            self.files.get(&file),
+            Some(FileState::Done {
+                probes: Some(Probes {
+                    returns: Some(_),
+                    ..
+                }),
+                ..
+            })
+        )
+    }
+
     /// Takes the per-process return probes of processes that exited.
     pub fn forget_exited(&mut self, alive: &mut dyn FnMut(u32) -> bool) -> Vec<Link> {
         let mut gone = Vec::new();
