@@ -41,9 +41,10 @@ struct call_args {
 	__u64 len_ptr; /* *written / *readbytes of the _ex calls, else 0 */
 	__u32 recheck; /* undecided at entry: decide at return */
 	__u32 active;  /* a call is in flight on this thread */
-	/* This thread's process (its start time) has the return probes of
-	 * library `returns_file` already: its calls there ask no more. */
-	__u64 returns_born;
+	/* This thread's process (its start, in ns since boot) has the
+	 * return probes of library `returns_file` already: its calls there
+	 * ask no more. */
+	__u64 returns_boot_ns;
 	__u64 returns_file;
 };
 
@@ -131,9 +132,14 @@ const volatile __u64 tick_ns = 10000000;
 /* The start time of the current process, in clock ticks since boot: with
  * its pid, its identity. The unit of /proc/PID/stat's starttime, so that
  * user space can tell it too. */
+static __always_inline __u64 process_boot_ns(void)
+{
+	return bpf_get_current_task_btf()->group_leader->start_boottime;
+}
+
 static __always_inline __u64 process_born(void)
 {
-	return bpf_get_current_task_btf()->group_leader->start_boottime / tick_ns;
+	return process_boot_ns() / tick_ns;
 }
 
 /* This process (started at `born`) has a wanted connection, seen by a probe
@@ -193,7 +199,7 @@ static __always_inline int on_entry(void *ctx, __u64 ssl, __u64 buf, __u64 len_p
 	struct conn_key k = { .pid = id >> 32, .ssl = ssl };
 	struct call_args *a;
 	__u32 recheck = 0;
-	__u64 born, file;
+	__u64 boot, file;
 	int verdict;
 
 	if (!process_wanted(id >> 32))
@@ -215,11 +221,11 @@ static __always_inline int on_entry(void *ctx, __u64 ssl, __u64 buf, __u64 len_p
 	if (a->active && !a->recheck)
 		count_stat(STAT_RETURN_MISSED);
 	if (verdict == VERDICT_YES && returns_per_process) {
-		born = process_born();
+		boot = process_boot_ns();
 		file = bpf_get_attach_cookie(ctx);
-		if ((a->returns_born != born || a->returns_file != file) &&
-		    want_returns(id, file, born)) {
-			a->returns_born = born;
+		if ((a->returns_boot_ns != boot || a->returns_file != file) &&
+		    want_returns(id, file, boot / tick_ns)) {
+			a->returns_boot_ns = boot;
 			a->returns_file = file;
 		}
 	}
