@@ -94,12 +94,27 @@ pub fn parse_maps_line(line: &str) -> Option<ExecMapping> {
     })
 }
 
-/// The executable file mappings of a process (empty if it is gone).
+/// `/proc/PID/maps` read at most: a process has at most 65530 mappings
+/// by default (`vm.max_map_count`), about 10 MiB of lines with long paths.
+const MAX_MAPS: u64 = 16 << 20;
+
+/// The executable file mappings of a process (empty if it is gone); a
+/// process with more mappings than `MAX_MAPS` holds has the rest ignored.
 pub fn exec_mappings(pid: u32) -> Vec<ExecMapping> {
-    match fs::read_to_string(format!("/proc/{pid}/maps")) {
-        Ok(s) => s.lines().filter_map(parse_maps_line).collect(),
-        Err(_) => Vec::new(),
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let read = fs::File::open(format!("/proc/{pid}/maps"))
+        .and_then(|f| f.take(MAX_MAPS).read_to_end(&mut bytes));
+    if read.is_err() {
+        return Vec::new();
     }
+    // A line cut by the bound is not a mapping; a path that is not UTF-8
+    // (any process can name its files so) costs only that path's text.
+    let end = bytes.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    String::from_utf8_lossy(&bytes[..end])
+        .lines()
+        .filter_map(parse_maps_line)
+        .collect()
 }
 
 /// Finds the mapping of `file` in process `pid`.
@@ -228,5 +243,39 @@ mod tests {
             .find(|m| std::path::Path::new(&m.path) == exe)
             .unwrap();
         assert!(fs::metadata(m.map_files_path(me)).is_ok());
+    }
+
+    #[test]
+    fn a_mapping_whose_path_is_not_utf8_is_still_found() {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir
+            .path()
+            .join(std::ffi::OsStr::from_bytes(b"lib\xff\xfe.so"));
+        fs::write(&path, [0x90u8; 4096]).unwrap();
+        let f = fs::File::open(&path).unwrap();
+        // SAFETY: a fresh read-only executable mapping of our own file,
+        // unmapped below; nothing runs it.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE,
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                0,
+            )
+        };
+        assert_ne!(at, libc::MAP_FAILED);
+        let ino = f.metadata().unwrap().ino();
+        let found = exec_mappings(std::process::id())
+            .into_iter()
+            .find(|m| m.file.ino == ino);
+        // SAFETY: unmaps exactly the mapping made above.
+        unsafe { libc::munmap(at, 4096) };
+        let m = found.expect("the mapping is listed");
+        assert_eq!(m.start, at as u64);
+        assert!(m.path.ends_with("lib\u{fffd}\u{fffd}.so"), "{}", m.path);
     }
 }
