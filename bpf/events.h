@@ -63,6 +63,14 @@ struct file_key {
 	__u64 ino;
 };
 
+/* Key of `returns_asked` (openssl.bpf.c): a process and the library whose
+ * probe asked for its return probes (an inode; 0: a syscall's hook). */
+struct returns_key {
+	__u32 pid;
+	__u32 _pad;
+	__u64 file;
+};
+
 /* Values of `seen_files`. */
 enum seen_state {
 	FILE_PENDING = 1, /* reported, being inspected: report every mapper */
@@ -158,6 +166,7 @@ struct abi_types {
 	enum data_flags data_flags;
 	enum stat_index stat_index;
 	struct file_key file_key;
+	struct returns_key returns_key;
 	struct mmap_exec_file_event mmap_exec_file_event;
 	struct ssl_data_event ssl_data_event;
 	struct ssl_close_event ssl_close_event;

@@ -102,16 +102,10 @@ static __always_inline bool is_named(__u64 ssl, __u64 id)
  * per process, on request. */
 const volatile __u8 returns_per_process = 0;
 
-/* Requests for return probes sent, by process and library (the inode of
- * the library whose probe asked; 0: a syscall's hook asked): the start time
- * of the process they were sent for, so that a new process on a reused pid
- * asks again. User space adds the libraries it attached for a request. */
-struct returns_key {
-	__u32 pid;
-	__u32 _pad;
-	__u64 file;
-};
-
+/* Requests for return probes sent, by process and library (returns_key,
+ * events.h): the start time of the process they were sent for, so that a
+ * new process on a reused pid asks again. User space adds the libraries it
+ * attached for a request. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -129,14 +123,14 @@ struct {
 /* Clock ticks in nanoseconds (user space sets it: 1e9 / sysconf(_SC_CLK_TCK)). */
 const volatile __u64 tick_ns = 10000000;
 
-/* The start time of the current process, in clock ticks since boot: with
- * its pid, its identity. The unit of /proc/PID/stat's starttime, so that
- * user space can tell it too. */
+/* When the current process started, in ns since boot. */
 static __always_inline __u64 process_boot_ns(void)
 {
 	return bpf_get_current_task_btf()->group_leader->start_boottime;
 }
 
+/* The same in clock ticks: with its pid, the process's identity. The unit
+ * of /proc/PID/stat's starttime, so that user space can tell it too. */
 static __always_inline __u64 process_born(void)
 {
 	return process_boot_ns() / tick_ns;

@@ -11,6 +11,8 @@ use crate::bpf::openssl::types as t;
 
 /// `struct file_key`: a file in `seen_files` and `static_files`.
 pub type FileKey = t::file_key;
+/// Key of `returns_asked` (openssl.bpf.c).
+pub type ReturnsKey = t::returns_key;
 
 pub const MMAP_EXEC_FILE: u32 = t::event_type::MMAP_EXEC_FILE.0;
 pub const SSL_EVENT_TYPE_WRITE: u32 = t::event_type::SSL_EVENT_TYPE_WRITE.0;
@@ -274,6 +276,9 @@ mod tests {
         assert_eq!(size_of_val(&s.name), MAX_NAME);
         assert_eq!(offset_of!(t::sni_event, name) + MAX_NAME, SNI_EVENT_LEN);
         assert_eq!(size_of::<FileKey>(), 16);
+        // Swept by a leading pid (Kernel::sweep_exited).
+        assert_eq!(offset_of!(ReturnsKey, pid), 0);
+        assert_eq!(size_of::<ReturnsKey>(), 16);
         assert!(DATA_CHUNK.is_power_of_two());
         assert_eq!(
             t::stat_index::STAT_MAX.0,

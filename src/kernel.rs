@@ -357,9 +357,10 @@ impl Kernel {
     /// time) has the return probes of library `ino`: its calls there do
     /// not ask again.
     pub fn mark_returns_asked(&self, pid: u32, ino: u64, born: u64) {
-        let mut key = [0u8; 16];
-        key[..4].copy_from_slice(&pid.to_ne_bytes());
-        key[8..].copy_from_slice(&ino.to_ne_bytes());
+        type K = abi::ReturnsKey;
+        let mut key = [0u8; std::mem::size_of::<K>()];
+        key[std::mem::offset_of!(K, pid)..][..4].copy_from_slice(&pid.to_ne_bytes());
+        key[std::mem::offset_of!(K, file)..][..8].copy_from_slice(&ino.to_ne_bytes());
         let _ = self
             .openssl
             .maps
