@@ -77,11 +77,15 @@ impl Scope {
         }
     }
 
-    /// The pid a link is for (-1: every process).
-    fn pid(self) -> i32 {
+    /// The pid a link is for (-1: every process); a pid the kernel cannot
+    /// have is an error, never every process.
+    fn pid(self) -> Result<i32> {
         match self {
-            Scope::Returns(pid) => i32::try_from(pid).unwrap_or(-1),
-            _ => -1,
+            Scope::Returns(pid) => i32::try_from(pid)
+                .ok()
+                .filter(|&p| p > 0)
+                .with_context(|| format!("pid {pid} out of range")),
+            _ => Ok(-1),
         }
     }
 }
@@ -187,7 +191,7 @@ pub fn attach_file(
 ) -> Result<Vec<Link>> {
     let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
     let path = fd_path.as_path();
-    let pid = scope.pid();
+    let pid = scope.pid()?;
     let mut links = Vec::new();
     // One uprobe_multi link per program: multi links are attached and
     // detached without the perf-event path and its global mutex, and their
