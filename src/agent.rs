@@ -8,7 +8,7 @@
 //! thread and results from the workers both come here.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
@@ -612,13 +612,13 @@ impl Agent<'_> {
     /// name that asks), and tells BPF which it has.
     fn attach_returns(&mut self, pid: u32, born: u64, comm: &str) {
         let t0 = Instant::now();
-        let mut done: Vec<FileId> = Vec::new();
+        // A process may have tens of thousands of executable mappings.
+        let mut done: HashSet<FileId> = HashSet::new();
         let mut attached: Vec<String> = Vec::new();
         for m in discover::exec_mappings(pid) {
-            if done.contains(&m.file) {
+            if !done.insert(m.file) {
                 continue;
             }
-            done.push(m.file);
             let Some(p) = self.files.probes_mut(m.file) else {
                 continue;
             };
@@ -794,7 +794,10 @@ impl Agent<'_> {
                 .or_insert_with(|| Path::new(&format!("/proc/{pid}")).exists())
         };
         self.kernel.sweep_exited(&mut alive);
-        let _ = self.reaper.send(self.files.forget_exited(&mut alive));
+        let gone = self.files.forget_exited(&mut alive);
+        if !gone.is_empty() {
+            let _ = self.reaper.send(gone);
+        }
         if self.reported.sni_full > 0 && self.kernel.clear_sni_overflow() {
             log::info!("server-name decision maps have room again: connections without one are captured again");
         }
