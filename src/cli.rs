@@ -139,8 +139,8 @@ pub struct Cli {
     #[arg(long, value_name = "MIB", default_value_t = 32)]
     pub ring_buffer_mib: u32,
 
-    /// Largest executable file inspected, in bytes (it is read into memory
-    /// while inspected).
+    /// Largest executable file inspected, in bytes (the parts parsed are
+    /// read into memory; all of it for Go and stripped executables).
     #[arg(long, value_name = "BYTES", default_value_t = 512 << 20)]
     pub max_elf_size: u64,
 

@@ -28,6 +28,7 @@ use crate::decode::conn::{ConnDecoder, Item};
 use crate::decode::http1::{Http1Conn, MAX_BODY_KEEP};
 use crate::decode::http2::{Http2Conn, Http2Error, MAX_HEADER_LIST};
 use crate::decode::{Exchange, HttpMessage, Peer, Redact};
+use crate::inspect::image::Image;
 use crate::inspect::{self, elf, go, place, ElfSymbols, Target};
 use crate::output::Record;
 use crate::probes::PROBES;
@@ -280,6 +281,23 @@ pub fn elf(data: &[u8]) {
             check_in_file(data, t);
         }
     }
+    // The exported functions, looked up in `.gnu.hash` as a worker does
+    // first: only names asked for, at offsets inside the file.
+    let names = inspect::exported_names();
+    if let Ok(Some(ex)) = elf::exported_symbols(data, "fuzz.elf", &names) {
+        assert!(ex.noreturn.windows(2).all(|w| w[0] < w[1]));
+        for (name, loc) in &ex.functions {
+            assert!(names.contains(&name.as_str()), "looked up {name:?}");
+            assert!(loc.dynamic && loc.file_offset < data.len() as u64, "{name}");
+        }
+    }
+    // A worker's whole inspection reads the file as it parses it: the
+    // same result as over the bytes in memory.
+    let img = Image::of_bytes(data);
+    assert_eq!(
+        format!("{:?}", inspect::inspect_bytes(&img, shown, true)),
+        format!("{:?}", inspect::inspect_bytes(data, shown, true)),
+    );
     // The content identity (build ID note), as the inspection cache reads it.
     if let Some(k) = inspect::cache::key_of_bytes(data) {
         assert!(

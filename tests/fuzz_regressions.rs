@@ -95,7 +95,7 @@ fn go_seeds_are_go_programs() {
         ("go-1.16-refused", false),
     ] {
         let data = seed("go", name);
-        let syms = elf::parse_symbols(&data, name, &|_| true).unwrap();
+        let syms = elf::parse_symbols(&data[..], name, &|_| true).unwrap();
         let r = go::inspect_go(&data, &syms.segments, Path::new(name));
         if ok {
             let g = r

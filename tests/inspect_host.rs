@@ -36,7 +36,7 @@ fn interesting(name: &str) -> bool {
 
 fn symbols_and_go(p: &Path, want: &dyn Fn(&str) -> bool) -> ElfSymbols {
     let map = elf::read_path(p, 1 << 33).unwrap();
-    elf::symbols_and_go(&map, p, want).unwrap()
+    elf::symbols_and_go(&map[..], p, want).unwrap()
 }
 
 #[test]
@@ -95,7 +95,7 @@ fn debian_libssl_placement() {
 fn debian_libssl_symbols_are_found_with_offsets() {
     let path = installed(LIBSSL);
     let map = elf::read_path(path, 1 << 30).unwrap();
-    let syms = elf::parse_symbols(&map, LIBSSL, &|n| n.starts_with("SSL_")).unwrap();
+    let syms = elf::parse_symbols(&map[..], LIBSSL, &|n| n.starts_with("SSL_")).unwrap();
     let w = syms.get("SSL_write").expect("SSL_write exported");
     assert!(w.dynamic);
     // The bytes at the file offset are the function's code: compare with
@@ -169,4 +169,53 @@ fn non_go_executables_have_no_go_part() {
         let syms = symbols_and_go(installed(p), &interesting);
         assert!(syms.go.is_none(), "{p}");
     }
+}
+
+/// The `.gnu.hash` lookups find exactly what a scan of every symbol finds,
+/// placement included, on the host's TLS libraries, programs and others.
+#[test]
+fn lookups_agree_with_a_full_scan() {
+    use plainsight::inspect::{inspect_bytes, inspect_scanning};
+    let mut files: Vec<std::path::PathBuf> = [
+        LIBSSL,
+        "/usr/lib/x86_64-linux-gnu/libcrypto.so.3",
+        "/usr/lib/x86_64-linux-gnu/libgnutls.so.30",
+        "/usr/lib/x86_64-linux-gnu/libssl3.so",
+        "/usr/lib/x86_64-linux-gnu/libnspr4.so",
+        "/usr/lib/x86_64-linux-gnu/libnss3.so",
+        "/usr/lib/x86_64-linux-gnu/android/libssl.so.0",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/bin/python3.11",
+        "/usr/bin/curl",
+    ]
+    .iter()
+    .map(|p| installed(p).to_path_buf())
+    .collect();
+    files.push(std::fs::canonicalize(installed("/usr/bin/node")).unwrap());
+    let mut tls = 0;
+    for p in &files {
+        let data = std::fs::read(p).unwrap();
+        let looked_up = inspect_bytes(&data[..], p, true).unwrap();
+        let scanned = inspect_scanning(&data[..], p, true).unwrap();
+        assert_eq!(looked_up, scanned, "{}", p.display());
+        tls += usize::from(looked_up.is_tls());
+    }
+    // libssl, GnuTLS, NSS, NSPR, BoringSSL and node; not libcrypto, libnss3, libc,
+    // python or curl (they call the libraries).
+    assert_eq!(tls, 6);
+}
+
+/// node (99 MB) is classified and placed from a few percent of its bytes.
+#[test]
+fn node_is_inspected_from_a_small_part_of_its_file() {
+    let node = std::fs::canonicalize(installed("/usr/bin/node")).unwrap();
+    let img = elf::open_image(&node, 1 << 31).unwrap();
+    let i = plainsight::inspect::inspect_bytes(&img, &node, true).unwrap();
+    assert_eq!(i.library, Some(TlsLibrary::OpenSsl));
+    assert!(
+        img.bytes_read() * 10 < img.len() as u64,
+        "{} of {} bytes read",
+        img.bytes_read(),
+        img.len()
+    );
 }

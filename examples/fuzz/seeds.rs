@@ -588,7 +588,7 @@ fn place() -> Vec<(String, Vec<u8>)> {
         "ring_static",
     ] {
         let Some(data) = fixture(name) else { continue };
-        let Ok(syms) = elf::parse_symbols(&data, name, &|_| true) else {
+        let Ok(syms) = elf::parse_symbols(&data[..], name, &|_| true) else {
             continue;
         };
         let mut funcs: Vec<_> = syms

@@ -58,7 +58,7 @@ mod tests {
     fn symbol_scan_stops_when_the_budget_is_out() {
         let data = std::fs::read(fixture("openssl_like")).unwrap();
         start(Some(Duration::ZERO));
-        let r = elf::parse_symbols(&data, "crafted.so", &|_| true);
+        let r = elf::parse_symbols(&data[..], "crafted.so", &|_| true);
         start(None);
         match r {
             Err(elf::ElfError::TooMuchWork { path, what }) => {
@@ -70,7 +70,7 @@ mod tests {
             }
             other => panic!("expected TooMuchWork, got {other:?}"),
         }
-        assert!(elf::parse_symbols(&data, "crafted.so", &|_| true).is_ok());
+        assert!(elf::parse_symbols(&data[..], "crafted.so", &|_| true).is_ok());
     }
 
     /// A function made of RET instructions yields at most MAX_RETS + 1 of
@@ -108,10 +108,10 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         let data = std::fs::read(&so).unwrap();
-        let syms = elf::parse_symbols(&data, "libmany.so", &|n| n.starts_with("SSL_")).unwrap();
+        let syms = elf::parse_symbols(&data[..], "libmany.so", &|n| n.starts_with("SSL_")).unwrap();
         assert_eq!(syms.functions.len(), MAX_SYMBOLS);
         // Few targets (the OpenSSL points it has): inspected as usual.
-        let insp = inspect_bytes(&data, std::path::Path::new("libmany.so"), false);
+        let insp = inspect_bytes(&data[..], std::path::Path::new("libmany.so"), false);
         assert!(insp.is_ok(), "{insp:?}");
         let mut many = crate::inspect::Inspection {
             library: Some(crate::inspect::TlsLibrary::GoTls),

@@ -10,11 +10,13 @@ use std::fs::File;
 use std::path::Path;
 
 use object::elf::PT_LOAD;
+use object::read::elf::Sym;
 use object::read::elf::{ElfFile64, ProgramHeader};
-use object::{Endianness, Object, ObjectSymbol, SymbolKind};
+use object::{Endianness, Object, ObjectSymbol, ReadRef, SymbolKind};
 use thiserror::Error;
 
 use super::budget;
+use super::image::Image;
 
 /// Why a file could not be inspected.
 #[derive(Debug, Error)]
@@ -111,13 +113,9 @@ pub fn vaddr_to_offset(segments: &[(u64, u64, u64)], vaddr: u64) -> Option<u64> 
     })
 }
 
-/// Reads an open file into memory with `pread` (at most `limit` bytes).
-///
-/// A copy, not a mapping: a file truncated or rewritten while it is read
-/// (any process may do that to a file it owns) gives a short or inconsistent
-/// buffer and a parse error, never SIGBUS in the agent.
-pub fn read_file(file: &File, shown: &str, limit: u64) -> Result<Vec<u8>, ElfError> {
-    use std::os::unix::fs::FileExt;
+/// An image of an open file, read as it is parsed (at most `limit` bytes:
+/// larger files are refused).
+pub fn image_of(file: File, shown: &str, limit: u64) -> Result<Image, ElfError> {
     let open_err = |source| ElfError::Open {
         path: shown.to_string(),
         source,
@@ -135,32 +133,27 @@ pub fn read_file(file: &File, shown: &str, limit: u64) -> Result<Vec<u8>, ElfErr
             path: shown.to_string(),
         });
     }
-    let mut buf = vec![0u8; size as usize];
-    let mut done = 0usize;
-    while done < buf.len() {
-        let end = buf.len().min(done + (1 << 20));
-        match file.read_at(&mut buf[done..end], done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(open_err(e)),
-        }
-    }
-    // Shrunk while read: parse what is there (bounds are checked anyway).
-    buf.truncate(done);
-    Ok(buf)
+    Image::of_file(file, size).map_err(|reason| ElfError::Malformed {
+        path: shown.to_string(),
+        reason,
+    })
 }
 
-/// Opens the file at `path` and reads it (tests and tools; the agent reads
-/// through the descriptor it checked, see `inspect::worker`).
-pub fn read_path(path: &Path, limit: u64) -> Result<Vec<u8>, ElfError> {
+/// Opens the file at `path` as an [`Image`] (tools; the agent opens through
+/// the process's mapping, see `inspect::worker`).
+pub fn open_image(path: &Path, limit: u64) -> Result<Image, ElfError> {
     let file = File::open(path).map_err(|source| ElfError::Open {
         path: path.display().to_string(),
         source,
     })?;
-    read_file(&file, &path.display().to_string(), limit)
+    image_of(file, &path.display().to_string(), limit)
 }
 
+/// Reads the file at `path` whole (tests).
+pub fn read_path(path: &Path, limit: u64) -> Result<Vec<u8>, ElfError> {
+    let img = open_image(path, limit)?;
+    Ok(whole(&img, &path.display().to_string())?.to_vec())
+}
 /// Reads the function symbols of the ELF file at `path` (at most `limit` bytes).
 /// `want` decides which names are kept (all symbols are scanned).
 #[cfg(test)]
@@ -169,7 +162,11 @@ pub fn read_symbols(
     limit: u64,
     want: &dyn Fn(&str) -> bool,
 ) -> Result<ElfSymbols, ElfError> {
-    parse_symbols(&read_path(path, limit)?, &path.display().to_string(), want)
+    parse_symbols(
+        &read_path(path, limit)?[..],
+        &path.display().to_string(),
+        want,
+    )
 }
 
 /// Like [`read_symbols`], and for executables without the SSL API also
@@ -180,39 +177,42 @@ pub fn read_symbols_and_go(
     limit: u64,
     want: &dyn Fn(&str) -> bool,
 ) -> Result<ElfSymbols, ElfError> {
-    symbols_and_go(&read_path(path, limit)?, path, want)
+    symbols_and_go(&read_path(path, limit)?[..], path, want)
 }
 
-/// [`read_symbols_and_go`] on a file already read.
-pub fn symbols_and_go(
-    map: &[u8],
+/// [`parse_symbols`], and for executables without the SSL API also Go's
+/// crypto/tls (which reads the whole file).
+pub fn symbols_and_go<'d, R: ReadRef<'d>>(
+    data: R,
     path: &Path,
     want: &dyn Fn(&str) -> bool,
 ) -> Result<ElfSymbols, ElfError> {
-    let mut syms = parse_symbols(map, &path.display().to_string(), want)?;
+    let mut syms = parse_symbols(data, &path.display().to_string(), want)?;
     if syms.is_executable && syms.get("SSL_write").is_none() {
-        syms.go = super::go::inspect_go(map, &syms.segments, path).transpose();
+        let all = whole(data, &path.display().to_string())?;
+        syms.go = super::go::inspect_go(all, &syms.segments, path).transpose();
     }
     Ok(syms)
 }
 
+/// All of `data`, or the error of a file that could not be read whole.
+fn whole<'d, R: ReadRef<'d>>(data: R, shown: &str) -> Result<&'d [u8], ElfError> {
+    data.len()
+        .and_then(|n| data.read_bytes_at(0, n))
+        .map_err(|()| ElfError::Malformed {
+            path: shown.to_string(),
+            reason: "it could not be read whole (it changed while read?)".into(),
+        })
+}
+
 /// The no-return functions of a file and their PLT stubs, as file offsets.
-fn noreturn_offsets(elf: &ElfFile64<'_, Endianness>, segments: &[(u64, u64, u64)]) -> Vec<u64> {
+/// `defined`: the addresses of those the file defines.
+fn noreturn_offsets<'d, R: ReadRef<'d>>(
+    elf: &ElfFile64<'d, Endianness, R>,
+    segments: &[(u64, u64, u64)],
+    mut vaddrs: Vec<u64>,
+) -> Vec<u64> {
     use object::read::{ObjectSection, ObjectSymbolTable};
-    let mut vaddrs: Vec<u64> = Vec::new();
-    for (i, sym) in elf.dynamic_symbols().chain(elf.symbols()).enumerate() {
-        // Out of time: fewer no-return functions known only keeps more
-        // uretprobes (placement proves less), never a wrong point.
-        if i % budget::CHECK_EVERY == 0 && budget::exhausted() {
-            break;
-        }
-        if sym.kind() == SymbolKind::Text
-            && sym.is_definition()
-            && ObjectSymbol::name(&sym).is_ok_and(|n| NORETURN.contains(&plain_name(n)))
-        {
-            vaddrs.push(ObjectSymbol::address(&sym));
-        }
-    }
     // GOT slots of imported no-return functions, then the PLT stubs that
     // jump through them.
     let mut slots: Vec<u64> = Vec::new();
@@ -270,28 +270,52 @@ fn noreturn_offsets(elf: &ElfFile64<'_, Endianness>, segments: &[(u64, u64, u64)
     out
 }
 
-/// Parses ELF bytes already in memory. Never panics on malformed input.
-pub fn parse_symbols(
-    data: &[u8],
-    shown: &str,
-    want: &dyn Fn(&str) -> bool,
-) -> Result<ElfSymbols, ElfError> {
-    if data.len() < 4 || &data[..4] != b"\x7fELF" {
+/// The addresses of the no-return functions defined in both symbol tables.
+fn defined_noreturn<'d, R: ReadRef<'d>>(elf: &ElfFile64<'d, Endianness, R>) -> Vec<u64> {
+    let mut vaddrs = Vec::new();
+    for (i, sym) in elf.dynamic_symbols().chain(elf.symbols()).enumerate() {
+        // Out of time: fewer no-return functions known only keeps more
+        // uretprobes (placement proves less), never a wrong point.
+        if i % budget::CHECK_EVERY == 0 && budget::exhausted() {
+            break;
+        }
+        if sym.kind() == SymbolKind::Text
+            && sym.is_definition()
+            && ObjectSymbol::name(&sym).is_ok_and(|n| NORETURN.contains(&plain_name(n)))
+        {
+            vaddrs.push(ObjectSymbol::address(&sym));
+        }
+    }
+    vaddrs
+}
+
+/// An ELF file parsed, with what every reading of it needs.
+struct Opened<'d, R: ReadRef<'d>> {
+    elf: ElfFile64<'d, Endianness, R>,
+    segments: Vec<(u64, u64, u64)>,
+    is_executable: bool,
+}
+
+/// Parses the headers of ELF bytes. Never panics on malformed input.
+fn open<'d, R: ReadRef<'d>>(data: R, shown: &str) -> Result<Opened<'d, R>, ElfError> {
+    let ident = data.read_bytes_at(0, 6).unwrap_or(&[]);
+    if ident.len() < 4 || &ident[..4] != b"\x7fELF" {
         return Err(ElfError::NotElf {
             path: shown.to_string(),
         });
     }
     // 64-bit little-endian only (x86_64 / aarch64 user space).
-    if data.len() < 6 || data[4] != 2 || data[5] != 1 {
+    if ident.len() < 6 || ident[4] != 2 || ident[5] != 1 {
         return Err(ElfError::Unsupported {
             path: shown.to_string(),
         });
     }
-    let elf = ElfFile64::<Endianness>::parse(data).map_err(|e| ElfError::Malformed {
+    let elf = ElfFile64::<Endianness, R>::parse(data).map_err(|e| ElfError::Malformed {
         path: shown.to_string(),
         reason: e.to_string(),
     })?;
     let endian = elf.endian();
+    let size = data.len().unwrap_or(0);
     let segments: Vec<(u64, u64, u64)> = elf
         .elf_program_headers()
         .iter()
@@ -300,7 +324,7 @@ pub fn parse_symbols(
         // The part of a segment the file really has: a crafted header must
         // not give probe offsets past the end of the file.
         .filter_map(|(vaddr, filesz, offset)| {
-            let room = (data.len() as u64).checked_sub(offset)?;
+            let room = size.checked_sub(offset)?;
             Some((vaddr, filesz.min(room), offset))
         })
         .collect();
@@ -310,45 +334,82 @@ pub fn parse_symbols(
             reason: "no loadable segment".into(),
         });
     }
-
     let e_type = elf.elf_header().e_type.get(endian);
     let has_interp = elf
         .elf_program_headers()
         .iter()
         .any(|ph| ph.p_type(endian) == object::elf::PT_INTERP);
-    let mut out = ElfSymbols {
+    Ok(Opened {
+        elf,
+        segments,
         is_executable: e_type == object::elf::ET_EXEC || has_interp,
-        ..Default::default()
+    })
+}
+
+/// Records a function symbol wanted by name.
+fn add_function(
+    out: &mut ElfSymbols,
+    segments: &[(u64, u64, u64)],
+    name: &str,
+    vaddr: u64,
+    size: u64,
+    dynamic: bool,
+) {
+    let name = plain_name(name);
+    if name.is_empty() || name.len() > budget::MAX_NAME {
+        return;
+    }
+    if out.functions.len() >= budget::MAX_SYMBOLS && !out.functions.contains_key(name) {
+        return;
+    }
+    if vaddr == 0 {
+        return;
+    }
+    let Some(file_offset) = vaddr_to_offset(segments, vaddr) else {
+        return;
     };
-    let mut add = |sym: &dyn SymLike, dynamic: bool| {
-        let Some(name) = sym.name() else { return };
-        let name = plain_name(name);
-        if name.is_empty() || name.len() > budget::MAX_NAME || !want(name) {
-            return;
-        }
-        if out.functions.len() >= budget::MAX_SYMBOLS && !out.functions.contains_key(name) {
-            return;
-        }
-        let vaddr = sym.address();
-        if vaddr == 0 {
-            return;
-        }
-        let Some(file_offset) = vaddr_to_offset(&segments, vaddr) else {
-            return;
-        };
-        out.functions
-            .entry(name.to_string())
-            .and_modify(|loc| loc.dynamic |= dynamic)
-            .or_insert(SymbolLocation {
-                vaddr,
-                size: sym.size(),
-                file_offset,
-                dynamic,
-            });
+    out.functions
+        .entry(name.to_string())
+        .and_modify(|loc| loc.dynamic |= dynamic)
+        .or_insert(SymbolLocation {
+            vaddr,
+            size,
+            file_offset,
+            dynamic,
+        });
+}
+
+/// Parses ELF bytes and scans every symbol of both tables, keeping the
+/// functions `want` names. Never panics on malformed input.
+pub fn parse_symbols<'d, R: ReadRef<'d>>(
+    data: R,
+    shown: &str,
+    want: &dyn Fn(&str) -> bool,
+) -> Result<ElfSymbols, ElfError> {
+    let Opened {
+        elf,
+        segments,
+        is_executable,
+    } = open(data, shown)?;
+    let mut out = ElfSymbols {
+        is_executable,
+        ..Default::default()
     };
     let out_of_time = || ElfError::TooMuchWork {
         path: shown.to_string(),
         what: "its symbol tables take longer than the inspection budget".into(),
+    };
+    let mut add = |sym: &dyn SymLike, dynamic: bool| {
+        if let Some(name) = sym.name().filter(|n| want(plain_name(n))) {
+            add_function(
+                &mut out,
+                &segments,
+                name,
+                sym.address(),
+                sym.size(),
+                dynamic,
+            );
+        }
     };
     for (i, sym) in elf.dynamic_symbols().enumerate() {
         if i % budget::CHECK_EVERY == 0 && budget::exhausted() {
@@ -369,12 +430,83 @@ pub fn parse_symbols(
         }
     }
     out.has_symtab = symtab;
-    out.noreturn = noreturn_offsets(&elf, &segments);
+    out.noreturn = noreturn_offsets(&elf, &segments, defined_noreturn(&elf));
     out.segments = segments;
     if !symtab && out.is_executable {
-        out.stripped_rustls = memchr::memmem::find(data, b"rustls").is_some();
+        out.stripped_rustls = memchr::memmem::find(whole(data, shown)?, b"rustls").is_some();
     }
     Ok(out)
+}
+
+/// The functions named `names` that the file exports, found through its
+/// `.gnu.hash` table (a few lookups, where a scan reads every symbol: node
+/// has 184,000). None: the file has no usable `.gnu.hash`. Never panics on
+/// malformed input.
+///
+/// What this finds is all a file that exports its TLS library needs; the
+/// caller falls back to [`parse_symbols`] for the others. No-return
+/// functions are looked up the same way, and imported ones found through
+/// the PLT as in a scan; ones only in `.symtab` are not known (placement
+/// then proves less, never a wrong point).
+pub fn exported_symbols<'d, R: ReadRef<'d>>(
+    data: R,
+    shown: &str,
+    names: &[&str],
+) -> Result<Option<ElfSymbols>, ElfError> {
+    let Opened {
+        elf,
+        segments,
+        is_executable,
+    } = open(data, shown)?;
+    let endian = elf.endian();
+    let sections = elf.elf_section_table();
+    // object's lookup divides by the bucket count and masks by the bloom
+    // count: a crafted table with either at zero is not used.
+    match sections.gnu_hash_header(endian, data) {
+        Ok(Some(h)) if h.bucket_count.get(endian) > 0 && h.bloom_count.get(endian) > 0 => {}
+        _ => return Ok(None),
+    }
+    let Ok(Some((hash, _))) = sections.gnu_hash(endian, data) else {
+        return Ok(None);
+    };
+    let dynsym = elf.elf_dynamic_symbol_table();
+    let versions = sections
+        .versions(endian, data)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let mut out = ElfSymbols {
+        is_executable,
+        has_symtab: !elf.elf_symbol_table().is_empty(),
+        ..Default::default()
+    };
+    let mut noreturn = Vec::new();
+    let lookup = |name: &str| {
+        let (_, sym) = hash.find(
+            endian,
+            name.as_bytes(),
+            object::elf::gnu_hash(name.as_bytes()),
+            None,
+            dynsym,
+            &versions,
+        )?;
+        let defined = sym.st_type() == object::elf::STT_FUNC
+            && sym.st_shndx(endian) != object::elf::SHN_UNDEF;
+        defined.then(|| (sym.st_value(endian), sym.st_size(endian)))
+    };
+    for &name in names {
+        if let Some((vaddr, size)) = lookup(name) {
+            add_function(&mut out, &segments, name, vaddr, size, true);
+        }
+    }
+    for &name in NORETURN {
+        if let Some((vaddr, _)) = lookup(name) {
+            noreturn.push(vaddr);
+        }
+    }
+    out.noreturn = noreturn_offsets(&elf, &segments, noreturn);
+    out.segments = segments;
+    Ok(Some(out))
 }
 
 /// The few symbol accessors used above, over both symbol tables.
@@ -508,12 +640,12 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(matches!(
-            parse_symbols(b"hello", "x", &|_| true),
+            parse_symbols(&b"hello"[..], "x", &|_| true),
             Err(ElfError::NotElf { .. })
         ));
         let mut hdr = b"\x7fELF\x02\x01\x01".to_vec();
         hdr.resize(64, 0xff);
-        assert!(parse_symbols(&hdr, "x", &|_| true).is_err());
+        assert!(parse_symbols(&hdr[..], "x", &|_| true).is_err());
     }
 
     proptest! {
@@ -537,12 +669,12 @@ mod tests {
             });
             let mut d = data.clone();
             d[pos] = val;
-            let _ = parse_symbols(&d, "x", &|_| true);
+            let _ = parse_symbols(&d[..], "x", &|_| true);
             let _ = parse_symbols(&d[..cut], "x", &|_| true);
             let mut d = data.clone();
             let n = d.len();
             d[n - tail] = val;
-            let _ = parse_symbols(&d, "x", &|_| true);
+            let _ = parse_symbols(&d[..], "x", &|_| true);
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod budget;
 pub mod cache;
 pub mod elf;
 pub mod go;
+pub mod image;
 pub mod place;
 pub mod sslbio;
 #[cfg(test)]
@@ -14,6 +15,8 @@ pub mod worker;
 
 use std::fmt;
 use std::path::Path;
+
+use object::ReadRef;
 
 pub use crate::probes::ProbePoint;
 pub use elf::{ElfError, ElfSymbols};
@@ -138,7 +141,7 @@ impl Placement {
 }
 
 /// What an inspected file carries.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inspection {
     pub library: Option<TlsLibrary>,
     pub linkage: Linkage,
@@ -373,14 +376,19 @@ fn exported(
 }
 
 /// Chooses the attach points of every target with a known size.
-pub fn place_targets(map: &[u8], syms: &ElfSymbols, targets: &mut [Target]) {
+pub fn place_targets<'d, R: ReadRef<'d>>(map: R, syms: &ElfSymbols, targets: &mut [Target]) {
+    let size = map.len().unwrap_or(0);
+    // Bytes `[at, at + len)` of the file, cut at its end.
+    let bytes = |at: u64, len: u64| -> Option<&'d [u8]> {
+        let len = len.min(size.checked_sub(at)?);
+        map.read_bytes_at(at, len).ok()
+    };
     let noreturn = |t: u64| {
         if syms.noreturn.binary_search(&t).is_ok() {
             return true;
         }
         // A call of a no-return function.
-        let start = usize::try_from(t).unwrap_or(usize::MAX);
-        let Some(code) = map.get(start..start.saturating_add(16).min(map.len())) else {
+        let Some(code) = bytes(t, 16) else {
             return false;
         };
         let mut d = iced_x86::Decoder::with_ip(64, code, t, iced_x86::DecoderOptions::NONE);
@@ -392,9 +400,7 @@ pub fn place_targets(map: &[u8], syms: &ElfSymbols, targets: &mut [Target]) {
         if t.size == 0 {
             continue;
         }
-        let Some(code) =
-            map.get(t.offset as usize..(t.offset.saturating_add(t.size) as usize).min(map.len()))
-        else {
+        let Some(code) = bytes(t.offset, t.size) else {
             continue;
         };
         let mut entry = place::choose_entry(code, t.offset, place::arg_use(t.point), &noreturn);
@@ -432,12 +438,89 @@ pub fn check_targets(insp: &Inspection, shown: &Path) -> Result<(), ElfError> {
     })
 }
 
+/// The exact names of the functions a file that exports its TLS library
+/// is classified and probed by (looked up, not scanned for).
+pub fn exported_names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = [
+        &ProbePoint::OPENSSL[..],
+        &ProbePoint::GNUTLS,
+        &ProbePoint::NSS,
+        &ProbePoint::NSPR,
+    ]
+    .concat()
+    .iter()
+    .map(|p| p.symbol())
+    .chain([
+        "SSL_ctrl",
+        "SSL_set_tlsext_host_name",
+        "SSL_ImportFD",
+        "SSL_SetURL",
+        "BIO_f_ssl",
+    ])
+    .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The symbols of the ELF bytes `data`: by lookups in its `.gnu.hash` when
+/// that settles what the file is (it exports a TLS library; or it is a
+/// stripped library exporting none), else by a scan of its symbol tables
+/// (static TLS, Go, files without `.gnu.hash`).
+fn symbols<'d, R: ReadRef<'d>>(
+    data: R,
+    shown: &Path,
+    lookups: bool,
+) -> Result<ElfSymbols, ElfError> {
+    let text = shown.display().to_string();
+    let exported = match lookups {
+        true => elf::exported_symbols(data, &text, &exported_names())?,
+        false => None,
+    };
+    if let Some(syms) = exported {
+        let insp = classify(&syms);
+        let settled = if insp.is_tls() {
+            insp.linkage == Linkage::Exported
+        } else {
+            // Only executables and `.symtab` hold static TLS.
+            !syms.is_executable && !syms.has_symtab
+        };
+        if settled {
+            return Ok(syms);
+        }
+    }
+    elf::symbols_and_go(data, shown, &interesting)
+}
+
 /// Classifies the ELF bytes `data` (`shown`: the path for messages);
 /// `inner`: choose attach points inside the functions (`place`).
-pub fn inspect_bytes(data: &[u8], shown: &Path, inner: bool) -> Result<Inspection, ElfError> {
+pub fn inspect_bytes<'d, R: ReadRef<'d>>(
+    data: R,
+    shown: &Path,
+    inner: bool,
+) -> Result<Inspection, ElfError> {
+    inspect_with(data, shown, inner, true)
+}
+
+/// [`inspect_bytes`] with every symbol scanned, no `.gnu.hash` lookups:
+/// what the lookups must agree with (tests, fuzzing).
+pub fn inspect_scanning<'d, R: ReadRef<'d>>(
+    data: R,
+    shown: &Path,
+    inner: bool,
+) -> Result<Inspection, ElfError> {
+    inspect_with(data, shown, inner, false)
+}
+
+fn inspect_with<'d, R: ReadRef<'d>>(
+    data: R,
+    shown: &Path,
+    inner: bool,
+    lookups: bool,
+) -> Result<Inspection, ElfError> {
     // A parser bug must not take the agent down: contain panics too.
     let run = || -> Result<Inspection, ElfError> {
-        let syms = elf::symbols_and_go(data, shown, &interesting)?;
+        let syms = symbols(data, shown, lookups)?;
         let mut insp = classify(&syms);
         if insp.library == Some(TlsLibrary::OpenSsl) {
             match sslbio::targets(data, &syms) {
@@ -461,11 +544,12 @@ pub fn inspect_bytes(data: &[u8], shown: &Path, inner: bool) -> Result<Inspectio
     }
 }
 
-/// Reads (at most `limit` bytes) and classifies the file at `path`.
+/// Reads what it needs of the file at `path` (at most `limit` bytes) and
+/// classifies it.
 pub fn inspect_file(path: &Path, limit: u64, inner: bool) -> Result<Inspection, ElfError> {
-    inspect_bytes(&elf::read_path(path, limit)?, path, inner)
+    let img = elf::open_image(path, limit)?;
+    inspect_bytes(&img, path, inner)
 }
-
 #[cfg(test)]
 mod tests {
     use super::testfixtures::{fixture, nm, section_offset};

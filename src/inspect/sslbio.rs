@@ -15,7 +15,7 @@
 
 use object::elf::{PF_X, PT_LOAD, R_X86_64_RELATIVE};
 use object::read::elf::{ElfFile64, ProgramHeader};
-use object::{Endianness, Object, RelocationFlags};
+use object::{Endianness, Object, ReadRef, RelocationFlags};
 
 use super::budget;
 use super::elf::{vaddr_to_offset, ElfSymbols};
@@ -29,22 +29,36 @@ const SLOT_WRITE: u64 = 16;
 const SLOT_READ: u64 = 32;
 const SLOT_CTRL: u64 = 64;
 /// Bytes of `BIO_f_ssl` decoded, at most.
-const MAX_CODE: usize = 64;
+const MAX_CODE: u64 = 64;
 
 /// The SSL BIO's write, read and ctrl functions of an OpenSSL library or
 /// executable whose bytes are `data`, or why they were not found (None:
 /// the file has no `BIO_f_ssl`).
-pub fn targets(data: &[u8], syms: &ElfSymbols) -> Option<Result<Vec<Target>, String>> {
+pub fn targets<'d, R: ReadRef<'d>>(
+    data: R,
+    syms: &ElfSymbols,
+) -> Option<Result<Vec<Target>, String>> {
     let f = syms.get("BIO_f_ssl")?;
     Some(find(data, syms, f.vaddr, f.file_offset))
 }
 
-fn find(data: &[u8], syms: &ElfSymbols, vaddr: u64, offset: u64) -> Result<Vec<Target>, String> {
-    let table = table_address(data, vaddr, offset)?;
-    let elf = ElfFile64::<Endianness>::parse(data).map_err(|e| e.to_string())?;
-    let read = |at: u64, len: usize| -> Option<&[u8]> {
-        let off = usize::try_from(vaddr_to_offset(&syms.segments, at)?).ok()?;
-        data.get(off..off.checked_add(len)?)
+fn find<'d, R: ReadRef<'d>>(
+    data: R,
+    syms: &ElfSymbols,
+    vaddr: u64,
+    offset: u64,
+) -> Result<Vec<Target>, String> {
+    let size = data.len().unwrap_or(0);
+    let code = data
+        .read_bytes_at(offset, MAX_CODE.min(size.saturating_sub(offset)))
+        .ok()
+        .filter(|c| !c.is_empty())
+        .ok_or("BIO_f_ssl is outside the file")?;
+    let table = table_address(code, vaddr)?;
+    let elf = ElfFile64::<Endianness, R>::parse(data).map_err(|e| e.to_string())?;
+    let read = |at: u64, len: u64| -> Option<&'d [u8]> {
+        data.read_bytes_at(vaddr_to_offset(&syms.segments, at)?, len)
+            .ok()
     };
     let ty = read(table, 4).ok_or("its method table is outside the file")?;
     if u32::from_le_bytes(ty.try_into().expect("4 bytes")) != BIO_TYPE_SSL {
@@ -74,14 +88,10 @@ fn find(data: &[u8], syms: &ElfSymbols, vaddr: u64, offset: u64) -> Result<Vec<T
     Ok(out)
 }
 
-/// The address `BIO_f_ssl` returns: its `lea rax, [rip + table]` before
-/// the `ret`.
-fn table_address(data: &[u8], vaddr: u64, offset: u64) -> Result<u64, String> {
+/// The address `BIO_f_ssl` (its first bytes `code`, at `vaddr`) returns:
+/// its `lea rax, [rip + table]` before the `ret`.
+fn table_address(code: &[u8], vaddr: u64) -> Result<u64, String> {
     use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Register};
-    let start = usize::try_from(offset).map_err(|_| "BIO_f_ssl is outside the file")?;
-    let code = data
-        .get(start..start.saturating_add(MAX_CODE).min(data.len()))
-        .ok_or("BIO_f_ssl is outside the file")?;
     let mut table = None;
     for ins in Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE) {
         if ins.code() == Code::Lea_r64_m
@@ -104,7 +114,10 @@ const TABLE_LEN: u64 = 96;
 /// The dynamic relocations applied inside the method table at `table`, read
 /// in one pass: (address, the R_X86_64_RELATIVE addend, or None for another
 /// kind), the first one of each address.
-fn table_relocations(elf: &ElfFile64<'_, Endianness>, table: u64) -> Vec<(u64, Option<u64>)> {
+fn table_relocations<'d, R: ReadRef<'d>>(
+    elf: &ElfFile64<'d, Endianness, R>,
+    table: u64,
+) -> Vec<(u64, Option<u64>)> {
     let mut out: Vec<(u64, Option<u64>)> = Vec::new();
     let Some(relocs) = elf.dynamic_relocations() else {
         return out;
@@ -129,17 +142,18 @@ fn table_relocations(elf: &ElfFile64<'_, Endianness>, table: u64) -> Vec<(u64, O
 
 /// The pointer stored at `at`: the addend of its R_X86_64_RELATIVE
 /// relocation (shared libraries, PIE), else the eight bytes the file holds.
-fn pointer_at(
+fn pointer_at<'d, R: ReadRef<'d>>(
     relocs: &[(u64, Option<u64>)],
-    data: &[u8],
+    data: R,
     syms: &ElfSymbols,
     at: u64,
 ) -> Option<u64> {
     if let Some(&(_, value)) = relocs.iter().find(|e| e.0 == at) {
         return value;
     }
-    let off = usize::try_from(vaddr_to_offset(&syms.segments, at)?).ok()?;
-    let b = data.get(off..off.checked_add(8)?)?;
+    let b = data
+        .read_bytes_at(vaddr_to_offset(&syms.segments, at)?, 8)
+        .ok()?;
     match u64::from_le_bytes(b.try_into().ok()?) {
         0 => None,
         v => Some(v),
@@ -147,7 +161,7 @@ fn pointer_at(
 }
 
 /// Virtual address ranges of the executable segments.
-fn executable_ranges(elf: &ElfFile64<'_, Endianness>) -> Vec<(u64, u64)> {
+fn executable_ranges<'d, R: ReadRef<'d>>(elf: &ElfFile64<'d, Endianness, R>) -> Vec<(u64, u64)> {
     let e = elf.endian();
     elf.elf_program_headers()
         .iter()
@@ -168,9 +182,9 @@ mod tests {
     fn finds_the_ssl_bio_functions_of_the_system_libssl() {
         let path = std::path::Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
         let data = std::fs::read(path).expect("libssl.so.3 (libssl3)");
-        let syms = super::super::elf::parse_symbols(&data, "libssl", &|n| n == "BIO_f_ssl")
+        let syms = super::super::elf::parse_symbols(&data[..], "libssl", &|n| n == "BIO_f_ssl")
             .expect("parses");
-        let t = targets(&data, &syms)
+        let t = targets(&data[..], &syms)
             .expect("has BIO_f_ssl")
             .expect("found");
         let points: Vec<_> = t.iter().map(|t| t.point).collect();
@@ -194,9 +208,9 @@ mod tests {
     fn refuses_a_function_that_is_not_lea_ret() {
         // mov eax, 1; ret
         let code = [0xb8, 1, 0, 0, 0, 0xc3];
-        assert!(table_address(&code, 0x1000, 0).is_err());
+        assert!(table_address(&code, 0x1000).is_err());
         // lea rax, [rip + 0x10]; ret -> 0x1000 + 7 + 0x10
         let code = [0x48, 0x8d, 0x05, 0x10, 0, 0, 0, 0xc3];
-        assert_eq!(table_address(&code, 0x1000, 0), Ok(0x1017));
+        assert_eq!(table_address(&code, 0x1000), Ok(0x1017));
     }
 }

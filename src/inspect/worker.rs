@@ -126,8 +126,16 @@ fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
         };
     }
     super::budget::start(Some(s.budget));
-    let inspected = elf::read_file(&file, &m.path, s.max_elf_size)
-        .and_then(|data| inspect_bytes(&data, shown, s.inner));
+    // Read as parsed, through its own descriptor: the one attached through
+    // stays open.
+    let inspected = file
+        .try_clone()
+        .map_err(|source| elf::ElfError::Open {
+            path: m.path.clone(),
+            source,
+        })
+        .and_then(|dup| elf::image_of(dup, &m.path, s.max_elf_size))
+        .and_then(|img| inspect_bytes(&img, shown, s.inner));
     if let (Some(k), Ok(insp), false) = (key, &inspected, super::budget::exhausted()) {
         // Only whole results: not a file refused or cut short by a budget.
         if insp.is_tls() {
