@@ -70,6 +70,12 @@ struct {
 	__type(value, struct hello_rx);
 } accepting SEC(".maps");
 
+/* Threads of the host waiting for a ClientHello (armed), so that the read
+ * tracepoints, which run on every read of the host, return without a lookup
+ * while none is. A thread that exits waiting is never taken off: the count
+ * can only be too high, which costs the lookup, never a ClientHello. */
+__u64 accept_waiting = 0;
+
 static __always_inline struct hello_rx *accept_slot(__u64 flags)
 {
 	return bpf_task_storage_get(&accepting, bpf_get_current_task_btf(), 0, flags);
@@ -94,6 +100,8 @@ static __always_inline void arm_accept(__u64 conn, __u64 id)
 	rx = accept_slot(BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!rx || (rx->armed && rx->conn == conn))
 		return;
+	if (!rx->armed)
+		__sync_fetch_and_add(&accept_waiting, 1);
 	rx->buf = 0;
 	rx->conn = conn;
 	rx->have_hdr = 0;
@@ -127,18 +135,24 @@ static __always_inline __u64 syscall_buf(void)
 /* A read returned `ret`: taken on threads waiting for a ClientHello only. */
 static __always_inline int accept_read_exit(long ret)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	__u64 id;
 	struct walk_ctx w = {};
 	struct sni_scratch *s;
 	struct hello_buf *h;
-	struct hello_rx *rx = accept_slot(0);
+	struct hello_rx *rx;
 	__u64 ssl = 0, nl, no;
 	__u32 n = 0;
 
+	if (!accept_waiting)
+		return 0;
+	rx = accept_slot(0);
 	if (!rx || !rx->armed)
 		return 0;
+	id = bpf_get_current_pid_tgid();
 	rx->buf = syscall_buf();
 	h = hello_rx_read(rx, &hello_scratch, ret, &n, &ssl);
+	if (!rx->armed)
+		__sync_fetch_and_add(&accept_waiting, -1);
 	if (!h || !hello_find_name(h, n, &w) || is_named(ssl, id))
 		return 0;
 	nl = w.name_len;
