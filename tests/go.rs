@@ -288,3 +288,34 @@ fn exchanges_say_which_side_the_process_is_on() {
         );
     });
 }
+
+/// Only files with Go's build information where Go's own reader looks are
+/// parsed as Go: every Go fixture (with section headers or stripped of
+/// symbols), never plainsight itself, whose read-only data holds the magic
+/// bytes as a constant.
+#[test]
+fn go_build_information_is_looked_for_where_go_puts_it() {
+    use plainsight::inspect::{elf, go::BUILDINFO_MAGIC};
+    let scan = |p: &std::path::Path| {
+        let data = std::fs::read(p).unwrap();
+        let has_magic = data
+            .windows(BUILDINFO_MAGIC.len())
+            .any(|w| w == BUILDINFO_MAGIC);
+        let syms = elf::symbols_and_go(&data[..], p, &|_| false).unwrap();
+        (
+            has_magic,
+            syms.go_buildinfo,
+            syms.go.is_some_and(|g| g.is_ok()),
+        )
+    };
+    for bin in [
+        "go_client",
+        "go_client_pie",
+        "go_client_stripped",
+        "go_server",
+    ] {
+        assert_eq!(scan(&fixture(bin)), (true, true, true), "{bin}");
+    }
+    let own = std::path::Path::new(env!("CARGO_BIN_EXE_plainsight"));
+    assert_eq!(scan(own), (true, false, false));
+}

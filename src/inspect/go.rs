@@ -49,11 +49,11 @@ pub fn ret_offsets(code: &[u8], va: u64, off: u64) -> Vec<u64> {
     out
 }
 
+/// The build-info magic every Go binary since 1.13 carries (`.go.buildinfo`).
+pub const BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
+
 /// `Ok(None)`: not a Go program, or one without crypto/tls.
 /// `Err(why)`: a Go TLS program that cannot be instrumented.
-/// The build-info magic every Go binary since 1.13 carries (`.go.buildinfo`).
-const BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
-
 pub fn inspect_go(
     data: &[u8],
     segments: &[(u64, u64, u64)],

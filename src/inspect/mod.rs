@@ -403,12 +403,13 @@ pub fn place_targets<'d, R: ReadRef<'d>>(map: R, syms: &ElfSymbols, targets: &mu
         let Some(code) = bytes(t.offset, t.size) else {
             continue;
         };
-        let mut entry = place::choose_entry(code, t.offset, place::arg_use(t.point), &noreturn);
-        let returns = if t.point.has_return() {
-            place::choose_returns(code, t.offset, &noreturn)
-        } else {
-            Err("no return program".into())
-        };
+        let (mut entry, returns) = place::choose(
+            code,
+            t.offset,
+            place::arg_use(t.point),
+            t.point.has_return(),
+            &noreturn,
+        );
         if t.point.has_return() && returns.is_err() && entry.offset != t.offset {
             // The uretprobe hits the entry anyway: one trap there serves both.
             entry = place::EntryChoice {

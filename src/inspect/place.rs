@@ -142,6 +142,34 @@ fn writes(info: &mut InstructionInfoFactory, i: &Instruction) -> Vec<Register> {
         .collect()
 }
 
+/// Both choices for the function at file offset `start` whose bytes are
+/// `code` (its symbol size), from one decoding: the entry program's point,
+/// and the return points (`returns`: the probe has a return program).
+pub fn choose(
+    code: &[u8],
+    start: u64,
+    uses: ArgUse,
+    returns: bool,
+    noreturn: &dyn Fn(u64) -> bool,
+) -> (EntryChoice, Result<Vec<u64>, String>) {
+    match decode(code, start, noreturn) {
+        Ok(d) => (
+            entry_of(&d, code, start, uses),
+            match returns {
+                true => returns_of(&d, code, start, noreturn),
+                false => Err("no return program".into()),
+            },
+        ),
+        Err(e) => (
+            EntryChoice {
+                offset: start,
+                why: format!("entry: {e}"),
+            },
+            Err(e),
+        ),
+    }
+}
+
 /// Chooses the entry program's attach point of the function at file offset
 /// `start` whose bytes are `code` (its symbol size).
 pub fn choose_entry(
@@ -150,11 +178,11 @@ pub fn choose_entry(
     uses: ArgUse,
     noreturn: &dyn Fn(u64) -> bool,
 ) -> EntryChoice {
+    choose(code, start, uses, false, noreturn).0
+}
+
+fn entry_of(d: &Decoded, code: &[u8], start: u64, uses: ArgUse) -> EntryChoice {
     let stay = |why: String| EntryChoice { offset: start, why };
-    let d = match decode(code, start, noreturn) {
-        Ok(d) => d,
-        Err(e) => return stay(format!("entry: {e}")),
-    };
     let Some(first) = d.insns.first() else {
         return stay("entry: empty function".into());
     };
@@ -215,7 +243,15 @@ pub fn choose_returns(
     start: u64,
     noreturn: &dyn Fn(u64) -> bool,
 ) -> Result<Vec<u64>, String> {
-    let d = decode(code, start, noreturn)?;
+    returns_of(&decode(code, start, noreturn)?, code, start, noreturn)
+}
+
+fn returns_of(
+    d: &Decoded,
+    code: &[u8],
+    start: u64,
+    noreturn: &dyn Fn(u64) -> bool,
+) -> Result<Vec<u64>, String> {
     if d.indirect {
         return Err("indirect jump in the function".into());
     }
