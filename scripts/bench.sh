@@ -333,5 +333,10 @@ mkdir -p docs
     echo "probes are only in processes with a wanted connection: a non-matching call pays its entry probe"
     echo "alone (compare the two non-matching columns). The ring buffer is read by polling (no wake-up per"
     echo "record; BPF wakes the reader only once a ring is a quarter full)."
+    echo
+    echo "A fresh executable is held while its probes are registered. The first uprobe registration after a"
+    echo "quiet moment waits for an RCU grace period in the kernel (its stack: uprobe_register ->"
+    echo "register_for_each_vma -> rcu_sync_enter -> synchronize_rcu); registrations that follow"
+    echo "within a grace period do not wait. That, not inspection or the cache, is the tail of the held column."
 } >"$OUT"
 cat "$OUT"

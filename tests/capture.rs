@@ -108,7 +108,10 @@ fn statically_linked_openssl_client() {
 
 /// A copy of an executable already inspected (same build ID and size, a new
 /// inode) is instrumented from the cache, without being parsed, and
-/// captured byte for byte like the first.
+/// captured byte for byte like the first. Results are shared between one
+/// owner's files that only the owner may write: a copy owned by another
+/// user, or one its group may write, is inspected anew (a forged file must
+/// not lend its offsets to others' files).
 #[test]
 fn a_copy_of_a_known_executable_is_instrumented_from_the_cache() {
     let srv = Server::start();
@@ -124,13 +127,32 @@ fn a_copy_of_a_known_executable_is_instrumented_from_the_cache() {
         f.to_str().unwrap(),
     ];
     let mut held = Vec::new();
-    for name in ["cache_first", "cache_copy"] {
+    let names = [
+        "cache_first",
+        "cache_copy",
+        "cache_other_owner",
+        "cache_group_writable",
+    ];
+    for name in names {
         let exe = dir.path().join(name);
         std::fs::copy(fixture("tls_client_static"), &exe).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        match name {
+            "cache_other_owner" => std::os::unix::fs::chown(&exe, Some(65534), None).unwrap(),
+            "cache_group_writable" => {
+                std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o775)).unwrap()
+            }
+            _ => {}
+        }
         held.push(Held::new(&exe, &args));
     }
     let pids: Vec<String> = held.iter().map(|h| h.pid.to_string()).collect();
-    let agent = Agent::start(&["--pid", &pids[0], "--pid", &pids[1]]);
+    let mut argv: Vec<&str> = Vec::new();
+    for p in &pids {
+        argv.extend(["--pid", p.as_str()]);
+    }
+    let agent = Agent::start(&argv);
     for h in &mut held {
         h.go(b"");
         let (ok, _, err) = h.finish(T);
@@ -152,6 +174,8 @@ fn a_copy_of_a_known_executable_is_instrumented_from_the_cache() {
         "{}",
         line("cache_copy")
     );
+    assert!(!line("cache_other_owner").contains("known content"));
+    assert!(!line("cache_group_writable").contains("known content"));
 }
 
 #[test]

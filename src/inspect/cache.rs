@@ -5,9 +5,14 @@
 //! again. Only the ELF header, the program headers and the notes are read
 //! to find the identity.
 //!
-//! A file that claims another's build ID gets that file's probe offsets: a
-//! forged or stale ID can only hurt the process that maps it (its probes
-//! sit at the wrong places of its own file), never the agent or others.
+//! A result is shared only between files of the same owner, and only from
+//! files no one else may write (not group- or world-writable). A forged
+//! file that claims another's build ID and size, inspected first, would
+//! otherwise give its own offsets to the genuine file seen later in other
+//! processes: int3 bytes in the middle of their instructions. Keyed by
+//! owner, a file's result serves only files its owner could have written
+//! anyway; a forged or stale ID can only hurt the processes that map that
+//! owner's files, never the agent or files of others.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -38,6 +43,8 @@ pub struct ContentKey {
     pub kind: &'static str,
     pub id: Vec<u8>,
     pub size: u64,
+    /// The file's owner (uid): results are shared between one owner's files.
+    pub owner: u32,
 }
 
 /// What a content's inspection found (TLS code, or none).
@@ -90,12 +97,22 @@ impl Cache {
 }
 
 /// The content identity of the 64-bit little-endian ELF file `f` of
-/// `size` bytes, if it has a build ID.
-pub fn key(f: &File, size: u64) -> Option<ContentKey> {
+/// size and owner given by `md`, if it has a build ID and only its owner
+/// may write it.
+pub fn key(f: &File, md: &std::fs::Metadata) -> Option<ContentKey> {
+    use std::os::unix::fs::MetadataExt;
+    if md.mode() & 0o022 != 0 {
+        return None;
+    }
     let mut eh = [0u8; 64];
     f.read_exact_at(&mut eh, 0).ok()?;
     let (id, kind) = build_id(&eh, |off, buf| f.read_exact_at(buf, off).is_ok())?;
-    Some(ContentKey { kind, id, size })
+    Some(ContentKey {
+        kind,
+        id,
+        size: md.len(),
+        owner: md.uid(),
+    })
 }
 
 /// [`key`] of ELF bytes already in memory (the fuzz harness's entry).
@@ -118,6 +135,7 @@ pub fn key_of_bytes(data: &[u8]) -> Option<ContentKey> {
         kind,
         id,
         size: data.len() as u64,
+        owner: 0,
     })
 }
 
@@ -212,8 +230,32 @@ mod tests {
             .unwrap()
             .to_vec();
         let f = File::open(path).unwrap();
-        let k = key(&f, data.len() as u64).expect("a build ID");
-        assert_eq!((k.kind, k.id, k.size), ("GNU", want, data.len() as u64));
+        let k = key(&f, &f.metadata().unwrap()).expect("a build ID");
+        assert_eq!(
+            (k.kind, k.id, k.size, k.owner),
+            ("GNU", want, data.len() as u64, 0)
+        );
+    }
+
+    /// The owner is part of the identity, and a file others may write has
+    /// none (its result is not shared).
+    #[test]
+    fn owner_and_write_permission() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("libssl.so.3");
+        std::fs::copy("/usr/lib/x86_64-linux-gnu/libssl.so.3", &p).unwrap();
+        let key_of = |mode: u32| {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let f = File::open(&p).unwrap();
+            key(&f, &f.metadata().unwrap())
+        };
+        let mine = key_of(0o644).expect("a build ID");
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(mine.owner, unsafe { libc::geteuid() });
+        assert_eq!(key_of(0o755), Some(mine));
+        assert_eq!(key_of(0o664), None);
+        assert_eq!(key_of(0o646), None);
     }
 
     /// Truncated or crafted notes give no ID, and never panic.
@@ -242,6 +284,7 @@ mod tests {
                 kind: "GNU",
                 id: (i as u64).to_le_bytes().to_vec(),
                 size: 1,
+                owner: 0,
             };
             c.insert(k, Known::NotTls);
         }

@@ -52,8 +52,12 @@ const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
 /// Opens the file of a mapping through `/proc/PID/map_files` and checks
 /// that it is the file BPF reported: the same (device, inode), or, on
 /// overlayfs, a mapping that still shows that identity after the open.
-/// Returns it with its size.
-fn open_checked(pid: u32, m: &ExecMapping, want: FileId) -> Result<(File, u64), String> {
+/// Returns it with its metadata.
+fn open_checked(
+    pid: u32,
+    m: &ExecMapping,
+    want: FileId,
+) -> Result<(File, std::fs::Metadata), String> {
     let path = m.map_files_path(pid);
     let file = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let md = file
@@ -61,10 +65,10 @@ fn open_checked(pid: u32, m: &ExecMapping, want: FileId) -> Result<(File, u64), 
         .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
     let got = FileId::of(&md);
     if got == want {
-        return Ok((file, md.len()));
+        return Ok((file, md));
     }
     if is_overlay(&file) && discover::find_mapping(pid, want).is_some_and(|n| n.start == m.start) {
-        return Ok((file, md.len()));
+        return Ok((file, md));
     }
     Err(format!(
         "the mapping at {:#x} of pid {pid} is now file {got}, not {want}: left alone",
@@ -94,7 +98,7 @@ fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
             m.path, job.pid
         ));
     }
-    let (file, size) = match open_checked(job.pid, &m, job.file) {
+    let (file, md) = match open_checked(job.pid, &m, job.file) {
         Ok(f) => f,
         Err(e) => return Outcome::Failed(format!("{} (mapped by pid {}): {e}", m.path, job.pid)),
     };
@@ -110,7 +114,7 @@ fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
     let shown = Path::new(&m.path);
     // The same content seen before (another inode: a copy, a container
     // layer): its result, without reading or parsing the file.
-    let key = cache::key(&file, size);
+    let key = cache::key(&file, &md);
     if let Some((k, hit)) = key
         .as_ref()
         .and_then(|k| Some((k, cache::shared().get(k)?)))
