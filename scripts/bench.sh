@@ -304,7 +304,7 @@ mkdir -p docs
     echo
     echo "$RUNS runs of a fresh executable (tls_client_static copied to a new inode each run) that does TLS"
     echo "at once: $ok runs succeeded, **$captured of $RUNS requests captured**; $known_hits of them instrumented"
-    echo "from the inspection cache (same build ID and size: known content)."
+    echo "from the inspection cache (same build ID, size and owner: known content)."
     echo
     echo "| | runs | held paused p50 / p99 / max | run time p50 / p99 |"
     echo "|---|---|---|---|"
