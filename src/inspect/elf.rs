@@ -116,14 +116,9 @@ pub fn vaddr_to_offset(segments: &[(u64, u64, u64)], vaddr: u64) -> Option<u64> 
     })
 }
 
-/// An image of an open file, read as it is parsed (at most `limit` bytes:
-/// larger files are refused).
-pub fn image_of(file: File, shown: &str, limit: u64) -> Result<Image, ElfError> {
-    let open_err = |source| ElfError::Open {
-        path: shown.to_string(),
-        source,
-    };
-    let size = file.metadata().map_err(open_err)?.len();
+/// An image of an open file of `size` bytes (its size when it was
+/// checked), read as it is parsed; more than `limit` bytes is refused.
+pub fn image_of(file: File, size: u64, shown: &str, limit: u64) -> Result<Image, ElfError> {
     if size > limit {
         return Err(ElfError::TooLarge {
             path: shown.to_string(),
@@ -145,11 +140,13 @@ pub fn image_of(file: File, shown: &str, limit: u64) -> Result<Image, ElfError> 
 /// Opens the file at `path` as an [`Image`] (tools; the agent opens through
 /// the process's mapping, see `inspect::worker`).
 pub fn open_image(path: &Path, limit: u64) -> Result<Image, ElfError> {
-    let file = File::open(path).map_err(|source| ElfError::Open {
+    let open_err = |source| ElfError::Open {
         path: path.display().to_string(),
         source,
-    })?;
-    image_of(file, &path.display().to_string(), limit)
+    };
+    let file = File::open(path).map_err(open_err)?;
+    let size = file.metadata().map_err(open_err)?.len();
+    image_of(file, size, &path.display().to_string(), limit)
 }
 
 /// Reads the file at `path` whole (tests).
@@ -196,6 +193,13 @@ pub fn symbols_and_go<'d, R: ReadRef<'d>>(
         syms.go = super::go::inspect_go(all, &syms.segments, path).transpose();
     }
     Ok(syms)
+}
+
+/// Up to `len` bytes of `data` from file offset `at`, fewer where the file
+/// ends; None past its end, or if they cannot be read.
+pub fn bytes_at<'d, R: ReadRef<'d>>(data: R, at: u64, len: u64) -> Option<&'d [u8]> {
+    let len = len.min(data.len().ok()?.checked_sub(at)?);
+    data.read_bytes_at(at, len).ok()
 }
 
 /// All of `data`, or the error of a file that could not be read whole.
@@ -311,12 +315,8 @@ fn go_buildinfo<'d, R: ReadRef<'d>>(elf: &ElfFile64<'d, Endianness, R>) -> bool 
     }) else {
         return false;
     };
-    let size = elf.data().len().unwrap_or(0);
-    let at = ph.p_offset(e);
-    let n = ph.p_filesz(e).min(64 << 10).min(size.saturating_sub(at));
-    elf.data()
-        .read_bytes_at(at, n)
-        .is_ok_and(|b| b.chunks(16).any(|c| c.starts_with(magic)))
+    bytes_at(elf.data(), ph.p_offset(e), ph.p_filesz(e).min(64 << 10))
+        .is_some_and(|b| b.chunks(16).any(|c| c.starts_with(magic)))
 }
 
 /// An ELF file parsed, with what every reading of it needs.
@@ -471,18 +471,22 @@ pub fn parse_symbols<'d, R: ReadRef<'d>>(
 
 /// The functions named `names` that the file exports, found through its
 /// `.gnu.hash` table (a few lookups, where a scan reads every symbol: node
-/// has 184,000). None: the file has no usable `.gnu.hash`. Never panics on
-/// malformed input.
+/// has 184,000). None: the file has no usable `.gnu.hash`, or what it
+/// exports does not settle what the file is. Never panics on malformed
+/// input.
 ///
-/// What this finds is all a file that exports its TLS library needs; the
-/// caller falls back to [`parse_symbols`] for the others. No-return
-/// functions are looked up the same way, and imported ones found through
-/// the PLT as in a scan; ones only in `.symtab` are not known (placement
-/// then proves less, never a wrong point).
+/// What this finds is all a file that exports its TLS library needs;
+/// `settled` says whether it is (None otherwise, before the no-return
+/// functions are looked for), and the caller falls back to
+/// [`parse_symbols`] for the others. No-return functions are looked up the
+/// same way, and imported ones found through the PLT as in a scan; ones
+/// only in `.symtab` are not known (placement then proves less, never a
+/// wrong point).
 pub fn exported_symbols<'d, R: ReadRef<'d>>(
     data: R,
     shown: &str,
     names: &[&str],
+    settled: &dyn Fn(&ElfSymbols) -> bool,
 ) -> Result<Option<ElfSymbols>, ElfError> {
     let Opened {
         elf,
@@ -529,6 +533,9 @@ pub fn exported_symbols<'d, R: ReadRef<'d>>(
         if let Some((vaddr, size)) = lookup(name) {
             add_function(&mut out, &segments, name, vaddr, size, true);
         }
+    }
+    if !settled(&out) {
+        return Ok(None);
     }
     for &name in NORETURN {
         if let Some((vaddr, _)) = lookup(name) {

@@ -377,12 +377,7 @@ fn exported(
 
 /// Chooses the attach points of every target with a known size.
 pub fn place_targets<'d, R: ReadRef<'d>>(map: R, syms: &ElfSymbols, targets: &mut [Target]) {
-    let size = map.len().unwrap_or(0);
-    // Bytes `[at, at + len)` of the file, cut at its end.
-    let bytes = |at: u64, len: u64| -> Option<&'d [u8]> {
-        let len = len.min(size.checked_sub(at)?);
-        map.read_bytes_at(at, len).ok()
-    };
+    let bytes = |at: u64, len: u64| elf::bytes_at(map, at, len);
     let noreturn = |t: u64| {
         if syms.noreturn.binary_search(&t).is_ok() {
             return true;
@@ -473,20 +468,18 @@ fn symbols<'d, R: ReadRef<'d>>(
     shown: &Path,
     lookups: bool,
 ) -> Result<ElfSymbols, ElfError> {
-    let text = shown.display().to_string();
-    let exported = match lookups {
-        true => elf::exported_symbols(data, &text, &exported_names())?,
-        false => None,
-    };
-    if let Some(syms) = exported {
-        let insp = classify(&syms);
-        let settled = if insp.is_tls() {
+    let settled = |syms: &ElfSymbols| {
+        let insp = classify(syms);
+        if insp.is_tls() {
             insp.linkage == Linkage::Exported
         } else {
             // Only executables and `.symtab` hold static TLS.
             !syms.is_executable && !syms.has_symtab
-        };
-        if settled {
+        }
+    };
+    if lookups {
+        let text = shown.display().to_string();
+        if let Some(syms) = elf::exported_symbols(data, &text, &exported_names(), &settled)? {
             return Ok(syms);
         }
     }

@@ -18,7 +18,7 @@ use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Endianness, Object, ReadRef, RelocationFlags};
 
 use super::budget;
-use super::elf::{vaddr_to_offset, ElfSymbols};
+use super::elf::{bytes_at, vaddr_to_offset, ElfSymbols};
 use super::Target;
 use crate::probes::ProbePoint;
 
@@ -48,10 +48,7 @@ fn find<'d, R: ReadRef<'d>>(
     vaddr: u64,
     offset: u64,
 ) -> Result<Vec<Target>, String> {
-    let size = data.len().unwrap_or(0);
-    let code = data
-        .read_bytes_at(offset, MAX_CODE.min(size.saturating_sub(offset)))
-        .ok()
+    let code = bytes_at(data, offset, MAX_CODE)
         .filter(|c| !c.is_empty())
         .ok_or("BIO_f_ssl is outside the file")?;
     let table = table_address(code, vaddr)?;

@@ -138,7 +138,7 @@ fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
             path: m.path.clone(),
             source,
         })
-        .and_then(|dup| elf::image_of(dup, &m.path, s.max_elf_size))
+        .and_then(|dup| elf::image_of(dup, md.len(), &m.path, s.max_elf_size))
         .and_then(|img| inspect_bytes(&img, shown, s.inner));
     if let (Some(k), Ok(insp), false) = (key, &inspected, super::budget::exhausted()) {
         // Only whole results: not a file refused or cut short by a budget.
