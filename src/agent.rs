@@ -133,7 +133,7 @@ pub fn preflight() -> Result<()> {
              programs are CO-RE and need a kernel built with CONFIG_DEBUG_INFO_BTF=y"
         );
     }
-    ensure_tracefs()
+    crate::tracefs::ensure()
 }
 
 /// Capabilities: (number, name, what for). CAP_SYS_ADMIN stands in for the
@@ -190,36 +190,6 @@ pub fn check_capabilities(eff: u64) -> Result<()> {
             log::warn!("{name} is missing: {then}");
         }
     }
-    Ok(())
-}
-
-/// Tracepoints are found through tracefs; mount it where libbpf looks if the
-/// system has not.
-fn ensure_tracefs() -> Result<()> {
-    let dir = Path::new("/sys/kernel/tracing");
-    if dir.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
-        return Ok(());
-    }
-    let src = c"tracefs";
-    let target = c"/sys/kernel/tracing";
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let r = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            src.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        bail!(
-            "tracefs is not mounted and mounting it on /sys/kernel/tracing failed ({}): \
-             the tracepoint hooks need it",
-            std::io::Error::last_os_error()
-        );
-    }
-    log::info!("mounted tracefs on /sys/kernel/tracing");
     Ok(())
 }
 

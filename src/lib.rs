@@ -37,3 +37,4 @@ pub mod pause;
 pub mod probes;
 pub mod sni;
 pub mod telemetry;
+pub mod tracefs;

@@ -183,9 +183,16 @@ impl Agent {
 
     /// The output file is in `out`; `dir()` holds it (for a pcap next to it).
     pub fn start_with(base: &[&str], args: &[&str]) -> Agent {
+        Agent::start_cmd(Command::new(AGENT), base, args)
+    }
+
+    /// [`Agent::start_with`] through `cmd`, a command that ends by running
+    /// the agent in its own process (`nsenter ... plainsight`, say) with
+    /// the arguments appended.
+    pub fn start_cmd(mut cmd: Command, base: &[&str], args: &[&str]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("capture.json");
-        let mut child = Command::new(AGENT)
+        let mut child = cmd
             .args(base)
             .arg("--write")
             .arg(&out)
