@@ -233,6 +233,7 @@ static __always_inline void emit_close(__u64 conn, __u64 id)
 	e->_pad = 0;
 	e->ts_ns = bpf_ktime_get_ns();
 	e->conn = conn;
+	e->cgroup = note_cgroup();
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, submit_flags());
 }

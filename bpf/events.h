@@ -42,6 +42,27 @@ enum event_type {
 	 * SSL_get_servername or the ClientHello read; statictls: the
 	 * ClientHello read) and it matched. */
 	SNI_RECEIVED = 7,
+	/* The socket a captured connection goes over became known
+	 * (sock.bpf.h): emitted once per connection, before the records it
+	 * names, on the data ring buffer. */
+	SOCK_INFO = 8,
+};
+
+/* What a connection's descriptor is (sock_event.transport). */
+enum sock_transport {
+	TRANSPORT_TCP = 1,
+	TRANSPORT_UDP = 2,
+	TRANSPORT_UNIX = 3,
+	TRANSPORT_PIPE = 4,
+	TRANSPORT_OTHER = 5, /* another socket family or protocol */
+};
+
+/* Flags of a sock_event. */
+enum sock_event_flags {
+	/* A TCP socket a listener accepted: the captured process is the
+	 * connection's server (its listener's backlog is inherited; a socket
+	 * that connected never listened). */
+	SOCK_FLAG_ACCEPTED = 1,
 };
 
 /* Where an MMAP_EXEC_FILE came from. */
@@ -116,7 +137,30 @@ struct ssl_close_event {
 	__u32 _pad;
 	__u64 ts_ns;
 	__u64 conn;
+	__u64 cgroup; /* as in ssl_data_event */
 	char comm[TASK_COMM_LEN];
+};
+
+/* SOCK_INFO: connection `conn` of process `pid` goes over this descriptor.
+ * Addresses are in network order (IPv4: the first 4 bytes), ports in host
+ * order; a pipe or unix socket has none. */
+struct sock_event {
+	__u32 type; /* SOCK_INFO */
+	__u32 pid;
+	__u32 tid;
+	__s32 fd; /* -1: not known (the fentry path sees the socket only) */
+	__u64 ts_ns;
+	__u64 conn;
+	__u64 cgroup;
+	__u32 netns;  /* inode of the socket's network namespace (0: none) */
+	__u16 family; /* AF_INET, AF_INET6, AF_UNIX, ...; 0: not a socket */
+	__u8 transport; /* enum sock_transport */
+	__u8 flags;     /* enum sock_event_flags */
+	__u16 local_port;
+	__u16 peer_port;
+	__u32 _pad;
+	__u8 local_addr[16];
+	__u8 peer_addr[16];
 };
 
 /* SNI_CONFIGURED: a connection's server name was set and matched a pattern
@@ -148,7 +192,8 @@ enum stat_index {
 	STAT_SNI_FULL = 3,       /* server-name decisions not stored: map full */
 	STAT_RETURNS_LOST = 4,   /* requests for return probes the ring had no room for */
 	STAT_RETURN_MISSED = 5,  /* wanted calls whose return was never seen (plaintext lost) */
-	STAT_MAX = 6,
+	STAT_SOCK_FULL = 6,      /* a socket learned but not remembered: conn_socks full */
+	STAT_MAX = 7,
 };
 
 /*
@@ -171,6 +216,9 @@ struct abi_types {
 	struct ssl_data_event ssl_data_event;
 	struct ssl_close_event ssl_close_event;
 	struct sni_event sni_event;
+	struct sock_event sock_event;
+	enum sock_transport sock_transport;
+	enum sock_event_flags sock_event_flags;
 	struct cgroup_name cgroup_name;
 } abi_types;
 #endif

@@ -54,7 +54,27 @@ struct {
  * its decision (`matched`) is remembered and it becomes ci->conn. Returns
  * false when the sender is not in a Go handshake.
  */
-static __always_inline bool go_hello(__u32 pid, struct conn_info *ci, __u8 matched)
+/* Go connections' verdicts of --port / --peer (sock.bpf.h), taken at their
+ * ClientHello: *Conn -> passed. Deleted at Close, swept for exited
+ * processes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct go_key);
+	__type(value, __u8);
+} go_socks SEC(".maps");
+
+static __always_inline bool go_sock_passes(const struct go_key *k)
+{
+	__u8 *v;
+
+	if (!filter_ports && !filter_peers)
+		return true;
+	v = bpf_map_lookup_elem(&go_socks, k);
+	return v && *v;
+}
+
+static __always_inline bool go_hello(__u32 pid, struct conn_info *ci, __u8 matched, __u8 ends_ok)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	struct go_key gk = { .pid = pid, .id = BPF_CORE_READ(regs, r14) };
@@ -65,6 +85,8 @@ static __always_inline bool go_hello(__u32 pid, struct conn_info *ci, __u8 match
 
 		ci->conn = *gconn;
 		sni_decide(&go_conns, &ck, matched);
+		if (filter_ports || filter_peers)
+			bpf_map_update_elem(&go_socks, &ck, &ends_ok, BPF_ANY);
 		return true;
 	}
 	return false;
@@ -95,7 +117,7 @@ static __always_inline int go_entry(struct pt_regs *ctx)
 	struct go_call c = { .conn = ctx->ax, .buf = ctx->bx };
 	struct go_key ck = { .pid = id >> 32, .id = c.conn };
 
-	if (!process_wanted(id >> 32) || !sni_conn_wanted(&go_conns, &ck))
+	if (!process_wanted(id >> 32) || !sni_conn_wanted(&go_conns, &ck) || !go_sock_passes(&ck))
 		return 0;
 	bpf_map_update_elem(&go_calls, &k, &c, BPF_ANY);
 	return 0;
@@ -149,9 +171,11 @@ int go_close_entry(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct go_key k = { .pid = id >> 32, .id = ctx->ax };
-	bool captured = process_wanted(id >> 32) && sni_conn_wanted(&go_conns, &k);
+	bool captured = process_wanted(id >> 32) && sni_conn_wanted(&go_conns, &k) &&
+			go_sock_passes(&k);
 
 	bpf_map_delete_elem(&go_conns, &k);
+	bpf_map_delete_elem(&go_socks, &k);
 	if (captured)
 		emit_close(k.id, id);
 	return 0;

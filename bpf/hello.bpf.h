@@ -87,6 +87,36 @@ static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 }
 
 /*
+ * The socket of a connection whose ClientHello passed the name filter:
+ * `sock` is a descriptor (the tracepoint path; below 2^32) or a struct
+ * sock * (the fentry path; kernel addresses lie above). Returns its
+ * SOCK_INFO record, reserved and filled (NULL if the ring is full or the
+ * descriptor is neither a socket nor a pipe), and in *ok whether --port and
+ * --peer let it through (without them, always).
+ */
+static __always_inline struct sock_event *hello_sock(__u64 sock, __u64 id, bool *ok)
+{
+	struct sock_event *e = sock_event_new(0, id);
+	bool known = false;
+
+	*ok = !filter_ports && !filter_peers;
+	if (!e)
+		return NULL;
+	if (sock < (1ULL << 32)) {
+		known = sock_fill_fd(e, (__s64)sock);
+	} else if (sock) {
+		sock_fill(e, (struct sock *)sock);
+		known = true;
+	}
+	if (!known) {
+		bpf_ringbuf_discard(e, 0);
+		return NULL;
+	}
+	*ok = sock_wanted(e);
+	return e;
+}
+
+/*
  * The first `n` bytes of a ClientHello record are in `h`, sent on `sock`
  * (a client) or `received` (a server, on thread `id`). A connection whose
  * name passes the filter gets an id and its SNI record; a client's then
@@ -102,8 +132,10 @@ static __always_inline int on_hello(struct hello_buf *h, __u64 n, __u64 id, __u6
 	struct sock_key sk = { .pid = pid, .sock = sock };
 	struct walk_ctx w = {};
 	struct sni_scratch *s;
+	struct sock_event *e;
 	struct conn_info ci;
 	__u64 nl, no;
+	bool ends_ok;
 
 	if (!hello_find_name(h, n, &w))
 		return 0;
@@ -127,19 +159,33 @@ static __always_inline int on_hello(struct hello_buf *h, __u64 n, __u64 id, __u6
 			/* A Go connection remembers its non-match, or it would be
 			 * taken for one without a server name. */
 			if (capture_no_sni)
-				go_hello(pid, &ci, 0);
+				go_hello(pid, &ci, 0, 0);
 			goto skip;
 		}
 	}
+	/* Its socket, before anything names the connection: the SNI record
+	 * and every data record come after it. */
+	e = hello_sock(sock, id, &ends_ok);
 	ci.conn = bpf_ktime_get_ns();
-	if (!go_hello(pid, &ci, 1)) {
+	if (!go_hello(pid, &ci, 1, ends_ok)) {
+		if (!ends_ok)
+			goto drop;
 		if (received)
 			bpf_map_update_elem(&thread_conn, &id, &ci, BPF_ANY);
 		else
 			bpf_map_update_elem(&hello_sent, &sk, &ci, BPF_ANY);
+	} else if (!ends_ok) {
+		goto drop;
+	}
+	if (e) {
+		e->conn = ci.conn;
+		bpf_ringbuf_submit(e, submit_flags());
 	}
 	emit_sni(received ? SNI_RECEIVED : SNI_SENT, ci.conn, rule, s, nl != 0, id);
 	return 0;
+drop:
+	if (e)
+		bpf_ringbuf_discard(e, 0);
 skip:
 	/* its key contexts are not those of an earlier connection */
 	bpf_map_delete_elem(&thread_conn, &id);
@@ -163,7 +209,8 @@ static __always_inline int on_recv_enter(__u64 sock, __u64 buf)
 	__u32 pid = id >> 32;
 	struct sock_key sk = { .pid = pid, .sock = sock };
 	struct recv_args a = { .buf = buf, .sock = sock };
-	struct hello_rx fresh = { .buf = buf, .armed = 1 }, *rx;
+	/* conn: the socket the read is on, for the ClientHello's SOCK_INFO */
+	struct hello_rx fresh = { .buf = buf, .conn = sock, .armed = 1 }, *rx;
 
 	if (bpf_map_lookup_elem(&hello_sent, &sk)) {
 		bpf_map_update_elem(&pending_recv, &id, &a, BPF_ANY);
@@ -172,8 +219,10 @@ static __always_inline int on_recv_enter(__u64 sock, __u64 buf)
 	if (!bpf_map_lookup_elem(&watched_pids, &pid))
 		return 0;
 	rx = bpf_map_lookup_elem(&server_rx, &id);
-	if (rx)
+	if (rx) {
 		rx->buf = buf;
+		rx->conn = sock;
+	}
 	else
 		bpf_map_update_elem(&server_rx, &id, &fresh, BPF_ANY);
 	return 0;
@@ -191,7 +240,7 @@ static __always_inline int on_server_recv_exit(__u64 id, long ret)
 	if (rx && !rx->armed)
 		bpf_map_delete_elem(&server_rx, &id);
 	if (h)
-		on_hello(h, n, id, 0, true);
+		on_hello(h, n, id, conn, true);
 	return 0;
 }
 

@@ -32,6 +32,7 @@
 #include "filter.h"
 #include "sni.h"
 #include "emit.h"
+#include "sock.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -41,6 +42,8 @@ struct call_args {
 	__u64 len_ptr; /* *written / *readbytes of the _ex calls, else 0 */
 	__u32 recheck; /* undecided at entry: decide at return */
 	__u32 active;  /* a call is in flight on this thread */
+	__u32 want_sock; /* it waits for its connection's socket (tlssock.bpf.h) */
+	__u32 _pad;
 	/* This thread's process (its start, in ns since boot) has the
 	 * return probes of library `returns_file` already: its calls there
 	 * ask no more. */
@@ -187,6 +190,8 @@ static __always_inline int conn_verdict(const struct conn_key *k)
 	return VERDICT_UNDECIDED;
 }
 
+#include "tlssock.bpf.h"
+
 static __always_inline int on_entry(void *ctx, __u64 ssl, __u64 buf, __u64 len_ptr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -228,15 +233,17 @@ static __always_inline int on_entry(void *ctx, __u64 ssl, __u64 buf, __u64 len_p
 	a->len_ptr = len_ptr;
 	a->recheck = recheck;
 	a->active = 1;
+	sock_watch(a, &k);
 	return 0;
 }
 
-/* A call undecided at entry is captured if its connection is wanted now. */
+/* A call undecided at entry is captured if its connection is wanted now,
+ * and if the endpoint filters let its socket through. */
 static __always_inline bool still_wanted(struct call_args *a, __u64 id)
 {
 	struct conn_key k = { .pid = id >> 32, .ssl = a->ssl };
 
-	return !a->recheck || sni_conn_wanted(&conns, &k);
+	return (!a->recheck || sni_conn_wanted(&conns, &k)) && sock_passes(&k);
 }
 
 /* Return of SSL_write / SSL_read (int) or gnutls_record_* (ssize_t, `wide`):
@@ -252,6 +259,7 @@ static __always_inline int on_return_n(struct pt_regs *ctx, __u32 type, bool wid
 		return 0;
 	a = *args;
 	args->active = 0;
+	sock_unwatch(args);
 	if (ret <= 0 || !still_wanted(&a, id))
 		return 0;
 	emit_data(type, a.buf, a.ssl, (__u64)ret, id);
@@ -276,6 +284,7 @@ static __always_inline int on_return_ex(struct pt_regs *ctx, __u32 type)
 		return 0;
 	a = *args;
 	args->active = 0;
+	sock_unwatch(args);
 	if (ret != 1 || !a.len_ptr || !still_wanted(&a, id))
 		return 0;
 	if (bpf_probe_read_user(&len, sizeof(len), (void *)a.len_ptr) != 0) {
@@ -458,6 +467,8 @@ static __always_inline int on_free(void *ssl)
 	if (sni_filter)
 		bpf_map_delete_elem(&conns, &k);
 	bpf_map_delete_elem(&named, &k);
+	was_captured = was_captured && sock_passes(&k);
+	bpf_map_delete_elem(&conn_socks, &k);
 	if (was_captured)
 		emit_close((__u64)ssl, id);
 	return 0;

@@ -52,6 +52,7 @@
 #include "filter.h"
 #include "sni.h"
 #include "emit.h"
+#include "sock.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 

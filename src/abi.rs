@@ -21,6 +21,16 @@ pub const SSL_EVENT_TYPE_CLOSE: u32 = t::event_type::SSL_EVENT_TYPE_CLOSE.0;
 pub const SNI_CONFIGURED: u32 = t::event_type::SNI_CONFIGURED.0;
 pub const SNI_SENT: u32 = t::event_type::SNI_SENT.0;
 pub const SNI_RECEIVED: u32 = t::event_type::SNI_RECEIVED.0;
+pub const SOCK_INFO: u32 = t::event_type::SOCK_INFO.0;
+
+pub const TRANSPORT_TCP: u32 = t::sock_transport::TRANSPORT_TCP.0;
+pub const TRANSPORT_UDP: u32 = t::sock_transport::TRANSPORT_UDP.0;
+pub const TRANSPORT_UNIX: u32 = t::sock_transport::TRANSPORT_UNIX.0;
+pub const TRANSPORT_PIPE: u32 = t::sock_transport::TRANSPORT_PIPE.0;
+pub const SOCK_FLAG_ACCEPTED: u32 = t::sock_event_flags::SOCK_FLAG_ACCEPTED.0;
+/// Socket families as `sock_event.family` gives them (the kernel's).
+pub const AF_INET: u16 = libc::AF_INET as u16;
+pub const AF_INET6: u16 = libc::AF_INET6 as u16;
 
 pub const EXEC_SOURCE_EXEC: u32 = t::exec_source::EXEC_SOURCE_EXEC.0;
 pub const EXEC_SOURCE_MMAP: u32 = t::exec_source::EXEC_SOURCE_MMAP.0;
@@ -45,11 +55,13 @@ pub const STAT_READ_FAILED: u32 = t::stat_index::STAT_READ_FAILED.0;
 pub const STAT_SNI_FULL: u32 = t::stat_index::STAT_SNI_FULL.0;
 pub const STAT_RETURNS_LOST: u32 = t::stat_index::STAT_RETURNS_LOST.0;
 pub const STAT_RETURN_MISSED: u32 = t::stat_index::STAT_RETURN_MISSED.0;
+pub const STAT_SOCK_FULL: u32 = t::stat_index::STAT_SOCK_FULL.0;
 
 const MMAP_EVENT_LEN: usize = size_of::<t::mmap_exec_file_event>();
 const DATA_HEADER_LEN: usize = offset_of!(t::ssl_data_event, data);
 const CLOSE_EVENT_LEN: usize = size_of::<t::ssl_close_event>();
 const SNI_EVENT_LEN: usize = size_of::<t::sni_event>();
+const SOCK_EVENT_LEN: usize = size_of::<t::sock_event>();
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AbiError {
@@ -117,7 +129,34 @@ pub struct Close {
     pub tid: u32,
     pub ts_ns: u64,
     pub conn: u64,
+    /// The task's cgroup (v2) id (see `cgroup_names`).
+    pub cgroup: u64,
     pub comm: String,
+}
+
+/// `SOCK_INFO`: the socket of connection `conn` of process `pid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SockInfo {
+    pub pid: u32,
+    pub tid: u32,
+    /// The descriptor; -1 when the hook saw the socket only.
+    pub fd: i32,
+    pub ts_ns: u64,
+    pub conn: u64,
+    pub cgroup: u64,
+    /// Inode of the socket's network namespace (0: none).
+    pub netns: u32,
+    /// The kernel's address family (0: not a socket).
+    pub family: u16,
+    /// `TRANSPORT_*`.
+    pub transport: u32,
+    /// `SOCK_FLAG_*`.
+    pub flags: u32,
+    pub local_port: u16,
+    pub peer_port: u16,
+    /// Network order; IPv4 in the first 4 bytes.
+    pub local_addr: [u8; 16],
+    pub peer_addr: [u8; 16],
 }
 
 /// `SNI_CONFIGURED`.
@@ -146,10 +185,14 @@ pub enum Event<'a> {
     /// `SNI_RECEIVED`: same layout; a server's connection, named by its
     /// client.
     SniReceived(SniConfigured),
+    SockInfo(SockInfo),
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes(b[off..off + 2].try_into().expect("2 bytes"))
 }
 fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
@@ -221,7 +264,31 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
                 tid: u32_at(b, offset_of!(E, tid)),
                 ts_ns: u64_at(b, offset_of!(E, ts_ns)),
                 conn: u64_at(b, offset_of!(E, conn)),
+                cgroup: u64_at(b, offset_of!(E, cgroup)),
                 comm: comm_at(b, offset_of!(E, comm)),
+            }))
+        }
+        SOCK_INFO => {
+            if b.len() < SOCK_EVENT_LEN {
+                return Err(AbiError::Short(b.len()));
+            }
+            type E = t::sock_event;
+            let addr = |off: usize| -> [u8; 16] { b[off..off + 16].try_into().expect("16 bytes") };
+            Ok(Event::SockInfo(SockInfo {
+                pid: u32_at(b, offset_of!(E, pid)),
+                tid: u32_at(b, offset_of!(E, tid)),
+                fd: u32_at(b, offset_of!(E, fd)) as i32,
+                ts_ns: u64_at(b, offset_of!(E, ts_ns)),
+                conn: u64_at(b, offset_of!(E, conn)),
+                cgroup: u64_at(b, offset_of!(E, cgroup)),
+                netns: u32_at(b, offset_of!(E, netns)),
+                family: u16_at(b, offset_of!(E, family)),
+                transport: u32::from(b[offset_of!(E, transport)]),
+                flags: u32::from(b[offset_of!(E, flags)]),
+                local_port: u16_at(b, offset_of!(E, local_port)),
+                peer_port: u16_at(b, offset_of!(E, peer_port)),
+                local_addr: addr(offset_of!(E, local_addr)),
+                peer_addr: addr(offset_of!(E, peer_addr)),
             }))
         }
         t @ (SNI_CONFIGURED | SNI_SENT | SNI_RECEIVED) => {
@@ -265,6 +332,11 @@ mod tests {
         assert_eq!(offset_of!(t::ssl_data_event, r#type), 0);
         assert_eq!(offset_of!(t::ssl_close_event, r#type), 0);
         assert_eq!(offset_of!(t::sni_event, r#type), 0);
+        assert_eq!(offset_of!(t::sock_event, r#type), 0);
+        let k = t::sock_event::default();
+        assert_eq!(size_of_val(&k.local_addr) + size_of_val(&k.peer_addr), 32);
+        assert_eq!(size_of_val(&k.transport) + size_of_val(&k.flags), 2);
+        assert_eq!(size_of_val(&k.local_port) + size_of_val(&k.family), 4);
         let e = t::mmap_exec_file_event::default();
         assert_eq!(size_of_val(&e.comm), 16);
         assert_eq!(size_of_val(&e.dev) + size_of_val(&e.ino), 16);
@@ -288,7 +360,8 @@ mod tests {
                 STAT_READ_FAILED,
                 STAT_SNI_FULL,
                 STAT_RETURNS_LOST,
-                STAT_RETURN_MISSED
+                STAT_RETURN_MISSED,
+                STAT_SOCK_FULL
             ]
             .len() as u32,
             "STAT_MAX counts the stats"
@@ -345,6 +418,39 @@ mod tests {
         assert_eq!(d.conn, 0xdead);
         assert_eq!(d.comm, "curl");
         assert_eq!(d.data, b"HTTP/1.1 200 OK\r\n");
+    }
+
+    #[test]
+    fn sock_info_roundtrip() {
+        type E = t::sock_event;
+        let mut b = vec![0u8; SOCK_EVENT_LEN];
+        b[0..4].copy_from_slice(&SOCK_INFO.to_le_bytes());
+        b[offset_of!(E, pid)..][..4].copy_from_slice(&42u32.to_le_bytes());
+        b[offset_of!(E, fd)..][..4].copy_from_slice(&(-1i32).to_le_bytes());
+        b[offset_of!(E, conn)..][..8].copy_from_slice(&0xbeefu64.to_le_bytes());
+        b[offset_of!(E, netns)..][..4].copy_from_slice(&4026531840u32.to_le_bytes());
+        b[offset_of!(E, family)..][..2].copy_from_slice(&AF_INET.to_le_bytes());
+        b[offset_of!(E, transport)] = TRANSPORT_TCP as u8;
+        b[offset_of!(E, flags)] = SOCK_FLAG_ACCEPTED as u8;
+        b[offset_of!(E, local_port)..][..2].copy_from_slice(&8443u16.to_le_bytes());
+        b[offset_of!(E, peer_port)..][..2].copy_from_slice(&40412u16.to_le_bytes());
+        b[offset_of!(E, local_addr)..][..4].copy_from_slice(&[127, 0, 0, 1]);
+        b[offset_of!(E, peer_addr)..][..4].copy_from_slice(&[10, 0, 3, 7]);
+        let Event::SockInfo(s) = parse(&b).unwrap() else {
+            panic!("not a sock event")
+        };
+        assert_eq!((s.pid, s.fd, s.conn, s.netns), (42, -1, 0xbeef, 4026531840));
+        assert_eq!(
+            (s.family, s.transport, s.flags),
+            (AF_INET, TRANSPORT_TCP, SOCK_FLAG_ACCEPTED)
+        );
+        assert_eq!((s.local_port, s.peer_port), (8443, 40412));
+        assert_eq!(&s.local_addr[..4], &[127, 0, 0, 1]);
+        assert_eq!(&s.peer_addr[..4], &[10, 0, 3, 7]);
+        assert_eq!(
+            parse(&b[..SOCK_EVENT_LEN - 1]),
+            Err(AbiError::Short(SOCK_EVENT_LEN - 1))
+        );
     }
 
     #[test]

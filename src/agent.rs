@@ -25,12 +25,13 @@ use crate::attach;
 use crate::capture::Capture;
 use crate::config::{InspectSettings, Settings, TelemetrySettings};
 use crate::discover::{self, FileId};
+use crate::escape;
 use crate::files::{Admit, Files, PerProcess, Probes};
 use crate::hooks;
 use crate::inspect::worker::{self, Inspected, Outcome};
 use crate::inspect::{Inspection, Linkage, TlsLibrary};
 use crate::kernel::{Counters, Kernel};
-use crate::output::{self, escape, Pipeline, Record};
+use crate::output::{self, Pipeline, Record};
 use crate::pause::{Job, Pauser};
 use crate::telemetry::metrics::{self, Metrics};
 use crate::telemetry::otlp::Otlp;
@@ -287,6 +288,7 @@ pub fn run(s: Settings) -> Result<()> {
     let capture = Rc::new(RefCell::new(
         Capture::new(out_tx, patterns)
             .with_container_filter(s.kernel.filter.containers.clone())
+            .with_endpoint_filter(s.kernel.filter.endpoints())
             .with_cgroup_names(kernel.cgroup_names()?),
     ));
     let ring = data_rings(&kernel, &capture)?;
@@ -847,6 +849,7 @@ impl Agent<'_> {
         drop(ring);
         self.capture.borrow_mut().flush();
         let by_output = self.capture.borrow().dropped();
+        let (sockets_unknown, conns_evicted) = self.capture.borrow().socket_stats();
         let counters = self.kernel.counters();
         let tracked = self.kernel.tracked_connections();
         // The capture holds the last sender of the output queue.
@@ -874,6 +877,12 @@ impl Agent<'_> {
             counters.returns_missed, counters.returns_lost
         );
         eprintln!("plainsight: connections tracked in the kernel at exit: {tracked}");
+        eprintln!(
+            "plainsight: sockets: {sockets_unknown} connections with data whose socket stayed \
+             unknown, {} sockets not remembered (map full), {conns_evicted} connections \
+             forgotten for the bound",
+            counters.sock_full
+        );
     }
 }
 

@@ -7,33 +7,33 @@
 //! bytes that arrived and `lost_bytes` set.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use crate::abi::{self, DataChunk, Direction, Event, DATA_FLAG_TRUNCATED};
-use crate::output::Record;
+use crate::abi::{self, DataChunk, Event, DATA_FLAG_TRUNCATED};
+use crate::config::Filter;
+use crate::container::Container;
+use crate::peer::EndpointFilter;
+pub use crate::record::CallRecord;
+use crate::record::{ConnFacts, Endpoints, Record};
 
-/// The plaintext of one successful `SSL_write`/`SSL_read`-like call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallRecord {
-    pub direction: Direction,
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: String,
-    pub conn: u64,
-    pub ts_ns: u64,
-    /// Bytes the call reported.
-    pub len: u32,
-    /// The bytes captured (`len` unless truncated or lost).
-    pub data: Vec<u8>,
-    /// The call reported more than the capture limit.
-    pub truncated: bool,
-    /// Bytes of the captured range that never arrived (lost records).
-    pub lost_bytes: u32,
-    /// Server name of the connection, when known.
-    pub sni: Option<String>,
-    /// The process's container (None: on the host).
-    pub container: Option<std::sync::Arc<crate::container::Container>>,
+/// Connections remembered at most (their server name, socket and role);
+/// past it the oldest half is forgotten, counted.
+pub const MAX_CONNS: usize = 65536;
+
+/// What capture knows of one connection of a process.
+#[derive(Debug, Default)]
+struct Conn {
+    name: Option<String>,
+    endpoints: Option<Arc<Endpoints>>,
+    /// From its server-name record: set by the process (a client) or
+    /// received (a server).
+    client: Option<bool>,
+    /// It had data records.
+    data: bool,
+    /// Its place in the insertion order (for the bound).
+    seq: u64,
 }
 
 #[derive(Debug)]
@@ -79,7 +79,7 @@ impl Reassembler {
                 truncated: c.flags & DATA_FLAG_TRUNCATED != 0,
                 lost_bytes: 0,
                 sni: None,
-                container: None,
+                facts: ConnFacts::default(),
             },
             captured: c.captured,
             next: 0,
@@ -114,8 +114,15 @@ impl Reassembler {
 /// output thread.
 pub struct Capture {
     reasm: Reassembler,
-    /// Server names by (pid, connection).
-    names: HashMap<(u32, u64), String>,
+    /// What is known of each connection, by (pid, connection).
+    conns: HashMap<(u32, u64), Conn>,
+    next_seq: u64,
+    /// Connections forgotten for the bound before their close.
+    conns_evicted: u64,
+    /// Connections that ended with data but no known socket.
+    sockets_unknown: u64,
+    /// `--port` / `--peer`, checked again here (the kernel checks first).
+    endpoint_filter: EndpointFilter,
     /// Containers of the processes records come from.
     containers: crate::container::Containers,
     /// `--container` prefixes, checked whole here (the kernel checks their
@@ -137,7 +144,11 @@ impl Capture {
     pub fn new(out: Sender<Record>, patterns: Vec<String>) -> Capture {
         Capture {
             reasm: Reassembler::default(),
-            names: HashMap::new(),
+            conns: HashMap::new(),
+            next_seq: 0,
+            conns_evicted: 0,
+            sockets_unknown: 0,
+            endpoint_filter: EndpointFilter::default(),
             containers: Default::default(),
             container_prefixes: Vec::new(),
             cgroup_names: Vec::new(),
@@ -148,7 +159,7 @@ impl Capture {
     }
 
     fn send(&mut self, r: Record) {
-        use crate::output::{MAX_QUEUED_BYTES, QUEUED_BYTES};
+        use crate::record::{MAX_QUEUED_BYTES, QUEUED_BYTES};
         use std::sync::atomic::Ordering::Relaxed;
         let n = r.queued_bytes();
         if QUEUED_BYTES.load(Relaxed) + n > MAX_QUEUED_BYTES {
@@ -167,45 +178,129 @@ impl Capture {
         match abi::parse(rec) {
             Ok(Event::Data(c)) => {
                 for mut call in self.reasm.push(&c) {
-                    call.sni = self.names.get(&(call.pid, call.conn)).cloned();
-                    call.container = self.container(c.cgroup, call.pid);
-                    if !self.container_wanted(call.container.as_deref()) {
+                    let key = (call.pid, call.conn);
+                    call.facts = self.facts(key, c.cgroup);
+                    call.sni = self.conns.get(&key).and_then(|k| k.name.clone());
+                    if !self.wanted(&call.facts) {
                         continue;
                     }
+                    self.conn(key).data = true;
                     self.send(Record::Call(call));
                 }
             }
             Ok(Event::Close(c)) => {
-                let sni = self.names.remove(&(c.pid, c.conn));
+                let key = (c.pid, c.conn);
+                let facts = self.facts(key, c.cgroup);
+                let known = self.conns.remove(&key);
+                if known
+                    .as_ref()
+                    .is_some_and(|k| k.data && k.endpoints.is_none())
+                {
+                    self.sockets_unknown += 1;
+                }
+                if !self.wanted(&facts) {
+                    return;
+                }
                 self.send(Record::Close {
                     pid: c.pid,
                     tid: c.tid,
                     comm: c.comm,
                     conn: c.conn,
                     ts_ns: c.ts_ns,
-                    sni,
+                    sni: known.and_then(|k| k.name),
+                    facts,
                 });
             }
-            Ok(Event::SniConfigured(e)) | Ok(Event::SniSent(e)) | Ok(Event::SniReceived(e)) => {
-                self.names.insert((e.pid, e.conn), e.name.clone());
-                self.container(e.cgroup, e.pid);
-                let pattern = (e.rule as usize)
-                    .checked_sub(1)
-                    .and_then(|i| self.patterns.get(i))
-                    .cloned();
-                self.send(Record::Sni {
-                    pid: e.pid,
-                    tid: e.tid,
-                    comm: e.comm,
-                    conn: e.conn,
-                    ts_ns: e.ts_ns,
-                    name: e.name,
-                    pattern,
-                });
+            Ok(Event::SniConfigured(e)) | Ok(Event::SniSent(e)) => self.on_sni(e, true),
+            Ok(Event::SniReceived(e)) => self.on_sni(e, false),
+            Ok(Event::SockInfo(s)) => {
+                self.conn((s.pid, s.conn)).endpoints = Some(Arc::new(Endpoints::of(&s)));
             }
             Ok(other) => log::warn!("unexpected record on a data ring buffer: {other:?}"),
             Err(e) => log::warn!("bad data record: {e}"),
         }
+    }
+
+    /// A connection's server name: set by the process (`client`) or sent
+    /// by its client.
+    fn on_sni(&mut self, e: abi::SniConfigured, client: bool) {
+        let key = (e.pid, e.conn);
+        let k = self.conn(key);
+        k.name = Some(e.name.clone());
+        k.client = Some(client);
+        let facts = self.facts(key, e.cgroup);
+        if !self.wanted(&facts) {
+            return;
+        }
+        let pattern = (e.rule as usize)
+            .checked_sub(1)
+            .and_then(|i| self.patterns.get(i))
+            .cloned();
+        self.send(Record::Sni {
+            pid: e.pid,
+            tid: e.tid,
+            comm: e.comm,
+            conn: e.conn,
+            ts_ns: e.ts_ns,
+            name: e.name,
+            pattern,
+            facts,
+        });
+    }
+
+    /// The state of a connection, made on first sight (within the bound).
+    fn conn(&mut self, key: (u32, u64)) -> &mut Conn {
+        if !self.conns.contains_key(&key) && self.conns.len() >= MAX_CONNS {
+            self.evict_oldest_half();
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.conns.entry(key).or_insert_with(|| Conn {
+            seq,
+            ..Default::default()
+        })
+    }
+
+    /// Forgets the oldest half of the connections (a process that never
+    /// closes what it opens must not grow the agent).
+    fn evict_oldest_half(&mut self) {
+        let mut seqs: Vec<u64> = self.conns.values().map(|c| c.seq).collect();
+        let mid = seqs.len() / 2;
+        let (_, &mut cut, _) = seqs.select_nth_unstable(mid);
+        let before = self.conns.len();
+        self.conns.retain(|_, c| c.seq >= cut);
+        self.conns_evicted += (before - self.conns.len()) as u64;
+    }
+
+    /// What is known of a connection now: its container (from the
+    /// record's cgroup), its socket and the process's role.
+    fn facts(&mut self, key: (u32, u64), cgroup: u64) -> ConnFacts {
+        let container = self.container(cgroup, key.0);
+        let known = self.conns.get(&key);
+        ConnFacts {
+            container,
+            endpoints: known.and_then(|k| k.endpoints.clone()),
+            client: known.and_then(|k| k.client),
+        }
+    }
+
+    /// Whether a record passes the container and endpoint filters (the
+    /// kernel applied them first).
+    fn wanted(&self, f: &ConnFacts) -> bool {
+        self.container_wanted(f.container.as_deref())
+            && self.endpoint_filter.passes(f.endpoints.as_deref())
+    }
+
+    /// Connections ended with data but no socket known, and connections
+    /// forgotten for the bound, so far.
+    pub fn socket_stats(&self) -> (u64, u64) {
+        (self.sockets_unknown, self.conns_evicted)
+    }
+
+    /// Checks `--port` / `--peer` on records too.
+    pub fn with_endpoint_filter(mut self, f: EndpointFilter) -> Capture {
+        self.endpoint_filter = f;
+        self
     }
 
     /// Looks up containers by the cgroup names the kernel noted.
@@ -217,11 +312,7 @@ impl Capture {
     /// The container of a record's cgroup (by the name the kernel kept for
     /// it, so that it is known after the process and its cgroup are gone),
     /// or of its process.
-    fn container(
-        &mut self,
-        cgroup: u64,
-        pid: u32,
-    ) -> Option<std::sync::Arc<crate::container::Container>> {
+    fn container(&mut self, cgroup: u64, pid: u32) -> Option<Arc<Container>> {
         use libbpf_rs::MapCore;
         let maps = &self.cgroup_names;
         let name = |cg: u64| {
@@ -246,16 +337,23 @@ impl Capture {
     /// The kernel let only the wanted containers' calls through (by their
     /// first 12 digits); a container known here must match a whole prefix.
     /// One not known (its process already gone) is kept.
-    fn container_wanted(&self, c: Option<&crate::container::Container>) -> bool {
+    fn container_wanted(&self, c: Option<&Container>) -> bool {
         self.container_prefixes.is_empty()
-            || c.is_none_or(|c| {
-                crate::config::Filter::container_matches(&self.container_prefixes, &c.id)
-            })
+            || c.is_none_or(|c| Filter::container_matches(&self.container_prefixes, &c.id))
     }
 
-    /// Forgets the server names of processes that exited.
+    /// Forgets the connections of processes that exited (counting those
+    /// that had data and no known socket).
     pub fn forget_exited(&mut self, alive: &mut dyn FnMut(u32) -> bool) {
-        self.names.retain(|(pid, _), _| alive(*pid));
+        let mut unknown = 0;
+        self.conns.retain(|(pid, _), c| {
+            let keep = alive(*pid);
+            if !keep && c.data && c.endpoints.is_none() {
+                unknown += 1;
+            }
+            keep
+        });
+        self.sockets_unknown += unknown;
         self.containers.forget(alive);
     }
 
@@ -270,12 +368,20 @@ impl Capture {
         for call in self.reasm.flush() {
             self.send(Record::Call(call));
         }
+        let unknown = self
+            .conns
+            .values()
+            .filter(|c| c.data && c.endpoints.is_none())
+            .count();
+        self.sockets_unknown += unknown as u64;
+        self.conns.clear();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::Direction;
     use proptest::prelude::*;
 
     fn chunk<'a>(tid: u32, ts: u64, captured: u32, offset: u32, data: &'a [u8]) -> DataChunk<'a> {

@@ -31,6 +31,17 @@ pub struct Cli {
     #[arg(short = 'c', long = "comm", value_name = "NAME")]
     pub comms: Vec<String>,
 
+    /// Only capture connections with this port at either end (a server's
+    /// port: 5432 for PostgreSQL, say); repeatable. Applied in the kernel.
+    #[arg(long = "port", value_name = "N")]
+    pub ports: Vec<u16>,
+
+    /// Only capture connections whose other end is in this network
+    /// (10.0.0.0/8, 2001:db8::/32, 192.0.2.7); repeatable. Applied in the
+    /// kernel.
+    #[arg(long = "peer", value_name = "ADDR[/PREFIX]")]
+    pub peers: Vec<crate::peer::PeerPrefix>,
+
     /// Only capture from processes in this container: 12 or more hex digits
     /// of its id, as `docker ps` or `podman ps` show (repeatable; checked in
     /// the kernel by cgroup; needs the cgroup v2 or hybrid hierarchy).

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::cli::Cli;
 use crate::output;
+pub use crate::peer::{EndpointFilter, PeerPrefix};
 use crate::sni::{self, Pattern};
 
 /// The `--config` file (YAML).
@@ -48,6 +49,10 @@ pub struct Filter {
     pub comms: Vec<String>,
     /// Container id prefixes (12 to 64 lower-case hex digits).
     pub containers: Vec<String>,
+    /// `--port`: connections with one of these ports at either end.
+    pub ports: Vec<u16>,
+    /// `--peer`: connections whose other end is in one of these prefixes.
+    pub peers: Vec<PeerPrefix>,
 }
 
 impl Filter {
@@ -81,6 +86,14 @@ impl Filter {
                 }
             })
             .collect()
+    }
+
+    /// The endpoint part (`--port`, `--peer`).
+    pub fn endpoints(&self) -> EndpointFilter {
+        EndpointFilter {
+            ports: self.ports.clone(),
+            peers: self.peers.clone(),
+        }
     }
 
     /// Whether a container id starts with one of `--container`'s prefixes.
@@ -139,7 +152,9 @@ impl KernelSettings {
         let filtered = !self.patterns.is_empty()
             || !f.pids.is_empty()
             || !f.comms.is_empty()
-            || !f.containers.is_empty();
+            || !f.containers.is_empty()
+            || !f.ports.is_empty()
+            || !f.peers.is_empty();
         filtered && !self.host_wide_returns
     }
 }
@@ -238,6 +253,8 @@ impl Settings {
                     pids: cli.pids,
                     comms: cli.comms,
                     containers: Filter::container_prefixes(&cli.containers)?,
+                    ports: cli.ports.clone(),
+                    peers: cli.peers.clone(),
                 },
                 patterns: sni::parse_all(&cli.sni)?,
                 capture_no_sni: cli.capture_no_sni,
@@ -310,7 +327,7 @@ mod tests {
         let f = Filter {
             pids: vec![],
             comms: vec!["a-very-long-process-name".into()],
-            containers: vec![],
+            ..Default::default()
         };
         assert!(f.wants(1, "a-very-long-pro"));
         assert!(!f.wants(1, "curl"));

@@ -671,6 +671,7 @@ pub fn config(data: &[u8]) {
         pids: f.pids,
         comms: f.comms,
         containers: Filter::container_prefixes(&f.containers).unwrap_or_default(),
+        ..Default::default()
     };
     for c in &filter.comms {
         let k = Filter::comm_key(c);

@@ -245,6 +245,53 @@ pub const SERVER_HELLO: &[Hook] = &[
     ),
 ];
 
+/// The socket of a C-API library's connection (openssl.bpf.c,
+/// tlssock.bpf.h): the descriptor of the syscall a TLS call makes on its
+/// own thread while it is in flight. Syscall tracepoints on every kernel
+/// (attached at start), at entry (the descriptor is an argument).
+pub const TLS_SOCKET: &[Hook] = &[
+    tp(
+        "socket of a TLS call (write)",
+        "tls_sock_write",
+        "syscalls/sys_enter_write",
+    ),
+    tp(
+        "socket of a TLS call (writev)",
+        "tls_sock_writev",
+        "syscalls/sys_enter_writev",
+    ),
+    tp(
+        "socket of a TLS call (sendto)",
+        "tls_sock_sendto",
+        "syscalls/sys_enter_sendto",
+    ),
+    tp(
+        "socket of a TLS call (sendmsg)",
+        "tls_sock_sendmsg",
+        "syscalls/sys_enter_sendmsg",
+    ),
+    tp(
+        "socket of a TLS call (read)",
+        "tls_sock_read",
+        "syscalls/sys_enter_read",
+    ),
+    tp(
+        "socket of a TLS call (readv)",
+        "tls_sock_readv",
+        "syscalls/sys_enter_readv",
+    ),
+    tp(
+        "socket of a TLS call (recvfrom)",
+        "tls_sock_recvfrom",
+        "syscalls/sys_enter_recvfrom",
+    ),
+    tp(
+        "socket of a TLS call (recvmsg)",
+        "tls_sock_recvmsg",
+        "syscalls/sys_enter_recvmsg",
+    ),
+];
+
 /// The path chosen for each spec hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
@@ -378,6 +425,7 @@ pub fn describe(plan: &Plan) -> String {
         .iter()
         .chain(STATIC_PROCESS)
         .chain(SERVER_HELLO)
+        .chain(TLS_SOCKET)
         .chain(plan.static_io().iter())
     {
         s.push_str(&format!(

@@ -62,6 +62,8 @@ pub struct Counters {
     pub returns_lost: u64,
     /// Wanted calls whose return was never seen (their plaintext is lost).
     pub returns_missed: u64,
+    /// Sockets learned but not remembered: conn_socks was full.
+    pub sock_full: u64,
 }
 
 /// Storage for one object, kept for the life of the agent.
@@ -89,6 +91,8 @@ macro_rules! capture_rodata {
         $ro.wake_at = u64::from($s.ring_buffer_bytes / WAKE_AT_FRACTION);
         $ro.sni_filter = u8::from(!$s.patterns.is_empty());
         $ro.capture_no_sni = u8::from($s.capture_no_sni);
+        $ro.filter_ports = u8::from(!$s.filter.ports.is_empty());
+        $ro.filter_peers = u8::from(!$s.filter.peers.is_empty());
     }};
 }
 
@@ -122,6 +126,21 @@ fn fill_filters(
         comms
             .update(&Filter::comm_key(c), &[1], MapFlags::ANY)
             .context("filling target_comms")?;
+    }
+    Ok(())
+}
+
+/// Fills an object's --port and --peer filters (sock.bpf.h).
+fn fill_endpoint_filters(ports: &dyn MapCore, peers: &dyn MapCore, f: &Filter) -> Result<()> {
+    for p in &f.ports {
+        ports
+            .update(&p.to_ne_bytes(), &[1], MapFlags::ANY)
+            .context("filling target_ports")?;
+    }
+    for p in &f.peers {
+        peers
+            .update(&p.trie_key(), &[1], MapFlags::ANY)
+            .with_context(|| format!("filling target_peers with {p}"))?;
     }
     Ok(())
 }
@@ -199,6 +218,7 @@ fn load_openssl(s: &KernelSettings) -> Result<OpensslSkel<'static>> {
         &skel.maps.sni_prefixes,
         &s.patterns,
     )?;
+    fill_endpoint_filters(&skel.maps.target_ports, &skel.maps.target_peers, &s.filter)?;
     Ok(skel)
 }
 
@@ -234,6 +254,7 @@ fn load_statictls(s: &KernelSettings, plan: &Plan) -> Result<StatictlsSkel<'stat
         &skel.maps.sni_prefixes,
         &s.patterns,
     )?;
+    fill_endpoint_filters(&skel.maps.target_ports, &skel.maps.target_peers, &s.filter)?;
     Ok(skel)
 }
 
@@ -280,6 +301,8 @@ impl Kernel {
         let links = k.attach_hooks(hooks::STATIC_PROCESS)?;
         k.links.extend(links);
         let links = k.attach_hooks(hooks::SERVER_HELLO)?;
+        k.links.extend(links);
+        let links = k.attach_hooks(hooks::TLS_SOCKET)?;
         k.links.extend(links);
         Ok(k)
     }
@@ -427,6 +450,7 @@ impl Kernel {
             sni_full: stat_sum(o, abi::STAT_SNI_FULL) + stat_sum(s, abi::STAT_SNI_FULL),
             returns_lost: stat_sum(o, abi::STAT_RETURNS_LOST),
             returns_missed: stat_sum(o, abi::STAT_RETURN_MISSED),
+            sock_full: stat_sum(o, abi::STAT_SOCK_FULL),
         }
     }
 
@@ -465,8 +489,10 @@ impl Kernel {
     /// maps (all keyed by a leading u32 pid).
     pub fn sweep_exited(&self, alive: &mut dyn FnMut(u32) -> bool) {
         let s = &self.statictls.maps;
-        let maps: [&dyn MapCore; 6] = [
+        let maps: [&dyn MapCore; 8] = [
             &self.openssl.maps.conns,
+            &self.openssl.maps.conn_socks,
+            &s.go_socks,
             &self.openssl.maps.returns_asked,
             &s.key_ctxs,
             &s.ring_keys,

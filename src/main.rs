@@ -10,7 +10,7 @@ fn main() {
     // Log lines carry process names and paths from traced processes:
     // escaped, so that none can write control characters to the terminal.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&cli.log_level))
-        .format(plainsight::output::escape::log_format)
+        .format(plainsight::escape::log_format)
         .init();
     hooks::route_libbpf_messages();
     if cli.hooks {
@@ -19,10 +19,7 @@ fn main() {
     }
     if let Err(e) = config::Settings::from_cli(cli).and_then(agent::run) {
         let e = format!("{e:#}");
-        eprintln!(
-            "plainsight: error: {}",
-            plainsight::output::escape::terminal(&e)
-        );
+        eprintln!("plainsight: error: {}", plainsight::escape::terminal(&e));
         std::process::exit(1);
     }
 }

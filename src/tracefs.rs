@@ -113,7 +113,11 @@ mod tests {
     #[test]
     fn present_already_does_not_mount() {
         let mounted = Cell::new(false);
-        settle(|| true, || Ok(mounted.set(true)), BUSY_WAIT).unwrap();
+        let mount = || {
+            mounted.set(true);
+            Ok(())
+        };
+        settle(|| true, mount, BUSY_WAIT).unwrap();
         assert!(!mounted.get());
     }
 

@@ -6,38 +6,18 @@
 //!
 //! On the console, everything the captured processes control (process and
 //! server names, methods, paths, gRPC names, header names and values,
-//! bodies, notices) is escaped for the terminal (`super::escape`); JSON
+//! bodies, notices) is escaped for the terminal (`crate::escape`); JSON
 //! strings are escaped by `super::json_line`.
 
 use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::escape::{terminal, terminal_bytes};
 use super::{encode, json_line, write_data, Clock, Format, JsonHead};
 use crate::decode::conn::Item;
 use crate::decode::{Exchange, Grpc, Headers, HttpMessage};
-
-/// Who a connection belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnMeta {
-    pub pid: u32,
-    pub comm: String,
-    pub conn: u64,
-    pub sni: Option<String>,
-    /// The process's container (None: on the host).
-    pub container: Option<std::sync::Arc<crate::container::Container>>,
-    /// The captured process is the connection's client (Some(true)) or
-    /// its server (Some(false)), once the decoder knows.
-    pub client: Option<bool>,
-}
-
-impl ConnMeta {
-    /// `client` or `server`, once known.
-    fn side(&self) -> Option<&'static str> {
-        self.client.map(|c| if c { "client" } else { "server" })
-    }
-}
+use crate::escape::{terminal, terminal_bytes};
+pub use crate::record::ConnMeta;
 
 /// Console bodies are cut after this many bytes (`-vv` shows them).
 const CONSOLE_BODY: usize = 4096;
@@ -246,7 +226,7 @@ impl AccessWriter {
             &meta.comm,
             meta.conn,
         )
-        .in_container(meta.container.as_deref())
+        .with_facts(&meta.facts)
     }
 
     /// An `http` object: the exchange's summary, both messages in full
@@ -304,20 +284,23 @@ impl AccessWriter {
     /// The start of every console line: time, process and server name.
     fn console_who(&self, ts_ns: u64, meta: &ConnMeta, server: &str) -> String {
         let ctr = meta
+            .facts
             .container
             .as_ref()
             .map_or(String::new(), |c| format!(" ctr={}", c.short()));
         // Client lines read as before; a server's say so.
-        let side = if meta.client == Some(false) {
+        let side = if meta.facts.is_client() == Some(false) {
             " (server)"
         } else {
             ""
         };
+        // The other end: a client's server, a server's client.
         format!(
-            "{} {}[{}]{ctr}{side} {}",
+            "{} {}[{}]{ctr}{side}{} {}",
             self.clock.rfc3339(ts_ns),
             terminal(&meta.comm),
             meta.pid,
+            meta.facts.console_peer(),
             terminal(server)
         )
     }
@@ -462,6 +445,7 @@ mod tests {
     use super::super::tests::{fixed_clock, SharedBuf};
     use super::*;
     use crate::decode::Protocol;
+    use crate::record::ConnFacts;
 
     /// A process in a container: JSON objects carry the full id, console
     /// lines the short one.
@@ -469,15 +453,17 @@ mod tests {
     fn container_ids() {
         let id = "3f5e9c1b2a7d4e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f";
         let meta = ConnMeta {
-            client: None,
             pid: 42,
             comm: "curl".into(),
             conn: 0xabc,
             sni: Some("example.com".into()),
-            container: Some(std::sync::Arc::new(crate::container::Container {
-                id: id.into(),
-                pod_uid: None,
-            })),
+            facts: ConnFacts {
+                container: Some(std::sync::Arc::new(crate::container::Container {
+                    id: id.into(),
+                    pod_uid: None,
+                })),
+                ..Default::default()
+            },
         };
         let item = Item::Notice {
             ts_ns: 1,
@@ -512,8 +498,10 @@ mod tests {
             comm: "nginx".into(),
             conn: 0x1,
             sni: None,
-            container: None,
-            client: Some(false),
+            facts: ConnFacts {
+                client: Some(false),
+                ..Default::default()
+            },
         };
         let item = Item::Notice {
             ts_ns: 1,
@@ -551,16 +539,14 @@ mod tests {
             clock: fixed_clock(),
         };
         let meta = ConnMeta {
-            client: None,
-            container: None,
+            facts: Default::default(),
             pid: 42,
             comm: "curl".into(),
             conn: 0xabc,
             sni: Some("example.com".into()),
         };
         let no_sni = ConnMeta {
-            client: None,
-            container: None,
+            facts: Default::default(),
             sni: None,
             ..meta.clone()
         };
@@ -866,16 +852,14 @@ mod tests {
             clock: fixed_clock(),
         };
         let meta = ConnMeta {
-            client: None,
-            container: None,
+            facts: Default::default(),
             pid: 7,
             comm: "\x1b[31mcurl".into(),
             conn: 1,
             sni: Some("api\r\n2026 forged".into()),
         };
         let no_sni = ConnMeta {
-            client: None,
-            container: None,
+            facts: Default::default(),
             sni: None,
             ..meta.clone()
         };

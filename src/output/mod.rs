@@ -16,13 +16,12 @@
 //! Files are created 0600: captured plaintext is sensitive.
 
 pub mod access;
-pub mod escape;
 mod outfile;
 pub mod pcap;
 
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use base64::Engine;
@@ -32,39 +31,15 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::abi::Direction;
-use crate::capture::CallRecord;
 use crate::decode::conn::{ConnDecoder, Decoded, Item};
 use crate::decode::limits::{CONN_OVERHEAD, IDLE_TIMEOUT_NS, TOTAL_MEMORY, TOTAL_MEMORY_LOW};
 use crate::decode::raw::RawRedactor;
 use crate::decode::Redact;
-use access::{AccessWriter, ConnMeta};
+use crate::escape;
+pub use crate::record::{mono_now, CallRecord, Clock, ConnMeta, Record};
+use crate::record::{ConnFacts, JsonFacts, QUEUED_BYTES};
+use access::AccessWriter;
 use pcap::PcapWriter;
-
-/// What the output thread receives.
-#[derive(Debug, Clone)]
-pub enum Record {
-    /// One TLS call's plaintext.
-    Call(CallRecord),
-    /// A captured connection was closed.
-    Close {
-        pid: u32,
-        tid: u32,
-        comm: String,
-        conn: u64,
-        ts_ns: u64,
-        sni: Option<String>,
-    },
-    /// SNI_CONFIGURED: a connection to capture got its server name.
-    Sni {
-        pid: u32,
-        tid: u32,
-        comm: String,
-        conn: u64,
-        ts_ns: u64,
-        name: String,
-        pattern: Option<String>,
-    },
-}
 
 /// How records are written (`-o`). The variants' doc comments are the
 /// help text of `--output`'s values.
@@ -78,40 +53,6 @@ pub enum Format {
     /// One JSON object per line: per HTTP exchange, raw chunk or notice; with
     /// --raw, per TLS call, server name and close.
     Json,
-}
-
-/// Converts CLOCK_MONOTONIC nanoseconds (BPF's clock) to wall-clock time.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    offset_ns: i128,
-}
-
-impl Clock {
-    pub fn new() -> Clock {
-        let mono = mono_now() as i128;
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as i128;
-        Clock {
-            offset_ns: wall - mono,
-        }
-    }
-    /// RFC 3339 wall-clock time, in microseconds, of a BPF timestamp.
-    pub fn rfc3339(&self, mono_ns: u64) -> String {
-        humantime::format_rfc3339_micros(self.wall(mono_ns)).to_string()
-    }
-
-    pub fn wall(&self, mono_ns: u64) -> SystemTime {
-        let ns = (mono_ns as i128 + self.offset_ns).max(0) as u64;
-        UNIX_EPOCH + Duration::from_nanos(ns)
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::new()
-    }
 }
 
 /// Opens an output file, readable and writable by its owner only: a new
@@ -142,12 +83,9 @@ pub struct JsonHead<'a> {
     pub tid: Option<u32>,
     pub comm: &'a str,
     pub conn: String,
-    /// The full container id, for processes in a container.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container_id: Option<&'a str>,
-    /// Its Kubernetes pod's UID, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_uid: Option<&'a str>,
+    /// What is known of the connection (container, endpoints).
+    #[serde(flatten)]
+    pub facts: Option<JsonFacts<'a>>,
 }
 
 impl<'a> JsonHead<'a> {
@@ -168,23 +106,31 @@ impl<'a> JsonHead<'a> {
             tid,
             comm,
             conn: format!("{conn:#x}"),
-            container_id: None,
-            pod_uid: None,
+            facts: None,
         }
     }
 
-    /// The same, of a process in container `c`.
-    pub fn in_container(mut self, c: Option<&'a crate::container::Container>) -> Self {
-        self.container_id = c.map(|c| c.id.as_str());
-        self.pod_uid = c.and_then(|c| c.pod_uid.as_deref());
+    /// The same, with what is known of its connection.
+    pub fn with_facts(mut self, f: &'a ConnFacts) -> Self {
+        self.facts = Some(f.json());
         self
     }
+}
+
+/// The head of a raw record: the common head and the descriptor.
+#[derive(Serialize)]
+struct RawHead<'a> {
+    #[serde(flatten)]
+    head: JsonHead<'a>,
+    /// The process's descriptor of the connection, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fd: Option<i32>,
 }
 
 #[derive(Serialize)]
 struct JsonCall<'a> {
     #[serde(flatten)]
-    head: JsonHead<'a>,
+    head: RawHead<'a>,
     direction: &'static str,
     sni: Option<&'a str>,
     len: u32,
@@ -197,7 +143,7 @@ struct JsonCall<'a> {
 
 impl<'a> JsonCall<'a> {
     /// A call's JSON object: its bytes as UTF-8 text, or else base64.
-    fn new(head: JsonHead<'a>, c: &'a CallRecord) -> Self {
+    fn new(head: RawHead<'a>, c: &'a CallRecord) -> Self {
         let (encoding, data) = encode(&c.data);
         JsonCall {
             head,
@@ -216,14 +162,14 @@ impl<'a> JsonCall<'a> {
 #[derive(Serialize)]
 struct JsonClose<'a> {
     #[serde(flatten)]
-    head: JsonHead<'a>,
+    head: RawHead<'a>,
     sni: Option<&'a str>,
 }
 
 #[derive(Serialize)]
 struct JsonSni<'a> {
     #[serde(flatten)]
-    head: JsonHead<'a>,
+    head: RawHead<'a>,
     sni: &'a str,
     pattern: Option<&'a str>,
 }
@@ -270,8 +216,9 @@ impl Writer {
     }
 
     /// The head of a record's JSON object: its type (`data`, `close` or
-    /// `sni`), time, process, thread and connection.
-    fn json_head<'r>(&self, r: &'r Record) -> JsonHead<'r> {
+    /// `sni`), time, process, thread, connection, what is known of the
+    /// connection and its descriptor.
+    fn json_head<'r>(&self, r: &'r Record) -> RawHead<'r> {
         let (kind, ts_ns, pid, tid, comm, conn) = match r {
             Record::Call(c) => ("data", c.ts_ns, c.pid, c.tid, &c.comm, c.conn),
             Record::Close {
@@ -291,10 +238,11 @@ impl Writer {
                 ..
             } => ("sni", *ts_ns, *pid, *tid, comm, *conn),
         };
-        let head = JsonHead::new(kind, &self.clock, ts_ns, pid, Some(tid), comm, conn);
-        match r {
-            Record::Call(c) => head.in_container(c.container.as_deref()),
-            _ => head,
+        let facts = r.facts();
+        RawHead {
+            head: JsonHead::new(kind, &self.clock, ts_ns, pid, Some(tid), comm, conn)
+                .with_facts(facts),
+            fd: facts.endpoints.as_deref().and_then(|e| e.fd),
         }
     }
 
@@ -311,13 +259,15 @@ impl Writer {
                 ts_ns,
                 name,
                 pattern,
+                facts,
                 ..
             } => writeln!(
                 self.out,
-                "--- {} {}[{}] SNI conn={:#x} sni={}{}",
+                "--- {} {}[{}]{} SNI conn={:#x} sni={}{}",
                 self.clock.rfc3339(*ts_ns),
                 escape::terminal(comm),
                 pid,
+                facts.console_peer(),
                 conn,
                 escape::terminal(name),
                 pattern
@@ -331,13 +281,15 @@ impl Writer {
                 conn,
                 ts_ns,
                 sni,
+                facts,
                 ..
             } => writeln!(
                 self.out,
-                "--- {} {}[{}] CLOSE conn={:#x}{}",
+                "--- {} {}[{}]{} CLOSE conn={:#x}{}",
                 self.clock.rfc3339(*ts_ns),
                 escape::terminal(comm),
                 pid,
+                facts.console_peer(),
                 conn,
                 sni_field(sni.as_deref())
             ),
@@ -355,16 +307,18 @@ impl Writer {
             flags.push_str(&format!(" lost={}", c.lost_bytes));
         }
         let ctr = c
+            .facts
             .container
             .as_ref()
             .map_or(String::new(), |k| format!(" ctr={}", k.short()));
         writeln!(
             self.out,
-            "--- {} {}[{}/{}]{ctr} {} conn={:#x}{} len={}{}",
+            "--- {} {}[{}/{}]{ctr}{} {} conn={:#x}{} len={}{}",
             self.clock.rfc3339(c.ts_ns),
             escape::terminal(&c.comm),
             c.pid,
             c.tid,
+            c.facts.console_peer(),
             c.direction.as_str().to_uppercase(),
             c.conn,
             sni_field(c.sni.as_deref()),
@@ -442,6 +396,23 @@ struct ConnState {
     last_ns: u64,
     /// Its place in `Pipeline::lru`.
     seq: u64,
+}
+
+impl ConnState {
+    /// Takes what a record knows of the connection: its container, its
+    /// socket once known, and the role its server name told.
+    fn learn(&mut self, f: &ConnFacts) {
+        let m = &mut self.meta.facts;
+        if f.container.is_some() {
+            m.container = f.container.clone();
+        }
+        if f.endpoints.is_some() {
+            m.endpoints = f.endpoints.clone();
+        }
+        if m.client.is_none() {
+            m.client = f.client;
+        }
+    }
 }
 
 /// Records in, every configured output out.
@@ -544,8 +515,7 @@ impl Pipeline {
             self.memory += CONN_OVERHEAD;
             ConnState {
                 meta: ConnMeta {
-                    container: None,
-                    client: None,
+                    facts: ConnFacts::default(),
                     pid,
                     comm: comm.to_string(),
                     conn,
@@ -607,9 +577,7 @@ impl Pipeline {
                 if c.sni.is_some() {
                     st.meta.sni = c.sni.clone();
                 }
-                if c.container.is_some() {
-                    st.meta.container = c.container.clone();
-                }
+                st.learn(&c.facts);
                 if self.raw.is_some() {
                     let masked;
                     let rec = match self.masked(c) {
@@ -641,12 +609,15 @@ impl Pipeline {
                 conn,
                 name,
                 ts_ns,
+                facts,
                 ..
             } => {
                 if let Some(w) = &mut self.raw {
                     w.write(r)?;
                 }
-                self.conn(*pid, comm, *conn, *ts_ns).meta.sni = Some(name.clone());
+                let st = self.conn(*pid, comm, *conn, *ts_ns);
+                st.meta.sni = Some(name.clone());
+                st.learn(facts);
                 self.within_budget(*ts_ns)?;
             }
             Record::Close {
@@ -752,7 +723,9 @@ impl Pipeline {
         let Some(st) = self.conns.get_mut(&key) else {
             return Ok(());
         };
-        st.meta.client = st.decoder.process_is_client();
+        if let Some(c) = st.decoder.process_is_client() {
+            st.meta.facts.client = Some(c);
+        }
         if let Some(a) = &mut self.access {
             for item in &d.items {
                 a.write(&st.meta, item)?;
@@ -769,10 +742,11 @@ impl Pipeline {
             for s in &d.segments {
                 let when = self.clock.wall(s.ts_ns);
                 if !st.in_pcap {
-                    let (client, server) = pcap::synthetic_endpoints(key.0, key.1);
+                    let (client, server) = pcap_endpoints(&st.meta.facts, key);
                     // tshark prints packet comments: escaped like the console.
                     let ctr = st
                         .meta
+                        .facts
                         .container
                         .as_ref()
                         .map_or(String::new(), |c| format!(" container={}", c.id));
@@ -915,24 +889,6 @@ fn report_stop(why: Stopped) {
 /// The output thread's work: every record to the pipeline, a flush after
 /// each burst, a sweep of idle connections every 5 s; the pipeline is
 /// finished when every sender is gone. Stops at the first error.
-/// Plaintext bytes in records queued for the output thread: the capture
-/// side stops queueing (and counts drops) past `MAX_QUEUED_BYTES`, so a slow
-/// output bounds the agent's memory in bytes, not only in records.
-pub static QUEUED_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Plaintext bytes queued for the output thread at most.
-pub const MAX_QUEUED_BYTES: usize = 64 << 20;
-
-impl Record {
-    /// The bytes this record holds, as counted in [`QUEUED_BYTES`].
-    pub fn queued_bytes(&self) -> usize {
-        match self {
-            Record::Call(c) => c.data.len(),
-            _ => 0,
-        }
-    }
-}
-
 fn output_loop(rx: crossbeam_channel::Receiver<Record>, mut p: Pipeline) -> Result<()> {
     use crossbeam_channel::RecvTimeoutError;
     use std::time::Instant;
@@ -1006,19 +962,21 @@ fn plural(n: u64, noun: &str) -> String {
     }
 }
 
-fn pcap_key((pid, conn): (u32, u64)) -> u64 {
-    conn ^ ((pid as u64) << 32).rotate_left(7)
+/// The TCP endpoints of a connection in the pcapng file: its real ones
+/// when its socket is a known TCP one, else synthetic ones (fd00::/8).
+fn pcap_endpoints(f: &ConnFacts, key: (u32, u64)) -> (pcap::Endpoint, pcap::Endpoint) {
+    let tcp = f
+        .endpoints
+        .as_deref()
+        .is_some_and(|e| e.transport == crate::record::Transport::Tcp);
+    match f.client_server() {
+        (Some(c), Some(s)) if tcp => (pcap::Endpoint::from(c), pcap::Endpoint::from(s)),
+        _ => pcap::synthetic_endpoints(key.0, key.1),
+    }
 }
 
-/// CLOCK_MONOTONIC now, in ns (BPF's clock).
-pub fn mono_now() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+fn pcap_key((pid, conn): (u32, u64)) -> u64 {
+    conn ^ ((pid as u64) << 32).rotate_left(7)
 }
 
 /// The encoding name and the bytes for JSON: `utf8` and the text when they
@@ -1147,7 +1105,7 @@ mod tests {
     /// One record of every kind, with and without the optional parts.
     fn sample_records() -> Vec<Record> {
         let call = CallRecord {
-            container: None,
+            facts: Default::default(),
             direction: Direction::Write,
             pid: 42,
             tid: 43,
@@ -1161,7 +1119,7 @@ mod tests {
             sni: Some("example.com".into()),
         };
         let binary = CallRecord {
-            container: None,
+            facts: Default::default(),
             direction: Direction::Read,
             ts_ns: 2_000_000_001,
             len: 3,
@@ -1182,6 +1140,7 @@ mod tests {
                 ts_ns: 3_000,
                 name: "example.com".into(),
                 pattern: Some("*.com".into()),
+                facts: Default::default(),
             },
             Record::Sni {
                 pid: 42,
@@ -1191,6 +1150,7 @@ mod tests {
                 ts_ns: 4_000,
                 name: "other.org".into(),
                 pattern: None,
+                facts: Default::default(),
             },
             Record::Close {
                 pid: 42,
@@ -1199,6 +1159,7 @@ mod tests {
                 conn: 0xabc,
                 ts_ns: 5_000_000_000,
                 sni: Some("example.com".into()),
+                facts: Default::default(),
             },
             Record::Close {
                 pid: 42,
@@ -1207,6 +1168,7 @@ mod tests {
                 conn: 0xabd,
                 ts_ns: 6_000_000_000,
                 sni: None,
+                facts: Default::default(),
             },
         ]
     }
@@ -1277,7 +1239,7 @@ mod tests {
     #[test]
     fn raw_text_records_are_escaped() {
         let call = CallRecord {
-            container: None,
+            facts: Default::default(),
             direction: Direction::Write,
             pid: 42,
             tid: 43,
@@ -1300,6 +1262,7 @@ mod tests {
                 ts_ns: 0,
                 name: "x\u{9b}2J".into(),
                 pattern: Some("*\x1b".into()),
+                facts: Default::default(),
             },
             Record::Close {
                 pid: 42,
@@ -1308,6 +1271,7 @@ mod tests {
                 conn: 0xabc,
                 ts_ns: 0,
                 sni: Some("\t".into()),
+                facts: Default::default(),
             },
         ];
         let expected = lines(&[

@@ -25,7 +25,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 
-use super::escape::terminal_path;
+use crate::escape::terminal_path;
 
 /// Flags of every open: write only, never through a symlink, never a
 /// controlling terminal, not inherited.

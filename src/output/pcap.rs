@@ -37,6 +37,15 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+impl From<std::net::SocketAddr> for Endpoint {
+    fn from(a: std::net::SocketAddr) -> Endpoint {
+        Endpoint {
+            addr: a.ip(),
+            port: a.port(),
+        }
+    }
+}
+
 /// Port of the synthetic server. Wireshark's HTTP dissector is registered on
 /// TCP port 80, and when a stream there starts with the HTTP/2 connection
 /// preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`) the HTTP dissector hands the

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 fn call(conn: u64, write: bool, ts_ns: u64, data: &[u8]) -> Record {
     Record::Call(CallRecord {
-        container: None,
+        facts: Default::default(),
         direction: if write {
             Direction::Write
         } else {
@@ -36,6 +36,7 @@ fn close(conn: u64, ts_ns: u64) -> Record {
         conn,
         ts_ns,
         sni: None,
+        facts: Default::default(),
     }
 }
 

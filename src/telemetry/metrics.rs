@@ -34,6 +34,9 @@ const MAX_LABEL_LEN: usize = 128;
 pub struct RequestLabels {
     pub process: String,
     pub server: String,
+    /// The server's port (bounded like the server; client ports never
+    /// are labels: one series per connection).
+    pub server_port: String,
     pub method: String,
     pub status: String,
 }
@@ -42,6 +45,7 @@ pub struct RequestLabels {
 pub struct DurationLabels {
     pub process: String,
     pub server: String,
+    pub server_port: String,
     pub method: String,
     pub status_class: String,
 }
@@ -111,6 +115,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<DurationLabels, Histogram>,
     servers: Mutex<TopK>,
+    ports: Mutex<TopK>,
     processes: Mutex<TopK>,
     pub lost_records: Counter,
     pub output_dropped: Counter,
@@ -140,6 +145,7 @@ impl Metrics {
             requests,
             durations,
             servers: Mutex::default(),
+            ports: Mutex::default(),
             processes: Mutex::default(),
             lost_records: Counter::default(),
             output_dropped: Counter::default(),
@@ -203,17 +209,22 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// Counts one decoded exchange.
+    /// Counts one decoded exchange (`server_port`: the server's port, when
+    /// its socket is known).
     pub fn exchange(
         &self,
         process: &str,
-        server: Option<&str>,
+        (server, server_port): (Option<&str>, Option<u16>),
         method: Option<&str>,
         status: Option<u16>,
         seconds: Option<f64>,
     ) {
         let process = lock(&self.processes).label(process);
         let server = lock(&self.servers).label(server.unwrap_or("unknown"));
+        let server_port = match server_port {
+            Some(p) => lock(&self.ports).label(&p.to_string()),
+            None => "unknown".to_string(),
+        };
         let method = method_label(method);
         let (status, class) = match status {
             Some(s) => (s.to_string(), format!("{}xx", s / 100)),
@@ -223,6 +234,7 @@ impl Metrics {
             .get_or_create(&RequestLabels {
                 process: process.clone(),
                 server: server.clone(),
+                server_port: server_port.clone(),
                 method: method.clone(),
                 status,
             })
@@ -232,6 +244,7 @@ impl Metrics {
                 .get_or_create(&DurationLabels {
                     process,
                     server,
+                    server_port,
                     method,
                     status_class: class,
                 })
@@ -395,21 +408,27 @@ mod tests {
         let m = Metrics::new();
         m.exchange(
             "curl",
-            Some("api.acme.com"),
+            (Some("api.acme.com"), Some(8443)),
             Some("GET"),
             Some(200),
             Some(0.004),
         );
-        m.exchange("curl", Some("api.acme.com"), Some("BREW"), None, None);
+        m.exchange(
+            "curl",
+            (Some("api.acme.com"), None),
+            Some("BREW"),
+            None,
+            None,
+        );
         let text = m.encode();
         assert!(text.contains(
-            "plainsight_http_requests_total{process=\"curl\",server=\"api.acme.com\",method=\"GET\",status=\"200\"} 1\n"
+            "plainsight_http_requests_total{process=\"curl\",server=\"api.acme.com\",server_port=\"8443\",method=\"GET\",status=\"200\"} 1\n"
         ), "{text}");
         assert!(text.contains(
-            "plainsight_http_requests_total{process=\"curl\",server=\"api.acme.com\",method=\"_OTHER\",status=\"none\"} 1\n"
+            "plainsight_http_requests_total{process=\"curl\",server=\"api.acme.com\",server_port=\"unknown\",method=\"_OTHER\",status=\"none\"} 1\n"
         ), "{text}");
         assert!(text.contains(
-            "plainsight_http_request_duration_seconds_count{process=\"curl\",server=\"api.acme.com\",method=\"GET\",status_class=\"2xx\"} 1\n"
+            "plainsight_http_request_duration_seconds_count{process=\"curl\",server=\"api.acme.com\",server_port=\"8443\",method=\"GET\",status_class=\"2xx\"} 1\n"
         ), "{text}");
         assert!(text.ends_with("# EOF\n"));
         let old = text_format(&text);

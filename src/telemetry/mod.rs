@@ -8,8 +8,8 @@ pub mod otlp;
 use std::sync::Arc;
 
 use crate::decode::Exchange;
-use crate::output::access::ConnMeta;
-use crate::output::Clock;
+use crate::record::Clock;
+use crate::record::ConnMeta;
 use metrics::Metrics;
 use otlp::{OtlpSink, Seen};
 
@@ -33,16 +33,28 @@ impl TelemetrySink {
         if let Some(m) = &self.metrics {
             let server = meta.sni.as_deref().or(ex.authority.as_deref());
             let seconds = ex.latency_ns().map(|ns| ns as f64 / 1e9);
-            m.exchange(&meta.comm, server, ex.method.as_deref(), ex.status, seconds);
+            let port = meta.facts.client_server().1.map(|a| a.port());
+            m.exchange(
+                &meta.comm,
+                (server, port),
+                ex.method.as_deref(),
+                ex.status,
+                seconds,
+            );
         }
         if let Some(o) = &self.otlp {
             let seen = Seen {
                 pid: meta.pid,
                 comm: &meta.comm,
                 sni: meta.sni.as_deref(),
-                container: meta.container.as_ref().map(|c| c.id.as_str()),
-                pod_uid: meta.container.as_ref().and_then(|c| c.pod_uid.as_deref()),
-                client: meta.client.unwrap_or(true),
+                container: meta.facts.container.as_ref().map(|c| c.id.as_str()),
+                pod_uid: meta
+                    .facts
+                    .container
+                    .as_ref()
+                    .and_then(|c| c.pod_uid.as_deref()),
+                client: meta.facts.is_client().unwrap_or(true),
+                endpoints: meta.facts.endpoints.as_deref(),
                 exchange: ex,
             };
             o.send(otlp::item(&seen, clock, o.logs));

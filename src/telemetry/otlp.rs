@@ -32,7 +32,7 @@ use prost::Message;
 
 use super::metrics::Metrics;
 use crate::decode::{Exchange, HttpMessage, Protocol};
-use crate::output::Clock;
+use crate::record::Clock;
 
 /// How the collector is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -500,7 +500,7 @@ impl Exporter {
             log::warn!(
                 "OTLP export to {} failed ({}): retrying with backoff; spans beyond {QUEUE} or {} MiB queued are dropped and counted",
                 self.settings.endpoint,
-                crate::output::escape::terminal(why),
+                crate::escape::terminal(why),
                 MAX_QUEUED_BYTES >> 20
             );
         }
@@ -694,15 +694,28 @@ pub struct Seen<'a> {
     pub pod_uid: Option<&'a str>,
     /// The captured process sent the request.
     pub client: bool,
+    /// Its connection's socket, when known.
+    pub endpoints: Option<&'a crate::record::Endpoints>,
     pub exchange: &'a Exchange,
 }
 
-/// url.* and server.*: the URL a client asked for, or the path and query a
-/// server was asked.
+/// url.*, server.* and client.*: the URL a client asked for, or the path
+/// and query a server was asked; the server's name and port (from the
+/// request, else the socket) and the client's address and port (a
+/// server's peer).
 fn url_attributes(s: &Seen<'_>, attrs: &mut Vec<KeyValue>) {
     let ex = s.exchange;
     let authority = ex.authority.as_deref().or(s.sni);
-    let (host, port) = authority.map(split_authority).unwrap_or_default();
+    let (mut host, mut port) = authority.map(split_authority).unwrap_or_default();
+    let e = s.endpoints;
+    let (local, peer) = (e.and_then(|e| e.local), e.and_then(|e| e.peer));
+    let server_end = if s.client { peer } else { local };
+    if port.is_none() {
+        port = server_end.map(|a| a.port());
+    }
+    if host.is_empty() {
+        host = server_end.map(|a| a.ip().to_string()).unwrap_or_default();
+    }
     let path = ex.path.as_deref().unwrap_or("");
     if s.client {
         if let Some(a) = authority {
@@ -725,6 +738,24 @@ fn url_attributes(s: &Seen<'_>, attrs: &mut Vec<KeyValue>) {
         if let Some(p) = port {
             attrs.push(kv_int("server.port", i64::from(p)));
         }
+        if let Some(c) = peer {
+            attrs.push(kv("client.address", c.ip().to_string()));
+            attrs.push(kv_int("client.port", i64::from(c.port())));
+        }
+    }
+    network_attributes(e, attrs);
+}
+
+/// network.*: the immediate peer, the transport and the IP version.
+fn network_attributes(e: Option<&crate::record::Endpoints>, attrs: &mut Vec<KeyValue>) {
+    let Some(e) = e else { return };
+    if let Some(p) = e.peer {
+        attrs.push(kv("network.peer.address", p.ip().to_string()));
+        attrs.push(kv_int("network.peer.port", i64::from(p.port())));
+    }
+    attrs.push(kv("network.transport", e.transport.as_str().into()));
+    if let Some(t) = e.network_type() {
+        attrs.push(kv("network.type", t.into()));
     }
 }
 
@@ -998,6 +1029,7 @@ mod tests {
             container: None,
             pod_uid: None,
             client: false,
+            endpoints: None,
             exchange: &ex,
         };
         let clock = Clock::new();
