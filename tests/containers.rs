@@ -132,6 +132,7 @@ fn container_curl_carries_its_id_and_container_filter_keeps_it_only() {
     let srv = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let all = Agent::start_decoded("json", &["--comm", "curl"]);
+    let raw = Agent::start(&["--comm", "curl"]);
     // A container's id is known once it runs: the filtered agent is given
     // the id of a container kept running for the test, curl runs in it.
     let certs = format!("{}:/certs:ro", fixtures().display());
@@ -165,6 +166,21 @@ fn container_curl_carries_its_id_and_container_filter_keeps_it_only() {
     assert_eq!(host_ex.len(), 1);
     assert!(host_ex[0].get("container_id").is_none(), "{}", host_ex[0]);
 
+    // Raw records: every kind (sni, data, close) of the container's curl
+    // carries its id, as its exchange does.
+    let kinds = raw_kinds_of(&raw, "/in-kept");
+    assert_eq!(
+        kinds
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["close", "data", "sni"].into_iter().collect(),
+        "{kinds:?}"
+    );
+    for (kind, id) in &kinds {
+        assert_eq!(id.as_deref(), Some(kept.as_str()), "{kind}");
+    }
+
     // --container: the kept container's exchange only.
     let got = exchanges_of(&only, "/in-kept", 1);
     assert_eq!(got.len(), 1, "{:?}\n{}", only.records(), only.stderr());
@@ -178,6 +194,37 @@ fn container_curl_carries_its_id_and_container_filter_keeps_it_only() {
         })
         .collect();
     assert!(others.is_empty(), "{others:?}");
+}
+
+/// The kind and container id of every raw record of the process whose
+/// request went to `path`, once its close is there (bounded wait).
+fn raw_kinds_of(agent: &Agent, path: &str) -> Vec<(String, Option<String>)> {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let recs = agent.records();
+        let pid = recs.iter().find_map(|r| {
+            let hit = r["type"] == "data"
+                && record_bytes(r)
+                    .windows(path.len())
+                    .any(|w| w == path.as_bytes());
+            hit.then(|| r["pid"].clone())
+        });
+        let mine: Vec<(String, Option<String>)> = recs
+            .iter()
+            .filter(|r| pid.as_ref().is_some_and(|p| r["pid"] == *p))
+            .map(|r| {
+                let id = r
+                    .get("container_id")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_string);
+                (r["type"].as_str().unwrap_or("").to_string(), id)
+            })
+            .collect();
+        if mine.iter().any(|(k, _)| k == "close") || Instant::now() > until {
+            return mine;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `curl` run inside the running container `id`.

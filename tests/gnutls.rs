@@ -46,7 +46,16 @@ fn gnutls_cli_with_and_without_a_matching_name() {
         assert_eq!(show(&w), show(&req));
         assert_eq!(w, req, "each write exactly once (send calls send2)");
         assert_eq!(r, resp);
-        assert_only_api_acme(&agent.records(), no.pid);
+        let recs = agent.records();
+        assert_only_api_acme(&recs, no.pid);
+        let netns = netns_of(std::process::id());
+        check_endpoints(
+            &recs,
+            yes.pid,
+            ("127.0.0.1", None),
+            ("127.0.0.1", srv.port),
+            netns,
+        );
     });
 }
 
@@ -139,5 +148,14 @@ fn gnutls_serv_captured_on_the_server_side() {
         assert_eq!(r, req, "server read the request");
         assert_eq!(show(&w), show(&out.stdout));
         assert_eq!(w, out.stdout, "server wrote what the client got");
+        let netns = netns_of(std::process::id());
+        let recs = agent.records();
+        check_endpoints(
+            &recs,
+            server.pid,
+            ("127.0.0.1", None),
+            ("127.0.0.1", port),
+            netns,
+        );
     });
 }

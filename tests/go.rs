@@ -46,7 +46,18 @@ fn go_get(bin: &str) {
     assert_eq!(show(&w), show(&req), "{bin}");
     assert_eq!(w, req);
     assert_eq!(r, resp);
-    assert_only_api_acme(&agent.records(), no.pid);
+    let recs = agent.records();
+    assert_only_api_acme(&recs, no.pid);
+    // The socket its ClientHello went over: every record has it.
+    let netns = netns_of(std::process::id());
+    let (_, n) = check_endpoints(
+        &recs,
+        yes.pid,
+        ("127.0.0.1", None),
+        ("127.0.0.1", srv.port),
+        netns,
+    );
+    assert!(n >= 3, "{n} records with endpoints");
 }
 
 #[test]
@@ -240,6 +251,16 @@ fn go_server_side() {
         let (w, r) = agent.wait_bytes(server.pid, resp.len(), req.len());
         assert_eq!(r, req, "server read the request");
         assert_eq!(w, resp, "server wrote the response");
+        // The socket its client's ClientHello came from.
+        let netns = netns_of(std::process::id());
+        let recs = agent.records();
+        check_endpoints(
+            &recs,
+            server.pid,
+            ("127.0.0.1", None),
+            ("127.0.0.1", port),
+            netns,
+        );
     });
 }
 

@@ -62,10 +62,15 @@ fn pcap_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("capture.pcapng")
 }
 
-fn tshark(pcap: &Path, filter: &str, fields: &[&str]) -> String {
+/// tshark on the pcapng: fields `fields` of the packets `filter` keeps.
+/// The server's real port is in the file, so HTTP is asked for on it (as
+/// the README says: `-d tcp.port==PORT,http`; a stream that starts with
+/// the HTTP/2 preface goes on to HTTP/2).
+fn tshark(pcap: &Path, port: u16, filter: &str, fields: &[&str]) -> String {
     let mut cmd = Command::new("tshark");
     cmd.args(["-n", "-r"])
         .arg(pcap)
+        .args(["-d", &format!("tcp.port=={port},http")])
         .args(["-Y", filter, "-T", "fields"]);
     for f in fields {
         cmd.args(["-e", f]);
@@ -154,7 +159,7 @@ fn keep_alive(version: &str, protocol: &str) {
     } else {
         ("http.request", vec!["http.request.uri"])
     };
-    let out = tshark(&pcap, filter, &fields);
+    let out = tshark(&pcap, srv.port, filter, &fields);
     let paths: Vec<&str> = out.lines().collect();
     assert_eq!(paths, ["/a", "/b?x=1", "/c"], "tshark output:\n{out}");
     let status_field = if protocol == "HTTP/2" {
@@ -167,13 +172,13 @@ fn keep_alive(version: &str, protocol: &str) {
     } else {
         "http.response"
     };
-    let out = tshark(&pcap, status_filter, &[status_field]);
+    let out = tshark(&pcap, srv.port, status_filter, &[status_field]);
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         ["200", "200", "200"],
         "tshark output:\n{out}"
     );
-    let out = tshark(&pcap, "frame.comment", &["frame.comment"]);
+    let out = tshark(&pcap, srv.port, "frame.comment", &["frame.comment"]);
     assert!(
         out.lines()
             .next()
@@ -374,7 +379,11 @@ fn console_access_log() {
             .collect();
         assert_eq!(lines.len(), 2, "{text}");
         for (l, p) in lines.iter().zip(["/one", "/two"]) {
-            let want = format!("curl[{pid}] api.acme.com HTTP/1.1 GET {p} 200 ");
+            // The client's line shows its server's endpoint.
+            let want = format!(
+                "curl[{pid}] 127.0.0.1:{} api.acme.com HTTP/1.1 GET {p} 200 ",
+                srv.port
+            );
             assert!(l.contains(&want), "{l}");
             assert!(
                 l.ends_with(&format!(

@@ -100,6 +100,16 @@ fn run(bin: &str, tls: &str, cipher: &str) {
     for r in recs.iter().filter(|r| r["type"] == "data") {
         assert_eq!(r["sni"], "api.acme.com");
     }
+    // The socket its ClientHello went over: every record has it.
+    let netns = netns_of(std::process::id());
+    let (_, n) = check_endpoints(
+        &recs,
+        yes.pid,
+        ("127.0.0.1", None),
+        ("127.0.0.1", srv.port),
+        netns,
+    );
+    assert!(n >= 3, "{bin}: {n} records with endpoints");
 }
 
 trait HeldPid {

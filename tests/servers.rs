@@ -91,9 +91,15 @@ fn sni_server(name: &str, program: &Path, args: &[&str], response: fn(&str) -> V
             !names.is_empty() && names.iter().all(|n| *n == "api.acme.com"),
             "{name}: {names:?}"
         );
+        // Its client's endpoint and its own, by role, on raw and decoded
+        // records.
+        let netns = netns_of(std::process::id());
+        let server = ("127.0.0.1", port);
+        let (cport, _) = check_endpoints(&recs, held.pid, ("127.0.0.1", None), server, netns);
 
         let ex = decoded.exchanges(held.pid, 1);
         assert_eq!(ex.len(), 1, "{name}: {ex:?}");
+        check_endpoints(&ex, held.pid, ("127.0.0.1", Some(cport)), server, netns);
         let e = &ex[0];
         assert_eq!(
             (
@@ -220,10 +226,13 @@ fn nginx_conf(dir: &Path, port: u16) -> PathBuf {
     p
 }
 
-fn curl(port: u16, sni: &str, path: &str, http: &str) -> String {
+/// curl's response body; its own source port in `local_port`.
+fn curl_from(port: u16, sni: &str, path: &str, http: &str, local_port: &mut Vec<u16>) -> String {
     let out = Command::new("curl")
         .args([
             "-sk",
+            "-w",
+            "\n%{local_port}",
             http,
             "--resolve",
             &format!("{sni}:{port}:127.0.0.1"),
@@ -232,7 +241,10 @@ fn curl(port: u16, sni: &str, path: &str, http: &str) -> String {
         .output()
         .unwrap();
     assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, p) = text.rsplit_once('\n').expect("curl's local port");
+    local_port.push(p.parse().expect("a port"));
+    body.to_string()
 }
 
 #[test]
@@ -253,18 +265,12 @@ fn nginx_http1_and_http2_by_their_clients_server_name() {
         );
         held.go_keep_stdin();
         wait_port(port);
-        assert_eq!(
-            curl(port, "api.acme.com", "/h1", "--http1.1"),
-            "hello GET /h1\n"
-        );
-        assert_eq!(
-            curl(port, "api.acme.com", "/h2", "--http2"),
-            "hello GET /h2\n"
-        );
-        assert_eq!(
-            curl(port, "other.example", "/no", "--http2"),
-            "hello GET /no\n"
-        );
+        let mut ports = Vec::new();
+        let mut curl =
+            |sni: &str, path: &str, http: &str| curl_from(port, sni, path, http, &mut ports);
+        assert_eq!(curl("api.acme.com", "/h1", "--http1.1"), "hello GET /h1\n");
+        assert_eq!(curl("api.acme.com", "/h2", "--http2"), "hello GET /h2\n");
+        assert_eq!(curl("other.example", "/no", "--http2"), "hello GET /no\n");
         let ex = agent.exchanges(pid, 2);
         let mut got: Vec<(String, String, String, String, u64, String)> = ex
             .iter()
@@ -292,6 +298,28 @@ fn nginx_http1_and_http2_by_their_clients_server_name() {
             )
         };
         assert_eq!(got, [row("HTTP/1.1", "/h1"), row("HTTP/2", "/h2")]);
+        // Each exchange names its own client: curl's source port.
+        let netns = netns_of(std::process::id());
+        for (e, p) in ex.iter().filter(|e| e["path"] == "/h1").zip([ports[0]]) {
+            let one = [e.clone()];
+            check_endpoints(
+                &one,
+                pid,
+                ("127.0.0.1", Some(p)),
+                ("127.0.0.1", port),
+                netns,
+            );
+        }
+        for (e, p) in ex.iter().filter(|e| e["path"] == "/h2").zip([ports[1]]) {
+            let one = [e.clone()];
+            check_endpoints(
+                &one,
+                pid,
+                ("127.0.0.1", Some(p)),
+                ("127.0.0.1", port),
+                netns,
+            );
+        }
     });
 }
 
@@ -414,7 +442,16 @@ fn nss_tstclnt_exact_bytes_and_server_name_filter() {
         let (w, r) = agent.wait_bytes(yes, req.len(), resp.len());
         assert_eq!((show(&w), show(&r)), (show(&req), show(&resp)));
         assert_eq!((w, r), (req, resp));
-        assert_only_api_acme(&agent.records(), no);
+        let recs = agent.records();
+        assert_only_api_acme(&recs, no);
+        let netns = netns_of(std::process::id());
+        check_endpoints(
+            &recs,
+            yes,
+            ("127.0.0.1", None),
+            ("127.0.0.1", srv.port),
+            netns,
+        );
     });
 }
 
@@ -481,8 +518,8 @@ fn gnutls_server_by_its_clients_server_name() {
         );
         held.go_keep_stdin();
         wait_port(port);
-        curl(port, "api.acme.com", "/g", "--http1.1");
-        curl(port, "other.example", "/o", "--http1.1");
+        curl_from(port, "api.acme.com", "/g", "--http1.1", &mut Vec::new());
+        curl_from(port, "other.example", "/o", "--http1.1", &mut Vec::new());
         let ex = agent.exchanges(pid, 1);
         let got: Vec<_> = ex
             .iter()

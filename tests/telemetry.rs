@@ -124,6 +124,11 @@ fn check_client_span(s: &Span, port: u16, path: &str, ua: &str, t0: u64, t1: u64
             ("network.protocol.version", "s:1.1".into()),
             ("user_agent.original", format!("s:{ua}")),
             ("tls.server.name", "s:api.acme.com".into()),
+            // The socket's, learned in the kernel.
+            ("network.peer.address", "s:127.0.0.1".into()),
+            ("network.peer.port", format!("i:{port}")),
+            ("network.transport", "s:tcp".into()),
+            ("network.type", "s:ipv4".into()),
         ])
     );
 }
@@ -374,11 +379,15 @@ fn prometheus_scrapes_the_agent() {
         let out = run_client(&exe, &srv, &f);
         assert!(out.status.success());
     }
-    let series = "plainsight_http_requests_total{process=\"scraped_client\",server=\"api.acme.com\",method=\"GET\",status=\"200\"}";
+    // The server's port is a label (the socket's, learned in the kernel).
+    let series = format!(
+        "plainsight_http_requests_total{{process=\"scraped_client\",server=\"api.acme.com\",server_port=\"{}\",method=\"GET\",status=\"200\"}}",
+        srv.port
+    );
     let until = Instant::now() + Duration::from_secs(15);
     let text = loop {
         let text = http_get(mport, "/metrics");
-        if sample(&text, series) == Some(3.0) {
+        if sample(&text, &series) == Some(3.0) {
             break text;
         }
         assert!(Instant::now() < until, "{text}");

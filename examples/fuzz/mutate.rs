@@ -177,6 +177,8 @@ pub fn dictionary(harness: &str) -> &'static [&'static [u8]] {
             b"\x04\x00\x00\x00",
             b"\x05\x00\x00\x00",
             b"\x06\x00\x00\x00",
+            b"\x07\x00\x00\x00",
+            b"\x08\x00\x00\x00",
             b"\x00\x40\x00\x00",
             b"\xff\xff\xff\xff",
         ],

@@ -457,6 +457,25 @@ fn sni_record(ty: u32, tid: u32, conn: u64, name: &str) -> Vec<u8> {
     r.0
 }
 
+/// SOCK_INFO: connection `conn` of thread `tid`'s process goes over TCP
+/// from 127.0.0.1:40412 to 10.0.3.7:8443 (descriptor 5).
+fn sock_record(tid: u32, conn: u64) -> Vec<u8> {
+    type E = t::sock_event;
+    let mut r = Rec::new(std::mem::size_of::<E>(), abi::SOCK_INFO);
+    r.u32(offset_of!(E, pid), 100 + tid / 2)
+        .u32(offset_of!(E, tid), tid)
+        .u32(offset_of!(E, fd), 5)
+        .u64(offset_of!(E, conn), conn)
+        .u32(offset_of!(E, netns), 4026531840)
+        .bytes(offset_of!(E, family), &abi::AF_INET.to_le_bytes())
+        .bytes(offset_of!(E, transport), &[abi::TRANSPORT_TCP as u8])
+        .bytes(offset_of!(E, local_port), &40412u16.to_le_bytes())
+        .bytes(offset_of!(E, peer_port), &8443u16.to_le_bytes())
+        .bytes(offset_of!(E, local_addr), &[127, 0, 0, 1])
+        .bytes(offset_of!(E, peer_addr), &[10, 0, 3, 7]);
+    r.0
+}
+
 fn other_records() -> Vec<Vec<u8>> {
     type M = t::mmap_exec_file_event;
     let mut m = Rec::new(std::mem::size_of::<M>(), abi::MMAP_EXEC_FILE);
@@ -483,6 +502,7 @@ fn ring() -> Vec<(String, Vec<u8>)> {
         false,
         &sni_record(abi::SNI_CONFIGURED, 1, 0xdead, "api.acme.com"),
     );
+    s.call(false, &sock_record(1, 0xdead));
     for r in call_records(true, 1, 10, 0xdead, GET, usize::MAX) {
         s.call(false, &r);
     }

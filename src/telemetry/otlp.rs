@@ -1029,7 +1029,14 @@ mod tests {
             container: None,
             pod_uid: None,
             client: false,
-            endpoints: None,
+            endpoints: Some(&crate::record::Endpoints {
+                transport: crate::record::Transport::Tcp,
+                netns: 1,
+                fd: Some(9),
+                local: Some("10.0.0.5:50051".parse().unwrap()),
+                peer: Some("10.0.0.9:41000".parse().unwrap()),
+                accepted: true,
+            }),
             exchange: &ex,
         };
         let clock = Clock::new();
@@ -1049,6 +1056,12 @@ mod tests {
                 "url.scheme=https",
                 "server.address=grpc.acme.com",
                 "server.port=50051",
+                "client.address=10.0.0.9",
+                "client.port=41000",
+                "network.peer.address=10.0.0.9",
+                "network.peer.port=41000",
+                "network.transport=tcp",
+                "network.type=ipv4",
                 "http.response.status_code=200",
                 "network.protocol.name=http",
                 "network.protocol.version=2",

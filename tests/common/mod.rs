@@ -575,3 +575,61 @@ pub fn proc_state(pid: u32) -> Option<String> {
 pub fn show(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..b.len().min(400)]).into_owned()
 }
+
+/// The inode of process `pid`'s network namespace.
+pub fn netns_of(pid: u32) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .expect("a network namespace")
+        .ino()
+}
+
+/// Every record of `pid` that belongs to a connection names its
+/// endpoints by role: the `server` and a client at address `client.0`
+/// (and port `client.1` when given) in network namespace `netns`, over
+/// TCP; raw records also carry the descriptor. Data, close and decoded
+/// records must have them; a server-name record may come before the socket
+/// is known, and then has none, and a connection without data (a port
+/// probe's, a failed handshake's) may close before it is known. Returns the
+/// client's port (the same on every record) and how many records were
+/// checked.
+pub fn check_endpoints(
+    recs: &[Value],
+    pid: u32,
+    client: (&str, Option<u16>),
+    server: (&str, u16),
+    netns: u64,
+) -> (u16, usize) {
+    let mut port = client.1;
+    let mut checked = 0;
+    // Connections (by id: a library may reuse one after a close) with
+    // data since their last close.
+    let mut with_data: Vec<Value> = Vec::new();
+    for r in recs.iter().filter(|r| r["pid"] == pid) {
+        let kind = r["type"].as_str().unwrap_or("");
+        let had_data = with_data.contains(&r["conn"]);
+        match kind {
+            "data" | "http" | "raw" if !had_data => with_data.push(r["conn"].clone()),
+            "close" => with_data.retain(|c| *c != r["conn"]),
+            _ => {}
+        }
+        if r.get("server").is_none() && (kind == "sni" || (kind == "close" && !had_data)) {
+            continue;
+        }
+        assert_eq!(r["server"]["address"], server.0, "server address: {r}");
+        assert_eq!(r["server"]["port"], server.1, "server port: {r}");
+        assert_eq!(r["client"]["address"], client.0, "client address: {r}");
+        let p = r["client"]["port"].as_u64().expect("a client port") as u16;
+        assert_eq!(*port.get_or_insert(p), p, "client port: {r}");
+        assert_eq!(r["netns"], netns, "netns: {r}");
+        assert_eq!(r["transport"], "tcp", "{r}");
+        if ["data", "sni", "close"].contains(&kind) {
+            assert!(r["fd"].as_i64().is_some_and(|fd| fd >= 0), "fd: {r}");
+        } else {
+            assert!(r.get("fd").is_none(), "{r}");
+        }
+        checked += 1;
+    }
+    assert!(checked > 0, "no record of {pid} names its endpoints");
+    (port.expect("a client port"), checked)
+}
