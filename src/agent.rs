@@ -852,6 +852,7 @@ impl Agent<'_> {
         let (sockets_unknown, conns_evicted) = self.capture.borrow().socket_stats();
         let counters = self.kernel.counters();
         let tracked = self.kernel.tracked_connections();
+        let tracked_sockets = self.kernel.tracked_sockets();
         // The capture holds the last sender of the output queue.
         drop(self.capture);
         let _ = out_thread.join();
@@ -880,7 +881,7 @@ impl Agent<'_> {
         eprintln!(
             "plainsight: sockets: {sockets_unknown} connections with data whose socket stayed \
              unknown, {} sockets not remembered (map full), {conns_evicted} connections \
-             forgotten for the bound",
+             forgotten for the bound, {tracked_sockets} tracked in the kernel at exit",
             counters.sock_full
         );
     }

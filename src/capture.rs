@@ -433,6 +433,68 @@ mod tests {
         assert_eq!(out[0].data, b"def");
     }
 
+    /// A SOCK_INFO record of (pid 1, `conn`), from 127.0.0.1:40000 to
+    /// 127.0.0.1:8443.
+    fn sock_record(conn: u64) -> Vec<u8> {
+        use std::mem::{offset_of, size_of};
+        type E = crate::bpf::openssl::types::sock_event;
+        let mut b = vec![0u8; size_of::<E>()];
+        let mut put = |off: usize, v: &[u8]| b[off..off + v.len()].copy_from_slice(v);
+        put(0, &abi::SOCK_INFO.to_le_bytes());
+        put(offset_of!(E, pid), &1u32.to_le_bytes());
+        put(offset_of!(E, fd), &3i32.to_le_bytes());
+        put(offset_of!(E, conn), &conn.to_le_bytes());
+        put(offset_of!(E, family), &abi::AF_INET.to_le_bytes());
+        put(offset_of!(E, transport), &[abi::TRANSPORT_TCP as u8]);
+        put(offset_of!(E, local_port), &40000u16.to_le_bytes());
+        put(offset_of!(E, peer_port), &8443u16.to_le_bytes());
+        put(offset_of!(E, local_addr), &[127, 0, 0, 1]);
+        put(offset_of!(E, peer_addr), &[127, 0, 0, 1]);
+        b
+    }
+
+    fn close_record(conn: u64) -> Vec<u8> {
+        use std::mem::{offset_of, size_of};
+        type E = crate::bpf::openssl::types::ssl_close_event;
+        let mut b = vec![0u8; size_of::<E>()];
+        b[..4].copy_from_slice(&abi::SSL_EVENT_TYPE_CLOSE.to_le_bytes());
+        b[offset_of!(E, pid)..][..4].copy_from_slice(&1u32.to_le_bytes());
+        b[offset_of!(E, conn)..][..8].copy_from_slice(&conn.to_le_bytes());
+        b
+    }
+
+    /// The connections capture remembers are bounded: past MAX_CONNS the
+    /// oldest half goes, counted; a close frees its entry; the close
+    /// record names the socket.
+    #[test]
+    fn connections_are_bounded_and_freed_at_close() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut c = Capture::new(tx, Vec::new());
+        for conn in 0..MAX_CONNS as u64 {
+            c.on_record(&sock_record(conn));
+        }
+        assert_eq!(c.conns.len(), MAX_CONNS);
+        assert_eq!(c.socket_stats(), (0, 0));
+        c.on_record(&sock_record(MAX_CONNS as u64));
+        assert_eq!(c.socket_stats().1, (MAX_CONNS / 2) as u64);
+        assert_eq!(c.conns.len(), MAX_CONNS / 2 + 1);
+        // The newest are kept: its close names its socket, and frees it.
+        c.on_record(&close_record(MAX_CONNS as u64));
+        assert_eq!(c.conns.len(), MAX_CONNS / 2);
+        let Ok(Record::Close { facts, .. }) = rx.try_recv() else {
+            panic!("a close record")
+        };
+        let (client, server) = facts.client_server();
+        assert_eq!(client, Some("127.0.0.1:40000".parse().unwrap()));
+        assert_eq!(server, Some("127.0.0.1:8443".parse().unwrap()));
+        // An evicted one's close has nothing to name.
+        c.on_record(&close_record(0));
+        let Ok(Record::Close { facts, .. }) = rx.try_recv() else {
+            panic!("a close record")
+        };
+        assert_eq!(facts.endpoints, None);
+    }
+
     proptest! {
         // Any split of a call into ordered chunks, interleaved with another
         // thread's call, gives back both calls byte for byte.

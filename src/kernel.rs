@@ -485,6 +485,12 @@ impl Kernel {
         self.openssl.maps.conns.keys().count()
     }
 
+    /// Sockets of C-API connections the kernel remembers (conn_socks;
+    /// entries go at SSL_free and with their process).
+    pub fn tracked_sockets(&self) -> usize {
+        self.openssl.maps.conn_socks.keys().count()
+    }
+
     /// Deletes the entries of processes that exited from the per-connection
     /// maps (all keyed by a leading u32 pid).
     pub fn sweep_exited(&self, alive: &mut dyn FnMut(u32) -> bool) {

@@ -318,5 +318,32 @@ fn connection_map_stays_bounded() {
         assert_eq!(closes, n, "every connection freed once");
         eprintln!("connections tracked after {n} connections: {tracked}");
         assert!(tracked <= 10, "{tracked} connections still tracked");
+        // Their sockets too: learned once each, freed at SSL_free; none
+        // stayed unknown, none was dropped for the bound.
+        let sockets = log
+            .lines()
+            .find_map(|l| l.strip_prefix("plainsight: sockets: "))
+            .expect("sockets line");
+        let n_of = |what: &str| -> u64 {
+            let at = sockets
+                .find(what)
+                .unwrap_or_else(|| panic!("{what} in {sockets}"));
+            let num = sockets[..at].trim_end().rsplit([' ', ',']).next().unwrap();
+            num.parse().unwrap()
+        };
+        assert_eq!(
+            n_of("connections with data whose socket stayed unknown"),
+            0,
+            "{sockets}"
+        );
+        assert_eq!(n_of("sockets not remembered"), 0, "{sockets}");
+        assert_eq!(n_of("connections forgotten for the bound"), 0, "{sockets}");
+        assert!(n_of("tracked in the kernel at exit") <= 10, "{sockets}");
+        let with_ends = recs
+            .iter()
+            .filter(|r| r["type"] == "data" && r["server"]["port"] == srv.port)
+            .count();
+        let data = recs.iter().filter(|r| r["type"] == "data").count();
+        assert_eq!(with_ends, data, "every data record names its server");
     });
 }
