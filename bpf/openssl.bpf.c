@@ -363,6 +363,8 @@ static __always_inline int decide_name(__u64 ssl, struct sni_scratch *s, __u64 n
 		sni_decide(&conns, &k, matched);
 	bpf_map_update_elem(&named, &k, &one, BPF_ANY);
 	if (matched) {
+		/* Its socket first, when the program gave it one already. */
+		sock_named(&k, id);
 		emit_sni(type, ssl, rule, s, true, id);
 		/* Asked before the handshake ends: the process is held while
 		 * the return probes go in, before its first call on it. */
@@ -469,6 +471,7 @@ static __always_inline int on_free(void *ssl)
 	bpf_map_delete_elem(&named, &k);
 	was_captured = was_captured && sock_passes(&k);
 	bpf_map_delete_elem(&conn_socks, &k);
+	bpf_map_delete_elem(&conn_fds, &k);
 	if (was_captured)
 		emit_close((__u64)ssl, id);
 	return 0;

@@ -561,6 +561,11 @@ impl Agent<'_> {
         if static_tls {
             self.kernel.enable_static_io();
         }
+        if !self.returns_per_process && self.files.has_per_process_returns(file) {
+            // Every connection of this C-API library may be wanted (no
+            // filters, or return probes everywhere): its sockets too.
+            self.kernel.enable_tls_socket();
+        }
         if self.returns_per_process && !self.sni_filter && self.files.has_per_process_returns(file)
         {
             // Only process filters: every connection of these processes is
@@ -584,6 +589,8 @@ impl Agent<'_> {
     /// name that asks), and tells BPF which it has.
     fn attach_returns(&mut self, pid: u32, born: u64, comm: &str) {
         let t0 = Instant::now();
+        // A wanted connection: its socket is looked for from now on.
+        self.kernel.enable_tls_socket();
         // A process may have tens of thousands of executable mappings.
         let mut done: HashSet<FileId> = HashSet::new();
         let mut attached: Vec<String> = Vec::new();

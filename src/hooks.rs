@@ -18,6 +18,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookKind {
     Tracepoint,
+    RawTracepoint,
     Fentry,
     Fexit,
 }
@@ -26,6 +27,7 @@ impl fmt::Display for HookKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             HookKind::Tracepoint => "tracepoint",
+            HookKind::RawTracepoint => "raw_tracepoint",
             HookKind::Fentry => "fentry",
             HookKind::Fexit => "fexit",
         })
@@ -247,50 +249,15 @@ pub const SERVER_HELLO: &[Hook] = &[
 
 /// The socket of a C-API library's connection (openssl.bpf.c,
 /// tlssock.bpf.h): the descriptor of the syscall a TLS call makes on its
-/// own thread while it is in flight. Syscall tracepoints on every kernel
-/// (attached at start), at entry (the descriptor is an argument).
-pub const TLS_SOCKET: &[Hook] = &[
-    tp(
-        "socket of a TLS call (write)",
-        "tls_sock_write",
-        "syscalls/sys_enter_write",
-    ),
-    tp(
-        "socket of a TLS call (writev)",
-        "tls_sock_writev",
-        "syscalls/sys_enter_writev",
-    ),
-    tp(
-        "socket of a TLS call (sendto)",
-        "tls_sock_sendto",
-        "syscalls/sys_enter_sendto",
-    ),
-    tp(
-        "socket of a TLS call (sendmsg)",
-        "tls_sock_sendmsg",
-        "syscalls/sys_enter_sendmsg",
-    ),
-    tp(
-        "socket of a TLS call (read)",
-        "tls_sock_read",
-        "syscalls/sys_enter_read",
-    ),
-    tp(
-        "socket of a TLS call (readv)",
-        "tls_sock_readv",
-        "syscalls/sys_enter_readv",
-    ),
-    tp(
-        "socket of a TLS call (recvfrom)",
-        "tls_sock_recvfrom",
-        "syscalls/sys_enter_recvfrom",
-    ),
-    tp(
-        "socket of a TLS call (recvmsg)",
-        "tls_sock_recvmsg",
-        "syscalls/sys_enter_recvmsg",
-    ),
-];
+/// own thread while it is in flight. A raw tracepoint on every kernel
+/// (cheaper per syscall than eight syscall tracepoints), attached once a
+/// C-API library has a wanted connection.
+pub const TLS_SOCKET: &[Hook] = &[Hook {
+    spec: "socket of a TLS call (its read/write syscalls)",
+    program: "tls_sock_sys_enter",
+    kind: HookKind::RawTracepoint,
+    target: "sys_enter",
+}];
 
 /// The path chosen for each spec hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -44,6 +44,8 @@ pub struct Kernel {
     /// executable is found, so that hosts without one pay nothing per
     /// read and write.
     static_io: RefCell<Vec<Link>>,
+    /// The C-API libraries' socket hook (`enable_tls_socket`).
+    tls_socket: RefCell<Vec<Link>>,
 }
 
 /// Plaintext and discovery records lost, summed over CPUs.
@@ -297,12 +299,11 @@ impl Kernel {
             plan,
             links: Vec::new(),
             static_io: RefCell::default(),
+            tls_socket: RefCell::default(),
         };
         let links = k.attach_hooks(hooks::STATIC_PROCESS)?;
         k.links.extend(links);
         let links = k.attach_hooks(hooks::SERVER_HELLO)?;
-        k.links.extend(links);
-        let links = k.attach_hooks(hooks::TLS_SOCKET)?;
         k.links.extend(links);
         Ok(k)
     }
@@ -345,6 +346,26 @@ impl Kernel {
         self.links.extend(links);
         log::info!("kernel programs attached: {}", hooks::list(&list));
         Ok(())
+    }
+
+    /// Attaches the hook that finds C-API connections' sockets, once: when
+    /// a first connection of such a library is wanted (a host where none
+    /// is pays nothing per syscall). A failure is logged: capture goes on
+    /// without endpoints on that path.
+    pub fn enable_tls_socket(&self) {
+        if !self.tls_socket.borrow().is_empty() {
+            return;
+        }
+        match self.attach_hooks(hooks::TLS_SOCKET) {
+            Ok(l) => {
+                *self.tls_socket.borrow_mut() = l;
+                log::info!(
+                    "a TLS library has a wanted connection: kernel programs attached: {}",
+                    hooks::list(hooks::TLS_SOCKET)
+                );
+            }
+            Err(e) => log::error!("{e:#}: connections of TLS libraries get no endpoints"),
+        }
     }
 
     /// Attaches the static-TLS send/receive hooks, once.

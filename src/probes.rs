@@ -22,6 +22,8 @@ pub enum ProbePoint {
     SslGetServername,
     SslDoHandshake,
     SslAccept,
+    SslSetFd,
+    SslSetWfd,
     SslBioWrite,
     SslBioRead,
     SslBioCtrl,
@@ -38,6 +40,7 @@ pub enum ProbePoint {
     GnutlsServerName,
     GnutlsDeinit,
     GnutlsHandshake,
+    GnutlsSetInt,
     NssImportFd,
     NssSetUrl,
     PrSend,
@@ -151,6 +154,10 @@ pub const PROBES: &[Probe] = &[
         &[RDI], &[], "a handshake: its thread's next ClientHello read is the connection's"),
     probe(P::SslAccept, "SSL_accept", O, "tls_handshake_entry", None,
         &[RDI], &[], "a server's handshake (as SSL_do_handshake)"),
+    probe(P::SslSetFd, "SSL_set_fd", O, "ssl_set_fd_entry", None,
+        &[RDI, RSI], &[], "the descriptor a program gives its connection: its socket"),
+    probe(P::SslSetWfd, "SSL_set_wfd", O, "ssl_set_fd_entry", None,
+        &[RDI, RSI], &[], "the descriptor records are written to (as SSL_set_fd)"),
     probe(P::SslBioWrite, "BIO_f_ssl: write", O, "ssl_bio_write_entry", Some("ssl_bio_write_return"),
         &[RDI, RSI, RCX], &[], "plaintext written through an SSL BIO").per_process_return(),
     probe(P::SslBioRead, "BIO_f_ssl: read", O, "ssl_bio_read_entry", Some("ssl_bio_read_return"),
@@ -183,6 +190,8 @@ pub const PROBES: &[Probe] = &[
         &[RDI], &[], "the session's end"),
     probe(P::GnutlsHandshake, "gnutls_handshake", O, "tls_handshake_entry", None,
         &[RDI], &[], "a handshake (as SSL_do_handshake)"),
+    probe(P::GnutlsSetInt, "gnutls_transport_set_int2", O, "gnutls_set_int_entry", None,
+        &[RDI, RDX], &[], "the descriptors a program gives its session: its socket"),
     probe(P::NssImportFd, "SSL_ImportFD", O, "nss_import_entry", Some("nss_import_return"),
         &[RSI], &[], "an NSPR descriptor gets NSS's SSL layer"),
     probe(P::NssSetUrl, "SSL_SetURL", O, "nss_set_url_entry", None,
@@ -233,7 +242,7 @@ impl ProbePoint {
     }
 
     /// The points of the OpenSSL family, in the order they are listed.
-    pub const OPENSSL: [ProbePoint; 10] = [
+    pub const OPENSSL: [ProbePoint; 12] = [
         P::SslWrite,
         P::SslRead,
         P::SslWriteEx,
@@ -244,15 +253,18 @@ impl ProbePoint {
         P::SslGetServername,
         P::SslDoHandshake,
         P::SslAccept,
+        P::SslSetFd,
+        P::SslSetWfd,
     ];
 
     /// GnuTLS's points.
-    pub const GNUTLS: [ProbePoint; 5] = [
+    pub const GNUTLS: [ProbePoint; 6] = [
         P::GnutlsSend,
         P::GnutlsRecv,
         P::GnutlsServerName,
         P::GnutlsDeinit,
         P::GnutlsHandshake,
+        P::GnutlsSetInt,
     ];
 
     /// NSS's SSL library (libssl3.so).
@@ -436,6 +448,8 @@ mod tests {
             P::SslGetServername,
             P::SslDoHandshake,
             P::SslAccept,
+            P::SslSetFd,
+            P::SslSetWfd,
             P::SslBioWrite,
             P::SslBioRead,
             P::SslBioCtrl,
@@ -452,6 +466,7 @@ mod tests {
             P::GnutlsServerName,
             P::GnutlsDeinit,
             P::GnutlsHandshake,
+            P::GnutlsSetInt,
             P::NssImportFd,
             P::NssSetUrl,
             P::PrSend,
