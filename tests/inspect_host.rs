@@ -128,7 +128,8 @@ fn gnutls_is_recognised() {
             ProbePoint::GnutlsRecv,
             ProbePoint::GnutlsServerName,
             ProbePoint::GnutlsDeinit,
-            ProbePoint::GnutlsHandshake
+            ProbePoint::GnutlsHandshake,
+            ProbePoint::GnutlsSetInt
         ]
     );
 }

@@ -602,18 +602,33 @@ pub fn check_endpoints(
 ) -> (u16, usize) {
     let mut port = client.1;
     let mut checked = 0;
-    // Connections (by id: a library may reuse one after a close) with
-    // data since their last close.
-    let mut with_data: Vec<Value> = Vec::new();
-    for r in recs.iter().filter(|r| r["pid"] == pid) {
-        let kind = r["type"].as_str().unwrap_or("");
-        let had_data = with_data.contains(&r["conn"]);
-        match kind {
-            "data" | "http" | "raw" if !had_data => with_data.push(r["conn"].clone()),
-            "close" => with_data.retain(|c| *c != r["conn"]),
+    // Each record's connection lifetime (by id, which a library may reuse
+    // after a close): an index per lifetime, and whether it had data.
+    let mine: Vec<&Value> = recs.iter().filter(|r| r["pid"] == pid).collect();
+    let mut life: Vec<usize> = Vec::new();
+    let mut had_data: Vec<bool> = Vec::new();
+    let mut open: Vec<(Value, usize)> = Vec::new();
+    for r in &mine {
+        let at = match open.iter().position(|(c, _)| *c == r["conn"]) {
+            Some(i) => open[i].1,
+            None => {
+                had_data.push(false);
+                open.push((r["conn"].clone(), had_data.len() - 1));
+                had_data.len() - 1
+            }
+        };
+        life.push(at);
+        match r["type"].as_str() {
+            Some("data" | "http" | "raw") => had_data[at] = true,
+            Some("close") => open.retain(|(c, _)| *c != r["conn"]),
             _ => {}
         }
-        if r.get("server").is_none() && (kind == "sni" || (kind == "close" && !had_data)) {
+    }
+    for (r, at) in mine.iter().zip(life) {
+        let kind = r["type"].as_str().unwrap_or("");
+        // A connection without data (a port probe's, a failed handshake's)
+        // is not the one checked.
+        if !had_data[at] || (r.get("server").is_none() && kind == "sni") {
             continue;
         }
         assert_eq!(r["server"]["address"], server.0, "server address: {r}");
