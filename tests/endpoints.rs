@@ -190,6 +190,66 @@ fn two_connections_of_one_thread_keep_their_endpoints() {
     });
 }
 
+/// curl's parallel transfers: two connections driven by one thread
+/// (libcurl's multi loop), its TLS records moved by its own BIO inside
+/// each SSL call, so each socket is learned from the syscall the call
+/// makes. Each connection's records keep its own source port.
+#[test]
+fn parallel_transfers_of_one_thread_keep_their_endpoints() {
+    rerun_if_host_stalled(|| {
+        let srv = Server::start();
+        let url = |p: &str| format!("https://127.0.0.1:{}/{p}", srv.port);
+        let (ua, ub) = (url("pa"), url("pb"));
+        let mut curl = Held::new(
+            Path::new("/usr/bin/curl"),
+            &[
+                "-sk",
+                "--http1.1",
+                "-Z",
+                "--parallel-immediate",
+                "-w",
+                "%{local_port} %{url}\\n",
+                "-o",
+                "/dev/null",
+                "-o",
+                "/dev/null",
+                &ua,
+                &ub,
+            ],
+        );
+        let agent = Agent::start(&["--pid", &curl.pid.to_string()]);
+        curl.go(b"");
+        let (ok, out, err) = curl.finish(T);
+        assert!(ok, "curl failed: {err}");
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let ports: Vec<(String, u16)> = text
+            .lines()
+            .filter_map(|l| {
+                let (p, u) = l.split_once(' ')?;
+                Some((u.rsplit('/').next()?.to_string(), p.parse().ok()?))
+            })
+            .collect();
+        assert_eq!(ports.len(), 2, "{text}");
+        assert_ne!(ports[0].1, ports[1].1, "two connections: {text}");
+        agent.wait_bytes(curl.pid, 2 * 60, 2 * 60);
+        let recs = agent.records();
+        let mut seen = 0;
+        for r in recs
+            .iter()
+            .filter(|r| r["pid"] == curl.pid && r["type"] == "data")
+        {
+            let text = String::from_utf8_lossy(&record_bytes(r)).into_owned();
+            for (name, port) in &ports {
+                if text.contains(&format!("/{name} ")) {
+                    assert_eq!(r["client"]["port"], *port, "{name}: {r}");
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, 4, "a request and a response on each connection");
+    });
+}
+
 /// A network namespace and a veth pair, removed on drop.
 struct Netns {
     name: String,
