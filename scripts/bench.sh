@@ -12,6 +12,11 @@ NEW_RUNS="${NEW_RUNS:-100}" # start-up runs of content never seen (build ID chan
 NODE_RUNS="${NODE_RUNS:-5}" # runs of node with its build ID changed (a big program seen first)
 IDLE="${IDLE:-60}"        # idle measurement seconds
 SIZES=(1024 4096 65536)
+# A previous build of the agent (a path to its binary): its non-matching and
+# capture modes are measured in the same interleaved rounds, so that a change
+# is compared with what it changed on one machine at one time.
+BASE_AGENT="${BASE_AGENT:-}"
+BASE_NAME="${BASE_NAME:-}"  # what to call it in the report (a commit, say)
 OUT=docs/benchmarks.md
 WORK="$(mktemp -d)"
 LIBSSL=/usr/lib/x86_64-linux-gnu/libssl.so.3
@@ -29,9 +34,9 @@ CERT=target/fixtures/cert.pem
 KEY=target/fixtures/key.pem
 AGENT=./target/release/plainsight
 
-start_agent() { # log, args...
+start_agent() { # log, args... (USE_AGENT: another binary)
     local log="$1"; shift
-    "$AGENT" "$@" 2>"$log" >/dev/null &
+    "${USE_AGENT:-$AGENT}" "$@" 2>"$log" >/dev/null &
     AGENT_PID=$!
     for _ in $(seq 400); do
         grep -q "plainsight: ready" "$log" 2>/dev/null && return 0
@@ -77,6 +82,12 @@ fi
 # ---- 1. overhead ----------------------------------------------------------
 declare -A RT MB LOST
 MODES=(none floor nomatch nomatch_hostwide capture nomatch_entry capture_entry bpftrace)
+[[ -n "$BASE_AGENT" ]] && MODES+=(base_nomatch base_capture)
+declare -A LABEL=([none]="none" [floor]="floor" [nomatch]="non-matching"
+    [nomatch_hostwide]="non-matching, returns everywhere" [capture]="capture"
+    [nomatch_entry]="non-matching at entry" [capture_entry]="capture at entry"
+    [bpftrace]="bpftrace copy" [base_nomatch]="non-matching, base build"
+    [base_capture]="capture, base build")
 for round in $(seq "$ROUNDS"); do
     for size in "${SIZES[@]}"; do
         for mode in "${MODES[@]}"; do
@@ -93,6 +104,10 @@ for round in $(seq "$ROUNDS"); do
                 capture_entry) start_agent "$WORK/a.log" --comm tls_rr --raw --output json --write "$WORK/capture.json" --probe-at-entry
                          r=$(rr "$size"); stop_agent ;;
                 bpftrace) start_peer "$WORK/peer.log" "$PEER"; r=$(rr "$size"); stop_peer ;;
+                base_nomatch) USE_AGENT=$BASE_AGENT start_agent "$WORK/a.log" --comm tls_rr --sni nomatch.invalid
+                         r=$(rr "$size"); stop_agent ;;
+                base_capture) USE_AGENT=$BASE_AGENT start_agent "$WORK/a.log" --comm tls_rr --raw --output json --write "$WORK/capture.json"
+                         r=$(rr "$size"); stop_agent ;;
             esac
             RT[$mode,$size]+="${r%% *} "; MB[$mode,$size]+="${r##* } "
         done
@@ -272,9 +287,14 @@ mkdir -p docs
     echo "  (\`--explain\` shows where)."
     echo "- **bpftrace copy**: bpftrace copying up to 200 bytes per call (bpftrace $(bpftrace --version | awk '{print $2}')'s string limit) and printing it: a peer doing a (smaller) capture."
     echo "- bcc \`sslsniff\`: $SSLSNIFF."
+    if [[ -n "$BASE_AGENT" ]]; then
+        echo "- **…, base build**: the same modes with a previous build (${BASE_NAME:-$BASE_AGENT}), measured in the same rounds."
+    fi
     echo
-    echo "| message | none | floor | non-matching | non-matching, returns everywhere | capture | non-matching at entry | capture at entry | bpftrace copy | lost records, capture (per round) |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    head="| message |"; rule="|---|"
+    for mode in "${MODES[@]}"; do head+=" ${LABEL[$mode]} |"; rule+="---|"; done
+    echo "$head lost records, capture (per round) |"
+    echo "$rule---|"
     for size in "${SIZES[@]}"; do
         n=$(echo "${RT[none,$size]}" | median)
         row="| $size B |"

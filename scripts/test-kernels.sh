@@ -29,6 +29,7 @@ SUITE=(
     "returns return_probes_are_only_in_processes_with_a_wanted_connection"
     "sni curl_suffix_pattern no_server_name_is_captured_with_the_option"
     "servers python_ssl_server_by_its_clients_server_name go_server_by_its_clients_server_name ssl_bio_on_both_ends nss_tstclnt_exact_bytes_and_server_name_filter"
+    "endpoints curl_and_s_server_agree_over_ipv4_and_ipv6 parallel_transfers_of_one_thread_keep_their_endpoints two_connections_of_one_thread_keep_their_endpoints"
 )
 script=""
 for entry in "${SUITE[@]}"; do
