@@ -180,11 +180,12 @@ impl Capture {
                 for mut call in self.reasm.push(&c) {
                     let key = (call.pid, call.conn);
                     call.facts = self.facts(key, c.cgroup);
-                    call.sni = self.conns.get(&key).and_then(|k| k.name.clone());
                     if !self.wanted(&call.facts) {
                         continue;
                     }
-                    self.conn(key).data = true;
+                    let k = self.conn(key);
+                    k.data = true;
+                    call.sni = k.name.clone();
                     self.send(Record::Call(call));
                 }
             }

@@ -135,14 +135,16 @@ mod tests {
     #[test]
     fn endpoint_filter() {
         use crate::record::{Endpoints, Transport};
-        let e = Endpoints {
-            transport: Transport::Tcp,
-            netns: 1,
-            fd: Some(3),
-            local: Some("127.0.0.1:40000".parse().unwrap()),
-            peer: Some("10.1.2.3:5432".parse().unwrap()),
-            accepted: false,
-        };
+        let e = Endpoints::new(
+            Transport::Tcp,
+            1,
+            Some(3),
+            (
+                Some("127.0.0.1:40000".parse().unwrap()),
+                Some("10.1.2.3:5432".parse().unwrap()),
+            ),
+            false,
+        );
         let f = |ports: &[u16], peers: &[&str]| EndpointFilter {
             ports: ports.to_vec(),
             peers: peers.iter().map(|p| p.parse().unwrap()).collect(),

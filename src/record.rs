@@ -55,6 +55,9 @@ pub struct Endpoints {
     pub peer: Option<SocketAddr>,
     /// A TCP socket a listener accepted: the process is the server.
     pub accepted: bool,
+    /// `local` and `peer` as JSON, made once: every record of the
+    /// connection shows them.
+    json: [Option<JsonEnd>; 2],
 }
 
 /// An address of a `SOCK_INFO` record: IPv4 in the first 4 bytes, or IPv6
@@ -89,13 +92,42 @@ impl Endpoints {
                 .filter(|_| ip)
                 .map(|a| SocketAddr::new(a, port))
         };
+        Endpoints::new(
+            transport,
+            s.netns,
+            (s.fd >= 0).then_some(s.fd),
+            (at(s.local_addr, s.local_port), at(s.peer_addr, s.peer_port)),
+            s.flags & abi::SOCK_FLAG_ACCEPTED != 0,
+        )
+    }
+
+    /// From its parts (`ends`: this process's end and the other one).
+    pub fn new(
+        transport: Transport,
+        netns: u32,
+        fd: Option<i32>,
+        (local, peer): (Option<SocketAddr>, Option<SocketAddr>),
+        accepted: bool,
+    ) -> Endpoints {
         Endpoints {
             transport,
-            netns: s.netns,
-            fd: (s.fd >= 0).then_some(s.fd),
-            local: at(s.local_addr, s.local_port),
-            peer: at(s.peer_addr, s.peer_port),
-            accepted: s.flags & abi::SOCK_FLAG_ACCEPTED != 0,
+            netns,
+            fd,
+            local,
+            peer,
+            accepted,
+            json: [local.map(JsonEnd::from), peer.map(JsonEnd::from)],
+        }
+    }
+
+    /// (client, server) by role: this process's end first if it is the
+    /// client.
+    fn by_role(&self, client: bool) -> [Option<&JsonEnd>; 2] {
+        let [l, p] = &self.json;
+        if client {
+            [l.as_ref(), p.as_ref()]
+        } else {
+            [p.as_ref(), l.as_ref()]
         }
     }
 
@@ -120,7 +152,7 @@ pub struct ConnFacts {
 }
 
 /// One end of a connection, as JSON: `{"address": "127.0.0.1", "port": 443}`.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct JsonEnd {
     pub address: String,
     pub port: u16,
@@ -146,9 +178,9 @@ pub struct JsonFacts<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client: Option<JsonEnd>,
+    pub client: Option<&'a JsonEnd>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub server: Option<JsonEnd>,
+    pub server: Option<&'a JsonEnd>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transport: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -186,13 +218,16 @@ impl ConnFacts {
 
     /// The JSON fields.
     pub fn json(&self) -> JsonFacts<'_> {
-        let (client, server) = self.client_server();
         let e = self.endpoints.as_deref();
+        let [client, server] = match (e, self.is_client()) {
+            (Some(e), Some(c)) => e.by_role(c),
+            _ => [None, None],
+        };
         JsonFacts {
             container_id: self.container.as_deref().map(|c| c.id.as_str()),
             pod_uid: self.container.as_deref().and_then(|c| c.pod_uid.as_deref()),
-            client: client.map(JsonEnd::from),
-            server: server.map(JsonEnd::from),
+            client,
+            server,
             transport: e.map(|e| e.transport.as_str()),
             netns: e.map(|e| e.netns).filter(|&n| n != 0),
         }

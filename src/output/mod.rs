@@ -1001,9 +1001,24 @@ fn sni_field(sni: Option<&str>) -> String {
 /// One JSON object and its newline; strings carry DEL, C1 and bidi
 /// characters as `\u` escapes too ([`escape::JsonSafe`]).
 fn json_line(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
-    let mut ser = serde_json::Serializer::with_formatter(&mut *out, escape::JsonSafe);
-    value.serialize(&mut ser)?;
-    out.write_all(b"\n")
+    // Serialized into a buffer of this thread's, then written at once: a
+    // record is dozens of small pieces, each a dynamic call on `out`.
+    thread_local! {
+        static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    LINE.with(|line| {
+        let mut buf = line.borrow_mut();
+        buf.clear();
+        let mut ser = serde_json::Serializer::with_formatter(&mut *buf, escape::JsonSafe);
+        value.serialize(&mut ser)?;
+        buf.push(b'\n');
+        let r = out.write_all(&buf);
+        // A huge record does not keep its buffer for ever.
+        if buf.capacity() > 1 << 20 {
+            *buf = Vec::new();
+        }
+        r
+    })
 }
 
 fn is_text(data: &[u8]) -> bool {

@@ -1029,14 +1029,16 @@ mod tests {
             container: None,
             pod_uid: None,
             client: false,
-            endpoints: Some(&crate::record::Endpoints {
-                transport: crate::record::Transport::Tcp,
-                netns: 1,
-                fd: Some(9),
-                local: Some("10.0.0.5:50051".parse().unwrap()),
-                peer: Some("10.0.0.9:41000".parse().unwrap()),
-                accepted: true,
-            }),
+            endpoints: Some(&crate::record::Endpoints::new(
+                crate::record::Transport::Tcp,
+                1,
+                Some(9),
+                (
+                    Some("10.0.0.5:50051".parse().unwrap()),
+                    Some("10.0.0.9:41000".parse().unwrap()),
+                ),
+                true,
+            )),
             exchange: &ex,
         };
         let clock = Clock::new();
