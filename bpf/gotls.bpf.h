@@ -74,22 +74,36 @@ static __always_inline bool go_sock_passes(const struct go_key *k)
 	return v && *v;
 }
 
-static __always_inline bool go_hello(__u32 pid, struct conn_info *ci, __u8 matched, __u8 ends_ok)
+/* The *Conn whose handshake runs on this goroutine, into ci->conn; false
+ * when none does (not Go). */
+static __always_inline bool go_conn_of(__u32 pid, struct conn_info *ci)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	struct go_key gk = { .pid = pid, .id = BPF_CORE_READ(regs, r14) };
 	__u64 *gconn = bpf_map_lookup_elem(&go_handshakes, &gk);
 
-	if (gconn) {
-		struct go_key ck = { .pid = pid, .id = *gconn };
+	if (!gconn)
+		return false;
+	ci->conn = *gconn;
+	return true;
+}
 
-		ci->conn = *gconn;
-		sni_decide(&go_conns, &ck, matched);
-		if (filter_ports || filter_peers)
-			bpf_map_update_elem(&go_socks, &ck, &ends_ok, BPF_ANY);
-		return true;
-	}
-	return false;
+/* Go connection `conn`'s verdicts: its server name and its endpoints. */
+static __always_inline void go_decide(__u32 pid, __u64 conn, __u8 matched, __u8 ends_ok)
+{
+	struct go_key ck = { .pid = pid, .id = conn };
+
+	sni_decide(&go_conns, &ck, matched);
+	if (filter_ports || filter_peers)
+		bpf_map_update_elem(&go_socks, &ck, &ends_ok, BPF_ANY);
+}
+
+static __always_inline bool go_hello(__u32 pid, struct conn_info *ci, __u8 matched, __u8 ends_ok)
+{
+	if (!go_conn_of(pid, ci))
+		return false;
+	go_decide(pid, ci->conn, matched, ends_ok);
+	return true;
 }
 
 static __always_inline __u64 go_g(struct pt_regs *ctx)

@@ -87,21 +87,21 @@ static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 }
 
 /*
- * The socket of a connection whose ClientHello passed the name filter:
- * `sock` is a descriptor (the tracepoint path; below 2^32) or a struct
- * sock * (the fentry path; kernel addresses lie above). Returns its
- * SOCK_INFO record, reserved and filled (NULL if the ring is full or the
- * descriptor is neither a socket nor a pipe), and in *ok whether --port and
- * --peer let it through (without them, always).
+ * The socket of connection `conn`, whose ClientHello passed the name
+ * filter: `sock` is a descriptor (the tracepoint path; below 2^32) or a
+ * struct sock * (the fentry path; kernel addresses lie above). Emits its
+ * SOCK_INFO record unless --port / --peer keep it out; returns whether they
+ * let it through (without them, always). The record is reserved, filled
+ * and given back in this one function: 6.1's verifier loses a ring-buffer
+ * record's non-NULL state across the branches that follow.
  */
-static __always_inline struct sock_event *hello_sock(__u64 sock, __u64 id, bool *ok)
+static __always_inline bool hello_sock(__u64 sock, __u64 conn, __u64 id)
 {
-	struct sock_event *e = sock_event_new(0, id);
-	bool known = false;
+	struct sock_event *e = sock_event_new(conn, id);
+	bool known = false, ok;
 
-	*ok = !filter_ports && !filter_peers;
 	if (!e)
-		return NULL;
+		return !filter_ports && !filter_peers;
 	if (sock < (1ULL << 32)) {
 		known = sock_fill_fd(e, (__s64)sock);
 	} else if (sock) {
@@ -110,10 +110,14 @@ static __always_inline struct sock_event *hello_sock(__u64 sock, __u64 id, bool 
 	}
 	if (!known) {
 		bpf_ringbuf_discard(e, 0);
-		return NULL;
+		return !filter_ports && !filter_peers;
 	}
-	*ok = sock_wanted(e);
-	return e;
+	ok = sock_wanted(e);
+	if (ok)
+		bpf_ringbuf_submit(e, submit_flags());
+	else
+		bpf_ringbuf_discard(e, 0);
+	return ok;
 }
 
 /*
@@ -132,10 +136,9 @@ static __always_inline int on_hello(struct hello_buf *h, __u64 n, __u64 id, __u6
 	struct sock_key sk = { .pid = pid, .sock = sock };
 	struct walk_ctx w = {};
 	struct sni_scratch *s;
-	struct sock_event *e;
 	struct conn_info ci;
 	__u64 nl, no;
-	bool ends_ok;
+	bool ends_ok, is_go;
 
 	if (!hello_find_name(h, n, &w))
 		return 0;
@@ -165,27 +168,21 @@ static __always_inline int on_hello(struct hello_buf *h, __u64 n, __u64 id, __u6
 	}
 	/* Its socket, before anything names the connection: the SNI record
 	 * and every data record come after it. */
-	e = hello_sock(sock, id, &ends_ok);
 	ci.conn = bpf_ktime_get_ns();
-	if (!go_hello(pid, &ci, 1, ends_ok)) {
-		if (!ends_ok)
-			goto drop;
+	is_go = go_conn_of(pid, &ci);
+	ends_ok = hello_sock(sock, ci.conn, id);
+	if (is_go)
+		go_decide(pid, ci.conn, 1, ends_ok);
+	if (!ends_ok)
+		goto skip;
+	if (!is_go) {
 		if (received)
 			bpf_map_update_elem(&thread_conn, &id, &ci, BPF_ANY);
 		else
 			bpf_map_update_elem(&hello_sent, &sk, &ci, BPF_ANY);
-	} else if (!ends_ok) {
-		goto drop;
-	}
-	if (e) {
-		e->conn = ci.conn;
-		bpf_ringbuf_submit(e, submit_flags());
 	}
 	emit_sni(received ? SNI_RECEIVED : SNI_SENT, ci.conn, rule, s, nl != 0, id);
 	return 0;
-drop:
-	if (e)
-		bpf_ringbuf_discard(e, 0);
 skip:
 	/* its key contexts are not those of an earlier connection */
 	bpf_map_delete_elem(&thread_conn, &id);
