@@ -106,6 +106,7 @@ static __always_inline bool hello_sock(__u64 sock, __u64 conn, __u64 id)
 		known = sock_fill_fd(e, (__s64)sock);
 	} else if (sock) {
 		sock_fill(e, (struct sock *)sock);
+		e->fd = fd_of_sock((struct sock *)sock);
 		known = true;
 	}
 	if (!known) {

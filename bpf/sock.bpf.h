@@ -124,6 +124,23 @@ static __always_inline bool sock_fill_fd(struct sock_event *e, __s64 fd)
 	return true;
 }
 
+/* The descriptor of `sk` in the syscall running on this thread (the fentry
+ * path sees tcp_sendmsg / tcp_recvmsg, inside a write, sendto, sendmsg,
+ * read, recvfrom or recvmsg whose first argument is the descriptor): that
+ * argument, if it is indeed `sk`'s socket; else -1 (io_uring, say). */
+static __always_inline __s32 fd_of_sock(struct sock *sk)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	__s64 fd = BPF_CORE_READ(regs, di);
+	struct file *f = file_of_fd(fd);
+	struct socket *so;
+
+	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & PS_S_IFMT) != PS_S_IFSOCK)
+		return -1;
+	so = BPF_CORE_READ(f, private_data);
+	return BPF_CORE_READ(so, sk) == sk ? fd : -1;
+}
+
 /* Whether --port and --peer let a connection over this socket through. */
 static __always_inline bool sock_wanted(struct sock_event *e)
 {

@@ -32,6 +32,9 @@ struct Conn {
     client: Option<bool>,
     /// It had data records.
     data: bool,
+    /// Its server-name record, held while --port / --peer cannot tell yet
+    /// (its socket not known): sent when the socket passes, dropped if not.
+    held_sni: Option<Box<Record>>,
     /// Its place in the insertion order (for the bound).
     seq: u64,
 }
@@ -215,7 +218,17 @@ impl Capture {
             Ok(Event::SniConfigured(e)) | Ok(Event::SniSent(e)) => self.on_sni(e, true),
             Ok(Event::SniReceived(e)) => self.on_sni(e, false),
             Ok(Event::SockInfo(s)) => {
-                self.conn((s.pid, s.conn)).endpoints = Some(Arc::new(Endpoints::of(&s)));
+                let e = Arc::new(Endpoints::of(&s));
+                let k = self.conn((s.pid, s.conn));
+                k.endpoints = Some(e.clone());
+                if let Some(mut r) = k.held_sni.take() {
+                    if self.endpoint_filter.passes(Some(&e)) {
+                        if let Record::Sni { facts, .. } = &mut *r {
+                            facts.endpoints = Some(e);
+                        }
+                        self.send(*r);
+                    }
+                }
             }
             Ok(other) => log::warn!("unexpected record on a data ring buffer: {other:?}"),
             Err(e) => log::warn!("bad data record: {e}"),
@@ -230,14 +243,12 @@ impl Capture {
         k.name = Some(e.name.clone());
         k.client = Some(client);
         let facts = self.facts(key, e.cgroup);
-        if !self.wanted(&facts) {
-            return;
-        }
         let pattern = (e.rule as usize)
             .checked_sub(1)
             .and_then(|i| self.patterns.get(i))
             .cloned();
-        self.send(Record::Sni {
+        let unknown = facts.endpoints.is_none();
+        let r = Record::Sni {
             pid: e.pid,
             tid: e.tid,
             comm: e.comm,
@@ -246,7 +257,18 @@ impl Capture {
             name: e.name,
             pattern,
             facts,
-        });
+        };
+        if unknown && !self.endpoint_filter.is_empty() {
+            // A client names its connection before its first I/O: the
+            // endpoint filters decide when its socket is known.
+            if self.container_wanted(r.facts().container.as_deref()) {
+                self.conn(key).held_sni = Some(Box::new(r));
+            }
+            return;
+        }
+        if self.wanted(r.facts()) {
+            self.send(r);
+        }
     }
 
     /// The state of a connection, made on first sight (within the bound).
@@ -494,6 +516,54 @@ mod tests {
             panic!("a close record")
         };
         assert_eq!(facts.endpoints, None);
+    }
+
+    fn sni_record(conn: u64) -> Vec<u8> {
+        use std::mem::{offset_of, size_of};
+        type E = crate::bpf::openssl::types::sni_event;
+        let mut b = vec![0u8; size_of::<E>()];
+        b[..4].copy_from_slice(&abi::SNI_CONFIGURED.to_le_bytes());
+        b[offset_of!(E, pid)..][..4].copy_from_slice(&1u32.to_le_bytes());
+        b[offset_of!(E, conn)..][..8].copy_from_slice(&conn.to_le_bytes());
+        b[offset_of!(E, name)..][..12].copy_from_slice(b"api.acme.com");
+        b
+    }
+
+    /// With --port, a server-name record that comes before its socket is
+    /// known waits for it: shown (with the endpoints) if the socket passes,
+    /// never if not.
+    #[test]
+    fn a_server_name_waits_for_its_socket_under_endpoint_filters() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let filter = EndpointFilter {
+            ports: vec![8443],
+            peers: Vec::new(),
+        };
+        let mut c = Capture::new(tx, Vec::new()).with_endpoint_filter(filter);
+        c.on_record(&sni_record(1));
+        assert!(rx.try_recv().is_err(), "held");
+        c.on_record(&sock_record(1));
+        let Ok(Record::Sni { name, facts, .. }) = rx.try_recv() else {
+            panic!("the held record")
+        };
+        assert_eq!(name, "api.acme.com");
+        assert_eq!(
+            facts.client_server().1,
+            Some("127.0.0.1:8443".parse().unwrap())
+        );
+        // Another port: dropped when its socket says so.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut c = Capture::new(tx, Vec::new()).with_endpoint_filter(EndpointFilter {
+            ports: vec![5432],
+            peers: Vec::new(),
+        });
+        c.on_record(&sni_record(2));
+        c.on_record(&sock_record(2));
+        c.on_record(&close_record(2));
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing of a filtered-out connection"
+        );
     }
 
     proptest! {

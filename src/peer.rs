@@ -87,6 +87,11 @@ pub struct EndpointFilter {
 }
 
 impl EndpointFilter {
+    /// Whether no endpoint filter was given.
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty() && self.peers.is_empty()
+    }
+
     /// Whether a connection over this socket (None: not known) passes.
     pub fn passes(&self, e: Option<&crate::record::Endpoints>) -> bool {
         if self.ports.is_empty() && self.peers.is_empty() {

@@ -365,8 +365,18 @@ fn port_and_peer_filters() {
                 vec!["--peer".to_string(), "127.0.0.2/32".to_string()],
             ),
         ] {
-            let mut ca = held_curl(&[], &format!("https://127.0.0.1:{}/", a.port));
-            let mut cb = held_curl(&[], &format!("https://127.0.0.2:{}/", b.port));
+            // By name (so that curl sends one: its SNI record comes before
+            // its socket is known, and is held until it is).
+            let ra = format!("api.acme.com:{}:127.0.0.1", a.port);
+            let rb = format!("api.acme.com:{}:127.0.0.2", b.port);
+            let mut ca = held_curl(
+                &["--resolve", &ra],
+                &format!("https://api.acme.com:{}/", a.port),
+            );
+            let mut cb = held_curl(
+                &["--resolve", &rb],
+                &format!("https://api.acme.com:{}/", b.port),
+            );
             let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
             let (pa, pb) = (ca.pid.to_string(), cb.pid.to_string());
             all.extend(["--pid", &pa, "--pid", &pb]);
@@ -387,6 +397,12 @@ fn port_and_peer_filters() {
             for r in recs.iter().filter(|r| r["pid"] == wanted.pid) {
                 assert_eq!(r["server"]["port"], want, "{args:?}: {r}");
             }
+            let sni: Vec<&Value> = recs
+                .iter()
+                .filter(|r| r["pid"] == wanted.pid && r["type"] == "sni")
+                .collect();
+            assert_eq!(sni.len(), 1, "{args:?}: {recs:?}");
+            assert_eq!(sni[0]["sni"], "api.acme.com");
             let leaked: Vec<&Value> = recs.iter().filter(|r| r["pid"] == other.pid).collect();
             assert!(leaked.is_empty(), "{args:?}: {leaked:?}");
         }
