@@ -333,14 +333,23 @@ impl Writer {
     }
 }
 
+/// Bytes an output file's writes are gathered into.
+const FILE_BUFFER: usize = 256 << 10;
+
 /// stdout, or a private file ([`create_private`]); its write errors name
 /// it (`cannot write to stdout: ...`) and keep their kind.
 pub fn destination(path: Option<&Path>) -> Result<Box<dyn Write + Send>> {
     Ok(match path {
-        Some(p) => Box::new(BufWriter::new(Named {
-            inner: create_private(p)?,
-            name: escape::terminal_path(p).into_owned(),
-        })),
+        // Records are written in bursts and flushed after each: a big
+        // buffer makes a burst one write(2), not one per 8 KiB (each pays
+        // the filesystem's per-call work).
+        Some(p) => Box::new(BufWriter::with_capacity(
+            FILE_BUFFER,
+            Named {
+                inner: create_private(p)?,
+                name: escape::terminal_path(p).into_owned(),
+            },
+        )),
         None => Box::new(BufWriter::new(Named {
             inner: io::stdout(),
             name: "stdout".into(),
