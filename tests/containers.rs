@@ -14,6 +14,22 @@ use serde_json::Value;
 
 const IMAGE: &str = "localhost/plainsight-test:bookworm-2";
 
+/// The name curl runs under here, in containers and on the host: exec'd
+/// through a symlink of that name (a process's name is its executable's
+/// file name). The agents here select it with `--comm`, so they never
+/// hold the `curl` processes of tests running beside them (a process can
+/// be paused by one agent at a time).
+const CURL: &str = "ctr_curl";
+
+/// A shell line that runs curl as [`CURL`] with the arguments after it
+/// (`sh -c LINE sh ARGS...`), in a container.
+const CURL_IN_SH: &str = "ln -sf /usr/bin/curl /tmp/ctr_curl && exec /tmp/ctr_curl \"$@\"";
+
+/// curl as [`CURL`] on the host.
+fn host_curl() -> std::path::PathBuf {
+    named("/usr/bin/curl", CURL)
+}
+
 /// `podman run` options every container here gets: runc (crun refuses this
 /// host's hybrid cgroup layout), the host's network (the test servers listen
 /// on 127.0.0.1), and limits root can set here (it lacks CAP_SYS_RESOURCE).
@@ -67,7 +83,10 @@ fn curl_in_container(port: u16, path: &str, dir: &Path) -> String {
             "-v",
             &format!("{}:/certs:ro", certs.display()),
             IMAGE,
-            "curl",
+            "sh",
+            "-c",
+            CURL_IN_SH,
+            "sh",
             "-sS",
             "--http1.1",
             "--cacert",
@@ -92,7 +111,7 @@ fn curl_in_container(port: u16, path: &str, dir: &Path) -> String {
 }
 
 fn curl_on_host(port: u16, path: &str) {
-    let out = Command::new("curl")
+    let out = Command::new(host_curl())
         .args([
             "-sS",
             "--http1.1",
@@ -131,8 +150,8 @@ fn container_curl_carries_its_id_and_container_filter_keeps_it_only() {
     }
     let srv = Server::start();
     let dir = tempfile::tempdir().unwrap();
-    let all = Agent::start_decoded("json", &["--comm", "curl"]);
-    let raw = Agent::start(&["--comm", "curl"]);
+    let all = Agent::start_decoded("json", &["--comm", CURL]);
+    let raw = Agent::start(&["--comm", CURL]);
     // A container's id is known once it runs: the filtered agent is given
     // the id of a container kept running for the test, curl runs in it.
     let certs = format!("{}:/certs:ro", fixtures().display());
@@ -149,7 +168,7 @@ fn container_curl_carries_its_id_and_container_filter_keeps_it_only() {
     );
     let kept = String::from_utf8(keeper.stdout).unwrap().trim().to_string();
     let _cleanup = scopeguard(kept.clone());
-    let only = Agent::start_decoded("json", &["--comm", "curl", "--container", &kept[..16]]);
+    let only = Agent::start_decoded("json", &["--comm", CURL, "--container", &kept[..16]]);
     // curl in the kept container, in a fresh one, and on the host.
     exec_curl(&kept, srv.port, "/in-kept");
     let fresh = curl_in_container(srv.port, "/in-fresh", dir.path());
@@ -233,7 +252,10 @@ fn exec_curl(id: &str, port: u16, path: &str) {
         .args([
             "exec",
             id,
-            "curl",
+            "sh",
+            "-c",
+            CURL_IN_SH,
+            "sh",
             "-sS",
             "--http1.1",
             "--cacert",
@@ -315,7 +337,7 @@ fn the_deployment_capabilities_suffice() {
             .arg(format!("--bounding-set=-all,{}", caps.join(",")))
             .arg("--inh-caps=-all")
             .arg(env!("CARGO_BIN_EXE_plainsight"))
-            .args(["--comm", "curl", "-o", "json", "--write"])
+            .args(["--comm", CURL, "-o", "json", "--write"])
             .arg(&out)
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -415,7 +437,7 @@ fn the_agent_in_a_container_as_the_daemonset_runs_it() {
             IMAGE,
             "/plainsight",
             "--comm",
-            "curl",
+            CURL,
             "-o",
             "json",
         ])

@@ -96,10 +96,12 @@ sys.stdin.read()
     .unwrap();
     let mut args = vec![prog.to_str().unwrap()];
     args.extend(files.iter().map(|f| f.to_str().unwrap()));
-    let mut mapper = Held::new(Path::new("/usr/bin/python3"), &args);
+    // python3 under a name of its own (see stall_mapper below).
+    let python = named("/usr/bin/python3", "trunc_mapper");
+    let mut mapper = Held::new(&python, &args);
     let agent = Agent::start(&[
         "--comm",
-        "python3",
+        "trunc_mapper",
         "--comm",
         "after_trunc",
         "--max-elf-size",
@@ -375,9 +377,9 @@ fn files_on_a_stalled_filesystem_are_not_read() {
     let srv = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let mut fs = StalledFs::mount(&fixture("tls_client_openssl"));
-    let mut agent = Agent::start(&["--comm", "python3", "--comm", "after_fuse"]);
+    let mut agent = Agent::start(&["--comm", "fuse_mapper", "--comm", "after_fuse"]);
     let t0 = Instant::now();
-    let out = Command::new("/usr/bin/python3")
+    let out = Command::new(named("/usr/bin/python3", "fuse_mapper"))
         .arg(script("exec_then_map.py"))
         .args(["--map-only", fs.file("file0").to_str().unwrap()])
         .output()
@@ -428,12 +430,12 @@ fn a_stop_blocked_by_an_exec_does_not_stop_the_pausing() {
         "--comm",
         "after_exec",
         "--comm",
-        "python3",
+        "exec_mapper",
         "--max-pause-ms",
         "500",
     ]);
     hostile = Held::new(
-        Path::new("/usr/bin/python3"),
+        &named("/usr/bin/python3", "exec_mapper"),
         &[
             script("exec_then_map.py").to_str().unwrap(),
             fs.file("prog").to_str().unwrap(),

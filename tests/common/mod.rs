@@ -648,3 +648,18 @@ pub fn check_endpoints(
     assert!(checked > 0, "no record of {pid} names its endpoints");
     (port.expect("a client port"), checked)
 }
+
+/// `target` under the name `name`: a symlink in target/named/. A process's
+/// name is its executable's file name, so an agent filtered to `--comm
+/// name` never holds the processes of `target` that tests beside it run (a
+/// process can be paused by one agent at a time).
+pub fn named(target: &str, name: &str) -> PathBuf {
+    let dir = repo().join("target/named");
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join(name);
+    if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(target)) {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, &link).unwrap();
+    }
+    link
+}
