@@ -379,32 +379,43 @@ fn files_on_a_stalled_filesystem_are_not_read() {
     let mut fs = StalledFs::mount(&fixture("tls_client_openssl"));
     let mut agent = Agent::start(&["--comm", "fuse_mapper", "--comm", "after_fuse"]);
     let t0 = Instant::now();
-    let out = Command::new(named("/usr/bin/python3", "fuse_mapper"))
+    // It keeps the mapping until its stdin ends: a stop that comes late
+    // (a loaded host) still finds it.
+    let mut mapper = Command::new(named("/usr/bin/python3", "fuse_mapper"))
         .arg(script("exec_then_map.py"))
         .args(["--map-only", fs.file("file0").to_str().unwrap()])
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "mapped\n");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(mapper.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "mapped\n");
     assert!(
         t0.elapsed() < Duration::from_secs(2),
         "held {:?}",
         t0.elapsed()
     );
+    let want = format!("{} (mapped by pid ", fs.file("file0").display());
+    let said = |log: &str| {
+        log.lines()
+            .any(|l| l.contains(&want) && l.contains("is on a fuse filesystem: not read"))
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while !said(&agent.stderr()) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(mapper.stdin.take());
+    assert!(mapper.wait().unwrap().success());
     capture_still_works(&agent, &srv, dir.path(), "after_fuse");
     let t0 = Instant::now();
     let log = agent.stop();
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
-    let want = format!("{} (mapped by pid ", fs.file("file0").display());
-    assert!(
-        log.lines()
-            .any(|l| l.contains(&want) && l.contains("is on a fuse filesystem: not read")),
-        "{log}"
-    );
+    assert!(said(&log), "{log}");
     fs.release();
     assert_eq!(fs.line(), "released 0", "the agent never read the file");
 }
