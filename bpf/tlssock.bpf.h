@@ -14,8 +14,9 @@
  * the SNI record).
  *
  * The syscall hook runs on every syscall of the host: it returns on one
- * global read while no thread waits for a socket (sock_waiting). Needs openssl.bpf.c's call slot, conn_key and
- * conn_verdict, and sock.bpf.h, before it.
+ * global read while no thread waits for a socket (sock_waiting). Needs
+ * openssl.bpf.c's call slot, conn_key and conn_verdict, and sock.bpf.h,
+ * before it.
  */
 
 /* Connections whose socket is known: (pid, SSL *) -> whether --port and
