@@ -253,7 +253,7 @@ pub const SERVER_HELLO: &[Hook] = &[
 /// (cheaper per syscall than eight syscall tracepoints), attached once a
 /// C-API library has a wanted connection.
 pub const TLS_SOCKET: &[Hook] = &[Hook {
-    spec: "socket of a TLS call (its read/write syscalls)",
+    spec: "socket of a TLS call (its syscalls)",
     program: "tls_sock_sys_enter",
     kind: HookKind::RawTracepoint,
     target: "sys_enter",
