@@ -66,12 +66,7 @@ struct {
 
 static __always_inline bool go_sock_passes(const struct go_key *k)
 {
-	__u8 *v;
-
-	if (!filter_ports && !filter_peers)
-		return true;
-	v = bpf_map_lookup_elem(&go_socks, k);
-	return v && *v;
+	return sock_verdict(&go_socks, k);
 }
 
 /* The *Conn whose handshake runs on this goroutine, into ci->conn; false

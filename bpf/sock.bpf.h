@@ -97,27 +97,38 @@ static __always_inline void sock_fill(struct sock_event *e, struct sock *sk)
 		e->flags |= SOCK_FLAG_ACCEPTED;
 }
 
+/* The file's kind (PS_S_IFSOCK, PS_S_IFIFO, ...). */
+static __always_inline __u32 file_kind(struct file *f)
+{
+	return BPF_CORE_READ(f, f_inode, i_mode) & PS_S_IFMT;
+}
+
+/* The struct sock of an open socket file, or NULL when `f` is no socket. */
+static __always_inline struct sock *sock_of_file(struct file *f)
+{
+	struct socket *so;
+
+	if (file_kind(f) != PS_S_IFSOCK)
+		return NULL;
+	so = BPF_CORE_READ(f, private_data);
+	return BPF_CORE_READ(so, sk);
+}
+
 /* What descriptor `fd` of the current task is, into `e`: false when it is
  * neither a socket nor a pipe (a TLS call that also writes a log file). */
 static __always_inline bool sock_fill_fd(struct sock_event *e, __s64 fd)
 {
 	struct file *f = file_of_fd(fd);
-	struct socket *so;
 	struct sock *sk;
-	__u32 mode;
 
 	if (!f)
 		return false;
 	e->fd = fd;
-	mode = BPF_CORE_READ(f, f_inode, i_mode) & PS_S_IFMT;
-	if (mode == PS_S_IFIFO) {
+	if (file_kind(f) == PS_S_IFIFO) {
 		e->transport = TRANSPORT_PIPE;
 		return true;
 	}
-	if (mode != PS_S_IFSOCK)
-		return false;
-	so = BPF_CORE_READ(f, private_data);
-	sk = BPF_CORE_READ(so, sk);
+	sk = sock_of_file(f);
 	if (!sk)
 		return false;
 	sock_fill(e, sk);
@@ -133,12 +144,22 @@ static __always_inline __s32 fd_of_sock(struct sock *sk)
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	__s64 fd = BPF_CORE_READ(regs, di);
 	struct file *f = file_of_fd(fd);
-	struct socket *so;
 
-	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & PS_S_IFMT) != PS_S_IFSOCK)
-		return -1;
-	so = BPF_CORE_READ(f, private_data);
-	return BPF_CORE_READ(so, sk) == sk ? fd : -1;
+	return f && sock_of_file(f) == sk ? fd : -1;
+}
+
+/* Whether the endpoint filters let a connection through: `verdicts` maps
+ * connections to what sock_wanted said of their socket (openssl's
+ * conn_socks, statictls's go_socks), `key` is this one's; with filters
+ * given, one whose socket is not known yet is not let through. */
+static __always_inline bool sock_verdict(void *verdicts, const void *key)
+{
+	__u8 *v;
+
+	if (!filter_ports && !filter_peers)
+		return true;
+	v = bpf_map_lookup_elem(verdicts, key);
+	return v && *v;
 }
 
 /* Whether --port and --peer let a connection over this socket through. */

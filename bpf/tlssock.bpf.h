@@ -73,12 +73,7 @@ static __always_inline void sock_unwatch(struct call_args *a)
  * socket must be known, and wanted. */
 static __always_inline bool sock_passes(const struct conn_key *k)
 {
-	__u8 *w;
-
-	if (!filter_ports && !filter_peers)
-		return true;
-	w = bpf_map_lookup_elem(&conn_socks, k);
-	return w && *w;
+	return sock_verdict(&conn_socks, k);
 }
 
 /* Connection `k` (wanted) goes over descriptor `fd` of this process:

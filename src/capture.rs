@@ -39,6 +39,14 @@ struct Conn {
     seq: u64,
 }
 
+impl Conn {
+    /// It had data, and its socket never became known (the exit report
+    /// counts such connections as they end).
+    fn socket_unknown(&self) -> bool {
+        self.data && self.endpoints.is_none()
+    }
+}
+
 #[derive(Debug)]
 struct Partial {
     rec: CallRecord,
@@ -196,10 +204,7 @@ impl Capture {
                 let key = (c.pid, c.conn);
                 let facts = self.facts(key, c.cgroup);
                 let known = self.conns.remove(&key);
-                if known
-                    .as_ref()
-                    .is_some_and(|k| k.data && k.endpoints.is_none())
-                {
+                if known.as_ref().is_some_and(Conn::socket_unknown) {
                     self.sockets_unknown += 1;
                 }
                 if !self.wanted(&facts) {
@@ -371,7 +376,7 @@ impl Capture {
         let mut unknown = 0;
         self.conns.retain(|(pid, _), c| {
             let keep = alive(*pid);
-            if !keep && c.data && c.endpoints.is_none() {
+            if !keep && c.socket_unknown() {
                 unknown += 1;
             }
             keep
@@ -391,11 +396,7 @@ impl Capture {
         for call in self.reasm.flush() {
             self.send(Record::Call(call));
         }
-        let unknown = self
-            .conns
-            .values()
-            .filter(|c| c.data && c.endpoints.is_none())
-            .count();
+        let unknown = self.conns.values().filter(|c| c.socket_unknown()).count();
         self.sockets_unknown += unknown as u64;
         self.conns.clear();
     }

@@ -353,37 +353,29 @@ impl Kernel {
     /// is pays nothing per syscall). A failure is logged: capture goes on
     /// without endpoints on that path.
     pub fn enable_tls_socket(&self) {
-        if !self.tls_socket.borrow().is_empty() {
-            return;
-        }
-        match self.attach_hooks(hooks::TLS_SOCKET) {
-            Ok(l) => {
-                *self.tls_socket.borrow_mut() = l;
-                log::info!(
-                    "a TLS library has a wanted connection: kernel programs attached: {}",
-                    hooks::list(hooks::TLS_SOCKET)
-                );
-            }
-            Err(e) => log::error!("{e:#}: connections of TLS libraries get no endpoints"),
+        let done = "a TLS library has a wanted connection";
+        if let Err(e) = self.attach_once(&self.tls_socket, hooks::TLS_SOCKET, done) {
+            log::error!("{e:#}: connections of TLS libraries get no endpoints");
         }
     }
 
     /// Attaches the static-TLS send/receive hooks, once.
     pub fn enable_static_io(&self) {
-        if !self.static_io.borrow().is_empty() {
-            return;
+        let done = "static TLS executable found";
+        if let Err(e) = self.attach_once(&self.static_io, &self.plan.static_io(), done) {
+            log::warn!("static TLS capture unavailable: {e:#}");
         }
-        let list = self.plan.static_io();
-        match self.attach_hooks(&list) {
-            Ok(l) => {
-                *self.static_io.borrow_mut() = l;
-                log::info!(
-                    "static TLS executable found: kernel programs attached: {}",
-                    hooks::list(&list)
-                );
-            }
-            Err(e) => log::warn!("static TLS capture unavailable: {e:#}"),
+    }
+
+    /// Attaches `list` into `slot` unless it is there already (a failed
+    /// attach is tried again next time); logs why (`why`) and what.
+    fn attach_once(&self, slot: &RefCell<Vec<Link>>, list: &[Hook], why: &str) -> Result<()> {
+        if !slot.borrow().is_empty() {
+            return Ok(());
         }
+        *slot.borrow_mut() = self.attach_hooks(list)?;
+        log::info!("{why}: kernel programs attached: {}", hooks::list(list));
+        Ok(())
     }
 
     /// The ring buffer the pause dispatcher reads MMAP_EXEC_FILE from.

@@ -94,7 +94,7 @@ impl EndpointFilter {
 
     /// Whether a connection over this socket (None: not known) passes.
     pub fn passes(&self, e: Option<&crate::record::Endpoints>) -> bool {
-        if self.ports.is_empty() && self.peers.is_empty() {
+        if self.is_empty() {
             return true;
         }
         let Some(e) = e else { return false };

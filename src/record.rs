@@ -120,20 +120,19 @@ impl Endpoints {
         }
     }
 
-    /// (client, server) by role: this process's end first if it is the
-    /// client.
-    fn by_role(&self, client: bool) -> [Option<&JsonEnd>; 2] {
-        let [l, p] = &self.json;
-        if client {
-            [l.as_ref(), p.as_ref()]
-        } else {
-            [p.as_ref(), l.as_ref()]
-        }
-    }
-
     /// `ipv4` or `ipv6` (OpenTelemetry's `network.type`), for IP sockets.
     pub fn network_type(&self) -> Option<&'static str> {
         self.peer.map(|a| if a.is_ipv4() { "ipv4" } else { "ipv6" })
+    }
+}
+
+/// [client, server] of a connection whose captured end is `local` and other
+/// end `peer`, the captured process being the client or not.
+fn by_role<T>(client: bool, local: T, peer: T) -> [T; 2] {
+    if client {
+        [local, peer]
+    } else {
+        [peer, local]
     }
 }
 
@@ -201,14 +200,16 @@ impl ConnFacts {
     /// The client's and the server's end, by role: the same whichever end
     /// was captured.
     pub fn client_server(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        let Some(e) = self.endpoints.as_deref() else {
-            return (None, None);
-        };
-        match self.is_client() {
-            Some(true) => (e.local, e.peer),
-            Some(false) => (e.peer, e.local),
-            None => (None, None),
-        }
+        let [c, s] = self
+            .role()
+            .map_or([None, None], |(e, client)| by_role(client, e.local, e.peer));
+        (c, s)
+    }
+
+    /// Its socket and whether the process is the client, when both are
+    /// known.
+    fn role(&self) -> Option<(&Endpoints, bool)> {
+        Some((self.endpoints.as_deref()?, self.is_client()?))
     }
 
     /// The other end of the connection, as this process sees it.
@@ -219,10 +220,10 @@ impl ConnFacts {
     /// The JSON fields.
     pub fn json(&self) -> JsonFacts<'_> {
         let e = self.endpoints.as_deref();
-        let [client, server] = match (e, self.is_client()) {
-            (Some(e), Some(c)) => e.by_role(c),
-            _ => [None, None],
-        };
+        let [client, server] = self.role().map_or([None, None], |(e, c)| {
+            let [l, p] = &e.json;
+            by_role(c, l.as_ref(), p.as_ref())
+        });
         JsonFacts {
             container_id: self.container.as_deref().map(|c| c.id.as_str()),
             pod_uid: self.container.as_deref().and_then(|c| c.pod_uid.as_deref()),

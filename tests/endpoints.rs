@@ -141,6 +141,33 @@ fn curl_and_s_server_agree_over_ipv4_and_ipv6() {
     });
 }
 
+/// The data records of `pid` that belong to connection `name` (their bytes
+/// contain `marker(name)`) have its client port (`ports`: name -> port) and
+/// the server's port; how many there were.
+fn keep_their_ports(
+    recs: &[Value],
+    pid: u32,
+    ports: &[(String, u16)],
+    server_port: u16,
+    marker: impl Fn(&str) -> String,
+) -> usize {
+    let mut seen = 0;
+    for r in recs
+        .iter()
+        .filter(|r| r["pid"] == pid && r["type"] == "data")
+    {
+        let text = String::from_utf8_lossy(&record_bytes(r)).into_owned();
+        for (name, port) in ports {
+            if text.contains(&marker(name)) {
+                assert_eq!(r["client"]["port"], *port, "{name}: {r}");
+                assert_eq!(r["server"]["port"], server_port, "{r}");
+                seen += 1;
+            }
+        }
+    }
+    seen
+}
+
 /// Two connections of one process used in turn on one thread (a client
 /// pool): each record keeps its own connection's endpoints.
 #[test]
@@ -170,22 +197,10 @@ fn two_connections_of_one_thread_keep_their_endpoints() {
         assert_eq!(ports.len(), 2, "{}", String::from_utf8_lossy(&out));
         let (w, _) = agent.wait_bytes(py.pid, 6 * 40, 6 * 40);
         assert!(w.len() >= 6 * 40, "requests: {}", show(&w));
-        let recs = agent.records();
-        let mut seen = 0;
-        for r in recs
-            .iter()
-            .filter(|r| r["pid"] == py.pid && r["type"] == "data")
-        {
-            let text = String::from_utf8_lossy(&record_bytes(r)).into_owned();
-            for (name, port) in &ports {
-                // Requests say /a0, /b1...; responses "ok GET /a0 0".
-                if text.contains(&format!("/{name}")) {
-                    assert_eq!(r["client"]["port"], *port, "{name}: {r}");
-                    assert_eq!(r["server"]["port"], srv.port, "{r}");
-                    seen += 1;
-                }
-            }
-        }
+        // Requests say /a0, /b1...; responses "ok GET /a0 0".
+        let seen = keep_their_ports(&agent.records(), py.pid, &ports, srv.port, |n| {
+            format!("/{n}")
+        });
         assert_eq!(seen, 12, "3 requests and 3 responses on each connection");
     });
 }
@@ -232,20 +247,9 @@ fn parallel_transfers_of_one_thread_keep_their_endpoints() {
         assert_eq!(ports.len(), 2, "{text}");
         assert_ne!(ports[0].1, ports[1].1, "two connections: {text}");
         agent.wait_bytes(curl.pid, 2 * 60, 2 * 60);
-        let recs = agent.records();
-        let mut seen = 0;
-        for r in recs
-            .iter()
-            .filter(|r| r["pid"] == curl.pid && r["type"] == "data")
-        {
-            let text = String::from_utf8_lossy(&record_bytes(r)).into_owned();
-            for (name, port) in &ports {
-                if text.contains(&format!("/{name} ")) {
-                    assert_eq!(r["client"]["port"], *port, "{name}: {r}");
-                    seen += 1;
-                }
-            }
-        }
+        let seen = keep_their_ports(&agent.records(), curl.pid, &ports, srv.port, |n| {
+            format!("/{n} ")
+        });
         assert_eq!(seen, 4, "a request and a response on each connection");
     });
 }

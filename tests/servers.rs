@@ -93,13 +93,11 @@ fn sni_server(name: &str, program: &Path, args: &[&str], response: fn(&str) -> V
         );
         // Its client's endpoint and its own, by role, on raw and decoded
         // records.
-        let netns = netns_of(std::process::id());
-        let server = ("127.0.0.1", port);
-        let (cport, _) = check_endpoints(&recs, held.pid, ("127.0.0.1", None), server, netns);
+        let (cport, _) = check_loopback(&recs, held.pid, None, port);
 
         let ex = decoded.exchanges(held.pid, 1);
         assert_eq!(ex.len(), 1, "{name}: {ex:?}");
-        check_endpoints(&ex, held.pid, ("127.0.0.1", Some(cport)), server, netns);
+        check_loopback(&ex, held.pid, Some(cport), port);
         let e = &ex[0];
         assert_eq!(
             (
@@ -299,26 +297,9 @@ fn nginx_http1_and_http2_by_their_clients_server_name() {
         };
         assert_eq!(got, [row("HTTP/1.1", "/h1"), row("HTTP/2", "/h2")]);
         // Each exchange names its own client: curl's source port.
-        let netns = netns_of(std::process::id());
-        for (e, p) in ex.iter().filter(|e| e["path"] == "/h1").zip([ports[0]]) {
-            let one = [e.clone()];
-            check_endpoints(
-                &one,
-                pid,
-                ("127.0.0.1", Some(p)),
-                ("127.0.0.1", port),
-                netns,
-            );
-        }
-        for (e, p) in ex.iter().filter(|e| e["path"] == "/h2").zip([ports[1]]) {
-            let one = [e.clone()];
-            check_endpoints(
-                &one,
-                pid,
-                ("127.0.0.1", Some(p)),
-                ("127.0.0.1", port),
-                netns,
-            );
+        for (path, p) in [("/h1", ports[0]), ("/h2", ports[1])] {
+            let one: Vec<Value> = ex.iter().filter(|e| e["path"] == path).cloned().collect();
+            check_loopback(&one, pid, Some(p), port);
         }
     });
 }
@@ -444,14 +425,7 @@ fn nss_tstclnt_exact_bytes_and_server_name_filter() {
         assert_eq!((w, r), (req, resp));
         let recs = agent.records();
         assert_only_api_acme(&recs, no);
-        let netns = netns_of(std::process::id());
-        check_endpoints(
-            &recs,
-            yes,
-            ("127.0.0.1", None),
-            ("127.0.0.1", srv.port),
-            netns,
-        );
+        check_loopback(&recs, yes, None, srv.port);
     });
 }
 

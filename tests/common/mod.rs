@@ -649,6 +649,25 @@ pub fn check_endpoints(
     (port.expect("a client port"), checked)
 }
 
+/// [`check_endpoints`] of a connection on 127.0.0.1 in this test's
+/// network namespace: its server on `server_port`, its client on
+/// `client_port` when given.
+pub fn check_loopback(
+    recs: &[Value],
+    pid: u32,
+    client_port: Option<u16>,
+    server_port: u16,
+) -> (u16, usize) {
+    let netns = netns_of(std::process::id());
+    check_endpoints(
+        recs,
+        pid,
+        ("127.0.0.1", client_port),
+        ("127.0.0.1", server_port),
+        netns,
+    )
+}
+
 /// `target` under the name `name`: a symlink in target/named/. A process's
 /// name is its executable's file name, so an agent filtered to `--comm
 /// name` never holds the processes of `target` that tests beside it run (a
