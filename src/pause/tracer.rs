@@ -198,6 +198,13 @@ impl Tracer {
                 if !held {
                     log::debug!("cannot pause pid {pid}: no thread could be stopped (gone?)");
                     lock(&self.stats).not_paused += 1;
+                    // Gone before the stop: a stop that came this late
+                    // missed whatever the process did meanwhile (its first
+                    // TLS calls, when a return-probe request was late).
+                    let late = crate::output::mono_now().saturating_sub(mapped_ns) / 1000;
+                    if late > 1_000 {
+                        log::debug!("pid {pid} was gone {late} us after its file was mapped");
+                    }
                 }
                 self.send_job(ev, held);
                 if !held {
