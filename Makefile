@@ -5,7 +5,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: all deps test-deps build run test lint unit e2e fixtures bench fuzz clean hooks test-kernels
+.PHONY: all deps test-deps jvm build run test lint unit e2e fixtures bench fuzz clean hooks test-kernels
 
 all: build
 
@@ -16,7 +16,12 @@ test-deps:
 	@bash scripts/install-deps.sh --test
 	@bash scripts/container-image.sh
 
-build: deps
+# plainsight's Java agent and its native library (jvm/), embedded in the
+# binary: built before anything cargo compiles.
+jvm: deps
+	bash scripts/build-jvm.sh target/jvm
+
+build: jvm
 	$(CARGO) build --release --locked
 
 run: build
@@ -35,23 +40,23 @@ test: lint unit e2e
 
 # rustfmt, clippy with warnings as errors (clippy.toml caps function
 # length), and the size of the BPF sources.
-lint: deps
+lint: jvm
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	bash scripts/check-bpf-size.sh
 
 # Root-free: parsers, decoders, placement, the probe table against the
 # compiled BPF objects, ELF fixtures built in the tree.
-unit: deps
+unit: jvm
 	$(CARGO) test --locked --lib --bins
 
-e2e: test-deps fixtures
+e2e: jvm test-deps fixtures
 	$(CARGO) test --locked --no-fail-fast --test '*' -- --test-threads=4
 
 # Fuzzing (not part of make test; examples/fuzz): 10^6 inputs per harness,
 # parsers built with coverage counters (fuzz/sancov-rustc) in their own
 # target folder. Findings: fuzz/crashes/; fuzz/regressions/ runs in e2e.
-fuzz: deps
+fuzz: jvm
 	RUSTC_WRAPPER=$(CURDIR)/fuzz/sancov-rustc CARGO_TARGET_DIR=$(CURDIR)/target/fuzz-build \
 		$(CARGO) run --release --locked --example fuzz -- --count 1000000
 

@@ -62,6 +62,8 @@ static __always_inline int report_file(struct file *file, __u32 source)
 	state = bpf_map_lookup_elem(&seen_files, &key);
 	if (state && *state == FILE_DONE)
 		return 0; /* instrumented (or found to need nothing) already */
+	if (state && *state == FILE_WATCHED)
+		source = EXEC_SOURCE_WATCHED;
 	if (!state && bpf_map_update_elem(&seen_files, &key, &pending, BPF_NOEXIST) != 0) {
 		/* Another CPU reported it just now: report this process too. */
 	}

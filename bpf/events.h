@@ -63,6 +63,10 @@ enum sock_event_flags {
 	 * connection's server (its listener's backlog is inherited; a socket
 	 * that connected never listened). */
 	SOCK_FLAG_ACCEPTED = 1,
+	/* The record names only one end (the JVM agent's engines know their
+	 * peer, not their socket): the other is not known. */
+	SOCK_FLAG_LOCAL_UNKNOWN = 2,
+	SOCK_FLAG_PEER_UNKNOWN = 4,
 };
 
 /* Where an MMAP_EXEC_FILE came from. */
@@ -76,6 +80,9 @@ enum exec_source {
 	 * of the library whose probe asked (0: a syscall's hook). User space
 	 * attaches the return probes of all the process's TLS libraries. */
 	EXEC_SOURCE_RETURNS = 3,
+	/* A mapping of a file user space watches (FILE_WATCHED: a JVM's
+	 * libjvm): every process that maps it is reported, never held. */
+	EXEC_SOURCE_WATCHED = 4,
 };
 
 /* Key of a file: `seen_files` (discover) and `static_files` (statictls). */
@@ -96,6 +103,7 @@ struct returns_key {
 enum seen_state {
 	FILE_PENDING = 1, /* reported, being inspected: report every mapper */
 	FILE_DONE = 2,    /* inspected: report no more */
+	FILE_WATCHED = 3, /* inspected: report each mapper, not to be held */
 };
 
 struct mmap_exec_file_event {
@@ -163,6 +171,35 @@ struct sock_event {
 	__u8 peer_addr[16];
 };
 
+/* What the JVM agent's native library (jvm/native) hands jsse.bpf.h when
+ * the Java side first sees a connection: the library includes this header
+ * too, so both read one layout. Ports in host order. */
+struct jsse_conn {
+	__u64 id;         /* the Java side's number for the connection */
+	__u32 flags;      /* enum jsse_conn_flags */
+	__u16 family;     /* AF_INET, AF_INET6 (of both addresses) */
+	__u16 local_port;
+	__u16 peer_port;
+	__u16 name_len;   /* bytes of `name`; 0: no server name */
+	__u32 _pad;
+	__u8 local_addr[16];
+	__u8 peer_addr[16];
+	char name[MAX_NAME]; /* the server name, not NUL-terminated */
+};
+
+enum jsse_conn_flags {
+	/* The JVM is the connection's client (it sent the server name). */
+	JSSE_CLIENT = 1,
+	JSSE_LOCAL_KNOWN = 2,
+	JSSE_PEER_KNOWN = 4,
+};
+
+/* The direction of a jsse data call. */
+enum jsse_direction {
+	JSSE_SENT = 0,
+	JSSE_RECEIVED = 1,
+};
+
 /* SNI_CONFIGURED: a connection's server name was set and matched a pattern
  * (or no pattern was given). Emitted on the data ring buffer, before any
  * data of that connection. */
@@ -220,6 +257,9 @@ struct abi_types {
 	enum sock_transport sock_transport;
 	enum sock_event_flags sock_event_flags;
 	struct cgroup_name cgroup_name;
+	struct jsse_conn jsse_conn;
+	enum jsse_conn_flags jsse_conn_flags;
+	enum jsse_direction jsse_direction;
 } abi_types;
 #endif
 

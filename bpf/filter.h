@@ -122,8 +122,11 @@ static __always_inline bool process_wanted(__u32 tgid)
 	if (filter_pids && !bpf_map_lookup_elem(&target_pids, &tgid))
 		return false;
 	if (filter_comms) {
+		/* The process's name (/proc/PID/comm: its main thread's), not
+		 * this thread's: a JVM names each of its threads. */
 		struct comm_key key = {};
-		bpf_get_current_comm(&key.comm, sizeof(key.comm));
+		struct task_struct *t = bpf_get_current_task_btf();
+		bpf_probe_read_kernel_str(&key.comm, sizeof(key.comm), t->group_leader->comm);
 		if (!bpf_map_lookup_elem(&target_comms, &key))
 			return false;
 	}

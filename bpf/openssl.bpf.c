@@ -493,3 +493,4 @@ int BPF_UPROBE(gnutls_deinit_entry, void *session)
 #include "accept.bpf.h"
 #include "sslbio.bpf.h"
 #include "nss.bpf.h"
+#include "jsse.bpf.h"

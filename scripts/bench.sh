@@ -28,6 +28,7 @@ cleanup() {
 trap cleanup EXIT
 
 bash tests/fixtures/build.sh target/fixtures >/dev/null
+bash scripts/build-jvm.sh target/jvm
 cargo build --release --locked -q
 gcc -O2 -o "$WORK/tls_rr" bench/tls_rr.c -lssl -lcrypto
 CERT=target/fixtures/cert.pem

@@ -3,7 +3,9 @@
 # Idempotent: packages already present are skipped. Run as root.
 set -euo pipefail
 
-BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev libzstd-dev pkg-config make gcc)
+# The Java agent (jvm/) is built with Debian's JDK 17 and ASM.
+BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev libzstd-dev pkg-config make gcc
+            openjdk-17-jdk-headless libasm-java)
 # Tools used by the tests and their TLS fixtures.
 TEST_PKGS=(curl openssl libssl-dev python3 nodejs
            android-libboringssl android-libboringssl-dev

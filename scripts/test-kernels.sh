@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash tests/fixtures/build.sh target/fixtures >/dev/null
+bash scripts/build-jvm.sh target/jvm
 cargo build --locked -q
 # The test binaries, built here (the tree is read-only inside the VM).
 mapfile -t BINS < <(cargo test --locked --no-run --message-format=json -q 2>/dev/null |

@@ -28,6 +28,8 @@ pub const TRANSPORT_UDP: u32 = t::sock_transport::TRANSPORT_UDP.0;
 pub const TRANSPORT_UNIX: u32 = t::sock_transport::TRANSPORT_UNIX.0;
 pub const TRANSPORT_PIPE: u32 = t::sock_transport::TRANSPORT_PIPE.0;
 pub const SOCK_FLAG_ACCEPTED: u32 = t::sock_event_flags::SOCK_FLAG_ACCEPTED.0;
+pub const SOCK_FLAG_LOCAL_UNKNOWN: u32 = t::sock_event_flags::SOCK_FLAG_LOCAL_UNKNOWN.0;
+pub const SOCK_FLAG_PEER_UNKNOWN: u32 = t::sock_event_flags::SOCK_FLAG_PEER_UNKNOWN.0;
 /// Socket families as `sock_event.family` gives them (the kernel's).
 pub const AF_INET: u16 = libc::AF_INET as u16;
 pub const AF_INET6: u16 = libc::AF_INET6 as u16;
@@ -35,6 +37,7 @@ pub const AF_INET6: u16 = libc::AF_INET6 as u16;
 pub const EXEC_SOURCE_EXEC: u32 = t::exec_source::EXEC_SOURCE_EXEC.0;
 pub const EXEC_SOURCE_MMAP: u32 = t::exec_source::EXEC_SOURCE_MMAP.0;
 pub const EXEC_SOURCE_RETURNS: u32 = t::exec_source::EXEC_SOURCE_RETURNS.0;
+pub const EXEC_SOURCE_WATCHED: u32 = t::exec_source::EXEC_SOURCE_WATCHED.0;
 
 /// Size of one plaintext chunk.
 pub const DATA_CHUNK: usize = t::abi_sizes::DATA_CHUNK.0 as usize;
@@ -47,6 +50,7 @@ pub const DATA_FLAG_TRUNCATED: u32 = t::data_flags::DATA_FLAG_TRUNCATED.0;
 /// `seen_files` values.
 pub const FILE_PENDING: u8 = t::seen_state::FILE_PENDING.0 as u8;
 pub const FILE_DONE: u8 = t::seen_state::FILE_DONE.0 as u8;
+pub const FILE_WATCHED: u8 = t::seen_state::FILE_WATCHED.0 as u8;
 
 /// Indexes of the per-CPU `stats` arrays.
 pub const STAT_DATA_LOST: u32 = t::stat_index::STAT_DATA_LOST.0;

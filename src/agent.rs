@@ -106,7 +106,7 @@ fn ring_wakeups(k: &Kernel) -> Result<Receiver<()>> {
 /// A process's start time in clock ticks since boot (`/proc/PID/stat`'s
 /// 22nd field; BPF's `process_born` gives the same): with the pid, its
 /// identity.
-fn process_born(pid: u32) -> Option<u64> {
+pub(crate) fn process_born(pid: u32) -> Option<u64> {
     born_of_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
@@ -246,6 +246,10 @@ struct Agent<'k> {
     returns_per_process: bool,
     /// Server-name patterns were given.
     sni_filter: bool,
+    /// JVMs get the Java agent (src/jvm).
+    jvms: crate::jvm::Jvms,
+    /// Files inspection found to be a JVM's `libjvm.so`.
+    jvm_files: HashSet<FileId>,
 }
 
 /// Runs until SIGINT/SIGTERM.
@@ -315,6 +319,8 @@ pub fn run(s: Settings) -> Result<()> {
         active: true,
         returns_per_process: s.kernel.returns_per_process(),
         sni_filter: !s.kernel.patterns.is_empty(),
+        jvms: crate::jvm::Jvms::start(s.java.clone()),
+        jvm_files: HashSet::new(),
     };
     // `job_tx` lives as long as the loop: the job channel never closes.
     agent.scan_running(&s, &job_tx);
@@ -464,6 +470,15 @@ impl Agent<'_> {
             }
             return;
         }
+        if job.source == abi::EXEC_SOURCE_WATCHED {
+            // Another process mapped a JVM's library (never held).
+            self.jvms.seen(job.pid, &job.comm);
+            return;
+        }
+        if self.jvm_files.contains(&job.file) {
+            // A JVM running at start-up, its library known already.
+            self.jvms.seen(job.pid, &job.comm);
+        }
         match self.files.admit(job) {
             Admit::Inspect(job) => {
                 if let Err(e) = self.inspect.send(job) {
@@ -557,7 +572,16 @@ impl Agent<'_> {
             _ => (None, false),
         };
         let waiting = self.files.finish(file, probes, static_tls);
-        self.kernel.mark_done(file);
+        if let Outcome::Jvm = r.outcome {
+            // Every later mapping of it is news of a JVM.
+            self.kernel.mark_watched(file);
+            self.jvm_files.insert(file);
+            for job in std::iter::once(&r.job).chain(&waiting) {
+                self.jvms.seen(job.pid, &job.comm);
+            }
+        } else {
+            self.kernel.mark_done(file);
+        }
         if static_tls {
             self.kernel.enable_static_io();
         }
@@ -851,6 +875,7 @@ impl Agent<'_> {
     }
 
     fn stop(mut self, ring: RingBuffer<'_>, out_thread: std::thread::JoinHandle<()>) {
+        self.jvms.stop();
         self.pauser.shutdown();
         let _ = ring.consume_raw();
         drop(ring);

@@ -170,6 +170,12 @@ pub struct Cli {
     #[arg(long)]
     pub host_wide_returns: bool,
 
+    /// Never load plainsight's Java agent into JVMs (JSSE, the JDK's TLS,
+    /// is then not captured). By default every JVM the process filters let
+    /// through gets it, through HotSpot's dynamic attach.
+    #[arg(long)]
+    pub no_java: bool,
+
     /// Log, per instrumented file and function, where the probes went
     /// (entry or inner offset) and why.
     #[arg(long)]

@@ -188,6 +188,7 @@ pub struct PauseSettings {
 /// Everything the agent runs with.
 pub struct Settings {
     pub kernel: KernelSettings,
+    pub java: crate::jvm::JvmSettings,
     pub inspect: InspectSettings,
     pub pause: PauseSettings,
     pub output: output::Options,
@@ -247,7 +248,18 @@ impl Settings {
         }
         let output = cli.output_options();
         let telemetry = TelemetrySettings::from_cli(&cli);
+        let java = crate::jvm::JvmSettings {
+            enabled: !cli.no_java,
+            filter: Filter {
+                pids: cli.pids.clone(),
+                comms: cli.comms.clone(),
+                containers: cli.containers.clone(),
+                ports: Vec::new(),
+                peers: Vec::new(),
+            },
+        };
         Ok(Settings {
+            java,
             kernel: KernelSettings {
                 filter: Filter {
                     pids: cli.pids,

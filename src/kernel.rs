@@ -437,6 +437,20 @@ impl Kernel {
         }
     }
 
+    /// The file is a JVM's library: BPF reports every process that maps it
+    /// (`EXEC_SOURCE_WATCHED`), never to be held.
+    pub fn mark_watched(&self, file: FileId) {
+        let watched = [abi::FILE_WATCHED];
+        if let Err(e) =
+            self.discover
+                .maps
+                .seen_files
+                .update(&file_key(file), &watched, MapFlags::ANY)
+        {
+            log::warn!("cannot watch file {file}: {e}");
+        }
+    }
+
     /// Forgets a file: the next mapping of it is reported again.
     pub fn forget(&self, file: FileId) {
         let key = file_key(file);

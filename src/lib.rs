@@ -32,6 +32,7 @@ pub mod files;
 pub mod fuzzing;
 pub mod hooks;
 pub mod inspect;
+pub mod jvm;
 pub mod kernel;
 pub mod output;
 pub mod pause;

@@ -55,6 +55,9 @@ pub enum ProbePoint {
     GoHandshake,
     GoServerHandshake,
     GoClose,
+    JsseOpen,
+    JsseData,
+    JsseClose,
 }
 
 /// The BPF object whose programs serve a probe point.
@@ -220,6 +223,12 @@ pub const PROBES: &[Probe] = &[
         &[RAX, R14], &[], "ties the ClientHello received to its *Conn"),
     probe(P::GoClose, "crypto/tls.(*Conn).Close", S, "go_close_entry", None,
         &[RAX], &[], "the connection's end"),
+    probe(P::JsseOpen, "plainsight_jsse_open", O, "jsse_open_entry", None,
+        &[RDI, RSI], &[], "a JVM connection's name and ends (our Java agent): decided here"),
+    probe(P::JsseData, "plainsight_jsse_data", O, "jsse_data_entry", None,
+        &[RDI, RSI, RDX, RCX], &[], "plaintext JSSE sent or received (our Java agent)"),
+    probe(P::JsseClose, "plainsight_jsse_close", O, "jsse_close_entry", None,
+        &[RDI], &[], "a JVM connection's end"),
 ];
 
 impl ProbePoint {
@@ -269,6 +278,9 @@ impl ProbePoint {
 
     /// NSS's SSL library (libssl3.so).
     pub const NSS: [ProbePoint; 2] = [P::NssImportFd, P::NssSetUrl];
+
+    /// The native library of plainsight's Java agent (jvm/native).
+    pub const JSSE: [ProbePoint; 3] = [P::JsseOpen, P::JsseData, P::JsseClose];
 
     /// NSPR's I/O calls (libnspr4.so), on NSS SSL descriptors.
     pub const NSPR: [ProbePoint; 5] = [P::PrSend, P::PrWrite, P::PrRecv, P::PrRead, P::PrClose];

@@ -87,16 +87,19 @@ impl Endpoints {
             _ => Transport::Other,
         };
         let ip = matches!(transport, Transport::Tcp | Transport::Udp);
-        let at = |raw, port| {
+        let at = |raw, port, unknown: u32| {
             address(s.family, raw)
-                .filter(|_| ip)
+                .filter(|_| ip && u32::from(s.flags) & unknown == 0)
                 .map(|a| SocketAddr::new(a, port))
         };
         Endpoints::new(
             transport,
             s.netns,
             (s.fd >= 0).then_some(s.fd),
-            (at(s.local_addr, s.local_port), at(s.peer_addr, s.peer_port)),
+            (
+                at(s.local_addr, s.local_port, abi::SOCK_FLAG_LOCAL_UNKNOWN),
+                at(s.peer_addr, s.peer_port, abi::SOCK_FLAG_PEER_UNKNOWN),
+            ),
             s.flags & abi::SOCK_FLAG_ACCEPTED != 0,
         )
     }

@@ -44,6 +44,13 @@ pub enum TlsLibrary {
     /// NSPR (`libnspr4.so`): the I/O calls NSS programs make on their SSL
     /// descriptors.
     Nspr,
+    /// The native library of plainsight's own Java agent
+    /// (`libplainsight-jsse.so`, jvm/native): JSSE's plaintext, handed out
+    /// by the agent's code inside the JVM.
+    Jsse,
+    /// A HotSpot JVM (`libjvm.so`): nothing to probe in it; its process
+    /// gets the Java agent (src/jvm).
+    Jvm,
 }
 
 impl fmt::Display for TlsLibrary {
@@ -57,6 +64,8 @@ impl fmt::Display for TlsLibrary {
             TlsLibrary::GoTls => "go crypto/tls",
             TlsLibrary::Nss => "nss",
             TlsLibrary::Nspr => "nspr (nss i/o)",
+            TlsLibrary::Jsse => "jsse (plainsight's java agent)",
+            TlsLibrary::Jvm => "jvm",
         })
     }
 }
@@ -154,12 +163,19 @@ impl Inspection {
     pub fn is_tls(&self) -> bool {
         self.library.is_some() && !self.targets.is_empty()
     }
+
+    /// A JVM's own library: its processes get the Java agent.
+    pub fn is_jvm(&self) -> bool {
+        self.library == Some(TlsLibrary::Jvm)
+    }
 }
 
 /// The symbol names inspection keeps (the rest of a file's are skipped).
 pub fn interesting(name: &str) -> bool {
     name.starts_with("SSL_")
         || name == "BIO_f_ssl"
+        || name.starts_with("plainsight_jsse_")
+        || JVM_SYMBOLS.contains(&name)
         || ProbePoint::NSPR.iter().any(|p| p.symbol() == name)
         || name.starts_with("gnutls_")
         || aead_point(name).is_some()
@@ -327,9 +343,30 @@ fn classify_static(syms: &ElfSymbols) -> Inspection {
     insp
 }
 
-/// Classifies parsed symbols: GnuTLS, the OpenSSL family, or static TLS.
+/// What tells HotSpot's `libjvm.so` (17 and 25 checked): the JNI entry and
+/// a `JVM_` function of its class loading, both exported.
+const JVM_SYMBOLS: [&str; 2] = ["JNI_CreateJavaVM", "JVM_FindClassFromBootLoader"];
+
+/// Classifies parsed symbols: GnuTLS, the OpenSSL family, NSS, our Java
+/// agent's library, a JVM, or static TLS.
 pub fn classify(syms: &ElfSymbols) -> Inspection {
     let has = |n: &str| syms.get(n).is_some();
+    if ProbePoint::JSSE.iter().all(|p| has(p.symbol())) {
+        return exported(
+            syms,
+            TlsLibrary::Jsse,
+            "plainsight_jsse_data",
+            &ProbePoint::JSSE,
+        );
+    }
+    if JVM_SYMBOLS.iter().all(|n| has(n)) && !syms.is_executable {
+        return Inspection {
+            library: Some(TlsLibrary::Jvm),
+            linkage: Linkage::Exported,
+            targets: Vec::new(),
+            unsupported: None,
+        };
+    }
     if has("gnutls_record_send2") && has("gnutls_record_recv") {
         return Inspection {
             library: Some(TlsLibrary::GnuTls),
@@ -442,6 +479,7 @@ pub fn exported_names() -> Vec<&'static str> {
         &ProbePoint::GNUTLS,
         &ProbePoint::NSS,
         &ProbePoint::NSPR,
+        &ProbePoint::JSSE,
     ]
     .concat()
     .iter()
@@ -453,6 +491,7 @@ pub fn exported_names() -> Vec<&'static str> {
         "SSL_SetURL",
         "BIO_f_ssl",
     ])
+    .chain(JVM_SYMBOLS)
     .collect();
     v.sort_unstable();
     v.dedup();

@@ -32,6 +32,8 @@ pub enum Outcome {
         known: Option<String>,
     },
     NotTls,
+    /// A JVM's `libjvm.so`: its processes get the Java agent.
+    Jvm,
     /// The mapping is gone (the process exited): another process mapping
     /// it may take over.
     Gone,
@@ -144,7 +146,7 @@ fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
         // Only whole results: not a file refused or cut short by a budget.
         if insp.is_tls() {
             cache::shared().insert(k, Known::Tls(std::sync::Arc::new(insp.clone())));
-        } else if insp.unsupported.is_none() {
+        } else if insp.unsupported.is_none() && !insp.is_jvm() {
             cache::shared().insert(k, Known::NotTls);
         }
     }
@@ -162,6 +164,7 @@ fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
             "{} (pid {}) cannot be instrumented: {why}",
             m.path, job.pid
         )),
+        Ok(insp) if insp.is_jvm() => Outcome::Jvm,
         Ok(_) => Outcome::NotTls,
         Err(e) => Outcome::Failed(format!("{} (mapped by pid {}): {e}", m.path, job.pid)),
     }

@@ -416,6 +416,11 @@ fn pause_thread(
 impl Dispatcher {
     /// Gives `ev` to the tracer of its process, or to a free one.
     fn route(&mut self, ev: MmapExecFile) {
+        if ev.source == abi::EXEC_SOURCE_WATCHED {
+            // Only news of the process (a JVM started): nothing to hold.
+            let _ = self.jobs.send(job_of(ev, false));
+            return;
+        }
         if self.blocked.contains_key(&ev.pid) {
             self.unpaused(ev);
             return;

@@ -1,0 +1,220 @@
+//! The files a JVM is handed: plainsight's Java agent (jar) and its native
+//! library, built by `make` (scripts/build-jvm.sh) and embedded here, so
+//! the binary stays one file.
+//!
+//! They go into a directory made for that JVM inside its own root
+//! (`/tmp/.plainsight-<its pid>`, where a container's JVM can read them),
+//! reached through descriptors only: the JVM's `/tmp` is opened confined to
+//! its root ([`super::attach::open_tmp`]), the directory and the files are
+//! created exclusively, never through a symlink, and handed to the JVM's
+//! user read-only (0500, 0400) by descriptor. Removed when the JVM exits
+//! and when the agent stops.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use anyhow::{bail, Context, Result};
+
+/// The Java agent (`Agent-Class: dev.plainsight.jsse.Agent`).
+pub static AGENT_JAR: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/target/jvm/plainsight-jsse.jar"
+));
+
+/// The native library the Java agent loads and plainsight probes.
+pub static NATIVE_LIB: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/target/jvm/libplainsight-jsse.so"
+));
+
+const JAR_NAME: &str = "plainsight-jsse.jar";
+const LIB_NAME: &str = "libplainsight-jsse.so";
+
+/// A JVM's directory of our files, open.
+#[derive(Debug)]
+pub struct JvmDir {
+    /// The JVM's /tmp (`O_PATH`).
+    tmp: OwnedFd,
+    /// The directory (`O_PATH`), for removing its files.
+    dir: OwnedFd,
+    name: CString,
+    /// The jar's path as the JVM sees it.
+    pub jar: String,
+    /// The library's path as the JVM sees it.
+    pub lib: String,
+}
+
+fn cstr(s: &str) -> Result<CString> {
+    CString::new(s).context("a NUL in a file name")
+}
+
+fn check(ret: libc::c_int, what: impl FnOnce() -> String) -> Result<()> {
+    if ret < 0 {
+        return Err(io::Error::last_os_error()).with_context(what);
+    }
+    Ok(())
+}
+
+fn open_at(
+    dir: &OwnedFd,
+    name: &CString,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated; `mode` is read only with O_CREAT.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl JvmDir {
+    /// Makes the directory for JVM `pid` (`nspid` in its own namespace,
+    /// running as `uid`/`gid`) and writes the two files into it.
+    pub fn create(pid: u32, nspid: u32, uid: u32, gid: u32) -> Result<JvmDir> {
+        let tmp = super::attach::open_tmp(pid)?;
+        let shown = format!("/tmp/.plainsight-{nspid}");
+        let name = cstr(&format!(".plainsight-{nspid}"))?;
+        make_dir(&tmp, &name, &shown, (pid, uid))?;
+        let dir = open_at(
+            &tmp,
+            &name,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0,
+        )
+        .with_context(|| format!("JVM {pid}: opening {shown}"))?;
+        let d = JvmDir {
+            tmp,
+            dir,
+            name,
+            jar: format!("{shown}/{JAR_NAME}"),
+            lib: format!("{shown}/{LIB_NAME}"),
+        };
+        let filled = d
+            .write(JAR_NAME, AGENT_JAR, uid, gid)
+            .and_then(|_| d.write(LIB_NAME, NATIVE_LIB, uid, gid))
+            .and_then(|_| d.hand_over(uid, gid));
+        if let Err(e) = filled {
+            d.remove();
+            return Err(e.context(format!("JVM {pid}: writing {shown}")));
+        }
+        Ok(d)
+    }
+
+    /// One file, created new (never through a symlink), read-only for the
+    /// JVM's user.
+    fn write(&self, name: &str, bytes: &[u8], uid: u32, gid: u32) -> Result<()> {
+        let fd = open_at(
+            &self.dir,
+            &cstr(name)?,
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o400,
+        )
+        .with_context(|| format!("creating {name}"))?;
+        let mut f = File::from(fd);
+        f.write_all(bytes)
+            .with_context(|| format!("writing {name}"))?;
+        // SAFETY: fchown on a descriptor we own.
+        check(unsafe { libc::fchown(f.as_raw_fd(), uid, gid) }, || {
+            format!("handing {name} to uid {uid}")
+        })
+    }
+
+    /// The directory to the JVM's user, read-only: mode first (while it is
+    /// still root's, so nobody else can touch it), owner second, both by
+    /// descriptor.
+    fn hand_over(&self, uid: u32, gid: u32) -> Result<()> {
+        let fd = open_at(
+            &self.tmp,
+            &self.name,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0,
+        )
+        .context("opening the directory")?;
+        // SAFETY: fchmod/fchown on a descriptor we own.
+        check(unsafe { libc::fchmod(fd.as_raw_fd(), 0o500) }, || {
+            "setting the directory's mode".into()
+        })?;
+        // SAFETY: as above.
+        check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }, || {
+            format!("handing the directory to uid {uid}")
+        })
+    }
+
+    /// Removes the files and the directory (errors only logged: the JVM or
+    /// its container may be gone with them).
+    pub fn remove(&self) {
+        for f in [JAR_NAME, LIB_NAME] {
+            if let Ok(n) = cstr(f) {
+                // SAFETY: unlinkat relative to our directory descriptor.
+                unsafe { libc::unlinkat(self.dir.as_raw_fd(), n.as_ptr(), 0) };
+            }
+        }
+        // SAFETY: as above; removes only an empty directory.
+        if unsafe { libc::unlinkat(self.tmp.as_raw_fd(), self.name.as_ptr(), libc::AT_REMOVEDIR) }
+            < 0
+        {
+            log::debug!(
+                "cannot remove {:?}: {}",
+                self.name,
+                io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Creates the directory (root's, 0700). One left by an earlier plainsight
+/// (a directory, root's or handed to the JVM's user `uid`) is emptied of our
+/// two files and made anew; anything else there (a symlink, another owner,
+/// other files) is refused.
+fn make_dir(tmp: &OwnedFd, name: &CString, shown: &str, (pid, uid): (u32, u32)) -> Result<()> {
+    // SAFETY: mkdirat relative to the JVM's /tmp descriptor.
+    if unsafe { libc::mkdirat(tmp.as_raw_fd(), name.as_ptr(), 0o700) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EEXIST) {
+        return Err(err).with_context(|| format!("JVM {pid}: creating {shown}"));
+    }
+    // SAFETY: an all-zero stat is valid; fstatat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatat without following a symlink, into `st`.
+    let r = unsafe {
+        libc::fstatat(
+            tmp.as_raw_fd(),
+            name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    check(r, || format!("JVM {pid}: looking at {shown}"))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR || (st.st_uid != 0 && st.st_uid != uid) {
+        bail!(
+            "JVM {pid}: {shown} exists and is not plainsight's (mode {:o}, owner {}): not touched",
+            st.st_mode,
+            st.st_uid
+        );
+    }
+    let old = open_at(
+        tmp,
+        name,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        0,
+    )
+    .with_context(|| format!("JVM {pid}: opening the old {shown}"))?;
+    for f in [JAR_NAME, LIB_NAME] {
+        let n = cstr(f)?;
+        // SAFETY: unlinkat relative to the old directory's descriptor.
+        unsafe { libc::unlinkat(old.as_raw_fd(), n.as_ptr(), 0) };
+    }
+    // SAFETY: removes the (now empty) directory, then makes it anew.
+    let r = unsafe {
+        libc::unlinkat(tmp.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR);
+        libc::mkdirat(tmp.as_raw_fd(), name.as_ptr(), 0o700)
+    };
+    check(r, || format!("JVM {pid}: making {shown} anew"))
+}
