@@ -224,7 +224,7 @@ pub const PROBES: &[Probe] = &[
     probe(P::GoClose, "crypto/tls.(*Conn).Close", S, "go_close_entry", None,
         &[RAX], &[], "the connection's end"),
     probe(P::JsseOpen, "plainsight_jsse_open", O, "jsse_open_entry", None,
-        &[RDI, RSI], &[], "a JVM connection's name and ends (our Java agent): decided here"),
+        &[RDI], &[], "a JVM connection's name and ends (our Java agent): decided here"),
     probe(P::JsseData, "plainsight_jsse_data", O, "jsse_data_entry", None,
         &[RDI, RSI, RDX, RCX], &[], "plaintext JSSE sent or received (our Java agent)"),
     probe(P::JsseClose, "plainsight_jsse_close", O, "jsse_close_entry", None,
@@ -493,6 +493,9 @@ mod tests {
             P::GoHandshake,
             P::GoServerHandshake,
             P::GoClose,
+            P::JsseOpen,
+            P::JsseData,
+            P::JsseClose,
         ];
         assert_eq!(PROBES.len(), all.len());
         for p in all {

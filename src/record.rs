@@ -89,7 +89,7 @@ impl Endpoints {
         let ip = matches!(transport, Transport::Tcp | Transport::Udp);
         let at = |raw, port, unknown: u32| {
             address(s.family, raw)
-                .filter(|_| ip && u32::from(s.flags) & unknown == 0)
+                .filter(|_| ip && s.flags & unknown == 0)
                 .map(|a| SocketAddr::new(a, port))
         };
         Endpoints::new(

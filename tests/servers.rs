@@ -5,19 +5,14 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(30);
-
-fn request(path: &str, host: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
-}
 
 /// The OpenSSL test client against `port` with server name `sni`.
 fn client(port: u16, sni: &str, req: &[u8]) -> Vec<u8> {
@@ -43,14 +38,6 @@ fn go_port(h: &mut Held) -> u16 {
         .expect("PORT line")
         .parse()
         .unwrap()
-}
-
-fn cert_args() -> (String, String) {
-    let d = fixtures();
-    (
-        d.join("cert.pem").display().to_string(),
-        d.join("key.pem").display().to_string(),
-    )
 }
 
 /// Runs `server` (held, prints its port), one raw and one decoded agent on
@@ -186,42 +173,6 @@ fn go_server_by_its_clients_server_name() {
         &["-cert", &c, "-key", &k],
         go_response,
     );
-}
-
-/// A free port on 127.0.0.1 (for nginx, whose port is in its configuration).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16) {
-    let until = Instant::now() + T;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// nginx, its configuration written here: TLS on 127.0.0.1, HTTP/1.1 and
-/// HTTP/2 (curl chooses by ALPN), one process.
-fn nginx_conf(dir: &Path, port: u16) -> PathBuf {
-    let (c, k) = cert_args();
-    let d = dir.display();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
-         error_log {d}/error.log warn;\nevents {{ worker_connections 64; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-         fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         server_tokens off;\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n\
-         ssl_certificate {c};\n    ssl_certificate_key {k};\n\
-         location / {{ default_type text/plain; return 200 \"hello $request_method $uri\\n\"; }}\n  }}\n}}\n"
-    );
-    let p = dir.join("nginx.conf");
-    std::fs::write(&p, conf).unwrap();
-    p
 }
 
 /// curl's response body; its own source port in `local_port`.

@@ -46,6 +46,9 @@ const LISTENER_POLL: Duration = Duration::from_millis(10);
 /// How long another attacher's listener start is awaited before we
 /// signal too (its listener is usually up within 30 ms).
 const PEER_WAIT: Duration = Duration::from_millis(500);
+/// How long a JVM started with -Xrs may take to open its listener by
+/// itself (at the end of its start-up, well under a second here).
+const XRS_STARTUP: Duration = Duration::from_secs(10);
 /// Time the connecting thread gets beyond the deadline to report back: its
 /// connect is itself bounded by the deadline (SO_SNDTIMEO).
 const CONNECT_GRACE: Duration = Duration::from_millis(200);
@@ -183,9 +186,15 @@ pub fn connect(jvm: &JvmProc, deadline: Instant) -> Result<Listener, Refusal> {
     // is not refused here: HotSpot installs its handler over it, which
     // wait_quit_handler waits for.
     if jvm.reduced_signals {
-        return Err(Refusal::ReducedSignals);
+        // A young one may not have opened it yet: watch (never signal).
+        let startup_left = XRS_STARTUP.saturating_sub(jvm.age);
+        let until = deadline.min(Instant::now() + startup_left);
+        if !wait_socket(&tmp, &name, jvm.uid, stale, until) {
+            return Err(Refusal::ReducedSignals);
+        }
+    } else {
+        start_listener(jvm, &tmp, &name, stale, deadline)?;
     }
-    start_listener(jvm, &tmp, &name, stale, deadline)?;
     let stream = connect_socket(jvm, &tmp, &name, deadline)
         .with_context(|| format!("JVM {pid}: connecting to its new attach listener"))
         .map_err(Refusal::Io)?;

@@ -486,6 +486,11 @@ impl Held {
         s.flush().unwrap();
     }
 
+    /// Closes the program's stdin (EOF).
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
     /// Reads one line of the program's stdout (blocking).
     pub fn read_line(&mut self) -> String {
         let c = self.child.as_mut().expect("running");
@@ -681,4 +686,54 @@ pub fn named(target: &str, name: &str) -> PathBuf {
         std::os::unix::fs::symlink(target, &link).unwrap();
     }
     link
+}
+
+/// The test certificate and key, as paths.
+pub fn cert_args() -> (String, String) {
+    let d = fixtures();
+    (
+        d.join("cert.pem").display().to_string(),
+        d.join("key.pem").display().to_string(),
+    )
+}
+
+/// A free port on 127.0.0.1 (for nginx, whose port is in its configuration).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_port(port: u16) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// nginx, its configuration written here: TLS on 127.0.0.1, HTTP/1.1 and
+/// HTTP/2 (curl chooses by ALPN), one process.
+pub fn nginx_conf(dir: &Path, port: u16) -> PathBuf {
+    let (c, k) = cert_args();
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\nevents {{ worker_connections 64; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         server_tokens off;\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n\
+         ssl_certificate {c};\n    ssl_certificate_key {k};\n\
+         location / {{ default_type text/plain; return 200 \"hello $request_method $uri\\n\"; }}\n  }}\n}}\n"
+    );
+    let p = dir.join("nginx.conf");
+    std::fs::write(&p, conf).unwrap();
+    p
+}
+
+/// An HTTP/1.1 GET of `path` for `host`, asking to close.
+pub fn request(path: &str, host: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
 }
