@@ -46,6 +46,10 @@ enum event_type {
 	 * (sock.bpf.h): emitted once per connection, before the records it
 	 * names, on the data ring buffer. */
 	SOCK_INFO = 8,
+	/* What this agent decided for a JVM connection our Java agent
+	 * announced (jsse.bpf.h): user space tells the Java side, which stops
+	 * handing over the bytes of a connection no agent wants. */
+	JSSE_VERDICT = 9,
 };
 
 /* What a connection's descriptor is (sock_event.transport). */
@@ -194,6 +198,15 @@ enum jsse_conn_flags {
 	JSSE_PEER_KNOWN = 4,
 };
 
+/* JSSE_VERDICT */
+struct jsse_verdict_event {
+	__u32 type; /* JSSE_VERDICT */
+	__u32 pid;
+	__u64 conn;
+	__u32 wanted; /* 1: captured; 0: not (names, endpoints, filters) */
+	__u32 _pad;
+};
+
 /* The direction of a jsse data call. */
 enum jsse_direction {
 	JSSE_SENT = 0,
@@ -258,6 +271,7 @@ struct abi_types {
 	enum sock_event_flags sock_event_flags;
 	struct cgroup_name cgroup_name;
 	struct jsse_conn jsse_conn;
+	struct jsse_verdict_event jsse_verdict_event;
 	enum jsse_conn_flags jsse_conn_flags;
 	enum jsse_direction jsse_direction;
 } abi_types;

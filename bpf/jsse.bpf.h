@@ -13,12 +13,14 @@
  *   plainsight_jsse_close(__u64 conn)
  *
  * open is called once per connection, with its server name and endpoints
- * as Java knows them; the probe decides it like SSL_ctrl's name. data is
- * called with bytes that are final (sent, or received): entry probes only,
- * no return probe. The Java side cannot be told the verdict from here
- * (bpf_probe_write_user is refused under kernel lockdown, as on this
- * machine kind), so it hands every connection's bytes and the probe drops
- * those of connections not wanted.
+ * as Java knows them; the probe decides it like SSL_ctrl's name and tells
+ * user space (JSSE_VERDICT), which writes the verdict where the Java side
+ * reads it (src/jvm/verdicts.rs): a probe cannot write it into the JVM
+ * itself (bpf_probe_write_user is refused under kernel lockdown, as on this
+ * machine kind). Until the verdict arrives the Java side hands over every
+ * connection's bytes and this probe drops those not wanted. data is called
+ * with bytes that are final (sent, or received): entry probes only, no
+ * return probe.
  */
 
 /* The netns inode of the current task (a JVM's connections are in it). */
@@ -86,6 +88,8 @@ int BPF_UPROBE(jsse_open_entry, const struct jsse_conn *uc)
 	const struct jsse_conn *c = (const struct jsse_conn *)&h;
 	struct sni_scratch *s;
 	__u32 rule = 0, n;
+	struct jsse_verdict_event *v;
+	bool wanted = false;
 	__u8 one = 1;
 
 	if (!uc || !process_wanted(k.pid))
@@ -118,7 +122,21 @@ int BPF_UPROBE(jsse_open_entry, const struct jsse_conn *uc)
 		emit_sni(c->flags & JSSE_CLIENT ? SNI_CONFIGURED : SNI_RECEIVED, k.ssl, rule, s,
 			 n != 0, id);
 		jsse_endpoints(&k, c, id);
+		wanted = sock_passes(&k);
 	}
+	/* A JVM connection has all it will ever have now: no name or no
+	 * ends later, so "not wanted" is final. */
+	v = bpf_ringbuf_reserve(&data_events, sizeof(*v), 0);
+	if (!v) {
+		count_stat(STAT_DATA_LOST);
+		return 0;
+	}
+	v->type = JSSE_VERDICT;
+	v->pid = k.pid;
+	v->conn = k.ssl;
+	v->wanted = wanted;
+	v->_pad = 0;
+	bpf_ringbuf_submit(v, submit_flags());
 	return 0;
 }
 

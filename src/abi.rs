@@ -22,6 +22,7 @@ pub const SNI_CONFIGURED: u32 = t::event_type::SNI_CONFIGURED.0;
 pub const SNI_SENT: u32 = t::event_type::SNI_SENT.0;
 pub const SNI_RECEIVED: u32 = t::event_type::SNI_RECEIVED.0;
 pub const SOCK_INFO: u32 = t::event_type::SOCK_INFO.0;
+pub const JSSE_VERDICT: u32 = t::event_type::JSSE_VERDICT.0;
 
 pub const TRANSPORT_TCP: u32 = t::sock_transport::TRANSPORT_TCP.0;
 pub const TRANSPORT_UDP: u32 = t::sock_transport::TRANSPORT_UDP.0;
@@ -66,6 +67,7 @@ const DATA_HEADER_LEN: usize = offset_of!(t::ssl_data_event, data);
 const CLOSE_EVENT_LEN: usize = size_of::<t::ssl_close_event>();
 const SNI_EVENT_LEN: usize = size_of::<t::sni_event>();
 const SOCK_EVENT_LEN: usize = size_of::<t::sock_event>();
+const JSSE_VERDICT_LEN: usize = size_of::<t::jsse_verdict_event>();
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AbiError {
@@ -190,6 +192,8 @@ pub enum Event<'a> {
     /// client.
     SniReceived(SniConfigured),
     SockInfo(SockInfo),
+    /// `JSSE_VERDICT`: (pid, connection, wanted) of a JVM connection.
+    JsseVerdict(u32, u64, bool),
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -317,6 +321,17 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
                 SNI_RECEIVED => Event::SniReceived(e),
                 _ => Event::SniConfigured(e),
             })
+        }
+        JSSE_VERDICT => {
+            if b.len() < JSSE_VERDICT_LEN {
+                return Err(AbiError::Short(b.len()));
+            }
+            type E = t::jsse_verdict_event;
+            Ok(Event::JsseVerdict(
+                u32_at(b, offset_of!(E, pid)),
+                u64_at(b, offset_of!(E, conn)),
+                u32_at(b, offset_of!(E, wanted)) != 0,
+            ))
         }
         t => Err(AbiError::UnknownType(t)),
     }

@@ -289,8 +289,10 @@ pub fn run(s: Settings) -> Result<()> {
     kernel.attach_discover()?;
 
     let patterns = s.kernel.patterns.iter().map(|p| p.to_string()).collect();
+    let jvms = crate::jvm::Jvms::start(s.java.clone());
     let capture = Rc::new(RefCell::new(
         Capture::new(out_tx, patterns)
+            .with_jvm_verdicts(jvms.verdicts())
             .with_container_filter(s.kernel.filter.containers.clone())
             .with_endpoint_filter(s.kernel.filter.endpoints())
             .with_cgroup_names(kernel.cgroup_names()?),
@@ -319,7 +321,7 @@ pub fn run(s: Settings) -> Result<()> {
         active: true,
         returns_per_process: s.kernel.returns_per_process(),
         sni_filter: !s.kernel.patterns.is_empty(),
-        jvms: crate::jvm::Jvms::start(s.java.clone()),
+        jvms,
         jvm_files: HashSet::new(),
     };
     // `job_tx` lives as long as the loop: the job channel never closes.

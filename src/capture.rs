@@ -146,6 +146,8 @@ pub struct Capture {
     out: Sender<Record>,
     /// Records the output queue had no room for.
     dropped: u64,
+    /// Where JSSE verdicts go (the JVM manager).
+    jvm_verdicts: Option<crate::jvm::VerdictSink>,
 }
 
 impl Capture {
@@ -166,7 +168,14 @@ impl Capture {
             patterns,
             out,
             dropped: 0,
+            jvm_verdicts: None,
         }
+    }
+
+    /// Hands JSSE verdicts to the JVM manager.
+    pub fn with_jvm_verdicts(mut self, sink: crate::jvm::VerdictSink) -> Capture {
+        self.jvm_verdicts = Some(sink);
+        self
     }
 
     fn send(&mut self, r: Record) {
@@ -233,6 +242,11 @@ impl Capture {
                         }
                         self.send(*r);
                     }
+                }
+            }
+            Ok(Event::JsseVerdict(pid, conn, wanted)) => {
+                if let Some(v) = &self.jvm_verdicts {
+                    v.send(pid, conn, wanted);
                 }
             }
             Ok(other) => log::warn!("unexpected record on a data ring buffer: {other:?}"),

@@ -463,41 +463,53 @@ fn jsse_jvms_refusing_signals_run_unchanged() {
     }
 }
 
-/// `--sni` keeps a JVM's connection to another name out.
+/// `--sni` keeps a JVM's connection to another name out, and the Java side
+/// learns it: the verdict file the agent writes says "decided, not wanted"
+/// for it (the JVM hands over no more of its bytes) and "decided, wanted"
+/// for a matching one.
 #[test]
-fn jsse_server_name_filter() {
+fn jsse_server_name_filter_and_its_verdict() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start();
-    let port = srv.port.to_string();
+    let rec = dir.path().join("server.jsonl");
+    let srv = Server::start_with(&["--record", rec.to_str().unwrap()]);
     let agent = Agent::start(&["--comm", "jsse_sni", "--sni", "api.acme.com"]);
-    let run = |sni: &str, path: &str| {
-        let req = request(path, sni);
-        let f = request_file(dir.path(), &req);
-        let mut held = jvm(
-            JDK17,
-            "jsse_sni",
-            &[
-                "RawSslClient",
-                "--wait-stdin",
-                "127.0.0.1",
-                &port,
-                sni,
-                f.to_str().unwrap(),
-            ],
-        );
+    let run = |name: &str, path: &str| {
+        let url = format!("https://{name}:{}{path}", srv.port);
+        let mut held = jvm(JDK17, "jsse_sni", &["SleepThenGet", &url, name]);
         let pid = held.pid;
         held.go_keep_stdin();
+        assert_eq!(held.read_line(), "READY");
         wait_attached(&agent, pid);
         held.send_line("go");
-        let (ok, out, err) = held.finish(Duration::from_secs(60));
+        assert_eq!(held.read_line(), format!("ok GET {path} 0"));
+        // The JVM's first connection is number 1 << 62: slot 0, tag 0.
+        let file = format!("/tmp/.plainsight-{pid}/verdicts");
+        let until = Instant::now() + Duration::from_secs(10);
+        let slot0 = loop {
+            let b = std::fs::read(&file).expect("the verdict file");
+            let v = u32::from_ne_bytes(b[..4].try_into().unwrap());
+            if v != 0 || Instant::now() > until {
+                break v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        held.close_stdin();
+        let (ok, _, err) = held.finish(Duration::from_secs(30));
         assert!(ok, "{err}");
-        (pid, req, out)
+        (pid, slot0)
     };
-    let (yes, req, resp) = run("api.acme.com", "/yes");
-    let (no, _, _) = run("other.example", "/no");
-    let (w, r) = agent.wait_bytes(yes, req.len(), resp.len());
-    assert_eq!((w, r), (req, resp));
+    let (yes, yes_slot) = run("api.acme.com", "/yes");
+    let (no, no_slot) = run("other.example", "/no");
+    assert_eq!(
+        (yes_slot, no_slot),
+        (0b11, 0b01),
+        "decided and wanted; decided, not wanted"
+    );
+    let seen = seen_for(&rec, "/yes");
+    let (w, r) = agent.wait_bytes(yes, seen.request.len(), seen.response.len());
+    assert_eq!((w, r), (seen.request, seen.response));
     assert_only_api_acme(&agent.records(), no);
+    assert_eq!(seen_for(&rec, "/no").sni.as_deref(), Some("other.example"));
 }
 
 /// A JVM in a podman container (the host's JDK mounted in the test image):
@@ -658,4 +670,34 @@ fn jsse_a_restarted_agent_does_not_load_twice() {
     held.close_stdin();
     let (ok, _, err) = held.finish(Duration::from_secs(30));
     assert!(ok, "{err}");
+}
+
+/// A local user who plants a symlink where the agent would make a JVM's
+/// directory: the agent writes nothing through it, says so, and the JVM runs
+/// on unchanged.
+#[test]
+fn jsse_a_planted_symlink_is_not_followed() {
+    let srv = Server::start();
+    let url = format!("https://api.acme.com:{}/plant", srv.port);
+    let agent = Agent::start(&["--comm", "jsse_plant"]);
+    let mut held = jvm(JDK17, "jsse_plant", &["SleepThenGet", &url, "api.acme.com"]);
+    let pid = held.pid;
+    let target = tempfile::tempdir().unwrap();
+    let link = format!("/tmp/.plainsight-{pid}");
+    std::os::unix::fs::symlink(target.path(), &link).unwrap();
+    held.go_keep_stdin();
+    assert_eq!(held.read_line(), "READY");
+    let line = wait_log(&agent, pid, "not attached");
+    assert!(line.contains("is not plainsight's"), "{line}");
+    assert_eq!(std::fs::read_dir(target.path()).unwrap().count(), 0);
+    held.send_line("go");
+    assert_eq!(held.read_line(), "ok GET /plant 0");
+    held.close_stdin();
+    let (ok, _, err) = held.finish(Duration::from_secs(30));
+    assert!(ok, "{err}");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    std::fs::remove_file(&link).unwrap();
 }

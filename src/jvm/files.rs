@@ -1,6 +1,9 @@
 //! The files a JVM is handed: plainsight's Java agent (jar) and its native
 //! library, built by `make` (scripts/build-jvm.sh) and embedded here, so
-//! the binary stays one file.
+//! the binary stays one file; and the verdict file, where the agent writes
+//! what it decided for each of the JVM's connections (the Java side maps it
+//! read-only and stops handing over the bytes of a connection no one wants:
+//! a BPF probe cannot write into the JVM under kernel lockdown).
 //!
 //! They go into a directory made for that JVM inside its own root
 //! (`/tmp/.plainsight-<its pid>`, where a container's JVM can read them),
@@ -31,6 +34,10 @@ pub static NATIVE_LIB: &[u8] = include_bytes!(concat!(
 
 const JAR_NAME: &str = "plainsight-jsse.jar";
 const LIB_NAME: &str = "libplainsight-jsse.so";
+const VERDICTS_NAME: &str = "verdicts";
+
+/// Slots of the verdict file: a connection's is its number modulo this.
+pub const VERDICT_SLOTS: usize = 65536;
 
 /// A JVM's directory of our files, open.
 #[derive(Debug)]
@@ -44,6 +51,27 @@ pub struct JvmDir {
     pub jar: String,
     /// The library's path as the JVM sees it.
     pub lib: String,
+    /// The verdict file's path as the JVM sees it.
+    pub verdicts: String,
+    /// The verdict file, mapped shared and writable here (read-only in the
+    /// JVM): one u32 per slot.
+    page: Page,
+}
+
+/// A shared mapping of the verdict file.
+#[derive(Debug)]
+struct Page(*mut u32);
+
+// SAFETY: the mapping lives as long as the Page; writes are atomic stores.
+unsafe impl Send for Page {}
+// SAFETY: as above.
+unsafe impl Sync for Page {}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping made in `map_verdicts`, once.
+        unsafe { libc::munmap(self.0.cast(), VERDICT_SLOTS * 4) };
+    }
 }
 
 fn cstr(s: &str) -> Result<CString> {
@@ -87,12 +115,21 @@ impl JvmDir {
             0,
         )
         .with_context(|| format!("JVM {pid}: opening {shown}"))?;
+        let page = match map_verdicts(&dir, uid, gid) {
+            Ok(p) => p,
+            Err(e) => {
+                remove(&tmp, &dir, &name);
+                return Err(e.context(format!("JVM {pid}: writing {shown}")));
+            }
+        };
         let d = JvmDir {
             tmp,
             dir,
             name,
             jar: format!("{shown}/{JAR_NAME}"),
             lib: format!("{shown}/{LIB_NAME}"),
+            verdicts: format!("{shown}/{VERDICTS_NAME}"),
+            page,
         };
         let filled = d
             .write(JAR_NAME, AGENT_JAR, uid, gid)
@@ -145,26 +182,82 @@ impl JvmDir {
         })
     }
 
+    /// Tells the JVM's Java agent what was decided for connection `conn`:
+    /// its slot holds the rest of the number (so that a later connection on
+    /// the same slot is not taken for it), "decided" and "wanted".
+    pub fn set_verdict(&self, conn: u64, wanted: bool) {
+        let slot = (conn as usize) % VERDICT_SLOTS;
+        let tag = (((conn >> 16) as u32) & 0x3fff_ffff) << 2;
+        let v = tag | 1 | (u32::from(wanted) << 1);
+        // SAFETY: slot < VERDICT_SLOTS, inside the mapping; an aligned u32
+        // in shared memory, stored atomically.
+        let cell = unsafe { &*(self.page.0.add(slot) as *const std::sync::atomic::AtomicU32) };
+        cell.store(v, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Forgets every verdict (the agent stops: a later one decides anew).
+    pub fn clear_verdicts(&self) {
+        // SAFETY: the whole mapping, ours, writable.
+        unsafe { std::ptr::write_bytes(self.page.0, 0, VERDICT_SLOTS) };
+    }
+
     /// Removes the files and the directory (errors only logged: the JVM or
     /// its container may be gone with them).
     pub fn remove(&self) {
-        for f in [JAR_NAME, LIB_NAME] {
-            if let Ok(n) = cstr(f) {
-                // SAFETY: unlinkat relative to our directory descriptor.
-                unsafe { libc::unlinkat(self.dir.as_raw_fd(), n.as_ptr(), 0) };
-            }
-        }
-        // SAFETY: as above; removes only an empty directory.
-        if unsafe { libc::unlinkat(self.tmp.as_raw_fd(), self.name.as_ptr(), libc::AT_REMOVEDIR) }
-            < 0
-        {
-            log::debug!(
-                "cannot remove {:?}: {}",
-                self.name,
-                io::Error::last_os_error()
-            );
+        self.clear_verdicts();
+        remove(&self.tmp, &self.dir, &self.name);
+    }
+}
+
+fn remove(tmp: &OwnedFd, dir: &OwnedFd, name: &CString) {
+    for f in [JAR_NAME, LIB_NAME, VERDICTS_NAME] {
+        if let Ok(n) = cstr(f) {
+            // SAFETY: unlinkat relative to our directory descriptor.
+            unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), 0) };
         }
     }
+    // SAFETY: as above; removes only an empty directory.
+    if unsafe { libc::unlinkat(tmp.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) } < 0 {
+        log::debug!("cannot remove {name:?}: {}", io::Error::last_os_error());
+    }
+}
+
+/// The verdict file: created new (never through a symlink), read-only for
+/// the JVM's user, mapped shared and writable here through the descriptor
+/// that created it.
+fn map_verdicts(dir: &OwnedFd, uid: u32, gid: u32) -> Result<Page> {
+    let fd = open_at(
+        dir,
+        &cstr(VERDICTS_NAME)?,
+        libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        0o400,
+    )
+    .context("creating the verdict file")?;
+    let len = VERDICT_SLOTS * 4;
+    // SAFETY: ftruncate/fchown on a descriptor we own.
+    check(
+        unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) },
+        || "sizing the verdict file".into(),
+    )?;
+    // SAFETY: as above.
+    check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }, || {
+        format!("handing the verdict file to uid {uid}")
+    })?;
+    // SAFETY: a new shared mapping of `len` bytes of our descriptor.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error()).context("mapping the verdict file");
+    }
+    Ok(Page(p.cast()))
 }
 
 /// Creates the directory (root's, 0700). One left by an earlier plainsight
@@ -206,7 +299,7 @@ fn make_dir(tmp: &OwnedFd, name: &CString, shown: &str, (pid, uid): (u32, u32)) 
         0,
     )
     .with_context(|| format!("JVM {pid}: opening the old {shown}"))?;
-    for f in [JAR_NAME, LIB_NAME] {
+    for f in [JAR_NAME, LIB_NAME, VERDICTS_NAME] {
         let n = cstr(f)?;
         // SAFETY: unlinkat relative to the old directory's descriptor.
         unsafe { libc::unlinkat(old.as_raw_fd(), n.as_ptr(), 0) };

@@ -16,6 +16,7 @@ pub mod attach;
 pub mod files;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -46,8 +47,26 @@ pub struct JvmSettings {
 
 enum Msg {
     Seen(u32, String),
-    Done(u32, Option<JvmDir>),
+    /// The files of a JVM being attached (made before the agent is loaded:
+    /// its first verdicts can come before the attach ends).
+    Files(u32, Arc<JvmDir>),
+    /// An attach ended: loaded or not.
+    Done(u32, bool),
+    /// What BPF decided for a JVM connection (pid, connection, wanted).
+    Verdict(u32, u64, bool),
     Stop,
+}
+
+/// Where the capture hands JSSE verdicts (`JSSE_VERDICT` records) to the
+/// JVM manager, which writes them into the JVM's verdict file.
+#[derive(Clone)]
+pub struct VerdictSink(Sender<Msg>);
+
+impl VerdictSink {
+    /// Connection `conn` of JVM `pid` is (not) wanted.
+    pub fn send(&self, pid: u32, conn: u64, wanted: bool) {
+        let _ = self.0.send(Msg::Verdict(pid, conn, wanted));
+    }
 }
 
 /// The JVM manager's handle, owned by the agent's event loop.
@@ -67,6 +86,11 @@ impl Jvms {
             .map_err(|e| log::error!("cannot start the JVM thread: {e}: Java is not captured"))
             .ok();
         Jvms { tx, thread }
+    }
+
+    /// Where the capture sends JSSE verdicts.
+    pub fn verdicts(&self) -> VerdictSink {
+        VerdictSink(self.tx.clone())
     }
 
     /// Process `pid` (named `comm`) runs a JVM.
@@ -89,7 +113,7 @@ struct Manager {
     tx: Sender<Msg>,
     /// JVMs handled, by pid: their start time (clock ticks), and the files
     /// they were given.
-    known: HashMap<u32, (u64, Option<JvmDir>)>,
+    known: HashMap<u32, (u64, Option<Arc<JvmDir>>)>,
     /// Attaches in flight, and JVMs waiting for a free slot.
     attaching: usize,
     queue: Vec<(u32, String)>,
@@ -111,7 +135,13 @@ impl Manager {
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(Msg::Seen(pid, comm)) => self.seen(pid, comm),
-                Ok(Msg::Done(pid, dir)) => self.done(pid, dir),
+                Ok(Msg::Files(pid, dir)) => self.files(pid, dir),
+                Ok(Msg::Done(pid, ok)) => self.done(pid, ok),
+                Ok(Msg::Verdict(pid, conn, wanted)) => {
+                    if let Some((_, Some(d))) = self.known.get(&pid) {
+                        d.set_verdict(conn, wanted);
+                    }
+                }
                 Ok(Msg::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             }
@@ -124,8 +154,10 @@ impl Manager {
         // removed as they report.
         let until = Instant::now() + ATTACH_DEADLINE;
         while self.attaching > 0 && Instant::now() < until {
-            if let Ok(Msg::Done(pid, dir)) = rx.recv_timeout(Duration::from_millis(100)) {
-                self.done(pid, dir);
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Msg::Files(pid, dir)) => self.files(pid, dir),
+                Ok(Msg::Done(pid, ok)) => self.done(pid, ok),
+                _ => {}
             }
         }
         for (_, (_, dir)) in self.known.drain() {
@@ -163,8 +195,8 @@ impl Manager {
         let started = std::thread::Builder::new()
             .name(format!("jvm-{pid}"))
             .spawn(move || {
-                let dir = attach_one(pid, &comm);
-                let _ = tx.send(Msg::Done(pid, dir));
+                let ok = attach_one(pid, &comm, &tx);
+                let _ = tx.send(Msg::Done(pid, ok));
             });
         match started {
             Ok(_) => self.attaching += 1,
@@ -172,12 +204,18 @@ impl Manager {
         }
     }
 
-    fn done(&mut self, pid: u32, dir: Option<JvmDir>) {
-        self.attaching = self.attaching.saturating_sub(1);
+    fn files(&mut self, pid: u32, dir: Arc<JvmDir>) {
         match self.known.get_mut(&pid) {
-            Some((_, slot)) => *slot = dir,
-            None => {
-                if let Some(d) = dir {
+            Some((_, slot)) => *slot = Some(dir),
+            None => dir.remove(),
+        }
+    }
+
+    fn done(&mut self, pid: u32, ok: bool) {
+        self.attaching = self.attaching.saturating_sub(1);
+        if !ok {
+            if let Some((_, slot)) = self.known.get_mut(&pid) {
+                if let Some(d) = slot.take() {
                     d.remove();
                 }
             }
@@ -211,23 +249,24 @@ impl Manager {
     }
 }
 
-/// Attaches plainsight's Java agent to JVM `pid`: its files, if it got
-/// them (to remove when it exits). Every outcome is logged once.
-fn attach_one(pid: u32, comm: &str) -> Option<JvmDir> {
+/// Attaches plainsight's Java agent to JVM `pid`; its files go to the
+/// manager (`tx`) before the load. Whether it was loaded; every outcome is
+/// logged once.
+fn attach_one(pid: u32, comm: &str, tx: &Sender<Msg>) -> bool {
     let t0 = Instant::now();
     let deadline = t0 + ATTACH_DEADLINE;
     let jvm = match attach::inspect(pid) {
         Ok(j) => j,
         Err(e) => {
             log::debug!("java: pid {pid} ({comm}) not attached: {e:#}");
-            return None;
+            return false;
         }
     };
     let props = match attach::properties(&jvm, deadline) {
         Ok(p) => p,
         Err(e) => {
             log::warn!("java: {comm}[{pid}] not attached: {e}");
-            return None;
+            return false;
         }
     };
     let version = format!(
@@ -235,38 +274,35 @@ fn attach_one(pid: u32, comm: &str) -> Option<JvmDir> {
         props.get("java.vm.name").map_or("?", |s| s.as_str()),
         props.get("java.version").map_or("?", |s| s.as_str())
     );
+    let version = crate::escape::terminal(&version);
     if let Some(v) = props.get(PROPERTY) {
         log::info!(
-            "java: {comm}[{pid}] ({}) has plainsight's Java agent already ({}): not loaded again",
-            crate::escape::terminal(&version),
+            "java: {comm}[{pid}] ({version}) has plainsight's Java agent already ({}): not loaded again",
             crate::escape::terminal(v)
         );
-        return None;
+        return false;
     }
     let dir = match JvmDir::create(pid, jvm.nspid, jvm.uid, jvm.gid) {
-        Ok(d) => d,
+        Ok(d) => Arc::new(d),
         Err(e) => {
             log::warn!("java: {comm}[{pid}] not attached: {e:#}");
-            return None;
+            return false;
         }
     };
-    if let Err(e) = attach::load_agent(&jvm, &dir.jar, &dir.lib, deadline) {
-        log::warn!(
-            "java: {comm}[{pid}] ({}) not attached: {e}",
-            crate::escape::terminal(&version)
-        );
-        dir.remove();
-        return None;
+    let _ = tx.send(Msg::Files(pid, dir.clone()));
+    let options = format!("{},{}", dir.lib, dir.verdicts);
+    if let Err(e) = attach::load_agent(&jvm, &dir.jar, &options, deadline) {
+        log::warn!("java: {comm}[{pid}] ({version}) not attached: {e}");
+        return false;
     }
     let woven = attach::properties(&jvm, deadline)
         .ok()
         .and_then(|p| p.get(PROPERTY).cloned())
         .unwrap_or_default();
     log::info!(
-        "java: plainsight's Java agent loaded into {comm}[{pid}] ({}) in {} ms: {}",
-        crate::escape::terminal(&version),
+        "java: plainsight's Java agent loaded into {comm}[{pid}] ({version}) in {} ms: {}",
         t0.elapsed().as_millis(),
         crate::escape::terminal(&woven)
     );
-    Some(dir)
+    true
 }

@@ -11,8 +11,9 @@ import java.util.Set;
 
 /**
  * plainsight's Java agent, loaded into a running JVM by the plainsight
- * agent (HotSpot's dynamic attach, src/jvm). Its options: the path of the
- * native library (jvm/native) as the JVM sees it.
+ * agent (HotSpot's dynamic attach, src/jvm). Its options: the paths of the
+ * native library (jvm/native) and of the verdict file (src/jvm/files.rs),
+ * as the JVM sees them, separated by a comma.
  *
  * <p>It defines the hook class (sun.security.ssl.PlainsightJsse, carried
  * as a resource) inside java.base's package through a Lookup there, lets
@@ -32,9 +33,10 @@ public final class Agent {
         if (System.getProperty(PROPERTY) != null) {
             return;
         }
-        String library = options == null ? "" : options.trim();
-        if (library.isEmpty()) {
-            throw new IllegalArgumentException("plainsight: no native library given");
+        // "<native library>,<verdict file>", as the JVM sees them.
+        String[] files = (options == null ? "" : options.trim()).split(",");
+        if (files.length != 2 || files[0].isEmpty() || files[1].isEmpty()) {
+            throw new IllegalArgumentException("plainsight: expected <library>,<verdicts>");
         }
         System.setProperty(PROPERTY, "loading");
         Class<?> anchor = Class.forName(PACKAGE + ".SSLSocketImpl", false, null);
@@ -50,7 +52,8 @@ public final class Agent {
             bytes = in.readAllBytes();
         }
         Class<?> hook = lookup.defineClass(bytes);
-        lookup.findStatic(hook, "start", MethodType.methodType(void.class, String.class)).invoke(library);
+        lookup.findStatic(hook, "start", MethodType.methodType(void.class, String.class, String.class))
+                .invoke(files[0], files[1]);
         Weaver weaver = new Weaver();
         inst.addTransformer(weaver, true);
         List<Class<?>> loaded = new ArrayList<>();

@@ -28,9 +28,10 @@ import javax.net.ssl.SSLSocket;
  * <p>Each connection (an SSLSocket or an SSLEngine) gets a number and is
  * announced (open: its server name and ends) at its first plaintext, and
  * again every few seconds, so that a plainsight started later learns it
- * too. Its bytes go to data; plainsight's probe there keeps those of the
- * connections its filters want (a probe cannot tell the Java side its
- * verdict: bpf_probe_write_user is refused under kernel lockdown).
+ * too. Its bytes go to data until the verdict file says what the agent
+ * decided (the agent writes it; a probe cannot write into the JVM under
+ * kernel lockdown): a connection not wanted costs a map look-up per call
+ * from then on.
  */
 public final class PlainsightJsse {
     private PlainsightJsse() {}
@@ -50,19 +51,71 @@ public final class PlainsightJsse {
     private static final int ID = 0;
     private static final int ANNOUNCED = 1;
     private static final int CLOSED = 2;
+    /** The agent's verdict, once read: 0 not known, 1 wanted, 2 not wanted. */
+    private static final int VERDICT = 3;
+    private static final int SLOTS = 65536;
 
     /** By identity (SSLSocketImpl and SSLEngineImpl keep Object's equals), weakly. */
     private static final Map<Object, long[]> CONNS = Collections.synchronizedMap(new WeakHashMap<>());
+
+    /**
+     * Each thread's last connection and its state: a thread mostly works on
+     * one connection, and this spares the shared map's lock on every call.
+     * The connection is held weakly, like in CONNS.
+     */
+    private static final ThreadLocal<Object[]> LAST = new ThreadLocal<>();
+
+    /** The state of `conn`, made if new (`make`), else null when not known. */
+    private static long[] state(Object conn, boolean make) {
+        Object[] last = LAST.get();
+        if (last != null && ((java.lang.ref.WeakReference<?>) last[0]).get() == conn) {
+            return (long[]) last[1];
+        }
+        long[] c = CONNS.get(conn);
+        if (c == null) {
+            if (!make) {
+                return null;
+            }
+            c = new long[] {IDS.getAndIncrement(), 0, 0, 0};
+            long[] before = CONNS.putIfAbsent(conn, c);
+            if (before != null) {
+                c = before;
+            }
+        }
+        LAST.set(new Object[] {new java.lang.ref.WeakReference<>(conn), c});
+        return c;
+    }
 
     /** Positions of an engine call's buffers at its entry, by thread. */
     private static final ThreadLocal<int[]> POSITIONS = new ThreadLocal<>();
 
     private static volatile boolean ready;
+    /** The verdict file (src/jvm/files.rs): per slot, tag << 2 | wanted << 1 | decided. */
+    private static volatile java.nio.MappedByteBuffer verdicts;
 
-    /** Loads the native library; nothing is reported before. */
-    public static void start(String library) {
+    /** Loads the native library and maps the verdict file; nothing is reported before. */
+    public static void start(String library, String verdictFile) throws java.io.IOException {
+        try (java.nio.channels.FileChannel f = java.nio.channels.FileChannel.open(
+                java.nio.file.Path.of(verdictFile), java.nio.file.StandardOpenOption.READ)) {
+            java.nio.MappedByteBuffer m = f.map(java.nio.channels.FileChannel.MapMode.READ_ONLY, 0, SLOTS * 4L);
+            m.order(java.nio.ByteOrder.nativeOrder());
+            verdicts = m;
+        }
         System.load(library);
         ready = true;
+    }
+
+    /** The agent's verdict for connection `id`: 0 not known yet, 1 wanted, 2 not wanted. */
+    private static int verdict(long id) {
+        java.nio.MappedByteBuffer m = verdicts;
+        if (m == null) {
+            return 0;
+        }
+        int v = m.getInt((int) (id & (SLOTS - 1)) * 4);
+        if ((v & 1) == 0 || (v >>> 2) != (int) ((id >>> 16) & 0x3fffffff)) {
+            return 0;
+        }
+        return (v & 2) != 0 ? 1 : 2;
     }
 
     // ---- SSLSocketImpl ----
@@ -116,6 +169,10 @@ public final class PlainsightJsse {
     public static void engineEnter(Object engine, ByteBuffer[] bufs, int off, int len) {
         try {
             if (!ready || bufs == null || off < 0 || len <= 0 || off > bufs.length - len) {
+                return;
+            }
+            long[] c = state(engine, false);
+            if (c != null && (c[VERDICT] == 2 || c[CLOSED] != 0)) {
                 return;
             }
             int[] pos = new int[len];
@@ -193,16 +250,15 @@ public final class PlainsightJsse {
         if (!ready || conn == null) {
             return null;
         }
-        long[] c = CONNS.get(conn);
-        if (c == null) {
-            c = new long[] {IDS.getAndIncrement(), 0, 0};
-            long[] before = CONNS.putIfAbsent(conn, c);
-            if (before != null) {
-                c = before;
-            }
-        }
-        if (c[CLOSED] != 0) {
+        long[] c = state(conn, true);
+        if (c[CLOSED] != 0 || c[VERDICT] == 2) {
             return null;
+        }
+        if (c[VERDICT] == 0 && c[ANNOUNCED] != 0) {
+            c[VERDICT] = verdict(c[ID]);
+            if (c[VERDICT] == 2) {
+                return null;
+            }
         }
         long now = System.nanoTime();
         long at = c[ANNOUNCED];
