@@ -276,29 +276,7 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
                 comm: comm_at(b, offset_of!(E, comm)),
             }))
         }
-        SOCK_INFO => {
-            if b.len() < SOCK_EVENT_LEN {
-                return Err(AbiError::Short(b.len()));
-            }
-            type E = t::sock_event;
-            let addr = |off: usize| -> [u8; 16] { b[off..off + 16].try_into().expect("16 bytes") };
-            Ok(Event::SockInfo(SockInfo {
-                pid: u32_at(b, offset_of!(E, pid)),
-                tid: u32_at(b, offset_of!(E, tid)),
-                fd: u32_at(b, offset_of!(E, fd)) as i32,
-                ts_ns: u64_at(b, offset_of!(E, ts_ns)),
-                conn: u64_at(b, offset_of!(E, conn)),
-                cgroup: u64_at(b, offset_of!(E, cgroup)),
-                netns: u32_at(b, offset_of!(E, netns)),
-                family: u16_at(b, offset_of!(E, family)),
-                transport: u32::from(b[offset_of!(E, transport)]),
-                flags: u32::from(b[offset_of!(E, flags)]),
-                local_port: u16_at(b, offset_of!(E, local_port)),
-                peer_port: u16_at(b, offset_of!(E, peer_port)),
-                local_addr: addr(offset_of!(E, local_addr)),
-                peer_addr: addr(offset_of!(E, peer_addr)),
-            }))
-        }
+        SOCK_INFO => parse_sock(b),
         t @ (SNI_CONFIGURED | SNI_SENT | SNI_RECEIVED) => {
             if b.len() < SNI_EVENT_LEN {
                 return Err(AbiError::Short(b.len()));
@@ -335,6 +313,31 @@ pub fn parse(b: &[u8]) -> Result<Event<'_>, AbiError> {
         }
         t => Err(AbiError::UnknownType(t)),
     }
+}
+
+/// A `SOCK_INFO` record.
+fn parse_sock(b: &[u8]) -> Result<Event<'_>, AbiError> {
+    if b.len() < SOCK_EVENT_LEN {
+        return Err(AbiError::Short(b.len()));
+    }
+    type E = t::sock_event;
+    let addr = |off: usize| -> [u8; 16] { b[off..off + 16].try_into().expect("16 bytes") };
+    Ok(Event::SockInfo(SockInfo {
+        pid: u32_at(b, offset_of!(E, pid)),
+        tid: u32_at(b, offset_of!(E, tid)),
+        fd: u32_at(b, offset_of!(E, fd)) as i32,
+        ts_ns: u64_at(b, offset_of!(E, ts_ns)),
+        conn: u64_at(b, offset_of!(E, conn)),
+        cgroup: u64_at(b, offset_of!(E, cgroup)),
+        netns: u32_at(b, offset_of!(E, netns)),
+        family: u16_at(b, offset_of!(E, family)),
+        transport: u32::from(b[offset_of!(E, transport)]),
+        flags: u32::from(b[offset_of!(E, flags)]),
+        local_port: u16_at(b, offset_of!(E, local_port)),
+        peer_port: u16_at(b, offset_of!(E, peer_port)),
+        local_addr: addr(offset_of!(E, local_addr)),
+        peer_addr: addr(offset_of!(E, peer_addr)),
+    }))
 }
 
 #[cfg(test)]
