@@ -157,6 +157,67 @@ grep -q "tls_sock_sys_enter" "$WORK/dd.log" && DD_HOOK_ON=yes || DD_HOOK_ON=no
 DD_HOOK=$(dd_best)
 stop_agent
 
+# ---- 6. Java (JSSE) ---------------------------------------------------------
+# bench/JsseLoop.java: one JVM, a JSSE server thread and a JSSE client, 1 KiB
+# round trips on one connection. Modes interleaved over the rounds; in the
+# agent modes the loop starts once the Java agent is in (its log line).
+JAVA=/usr/lib/jvm/java-17-openjdk-amd64/bin/java
+mkdir -p "$WORK/jcls"
+/usr/lib/jvm/java-17-openjdk-amd64/bin/javac -cp target/fixtures/java -d "$WORK/jcls" bench/JsseLoop.java
+ln -sf "$JAVA" "$WORK/jsse_loop"
+java_rr() { # agent log or "" -> rt_per_s
+    local fifo="$WORK/jfifo" out="$WORK/jloop.out"
+    rm -f "$fifo"; mkfifo "$fifo"
+    "$WORK/jsse_loop" -cp "$WORK/jcls:target/fixtures/java" JsseLoop 1024 "$SECS" "$CERT" "$KEY" <"$fifo" >"$out" &
+    local jpid=$!
+    exec 8>"$fifo"
+    for _ in $(seq 400); do grep -q READY "$out" 2>/dev/null && break; sleep 0.025; done
+    if [[ -n "$1" ]]; then
+        for _ in $(seq 800); do grep -q "loaded into jsse_loop\[$jpid\]" "$1" && break; sleep 0.025; done
+    fi
+    echo go >&8; exec 8>&-
+    wait "$jpid"
+    sed -n 's/^rt_per_s=\([0-9]*\).*/\1/p' "$out"
+}
+declare -A JRT
+JMODES=(none nomatch capture)
+for round in $(seq "$ROUNDS"); do
+    for mode in "${JMODES[@]}"; do
+        case $mode in
+            none) r=$(java_rr "") ;;
+            nomatch) start_agent "$WORK/j.log" --comm jsse_loop --sni nomatch.invalid; r=$(java_rr "$WORK/j.log"); stop_agent ;;
+            capture) start_agent "$WORK/j.log" --comm jsse_loop --raw --output json --write "$WORK/jcapture.json"
+                     r=$(java_rr "$WORK/j.log"); stop_agent ;;
+        esac
+        JRT[$mode]+="$r "
+    done
+    echo "java round $round done" >&2
+done
+# From a JVM's start to its first captured byte: a JVM that makes requests
+# from its first moment (HttpClientGet, 400 of them) against the test server.
+python3 tests/fixtures/tls_server.py --cert "$CERT" --key "$KEY" >"$WORK/jsrv.out" &
+SRV_PID=$!
+for _ in $(seq 200); do grep -q PORT "$WORK/jsrv.out" 2>/dev/null && break; sleep 0.025; done
+JPORT=$(awk '{print $2}' "$WORK/jsrv.out")
+ln -sf "$JAVA" "$WORK/jsse_first"
+JFIRST=""; JATTACH=""
+for round in $(seq "$ROUNDS"); do
+    start_agent "$WORK/jf.log" --comm jsse_first --raw --output json --write "$WORK/jfirst.json"
+    t0=$(date +%s.%N)
+    "$WORK/jsse_first" -cp target/fixtures/java HttpClientGet --count 400 \
+        "https://api.acme.com:$JPORT/first" 1.1 api.acme.com >/dev/null 2>&1
+    stop_agent
+    first=$(python3 -c 'import json,sys,datetime
+for l in open(sys.argv[1]):
+    r=json.loads(l)
+    if r.get("type")=="data":
+        t=datetime.datetime.strptime(r["time"],"%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+        print(int((t.timestamp()-float(sys.argv[2]))*1000)); break' "$WORK/jfirst.json" "$t0")
+    JFIRST+="$first "
+    JATTACH+="$(sed -n 's/.*loaded into jsse_first\[[0-9]*\] (.*) in \([0-9]*\) ms.*/\1/p' "$WORK/jf.log" | head -1) "
+done
+kill "$SRV_PID" 2>/dev/null; wait "$SRV_PID" 2>/dev/null || true; SRV_PID=""
+
 # ---- 3. completeness at start-up -------------------------------------------
 python3 tests/fixtures/tls_server.py --cert "$CERT" --key "$KEY" >"$WORK/srv.out" 2>/dev/null &
 SRV_PID=$!
@@ -365,6 +426,26 @@ mkdir -p docs
     echo "tracepoints every agent path needs); after a TLS library's first wanted connection (socket hook"
     echo "attached: $DD_HOOK_ON) $((DD_HOOK / 1000)) ms ($(( (DD_HOOK - DD_IDLE) * 1000 / (2 * DD_N) )) ns more a syscall: one raw tracepoint on"
     echo "\`sys_enter\` that returns on one global read while no TLS call waits for its socket)."
+    echo
+    echo "## 6. Java (JSSE)"
+    echo
+    echo "\`bench/JsseLoop.java\` on Debian's JDK 17: one JVM, a JSSE server thread and a JSSE client (\`SSLSocket\`),"
+    echo "1 KiB round trips on one connection over loopback, ${SECS} s per measurement after 1 s of warm-up, the modes"
+    echo "interleaved, $ROUNDS rounds: median round trips/s (min-max), ratio to no agent. Agent modes run with"
+    echo "\`--comm jsse_loop\`; the loop starts once the Java agent is in."
+    echo
+    echo "| mode | round trips/s | ratio |"
+    echo "|---|---|---|"
+    jnone=$(echo "${JRT[none]}" | median)
+    for mode in "${JMODES[@]}"; do
+        m=$(echo "${JRT[$mode]}" | median)
+        case $mode in none) l="none" ;; nomatch) l="non-matching (\`--sni nomatch.invalid\`)" ;; capture) l="capture (\`--raw --output json --write\`)" ;; esac
+        echo "| $l | $m ($(echo "${JRT[$mode]}" | spread)) | $(printf '%.2f' "$(echo "$m / $jnone" | bc -l)")x |"
+    done
+    echo
+    echo "From a JVM's start (\`HttpClientGet --count 400\`, requests from its first moment) to its first"
+    echo "captured byte, per round (ms): $JFIRST; of which the attach (from the agent seeing the JVM to the"
+    echo "Java agent loaded, ms): $JATTACH. Requests made before that are not captured."
     echo
     echo "## Reading the numbers"
     echo

@@ -476,6 +476,19 @@ mod tests {
     }
 
     #[test]
+    fn jsse_verdicts_parse() {
+        type E = t::jsse_verdict_event;
+        let mut b = vec![0u8; JSSE_VERDICT_LEN];
+        b[..4].copy_from_slice(&JSSE_VERDICT.to_le_bytes());
+        b[offset_of!(E, pid)..][..4].copy_from_slice(&77u32.to_le_bytes());
+        b[offset_of!(E, conn)..][..8].copy_from_slice(&(1u64 << 62 | 5).to_le_bytes());
+        b[offset_of!(E, wanted)..][..4].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(parse(&b), Ok(Event::JsseVerdict(77, 1 << 62 | 5, true)));
+        b[offset_of!(E, wanted)..][..4].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(parse(&b), Ok(Event::JsseVerdict(77, 1 << 62 | 5, false)));
+    }
+
+    #[test]
     fn truncated_records_are_errors() {
         let r = data_record(SSL_EVENT_TYPE_WRITE, b"abc");
         assert_eq!(parse(&r[..10]), Err(AbiError::Short(10)));
@@ -483,7 +496,8 @@ mod tests {
             parse(&r[..r.len() - 1]),
             Err(AbiError::BadChunk { .. })
         ));
-        assert_eq!(parse(&[9, 0, 0, 0]), Err(AbiError::UnknownType(9)));
+        assert_eq!(parse(&[99, 0, 0, 0]), Err(AbiError::UnknownType(99)));
+        assert_eq!(parse(&[9, 0, 0, 0]), Err(AbiError::Short(4)));
         assert_eq!(parse(&[1]), Err(AbiError::Short(1)));
     }
 }
