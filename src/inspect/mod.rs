@@ -910,6 +910,36 @@ mod tests {
         assert_placement_sane(&p, &i);
     }
 
+    /// libjvm.so: a JVM, nothing to probe (its processes get the Java
+    /// agent); the same exports in an executable are no JVM.
+    #[test]
+    fn libjvm_is_a_jvm() {
+        let (_, i) = inspect("jvm_like");
+        assert!(i.is_jvm() && !i.is_tls(), "{i:?}");
+        assert!(i.targets.is_empty() && i.unsupported.is_none());
+        let (_, i) = inspect("notls");
+        assert!(!i.is_jvm());
+    }
+
+    /// The Java agent's own native library (built by make, jvm/native):
+    /// its three functions, exported, probed at their entry.
+    #[test]
+    fn the_java_agents_library_is_jsse() {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/jvm/libplainsight-jsse.so");
+        let i = inspect_file(&p, 1 << 30, true).unwrap();
+        assert_eq!(i.library, Some(TlsLibrary::Jsse));
+        assert_eq!(i.linkage, Linkage::Exported);
+        assert_eq!(
+            points(&i),
+            [
+                ProbePoint::JsseOpen,
+                ProbePoint::JsseData,
+                ProbePoint::JsseClose
+            ]
+        );
+        assert_offsets_match_nm(&p, &i, true);
+    }
+
     /// rustls over ring: the mangled `ring::aead::algorithm` functions,
     /// sorted by symbol; a malformed hash and another module are left out.
     #[test]

@@ -85,6 +85,13 @@ const SPECS: &[Spec] = &[
         shared: true,
         flags: &[],
     },
+    // libjvm.so's telling exports.
+    Spec {
+        name: "jvm_like",
+        source: "jvm_like",
+        shared: true,
+        flags: &[],
+    },
     Spec {
         name: "awslc_static",
         source: "awslc_static",
