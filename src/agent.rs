@@ -265,6 +265,12 @@ pub fn run(s: Settings) -> Result<()> {
         metrics: metrics.clone(),
         otlp: otlp.as_ref().map(|o| o.sink.clone()),
     });
+    if let Some(dir) = &s.inspect.cache_dir {
+        match crate::inspect::store::Store::open(dir) {
+            Ok(st) => crate::inspect::cache::set_store(st),
+            Err(e) => log::warn!("inspection cache on disk not used: {e:#}"),
+        }
+    }
     let plan = hooks::plan(s.kernel.tracepoints);
     log::info!("{}", plan.summary());
     let mut kernel = Kernel::load(&s.kernel, plan)?;
@@ -912,6 +918,16 @@ impl Agent<'_> {
             counters.returns_missed, counters.returns_lost
         );
         eprintln!("plainsight: connections tracked in the kernel at exit: {tracked}");
+        if let Some(st) = crate::inspect::cache::store() {
+            use std::sync::atomic::Ordering::Relaxed;
+            eprintln!(
+                "plainsight: inspection cache on disk: {} results found, {} written, {} corrupt \
+                 entries ignored",
+                st.found.load(Relaxed),
+                st.written.load(Relaxed),
+                st.corrupt.load(Relaxed)
+            );
+        }
         eprintln!(
             "plainsight: sockets: {sockets_unknown} connections with data whose socket stayed \
              unknown, {} sockets not remembered (map full), {conns_evicted} connections \

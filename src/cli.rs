@@ -170,6 +170,16 @@ pub struct Cli {
     #[arg(long)]
     pub host_wide_returns: bool,
 
+    /// Where inspection results are kept across restarts (a directory the
+    /// agent makes root's and 0700, or refuses). A restarted agent then
+    /// holds a process only for the attach of a file it knows.
+    #[arg(long, default_value = "/var/cache/plainsight", value_name = "DIR")]
+    pub cache_dir: std::path::PathBuf,
+
+    /// Keep inspection results in memory only.
+    #[arg(long)]
+    pub no_cache_dir: bool,
+
     /// Never load plainsight's Java agent into JVMs (JSSE, the JDK's TLS,
     /// is then not captured). By default every JVM the process filters let
     /// through gets it, through HotSpot's dynamic attach.

@@ -175,6 +175,8 @@ pub struct InspectSettings {
     pub budget: Duration,
     /// Testing aid: inspecting a file whose path contains this blocks.
     pub stall_path: Option<String>,
+    /// The inspection cache on disk (None: memory only).
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 /// How processes are held.
@@ -283,6 +285,7 @@ impl Settings {
                 delay: Duration::from_millis(cli.test_inspect_delay_ms),
                 budget: Duration::from_millis(cli.max_inspect_ms),
                 stall_path: cli.test_stall_path.clone(),
+                cache_dir: (!cli.no_cache_dir).then(|| cli.cache_dir.clone()),
             },
             pause: PauseSettings {
                 max_pause: Duration::from_millis(cli.max_pause_ms),

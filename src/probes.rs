@@ -10,7 +10,7 @@ use std::fmt;
 use iced_x86::Register::{self, R14, R8, R9, RAX, RBX, RCX, RDI, RDX, RSI};
 
 /// The probe points this agent knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ProbePoint {
     SslWrite,
     SslRead,

@@ -423,3 +423,60 @@ fn larger_than_the_cap_is_flagged_truncated() {
         assert_eq!(rec["truncated"], true);
     });
 }
+
+/// The inspection cache on disk: a second agent on the same `--cache-dir`
+/// knows curl's files from the first one's results (no reading, no
+/// parsing), says so, and captures as well.
+#[test]
+fn a_restarted_agent_knows_files_from_its_cache_on_disk() {
+    rerun_if_host_stalled(|| {
+        let srv = Server::start();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache").display().to_string();
+        let curl = named("/usr/bin/curl", "cache_curl");
+        let url = format!("https://127.0.0.1:{}/cached", srv.port);
+        let run = |agent: &Agent| {
+            let out = std::process::Command::new(&curl)
+                .args(["-sk", "--http1.1", &url])
+                .output()
+                .unwrap();
+            assert_eq!(out.stdout, b"ok GET /cached 0\n");
+            let pid_of = || {
+                agent
+                    .records()
+                    .iter()
+                    .filter(|r| r["type"] == "data" && r["direction"] == "read")
+                    .map(|r| r["pid"].as_u64().unwrap() as u32)
+                    .last()
+            };
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while pid_of().is_none() {
+                assert!(std::time::Instant::now() < until, "curl not captured");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let pid = pid_of().unwrap();
+            let resp = expected_response("GET", "/cached", 0, false);
+            assert_eq!(agent.wait_bytes(pid, 0, resp.len()).1, resp);
+        };
+        let mut first = Agent::start(&["--comm", "cache_curl", "--cache-dir", &cache]);
+        run(&first);
+        let log = first.stop();
+        assert!(!log.contains("known content"), "{log}");
+        assert!(
+            log.contains("inspection cache on disk: 0 results found"),
+            "{log}"
+        );
+        let mut second = Agent::start(&["--comm", "cache_curl", "--cache-dir", &cache]);
+        run(&second);
+        let log = second.stop();
+        let libssl = log
+            .lines()
+            .find(|l| l.contains("instrumented") && l.contains("libssl.so.3"))
+            .unwrap_or_else(|| panic!("libssl not instrumented:\n{log}"));
+        assert!(libssl.contains("known content: GNU build ID"), "{libssl}");
+        assert!(
+            !log.contains("inspection cache on disk: 0 results found"),
+            "{log}"
+        );
+    });
+}

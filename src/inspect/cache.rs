@@ -74,12 +74,39 @@ impl ContentKey {
     }
 }
 
+/// The cache on disk, when the agent has one (`--cache-dir`).
+static STORE: std::sync::OnceLock<super::store::Store> = std::sync::OnceLock::new();
+
+/// Gives the agent's cache its directory on disk (once, at start).
+pub fn set_store(s: super::store::Store) {
+    let _ = STORE.set(s);
+}
+
+/// The cache on disk, if set.
+pub fn store() -> Option<&'static super::store::Store> {
+    STORE.get()
+}
+
 impl Cache {
+    /// In memory, else on disk (kept in memory from then on).
     pub fn get(&self, k: &ContentKey) -> Option<Known> {
-        crate::lock(&self.inner).get(k).cloned()
+        if let Some(v) = crate::lock(&self.inner).get(k).cloned() {
+            return Some(v);
+        }
+        let v = STORE.get()?.get(k)?;
+        self.remember(k.clone(), v.clone());
+        Some(v)
     }
 
+    /// In memory and on disk.
     pub fn insert(&self, k: ContentKey, v: Known) {
+        if let Some(s) = STORE.get() {
+            s.put(&k, &v);
+        }
+        self.remember(k, v);
+    }
+
+    fn remember(&self, k: ContentKey, v: Known) {
         let mut m = crate::lock(&self.inner);
         if m.len() >= MAX_ENTRIES {
             m.clear();

@@ -9,6 +9,7 @@ pub mod go;
 pub mod image;
 pub mod place;
 pub mod sslbio;
+pub mod store;
 #[cfg(test)]
 mod testfixtures;
 pub mod worker;
@@ -22,7 +23,7 @@ pub use crate::probes::ProbePoint;
 pub use elf::{ElfError, ElfSymbols};
 
 /// Which TLS implementation a file carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TlsLibrary {
     /// OpenSSL 1.1 / 3 (also AWS-LC and node's bundled copy: same API).
     OpenSsl,
@@ -71,7 +72,7 @@ impl fmt::Display for TlsLibrary {
 }
 
 /// How the TLS code sits in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Linkage {
     /// Exported from `.dynsym` (a shared library, or an executable such as
     /// node that exports its bundled OpenSSL).
@@ -81,7 +82,7 @@ pub enum Linkage {
 }
 
 /// One place to attach.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     pub point: ProbePoint,
     /// The symbol as found in the file (aws-lc prefixes it with its version).
@@ -121,7 +122,7 @@ impl Target {
 }
 
 /// The attach points chosen for one function, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Placement {
     pub entry: place::EntryChoice,
     /// Return points (file offsets), or why the uretprobe stays.
@@ -150,7 +151,7 @@ impl Placement {
 }
 
 /// What an inspected file carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Inspection {
     pub library: Option<TlsLibrary>,
     pub linkage: Linkage,

@@ -38,7 +38,7 @@ pub struct ArgUse {
 }
 
 /// Where an entry program goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EntryChoice {
     /// File offset (the function's own offset when the entry stays).
     pub offset: u64,

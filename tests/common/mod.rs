@@ -198,6 +198,16 @@ impl Agent {
             .arg(&out)
             .args(["--log-level", "debug"])
             .args(args)
+            // Each agent its own cache on disk, unless the test gives one:
+            // a test sees first sights.
+            .args(if args.contains(&"--cache-dir") {
+                Vec::new()
+            } else {
+                vec![
+                    "--cache-dir".to_string(),
+                    dir.path().join("cache").display().to_string(),
+                ]
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
