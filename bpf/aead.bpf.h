@@ -38,8 +38,14 @@ int BPF_UPROBE(aead_init_entry, void *actx)
 	struct conn_info *ci = bpf_map_lookup_elem(&thread_conn, &id);
 	struct ctx_key k = { .pid = id >> 32, .ctx = (__u64)actx };
 
-	if (!ci)
+	/* A context made for nothing wanted may sit where a freed one of a
+	 * captured connection was: forget that one. Cleanup alone is not
+	 * enough: clang builds of aws-lc inline it into EVP_AEAD_CTX_free
+	 * and drop it (seen in uv, rustup). */
+	if (!ci) {
+		bpf_map_delete_elem(&key_ctxs, &k);
 		return 0;
+	}
 	bpf_map_update_elem(&key_ctxs, &k, ci, BPF_ANY);
 	return 0;
 }

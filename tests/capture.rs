@@ -447,7 +447,7 @@ fn a_restarted_agent_knows_files_from_its_cache_on_disk() {
                     .iter()
                     .filter(|r| r["type"] == "data" && r["direction"] == "read")
                     .map(|r| r["pid"].as_u64().unwrap() as u32)
-                    .last()
+                    .next_back()
             };
             let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
             while pid_of().is_none() {

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod elf;
 pub mod go;
 pub mod image;
+pub mod locate;
 pub mod place;
 pub mod sslbio;
 pub mod store;
@@ -556,6 +557,9 @@ fn inspect_with<'d, R: ReadRef<'d>>(
     let run = || -> Result<Inspection, ElfError> {
         let syms = symbols(data, shown, lookups)?;
         let mut insp = classify(&syms);
+        if insp.library.is_none() && syms.is_executable && !syms.has_symtab {
+            locate_stripped(data, &mut insp);
+        }
         if insp.library == Some(TlsLibrary::OpenSsl) {
             match sslbio::targets(data, &syms) {
                 Some(Ok(t)) => insp.targets.extend(t),
@@ -575,6 +579,35 @@ fn inspect_with<'d, R: ReadRef<'d>>(
             path: shown.display().to_string(),
             reason: "parser panicked".into(),
         }),
+    }
+}
+
+/// A stripped executable: aws-lc's AEAD functions found without symbols
+/// ([`locate`]), exact or nothing. A file without aws-lc stays as it was;
+/// one with aws-lc that the locator cannot settle is reported with why.
+fn locate_stripped<'d, R: ReadRef<'d>>(data: R, insp: &mut Inspection) {
+    let Some(bytes) = data.len().ok().and_then(|n| data.read_bytes_at(0, n).ok()) else {
+        return;
+    };
+    match locate::locate_awslc(bytes) {
+        Ok(found) => {
+            insp.library = Some(TlsLibrary::AwsLc);
+            insp.linkage = Linkage::Static;
+            insp.unsupported = None;
+            insp.targets = found
+                .into_iter()
+                .map(|l| {
+                    let name = format!("{} (located)", l.point.symbol());
+                    Target::new(l.point, name, l.offset, l.size)
+                })
+                .collect();
+        }
+        Err(why) if why.starts_with("no aws-lc") => {}
+        Err(why) => {
+            insp.unsupported = Some(format!(
+                "stripped aws-lc whose functions cannot be located exactly: {why}"
+            ))
+        }
     }
 }
 
