@@ -218,6 +218,42 @@ for l in open(sys.argv[1]):
 done
 kill "$SRV_PID" 2>/dev/null; wait "$SRV_PID" 2>/dev/null || true; SRV_PID=""
 
+# ---- 7. first sight and a restarted agent ----------------------------------
+# How long a program is held when the agent first sees its files (no result
+# in memory or on disk), with a cold and a warm page cache, and when a
+# restarted agent knows them from its cache on disk (--cache-dir). Each
+# program runs under a name of its own; its longest hold is read from the
+# agent's debug log ("pid N held U us").
+cold_cache() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
+longest_hold() { # log pid -> us
+    sed -n "s/.*pid $2 held \([0-9]*\) us.*/\1/p" "$1" | sort -n | tail -1
+}
+hold_of() { # name cache-dir cold(yes/no) cmd... -> longest hold (us)
+    local name=$1 dir=$2 cold=$3; shift 3
+    ln -sf "$1" "$WORK/$name"; shift
+    [[ $cold == yes ]] && cold_cache
+    start_agent "$WORK/h.log" --comm "$name" --cache-dir "$dir" --log-level debug
+    "$WORK/$name" "$@" >/dev/null 2>&1 &
+    local p=$!
+    wait "$p" || true
+    stop_agent
+    longest_hold "$WORK/h.log" "$p"
+}
+declare -A HOLD
+SIGHT=("uv|$PWD/target/uv/uv|--version" "node|$(command -v node)|-e|0"
+       "rustls_stripped|$PWD/target/fixtures/rustls_client_awslc_stripped|--help")
+for entry in "${SIGHT[@]}"; do
+    IFS='|' read -r label exe args <<<"$entry"
+    [[ -x "$exe" ]] || continue
+    IFS='|' read -r -a argv <<<"${entry#*|*|}"
+    rm -rf "$WORK/hc"
+    HOLD[$label,cold]=$(hold_of "h_$label" "$WORK/hc" yes "$exe" "${argv[@]}")
+    rm -rf "$WORK/hc"
+    HOLD[$label,warm]=$(hold_of "h_$label" "$WORK/hc" no "$exe" "${argv[@]}")
+    HOLD[$label,restart]=$(hold_of "h_$label" "$WORK/hc" no "$exe" "${argv[@]}")
+    HOLD[$label,restart_cold]=$(cold_cache; hold_of "h_$label" "$WORK/hc" yes "$exe" "${argv[@]}")
+done
+
 # ---- 3. completeness at start-up -------------------------------------------
 python3 tests/fixtures/tls_server.py --cert "$CERT" --key "$KEY" >"$WORK/srv.out" 2>/dev/null &
 SRV_PID=$!
@@ -446,6 +482,22 @@ mkdir -p docs
     echo "From a JVM's start (\`HttpClientGet --count 400\`, requests from its first moment) to its first"
     echo "captured byte, per round (ms): $JFIRST; of which the attach (from the agent seeing the JVM to the"
     echo "Java agent loaded, ms): $JATTACH. Requests made before that are not captured."
+    echo
+    echo "## 7. First sight and a restarted agent"
+    echo
+    echo "The longest hold (ms) of one run of each program: the agent seeing its files for the first time"
+    echo "(nothing in memory or on disk) with a cold page cache (\`drop_caches\`) and a warm one, then a"
+    echo "restarted agent on the same \`--cache-dir\` (warm, and cold page cache). uv is a stripped Rust"
+    echo "executable (its aws-lc located without symbols); node exports its OpenSSL."
+    echo
+    echo "| program | first sight, cold | first sight, warm | restarted agent | restarted agent, cold |"
+    echo "|---|---|---|---|---|"
+    for entry in "${SIGHT[@]}"; do
+        label=${entry%%|*}
+        [[ -n "${HOLD[$label,cold]:-}" ]] || continue
+        ms() { [[ -n "$1" ]] && printf '%.1f' "$(echo "$1 / 1000" | bc -l)" || echo "-"; }
+        echo "| $label | $(ms "${HOLD[$label,cold]}") | $(ms "${HOLD[$label,warm]}") | $(ms "${HOLD[$label,restart]}") | $(ms "${HOLD[$label,restart_cold]}") |"
+    done
     echo
     echo "## Reading the numbers"
     echo
