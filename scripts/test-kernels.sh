@@ -26,7 +26,7 @@ bin_of() { for b in "${BINS[@]}"; do [[ "${b%% *}" == "$1" ]] && { echo "${b#* }
 SUITE=(
     "hooks the_hook_paths_are_reported_and_as_expected"
     "capture curl_http1 python3_uses_the_ex_functions statically_linked_openssl_client"
-    "rustls awslc_tls13_aes_gcm ring_tls13_chacha20"
+    "rustls awslc_tls13_aes_gcm ring_tls13_chacha20 stripped_awslc_tls13_aes_gcm"
     "returns return_probes_are_only_in_processes_with_a_wanted_connection"
     "sni curl_suffix_pattern no_server_name_is_captured_with_the_option"
     "servers python_ssl_server_by_its_clients_server_name go_server_by_its_clients_server_name ssl_bio_on_both_ends nss_tstclnt_exact_bytes_and_server_name_filter"
