@@ -99,7 +99,7 @@ trap 'rm -f "$log" "$cmdfile"' EXIT
 set +e
 timeout "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp "$CPUS" -m "$MEM" -nographic -no-reboot \
     -kernel "$KERNEL" -initrd "$INITRD" \
-    -append "console=ttyS0 quiet loglevel=3 panic=-1 vmcmd=$cmdfile" \
+    -append "console=ttyS0 quiet loglevel=${VM_LOGLEVEL:-3} panic=-1 vmcmd=$cmdfile" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap | tee "$log"
 set -e
 code="$(sed -n 's/.*VM-EXIT-CODE=\([0-9]*\).*/\1/p' "$log" | tail -1)"

@@ -3,6 +3,9 @@
 # (Debian's 6.1 under qemu, which allows fexit), once with the spec's fexit
 # hooks and once forced to tracepoints. Not part of `make test` (~10-20 min
 # under software emulation). Needs root and scripts/install-deps.sh --vm.
+# By hand: MODES=tracepoint (one mode), SUITE_ONLY="bin test...;bin test..."
+# (some tests only), VM_LOGLEVEL=7 (the guest kernel's messages, with the
+# stacks of any lockup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +26,9 @@ bin_of() { for b in "${BINS[@]}"; do [[ "${b%% *}" == "$1" ]] && { echo "${b#* }
 # test binary, then test names (exact). ring is tested with ChaCha20 here:
 # under qemu's emulated CPU (no AES-NI) ring picks another AES-GCM key
 # layout, which the key identification does not know (see README).
-SUITE=(
+# SUITE_ONLY="bin test...;bin test...": only these (for a run by hand).
+IFS=';' read -r -a SUITE <<<"${SUITE_ONLY:-}"
+[[ -n "${SUITE_ONLY:-}" ]] || SUITE=(
     "hooks the_hook_paths_are_reported_and_as_expected"
     "capture curl_http1 python3_uses_the_ex_functions statically_linked_openssl_client"
     "rustls awslc_tls13_aes_gcm ring_tls13_chacha20 stripped_awslc_tls13_aes_gcm"
@@ -42,7 +47,7 @@ script="st=0; uname -r; ${script}exit \$st"
 
 t0=$(date +%s)
 status=0
-for mode in fexit tracepoint; do
+for mode in ${MODES:-fexit tracepoint}; do
     envs=(--env PLAINSIGHT_FIXTURES_PREBUILT=1 --env "PLAINSIGHT_EXPECT_HOOKS=$mode")
     [[ $mode == tracepoint ]] && envs+=(--env PLAINSIGHT_TRACEPOINTS=1)
     echo "##### kernel VM, hooks: $mode"
