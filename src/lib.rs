@@ -29,6 +29,7 @@ pub mod decode;
 pub mod discover;
 pub mod escape;
 pub mod files;
+pub mod fsat;
 pub mod fuzzing;
 pub mod hooks;
 pub mod inspect;

@@ -16,7 +16,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -58,25 +58,6 @@ struct Entry {
     result: Option<Inspection>,
 }
 
-fn cstr(s: &str) -> io::Result<CString> {
-    CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
-fn open_at(
-    dir: libc::c_int,
-    name: &CString,
-    flags: libc::c_int,
-    mode: libc::mode_t,
-) -> io::Result<OwnedFd> {
-    // SAFETY: `name` is NUL-terminated; `mode` is read only with O_CREAT.
-    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_CLOEXEC, mode) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openat returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// The agent binary's identity: entries of another build are not used.
 fn agent_stamp() -> Result<String> {
     let md = std::fs::metadata("/proc/self/exe").context("the agent's own binary")?;
@@ -116,7 +97,7 @@ impl Store {
             .file_name()
             .context("the cache directory has no name")?;
         let parent = File::open(parent).with_context(|| format!("opening {}", parent.display()))?;
-        let cname = cstr(&name.to_string_lossy())?;
+        let cname = crate::fsat::name(&name.to_string_lossy())?;
         // SAFETY: mkdirat relative to the parent's descriptor.
         if unsafe { libc::mkdirat(parent.as_raw_fd(), cname.as_ptr(), 0o700) } < 0 {
             let e = io::Error::last_os_error();
@@ -124,7 +105,7 @@ impl Store {
                 return Err(e).with_context(|| format!("creating {shown}"));
             }
         }
-        let dir = open_at(
+        let dir = crate::fsat::open_at(
             parent.as_raw_fd(),
             &cname,
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
@@ -154,8 +135,8 @@ impl Store {
 
     /// The entry for `k`, if one of this agent's is there and sound.
     pub fn get(&self, k: &ContentKey) -> Option<Known> {
-        let name = cstr(&entry_name(k)).ok()?;
-        let fd = open_at(
+        let name = crate::fsat::name(&entry_name(k)).ok()?;
+        let fd = crate::fsat::open_at(
             self.dir.as_raw_fd(),
             &name,
             libc::O_RDONLY | libc::O_NOFOLLOW,
@@ -218,9 +199,9 @@ impl Store {
         if text.len() > MAX_ENTRY {
             bail!("entry of {} bytes", text.len());
         }
-        let name = cstr(&entry_name(k))?;
-        let tmp = cstr(&format!(".{}.{}", entry_name(k), std::process::id()))?;
-        let fd = open_at(
+        let name = crate::fsat::name(&entry_name(k))?;
+        let tmp = crate::fsat::name(&format!(".{}.{}", entry_name(k), std::process::id()))?;
+        let fd = crate::fsat::open_at(
             self.dir.as_raw_fd(),
             &tmp,
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,

@@ -692,19 +692,17 @@ impl<'a> Trigger<'a> {
         let name = c_name(&format!(".attach_pid{}", jvm.nspid))?;
         let flags =
             libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_WRONLY | libc::O_CLOEXEC;
-        // SAFETY: `name` is NUL-terminated, `tmp` is an open directory.
-        let fd =
-            unsafe { libc::openat(tmp.as_raw_fd(), name.as_ptr(), flags, 0o600 as libc::c_uint) };
-        if fd < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EEXIST) {
+        let file = match crate::fsat::open_at(tmp.as_raw_fd(), &name, flags, 0o600) {
+            Ok(f) => f,
+            Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
                 return Self::reuse(tmp, name, jvm);
             }
-            return Err(err)
-                .with_context(|| format!("JVM {pid}: creating /tmp/{}", name.to_string_lossy()));
-        }
-        // SAFETY: openat returned a new descriptor that nothing else owns.
-        let file = unsafe { OwnedFd::from_raw_fd(fd) };
+            Err(err) => {
+                return Err(err).with_context(|| {
+                    format!("JVM {pid}: creating /tmp/{}", name.to_string_lossy())
+                });
+            }
+        };
         let trigger = Trigger {
             dir: tmp,
             name,
@@ -1194,7 +1192,7 @@ fn unescape(s: &str) -> String {
 // Small system helpers
 
 fn c_name(s: &str) -> anyhow::Result<CString> {
-    CString::new(s).with_context(|| format!("{s:?} holds a NUL"))
+    Ok(crate::fsat::name(s)?)
 }
 
 fn remaining(deadline: Instant) -> Option<Duration> {
@@ -1208,13 +1206,7 @@ fn deadline_passed() -> io::Error {
 }
 
 fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: `name` is NUL-terminated; no O_CREAT, so no mode.
-    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openat returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    crate::fsat::open_at(dir, name, flags, 0)
 }
 
 /// `fstatat` without following a final symlink.

@@ -16,7 +16,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::{bail, Context, Result};
 
@@ -75,7 +75,7 @@ impl Drop for Page {
 }
 
 fn cstr(s: &str) -> Result<CString> {
-    CString::new(s).context("a NUL in a file name")
+    Ok(crate::fsat::name(s)?)
 }
 
 fn check(ret: libc::c_int, what: impl FnOnce() -> String) -> Result<()> {
@@ -91,13 +91,7 @@ fn open_at(
     flags: libc::c_int,
     mode: libc::mode_t,
 ) -> io::Result<OwnedFd> {
-    // SAFETY: `name` is NUL-terminated; `mode` is read only with O_CREAT.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openat returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    crate::fsat::open_at(dir.as_raw_fd(), name, flags, mode)
 }
 
 impl JvmDir {
