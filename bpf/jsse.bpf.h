@@ -38,7 +38,6 @@ static __always_inline void jsse_endpoints(const struct conn_key *k, const struc
 					   __u64 id)
 {
 	struct sock_event *e;
-	__u8 wanted;
 
 	if (!(c->flags & (JSSE_LOCAL_KNOWN | JSSE_PEER_KNOWN)))
 		return;
@@ -64,13 +63,7 @@ static __always_inline void jsse_endpoints(const struct conn_key *k, const struc
 	} else {
 		e->flags |= SOCK_FLAG_PEER_UNKNOWN;
 	}
-	wanted = sock_wanted(e);
-	if (wanted)
-		bpf_ringbuf_submit(e, submit_flags());
-	else
-		bpf_ringbuf_discard(e, 0);
-	if (bpf_map_update_elem(&conn_socks, k, &wanted, BPF_ANY) != 0)
-		count_stat(STAT_SOCK_FULL);
+	sock_decide(k, e);
 }
 
 /* The connection's head (all of struct jsse_conn but its name), read in

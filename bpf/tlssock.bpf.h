@@ -76,6 +76,20 @@ static __always_inline bool sock_passes(const struct conn_key *k)
 	return sock_verdict(&conn_socks, k);
 }
 
+/* SOCK_INFO `e`, filled, of connection `k`: submitted if --port and --peer
+ * let it through, and their verdict kept for the connection's data. */
+static __always_inline void sock_decide(const struct conn_key *k, struct sock_event *e)
+{
+	__u8 wanted = sock_wanted(e);
+
+	if (wanted)
+		bpf_ringbuf_submit(e, submit_flags());
+	else
+		bpf_ringbuf_discard(e, 0);
+	if (bpf_map_update_elem(&conn_socks, k, &wanted, BPF_ANY) != 0)
+		count_stat(STAT_SOCK_FULL);
+}
+
 /* Connection `k` (wanted) goes over descriptor `fd` of this process:
  * SOCK_INFO if the endpoint filters let it through, and it is known from
  * now on. False when `fd` is no socket or pipe, or a TCP socket not
@@ -83,7 +97,6 @@ static __always_inline bool sock_passes(const struct conn_key *k)
 static __always_inline bool sock_learn(const struct conn_key *k, __s64 fd, __u64 id)
 {
 	struct sock_event *e = sock_event_new(k->ssl, id);
-	__u8 wanted;
 
 	if (!e)
 		return false;
@@ -91,13 +104,7 @@ static __always_inline bool sock_learn(const struct conn_key *k, __s64 fd, __u64
 		bpf_ringbuf_discard(e, 0);
 		return false;
 	}
-	wanted = sock_wanted(e);
-	if (wanted)
-		bpf_ringbuf_submit(e, submit_flags());
-	else
-		bpf_ringbuf_discard(e, 0);
-	if (bpf_map_update_elem(&conn_socks, k, &wanted, BPF_ANY) != 0)
-		count_stat(STAT_SOCK_FULL);
+	sock_decide(k, e);
 	return true;
 }
 
