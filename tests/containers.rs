@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-const IMAGE: &str = "localhost/plainsight-test:bookworm-2";
-
 /// The name curl runs under here, in containers and on the host: exec'd
 /// through a symlink of that name (a process's name is its executable's
 /// file name). The agents here select it with `--comm`, so they never
@@ -28,45 +26,6 @@ const CURL_IN_SH: &str = "ln -sf /usr/bin/curl /tmp/ctr_curl && exec /tmp/ctr_cu
 /// curl as [`CURL`] on the host.
 fn host_curl() -> std::path::PathBuf {
     named("/usr/bin/curl", CURL)
-}
-
-/// `podman run` options every container here gets: runc (crun refuses this
-/// host's hybrid cgroup layout), the host's network (the test servers listen
-/// on 127.0.0.1), and limits root can set here (it lacks CAP_SYS_RESOURCE).
-const RUN: &[&str] = &[
-    "--runtime",
-    "runc",
-    "--network",
-    "host",
-    "--ulimit",
-    "nofile=1024:1024",
-    "--ulimit",
-    "nproc=1024:1024",
-];
-
-/// Whether podman can run here at all (else why not). The image itself is
-/// made by `make test` (scripts/container-image.sh): missing, the test
-/// fails.
-fn podman_works() -> Result<(), String> {
-    let out = Command::new("podman")
-        .arg("info")
-        .output()
-        .map_err(|e| format!("podman cannot start: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "podman cannot run here: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let image = Command::new("podman")
-        .args(["image", "exists", IMAGE])
-        .status()
-        .unwrap();
-    assert!(
-        image.success(),
-        "{IMAGE} missing: run scripts/container-image.sh"
-    );
-    Ok(())
 }
 
 /// `curl` in a new container (host network, this machine's runc and
@@ -167,7 +126,7 @@ fn container_curl_carries_its_id_and_container_filter_keeps_it_only() {
         String::from_utf8_lossy(&keeper.stderr)
     );
     let kept = String::from_utf8(keeper.stdout).unwrap().trim().to_string();
-    let _cleanup = scopeguard(kept.clone());
+    let _cleanup = Remove(kept.clone());
     let only = Agent::start_decoded("json", &["--comm", CURL, "--container", &kept[..16]]);
     // curl in the kept container, in a fresh one, and on the host.
     exec_curl(&kept, srv.port, "/in-kept");
@@ -272,21 +231,6 @@ fn exec_curl(id: &str, port: u16, path: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.stdout, format!("ok GET {path} 0\n").as_bytes());
-}
-
-/// Removes the container when dropped.
-struct Remove(String);
-
-impl Drop for Remove {
-    fn drop(&mut self) {
-        let _ = Command::new("podman")
-            .args(["rm", "-f", "-t", "0", &self.0])
-            .output();
-    }
-}
-
-fn scopeguard(id: String) -> Remove {
-    Remove(id)
 }
 
 /// As a service or a DaemonSet runs it, with some capabilities only: a

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use common::*;
 use serde_json::Value;
 
@@ -37,85 +36,34 @@ fn classes() -> String {
     fixture("java").display().to_string()
 }
 
-/// The agent's line saying it loaded the Java agent into `pid`, waited for.
+/// The agent's line saying it loaded the Java agent into `pid`, waited for
+/// (a line saying it did not fails the test at once).
 fn wait_attached(agent: &Agent, pid: u32) -> String {
+    let line = wait_log(agent, pid, &["Java agent loaded into", "not attached"]);
+    assert!(
+        line.contains("Java agent loaded into"),
+        "{pid} not attached:\n{}",
+        agent.stderr()
+    );
+    line
+}
+
+/// The first line of the agent's log about `pid` containing one of
+/// `texts`, waited for.
+fn wait_log(agent: &Agent, pid: u32, texts: &[&str]) -> String {
     let until = Instant::now() + Duration::from_secs(40);
     let want = format!("[{pid}]");
     loop {
         let log = agent.stderr();
         if let Some(l) = log
             .lines()
-            .find(|l| l.contains("Java agent loaded into") && l.contains(&want))
+            .find(|l| l.contains(&want) && texts.iter().any(|t| l.contains(t)))
         {
             return l.to_string();
         }
-        assert!(
-            !log.lines()
-                .any(|l| l.contains("not attached") && l.contains(&want)),
-            "{pid} not attached:\n{log}"
-        );
-        assert!(Instant::now() < until, "{pid} never attached:\n{log}");
+        assert!(Instant::now() < until, "no {texts:?} about {pid}:\n{log}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// A line of the agent's log about `pid` containing `text`, waited for.
-fn wait_log(agent: &Agent, pid: u32, text: &str) -> String {
-    let until = Instant::now() + Duration::from_secs(40);
-    let want = format!("[{pid}]");
-    loop {
-        let log = agent.stderr();
-        if let Some(l) = log.lines().find(|l| l.contains(text) && l.contains(&want)) {
-            return l.to_string();
-        }
-        assert!(Instant::now() < until, "no {text:?} about {pid}:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// What the test server recorded (tls_server.py --record): per request,
-/// (client port, server name, request bytes, response bytes).
-struct Seen {
-    port: u16,
-    sni: Option<String>,
-    request: Vec<u8>,
-    response: Vec<u8>,
-}
-
-fn recorded(path: &Path) -> Vec<Seen> {
-    let b64 = |v: &Value| {
-        base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().unwrap())
-            .unwrap()
-    };
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            Seen {
-                port: v["port"].as_u64().unwrap() as u16,
-                sni: v["sni"].as_str().map(String::from),
-                request: b64(&v["request"]),
-                response: b64(&v["response"]),
-            }
-        })
-        .collect()
-}
-
-/// The one request the server saw for `path`.
-fn seen_for(rec: &Path, path: &str) -> Seen {
-    let needle = format!(" {path} HTTP/1.1\r\n");
-    let mut v: Vec<Seen> = recorded(rec)
-        .into_iter()
-        .filter(|s| {
-            s.request
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
-        })
-        .collect();
-    assert_eq!(v.len(), 1, "requests for {path} the server saw");
-    v.remove(0)
 }
 
 /// A JVM of `java` named `name`, held until `go`, running `args`.
@@ -443,7 +391,7 @@ fn jsse_jvms_refusing_signals_run_unchanged() {
         if attached {
             wait_attached(&agent, pid);
         } else {
-            let line = wait_log(&agent, pid, "not attached");
+            let line = wait_log(&agent, pid, &["not attached"]);
             assert!(line.contains("DisableAttachMechanism"), "{line}");
         }
         held.send_line("go");
@@ -521,7 +469,7 @@ fn jsse_server_name_filter_and_its_verdict() {
 /// attached through its own /tmp, its records carry the container's id.
 #[test]
 fn jsse_a_jvm_in_a_container() {
-    if let Err(why) = podman_ready() {
+    if let Err(why) = podman_works() {
         eprintln!("skipped: {why}");
         return;
     }
@@ -536,20 +484,9 @@ fn jsse_a_jvm_in_a_container() {
          --wait-stdin --cert /cls/../cert.pem {url} 1.1 api.acme.com"
     );
     let mut child = Command::new("podman")
+        .args(["run", "--rm", "-i", "--name", &name])
+        .args(RUN)
         .args([
-            "run",
-            "--rm",
-            "-i",
-            "--name",
-            &name,
-            "--runtime",
-            "runc",
-            "--network",
-            "host",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
             "-v",
             &format!("{jdk}:{jdk}:ro"),
             // Debian's JDK keeps its configuration in /etc (conf/ links there).
@@ -569,7 +506,7 @@ fn jsse_a_jvm_in_a_container() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let _rm = RemoveContainer(name.clone());
+    let _rm = Remove(name.clone());
     let line = {
         let until = Instant::now() + Duration::from_secs(60);
         loop {
@@ -625,29 +562,6 @@ fn jsse_a_jvm_in_a_container() {
         .ends_with(b"\r\n\r\nok GET /ctr 0\n"));
 }
 
-const IMAGE: &str = "localhost/plainsight-test:bookworm-2";
-
-fn podman_ready() -> Result<(), String> {
-    let ok = Command::new("podman")
-        .args(["image", "exists", IMAGE])
-        .status()
-        .map_err(|e| format!("podman: {e}"))?;
-    if !ok.success() {
-        return Err(format!("{IMAGE} missing"));
-    }
-    Ok(())
-}
-
-struct RemoveContainer(String);
-
-impl Drop for RemoveContainer {
-    fn drop(&mut self) {
-        let _ = Command::new("podman")
-            .args(["rm", "-f", "-t", "0", &self.0])
-            .output();
-    }
-}
-
 /// The agent stops and a new one starts while the JVM runs: the JVM goes on
 /// unchanged, the new agent does not load a second copy, and captures the
 /// JVM's next connection.
@@ -665,7 +579,7 @@ fn jsse_a_restarted_agent_does_not_load_twice() {
     wait_attached(&first, pid);
     first.stop();
     let second = Agent::start(&["--comm", "jsse_again"]);
-    let line = wait_log(&second, pid, "already");
+    let line = wait_log(&second, pid, &["already"]);
     assert!(line.contains("not loaded again"), "{line}");
     held.send_line("go");
     assert_eq!(held.read_line(), "ok GET /again 0");
@@ -692,7 +606,7 @@ fn jsse_a_planted_symlink_is_not_followed() {
     std::os::unix::fs::symlink(target.path(), &link).unwrap();
     held.go_keep_stdin();
     assert_eq!(held.read_line(), "READY");
-    let line = wait_log(&agent, pid, "not attached");
+    let line = wait_log(&agent, pid, &["not attached"]);
     assert!(line.contains("is not plainsight's"), "{line}");
     assert_eq!(std::fs::read_dir(target.path()).unwrap().count(), 0);
     held.send_line("go");

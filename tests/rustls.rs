@@ -228,22 +228,9 @@ fn uv_a_real_stripped_program() {
             err.contains("Unsupported `Content-Type` \"text/plain\""),
             "{err}"
         );
-        let seen: Vec<(Vec<u8>, Vec<u8>)> = std::fs::read_to_string(&rec)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                let b = |k: &str| {
-                    use base64::Engine as _;
-                    base64::engine::general_purpose::STANDARD
-                        .decode(v[k].as_str().unwrap())
-                        .unwrap()
-                };
-                (b("request"), b("response"))
-            })
-            .collect();
+        let seen = recorded(&rec);
         assert_eq!(seen.len(), 1);
-        let (req, resp) = &seen[0];
+        let (req, resp) = (&seen[0].request, &seen[0].response);
         assert!(req.starts_with(b"GET /simple/idna/ HTTP/1.1\r\n"));
         let pid = {
             let until = std::time::Instant::now() + T;

@@ -747,3 +747,102 @@ pub fn nginx_conf(dir: &Path, port: u16) -> PathBuf {
 pub fn request(path: &str, host: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
 }
+
+/// The image the tests run containers of (scripts/container-image.sh).
+pub const IMAGE: &str = "localhost/plainsight-test:bookworm-2";
+
+/// `podman run` options every container of the tests gets: runc (crun refuses this
+/// host's hybrid cgroup layout), the host's network (the test servers listen
+/// on 127.0.0.1), and limits root can set here (it lacks CAP_SYS_RESOURCE).
+pub const RUN: &[&str] = &[
+    "--runtime",
+    "runc",
+    "--network",
+    "host",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
+
+/// Whether podman can run here at all (else why not). The image itself is
+/// made by `make test` (scripts/container-image.sh): missing, the test
+/// fails.
+pub fn podman_works() -> Result<(), String> {
+    let out = std::process::Command::new("podman")
+        .arg("info")
+        .output()
+        .map_err(|e| format!("podman cannot start: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "podman cannot run here: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let image = std::process::Command::new("podman")
+        .args(["image", "exists", IMAGE])
+        .status()
+        .unwrap();
+    assert!(
+        image.success(),
+        "{IMAGE} missing: run scripts/container-image.sh"
+    );
+    Ok(())
+}
+
+/// Removes the container when dropped.
+pub struct Remove(pub String);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("podman")
+            .args(["rm", "-f", "-t", "0", &self.0])
+            .output();
+    }
+}
+
+/// What the test server recorded (tls_server.py --record): per request,
+/// (client port, server name, request bytes, response bytes).
+pub struct Seen {
+    pub port: u16,
+    pub sni: Option<String>,
+    pub request: Vec<u8>,
+    pub response: Vec<u8>,
+}
+
+pub fn recorded(path: &Path) -> Vec<Seen> {
+    let b64 = |v: &Value| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            Seen {
+                port: v["port"].as_u64().unwrap() as u16,
+                sni: v["sni"].as_str().map(String::from),
+                request: b64(&v["request"]),
+                response: b64(&v["response"]),
+            }
+        })
+        .collect()
+}
+
+/// The one request the server saw for `path`.
+pub fn seen_for(rec: &Path, path: &str) -> Seen {
+    let needle = format!(" {path} HTTP/1.1\r\n");
+    let mut v: Vec<Seen> = recorded(rec)
+        .into_iter()
+        .filter(|s| {
+            s.request
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+        })
+        .collect();
+    assert_eq!(v.len(), 1, "requests for {path} the server saw");
+    v.remove(0)
+}
