@@ -62,10 +62,19 @@ enum Msg {
 #[derive(Clone)]
 pub struct VerdictSink(Sender<Msg>);
 
+/// Messages queued for the manager past which verdicts are dropped: a
+/// process that announces connections without end (any process may map a
+/// library exporting our functions) cannot grow the agent's memory. A
+/// dropped verdict only leaves that connection handing its bytes to the
+/// probe, which still decides them.
+const MAX_QUEUED: usize = 65536;
+
 impl VerdictSink {
     /// Connection `conn` of JVM `pid` is (not) wanted.
     pub fn send(&self, pid: u32, conn: u64, wanted: bool) {
-        let _ = self.0.send(Msg::Verdict(pid, conn, wanted));
+        if self.0.len() < MAX_QUEUED {
+            let _ = self.0.send(Msg::Verdict(pid, conn, wanted));
+        }
     }
 }
 
