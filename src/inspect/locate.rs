@@ -322,30 +322,32 @@ fn check_line_order(chosen: &[(&Signature, &Func, &Errors)]) -> Result<(), Strin
 }
 
 /// A section's bytes at its address.
-struct Sec<'d> {
-    vaddr: u64,
-    bytes: &'d [u8],
+pub(super) struct Sec<'d> {
+    pub(super) vaddr: u64,
+    pub(super) bytes: &'d [u8],
 }
 
 impl Sec<'_> {
-    fn end(&self) -> u64 {
+    pub(super) fn end(&self) -> u64 {
         self.vaddr.saturating_add(self.bytes.len() as u64)
     }
 }
 
 /// What is read of the file.
-struct Image<'d> {
+pub(super) struct Image<'d> {
     segments: Vec<(u64, u64, u64)>,
     /// Allocated, read-only, not executable.
-    rodata: Vec<Sec<'d>>,
+    pub(super) rodata: Vec<Sec<'d>>,
     /// Allocated, executable.
-    text: Vec<Sec<'d>>,
+    pub(super) text: Vec<Sec<'d>>,
+    /// ET_EXEC: code may load addresses as 32-bit immediates.
+    pub(super) fixed: bool,
     eh_frame_hdr: Option<Sec<'d>>,
     eh_frame: Option<Sec<'d>>,
 }
 
 impl<'d> Image<'d> {
-    fn open(data: &'d [u8]) -> Result<Image<'d>, String> {
+    pub(super) fn open(data: &'d [u8]) -> Result<Image<'d>, String> {
         let elf = ElfFile64::<Endianness>::parse(data).map_err(|e| format!("not ELF64: {e}"))?;
         let e = elf.endian();
         if elf.elf_header().e_machine(e) != object::elf::EM_X86_64 {
@@ -367,6 +369,7 @@ impl<'d> Image<'d> {
             text: Vec::new(),
             eh_frame_hdr: None,
             eh_frame: None,
+            fixed: elf.elf_header().e_type(e) == object::elf::ET_EXEC,
         };
         for s in elf.sections() {
             let h = s.elf_section_header();
@@ -418,7 +421,7 @@ impl<'d> Image<'d> {
         Ok(out)
     }
 
-    fn unwind(&self) -> Result<Unwind<'d>, String> {
+    pub(super) fn unwind(&self) -> Result<Unwind<'d>, String> {
         match (&self.eh_frame_hdr, &self.eh_frame) {
             (Some(h), Some(f)) => Unwind::new(h.vaddr, h.bytes, f.vaddr, f.bytes),
             _ => Err("no .eh_frame_hdr or .eh_frame: function bounds unknown".into()),
@@ -426,7 +429,7 @@ impl<'d> Image<'d> {
     }
 
     /// The bytes of `[start, start + size)` in one executable section.
-    fn code(&self, start: u64, size: u64) -> Option<&'d [u8]> {
+    pub(super) fn code(&self, start: u64, size: u64) -> Option<&'d [u8]> {
         let end = start.checked_add(size)?;
         let s = self
             .text
@@ -436,7 +439,12 @@ impl<'d> Image<'d> {
         s.bytes.get(from..from + usize::try_from(size).ok()?)
     }
 
-    fn located(&self, point: ProbePoint, start: u64, size: u64) -> Result<Located, String> {
+    pub(super) fn located(
+        &self,
+        point: ProbePoint,
+        start: u64,
+        size: u64,
+    ) -> Result<Located, String> {
         let offset = vaddr_to_offset(&self.segments, start)
             .ok_or_else(|| format!("{start:#x} is in no loadable segment"))?;
         Ok(Located {
@@ -448,7 +456,7 @@ impl<'d> Image<'d> {
 
     /// Addresses of the `lea r64, [rip+disp32]` instructions (their REX
     /// byte) whose target lies in one of `ranges`.
-    fn lea_xrefs(&self, ranges: &[(u64, u64)]) -> Result<Vec<u64>, String> {
+    pub(super) fn lea_xrefs(&self, ranges: &[(u64, u64)]) -> Result<Vec<u64>, String> {
         let mut out = Vec::new();
         for s in &self.text {
             let b = s.bytes;
@@ -463,7 +471,7 @@ impl<'d> Image<'d> {
                 if ranges.iter().any(|&(lo, hi)| (lo..hi).contains(&target)) {
                     out.push(s.vaddr + i as u64 - 1);
                     if out.len() > MAX_XREFS {
-                        return Err(format!("more than {MAX_XREFS} references to aead.c's path"));
+                        return Err(format!("more than {MAX_XREFS} references to the path"));
                     }
                 }
             }
@@ -539,7 +547,7 @@ impl<'d> Image<'d> {
 
 /// Decodes `code` at `start` whole: every byte an instruction's, the last
 /// one ending at the end.
-fn decode(code: &[u8], start: u64) -> Result<Vec<Instruction>, String> {
+pub(super) fn decode(code: &[u8], start: u64) -> Result<Vec<Instruction>, String> {
     let mut dec = Decoder::with_ip(64, code, start, DecoderOptions::NONE);
     let mut out = Vec::new();
     let mut ins = Instruction::default();
@@ -648,15 +656,15 @@ fn signature(flow: &Flow, err_fn: u64, paths: &[(u64, u64)]) -> Result<Errors, S
     Ok(e)
 }
 
-const RCX: usize = 1;
-const RDX: usize = 2;
-const RSI: usize = 6;
-const RDI: usize = 7;
+pub(super) const RCX: usize = 1;
+pub(super) const RDX: usize = 2;
+pub(super) const RSI: usize = 6;
+pub(super) const RDI: usize = 7;
 const R8: usize = 8;
 
 /// What a register holds: one of a few constants, or unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Val {
+pub(super) enum Val {
     Top,
     Set { n: u8, v: [u64; MAX_CONSTS] },
 }
@@ -668,7 +676,7 @@ impl Val {
         Val::Set { n: 1, v }
     }
 
-    fn consts(&self) -> Option<&[u64]> {
+    pub(super) fn consts(&self) -> Option<&[u64]> {
         match self {
             Val::Top => None,
             Val::Set { n, v } => v.get(..usize::from(*n)),
@@ -715,7 +723,7 @@ const MAX_PUSHED: usize = 4;
 /// tell it: clang at -Oz loads constants as `push imm; pop reg`, the pop
 /// sometimes in a block shared by several error sites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Regs {
+pub(super) struct Regs {
     r: [Val; 16],
     /// `pushed[..n]`, the last one on top.
     pushed: [Val; MAX_PUSHED],
@@ -784,25 +792,25 @@ fn gpr(r: Register) -> Option<usize> {
 
 /// A call (or a jump out of the function) and the registers before it.
 #[derive(Debug)]
-struct Site {
-    at: u64,
-    target: u64,
-    regs: Regs,
+pub(super) struct Site {
+    pub(super) at: u64,
+    pub(super) target: u64,
+    pub(super) regs: Regs,
 }
 
 #[derive(Debug, Default)]
-struct Flow {
-    decoded: bool,
-    sites: Vec<Site>,
+pub(super) struct Flow {
+    pub(super) decoded: bool,
+    pub(super) sites: Vec<Site>,
     /// Calls through a register or memory other than a RIP-relative slot.
-    indirect_calls: usize,
+    pub(super) indirect_calls: usize,
     /// The first instruction no path from the entry reaches, other than
     /// padding: the FDE's range is more than the function.
-    unreached: Option<u64>,
+    pub(super) unreached: Option<u64>,
 }
 
 /// Alignment between functions and blocks: nops, and int3 (LLD's fill).
-fn padding(i: &Instruction) -> bool {
+pub(super) fn padding(i: &Instruction) -> bool {
     matches!(
         i.mnemonic(),
         iced_x86::Mnemonic::Nop | iced_x86::Mnemonic::Int3
@@ -824,7 +832,11 @@ const CALLER_SAVED: [usize; 9] = [0, 1, 2, 6, 7, 8, 9, 10, 11];
 /// The registers after `ins`: constants from `mov r, imm`, `xor r, r`,
 /// `lea r, [rip+d]`, register copies and `push`/`pop`; anything else
 /// written is unknown.
-fn step(regs: &mut Regs, ins: &Instruction, info: &mut iced_x86::InstructionInfoFactory) {
+pub(super) fn step(
+    regs: &mut Regs,
+    ins: &Instruction,
+    info: &mut iced_x86::InstructionInfoFactory,
+) {
     let reg = |n: u32| {
         (n < ins.op_count() && ins.op_kind(n) == OpKind::Register)
             .then(|| gpr(ins.op_register(n)))
@@ -930,7 +942,7 @@ fn leaders(insns: &[Instruction], start: u64, end: u64) -> Result<Vec<bool>, Str
 
 /// Constant propagation over the function `insns` (`[start, end)`) to a
 /// fixed point: the registers at every direct call and jump out of it.
-fn propagate(insns: &[Instruction], start: u64, end: u64) -> Result<Flow, String> {
+pub(super) fn propagate(insns: &[Instruction], start: u64, end: u64) -> Result<Flow, String> {
     let index = |ip: u64| insns.binary_search_by_key(&ip, |i| i.ip()).ok();
     let leader = leaders(insns, start, end)?;
     let mut info = iced_x86::InstructionInfoFactory::new();
@@ -1096,12 +1108,12 @@ impl<'a> Rd<'a> {
 
 /// One function of `.eh_frame`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fde {
-    start: u64,
-    size: u64,
+pub(super) struct Fde {
+    pub(super) start: u64,
+    pub(super) size: u64,
     /// At its first byte the frame is a function entry's: CFA = rsp+8 and
     /// the return address at CFA-8 (a `.cold` part starts with another).
-    entry: bool,
+    pub(super) entry: bool,
 }
 
 /// What an FDE takes from its CIE.
@@ -1115,7 +1127,7 @@ struct Cie {
 }
 
 /// Function bounds from `.eh_frame_hdr`'s sorted table and `.eh_frame`.
-struct Unwind<'d> {
+pub(super) struct Unwind<'d> {
     hdr_vaddr: u64,
     /// (initial location, FDE address) pairs, 4 + 4 bytes, relative to
     /// `.eh_frame_hdr`.
@@ -1192,7 +1204,7 @@ impl<'d> Unwind<'d> {
     }
 
     /// The function holding `addr`, if any.
-    fn containing(&self, addr: u64) -> Result<Option<Fde>, String> {
+    pub(super) fn containing(&self, addr: u64) -> Result<Option<Fde>, String> {
         let Some(i) = self.index_at(addr) else {
             return Ok(None);
         };

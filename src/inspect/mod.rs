@@ -2,6 +2,7 @@
 //! where to put uprobes (spec: "Parses for known encryption library function
 //! symbols").
 
+pub mod boringssl;
 pub mod budget;
 pub mod cache;
 pub mod elf;

@@ -1,0 +1,888 @@
+//! Finding BoringSSL's TLS functions in a stripped file (issue #28):
+//! Chromium, Bun, and every other program that links BoringSSL privately
+//! and drops its symbols.
+//!
+//! What survives stripping is BoringSSL's error reporting:
+//! `OPENSSL_PUT_ERROR(SSL, reason)` compiles to `ERR_put_error(16, 0,
+//! reason, __FILE__, __LINE__)`, so `.../ssl/ssl_lib.cc` is in read-only
+//! data and each error site loads its address into `rcx` (`lea rcx,
+//! [rip+d]`, or `mov ecx, imm32` in a non-PIE executable such as Bun). The
+//! (library, reason) pairs a function raises are public and have not
+//! changed in BoringSSL's history; line numbers do change and are never
+//! used. A function is recognised by the set of reasons its `ssl_lib.cc`
+//! sites raise, plus call-graph facts (table below; measurements in
+//! `docs/stripped-boringssl.md`).
+//!
+//! Function bounds come from `.eh_frame` where it covers the site (GCC
+//! builds: grpcio, Android's library). Chromium and Bun have no FDE for
+//! BoringSSL, so there the bounds come from the code: clang and LLD align
+//! functions to 16 bytes and fill the gaps with `int3`, and the code holds
+//! no data. A linear sweep from a padding point at least 4 KiB before the
+//! site gives instruction boundaries; functions start after `int3` runs
+//! and at direct-call targets (one `memchr`-driven pass over the code
+//! collects calls into the swept regions), and a function runs to the next
+//! start. A located function is accepted only if every instruction of its
+//! range is reached from its entry (nothing of a neighbour merged in) and
+//! its entry is an FDE's start with an entry frame or the target of a
+//! `call` that decodes as one in a sweep of its own code.
+//!
+//! | probe point | BoringSSL function | rule (reasons of its ssl_lib.cc sites, library 16) |
+//! |---|---|---|
+//! | `SslWrite` | `SSL_write` | {111 BAD_LENGTH, 215 HANDSHAKE_FAILURE, 226 UNINITIALIZED} ⊆ R ⊆ those + {66}; before BAD_LENGTH existed (2022): R = {66, 215, 226} with an indirect call |
+//! | `SslDoHandshake` | `SSL_do_handshake` | R = {134 CONNECTION_TYPE_NOT_SET}, called by `SSL_write` |
+//! | (none) | `ssl_read_impl` | {215, 226} ⊆ R ⊆ those + {110, 182}, calls `SSL_do_handshake` |
+//! | `SslRead` | `SSL_read` | R = {66 SHOULD_NOT_HAVE_BEEN_CALLED}, calls `ssl_read_impl`, stores to memory not on the stack (`SSL_peek`, the same otherwise, never does; its bytes come again through `SSL_read`, so it is not probed) |
+//! | `SslSetHostName` | `SSL_set_tlsext_host_name` | {213} ⊆ R ⊆ {65, 213} |
+//!
+//! Checked against: Android's `libssl.so` (symbols: every address equal),
+//! Chromium 156 (Debian), Bun 1.4.5, grpcio 1.85.4 (see the tests).
+//!
+//! Exact or nothing: a needed function that no rule settles to exactly one
+//! candidate is an `Err` naming it and why; an optional one is left out
+//! with its reason. Work is bounded by the `MAX_*` constants.
+
+use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, OpAccess, Register};
+
+use super::locate::{
+    decode, padding, propagate, step, Flow, Image, Report, Sec, Site, Unwind, RCX, RDI, RDX, RSI,
+};
+use crate::probes::ProbePoint;
+
+/// The end of `__FILE__` of ssl_lib.cc's error sites, in two halves so
+/// that this program's own read-only data does not hold it whole.
+const PATH: [&[u8]; 2] = [b"ssl/ssl_", b"lib.cc\0"];
+/// Copies of the path string considered.
+const MAX_STRINGS: usize = 4;
+/// Functions holding references that are decoded.
+const MAX_FUNCTIONS: usize = 128;
+/// Larger functions are not decoded (none of ssl_lib.cc's is near it).
+const MAX_FUNCTION_SIZE: u64 = 16 << 10;
+/// How far before a site the sweep starts, so that it is in step with the
+/// instructions by the time it reaches the function.
+const SWEEP_LEAD: u64 = 4 << 10;
+/// How far back a padding point is searched for.
+const MAX_BACK: u64 = 64 << 10;
+/// The longest region swept around one site.
+const MAX_SWEEP: u64 = 256 << 10;
+/// Direct-call edges into swept regions kept.
+const MAX_EDGES: usize = 1 << 20;
+/// Callers of one located function checked by a sweep of their own code.
+const MAX_CALLER_CHECKS: usize = 16;
+
+const LIB_SSL: u64 = 16;
+const MALLOC_FAILURE: u64 = 65;
+const SHOULD_NOT_HAVE_BEEN_CALLED: u64 = 66;
+const BAD_HELLO_REQUEST: u64 = 110;
+const BAD_LENGTH: u64 = 111;
+const CONNECTION_TYPE_NOT_SET: u64 = 134;
+const NO_RENEGOTIATION: u64 = 182;
+const INVALID_SERVERNAME: u64 = 213;
+const HANDSHAKE_FAILURE: u64 = 215;
+const UNINITIALIZED: u64 = 226;
+
+/// Locates stripped BoringSSL's functions in `data` (the whole ELF file).
+/// `Err` starting with "no BoringSSL" for a file that does not carry it.
+pub fn locate_boringssl(data: &[u8]) -> Result<Report, String> {
+    let img = Image::open(data)?;
+    let paths = path_strings(&img)?;
+    if paths.is_empty() {
+        return Err("no BoringSSL: no ssl/ssl_lib.cc path in read-only data".into());
+    }
+    let mut xrefs = img.lea_xrefs(&paths)?;
+    if img.fixed {
+        xrefs.extend(imm_xrefs(&img, &paths)?);
+    }
+    xrefs.sort_unstable();
+    xrefs.dedup();
+    if xrefs.is_empty() {
+        return Err("no BoringSSL: ssl_lib.cc's path is never loaded by code".into());
+    }
+    let unwind = img.unwind().ok();
+    let mut funcs = Funcs::find(&img, unwind.as_ref(), &xrefs)?;
+    resolve_plt(data, &mut funcs.list);
+    let err_fn = error_function(&funcs.list, &paths)?;
+    let sigs: Vec<Result<Vec<u64>, String>> = funcs
+        .list
+        .iter()
+        .map(|f| reasons(f, err_fn, &paths))
+        .collect();
+    let r = Rules {
+        funcs: &funcs,
+        sigs: &sigs,
+    };
+    let mut report = Report {
+        found: Vec::new(),
+        omitted: Vec::new(),
+    };
+    let write = r.write().map_err(|w| format!("SSL_write: {w}"))?;
+    let handshake = r
+        .handshake(write)
+        .map_err(|w| format!("SSL_do_handshake: {w}"))?;
+    let read_impl = r
+        .read_impl(write, handshake)
+        .map_err(|w| format!("ssl_read_impl: {w}"))?;
+    let read = r.read(read_impl).map_err(|w| format!("SSL_read: {w}"))?;
+    let mut chosen = vec![
+        (ProbePoint::SslWrite, write),
+        (ProbePoint::SslRead, read),
+        (ProbePoint::SslDoHandshake, handshake),
+    ];
+    match r.host_name() {
+        Ok(i) => chosen.push((ProbePoint::SslSetHostName, i)),
+        Err(w) => report.omitted.push((ProbePoint::SslSetHostName, w)),
+    }
+    for (point, i) in chosen {
+        let f = &funcs.list[i];
+        funcs
+            .check_entry(f)
+            .map_err(|w| format!("{}: {w}", point.symbol()))?;
+        report.found.push(img.located(point, f.start, f.size)?);
+    }
+    Ok(report)
+}
+
+/// Address ranges of the strings ending in `PATH` (from the string's
+/// start to its NUL).
+fn path_strings(img: &Image) -> Result<Vec<(u64, u64)>, String> {
+    let mut out = Vec::new();
+    let path = PATH.concat();
+    for s in &img.rodata {
+        for i in memchr::memmem::find_iter(s.bytes, &path) {
+            if i > 0 && s.bytes[i - 1] != b'/' && s.bytes[i - 1] != 0 {
+                continue;
+            }
+            let back = i.saturating_sub(4096);
+            let from = s.bytes[back..i]
+                .iter()
+                .rposition(|&b| b == 0)
+                .map_or(back, |z| back + z + 1);
+            out.push((s.vaddr + from as u64, s.vaddr + (i + path.len()) as u64));
+            if out.len() > MAX_STRINGS {
+                return Err(format!(
+                    "more than {MAX_STRINGS} copies of ssl_lib.cc's path"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// In an ET_EXEC file: `mov ecx, imm32` whose immediate is a path
+/// string's start. Returns the instruction addresses.
+fn imm_xrefs(img: &Image, paths: &[(u64, u64)]) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    for &(start, _) in paths {
+        let Ok(imm) = u32::try_from(start) else {
+            continue;
+        };
+        for s in &img.text {
+            for i in memchr::memmem::find_iter(s.bytes, &imm.to_le_bytes()) {
+                // `mov ecx, imm32`: the file is ERR_put_error's fourth
+                // argument. Whether the b9 is an instruction is for the
+                // sweep to say.
+                if i == 0 || s.bytes[i - 1] != 0xb9 {
+                    continue;
+                }
+                out.push(s.vaddr + (i - 1) as u64);
+                if out.len() > super::locate::MAX_XREFS {
+                    return Err("too many references to ssl_lib.cc's path".into());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One function holding a reference, decoded.
+struct Func {
+    start: u64,
+    /// Up to its last instruction that is not padding.
+    size: u64,
+    /// From an FDE whose frame at the start is a function entry's.
+    fde_entry: bool,
+    /// From a sweep: the start is the target of a direct call.
+    called: bool,
+    insns: Vec<Instruction>,
+    flow: Flow,
+}
+
+impl Func {
+    fn calls(&self, target: u64) -> bool {
+        self.flow.sites.iter().any(|s| s.target == target)
+    }
+
+    /// Writes memory through a register other than the stack's (SSL_read
+    /// consumes `s3->pending_app_data`; SSL_peek writes nothing).
+    fn stores(&self) -> bool {
+        let mut info = iced_x86::InstructionInfoFactory::new();
+        self.insns.iter().any(|ins| {
+            info.info(ins).used_memory().iter().any(|m| {
+                matches!(
+                    m.access(),
+                    OpAccess::Write | OpAccess::ReadWrite | OpAccess::CondWrite
+                ) && !matches!(
+                    m.base(),
+                    Register::RSP | Register::RBP | Register::RIP | Register::None
+                )
+            })
+        })
+    }
+}
+
+/// A swept region: instruction boundaries from a padding point on.
+struct Sweep {
+    lo: u64,
+    hi: u64,
+    /// Sorted instruction starts.
+    starts: Vec<u64>,
+    /// Addresses right after a run of `int3`.
+    after_pad: Vec<u64>,
+}
+
+impl Sweep {
+    fn boundary(&self, x: u64) -> bool {
+        self.starts.binary_search(&x).is_ok()
+    }
+}
+
+/// The text section holding `x`.
+fn section_of<'a, 'd>(img: &'a Image<'d>, x: u64) -> Option<&'a Sec<'d>> {
+    img.text.iter().find(|s| s.vaddr <= x && x < s.end())
+}
+
+/// The latest 16-byte-aligned address at or before `x - SWEEP_LEAD` that
+/// follows an `int3` byte (LLD's fill), searched back `MAX_BACK`; else
+/// the section's start when it is that near.
+fn sync_before(sec: &Sec, x: u64) -> Option<u64> {
+    let from = x.saturating_sub(SWEEP_LEAD).max(sec.vaddr) & !15;
+    let floor = x.saturating_sub(MAX_BACK).max(sec.vaddr);
+    let mut a = from;
+    while a > floor {
+        let k = (a - sec.vaddr) as usize;
+        if k >= 1 && sec.bytes[k - 1] == 0xcc {
+            return Some(a);
+        }
+        a -= 16;
+    }
+    (floor == sec.vaddr).then_some(sec.vaddr)
+}
+
+/// Whether `x` is an instruction of a linear sweep from the padding
+/// point before it.
+fn is_instruction(img: &Image, x: u64) -> bool {
+    let Some(sec) = section_of(img, x) else {
+        return false;
+    };
+    let Some(lo) = sync_before(sec, x) else {
+        return false;
+    };
+    let end = (x + 16).min(sec.end());
+    let code = &sec.bytes[(lo - sec.vaddr) as usize..(end - sec.vaddr) as usize];
+    let mut dec = Decoder::with_ip(64, code, lo, DecoderOptions::NONE);
+    let mut ins = Instruction::default();
+    while dec.can_decode() && dec.ip() < x {
+        dec.decode_out(&mut ins);
+    }
+    dec.ip() == x
+}
+
+/// Decodes linearly from a padding point before `x` to the end of the
+/// first `int3` run after `x`.
+fn sweep(img: &Image, x: u64) -> Result<Sweep, String> {
+    let sec = section_of(img, x).ok_or_else(|| format!("{x:#x} is in no code section"))?;
+    let lo = sync_before(sec, x).ok_or_else(|| format!("no padding before {x:#x}"))?;
+    let end = sec.end().min(lo + MAX_SWEEP);
+    let code = &sec.bytes[(lo - sec.vaddr) as usize..(end - sec.vaddr) as usize];
+    let mut dec = Decoder::with_ip(64, code, lo, DecoderOptions::NONE);
+    let mut sw = Sweep {
+        lo,
+        hi: end,
+        starts: Vec::new(),
+        after_pad: vec![lo],
+    };
+    let mut ins = Instruction::default();
+    let mut in_pad = false;
+    while dec.can_decode() {
+        dec.decode_out(&mut ins);
+        if ins.is_invalid() {
+            if ins.ip() > x {
+                sw.hi = ins.ip();
+                break;
+            }
+            // Out of step: what came before proves nothing.
+            sw.starts.clear();
+            sw.after_pad.clear();
+            in_pad = false;
+            continue;
+        }
+        let int3 = ins.code() == Code::Int3;
+        if in_pad && !int3 {
+            sw.after_pad.push(ins.ip());
+            if ins.ip() > x {
+                sw.hi = ins.ip();
+                break;
+            }
+        }
+        in_pad = int3;
+        sw.starts.push(ins.ip());
+    }
+    Ok(sw)
+}
+
+/// The functions holding the references, with what bounded them.
+struct Funcs {
+    list: Vec<Func>,
+    sweeps: Vec<Sweep>,
+    /// (target, source) of `call rel32` into swept regions, sorted.
+    calls: Vec<(u64, u64)>,
+}
+
+impl Funcs {
+    fn find(img: &Image, unwind: Option<&Unwind>, xrefs: &[u64]) -> Result<Funcs, String> {
+        let mut fs = Funcs {
+            list: Vec::new(),
+            sweeps: Vec::new(),
+            calls: Vec::new(),
+        };
+        let mut unbounded = Vec::new();
+        for &x in xrefs {
+            match unwind.map(|u| u.containing(x)).transpose()?.flatten() {
+                Some(fde) if fs.list.iter().all(|f| f.start != fde.start) => {
+                    let mut f = analyse(img, fde.start, fde.size)?;
+                    f.fde_entry = fde.entry;
+                    fs.push(f)?;
+                }
+                Some(_) => {}
+                None => unbounded.push(x),
+            }
+        }
+        if unbounded.is_empty() {
+            return Ok(fs);
+        }
+        for &x in &unbounded {
+            if !fs.sweeps.iter().any(|s| s.lo <= x && x < s.hi) {
+                fs.sweeps.push(sweep(img, x)?);
+            }
+        }
+        fs.sweeps.sort_by_key(|s| s.lo);
+        // What the sweep does not decode as an instruction loads nothing:
+        // the bytes are part of another instruction.
+        unbounded.retain(|&x| fs.sweep_of(x).is_some_and(|s| s.boundary(x)));
+        let edges = call_edges(img, &fs.sweeps)?;
+        fs.calls = fs.validated(img, edges);
+        for &x in &unbounded {
+            let (start, end, called) = fs.bounds(x)?;
+            if fs.list.iter().all(|f| f.start != start) {
+                let mut f = analyse(img, start, end - start)?;
+                f.called = called;
+                fs.push(f)?;
+            }
+        }
+        Ok(fs)
+    }
+
+    fn push(&mut self, f: Func) -> Result<(), String> {
+        if self.list.len() >= MAX_FUNCTIONS {
+            return Err(format!(
+                "more than {MAX_FUNCTIONS} functions load ssl_lib.cc's path"
+            ));
+        }
+        self.list.push(f);
+        Ok(())
+    }
+
+    /// The edges whose target is an instruction of its sweep and whose
+    /// call, for one of the first `MAX_CALLER_CHECKS` of them, is an
+    /// instruction of a sweep of its own code: four bytes after an `e8`
+    /// inside other instructions name random addresses, and one that
+    /// names an instruction would split a function there.
+    fn validated(&self, img: &Image, edges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut k = 0;
+        while k < edges.len() {
+            let t = edges[k].0;
+            let n = edges[k..].iter().take_while(|e| e.0 == t).count();
+            let group = &edges[k..k + n];
+            k += n;
+            if !self.sweep_of(t).is_some_and(|s| s.boundary(t)) {
+                continue;
+            }
+            let ok =
+                group
+                    .iter()
+                    .take(MAX_CALLER_CHECKS)
+                    .any(|&(_, src)| match self.sweep_of(src) {
+                        Some(sw) => sw.boundary(src),
+                        None => is_instruction(img, src),
+                    });
+            if ok {
+                out.extend_from_slice(group);
+            }
+        }
+        out
+    }
+
+    fn sweep_of(&self, x: u64) -> Option<&Sweep> {
+        self.sweeps.iter().find(|s| s.lo <= x && x < s.hi)
+    }
+
+    /// `[start, end)` of the function holding `x` in its sweep: from the
+    /// latest function start at or before it to the next one; and whether
+    /// the start is a direct call's target.
+    fn bounds(&self, x: u64) -> Result<(u64, u64, bool), String> {
+        let sw = self
+            .sweep_of(x)
+            .ok_or_else(|| format!("{x:#x} was not swept"))?;
+        let called = |t: u64| {
+            let k = self.calls.partition_point(|c| c.0 < t);
+            self.calls.get(k).is_some_and(|c| c.0 == t)
+        };
+        let is_start = |t: u64| sw.after_pad.binary_search(&t).is_ok() || called(t);
+        let k = sw.starts.partition_point(|&a| a <= x);
+        let start = sw.starts[..k]
+            .iter()
+            .rev()
+            .find(|&&a| is_start(a))
+            .copied()
+            .ok_or_else(|| format!("no function start before {x:#x}"))?;
+        let end = sw.starts[k..]
+            .iter()
+            .find(|&&a| is_start(a))
+            .copied()
+            .unwrap_or(sw.hi);
+        if end - start > MAX_FUNCTION_SIZE {
+            return Err(format!("the function at {start:#x} is too large"));
+        }
+        Ok((start, end, called(start)))
+    }
+
+    /// The entry of `f` is a function's: an FDE's with an entry frame, or
+    /// the target of a `call` that is an instruction of a sweep of its
+    /// own code; and all of `f` is reached from it.
+    fn check_entry(&self, f: &Func) -> Result<(), String> {
+        if let Some(at) = f.flow.unreached {
+            return Err(format!(
+                "{at:#x} is not reached from the entry of the function at {:#x}",
+                f.start
+            ));
+        }
+        if f.fde_entry {
+            return Ok(());
+        }
+        if !f.called {
+            return Err(format!("nothing calls the function at {:#x}", f.start));
+        }
+        Ok(())
+    }
+}
+
+/// Every `call rel32` (e8) whose target is in a swept region, as sorted
+/// (target, source) pairs: one pass over the code.
+fn call_edges(img: &Image, sweeps: &[Sweep]) -> Result<Vec<(u64, u64)>, String> {
+    let lo = sweeps.first().map_or(0, |s| s.lo);
+    let hi = sweeps.iter().map(|s| s.hi).max().unwrap_or(0);
+    let mut out = Vec::new();
+    for s in &img.text {
+        let b = s.bytes;
+        for i in memchr::memchr_iter(0xe8, b) {
+            let Some(rel) = b.get(i + 1..i + 5) else {
+                break;
+            };
+            let rel = i32::from_le_bytes([rel[0], rel[1], rel[2], rel[3]]);
+            let t = (s.vaddr + i as u64 + 5).wrapping_add(rel as i64 as u64);
+            if t < lo || t >= hi {
+                continue;
+            }
+            let k = sweeps.partition_point(|w| w.lo <= t);
+            if k == 0 || t >= sweeps[k - 1].hi {
+                continue;
+            }
+            out.push((t, s.vaddr + i as u64));
+            if out.len() > MAX_EDGES {
+                return Err(format!("more than {MAX_EDGES} calls into the swept code"));
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Decodes `[start, start + size)` and propagates constants; jumps out of
+/// it to a shared error block are followed to the block's call.
+fn analyse(img: &Image, start: u64, size: u64) -> Result<Func, String> {
+    let mut f = Func {
+        start,
+        size,
+        fde_entry: false,
+        called: false,
+        insns: Vec::new(),
+        flow: Flow::default(),
+    };
+    if size > MAX_FUNCTION_SIZE {
+        return Ok(f);
+    }
+    let code = img
+        .code(start, size)
+        .ok_or_else(|| format!("the function at {start:#x} is outside code"))?;
+    f.insns = decode(code, start)?;
+    if let Some(last) = f.insns.iter().rposition(|i| !padding(i)) {
+        f.size = f.insns[last].next_ip() - start;
+    }
+    f.flow = propagate(&f.insns, start, start + size)?;
+    for s in &mut f.flow.sites {
+        follow_shared_block(img, s, start, start + size);
+    }
+    Ok(f)
+}
+
+/// PLT entries read at most.
+const MAX_PLT_ENTRIES: usize = 1 << 16;
+
+/// Calls through the file's own PLT to a function it defines (a shared
+/// library calling its exported functions, like Android's `libssl.so`)
+/// become calls of that function: the stub's GOT slot is relocated to the
+/// symbol, whose value is the function.
+fn resolve_plt(data: &[u8], funcs: &mut [Func]) {
+    use object::read::elf::ElfFile64;
+    use object::{Endianness, Object, ObjectSection, ObjectSymbol, ObjectSymbolTable};
+    let Ok(elf) = ElfFile64::<Endianness>::parse(data) else {
+        return;
+    };
+    let (Some(relocs), Some(dynsyms)) = (elf.dynamic_relocations(), elf.dynamic_symbol_table())
+    else {
+        return;
+    };
+    let mut slots: Vec<(u64, u64)> = relocs
+        .take(MAX_PLT_ENTRIES)
+        .filter_map(|(got, r)| match r.target() {
+            object::RelocationTarget::Symbol(i) => {
+                let sym = dynsyms.symbol_by_index(i).ok()?;
+                (sym.is_definition() && sym.address() != 0).then(|| (got, sym.address()))
+            }
+            _ => None,
+        })
+        .collect();
+    if slots.is_empty() {
+        return;
+    }
+    slots.sort_unstable();
+    let mut stubs: Vec<(u64, u64)> = Vec::new();
+    for sec in elf.sections() {
+        if !matches!(sec.name(), Ok(".plt" | ".plt.sec")) {
+            continue;
+        }
+        let Ok(code) = sec.data() else { continue };
+        let code = &code[..code.len().min(16 * MAX_PLT_ENTRIES)];
+        let mut dec = Decoder::with_ip(64, code, sec.address(), DecoderOptions::NONE);
+        for ins in &mut dec {
+            if ins.flow_control() != FlowControl::IndirectBranch || !ins.is_ip_rel_memory_operand()
+            {
+                continue;
+            }
+            let slot = ins.ip_rel_memory_address();
+            if let Ok(k) = slots.binary_search_by_key(&slot, |s| s.0) {
+                // Entries are 16 bytes; the jump is the stub's first or
+                // second instruction (after endbr64).
+                stubs.push((ins.ip() & !15, slots[k].1));
+            }
+        }
+    }
+    stubs.sort_unstable();
+    for site in funcs.iter_mut().flat_map(|f| f.flow.sites.iter_mut()) {
+        if let Ok(k) = stubs.binary_search_by_key(&site.target, |s| s.0) {
+            site.target = stubs[k].1;
+        }
+    }
+}
+
+/// Instructions read of a shared error block before its call.
+const MAX_BLOCK: usize = 8;
+
+/// A site that jumps out of its function (LTO and clang merge the tails
+/// of error paths, even across functions) becomes the call the jump
+/// reaches, with the registers the block's own moves leave.
+fn follow_shared_block(img: &Image, s: &mut Site, start: u64, end: u64) {
+    let Some(code) = img.code(s.at, 16) else {
+        return;
+    };
+    let mut d = Decoder::with_ip(64, code, s.at, DecoderOptions::NONE);
+    let jump = d.decode();
+    if !matches!(
+        jump.flow_control(),
+        FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch
+    ) || (start..end).contains(&s.target)
+    {
+        return;
+    }
+    let Some(block) = img
+        .code(s.target, 15 * MAX_BLOCK as u64)
+        .or_else(|| img.code(s.target, 64))
+    else {
+        return;
+    };
+    let mut d = Decoder::with_ip(64, block, s.target, DecoderOptions::NONE);
+    let mut regs = s.regs;
+    let mut info = iced_x86::InstructionInfoFactory::new();
+    for _ in 0..MAX_BLOCK {
+        let ins = d.decode();
+        match ins.flow_control() {
+            FlowControl::Call => {
+                s.target = ins.near_branch_target();
+                s.regs = regs;
+                return;
+            }
+            FlowControl::Next => step(&mut regs, &ins, &mut info),
+            _ => return,
+        }
+    }
+}
+
+/// The one function ssl_lib.cc's error sites call: `ERR_put_error(16, 0,
+/// reason, path, line)`.
+fn error_function(funcs: &[Func], paths: &[(u64, u64)]) -> Result<u64, String> {
+    let mut targets: Vec<u64> = funcs
+        .iter()
+        .flat_map(|f| &f.flow.sites)
+        .filter(|s| {
+            s.regs[RCX].consts().is_some_and(|v| all_in(v, paths))
+                && s.regs[RSI].consts() == Some(&[0][..])
+                && s.regs[RDI].consts() == Some(&[LIB_SSL][..])
+        })
+        .map(|s| s.target)
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    match targets[..] {
+        [t] => Ok(t),
+        [] => Err("no call passes ssl_lib.cc's path as ERR_put_error's file".into()),
+        _ => Err(format!(
+            "ssl_lib.cc's error sites call {} different functions",
+            targets.len()
+        )),
+    }
+}
+
+fn all_in(v: &[u64], ranges: &[(u64, u64)]) -> bool {
+    v.iter()
+        .all(|x| ranges.iter().any(|&(lo, hi)| (lo..hi).contains(x)))
+}
+
+/// The sorted reasons of `f`'s ssl_lib.cc error sites. A site whose file,
+/// library or reason is not a known constant makes the set unknown.
+fn reasons(f: &Func, err_fn: u64, paths: &[(u64, u64)]) -> Result<Vec<u64>, String> {
+    if !f.flow.decoded {
+        return Err("not decoded (too large)".into());
+    }
+    let mut out = Vec::new();
+    for s in &f.flow.sites {
+        let file = s.regs[RCX].consts();
+        let ours = file.is_some_and(|v| all_in(v, paths));
+        let mixed = file.is_some_and(|v| !ours && v.iter().any(|x| all_in(&[*x], paths)));
+        if s.target != err_fn {
+            // The path passed to something else (an assertion): only a
+            // call that looks like an error site must reach ERR_put_error.
+            if ours && s.regs[RSI].consts() == Some(&[0][..]) {
+                return Err(format!("the error site at {:#x} is not followed", s.at));
+            }
+            continue;
+        }
+        if mixed || (file.is_none() && s.regs[RSI].consts() == Some(&[0][..])) {
+            return Err(format!("the file of the error at {:#x} is not known", s.at));
+        }
+        if !ours {
+            continue;
+        }
+        if s.regs[RDI].consts() != Some(&[LIB_SSL][..]) {
+            return Err(format!("the error at {:#x} is not the SSL library's", s.at));
+        }
+        let r = s.regs[RDX]
+            .consts()
+            .ok_or_else(|| format!("the reason at {:#x} is not a constant", s.at))?;
+        out.extend_from_slice(r);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// `required ⊆ r ⊆ required ∪ optional`.
+fn fits(r: &[u64], required: &[u64], optional: &[u64]) -> bool {
+    required.iter().all(|x| r.contains(x))
+        && r.iter()
+            .all(|x| required.contains(x) || optional.contains(x))
+}
+
+/// The rules of the table in the module's documentation.
+struct Rules<'a> {
+    funcs: &'a Funcs,
+    sigs: &'a [Result<Vec<u64>, String>],
+}
+
+impl Rules<'_> {
+    /// The indices of the functions whose reasons pass `pred`.
+    fn matching(&self, pred: impl Fn(usize, &[u64]) -> bool) -> Vec<usize> {
+        self.sigs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().ok().filter(|r| pred(i, r)).map(|_| i))
+            .collect()
+    }
+
+    /// Exactly one, or why not (with the functions left unresolved).
+    fn one(&self, found: Vec<usize>) -> Result<usize, String> {
+        match found[..] {
+            [i] => Ok(i),
+            [] => {
+                let unresolved: Vec<String> = self
+                    .funcs
+                    .list
+                    .iter()
+                    .zip(self.sigs)
+                    .filter_map(|(f, s)| s.as_ref().err().map(|w| format!("{:#x}: {w}", f.start)))
+                    .collect();
+                Err(match unresolved.is_empty() {
+                    true => "no function fits".into(),
+                    false => format!("no function fits (unresolved: {})", unresolved.join("; ")),
+                })
+            }
+            _ => Err(format!(
+                "{} functions fit ({})",
+                found.len(),
+                found
+                    .iter()
+                    .map(|&i| format!("{:#x}", self.funcs.list[i].start))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+
+    fn write(&self) -> Result<usize, String> {
+        let now = [BAD_LENGTH, HANDSHAKE_FAILURE, UNINITIALIZED];
+        let found = self.matching(|_, r| fits(r, &now, &[SHOULD_NOT_HAVE_BEEN_CALLED]));
+        if !found.is_empty() || !self.matching(|_, r| r.contains(&BAD_LENGTH)).is_empty() {
+            return self.one(found);
+        }
+        // Before BAD_LENGTH (BoringSSL of 2022).
+        let old = [
+            SHOULD_NOT_HAVE_BEEN_CALLED,
+            HANDSHAKE_FAILURE,
+            UNINITIALIZED,
+        ];
+        self.one(self.matching(|i, r| r == old && self.funcs.list[i].flow.indirect_calls > 0))
+    }
+
+    fn handshake(&self, write: usize) -> Result<usize, String> {
+        let w = &self.funcs.list[write];
+        self.one(
+            self.matching(|i, r| {
+                r == [CONNECTION_TYPE_NOT_SET] && w.calls(self.funcs.list[i].start)
+            }),
+        )
+    }
+
+    fn read_impl(&self, write: usize, handshake: usize) -> Result<usize, String> {
+        let h = self.funcs.list[handshake].start;
+        self.one(self.matching(|i, r| {
+            i != write
+                && fits(
+                    r,
+                    &[HANDSHAKE_FAILURE, UNINITIALIZED],
+                    &[BAD_HELLO_REQUEST, NO_RENEGOTIATION],
+                )
+                && self.funcs.list[i].calls(h)
+        }))
+    }
+
+    fn read(&self, read_impl: usize) -> Result<usize, String> {
+        let ri = self.funcs.list[read_impl].start;
+        self.one(self.matching(|i, r| {
+            let f = &self.funcs.list[i];
+            r == [SHOULD_NOT_HAVE_BEEN_CALLED] && f.calls(ri) && f.stores()
+        }))
+    }
+
+    fn host_name(&self) -> Result<usize, String> {
+        self.one(self.matching(|_, r| fits(r, &[INVALID_SERVERNAME], &[MALLOC_FAILURE])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `PLAINSIGHT_LOCATE=path[:path...]`: prints what the locator finds in
+    /// each file and how long it took (a tool for new builds).
+    #[test]
+    fn locate_files_from_env() {
+        let Ok(list) = std::env::var("PLAINSIGHT_LOCATE") else {
+            return;
+        };
+        for p in list.split(':') {
+            let data = std::fs::read(p).expect("read");
+            let t = std::time::Instant::now();
+            let r = locate_boringssl(&data);
+            eprintln!("{p}: {:?} in {:?}", r, t.elapsed());
+            if std::env::var("PLAINSIGHT_LOCATE_DEBUG").is_ok() {
+                dump(&data);
+            }
+        }
+    }
+
+    fn dump(data: &[u8]) {
+        let img = Image::open(data).unwrap();
+        let paths = path_strings(&img).unwrap();
+        let mut xrefs = img.lea_xrefs(&paths).unwrap();
+        if img.fixed {
+            xrefs.extend(imm_xrefs(&img, &paths).unwrap());
+        }
+        eprintln!("paths {paths:x?} xrefs {}", xrefs.len());
+        for &x in &xrefs {
+            if let Some(s) = section_of(&img, x) {
+                if let Err(e) = sweep(&img, x) {
+                    let k = (x - s.vaddr) as usize;
+                    eprintln!(
+                        "xref {x:#x}: {e}: {:02x?}",
+                        &s.bytes[k.saturating_sub(8)..k + 8]
+                    );
+                }
+            }
+        }
+        let unwind = img.unwind().ok();
+        let funcs = match Funcs::find(&img, unwind.as_ref(), &xrefs) {
+            Ok(f) => f,
+            Err(e) => return eprintln!("funcs: {e}"),
+        };
+        let err_fn = error_function(&funcs.list, &paths);
+        eprintln!("err_fn {err_fn:x?}");
+        let Ok(err_fn) = err_fn else { return };
+        for f in &funcs.list {
+            let callees: Vec<String> = f
+                .flow
+                .sites
+                .iter()
+                .filter(|s| s.target != err_fn)
+                .map(|s| format!("{:#x}", s.target))
+                .collect();
+            eprintln!(
+                "{:#x}+{:#x} fde {} called {} unreached {:x?} R {:?} stores {} calls {}",
+                f.start,
+                f.size,
+                f.fde_entry,
+                f.called,
+                f.flow.unreached,
+                reasons(f, err_fn, &paths),
+                f.stores(),
+                callees.join(",")
+            );
+        }
+    }
+
+    #[test]
+    fn reason_sets() {
+        assert!(fits(&[111, 215, 226], &[111, 215, 226], &[66]));
+        assert!(fits(&[66, 111, 215, 226], &[111, 215, 226], &[66]));
+        assert!(!fits(&[111, 215], &[111, 215, 226], &[66]));
+        assert!(!fits(&[65, 111, 215, 226], &[111, 215, 226], &[66]));
+    }
+}
