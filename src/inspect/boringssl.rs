@@ -82,13 +82,13 @@ const UNINITIALIZED: u64 = 226;
 
 /// Locates stripped BoringSSL's functions in `data` (the whole ELF file).
 /// `Err` starting with "no BoringSSL" for a file that does not carry it.
-pub fn locate_boringssl(data: &[u8]) -> Result<Report, String> {
-    let img = Image::open(data)?;
-    let paths = path_strings(&img)?;
-    if paths.is_empty() {
+pub fn locate_boringssl<'d, R: object::ReadRef<'d>>(data: R) -> Result<Report, String> {
+    if path_strings(&Image::open(data, false)?)?.is_empty() {
         return Err("no BoringSSL: no ssl/ssl_lib.cc path in read-only data".into());
     }
-    let mut xrefs = img.lea_xrefs(&paths)?;
+    let img = Image::open(data, true)?;
+    let paths = path_strings(&img)?;
+    let mut xrefs = rcx_xrefs(&img, &paths)?;
     if img.fixed {
         xrefs.extend(imm_xrefs(&img, &paths)?);
     }
@@ -163,6 +163,26 @@ fn path_strings(img: &Image) -> Result<Vec<(u64, u64)>, String> {
                 ));
             }
         }
+    }
+    Ok(out)
+}
+
+/// `lea rcx, [rip+disp32]` (48 8d 0d) loading a path string: the file is
+/// ERR_put_error's fourth argument, loaded straight into its register in
+/// every build seen. Returns the instruction addresses.
+fn rcx_xrefs(img: &Image, paths: &[(u64, u64)]) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    let lo = paths.iter().map(|p| p.0).min().unwrap_or(0);
+    let hi = paths.iter().map(|p| p.1).max().unwrap_or(0);
+    for s in &img.text {
+        rel32_scan(s, 2, 0x0d, 3, 7, (lo, hi), &mut |p, t| {
+            if s.bytes[p] & 0xfb == 0x48 && s.bytes[p + 1] == 0x8d && all_in(&[t], paths) {
+                out.push(s.vaddr + p as u64);
+            }
+        });
+    }
+    if out.len() > super::locate::MAX_XREFS {
+        return Err("too many references to ssl_lib.cc's path".into());
     }
     Ok(out)
 }
@@ -483,28 +503,114 @@ fn call_edges(img: &Image, sweeps: &[Sweep]) -> Result<Vec<(u64, u64)>, String> 
     let hi = sweeps.iter().map(|s| s.hi).max().unwrap_or(0);
     let mut out = Vec::new();
     for s in &img.text {
-        let b = s.bytes;
-        for i in memchr::memchr_iter(0xe8, b) {
-            let Some(rel) = b.get(i + 1..i + 5) else {
-                break;
-            };
-            let rel = i32::from_le_bytes([rel[0], rel[1], rel[2], rel[3]]);
-            let t = (s.vaddr + i as u64 + 5).wrapping_add(rel as i64 as u64);
-            if t < lo || t >= hi {
-                continue;
-            }
+        rel32_scan(s, 0, 0xe8, 1, 5, (lo, hi), &mut |p, t| {
             let k = sweeps.partition_point(|w| w.lo <= t);
-            if k == 0 || t >= sweeps[k - 1].hi {
-                continue;
+            if k > 0 && t < sweeps[k - 1].hi && out.len() <= MAX_EDGES {
+                out.push((t, s.vaddr + p as u64));
             }
-            out.push((t, s.vaddr + i as u64));
-            if out.len() > MAX_EDGES {
-                return Err(format!("more than {MAX_EDGES} calls into the swept code"));
-            }
-        }
+        });
+    }
+    if out.len() > MAX_EDGES {
+        return Err(format!("more than {MAX_EDGES} calls into the swept code"));
     }
     out.sort_unstable();
     Ok(out)
+}
+
+/// Positions scanned per block by [`rel32_scan`]: small enough that the
+/// displacements reaching a small target range from one block share at
+/// most a few high bytes.
+const SCAN_BLOCK: usize = 4 << 20;
+
+/// Calls `f(p, target)` for every position `p` of `sec` where an
+/// instruction of `len` bytes would have `op` at `op_at` and a rel32 at
+/// `disp_at` (relative to its end) naming `target` in `[lo, hi)`. The
+/// bytes are not decoded: callers check what they need.
+///
+/// Code is full of `call` opcodes and `lea` ModRMs, so looking at each is
+/// slow; instead each block is searched (AVX2, memchr's packed-pair
+/// prefilter) for the opcode together with the displacement's high byte,
+/// which only a few values can have for targets in the range.
+fn rel32_scan(
+    sec: &Sec,
+    op_at: u8,
+    op: u8,
+    disp_at: usize,
+    len: usize,
+    (lo, hi): (u64, u64),
+    f: &mut dyn FnMut(usize, u64),
+) {
+    let b = sec.bytes;
+    if hi <= lo || b.len() < len {
+        return;
+    }
+    let last = b.len() - len + 1;
+    let mut check = |p: usize| {
+        let d = &b[p + disp_at..p + disp_at + 4];
+        let rel = i32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+        let t = (sec.vaddr + (p + len) as u64).wrapping_add(rel as i64 as u64);
+        if b[p + usize::from(op_at)] == op && (lo..hi).contains(&t) {
+            f(p, t);
+        }
+    };
+    let mut start = 0;
+    while start < last {
+        let end = (start + SCAN_BLOCK).min(last);
+        let first_end = (sec.vaddr + (start + len) as u64) as i64;
+        let last_end = (sec.vaddr + (end - 1 + len) as u64) as i64;
+        let rmin = (lo as i64 - last_end).max(i64::from(i32::MIN));
+        let rmax = ((hi - 1) as i64 - first_end).min(i64::from(i32::MAX));
+        if rmin <= rmax {
+            let tops: Vec<u8> = ((rmin >> 24)..=(rmax >> 24)).map(|v| v as u8).collect();
+            let hay = &b[start..end + len - 1];
+            for &top in &tops {
+                match pair_finder(op_at, op, disp_at + 3, top, len) {
+                    Some(finder) if hay.len() >= finder.min_haystack_len() && tops.len() <= 4 => {
+                        let mut at = 0;
+                        while let Some(k) = hay.get(at..).and_then(|h| {
+                            (h.len() >= finder.min_haystack_len())
+                                .then(|| finder.find_prefilter(h))
+                                .flatten()
+                        }) {
+                            let p = start + at + k;
+                            if p < end {
+                                check(p);
+                            }
+                            at += k + 1;
+                        }
+                        // The tail shorter than the finder's minimum.
+                        let tail = hay.len().saturating_sub(finder.min_haystack_len()).max(at);
+                        for p in (start + tail..end).filter(|&p| b[p + usize::from(op_at)] == op) {
+                            check(p);
+                        }
+                    }
+                    _ => {
+                        for i in memchr::memchr_iter(op, &b[start + usize::from(op_at)..end + usize::from(op_at)]) {
+                            check(start + i);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        start = end;
+    }
+}
+
+/// A packed-pair prefilter for `op` at `op_at` and `top` at `top_at`.
+fn pair_finder(
+    op_at: u8,
+    op: u8,
+    top_at: usize,
+    top: u8,
+    len: usize,
+) -> Option<memchr::arch::x86_64::avx2::packedpair::Finder> {
+    use memchr::arch::all::packedpair::Pair;
+    let mut needle = vec![0u8; len];
+    needle[usize::from(op_at)] = op;
+    needle[top_at] = top;
+    let pair = Pair::with_indices(&needle, op_at, u8::try_from(top_at).ok()?)?;
+    memchr::arch::x86_64::avx2::packedpair::Finder::with_pair(&needle, pair)
 }
 
 /// Decodes `[start, start + size)` and propagates constants; jumps out of
@@ -542,10 +648,10 @@ const MAX_PLT_ENTRIES: usize = 1 << 16;
 /// library calling its exported functions, like Android's `libssl.so`)
 /// become calls of that function: the stub's GOT slot is relocated to the
 /// symbol, whose value is the function.
-fn resolve_plt(data: &[u8], funcs: &mut [Func]) {
+fn resolve_plt<'d, R: object::ReadRef<'d>>(data: R, funcs: &mut [Func]) {
     use object::read::elf::ElfFile64;
     use object::{Endianness, Object, ObjectSection, ObjectSymbol, ObjectSymbolTable};
-    let Ok(elf) = ElfFile64::<Endianness>::parse(data) else {
+    let Ok(elf) = ElfFile64::<Endianness, R>::parse(data) else {
         return;
     };
     let (Some(relocs), Some(dynsyms)) = (elf.dynamic_relocations(), elf.dynamic_symbol_table())
@@ -830,7 +936,7 @@ mod tests {
     }
 
     fn dump(data: &[u8]) {
-        let img = Image::open(data).unwrap();
+        let img = Image::open(data, true).unwrap();
         let paths = path_strings(&img).unwrap();
         let mut xrefs = img.lea_xrefs(&paths).unwrap();
         if img.fixed {

@@ -190,17 +190,17 @@ const SIGNATURES: [Signature; 4] = [
 /// file). Ok only when every needed function is found exactly once; Err
 /// says which function and why otherwise ("no aws-lc ..." for a file that
 /// does not carry aws-lc at all).
-pub fn locate_awslc(data: &[u8]) -> Result<Vec<Located>, String> {
+pub fn locate_awslc<'d, R: object::ReadRef<'d>>(data: R) -> Result<Vec<Located>, String> {
     locate_awslc_report(data).map(|r| r.found)
 }
 
 /// [`locate_awslc`], with the reasons optional functions were left out.
-pub fn locate_awslc_report(data: &[u8]) -> Result<Report, String> {
-    let img = Image::open(data)?;
-    let paths = img.path_strings()?;
-    if paths.is_empty() {
+pub fn locate_awslc_report<'d, R: object::ReadRef<'d>>(data: R) -> Result<Report, String> {
+    if Image::open(data, false)?.path_strings()?.is_empty() {
         return Err("no aws-lc: no crypto/fipsmodule/cipher/aead.c path in read-only data".into());
     }
+    let img = Image::open(data, true)?;
+    let paths = img.path_strings()?;
     let unwind = img.unwind()?;
     let funcs = img.referencing_functions(&unwind, &paths)?;
     let err_fn = error_function(&funcs, &paths)?;
@@ -347,13 +347,17 @@ pub(super) struct Image<'d> {
 }
 
 impl<'d> Image<'d> {
-    pub(super) fn open(data: &'d [u8]) -> Result<Image<'d>, String> {
-        let elf = ElfFile64::<Endianness>::parse(data).map_err(|e| format!("not ELF64: {e}"))?;
+    /// The file's allocated sections; executable ones only if `text` (the
+    /// path strings are looked for first: most files have none, and their
+    /// code is never read).
+    pub(super) fn open<R: object::ReadRef<'d>>(data: R, text: bool) -> Result<Image<'d>, String> {
+        let elf =
+            ElfFile64::<Endianness, R>::parse(data).map_err(|e| format!("not ELF64: {e}"))?;
         let e = elf.endian();
         if elf.elf_header().e_machine(e) != object::elf::EM_X86_64 {
             return Err("not an x86-64 file".into());
         }
-        let size = data.len() as u64;
+        let size = data.len().map_err(|()| "no size".to_string())?;
         let segments = elf
             .elf_program_headers()
             .iter()
@@ -374,8 +378,10 @@ impl<'d> Image<'d> {
         for s in elf.sections() {
             let h = s.elf_section_header();
             let flags = h.sh_flags(e);
+            let exec = flags & u64::from(object::elf::SHF_EXECINSTR) != 0;
             if h.sh_type(e) != object::elf::SHT_PROGBITS
                 || flags & u64::from(object::elf::SHF_ALLOC) == 0
+                || (exec && !text)
             {
                 continue;
             }
@@ -1754,7 +1760,7 @@ mod tests {
             }
             eprintln!("{} ({} bytes, {best:?}): {r:?}", p.display(), data.len());
             // The code scan alone, even where the locator stops before it.
-            let img = Image::open(&data).unwrap();
+            let img = Image::open(&data[..], true).unwrap();
             let paths = img.path_strings().unwrap();
             let t = std::time::Instant::now();
             let x = img.lea_xrefs(&paths);

@@ -558,7 +558,7 @@ fn inspect_with<'d, R: ReadRef<'d>>(
     let run = || -> Result<Inspection, ElfError> {
         let syms = symbols(data, shown, lookups)?;
         let mut insp = classify(&syms);
-        if insp.library.is_none() && syms.is_executable && !syms.has_symtab {
+        if insp.library.is_none() {
             locate_stripped(data, &mut insp);
         }
         if insp.library == Some(TlsLibrary::OpenSsl) {
@@ -583,26 +583,40 @@ fn inspect_with<'d, R: ReadRef<'d>>(
     }
 }
 
-/// A stripped executable: aws-lc's AEAD functions found without symbols
-/// ([`locate`]), exact or nothing. A file without aws-lc stays as it was;
-/// one with aws-lc that the locator cannot settle is reported with why.
+/// A file whose symbols name no TLS library: BoringSSL's SSL functions
+/// ([`boringssl`]) or aws-lc's AEAD functions ([`locate`]) found without
+/// symbols, exact or nothing. A file carrying neither stays as it was (it
+/// paid a search of its read-only data for two paths); one that carries
+/// them but cannot be settled is reported with why.
 fn locate_stripped<'d, R: ReadRef<'d>>(data: R, insp: &mut Inspection) {
-    let Some(bytes) = data.len().ok().and_then(|n| data.read_bytes_at(0, n).ok()) else {
-        return;
+    let located = |insp: &mut Inspection, library, found: Vec<locate::Located>| {
+        insp.library = Some(library);
+        insp.linkage = Linkage::Static;
+        insp.unsupported = None;
+        insp.targets = found
+            .into_iter()
+            .map(|l| {
+                let name = format!("{} (located)", l.point.symbol());
+                Target::new(l.point, name, l.offset, l.size)
+            })
+            .collect();
     };
-    match locate::locate_awslc(bytes) {
-        Ok(found) => {
-            insp.library = Some(TlsLibrary::AwsLc);
-            insp.linkage = Linkage::Static;
-            insp.unsupported = None;
-            insp.targets = found
-                .into_iter()
-                .map(|l| {
-                    let name = format!("{} (located)", l.point.symbol());
-                    Target::new(l.point, name, l.offset, l.size)
-                })
-                .collect();
+    match boringssl::locate_boringssl(data) {
+        Ok(report) => {
+            for (point, why) in &report.omitted {
+                log::debug!("stripped BoringSSL: {} not located: {why}", point.symbol());
+            }
+            return located(insp, TlsLibrary::BoringSsl, report.found);
         }
+        Err(why) if why.starts_with("no BoringSSL") => {}
+        Err(why) => {
+            insp.unsupported = Some(format!(
+                "stripped BoringSSL whose functions cannot be located exactly: {why}"
+            ))
+        }
+    }
+    match locate::locate_awslc(data) {
+        Ok(found) => located(insp, TlsLibrary::AwsLc, found),
         Err(why) if why.starts_with("no aws-lc") => {}
         Err(why) => {
             insp.unsupported = Some(format!(
