@@ -41,11 +41,12 @@
 //! candidate is an `Err` naming it and why; an optional one is left out
 //! with its reason. Work is bounded by the `MAX_*` constants.
 
-use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, OpAccess, Register};
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, OpAccess, Register};
 
 use super::locate::{
-    decode, padding, propagate, step, Flow, Image, Report, Sec, Site, Unwind, RCX, RDI, RDX, RSI,
+    decode, padding, propagate, step, Flow, Image, Report, Site, Unwind, RCX, RDI, RDX, RSI,
 };
+use super::sweep::{rcx_xrefs, Sweeps};
 use crate::probes::ProbePoint;
 
 /// The end of `__FILE__` of ssl_lib.cc's error sites, in two halves so
@@ -57,18 +58,6 @@ const MAX_STRINGS: usize = 4;
 const MAX_FUNCTIONS: usize = 128;
 /// Larger functions are not decoded (none of ssl_lib.cc's is near it).
 const MAX_FUNCTION_SIZE: u64 = 16 << 10;
-/// How far before a site the sweep starts, so that it is in step with the
-/// instructions by the time it reaches the function.
-const SWEEP_LEAD: u64 = 4 << 10;
-/// How far back a padding point is searched for.
-const MAX_BACK: u64 = 64 << 10;
-/// The longest region swept around one site.
-const MAX_SWEEP: u64 = 256 << 10;
-/// Direct-call edges into swept regions kept.
-const MAX_EDGES: usize = 1 << 20;
-/// Callers of one located function checked by a sweep of their own code.
-const MAX_CALLER_CHECKS: usize = 16;
-
 const LIB_SSL: u64 = 16;
 const MALLOC_FAILURE: u64 = 65;
 const SHOULD_NOT_HAVE_BEEN_CALLED: u64 = 66;
@@ -167,26 +156,6 @@ fn path_strings(img: &Image) -> Result<Vec<(u64, u64)>, String> {
     Ok(out)
 }
 
-/// `lea rcx, [rip+disp32]` (48 8d 0d) loading a path string: the file is
-/// ERR_put_error's fourth argument, loaded straight into its register in
-/// every build seen. Returns the instruction addresses.
-fn rcx_xrefs(img: &Image, paths: &[(u64, u64)]) -> Result<Vec<u64>, String> {
-    let mut out = Vec::new();
-    let lo = paths.iter().map(|p| p.0).min().unwrap_or(0);
-    let hi = paths.iter().map(|p| p.1).max().unwrap_or(0);
-    for s in &img.text {
-        rel32_scan(s, 2, 0x0d, 3, 7, (lo, hi), &mut |p, t| {
-            if s.bytes[p] & 0xfb == 0x48 && s.bytes[p + 1] == 0x8d && all_in(&[t], paths) {
-                out.push(s.vaddr + p as u64);
-            }
-        });
-    }
-    if out.len() > super::locate::MAX_XREFS {
-        return Err("too many references to ssl_lib.cc's path".into());
-    }
-    Ok(out)
-}
-
 /// In an ET_EXEC file: `mov ecx, imm32` whose immediate is a path
 /// string's start. Returns the instruction addresses.
 fn imm_xrefs(img: &Image, paths: &[(u64, u64)]) -> Result<Vec<u64>, String> {
@@ -249,121 +218,14 @@ impl Func {
     }
 }
 
-/// A swept region: instruction boundaries from a padding point on.
-struct Sweep {
-    lo: u64,
-    hi: u64,
-    /// Sorted instruction starts.
-    starts: Vec<u64>,
-    /// Addresses right after a run of `int3`.
-    after_pad: Vec<u64>,
-}
-
-impl Sweep {
-    fn boundary(&self, x: u64) -> bool {
-        self.starts.binary_search(&x).is_ok()
-    }
-}
-
-/// The text section holding `x`.
-fn section_of<'a, 'd>(img: &'a Image<'d>, x: u64) -> Option<&'a Sec<'d>> {
-    img.text.iter().find(|s| s.vaddr <= x && x < s.end())
-}
-
-/// The latest 16-byte-aligned address at or before `x - SWEEP_LEAD` that
-/// follows an `int3` byte (LLD's fill), searched back `MAX_BACK`; else
-/// the section's start when it is that near.
-fn sync_before(sec: &Sec, x: u64) -> Option<u64> {
-    let from = x.saturating_sub(SWEEP_LEAD).max(sec.vaddr) & !15;
-    let floor = x.saturating_sub(MAX_BACK).max(sec.vaddr);
-    let mut a = from;
-    while a > floor {
-        let k = (a - sec.vaddr) as usize;
-        if k >= 1 && sec.bytes[k - 1] == 0xcc {
-            return Some(a);
-        }
-        a -= 16;
-    }
-    (floor == sec.vaddr).then_some(sec.vaddr)
-}
-
-/// Whether `x` is an instruction of a linear sweep from the padding
-/// point before it.
-fn is_instruction(img: &Image, x: u64) -> bool {
-    let Some(sec) = section_of(img, x) else {
-        return false;
-    };
-    let Some(lo) = sync_before(sec, x) else {
-        return false;
-    };
-    let end = (x + 16).min(sec.end());
-    let code = &sec.bytes[(lo - sec.vaddr) as usize..(end - sec.vaddr) as usize];
-    let mut dec = Decoder::with_ip(64, code, lo, DecoderOptions::NONE);
-    let mut ins = Instruction::default();
-    while dec.can_decode() && dec.ip() < x {
-        dec.decode_out(&mut ins);
-    }
-    dec.ip() == x
-}
-
-/// Decodes linearly from a padding point before `x` to the end of the
-/// first `int3` run after `x`.
-fn sweep(img: &Image, x: u64) -> Result<Sweep, String> {
-    let sec = section_of(img, x).ok_or_else(|| format!("{x:#x} is in no code section"))?;
-    let lo = sync_before(sec, x).ok_or_else(|| format!("no padding before {x:#x}"))?;
-    let end = sec.end().min(lo + MAX_SWEEP);
-    let code = &sec.bytes[(lo - sec.vaddr) as usize..(end - sec.vaddr) as usize];
-    let mut dec = Decoder::with_ip(64, code, lo, DecoderOptions::NONE);
-    let mut sw = Sweep {
-        lo,
-        hi: end,
-        starts: Vec::new(),
-        after_pad: vec![lo],
-    };
-    let mut ins = Instruction::default();
-    let mut in_pad = false;
-    while dec.can_decode() {
-        dec.decode_out(&mut ins);
-        if ins.is_invalid() {
-            if ins.ip() > x {
-                sw.hi = ins.ip();
-                break;
-            }
-            // Out of step: what came before proves nothing.
-            sw.starts.clear();
-            sw.after_pad.clear();
-            in_pad = false;
-            continue;
-        }
-        let int3 = ins.code() == Code::Int3;
-        if in_pad && !int3 {
-            sw.after_pad.push(ins.ip());
-            if ins.ip() > x {
-                sw.hi = ins.ip();
-                break;
-            }
-        }
-        in_pad = int3;
-        sw.starts.push(ins.ip());
-    }
-    Ok(sw)
-}
-
 /// The functions holding the references, with what bounded them.
 struct Funcs {
     list: Vec<Func>,
-    sweeps: Vec<Sweep>,
-    /// (target, source) of `call rel32` into swept regions, sorted.
-    calls: Vec<(u64, u64)>,
 }
 
 impl Funcs {
     fn find(img: &Image, unwind: Option<&Unwind>, xrefs: &[u64]) -> Result<Funcs, String> {
-        let mut fs = Funcs {
-            list: Vec::new(),
-            sweeps: Vec::new(),
-            calls: Vec::new(),
-        };
+        let mut fs = Funcs { list: Vec::new() };
         let mut unbounded = Vec::new();
         for &x in xrefs {
             match unwind.map(|u| u.containing(x)).transpose()?.flatten() {
@@ -379,19 +241,9 @@ impl Funcs {
         if unbounded.is_empty() {
             return Ok(fs);
         }
+        let sw = Sweeps::build(img, &mut unbounded)?;
         for &x in &unbounded {
-            if !fs.sweeps.iter().any(|s| s.lo <= x && x < s.hi) {
-                fs.sweeps.push(sweep(img, x)?);
-            }
-        }
-        fs.sweeps.sort_by_key(|s| s.lo);
-        // What the sweep does not decode as an instruction loads nothing:
-        // the bytes are part of another instruction.
-        unbounded.retain(|&x| fs.sweep_of(x).is_some_and(|s| s.boundary(x)));
-        let edges = call_edges(img, &fs.sweeps)?;
-        fs.calls = fs.validated(img, edges);
-        for &x in &unbounded {
-            let (start, end, called) = fs.bounds(x)?;
+            let (start, end, called) = sw.bounds(x, MAX_FUNCTION_SIZE)?;
             if fs.list.iter().all(|f| f.start != start) {
                 let mut f = analyse(img, start, end - start)?;
                 f.called = called;
@@ -409,71 +261,6 @@ impl Funcs {
         }
         self.list.push(f);
         Ok(())
-    }
-
-    /// The edges whose target is an instruction of its sweep and whose
-    /// call, for one of the first `MAX_CALLER_CHECKS` of them, is an
-    /// instruction of a sweep of its own code: four bytes after an `e8`
-    /// inside other instructions name random addresses, and one that
-    /// names an instruction would split a function there.
-    fn validated(&self, img: &Image, edges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-        let mut out = Vec::new();
-        let mut k = 0;
-        while k < edges.len() {
-            let t = edges[k].0;
-            let n = edges[k..].iter().take_while(|e| e.0 == t).count();
-            let group = &edges[k..k + n];
-            k += n;
-            if !self.sweep_of(t).is_some_and(|s| s.boundary(t)) {
-                continue;
-            }
-            let ok =
-                group
-                    .iter()
-                    .take(MAX_CALLER_CHECKS)
-                    .any(|&(_, src)| match self.sweep_of(src) {
-                        Some(sw) => sw.boundary(src),
-                        None => is_instruction(img, src),
-                    });
-            if ok {
-                out.extend_from_slice(group);
-            }
-        }
-        out
-    }
-
-    fn sweep_of(&self, x: u64) -> Option<&Sweep> {
-        self.sweeps.iter().find(|s| s.lo <= x && x < s.hi)
-    }
-
-    /// `[start, end)` of the function holding `x` in its sweep: from the
-    /// latest function start at or before it to the next one; and whether
-    /// the start is a direct call's target.
-    fn bounds(&self, x: u64) -> Result<(u64, u64, bool), String> {
-        let sw = self
-            .sweep_of(x)
-            .ok_or_else(|| format!("{x:#x} was not swept"))?;
-        let called = |t: u64| {
-            let k = self.calls.partition_point(|c| c.0 < t);
-            self.calls.get(k).is_some_and(|c| c.0 == t)
-        };
-        let is_start = |t: u64| sw.after_pad.binary_search(&t).is_ok() || called(t);
-        let k = sw.starts.partition_point(|&a| a <= x);
-        let start = sw.starts[..k]
-            .iter()
-            .rev()
-            .find(|&&a| is_start(a))
-            .copied()
-            .ok_or_else(|| format!("no function start before {x:#x}"))?;
-        let end = sw.starts[k..]
-            .iter()
-            .find(|&&a| is_start(a))
-            .copied()
-            .unwrap_or(sw.hi);
-        if end - start > MAX_FUNCTION_SIZE {
-            return Err(format!("the function at {start:#x} is too large"));
-        }
-        Ok((start, end, called(start)))
     }
 
     /// The entry of `f` is a function's: an FDE's with an entry frame, or
@@ -494,123 +281,6 @@ impl Funcs {
         }
         Ok(())
     }
-}
-
-/// Every `call rel32` (e8) whose target is in a swept region, as sorted
-/// (target, source) pairs: one pass over the code.
-fn call_edges(img: &Image, sweeps: &[Sweep]) -> Result<Vec<(u64, u64)>, String> {
-    let lo = sweeps.first().map_or(0, |s| s.lo);
-    let hi = sweeps.iter().map(|s| s.hi).max().unwrap_or(0);
-    let mut out = Vec::new();
-    for s in &img.text {
-        rel32_scan(s, 0, 0xe8, 1, 5, (lo, hi), &mut |p, t| {
-            let k = sweeps.partition_point(|w| w.lo <= t);
-            if k > 0 && t < sweeps[k - 1].hi && out.len() <= MAX_EDGES {
-                out.push((t, s.vaddr + p as u64));
-            }
-        });
-    }
-    if out.len() > MAX_EDGES {
-        return Err(format!("more than {MAX_EDGES} calls into the swept code"));
-    }
-    out.sort_unstable();
-    Ok(out)
-}
-
-/// Positions scanned per block by [`rel32_scan`]: small enough that the
-/// displacements reaching a small target range from one block share at
-/// most a few high bytes.
-const SCAN_BLOCK: usize = 4 << 20;
-
-/// Calls `f(p, target)` for every position `p` of `sec` where an
-/// instruction of `len` bytes would have `op` at `op_at` and a rel32 at
-/// `disp_at` (relative to its end) naming `target` in `[lo, hi)`. The
-/// bytes are not decoded: callers check what they need.
-///
-/// Code is full of `call` opcodes and `lea` ModRMs, so looking at each is
-/// slow; instead each block is searched (AVX2, memchr's packed-pair
-/// prefilter) for the opcode together with the displacement's high byte,
-/// which only a few values can have for targets in the range.
-fn rel32_scan(
-    sec: &Sec,
-    op_at: u8,
-    op: u8,
-    disp_at: usize,
-    len: usize,
-    (lo, hi): (u64, u64),
-    f: &mut dyn FnMut(usize, u64),
-) {
-    let b = sec.bytes;
-    if hi <= lo || b.len() < len {
-        return;
-    }
-    let last = b.len() - len + 1;
-    let mut check = |p: usize| {
-        let d = &b[p + disp_at..p + disp_at + 4];
-        let rel = i32::from_le_bytes([d[0], d[1], d[2], d[3]]);
-        let t = (sec.vaddr + (p + len) as u64).wrapping_add(rel as i64 as u64);
-        if b[p + usize::from(op_at)] == op && (lo..hi).contains(&t) {
-            f(p, t);
-        }
-    };
-    let mut start = 0;
-    while start < last {
-        let end = (start + SCAN_BLOCK).min(last);
-        let first_end = (sec.vaddr + (start + len) as u64) as i64;
-        let last_end = (sec.vaddr + (end - 1 + len) as u64) as i64;
-        let rmin = (lo as i64 - last_end).max(i64::from(i32::MIN));
-        let rmax = ((hi - 1) as i64 - first_end).min(i64::from(i32::MAX));
-        if rmin <= rmax {
-            let tops: Vec<u8> = ((rmin >> 24)..=(rmax >> 24)).map(|v| v as u8).collect();
-            let hay = &b[start..end + len - 1];
-            for &top in &tops {
-                match pair_finder(op_at, op, disp_at + 3, top, len) {
-                    Some(finder) if hay.len() >= finder.min_haystack_len() && tops.len() <= 4 => {
-                        let mut at = 0;
-                        while let Some(k) = hay.get(at..).and_then(|h| {
-                            (h.len() >= finder.min_haystack_len())
-                                .then(|| finder.find_prefilter(h))
-                                .flatten()
-                        }) {
-                            let p = start + at + k;
-                            if p < end {
-                                check(p);
-                            }
-                            at += k + 1;
-                        }
-                        // The tail shorter than the finder's minimum.
-                        let tail = hay.len().saturating_sub(finder.min_haystack_len()).max(at);
-                        for p in (start + tail..end).filter(|&p| b[p + usize::from(op_at)] == op) {
-                            check(p);
-                        }
-                    }
-                    _ => {
-                        for i in memchr::memchr_iter(op, &b[start + usize::from(op_at)..end + usize::from(op_at)]) {
-                            check(start + i);
-                        }
-                        break;
-                    }
-                }
-            }
-        }
-        start = end;
-    }
-}
-
-/// A packed-pair prefilter for `op` at `op_at` and `top` at `top_at`.
-fn pair_finder(
-    op_at: u8,
-    op: u8,
-    top_at: usize,
-    top: u8,
-    len: usize,
-) -> Option<memchr::arch::x86_64::avx2::packedpair::Finder> {
-    use memchr::arch::all::packedpair::Pair;
-    let mut needle = vec![0u8; len];
-    needle[usize::from(op_at)] = op;
-    needle[top_at] = top;
-    let pair = Pair::with_indices(&needle, op_at, u8::try_from(top_at).ok()?)?;
-    memchr::arch::x86_64::avx2::packedpair::Finder::with_pair(&needle, pair)
 }
 
 /// Decodes `[start, start + size)` and propagates constants; jumps out of
@@ -927,7 +597,7 @@ mod tests {
         for p in list.split(':') {
             let data = std::fs::read(p).expect("read");
             let t = std::time::Instant::now();
-            let r = locate_boringssl(&data);
+            let r = locate_boringssl(&data[..]);
             eprintln!("{p}: {:?} in {:?}", r, t.elapsed());
             if std::env::var("PLAINSIGHT_LOCATE_DEBUG").is_ok() {
                 dump(&data);
@@ -943,17 +613,6 @@ mod tests {
             xrefs.extend(imm_xrefs(&img, &paths).unwrap());
         }
         eprintln!("paths {paths:x?} xrefs {}", xrefs.len());
-        for &x in &xrefs {
-            if let Some(s) = section_of(&img, x) {
-                if let Err(e) = sweep(&img, x) {
-                    let k = (x - s.vaddr) as usize;
-                    eprintln!(
-                        "xref {x:#x}: {e}: {:02x?}",
-                        &s.bytes[k.saturating_sub(8)..k + 8]
-                    );
-                }
-            }
-        }
         let unwind = img.unwind().ok();
         let funcs = match Funcs::find(&img, unwind.as_ref(), &xrefs) {
             Ok(f) => f,

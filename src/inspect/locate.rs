@@ -201,8 +201,9 @@ pub fn locate_awslc_report<'d, R: object::ReadRef<'d>>(data: R) -> Result<Report
     }
     let img = Image::open(data, true)?;
     let paths = img.path_strings()?;
-    let unwind = img.unwind()?;
-    let funcs = img.referencing_functions(&unwind, &paths)?;
+    // Without `.eh_frame` (deno), bounds come from the code (`sweep`).
+    let unwind = img.unwind().ok();
+    let funcs = img.referencing_functions(unwind.as_ref(), &paths)?;
     let err_fn = error_function(&funcs, &paths)?;
     let sigs: Vec<Result<Errors, String>> = funcs
         .iter()
@@ -225,7 +226,11 @@ pub fn locate_awslc_report<'d, R: object::ReadRef<'d>>(data: R) -> Result<Report
         report.found.push(img.located(s.point, f.start, f.size)?);
     }
     let taken: Vec<u64> = chosen.iter().map(|c| c.1.start).collect();
-    match img.find_cleanup(&unwind, &taken) {
+    let cleanup = match &unwind {
+        Some(u) => img.find_cleanup(u, &taken),
+        None => Err("no .eh_frame: the functions raising no error are not searched".into()),
+    };
+    match cleanup {
         Ok((start, size)) => {
             report
                 .found
@@ -351,8 +356,7 @@ impl<'d> Image<'d> {
     /// path strings are looked for first: most files have none, and their
     /// code is never read).
     pub(super) fn open<R: object::ReadRef<'d>>(data: R, text: bool) -> Result<Image<'d>, String> {
-        let elf =
-            ElfFile64::<Endianness, R>::parse(data).map_err(|e| format!("not ELF64: {e}"))?;
+        let elf = ElfFile64::<Endianness, R>::parse(data).map_err(|e| format!("not ELF64: {e}"))?;
         let e = elf.endian();
         if elf.elf_header().e_machine(e) != object::elf::EM_X86_64 {
             return Err("not an x86-64 file".into());
@@ -489,18 +493,41 @@ impl<'d> Image<'d> {
     /// reference must be an instruction of a function `.eh_frame` knows.
     fn referencing_functions(
         &self,
-        unwind: &Unwind,
+        unwind: Option<&Unwind>,
         paths: &[(u64, u64)],
     ) -> Result<Vec<Func>, String> {
         let xrefs = self.lea_xrefs(paths)?;
         if xrefs.is_empty() {
             return Err("aws-lc's aead.c path is never referenced from code".into());
         }
-        let mut funcs: Vec<Func> = Vec::new();
+        let mut fdes = Vec::new();
+        let mut unbounded = Vec::new();
         for x in xrefs {
-            let fde = unwind.containing(x)?.ok_or_else(|| {
-                format!("a reference to aead.c's path at {x:#x} is in no function")
-            })?;
+            match unwind {
+                Some(u) => fdes.push((
+                    x,
+                    u.containing(x)?.ok_or_else(|| {
+                        format!("a reference to aead.c's path at {x:#x} is in no function")
+                    })?,
+                )),
+                None => unbounded.push(x),
+            }
+        }
+        if !unbounded.is_empty() {
+            let sw = super::sweep::Sweeps::build(self, &mut unbounded)?;
+            for &x in &unbounded {
+                let (start, end, called) = sw.bounds(x, MAX_FUNCTION_SIZE)?;
+                // A validated call's target stands for the entry frame.
+                let fde = Fde {
+                    start,
+                    size: end - start,
+                    entry: called,
+                };
+                fdes.push((x, fde));
+            }
+        }
+        let mut funcs: Vec<Func> = Vec::new();
+        for (x, fde) in fdes {
             if let Some(f) = funcs.iter().find(|f| f.start == fde.start) {
                 if f.flow.decoded && f.insn_at(x).is_none() {
                     return Err(format!(
@@ -1687,8 +1714,8 @@ mod tests {
         let data = std::fs::read(stripped).unwrap();
         assert!(!has_symtab(&data), "{} has symbols", stripped.display());
         let t = std::time::Instant::now();
-        let got =
-            locate_awslc_report(&data).unwrap_or_else(|e| panic!("{}: {e}", stripped.display()));
+        let got = locate_awslc_report(&data[..])
+            .unwrap_or_else(|e| panic!("{}: {e}", stripped.display()));
         eprintln!(
             "{}: {:?} in {:?}; omitted {:?}",
             stripped.display(),
@@ -1697,7 +1724,7 @@ mod tests {
             got.omitted
         );
         assert_eq!(got.found, want, "{}", stripped.display());
-        let again = locate_awslc(&std::fs::read(unstripped).unwrap()).unwrap();
+        let again = locate_awslc(&std::fs::read(unstripped).unwrap()[..]).unwrap();
         assert_eq!(again, want, "{}", unstripped.display());
         got
     }
@@ -1755,7 +1782,7 @@ mod tests {
             let mut r = Err(String::new());
             for _ in 0..5 {
                 let t = std::time::Instant::now();
-                r = locate_awslc_report(&data);
+                r = locate_awslc_report(&data[..]);
                 best = best.min(t.elapsed());
             }
             eprintln!("{} ({} bytes, {best:?}): {r:?}", p.display(), data.len());
@@ -1848,7 +1875,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let locate = |flag: &str| {
             let (_, s) = build_like(dir.path(), "cc", &["-O2", flag]).unwrap();
-            locate_awslc_report(&std::fs::read(s).unwrap())
+            locate_awslc_report(&std::fs::read(s).unwrap()[..])
         };
         let e = locate("-DDECOY_SEAL").unwrap_err();
         assert!(
@@ -1889,13 +1916,13 @@ mod tests {
             .status()
             .unwrap();
         assert!(st.success());
-        let e = locate_awslc(&std::fs::read(&out).unwrap()).unwrap_err();
+        let e = locate_awslc(&std::fs::read(&out).unwrap()[..]).unwrap_err();
         assert!(e.starts_with("no aws-lc"), "{e}");
-        assert!(locate_awslc(b"hello").is_err());
-        assert!(locate_awslc(&[]).is_err());
+        assert!(locate_awslc(&b"hello"[..]).is_err());
+        assert!(locate_awslc(&[][..]).is_err());
         let mut hdr = b"\x7fELF\x02\x01\x01".to_vec();
         hdr.resize(64, 0xff);
-        assert!(locate_awslc(&hdr).is_err());
+        assert!(locate_awslc(&hdr[..]).is_err());
     }
 
     /// Random corruption of the bytes the locator reads (`.eh_frame_hdr`,
@@ -1933,7 +1960,7 @@ mod tests {
             if i % 10 == 0 {
                 d.truncate(rnd(d.len()));
             }
-            match locate_awslc_report(&d) {
+            match locate_awslc_report(&d[..]) {
                 Ok(r) => {
                     ok += 1;
                     for l in &r.found {

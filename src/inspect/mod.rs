@@ -12,6 +12,7 @@ pub mod locate;
 pub mod place;
 pub mod sslbio;
 pub mod store;
+pub mod sweep;
 #[cfg(test)]
 mod testfixtures;
 pub mod worker;

@@ -1,0 +1,371 @@
+//! Function bounds without `.eh_frame` (issue #28): Chromium, Bun and Deno
+//! have no FDE for their TLS library's functions.
+//!
+//! clang and LLD align functions to 16 bytes and fill the gaps with
+//! `int3`, and x86-64 code from them holds no data. So a linear sweep from
+//! a padding point (an aligned address after an `int3` byte) at least
+//! [`SWEEP_LEAD`] before a site is in step with the instructions by the
+//! time it reaches the site's function (x86 decoding resynchronises within
+//! a few instructions even from a wrong start). Functions start after
+//! `int3` runs and at the targets of direct calls; a function runs to the
+//! next start. Call targets come from one pass over the code ([`rel32_scan`])
+//! and count only if the call itself is an instruction of a sweep of its
+//! own code: the four bytes after an `e8` inside another instruction name
+//! a random address, which would split a function there.
+//!
+//! Callers then check what the bounds cannot promise: every instruction of
+//! the range is reached from its entry (nothing of a neighbour merged in,
+//! as happens when a function is only reached through pointers), and the
+//! entry is the target of a validated call.
+
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction};
+
+use super::locate::{Image, Sec, MAX_XREFS};
+
+/// How far before a site the sweep starts, so that it is in step with the
+/// instructions by the time it reaches the function.
+const SWEEP_LEAD: u64 = 4 << 10;
+/// How far back a padding point is searched for.
+const MAX_BACK: u64 = 64 << 10;
+/// The longest region swept around one site.
+const MAX_SWEEP: u64 = 256 << 10;
+/// Direct-call edges into swept regions kept.
+const MAX_EDGES: usize = 1 << 20;
+/// Callers of one located function checked by a sweep of their own code.
+const MAX_CALLER_CHECKS: usize = 16;
+
+/// A swept region: instruction boundaries from a padding point on.
+struct Sweep {
+    lo: u64,
+    hi: u64,
+    /// Sorted instruction starts.
+    starts: Vec<u64>,
+    /// Addresses right after a run of `int3`.
+    after_pad: Vec<u64>,
+}
+
+impl Sweep {
+    fn boundary(&self, x: u64) -> bool {
+        self.starts.binary_search(&x).is_ok()
+    }
+}
+
+/// The text section holding `x`.
+pub(super) fn section_of<'a, 'd>(img: &'a Image<'d>, x: u64) -> Option<&'a Sec<'d>> {
+    img.text.iter().find(|s| s.vaddr <= x && x < s.end())
+}
+
+/// The latest 16-byte-aligned address at or before `x - SWEEP_LEAD` that
+/// follows an `int3` byte (LLD's fill), searched back `MAX_BACK`; else
+/// the section's start when it is that near.
+fn sync_before(sec: &Sec, x: u64) -> Option<u64> {
+    let from = x.saturating_sub(SWEEP_LEAD).max(sec.vaddr) & !15;
+    let floor = x.saturating_sub(MAX_BACK).max(sec.vaddr);
+    let mut a = from;
+    while a > floor {
+        let k = (a - sec.vaddr) as usize;
+        if k >= 1 && sec.bytes[k - 1] == 0xcc {
+            return Some(a);
+        }
+        a -= 16;
+    }
+    (floor == sec.vaddr).then_some(sec.vaddr)
+}
+
+/// Whether `x` is an instruction of a linear sweep from the padding
+/// point before it.
+fn is_instruction(img: &Image, x: u64) -> bool {
+    let Some(sec) = section_of(img, x) else {
+        return false;
+    };
+    let Some(lo) = sync_before(sec, x) else {
+        return false;
+    };
+    let end = (x + 16).min(sec.end());
+    let code = &sec.bytes[(lo - sec.vaddr) as usize..(end - sec.vaddr) as usize];
+    let mut dec = Decoder::with_ip(64, code, lo, DecoderOptions::NONE);
+    let mut ins = Instruction::default();
+    while dec.can_decode() && dec.ip() < x {
+        dec.decode_out(&mut ins);
+    }
+    dec.ip() == x
+}
+
+/// Decodes linearly from a padding point before `x` to the end of the
+/// first `int3` run after `x`.
+fn sweep(img: &Image, x: u64) -> Result<Sweep, String> {
+    let sec = section_of(img, x).ok_or_else(|| format!("{x:#x} is in no code section"))?;
+    let lo = sync_before(sec, x).ok_or_else(|| format!("no padding before {x:#x}"))?;
+    let end = sec.end().min(lo + MAX_SWEEP);
+    let code = &sec.bytes[(lo - sec.vaddr) as usize..(end - sec.vaddr) as usize];
+    let mut dec = Decoder::with_ip(64, code, lo, DecoderOptions::NONE);
+    let mut sw = Sweep {
+        lo,
+        hi: end,
+        starts: Vec::new(),
+        after_pad: vec![lo],
+    };
+    let mut ins = Instruction::default();
+    let mut in_pad = false;
+    while dec.can_decode() {
+        dec.decode_out(&mut ins);
+        if ins.is_invalid() {
+            if ins.ip() > x {
+                sw.hi = ins.ip();
+                break;
+            }
+            // Out of step: what came before proves nothing.
+            sw.starts.clear();
+            sw.after_pad.clear();
+            in_pad = false;
+            continue;
+        }
+        let int3 = ins.code() == Code::Int3;
+        if in_pad && !int3 {
+            sw.after_pad.push(ins.ip());
+            if ins.ip() > x {
+                sw.hi = ins.ip();
+                break;
+            }
+        }
+        in_pad = int3;
+        sw.starts.push(ins.ip());
+    }
+    Ok(sw)
+}
+
+/// Regions swept around sites, and the validated calls into them.
+pub(super) struct Sweeps {
+    sweeps: Vec<Sweep>,
+    /// (target, source) of `call rel32` into swept regions, sorted.
+    calls: Vec<(u64, u64)>,
+}
+
+impl Sweeps {
+    /// Sweeps around each of `sites`, and drops the sites that are not an
+    /// instruction of their sweep (bytes inside another instruction).
+    pub(super) fn build(img: &Image, sites: &mut Vec<u64>) -> Result<Sweeps, String> {
+        let mut sw = Sweeps {
+            sweeps: Vec::new(),
+            calls: Vec::new(),
+        };
+        for &x in sites.iter() {
+            if sw.sweep_of(x).is_none() {
+                sw.sweeps.push(sweep(img, x)?);
+            }
+        }
+        sw.sweeps.sort_by_key(|s| s.lo);
+        sites.retain(|&x| sw.sweep_of(x).is_some_and(|s| s.boundary(x)));
+        let edges = call_edges(img, &sw.sweeps)?;
+        sw.calls = sw.validated(img, edges);
+        Ok(sw)
+    }
+
+    /// The edges whose target is an instruction of its sweep and whose
+    /// call, for one of the first `MAX_CALLER_CHECKS` of them, is an
+    /// instruction of a sweep of its own code: four bytes after an `e8`
+    /// inside other instructions name random addresses, and one that
+    /// names an instruction would split a function there.
+    fn validated(&self, img: &Image, edges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut k = 0;
+        while k < edges.len() {
+            let t = edges[k].0;
+            let n = edges[k..].iter().take_while(|e| e.0 == t).count();
+            let group = &edges[k..k + n];
+            k += n;
+            if !self.sweep_of(t).is_some_and(|s| s.boundary(t)) {
+                continue;
+            }
+            let ok =
+                group
+                    .iter()
+                    .take(MAX_CALLER_CHECKS)
+                    .any(|&(_, src)| match self.sweep_of(src) {
+                        Some(sw) => sw.boundary(src),
+                        None => is_instruction(img, src),
+                    });
+            if ok {
+                out.extend_from_slice(group);
+            }
+        }
+        out
+    }
+
+    fn sweep_of(&self, x: u64) -> Option<&Sweep> {
+        self.sweeps.iter().find(|s| s.lo <= x && x < s.hi)
+    }
+
+    /// `[start, end)` of the function holding `x` in its sweep: from the
+    /// latest function start at or before it to the next one; and whether
+    /// the start is a direct call's target.
+    pub(super) fn bounds(&self, x: u64, max_size: u64) -> Result<(u64, u64, bool), String> {
+        let sw = self
+            .sweep_of(x)
+            .ok_or_else(|| format!("{x:#x} was not swept"))?;
+        let called = |t: u64| {
+            let k = self.calls.partition_point(|c| c.0 < t);
+            self.calls.get(k).is_some_and(|c| c.0 == t)
+        };
+        let is_start = |t: u64| sw.after_pad.binary_search(&t).is_ok() || called(t);
+        let k = sw.starts.partition_point(|&a| a <= x);
+        let start = sw.starts[..k]
+            .iter()
+            .rev()
+            .find(|&&a| is_start(a))
+            .copied()
+            .ok_or_else(|| format!("no function start before {x:#x}"))?;
+        let end = sw.starts[k..]
+            .iter()
+            .find(|&&a| is_start(a))
+            .copied()
+            .unwrap_or(sw.hi);
+        if end - start > max_size {
+            return Err(format!("the function at {start:#x} is too large"));
+        }
+        Ok((start, end, called(start)))
+    }
+}
+
+/// Every `call rel32` (e8) whose target is in a swept region, as sorted
+/// (target, source) pairs: one pass over the code.
+fn call_edges(img: &Image, sweeps: &[Sweep]) -> Result<Vec<(u64, u64)>, String> {
+    let lo = sweeps.first().map_or(0, |s| s.lo);
+    let hi = sweeps.iter().map(|s| s.hi).max().unwrap_or(0);
+    let mut out = Vec::new();
+    for s in &img.text {
+        rel32_scan(s, 0, 0xe8, 1, 5, (lo, hi), &mut |p, t| {
+            let k = sweeps.partition_point(|w| w.lo <= t);
+            if k > 0 && t < sweeps[k - 1].hi && out.len() <= MAX_EDGES {
+                out.push((t, s.vaddr + p as u64));
+            }
+        });
+    }
+    if out.len() > MAX_EDGES {
+        return Err(format!("more than {MAX_EDGES} calls into the swept code"));
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Positions scanned per block by [`rel32_scan`]: small enough that the
+/// displacements reaching a small target range from one block share at
+/// most a few high bytes.
+const SCAN_BLOCK: usize = 4 << 20;
+
+/// Calls `f(p, target)` for every position `p` of `sec` where an
+/// instruction of `len` bytes would have `op` at `op_at` and a rel32 at
+/// `disp_at` (relative to its end) naming `target` in `[lo, hi)`. The
+/// bytes are not decoded: callers check what they need.
+///
+/// Code is full of `call` opcodes and `lea` ModRMs, so looking at each is
+/// slow; instead each block is searched (AVX2, memchr's packed-pair
+/// prefilter) for the opcode together with the displacement's high byte,
+/// which only a few values can have for targets in the range.
+fn rel32_scan(
+    sec: &Sec,
+    op_at: u8,
+    op: u8,
+    disp_at: usize,
+    len: usize,
+    (lo, hi): (u64, u64),
+    f: &mut dyn FnMut(usize, u64),
+) {
+    let b = sec.bytes;
+    if hi <= lo || b.len() < len {
+        return;
+    }
+    let last = b.len() - len + 1;
+    let mut check = |p: usize| {
+        let d = &b[p + disp_at..p + disp_at + 4];
+        let rel = i32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+        let t = (sec.vaddr + (p + len) as u64).wrapping_add(rel as i64 as u64);
+        if b[p + usize::from(op_at)] == op && (lo..hi).contains(&t) {
+            f(p, t);
+        }
+    };
+    let mut start = 0;
+    while start < last {
+        let end = (start + SCAN_BLOCK).min(last);
+        let first_end = (sec.vaddr + (start + len) as u64) as i64;
+        let last_end = (sec.vaddr + (end - 1 + len) as u64) as i64;
+        let rmin = (lo as i64 - last_end).max(i64::from(i32::MIN));
+        let rmax = ((hi - 1) as i64 - first_end).min(i64::from(i32::MAX));
+        if rmin <= rmax {
+            let tops: Vec<u8> = ((rmin >> 24)..=(rmax >> 24)).map(|v| v as u8).collect();
+            let hay = &b[start..end + len - 1];
+            for &top in &tops {
+                match pair_finder(op_at, op, disp_at + 3, top, len) {
+                    Some(finder) if hay.len() >= finder.min_haystack_len() && tops.len() <= 4 => {
+                        let mut at = 0;
+                        while let Some(k) = hay.get(at..).and_then(|h| {
+                            (h.len() >= finder.min_haystack_len())
+                                .then(|| finder.find_prefilter(h))
+                                .flatten()
+                        }) {
+                            let p = start + at + k;
+                            if p < end {
+                                check(p);
+                            }
+                            at += k + 1;
+                        }
+                        // The tail shorter than the finder's minimum.
+                        let tail = hay.len().saturating_sub(finder.min_haystack_len()).max(at);
+                        for p in (start + tail..end).filter(|&p| b[p + usize::from(op_at)] == op) {
+                            check(p);
+                        }
+                    }
+                    _ => {
+                        for i in memchr::memchr_iter(
+                            op,
+                            &b[start + usize::from(op_at)..end + usize::from(op_at)],
+                        ) {
+                            check(start + i);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        start = end;
+    }
+}
+
+/// A packed-pair prefilter for `op` at `op_at` and `top` at `top_at`.
+fn pair_finder(
+    op_at: u8,
+    op: u8,
+    top_at: usize,
+    top: u8,
+    len: usize,
+) -> Option<memchr::arch::x86_64::avx2::packedpair::Finder> {
+    use memchr::arch::all::packedpair::Pair;
+    let mut needle = vec![0u8; len];
+    needle[usize::from(op_at)] = op;
+    needle[top_at] = top;
+    let pair = Pair::with_indices(&needle, op_at, u8::try_from(top_at).ok()?)?;
+    memchr::arch::x86_64::avx2::packedpair::Finder::with_pair(&needle, pair)
+}
+
+/// `lea rcx, [rip+disp32]` (48 8d 0d) loading one of the strings `paths`:
+/// the file is ERR_put_error's fourth argument, loaded straight into its
+/// register in every build seen. Returns the instruction addresses.
+pub(super) fn rcx_xrefs(img: &Image, paths: &[(u64, u64)]) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    let lo = paths.iter().map(|p| p.0).min().unwrap_or(0);
+    let hi = paths.iter().map(|p| p.1).max().unwrap_or(0);
+    for s in &img.text {
+        rel32_scan(s, 2, 0x0d, 3, 7, (lo, hi), &mut |p, t| {
+            if s.bytes[p] & 0xfb == 0x48
+                && s.bytes[p + 1] == 0x8d
+                && paths.iter().any(|&(lo, hi)| (lo..hi).contains(&t))
+            {
+                out.push(s.vaddr + p as u64);
+            }
+        });
+    }
+    if out.len() > MAX_XREFS {
+        return Err("too many references to the path".into());
+    }
+    Ok(out)
+}
