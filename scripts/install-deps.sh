@@ -4,10 +4,10 @@
 set -euo pipefail
 
 # The Java agent (jvm/) is built with Debian's JDK 17 and ASM.
-BUILD_PKGS=(clang llvm libelf-dev zlib1g-dev libzstd-dev pkg-config make gcc
+BUILD_PKGS=(clang lld llvm libelf-dev zlib1g-dev libzstd-dev pkg-config make gcc
             openjdk-17-jdk-headless libasm-java)
 # Tools used by the tests and their TLS fixtures.
-TEST_PKGS=(curl openssl libssl-dev python3 nodejs
+TEST_PKGS=(curl openssl libssl-dev python3 nodejs chromium
            android-libboringssl android-libboringssl-dev
            procps psmisc bc binutils gnutls-bin wget golang-go
            tshark prometheus podman runc debootstrap nginx-light libnss3-tools iproute2

@@ -41,7 +41,7 @@
 //! candidate is an `Err` naming it and why; an optional one is left out
 //! with its reason. Work is bounded by the `MAX_*` constants.
 
-use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, OpAccess, Register};
+use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, OpAccess, Register};
 
 use super::locate::{
     decode, padding, propagate, step, Flow, Image, Report, Site, Unwind, RCX, RDI, RDX, RSI,
@@ -200,19 +200,33 @@ impl Func {
         self.flow.sites.iter().any(|s| s.target == target)
     }
 
-    /// Writes memory through a register other than the stack's (SSL_read
-    /// consumes `s3->pending_app_data`; SSL_peek writes nothing).
+    /// Writes memory through a register other than the stack's or the
+    /// frame pointer's, other than by a string copy (SSL_read consumes
+    /// `s3->pending_app_data`; SSL_peek writes only the caller's buffer). `rbp` is the frame pointer only in a function
+    /// that makes it one (`mov rbp, rsp`); GCC uses it as any register.
     fn stores(&self) -> bool {
+        let frame = self.insns.iter().take(8).any(|i| {
+            matches!(i.code(), Code::Mov_r64_rm64 | Code::Mov_rm64_r64)
+                && i.op0_register() == Register::RBP
+                && i.op1_register() == Register::RSP
+        });
         let mut info = iced_x86::InstructionInfoFactory::new();
-        self.insns.iter().any(|ins| {
+        // An inlined memcpy (`rep movsb`) writes the caller's buffer.
+        let copy = |i: &Instruction| {
+            use iced_x86::Mnemonic::*;
+            matches!(
+                i.mnemonic(),
+                Movsb | Movsw | Movsd | Movsq | Stosb | Stosw | Stosd | Stosq
+            )
+        };
+        self.insns.iter().filter(|i| !copy(i)).any(|ins| {
             info.info(ins).used_memory().iter().any(|m| {
+                let base = m.base();
                 matches!(
                     m.access(),
                     OpAccess::Write | OpAccess::ReadWrite | OpAccess::CondWrite
-                ) && !matches!(
-                    m.base(),
-                    Register::RSP | Register::RBP | Register::RIP | Register::None
-                )
+                ) && !matches!(base, Register::RSP | Register::RIP | Register::None)
+                    && !(frame && base == Register::RBP)
             })
         })
     }
@@ -641,6 +655,144 @@ mod tests {
                 callees.join(",")
             );
         }
+    }
+
+    use super::super::testfixtures::{nm, section_offset};
+    use std::path::{Path, PathBuf};
+
+    /// The probe points and file offsets the symbols of `unstripped` give.
+    fn truth(unstripped: &Path, dynamic: bool) -> Vec<(ProbePoint, u64)> {
+        let syms = nm(unstripped, dynamic);
+        [
+            ProbePoint::SslWrite,
+            ProbePoint::SslRead,
+            ProbePoint::SslDoHandshake,
+            ProbePoint::SslSetHostName,
+        ]
+        .iter()
+        .map(|&p| {
+            let s = &syms[p.symbol()];
+            (p, section_offset(unstripped, s.vaddr))
+        })
+        .collect()
+    }
+
+    fn located(path: &Path) -> Result<Vec<(ProbePoint, u64)>, String> {
+        let data = std::fs::read(path).unwrap();
+        let r = locate_boringssl(&data[..])?;
+        Ok(r.found.iter().map(|l| (l.point, l.offset)).collect())
+    }
+
+    fn strip(path: &Path) -> PathBuf {
+        let out = path.with_extension("stripped");
+        let st = std::process::Command::new("strip")
+            .args(["-s", "-o"])
+            .arg(&out)
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        out
+    }
+
+    /// The ssl_lib.cc stand-in built by `cc` with `flags` into `dir`.
+    fn build(dir: &Path, cc: &str, flags: &[&str]) -> PathBuf {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/elf");
+        let name = std::iter::once(cc)
+            .chain(flags.iter().copied())
+            .collect::<Vec<_>>()
+            .join("_")
+            .replace(['=', '-'], "");
+        let out = dir.join(name);
+        let run = std::process::Command::new(cc)
+            .args(flags)
+            .args(["-fPIE", "-pie", "-Wall", "-Werror", "-o"])
+            .arg(&out)
+            .arg(src.join("boringssl_sslib_like.c"))
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        out
+    }
+
+    /// Bounds from `.eh_frame` (gcc, clang) and from the code (clang + lld
+    /// without unwind tables: int3 padding, no FDE), stripped: exactly the
+    /// symbols' offsets.
+    #[test]
+    fn stand_in_builds_match_their_symbols() {
+        let dir = tempfile::tempdir().unwrap();
+        let no_fde = ["-fno-asynchronous-unwind-tables", "-fno-unwind-tables"];
+        let variants: Vec<(&str, Vec<&str>)> = vec![
+            ("cc", vec!["-O2"]),
+            ("cc", vec!["-Os"]),
+            ("clang", vec!["-O2"]),
+            ("clang", [&["-O2", "-fuse-ld=lld"][..], &no_fde].concat()),
+            (
+                "clang",
+                [&["-O2", "-fuse-ld=lld", "-ffunction-sections"][..], &no_fde].concat(),
+            ),
+        ];
+        for (cc, flags) in &variants {
+            let u = build(dir.path(), cc, flags);
+            let want = truth(&u, false);
+            let s = strip(&u);
+            assert_eq!(located(&s), Ok(want.clone()), "{cc} {flags:?}");
+            assert_eq!(located(&u), Ok(want), "{cc} {flags:?} with symbols");
+        }
+    }
+
+    /// Doubt gives no answer: a second function raising SSL_write's errors,
+    /// or SSL_write raising one more; the file is still said to carry
+    /// BoringSSL (not "no BoringSSL"), so the agent reports it.
+    #[test]
+    fn decoys_and_near_misses_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (extra, why) in [
+            ("-DDECOY", "SSL_write: 2 functions fit"),
+            ("-DNEAR_MISS", "SSL_write: no function fits"),
+        ] {
+            for lld in [false, true] {
+                let mut flags = vec!["-O2", extra];
+                if lld {
+                    flags.extend(["-fuse-ld=lld", "-fno-asynchronous-unwind-tables"]);
+                }
+                let s = strip(&build(dir.path(), "clang", &flags));
+                let e = located(&s).unwrap_err();
+                assert!(e.starts_with(why), "{flags:?}: {e}");
+            }
+        }
+    }
+
+    /// Android's libssl.so.0 (android-libboringssl, BoringSSL of 2022: no
+    /// BAD_LENGTH yet; calls through its own PLT) and its `strip -s` copy:
+    /// exactly its exported symbols. (Installed by `make test`'s
+    /// dependencies; the locator never runs on it there, as its symbols
+    /// classify it.)
+    #[test]
+    fn android_libssl_matches_its_symbols() {
+        let lib = Path::new("/usr/lib/x86_64-linux-gnu/android/libssl.so.0");
+        if !lib.exists() {
+            eprintln!("skipped: android-libboringssl is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("libssl.so");
+        std::fs::copy(lib, &copy).unwrap();
+        let want = truth(lib, true);
+        assert_eq!(located(&strip(&copy)), Ok(want.clone()));
+        assert_eq!(located(lib), Ok(want));
+    }
+
+    /// Files without BoringSSL are said to be so, cheaply.
+    #[test]
+    fn other_files_carry_no_boringssl() {
+        let e = located(Path::new("/bin/sh")).unwrap_err();
+        assert!(e.starts_with("no BoringSSL"), "{e}");
+        assert!(locate_boringssl(&b"hello"[..]).is_err());
     }
 
     #[test]
