@@ -241,7 +241,9 @@ hold_of() { # name cache-dir cold(yes/no) cmd... -> longest hold (us)
 }
 declare -A HOLD
 SIGHT=("uv|$PWD/target/uv/uv|--version" "node|$(command -v node)|-e|0"
-       "rustls_stripped|$PWD/target/fixtures/rustls_client_awslc_stripped|--help")
+       "rustls_stripped|$PWD/target/fixtures/rustls_client_awslc_stripped|--help"
+       "bun|$PWD/target/stripped/bun|--version" "deno|$PWD/target/stripped/deno|--version"
+       "chromium|/usr/lib/chromium/chromium|--headless=new|--no-sandbox|--dump-dom|about:blank")
 for entry in "${SIGHT[@]}"; do
     IFS='|' read -r label exe args <<<"$entry"
     [[ -x "$exe" ]] || continue
@@ -487,8 +489,10 @@ mkdir -p docs
     echo
     echo "The longest hold (ms) of one run of each program: the agent seeing its files for the first time"
     echo "(nothing in memory or on disk) with a cold page cache (\`drop_caches\`) and a warm one, then a"
-    echo "restarted agent on the same \`--cache-dir\` (warm, and cold page cache). uv is a stripped Rust"
-    echo "executable (its aws-lc located without symbols); node exports its OpenSSL."
+    echo "restarted agent on the same \`--cache-dir\` (warm, and cold page cache). uv and deno are stripped Rust"
+    echo "executables (aws-lc located without symbols; deno has no .eh_frame), bun and chromium carry stripped"
+    echo "BoringSSL (located without symbols or FDEs); node exports its OpenSSL. A hold is bounded by"
+    echo "\`--max-pause-ms\`; an inspection that outlasts it finishes after the process is resumed."
     echo
     echo "| program | first sight, cold | first sight, warm | restarted agent | restarted agent, cold |"
     echo "|---|---|---|---|---|"

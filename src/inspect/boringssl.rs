@@ -803,3 +803,28 @@ mod tests {
         assert!(!fits(&[65, 111, 215, 226], &[111, 215, 226], &[66]));
     }
 }
+
+#[cfg(test)]
+mod timing {
+    /// `PLAINSIGHT_INSPECT=path`: the whole inspection's time and bytes
+    /// read (a tool, like `PLAINSIGHT_LOCATE`).
+    #[test]
+    fn inspect_files_from_env() {
+        let Ok(list) = std::env::var("PLAINSIGHT_INSPECT") else {
+            return;
+        };
+        for p in list.split(':') {
+            for _ in 0..3 {
+                let t = std::time::Instant::now();
+                let img = super::super::elf::open_image(std::path::Path::new(p), 1 << 30).unwrap();
+                let r = super::super::inspect_bytes(&img, std::path::Path::new(p), true);
+                eprintln!(
+                    "{p}: {:?} in {:?}, {} MB read",
+                    r.map(|i| i.targets.len()),
+                    t.elapsed(),
+                    img.bytes_read() >> 20
+                );
+            }
+        }
+    }
+}
