@@ -342,8 +342,9 @@ fn resolve_plt<'d, R: object::ReadRef<'d>>(data: R, funcs: &mut [Func]) {
     else {
         return;
     };
+    // Relocations against symbols only (a large file has a million
+    // relative ones first); at most MAX_PLT_ENTRIES kept.
     let mut slots: Vec<(u64, u64)> = relocs
-        .take(MAX_PLT_ENTRIES)
         .filter_map(|(got, r)| match r.target() {
             object::RelocationTarget::Symbol(i) => {
                 let sym = dynsyms.symbol_by_index(i).ok()?;
@@ -351,6 +352,7 @@ fn resolve_plt<'d, R: object::ReadRef<'d>>(data: R, funcs: &mut [Func]) {
             }
             _ => None,
         })
+        .take(MAX_PLT_ENTRIES)
         .collect();
     if slots.is_empty() {
         return;

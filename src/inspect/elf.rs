@@ -464,9 +464,25 @@ pub fn parse_symbols<'d, R: ReadRef<'d>>(
     out.noreturn = noreturn_offsets(&elf, &segments, defined_noreturn(&elf));
     out.segments = segments;
     if !symtab && out.is_executable {
-        out.stripped_rustls = memchr::memmem::find(whole(data, shown)?, b"rustls").is_some();
+        out.stripped_rustls = mentions_rustls(&elf);
     }
     Ok(out)
+}
+
+/// Whether the read-only data of `elf` names rustls (its panic and
+/// debug strings): only those sections are read, not the code.
+fn mentions_rustls<'d, R: ReadRef<'d>>(elf: &ElfFile64<'d, Endianness, R>) -> bool {
+    use object::read::elf::SectionHeader;
+    use object::read::ObjectSection;
+    elf.sections().any(|s| {
+        let h = s.elf_section_header();
+        let flags = SectionHeader::sh_flags(h, elf.endian());
+        SectionHeader::sh_type(h, elf.endian()) == object::elf::SHT_PROGBITS
+            && flags & u64::from(object::elf::SHF_ALLOC) != 0
+            && flags & u64::from(object::elf::SHF_EXECINSTR | object::elf::SHF_WRITE) == 0
+            && s.data()
+                .is_ok_and(|d| memchr::memmem::find(d, b"rustls").is_some())
+    })
 }
 
 /// The functions named `names` that the file exports, found through its
