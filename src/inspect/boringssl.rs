@@ -257,7 +257,7 @@ impl Funcs {
         }
         let sw = Sweeps::build(img, &mut unbounded)?;
         for &x in &unbounded {
-            let (start, end, called) = sw.bounds(x, MAX_FUNCTION_SIZE)?;
+            let (start, end, called) = sw.bounds(img, x, MAX_FUNCTION_SIZE)?;
             if fs.list.iter().all(|f| f.start != start) {
                 let mut f = analyse(img, start, end - start)?;
                 f.called = called;
@@ -816,6 +816,16 @@ mod timing {
             return;
         };
         for p in list.split(':') {
+            for _ in 0..2 {
+                let t = std::time::Instant::now();
+                let img = super::super::elf::open_image(std::path::Path::new(p), 1 << 30).unwrap();
+                let n = img.len();
+                let _ = object::ReadRef::read_bytes_at(&img, 0, n as u64);
+                eprintln!("{p}: read whole in {:?}", t.elapsed());
+                let t = std::time::Instant::now();
+                let _ = super::locate_boringssl(&img);
+                eprintln!("{p}: locate {:?}", t.elapsed());
+            }
             for _ in 0..3 {
                 let t = std::time::Instant::now();
                 let img = super::super::elf::open_image(std::path::Path::new(p), 1 << 30).unwrap();

@@ -516,7 +516,7 @@ impl<'d> Image<'d> {
         if !unbounded.is_empty() {
             let sw = super::sweep::Sweeps::build(self, &mut unbounded)?;
             for &x in &unbounded {
-                let (start, end, called) = sw.bounds(x, MAX_FUNCTION_SIZE)?;
+                let (start, end, called) = sw.bounds(self, x, MAX_FUNCTION_SIZE)?;
                 // A validated call's target stands for the entry frame.
                 let fde = Fde {
                     start,

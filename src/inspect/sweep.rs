@@ -134,11 +134,13 @@ fn sweep(img: &Image, x: u64) -> Result<Sweep, String> {
     Ok(sw)
 }
 
-/// Regions swept around sites, and the validated calls into them.
+/// Regions swept around sites, and the calls into them.
 pub(super) struct Sweeps {
     sweeps: Vec<Sweep>,
     /// (target, source) of `call rel32` into swept regions, sorted.
     calls: Vec<(u64, u64)>,
+    /// Targets whose calls were checked, and the answer.
+    checked: std::cell::RefCell<std::collections::HashMap<u64, bool>>,
 }
 
 impl Sweeps {
@@ -148,6 +150,7 @@ impl Sweeps {
         let mut sw = Sweeps {
             sweeps: Vec::new(),
             calls: Vec::new(),
+            checked: Default::default(),
         };
         for &x in sites.iter() {
             if sw.sweep_of(x).is_none() {
@@ -156,40 +159,32 @@ impl Sweeps {
         }
         sw.sweeps.sort_by_key(|s| s.lo);
         sites.retain(|&x| sw.sweep_of(x).is_some_and(|s| s.boundary(x)));
-        let edges = call_edges(img, &sw.sweeps)?;
-        sw.calls = sw.validated(img, edges);
+        sw.calls = call_edges(img, &sw.sweeps)?;
         Ok(sw)
     }
 
-    /// The edges whose target is an instruction of its sweep and whose
-    /// call, for one of the first `MAX_CALLER_CHECKS` of them, is an
-    /// instruction of a sweep of its own code: four bytes after an `e8`
-    /// inside other instructions name random addresses, and one that
-    /// names an instruction would split a function there.
-    fn validated(&self, img: &Image, edges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-        let mut out = Vec::new();
-        let mut k = 0;
-        while k < edges.len() {
-            let t = edges[k].0;
-            let n = edges[k..].iter().take_while(|e| e.0 == t).count();
-            let group = &edges[k..k + n];
-            k += n;
-            if !self.sweep_of(t).is_some_and(|s| s.boundary(t)) {
-                continue;
-            }
-            let ok =
-                group
-                    .iter()
-                    .take(MAX_CALLER_CHECKS)
-                    .any(|&(_, src)| match self.sweep_of(src) {
-                        Some(sw) => sw.boundary(src),
-                        None => is_instruction(img, src),
-                    });
-            if ok {
-                out.extend_from_slice(group);
-            }
+    /// Whether `t` is the target of a validated call: `t` is an
+    /// instruction of its sweep, and one of the first `MAX_CALLER_CHECKS`
+    /// calls naming it is an instruction of a sweep of its own code (the
+    /// four bytes after an `e8` inside another instruction name a random
+    /// address, and one that names an instruction would split a function
+    /// there). Checked when asked, once a target.
+    fn called(&self, img: &Image, t: u64) -> bool {
+        if let Some(&ok) = self.checked.borrow().get(&t) {
+            return ok;
         }
-        out
+        let k = self.calls.partition_point(|c| c.0 < t);
+        let ok = self.sweep_of(t).is_some_and(|s| s.boundary(t))
+            && self.calls[k..]
+                .iter()
+                .take_while(|c| c.0 == t)
+                .take(MAX_CALLER_CHECKS)
+                .any(|&(_, src)| match self.sweep_of(src) {
+                    Some(sw) => sw.boundary(src),
+                    None => is_instruction(img, src),
+                });
+        self.checked.borrow_mut().insert(t, ok);
+        ok
     }
 
     fn sweep_of(&self, x: u64) -> Option<&Sweep> {
@@ -198,16 +193,17 @@ impl Sweeps {
 
     /// `[start, end)` of the function holding `x` in its sweep: from the
     /// latest function start at or before it to the next one; and whether
-    /// the start is a direct call's target.
-    pub(super) fn bounds(&self, x: u64, max_size: u64) -> Result<(u64, u64, bool), String> {
+    /// the start is a validated call's target.
+    pub(super) fn bounds(
+        &self,
+        img: &Image,
+        x: u64,
+        max_size: u64,
+    ) -> Result<(u64, u64, bool), String> {
         let sw = self
             .sweep_of(x)
             .ok_or_else(|| format!("{x:#x} was not swept"))?;
-        let called = |t: u64| {
-            let k = self.calls.partition_point(|c| c.0 < t);
-            self.calls.get(k).is_some_and(|c| c.0 == t)
-        };
-        let is_start = |t: u64| sw.after_pad.binary_search(&t).is_ok() || called(t);
+        let is_start = |t: u64| sw.after_pad.binary_search(&t).is_ok() || self.called(img, t);
         let k = sw.starts.partition_point(|&a| a <= x);
         let start = sw.starts[..k]
             .iter()
@@ -223,7 +219,7 @@ impl Sweeps {
         if end - start > max_size {
             return Err(format!("the function at {start:#x} is too large"));
         }
-        Ok((start, end, called(start)))
+        Ok((start, end, self.called(img, start)))
     }
 }
 
