@@ -132,6 +132,49 @@ fn deno_fetch_exact_bytes() {
     });
 }
 
+/// Deno offers HTTP/2 by ALPN: against an HTTP/2 server its requests are
+/// decoded as such.
+#[test]
+fn deno_fetch_http2_decoded() {
+    rerun_if_host_stalled(|| {
+        let srv = GoServer::start(&["-h2"]);
+        let dir = tempfile::tempdir().unwrap();
+        let prog = named(stripped("deno").to_str().unwrap(), "deno_h2_e2e");
+        let agent = Agent::start_decoded("json", &["--comm", "deno_h2_e2e"]);
+        let script = format!(
+            "for (const p of ['/h2-a', '/h2-b']) {{ \
+               const r = await fetch('https://localhost:{}' + p); console.log(await r.text()); }}",
+            srv.port
+        );
+        let out = Command::new(&prog)
+            .args([
+                "eval",
+                "--unsafely-ignore-certificate-errors=localhost",
+                &script,
+            ])
+            .env("HOME", dir.path())
+            .env("DENO_DIR", dir.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ok GET /h2-a 0\n\nok GET /h2-b 0\n\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for path in ["/h2-a", "/h2-b"] {
+            let e = wait_record(&agent, path, |r| r["type"] == "http" && r["path"] == path);
+            assert_eq!(e["protocol"], "HTTP/2", "{e}");
+            assert_eq!(e["method"], "GET");
+            assert_eq!(e["status"], 200);
+            assert_eq!(e["sni"], "localhost");
+            assert_eq!(e["server"]["port"], srv.port);
+            assert_eq!(e["response"]["body"], format!("ok GET {path} 0\n"));
+        }
+    });
+}
+
 /// `--sni localhost`: Bun's request to 127.0.0.1 (no server name) is not
 /// captured, its request to localhost is.
 fn bun_server_name_filter() {
