@@ -256,7 +256,7 @@ fn chromium_dump_dom_http1_and_http2() {
         let line = located_line(&agent, "/usr/lib/chromium/chromium");
         assert!(
             line.contains("(boringssl, statically linked)")
-                && line.contains("SSL_write (located) SSL_read (located) SSL_do_handshake (located) SSL_set_tlsext_host_name (located)"),
+                && line.contains("SSL_write (located) SSL_read (located) SSL_do_handshake (located) SSL_set_tlsext_host_name (located) SSL_free (located)"),
             "{line}"
         );
     });

@@ -65,6 +65,7 @@ const BAD_HELLO_REQUEST: u64 = 110;
 const BAD_LENGTH: u64 = 111;
 const CONNECTION_TYPE_NOT_SET: u64 = 134;
 const NO_RENEGOTIATION: u64 = 182;
+const NULL_SSL_CTX: u64 = 185;
 const INVALID_SERVERNAME: u64 = 213;
 const HANDSHAKE_FAILURE: u64 = 215;
 const UNINITIALIZED: u64 = 226;
@@ -127,7 +128,177 @@ pub fn locate_boringssl<'d, R: object::ReadRef<'d>>(data: R) -> Result<Report, S
             .map_err(|w| format!("{}: {w}", point.symbol()))?;
         report.found.push(img.located(point, f.start, f.size)?);
     }
+    match r.ssl_new().and_then(|n| destructor(&img, &funcs.list[n])) {
+        // Entry only: the size is not needed (no return probe).
+        Ok(d) => report.found.push(img.located(ProbePoint::SslFree, d, 0)?),
+        Err(w) => report.omitted.push((ProbePoint::SslFree, w)),
+    }
     Ok(report)
+}
+
+/// Bytes of a free function's opening searched for: `test rdi, rdi; je`.
+const FREE_OPENING: [u8; 4] = [0x48, 0x85, 0xff, 0x74];
+/// Free-shaped openings examined at most.
+const MAX_FREE_SHAPES: usize = 1 << 18;
+/// What is read of `~ssl_st` for its indirect call.
+const MAX_DESTRUCTOR_READ: usize = 1024;
+
+/// The end of a connection: `ssl_st::~ssl_st` (`rdi` = the SSL), which
+/// every `SSL_free` calls, also where LTO inlined `SSL_free` into its
+/// callers (Bun: 28 sites), so it is probed rather than SSL_free. It raises
+/// no error, so it is found by code shape: `SSL_free` is `if (ssl == NULL)
+/// return; ssl->~ssl_st(); OPENSSL_free(ssl);` ([`free_shape`]), and both
+/// functions it calls are called by `SSL_new` too (its failure path
+/// destroys the new SSL the same way). The one such destructor must make
+/// an indirect call (`ssl->method->ssl_free`).
+fn destructor(img: &Image, ssl_new: &Func) -> Result<u64, String> {
+    let callees: std::collections::HashSet<u64> = ssl_new
+        .flow
+        .sites
+        .iter()
+        .map(|s| s.target)
+        .filter(|t| t >> 63 == 0)
+        .collect();
+    let mut found: Vec<u64> = Vec::new();
+    let mut seen = 0;
+    for sec in &img.text {
+        super::sweep::for_each_match(sec.bytes, &FREE_OPENING, 1, 3, &mut |i| {
+            seen += 1;
+            let code = &sec.bytes[i..(i + 64).min(sec.bytes.len())];
+            // Cheap first: an e8 soon after whose target SSL_new calls.
+            let at = sec.vaddr + i as u64;
+            let near = (5..24.min(code.len().saturating_sub(4))).any(|k| {
+                code[k] == 0xe8 && {
+                    let rel =
+                        i32::from_le_bytes([code[k + 1], code[k + 2], code[k + 3], code[k + 4]]);
+                    callees.contains(&(at + k as u64 + 5).wrapping_add(rel as i64 as u64))
+                }
+            });
+            if !near {
+                return;
+            }
+            if let Some((d, f)) = free_shape(code, at) {
+                if d != f && callees.contains(&d) && callees.contains(&f) && !found.contains(&d) {
+                    found.push(d);
+                }
+            }
+        });
+        if seen > MAX_FREE_SHAPES {
+            return Err(format!("more than {MAX_FREE_SHAPES} free-shaped openings"));
+        }
+    }
+    found.retain(|&d| {
+        img.code(d, MAX_DESTRUCTOR_READ as u64)
+            .or_else(|| img.code(d, 64))
+            .is_some_and(|c| makes_indirect_call(c, d))
+    });
+    match found[..] {
+        [d] => Ok(d),
+        [] => Err("no SSL_free-shaped code calls a callee of SSL_new".into()),
+        _ => Err(format!(
+            "{} candidates for ~ssl_st ({})",
+            found.len(),
+            found
+                .iter()
+                .map(|d| format!("{d:#x}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// In `test rdi, rdi; je ...; <prologue>; call D; mov rdi, <saved>;
+/// <epilogue>; call|jmp F` at `code` (address `at`), D and F: a pointer
+/// checked, destroyed, then freed. Only pushes, pops, `mov rbp, rsp`, the
+/// copy of `rdi`, stack adjustments and `endbr64` may come between.
+fn free_shape(code: &[u8], at: u64) -> Option<(u64, u64)> {
+    let mut d = Decoder::with_ip(64, code, at, DecoderOptions::NONE);
+    let test = d.decode();
+    let je = d.decode();
+    if test.code() != Code::Test_rm64_r64
+        || test.op0_register() != Register::RDI
+        || test.op1_register() != Register::RDI
+        || je.code() != Code::Je_rel8_64
+    {
+        return None;
+    }
+    let frame = |ins: &Instruction| match ins.code() {
+        Code::Push_r64 | Code::Pop_r64 | Code::Endbr64 => true,
+        Code::Mov_r64_rm64 | Code::Mov_rm64_r64 => {
+            ins.op0_register() == Register::RBP && ins.op1_register() == Register::RSP
+        }
+        Code::Sub_rm64_imm8 | Code::Sub_rm64_imm32 | Code::Add_rm64_imm8 | Code::Add_rm64_imm32 => {
+            ins.op0_register() == Register::RSP
+        }
+        _ => false,
+    };
+    // Where `rdi` is kept across the call: a register, or a stack slot
+    // (GCC -Os); `None` before it is saved.
+    #[derive(PartialEq, Clone, Copy)]
+    enum Kept {
+        Reg(Register),
+        Slot(u64),
+        Restored,
+    }
+    let slot = |ins: &Instruction, n: u32| {
+        (ins.op_kind(n) == iced_x86::OpKind::Memory
+            && ins.memory_base() == Register::RSP
+            && ins.memory_index() == Register::None)
+            .then(|| ins.memory_displacement64())
+    };
+    let reg = |ins: &Instruction, n: u32| {
+        (ins.op_kind(n) == iced_x86::OpKind::Register).then(|| ins.op_register(n))
+    };
+    let moves = |ins: &Instruction| matches!(ins.code(), Code::Mov_r64_rm64 | Code::Mov_rm64_r64);
+    let mut kept = None;
+    let mut destroy = None;
+    for _ in 0..12 {
+        let ins = d.decode();
+        match ins.code() {
+            Code::Call_rel32_64 if destroy.is_none() => destroy = Some(ins.near_branch_target()),
+            Code::Call_rel32_64 | Code::Jmp_rel32_64 | Code::Jmp_rel8_64 => {
+                return (destroy.is_some() && kept == Some(Kept::Restored))
+                    .then(|| (destroy.unwrap_or(0), ins.near_branch_target()));
+            }
+            _ if frame(&ins) => {}
+            // Before the call: rdi kept; after it: rdi restored from there.
+            _ if moves(&ins) && destroy.is_none() && reg(&ins, 1) == Some(Register::RDI) => {
+                kept = match (reg(&ins, 0), slot(&ins, 0)) {
+                    (Some(r), _) => Some(Kept::Reg(r)),
+                    (None, Some(d)) => Some(Kept::Slot(d)),
+                    _ => return None,
+                };
+            }
+            _ if moves(&ins) && destroy.is_some() && reg(&ins, 0) == Some(Register::RDI) => {
+                let from = match (reg(&ins, 1), slot(&ins, 1)) {
+                    (Some(r), _) => Kept::Reg(r),
+                    (None, Some(d)) => Kept::Slot(d),
+                    _ => return None,
+                };
+                if Some(from) != kept {
+                    return None;
+                }
+                kept = Some(Kept::Restored);
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Whether `code` (at `at`), read linearly up to its first `ret` or
+/// `int3`, calls through a register-based memory operand or a register.
+fn makes_indirect_call(code: &[u8], at: u64) -> bool {
+    let mut d = Decoder::with_ip(64, code, at, DecoderOptions::NONE);
+    for ins in &mut d {
+        match ins.flow_control() {
+            FlowControl::IndirectCall if !ins.is_ip_rel_memory_operand() => return true,
+            FlowControl::Return | FlowControl::Interrupt => return false,
+            _ if ins.is_invalid() => return false,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Address ranges of the strings ending in `PATH` (from the string's
@@ -594,6 +765,10 @@ impl Rules<'_> {
         }))
     }
 
+    fn ssl_new(&self) -> Result<usize, String> {
+        self.one(self.matching(|_, r| fits(r, &[NULL_SSL_CTX], &[MALLOC_FAILURE])))
+    }
+
     fn host_name(&self) -> Result<usize, String> {
         self.one(self.matching(|_, r| fits(r, &[INVALID_SERVERNAME], &[MALLOC_FAILURE])))
     }
@@ -662,10 +837,12 @@ mod tests {
     use super::super::testfixtures::{nm, section_offset};
     use std::path::{Path, PathBuf};
 
-    /// The probe points and file offsets the symbols of `unstripped` give.
-    fn truth(unstripped: &Path, dynamic: bool) -> Vec<(ProbePoint, u64)> {
+    /// The probe points and file offsets the symbols of `unstripped` give;
+    /// the connection's end is the destructor `destructor` names, or (a
+    /// file without its symbol) the first call of `SSL_free`.
+    fn truth(unstripped: &Path, dynamic: bool, destructor: Option<&str>) -> Vec<(ProbePoint, u64)> {
         let syms = nm(unstripped, dynamic);
-        [
+        let mut v: Vec<(ProbePoint, u64)> = [
             ProbePoint::SslWrite,
             ProbePoint::SslRead,
             ProbePoint::SslDoHandshake,
@@ -676,7 +853,18 @@ mod tests {
             let s = &syms[p.symbol()];
             (p, section_offset(unstripped, s.vaddr))
         })
-        .collect()
+        .collect();
+        let d = match destructor {
+            Some(name) => syms[name].vaddr,
+            None => {
+                let at = syms["SSL_free"].vaddr;
+                let off = section_offset(unstripped, at) as usize;
+                let data = std::fs::read(unstripped).unwrap();
+                free_shape(&data[off..off + 64], at).unwrap().0
+            }
+        };
+        v.push((ProbePoint::SslFree, section_offset(unstripped, d)));
+        v
     }
 
     fn located(path: &Path) -> Result<Vec<(ProbePoint, u64)>, String> {
@@ -740,7 +928,7 @@ mod tests {
         ];
         for (cc, flags) in &variants {
             let u = build(dir.path(), cc, flags);
-            let want = truth(&u, false);
+            let want = truth(&u, false, Some("ssl_st_destroy"));
             let s = strip(&u);
             assert_eq!(located(&s), Ok(want.clone()), "{cc} {flags:?}");
             assert_eq!(located(&u), Ok(want), "{cc} {flags:?} with symbols");
@@ -784,7 +972,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let copy = dir.path().join("libssl.so");
         std::fs::copy(lib, &copy).unwrap();
-        let want = truth(lib, true);
+        let want = truth(lib, true, None);
         assert_eq!(located(&strip(&copy)), Ok(want.clone()));
         assert_eq!(located(lib), Ok(want));
     }

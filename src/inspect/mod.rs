@@ -385,7 +385,14 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
     if ProbePoint::NSPR.iter().all(|p| has(p.symbol())) {
         return exported(syms, TlsLibrary::Nspr, "PR_Send", &ProbePoint::NSPR);
     }
-    if !(has("SSL_write") && has("SSL_read")) {
+    // The OpenSSL family by what is there: a linker that keeps only what
+    // the program calls leaves a trimmed library (hf_transfer's module has
+    // SSL_write_ex and SSL_read, no SSL_write). The forms present are
+    // probed; each call goes through one of them only.
+    let Some(write) = ["SSL_write", "SSL_write_ex"].into_iter().find(|n| has(n)) else {
+        return classify_static(syms);
+    };
+    if !has("SSL_read") && !has("SSL_read_ex") {
         return classify_static(syms);
     }
     let library = if !has("SSL_ctrl") && has("SSL_set_tlsext_host_name") {
@@ -395,7 +402,7 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
     };
     Inspection {
         library: Some(library),
-        linkage: linkage_of(syms, "SSL_write"),
+        linkage: linkage_of(syms, write),
         targets: exact_targets(syms, &ProbePoint::OPENSSL),
         unsupported: None,
     }

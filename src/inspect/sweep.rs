@@ -365,3 +365,30 @@ pub(super) fn rcx_xrefs(img: &Image, paths: &[(u64, u64)]) -> Result<Vec<u64>, S
     }
     Ok(out)
 }
+
+/// Calls `f` at every position of `needle` in `hay`, prefiltered on the
+/// needle's bytes `i1` and `i2` (AVX2 packed pair; memmem without AVX2):
+/// for code, where memmem's byte-frequency heuristics, made for text,
+/// pick bytes that are everywhere.
+pub(super) fn for_each_match(hay: &[u8], needle: &[u8], i1: u8, i2: u8, f: &mut dyn FnMut(usize)) {
+    use memchr::arch::all::packedpair::Pair;
+    use memchr::arch::x86_64::avx2::packedpair::Finder;
+    let finder = Pair::with_indices(needle, i1, i2).and_then(|p| Finder::with_pair(needle, p));
+    let Some(finder) = finder else {
+        memchr::memmem::find_iter(hay, needle).for_each(f);
+        return;
+    };
+    let min = finder.min_haystack_len().max(needle.len());
+    let mut at = 0;
+    while hay.len() - at >= min {
+        match finder.find(&hay[at..], needle) {
+            Some(k) => {
+                f(at + k);
+                at += k + 1;
+            }
+            None => return,
+        }
+    }
+    // The tail shorter than the finder's minimum.
+    memchr::memmem::find_iter(&hay[at..], needle).for_each(|k| f(at + k));
+}
