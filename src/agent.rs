@@ -479,8 +479,13 @@ impl Agent<'_> {
             return;
         }
         if job.source == abi::EXEC_SOURCE_WATCHED {
-            // Another process mapped a JVM's library (never held).
-            self.jvms.seen(job.pid, &job.comm);
+            // Another process mapped a JVM's library, or a file on the
+            // static-TLS path (never held: its probes are in).
+            if self.jvm_files.contains(&job.file) {
+                self.jvms.seen(job.pid, &job.comm);
+            } else if self.files.is_static(job.file) {
+                self.kernel.watch_static(job.file, job.pid);
+            }
             return;
         }
         if self.jvm_files.contains(&job.file) {
@@ -587,6 +592,11 @@ impl Agent<'_> {
             for job in std::iter::once(&r.job).chain(&waiting) {
                 self.jvms.seen(job.pid, &job.comm);
             }
+        } else if static_tls {
+            // A module (a shared object) on the static-TLS path: every
+            // process that maps it later must have its sockets watched,
+            // which for executables the exec hook does by itself.
+            self.kernel.mark_watched(file);
         } else {
             self.kernel.mark_done(file);
         }

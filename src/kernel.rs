@@ -437,8 +437,8 @@ impl Kernel {
         }
     }
 
-    /// The file is a JVM's library: BPF reports every process that maps it
-    /// (`EXEC_SOURCE_WATCHED`), never to be held.
+    /// The file is a JVM's library or on the static-TLS path: BPF reports
+    /// every process that maps it (`EXEC_SOURCE_WATCHED`), never to be held.
     pub fn mark_watched(&self, file: FileId) {
         let watched = [abi::FILE_WATCHED];
         if let Err(e) =

@@ -235,3 +235,66 @@ fn hf_transfer_trimmed_openssl() {
         );
     });
 }
+
+/// The project's rustls client built as a module (cdylib), on aws-lc and
+/// on ring, loaded by Python through ctypes: its request and the answer
+/// exactly as the server saw them, in Python's process; a connection named
+/// other.example is left out under `--sni api.acme.com`.
+#[test]
+fn rustls_modules_awslc_and_ring() {
+    rerun_if_host_stalled(|| {
+        for provider in ["awslc", "ring"] {
+            let lib = fixture(&format!("librustls_module_{provider}.so"));
+            let dir = tempfile::tempdir().unwrap();
+            let rec = dir.path().join("server.jsonl");
+            let srv = Server::start_with(&["--record", rec.to_str().unwrap()]);
+            let name = format!("mod_{provider}_e2e");
+            let agent = Agent::start(&["--comm", &name, "--sni", "api.acme.com"]);
+            let mut pids = Vec::new();
+            for (sni, path) in [("other.example", "/other"), ("api.acme.com", "/module")] {
+                let req = request_file(dir.path(), &request(path, sni));
+                let child = python(&name)
+                    .args([
+                        "-c",
+                        "import ctypes, sys\n\
+                         f = ctypes.CDLL(sys.argv[1]).plainsight_fetch\n\
+                         sys.exit(f(*[a.encode() for a in sys.argv[2:6]]))",
+                    ])
+                    .arg(&lib)
+                    .args(["127.0.0.1", &srv.port.to_string(), sni])
+                    .arg(&req)
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                pids.push(child.id());
+                let out = child.wait_with_output().unwrap();
+                assert!(out.status.success(), "{provider} {sni}");
+                assert!(
+                    String::from_utf8_lossy(&out.stdout).ends_with(&format!("ok GET {path} 0\n"))
+                );
+            }
+            let seen = seen_for(&rec, "/module");
+            let (w, r) = agent.wait_bytes(pids[1], seen.request.len(), seen.response.len());
+            assert_eq!(
+                (show(&w), show(&r)),
+                (show(&seen.request), show(&seen.response)),
+                "{provider}"
+            );
+            let mut agent = agent;
+            agent.stop();
+            assert!(
+                agent.records().iter().all(|r| r["pid"] != pids[0]),
+                "{provider}: other.example was captured"
+            );
+            let module = format!("librustls_module_{provider}.so");
+            assert!(
+                agent
+                    .stderr()
+                    .lines()
+                    .any(|l| l.contains("] instrumented") && l.contains(&module)),
+                "{}",
+                agent.stderr()
+            );
+        }
+    });
+}

@@ -314,15 +314,25 @@ fn classify_static(syms: &ElfSymbols) -> Inspection {
         targets: Vec::new(),
         unsupported: None,
     };
-    if syms.is_executable {
-        if let Some(aead) = aead_targets(syms) {
-            insp.library = Some(TlsLibrary::AwsLc);
-            insp.targets = aead;
-        }
-        if let Some(ring) = ring_targets(syms) {
-            insp.library.get_or_insert(TlsLibrary::Ring);
-            insp.targets.extend(ring);
-        }
+    // An executable links its crypto for itself. A shared object may too
+    // (a Python module written in Rust carries rustls and its provider):
+    // there the functions are local, hidden by the module's export list.
+    // One that exports them (AWS-LC's libcrypto.so, under its libssl) is
+    // a library for others, whose SSL layer is probed instead: never the
+    // same bytes twice.
+    let private = |ts: &[Target]| {
+        syms.is_executable
+            || ts
+                .iter()
+                .all(|t| syms.get(&t.symbol).is_some_and(|l| !l.dynamic))
+    };
+    if let Some(aead) = aead_targets(syms).filter(|t| private(t)) {
+        insp.library = Some(TlsLibrary::AwsLc);
+        insp.targets = aead;
+    }
+    if let Some(ring) = ring_targets(syms).filter(|t| private(t)) {
+        insp.library.get_or_insert(TlsLibrary::Ring);
+        insp.targets.extend(ring);
     }
     if insp.library.is_some() {
         insp.linkage = Linkage::Static;
@@ -645,6 +655,21 @@ mod tests {
     use super::testfixtures::{fixture, nm, section_offset};
     use super::*;
     use std::path::PathBuf;
+
+    /// aws-lc's AEAD functions in a shared object: probed when the object
+    /// keeps them to itself (a Rust module), not when it exports them to
+    /// others (AWS-LC's libcrypto.so: its callers' SSL layer is probed).
+    #[test]
+    fn aead_in_shared_objects_only_when_private() {
+        let module = inspect_file(&fixture("awslc_module"), 1 << 30, false).unwrap();
+        assert_eq!(module.library, Some(TlsLibrary::AwsLc));
+        assert_eq!(module.linkage, Linkage::Static);
+        let points: Vec<ProbePoint> = module.targets.iter().map(|t| t.point).collect();
+        assert!(points.contains(&ProbePoint::AeadSeal), "{points:?}");
+        let exported = inspect_file(&fixture("awslc_exported"), 1 << 30, false).unwrap();
+        assert_eq!(exported.library, None, "{exported:?}");
+        assert!(exported.targets.is_empty());
+    }
 
     #[test]
     fn ring_symbols_by_pattern() {

@@ -98,6 +98,20 @@ const SPECS: &[Spec] = &[
         shared: false,
         flags: &[],
     },
+    // The same functions in shared objects: exported (AWS-LC's libcrypto.so,
+    // a library for others) and hidden (a module carrying its own crypto).
+    Spec {
+        name: "awslc_exported",
+        source: "awslc_static",
+        shared: true,
+        flags: &[],
+    },
+    Spec {
+        name: "awslc_module",
+        source: "awslc_static",
+        shared: true,
+        flags: &["-fvisibility=hidden"],
+    },
     Spec {
         name: "ring_static",
         source: "ring_static",
