@@ -2,7 +2,11 @@
 /*
  * openssl: plaintext of TLS libraries with a stable C API: the
  * OpenSSL family (OpenSSL 1.1/3, BoringSSL, AWS-LC, node's bundled OpenSSL,
- * static libssl) and GnuTLS (gnutls_record_send2/recv, same shape).
+ * static libssl) and GnuTLS (gnutls_record_send2/recv, same shape);
+ * mbedTLS and wolfSSL use these programs as they are (src/probes.rs:
+ * mbedtls_ssl_write/read and wolfSSL_write/read have SSL_write's shape,
+ * wolfSSL_*_ex SSL_write_ex's, their free and handshake calls take the
+ * connection first).
  *
  *   SSL_write(ssl, buf, num)            -> int  bytes written, <= 0 on failure
  *   SSL_read(ssl, buf, num)             -> int  bytes read, <= 0 on failure
@@ -494,3 +498,4 @@ int BPF_UPROBE(gnutls_deinit_entry, void *session)
 #include "sslbio.bpf.h"
 #include "nss.bpf.h"
 #include "jsse.bpf.h"
+#include "wolfssl.bpf.h"

@@ -80,6 +80,19 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "mbedtls_like",
+        source: "mbedtls_like",
+        shared: true,
+        flags: &[],
+    },
+    // wolfSSL with its OpenSSL compatibility layer's SSL_* exports.
+    Spec {
+        name: "wolfssl_like",
+        source: "wolfssl_like",
+        shared: true,
+        flags: &[],
+    },
+    Spec {
         name: "notls",
         source: "notls",
         shared: true,
