@@ -963,6 +963,14 @@ mod tests {
         assert!(!symbols(&i).contains(&"mbedtls_ssl_close_notify"));
         assert_offsets_match_nm(&p, &i, true);
         assert_placement_sane(&p, &i);
+        // Linked into an executable: the same functions, from .symtab.
+        let (p, i) = inspect("mbedtls_static");
+        assert_eq!(i.library, Some(TlsLibrary::MbedTls));
+        assert_eq!(i.linkage, Linkage::Static);
+        assert_eq!(points(&i), ProbePoint::MBEDTLS);
+        assert!(nm(&p, true).keys().all(|n| !n.starts_with("mbedtls_")));
+        assert_offsets_match_nm(&p, &i, false);
+        assert_placement_sane(&p, &i);
     }
 
     /// wolfSSL with its compatibility layer's SSL_write & co.: wolfSSL,

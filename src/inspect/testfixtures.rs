@@ -85,6 +85,13 @@ const SPECS: &[Spec] = &[
         shared: true,
         flags: &[],
     },
+    // mbedTLS linked into an executable: mbedtls_ssl_* in .symtab only.
+    Spec {
+        name: "mbedtls_static",
+        source: "mbedtls_like",
+        shared: false,
+        flags: &["-DWITH_MAIN"],
+    },
     // wolfSSL with its OpenSSL compatibility layer's SSL_* exports.
     Spec {
         name: "wolfssl_like",
