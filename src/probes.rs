@@ -65,6 +65,8 @@ pub enum ProbePoint {
     MbedtlsHandshakeStep,
     MbedtlsSessionReset,
     MbedtlsFree,
+    MbedtlsWriteEarlyData,
+    MbedtlsReadEarlyData,
     WolfsslWrite,
     WolfsslRead,
     WolfsslWriteEx,
@@ -265,6 +267,15 @@ pub const PROBES: &[Probe] = &[
         &[RDI], &[], "the context's connection ends (the context is reused)"),
     probe(P::MbedtlsFree, "mbedtls_ssl_free", O, "ssl_free_entry", None,
         &[RDI], &[], "the connection's end"),
+    // mbedTLS 3.x, TLS 1.3 early data: the same shapes; each has its own
+    // record path (ssl_write_real, ssl_read_application_data), not a call
+    // of mbedtls_ssl_write/read, so nothing is seen twice.
+    probe(P::MbedtlsWriteEarlyData, "mbedtls_ssl_write_early_data", O, "ssl_write_entry",
+        Some("ssl_write_return"),
+        &[RDI, RSI], &[], "early data handed to mbedTLS 3.x (client)").per_process_return(),
+    probe(P::MbedtlsReadEarlyData, "mbedtls_ssl_read_early_data", O, "ssl_read_entry",
+        Some("ssl_read_return"),
+        &[RDI, RSI], &[], "early data returned by mbedTLS 3.x (server)").per_process_return(),
     // wolfSSL: its own names (a build with the OpenSSL compatibility layer
     // may export SSL_* too: only these are probed).
     probe(P::WolfsslWrite, "wolfSSL_write", O, "ssl_write_entry", Some("ssl_write_return"),
@@ -340,7 +351,7 @@ impl ProbePoint {
     ];
 
     /// mbedTLS's SSL library (`libmbedtls.so`), or mbedTLS linked in.
-    pub const MBEDTLS: [ProbePoint; 7] = [
+    pub const MBEDTLS: [ProbePoint; 9] = [
         P::MbedtlsWrite,
         P::MbedtlsRead,
         P::MbedtlsSetHostname,
@@ -348,6 +359,8 @@ impl ProbePoint {
         P::MbedtlsHandshakeStep,
         P::MbedtlsSessionReset,
         P::MbedtlsFree,
+        P::MbedtlsWriteEarlyData,
+        P::MbedtlsReadEarlyData,
     ];
 
     /// wolfSSL (`libwolfssl.so`), by its own names only.

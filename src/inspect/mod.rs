@@ -951,7 +951,7 @@ mod tests {
         assert_placement_sane(&p, &i);
     }
 
-    /// mbedTLS: its seven probed functions, in the order of
+    /// mbedTLS (2.28 and 3.x's early data): its probed functions, in the order of
     /// `ProbePoint::MBEDTLS`; mbedtls_ssl_close_notify is not one.
     #[test]
     fn mbedtls_is_recognised() {
