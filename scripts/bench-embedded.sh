@@ -65,7 +65,10 @@ echo "\`bench/embedded_rr.c\` (tls_rr's loop) on Debian's mbedTLS $(dpkg-query -
 echo "(TLS 1.2) and wolfSSL $(dpkg-query -W -f='${Version}' libwolfssl-dev 2>/dev/null) (TLS 1.3): 1 KiB round trips, client and server"
 echo "pinned to CPU 0, ${SECS} s per measurement, the modes interleaved, $ROUNDS rounds: median round trips/s"
 echo "(min-max), ratio to no agent. Agent modes with \`--comm\` of the program; non-matching is"
-echo "\`--sni nomatch.invalid\`, capture \`--raw --output json --write\`."
+echo "\`--sni nomatch.invalid\`, capture \`--raw --output json --write\`. Measured $(date -u '+%Y-%m-%d %H:%M UTC')."
+echo "\`mbedtls_ssl_read\`, \`wolfSSL_write\` and \`wolfSSL_read\` keep a uretprobe (\`--explain\` says why), so their"
+echo "entry probe sits on the function's first instruction, shared with the uretprobe's hit: a non-matching"
+echo "call pays that instruction's single-step too."
 echo
 echo "| library | none | non-matching | capture | lost records, capture (per round) |"
 echo "|---|---|---|---|---|"
