@@ -15,3 +15,9 @@ fn mbedtls_client_with_and_without_a_matching_name() {
 fn lighttpd_mod_mbedtls_captured_on_the_server_side() {
     rerun_if_host_stalled(|| lighttpd_under_sni("mod_mbedtls", &[]));
 }
+
+/// mbedTLS linked into the executable (as in firmware): found in `.symtab`.
+#[test]
+fn static_mbedtls_client_with_and_without_a_matching_name() {
+    rerun_if_host_stalled(|| client_under_sni("mbedtls_client_static"));
+}
