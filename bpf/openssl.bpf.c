@@ -497,3 +497,4 @@ int BPF_UPROBE(gnutls_deinit_entry, void *session)
 #include "nss.bpf.h"
 #include "jsse.bpf.h"
 #include "wolfssl.bpf.h"
+#include "mbedtls.bpf.h"

@@ -252,20 +252,21 @@ pub const PROBES: &[Probe] = &[
     probe(P::JsseClose, "plainsight_jsse_close", O, "jsse_close_entry", None,
         &[RDI], &[], "a JVM connection's end"),
     // mbedTLS (2.28, 3.x: the same entry points): OpenSSL's shapes, so
-    // OpenSSL's programs; the connection is the mbedtls_ssl_context *.
+    // OpenSSL's programs; the connection is the mbedtls_ssl_context *, whose
+    // reuse after a reset bpf/mbedtls.bpf.h follows.
     probe(P::MbedtlsWrite, "mbedtls_ssl_write", O, "ssl_write_entry", Some("ssl_write_return"),
         &[RDI, RSI], &[], "plaintext handed to mbedTLS").per_process_return(),
     probe(P::MbedtlsRead, "mbedtls_ssl_read", O, "ssl_read_entry", Some("ssl_read_return"),
         &[RDI, RSI], &[], "plaintext returned by mbedTLS").per_process_return(),
-    probe(P::MbedtlsSetHostname, "mbedtls_ssl_set_hostname", O, "ssl_set_host_name_entry", None,
-        &[RDI, RSI], &[], "the server name (mbedTLS)"),
+    probe(P::MbedtlsSetHostname, "mbedtls_ssl_set_hostname", O, "mbedtls_set_hostname_entry", None,
+        &[RDI, RSI], &[], "the server name (mbedTLS), kept for the context's next connections"),
     probe(P::MbedtlsHandshake, "mbedtls_ssl_handshake", O, "tls_handshake_entry", None,
         &[RDI], &[], "a handshake (as SSL_do_handshake)"),
     probe(P::MbedtlsHandshakeStep, "mbedtls_ssl_handshake_step", O, "tls_handshake_entry", None,
         &[RDI], &[], "a handshake driven step by step (lighttpd)"),
-    probe(P::MbedtlsSessionReset, "mbedtls_ssl_session_reset", O, "ssl_free_entry", None,
-        &[RDI], &[], "the context's connection ends (the context is reused)"),
-    probe(P::MbedtlsFree, "mbedtls_ssl_free", O, "ssl_free_entry", None,
+    probe(P::MbedtlsSessionReset, "mbedtls_ssl_session_reset", O, "mbedtls_reset_entry", None,
+        &[RDI], &[], "the connection ends; the next one on the context keeps its set name"),
+    probe(P::MbedtlsFree, "mbedtls_ssl_free", O, "mbedtls_free_entry", None,
         &[RDI], &[], "the connection's end"),
     // mbedTLS 3.x, TLS 1.3 early data: the same shapes; each has its own
     // record path (ssl_write_real, ssl_read_application_data), not a call
