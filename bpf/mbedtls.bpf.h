@@ -13,11 +13,15 @@
  * The data calls and the handshake use OpenSSL's programs (src/probes.rs).
  */
 
-/* A host name a program set, kept for the context's next connections. */
-struct mbedtls_name {
+/* A host name a program set, kept for later (here: the context's next
+ * connections; wolfssl.bpf.h: the handshake that tells the side). */
+struct kept_name {
 	__u64 len;
 	char name[MAX_NAME];
 };
+
+/* An entry's first value, filled in place (too large for the stack). */
+const struct kept_name kept_name_none = {};
 
 /* (pid, mbedtls_ssl_context *) -> the host name set on it. Bounded (LRU):
  * a context evicted while in use names no later connection after a reset.
@@ -26,11 +30,8 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, struct conn_key);
-	__type(value, struct mbedtls_name);
+	__type(value, struct kept_name);
 } mbedtls_names SEC(".maps");
-
-/* An entry's first value, filled in place (too large for the stack). */
-const struct mbedtls_name mbedtls_name_none = {};
 
 /* mbedtls_ssl_set_hostname(ssl, hostname): NUL-terminated; NULL clears it. */
 SEC("uprobe.multi")
@@ -39,7 +40,7 @@ int BPF_UPROBE(mbedtls_set_hostname_entry, void *ssl, const char *hostname)
 	__u64 id = bpf_get_current_pid_tgid();
 	struct conn_key k = { .pid = id >> 32, .ssl = (__u64)ssl };
 	struct sni_scratch *s;
-	struct mbedtls_name *kept;
+	struct kept_name *kept;
 	long n;
 
 	if (!ssl || !process_wanted(k.pid))
@@ -57,7 +58,7 @@ int BPF_UPROBE(mbedtls_set_hostname_entry, void *ssl, const char *hostname)
 	n -= 1;
 	/* Kept before decide_name: matching rewrites the scratch's keys only. */
 	kept = bpf_map_lookup_elem(&mbedtls_names, &k);
-	if (!kept && bpf_map_update_elem(&mbedtls_names, &k, &mbedtls_name_none, BPF_ANY) == 0)
+	if (!kept && bpf_map_update_elem(&mbedtls_names, &k, &kept_name_none, BPF_ANY) == 0)
 		kept = bpf_map_lookup_elem(&mbedtls_names, &k);
 	if (kept) {
 		__builtin_memcpy(kept->name, s->raw, MAX_NAME);
@@ -73,7 +74,7 @@ int BPF_UPROBE(mbedtls_reset_entry, void *ssl)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct conn_key k = { .pid = id >> 32, .ssl = (__u64)ssl };
-	struct mbedtls_name *kept;
+	struct kept_name *kept;
 	struct sni_scratch *s;
 	__u64 n;
 

@@ -496,5 +496,5 @@ int BPF_UPROBE(gnutls_deinit_entry, void *session)
 #include "sslbio.bpf.h"
 #include "nss.bpf.h"
 #include "jsse.bpf.h"
-#include "wolfssl.bpf.h"
 #include "mbedtls.bpf.h"
+#include "wolfssl.bpf.h"

@@ -79,6 +79,8 @@ pub enum ProbePoint {
     WolfsslDoHandshake,
     WolfsslSetFd,
     WolfsslFree,
+    WolfsslConnect,
+    WolfsslConnectTls13,
 }
 
 /// The BPF object whose programs serve a probe point.
@@ -288,21 +290,25 @@ pub const PROBES: &[Probe] = &[
     probe(P::WolfsslReadEx, "wolfSSL_read_ex", O, "ssl_read_ex_entry", Some("ssl_read_ex_return"),
         &[RDI, RSI, RCX], &[], "plaintext returned by wolfSSL_read_ex").per_process_return(),
     probe(P::WolfsslUseSni, "wolfSSL_UseSNI", O, "wolfssl_use_sni_entry", None,
-        &[RDI, RSI, RDX, RCX], &[], "the server name (wolfSSL)"),
+        &[RDI, RSI, RDX, RCX], &[], "a server name (wolfSSL), kept until the handshake tells the side"),
     probe(P::WolfsslGetServername, "wolfSSL_get_servername", O, "ssl_get_servername_entry",
         Some("ssl_get_servername_return"),
         &[RDI, RSI], &[], "a server's client's server name, when it asks (wolfSSL)"),
-    probe(P::WolfsslAccept, "wolfSSL_accept", O, "tls_handshake_entry", None,
-        &[RDI], &[], "a server's handshake (as SSL_accept)"),
-    probe(P::WolfsslAcceptTls13, "wolfSSL_accept_TLSv13", O, "tls_handshake_entry", None,
-        &[RDI], &[], "a TLS 1.3 server's handshake (as SSL_accept)"),
+    probe(P::WolfsslAccept, "wolfSSL_accept", O, "wolfssl_accept_entry", None,
+        &[RDI], &[], "a server's handshake (as SSL_accept): a name it was given is not its client's"),
+    probe(P::WolfsslAcceptTls13, "wolfSSL_accept_TLSv13", O, "wolfssl_accept_entry", None,
+        &[RDI], &[], "a TLS 1.3 server's handshake (as wolfSSL_accept)"),
+    probe(P::WolfsslConnect, "wolfSSL_connect", O, "wolfssl_connect_entry", None,
+        &[RDI], &[], "a client's handshake: the name it was given is the connection's"),
+    probe(P::WolfsslConnectTls13, "wolfSSL_connect_TLSv13", O, "wolfssl_connect_entry", None,
+        &[RDI], &[], "a TLS 1.3 client's handshake (as wolfSSL_connect)"),
     probe(P::WolfsslNegotiate, "wolfSSL_negotiate", O, "tls_handshake_entry", None,
         &[RDI], &[], "a handshake (as SSL_do_handshake)"),
     probe(P::WolfsslDoHandshake, "wolfSSL_SSL_do_handshake", O, "tls_handshake_entry", None,
         &[RDI], &[], "a handshake (SSL_do_handshake of the compatibility layer)"),
     probe(P::WolfsslSetFd, "wolfSSL_set_fd", O, "ssl_set_fd_entry", None,
         &[RDI, RSI], &[], "the descriptor a program gives its connection: its socket"),
-    probe(P::WolfsslFree, "wolfSSL_free", O, "ssl_free_entry", None,
+    probe(P::WolfsslFree, "wolfSSL_free", O, "wolfssl_free_entry", None,
         &[RDI], &[], "the connection's end"),
 ];
 
@@ -365,7 +371,7 @@ impl ProbePoint {
     ];
 
     /// wolfSSL (`libwolfssl.so`), by its own names only.
-    pub const WOLFSSL: [ProbePoint; 12] = [
+    pub const WOLFSSL: [ProbePoint; 14] = [
         P::WolfsslWrite,
         P::WolfsslRead,
         P::WolfsslWriteEx,
@@ -374,6 +380,8 @@ impl ProbePoint {
         P::WolfsslGetServername,
         P::WolfsslAccept,
         P::WolfsslAcceptTls13,
+        P::WolfsslConnect,
+        P::WolfsslConnectTls13,
         P::WolfsslNegotiate,
         P::WolfsslDoHandshake,
         P::WolfsslSetFd,

@@ -13,7 +13,7 @@ fn mbedtls_client_with_and_without_a_matching_name() {
 /// mbedTLS 2.28 speaks TLS 1.2 only.
 #[test]
 fn lighttpd_mod_mbedtls_captured_on_the_server_side() {
-    rerun_if_host_stalled(|| lighttpd_under_sni("mod_mbedtls", &[]));
+    rerun_if_host_stalled(|| lighttpd_under_sni("mod_mbedtls", &[], &[]));
 }
 
 /// mbedTLS linked into the executable (as in firmware): found in `.symtab`.

@@ -990,6 +990,7 @@ mod tests {
                 ProbePoint::WolfsslReadEx,
                 ProbePoint::WolfsslUseSni,
                 ProbePoint::WolfsslAccept,
+                ProbePoint::WolfsslConnect,
                 ProbePoint::WolfsslFree
             ]
         );
