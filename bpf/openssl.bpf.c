@@ -3,7 +3,8 @@
  * openssl: plaintext of TLS libraries with a stable C API: the
  * OpenSSL family (OpenSSL 1.1/3, BoringSSL, AWS-LC, node's bundled OpenSSL,
  * static libssl), GnuTLS (gnutls_record_send2/recv, same shape), mbedTLS
- * and wolfSSL (OpenSSL's shapes too: src/probes.rs, wolfssl.bpf.h).
+ * and wolfSSL (OpenSSL's shapes too: src/probes.rs; their names:
+ * mbedtls.bpf.h, wolfssl.bpf.h).
  *
  *   SSL_write(ssl, buf, num)            -> int  bytes written, <= 0 on failure
  *   SSL_read(ssl, buf, num)             -> int  bytes read, <= 0 on failure
@@ -396,8 +397,7 @@ static __always_inline int on_server_name(void *ctx, __u64 ssl, const void *name
 		n = len;
 		if (n == 0 || n >= MAX_NAME)
 			return 0;
-		NAME_INDEX(n); /* wolfSSL's u16 is masked in another register */
-		if (bpf_probe_read_user(s->raw, n, name) != 0)
+		if (bpf_probe_read_user(s->raw, n & (MAX_NAME - 1), name) != 0)
 			return 0;
 	}
 	return decide_name(ssl, s, n, SNI_CONFIGURED, id, bpf_get_attach_cookie(ctx));
