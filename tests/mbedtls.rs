@@ -66,3 +66,8 @@ fn a_context_reused_after_a_reset_keeps_its_name() {
             .all(|r| r["server"]["port"] == srv.port));
     });
 }
+
+#[test]
+fn lighttpd_mod_mbedtls_decoded_http1_and_http2() {
+    rerun_if_host_stalled(|| lighttpd_decoded("mod_mbedtls"));
+}

@@ -79,3 +79,8 @@ fn a_servers_own_name_is_not_its_clients() {
         check_loopback(&recs, server.pid, None, port);
     });
 }
+
+#[test]
+fn lighttpd_mod_wolfssl_decoded_http1_and_http2() {
+    rerun_if_host_stalled(|| lighttpd_decoded("mod_wolfssl"));
+}

@@ -1026,3 +1026,58 @@ pub fn lighttpd_under_sni(module: &str, curl_extra: &[&str], agent_extra: &[&str
         "{module}: no close record of lighttpd"
     );
 }
+
+/// lighttpd with TLS module `module`, its process the agent's only filter,
+/// decoded: curl's HTTP/1.1 and HTTP/2 requests are one exchange each, on
+/// the server's side, with the name curl sent, the status and the body.
+pub fn lighttpd_decoded(module: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = lighttpd(&lighttpd_conf(dir.path(), port, module));
+    let agent = Agent::start_decoded("json", &["--pid", &server.pid.to_string()]);
+    server.go_keep_stdin();
+    wait_port(port);
+    let resolve = format!("api.acme.com:{port}:127.0.0.1");
+    for (query, http) in [("one", "--http1.1"), ("two", "--http2")] {
+        let url = format!("https://api.acme.com:{port}/index.txt?{query}");
+        let out = Command::new("curl")
+            .args(["-sS", "-k", http, "--resolve", &resolve, &url])
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, LIGHTTPD_BODY, "{module} {http}");
+    }
+    let ex = agent.exchanges(server.pid, 2);
+    let mut got: Vec<(String, String, String, String, u64, String)> = ex
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("?").to_string();
+            (
+                s("protocol"),
+                s("path"),
+                s("side"),
+                s("sni"),
+                e["status"].as_u64().unwrap_or(0),
+                e["response"]["body"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let row = |p: &str, path: &str| {
+        (
+            p.to_string(),
+            path.to_string(),
+            "server".to_string(),
+            "api.acme.com".to_string(),
+            200,
+            String::from_utf8_lossy(LIGHTTPD_BODY).into_owned(),
+        )
+    };
+    assert_eq!(
+        got,
+        [
+            row("HTTP/1.1", "/index.txt?one"),
+            row("HTTP/2", "/index.txt?two")
+        ],
+        "{module}"
+    );
+}
