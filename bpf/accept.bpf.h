@@ -108,9 +108,8 @@ static __always_inline void arm_accept(__u64 conn, __u64 id)
 	rx->armed = 1;
 }
 
-/* SSL_do_handshake(ssl) / SSL_accept(ssl) / gnutls_handshake(session) */
-SEC("uprobe.multi")
-int BPF_UPROBE(tls_handshake_entry, void *ssl)
+/* A handshake of `ssl` starts on this thread. */
+static __always_inline int on_handshake(void *ctx, void *ssl)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct conn_key k = { .pid = id >> 32, .ssl = (__u64)ssl };
@@ -121,6 +120,13 @@ int BPF_UPROBE(tls_handshake_entry, void *ssl)
 	if (returns_per_process && process_wanted(id >> 32) && conn_verdict(&k) == VERDICT_YES)
 		want_returns(id, bpf_get_attach_cookie(ctx), process_born());
 	return 0;
+}
+
+/* SSL_do_handshake(ssl) / SSL_accept(ssl) / gnutls_handshake(session) */
+SEC("uprobe.multi")
+int BPF_UPROBE(tls_handshake_entry, void *ssl)
+{
+	return on_handshake(ctx, ssl);
 }
 
 /* The buffer of the read or recvfrom returning on this thread: its second

@@ -2,7 +2,9 @@
 /*
  * openssl: plaintext of TLS libraries with a stable C API: the
  * OpenSSL family (OpenSSL 1.1/3, BoringSSL, AWS-LC, node's bundled OpenSSL,
- * static libssl) and GnuTLS (gnutls_record_send2/recv, same shape).
+ * static libssl), GnuTLS (gnutls_record_send2/recv, same shape), mbedTLS
+ * and wolfSSL (OpenSSL's shapes too: src/probes.rs; their names:
+ * mbedtls.bpf.h, wolfssl.bpf.h).
  *
  *   SSL_write(ssl, buf, num)            -> int  bytes written, <= 0 on failure
  *   SSL_read(ssl, buf, num)             -> int  bytes read, <= 0 on failure
@@ -494,3 +496,5 @@ int BPF_UPROBE(gnutls_deinit_entry, void *session)
 #include "sslbio.bpf.h"
 #include "nss.bpf.h"
 #include "jsse.bpf.h"
+#include "mbedtls.bpf.h"
+#include "wolfssl.bpf.h"

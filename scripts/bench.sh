@@ -372,6 +372,9 @@ RN_50=$(pct_of 50 <"$WORK/runtimes.new"); RN_99=$(pct_of 99 <"$WORK/runtimes.new
 kill -INT "$SRV_PID"; wait "$SRV_PID" 2>/dev/null || true; SRV_PID=""
 echo "start-up done" >&2
 
+# ---- 8. mbedTLS and wolfSSL (its own script: it can be run alone) ----------
+ROUNDS="$ROUNDS" SECS="$SECS" bash scripts/bench-embedded.sh >"$WORK/embedded.md"
+
 # ---- report -----------------------------------------------------------------
 mkdir -p docs
 {
@@ -503,6 +506,7 @@ mkdir -p docs
         echo "| $label | $(ms "${HOLD[$label,cold]}") | $(ms "${HOLD[$label,warm]}") | $(ms "${HOLD[$label,restart]}") | $(ms "${HOLD[$label,restart_cold]}") |"
     done
     echo
+    cat "$WORK/embedded.md"
     echo "## Reading the numbers"
     echo
     echo "On this kernel a uprobe on an instruction that must be single-stepped costs ~10 us"

@@ -53,6 +53,10 @@ if ((${#missing[@]})); then
     if [[ " ${missing[*]} " == *" nginx-light "* ]]; then
         systemctl disable --now nginx >/dev/null 2>&1 || service nginx stop >/dev/null 2>&1 || true
     fi
+    # lighttpd's package starts it on port 80 too; the tests run their own.
+    if [[ " ${missing[*]} " == *" lighttpd "* ]]; then
+        systemctl disable --now lighttpd >/dev/null 2>&1 || service lighttpd stop >/dev/null 2>&1 || true
+    fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

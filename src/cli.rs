@@ -16,7 +16,7 @@ pub const MAX_CAPTURE_LIMIT: u64 = (crate::abi::MAX_CHUNKS * crate::abi::DATA_CH
 /// Files that processes map are inspected as they are mapped (processes are
 /// held paused for that short time) and TLS code gets uprobes: the OpenSSL
 /// family (OpenSSL 1.1/3, BoringSSL, AWS-LC, static libssl, node), GnuTLS,
-/// rustls over aws-lc-rs or ring, and Go's crypto/tls. By default each HTTP
+/// NSS, mbedTLS, wolfSSL, rustls over aws-lc-rs or ring, and Go's crypto/tls. By default each HTTP
 /// exchange (HTTP/1.1, HTTP/2, gRPC) is printed as one access-log line;
 /// other streams are shown raw.
 #[derive(Debug, Parser)]

@@ -58,12 +58,36 @@ pub enum ProbePoint {
     JsseOpen,
     JsseData,
     JsseClose,
+    MbedtlsWrite,
+    MbedtlsRead,
+    MbedtlsSetHostname,
+    MbedtlsHandshake,
+    MbedtlsHandshakeStep,
+    MbedtlsSessionReset,
+    MbedtlsFree,
+    MbedtlsWriteEarlyData,
+    MbedtlsReadEarlyData,
+    WolfsslWrite,
+    WolfsslRead,
+    WolfsslWriteEx,
+    WolfsslReadEx,
+    WolfsslUseSni,
+    WolfsslGetServername,
+    WolfsslAccept,
+    WolfsslAcceptTls13,
+    WolfsslNegotiate,
+    WolfsslDoHandshake,
+    WolfsslSetFd,
+    WolfsslFree,
+    WolfsslConnect,
+    WolfsslConnectTls13,
 }
 
 /// The BPF object whose programs serve a probe point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Object {
-    /// `bpf/openssl.bpf.c`: libraries with a C API (OpenSSL family, GnuTLS).
+    /// `bpf/openssl.bpf.c`: libraries with a C API (OpenSSL family, GnuTLS,
+    /// NSS, mbedTLS, wolfSSL).
     Openssl,
     /// `bpf/statictls.bpf.c`: static TLS (aws-lc AEAD, ring, Go).
     Statictls,
@@ -229,6 +253,63 @@ pub const PROBES: &[Probe] = &[
         &[RDI, RSI, RDX, RCX], &[], "plaintext JSSE sent or received (our Java agent)"),
     probe(P::JsseClose, "plainsight_jsse_close", O, "jsse_close_entry", None,
         &[RDI], &[], "a JVM connection's end"),
+    // mbedTLS (2.28, 3.x: the same entry points): OpenSSL's shapes, so
+    // OpenSSL's programs; the connection is the mbedtls_ssl_context *, whose
+    // reuse after a reset bpf/mbedtls.bpf.h follows.
+    probe(P::MbedtlsWrite, "mbedtls_ssl_write", O, "ssl_write_entry", Some("ssl_write_return"),
+        &[RDI, RSI], &[], "plaintext handed to mbedTLS").per_process_return(),
+    probe(P::MbedtlsRead, "mbedtls_ssl_read", O, "ssl_read_entry", Some("ssl_read_return"),
+        &[RDI, RSI], &[], "plaintext returned by mbedTLS").per_process_return(),
+    probe(P::MbedtlsSetHostname, "mbedtls_ssl_set_hostname", O, "mbedtls_set_hostname_entry", None,
+        &[RDI, RSI], &[], "the server name (mbedTLS), kept for the context's next connections"),
+    probe(P::MbedtlsHandshake, "mbedtls_ssl_handshake", O, "tls_handshake_entry", None,
+        &[RDI], &[], "a handshake (as SSL_do_handshake)"),
+    probe(P::MbedtlsHandshakeStep, "mbedtls_ssl_handshake_step", O, "tls_handshake_entry", None,
+        &[RDI], &[], "a handshake driven step by step (lighttpd)"),
+    probe(P::MbedtlsSessionReset, "mbedtls_ssl_session_reset", O, "mbedtls_reset_entry", None,
+        &[RDI], &[], "the connection ends; the next one on the context keeps its set name"),
+    probe(P::MbedtlsFree, "mbedtls_ssl_free", O, "mbedtls_free_entry", None,
+        &[RDI], &[], "the connection's end"),
+    // mbedTLS 3.x, TLS 1.3 early data: the same shapes; each has its own
+    // record path (ssl_write_real, ssl_read_application_data), not a call
+    // of mbedtls_ssl_write/read, so nothing is seen twice.
+    probe(P::MbedtlsWriteEarlyData, "mbedtls_ssl_write_early_data", O, "ssl_write_entry",
+        Some("ssl_write_return"),
+        &[RDI, RSI], &[], "early data handed to mbedTLS 3.x (client)").per_process_return(),
+    probe(P::MbedtlsReadEarlyData, "mbedtls_ssl_read_early_data", O, "ssl_read_entry",
+        Some("ssl_read_return"),
+        &[RDI, RSI], &[], "early data returned by mbedTLS 3.x (server)").per_process_return(),
+    // wolfSSL: its own names (a build with the OpenSSL compatibility layer
+    // may export SSL_* too: only these are probed).
+    probe(P::WolfsslWrite, "wolfSSL_write", O, "ssl_write_entry", Some("ssl_write_return"),
+        &[RDI, RSI], &[], "plaintext handed to wolfSSL").per_process_return(),
+    probe(P::WolfsslRead, "wolfSSL_read", O, "ssl_read_entry", Some("ssl_read_return"),
+        &[RDI, RSI], &[], "plaintext returned by wolfSSL").per_process_return(),
+    probe(P::WolfsslWriteEx, "wolfSSL_write_ex", O, "ssl_write_ex_entry", Some("ssl_write_ex_return"),
+        &[RDI, RSI, RCX], &[], "plaintext handed to wolfSSL_write_ex").per_process_return(),
+    probe(P::WolfsslReadEx, "wolfSSL_read_ex", O, "ssl_read_ex_entry", Some("ssl_read_ex_return"),
+        &[RDI, RSI, RCX], &[], "plaintext returned by wolfSSL_read_ex").per_process_return(),
+    probe(P::WolfsslUseSni, "wolfSSL_UseSNI", O, "wolfssl_use_sni_entry", None,
+        &[RDI, RSI, RDX, RCX], &[], "a server name (wolfSSL), kept until the handshake tells the side"),
+    probe(P::WolfsslGetServername, "wolfSSL_get_servername", O, "ssl_get_servername_entry",
+        Some("ssl_get_servername_return"),
+        &[RDI, RSI], &[], "a server's client's server name, when it asks (wolfSSL)"),
+    probe(P::WolfsslAccept, "wolfSSL_accept", O, "wolfssl_accept_entry", None,
+        &[RDI], &[], "a server's handshake (as SSL_accept): a name it was given is not its client's"),
+    probe(P::WolfsslAcceptTls13, "wolfSSL_accept_TLSv13", O, "wolfssl_accept_entry", None,
+        &[RDI], &[], "a TLS 1.3 server's handshake (as wolfSSL_accept)"),
+    probe(P::WolfsslConnect, "wolfSSL_connect", O, "wolfssl_connect_entry", None,
+        &[RDI], &[], "a client's handshake: the name it was given is the connection's"),
+    probe(P::WolfsslConnectTls13, "wolfSSL_connect_TLSv13", O, "wolfssl_connect_entry", None,
+        &[RDI], &[], "a TLS 1.3 client's handshake (as wolfSSL_connect)"),
+    probe(P::WolfsslNegotiate, "wolfSSL_negotiate", O, "tls_handshake_entry", None,
+        &[RDI], &[], "a handshake (as SSL_do_handshake)"),
+    probe(P::WolfsslDoHandshake, "wolfSSL_SSL_do_handshake", O, "tls_handshake_entry", None,
+        &[RDI], &[], "a handshake (SSL_do_handshake of the compatibility layer)"),
+    probe(P::WolfsslSetFd, "wolfSSL_set_fd", O, "ssl_set_fd_entry", None,
+        &[RDI, RSI], &[], "the descriptor a program gives its connection: its socket"),
+    probe(P::WolfsslFree, "wolfSSL_free", O, "wolfssl_free_entry", None,
+        &[RDI], &[], "the connection's end"),
 ];
 
 impl ProbePoint {
@@ -274,6 +355,37 @@ impl ProbePoint {
         P::GnutlsDeinit,
         P::GnutlsHandshake,
         P::GnutlsSetInt,
+    ];
+
+    /// mbedTLS's SSL library (`libmbedtls.so`), or mbedTLS linked in.
+    pub const MBEDTLS: [ProbePoint; 9] = [
+        P::MbedtlsWrite,
+        P::MbedtlsRead,
+        P::MbedtlsSetHostname,
+        P::MbedtlsHandshake,
+        P::MbedtlsHandshakeStep,
+        P::MbedtlsSessionReset,
+        P::MbedtlsFree,
+        P::MbedtlsWriteEarlyData,
+        P::MbedtlsReadEarlyData,
+    ];
+
+    /// wolfSSL (`libwolfssl.so`), by its own names only.
+    pub const WOLFSSL: [ProbePoint; 14] = [
+        P::WolfsslWrite,
+        P::WolfsslRead,
+        P::WolfsslWriteEx,
+        P::WolfsslReadEx,
+        P::WolfsslUseSni,
+        P::WolfsslGetServername,
+        P::WolfsslAccept,
+        P::WolfsslAcceptTls13,
+        P::WolfsslConnect,
+        P::WolfsslConnectTls13,
+        P::WolfsslNegotiate,
+        P::WolfsslDoHandshake,
+        P::WolfsslSetFd,
+        P::WolfsslFree,
     ];
 
     /// NSS's SSL library (libssl3.so).
@@ -497,6 +609,11 @@ mod tests {
             P::JsseData,
             P::JsseClose,
         ];
+        let all: Vec<ProbePoint> = all
+            .into_iter()
+            .chain(ProbePoint::MBEDTLS)
+            .chain(ProbePoint::WOLFSSL)
+            .collect();
         assert_eq!(PROBES.len(), all.len());
         for p in all {
             assert_eq!(PROBES.iter().filter(|r| r.point == p).count(), 1, "{p:?}");

@@ -1,6 +1,6 @@
 //! Inspection of the real TLS libraries and programs of the host (Debian
-//! 12's libssl.so.3, libgnutls.so.30, Android's BoringSSL, node, python3,
-//! curl): the end-to-end tier, where `scripts/install-deps.sh --test` has
+//! 12's libssl.so.3, libgnutls.so.30, libmbedtls, libwolfssl, Android's
+//! BoringSSL, node, python3, curl): the end-to-end tier, where `scripts/install-deps.sh --test` has
 //! installed them. The unit tests (`src/inspect`) use fixtures built in the
 //! tree instead; these check that the real files still look like them.
 
@@ -12,6 +12,8 @@ use plainsight::inspect::{
 };
 
 const LIBSSL: &str = "/usr/lib/x86_64-linux-gnu/libssl.so.3";
+const MBEDTLS: &str = "/usr/lib/x86_64-linux-gnu/libmbedtls.so.14";
+const WOLFSSL: &str = "/usr/lib/x86_64-linux-gnu/libwolfssl.so.35";
 
 fn installed(p: &str) -> &Path {
     let path = Path::new(p);
@@ -134,6 +136,47 @@ fn gnutls_is_recognised() {
     );
 }
 
+/// Debian's mbedTLS 2.28: every probed function of 2.28 exported by libmbedtls
+/// (not by libmbedcrypto or libmbedx509, which it calls).
+#[test]
+fn mbedtls_is_recognised() {
+    let i = inspect(MBEDTLS, true);
+    assert_eq!(i.library, Some(TlsLibrary::MbedTls));
+    assert_eq!(i.linkage, Linkage::Exported);
+    let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
+    // 2.28 has no TLS 1.3 early data (3.x's calls).
+    let want: Vec<_> = ProbePoint::MBEDTLS
+        .into_iter()
+        .filter(|p| {
+            ![
+                ProbePoint::MbedtlsWriteEarlyData,
+                ProbePoint::MbedtlsReadEarlyData,
+            ]
+            .contains(p)
+        })
+        .collect();
+    assert_eq!(pts, want);
+    for other in ["libmbedcrypto.so.7", "libmbedx509.so.1"] {
+        let i = inspect(&format!("/usr/lib/x86_64-linux-gnu/{other}"), true);
+        assert!(!i.is_tls(), "{other}");
+    }
+}
+
+/// Debian's wolfSSL 5.5: its own names (no _ex forms in this version); the
+/// OpenSSL compatibility names are macros there, none is exported.
+#[test]
+fn wolfssl_is_recognised() {
+    let i = inspect(WOLFSSL, true);
+    assert_eq!(i.library, Some(TlsLibrary::WolfSsl));
+    assert_eq!(i.linkage, Linkage::Exported);
+    let pts: Vec<_> = i.targets.iter().map(|t| t.point).collect();
+    let want: Vec<_> = ProbePoint::WOLFSSL
+        .into_iter()
+        .filter(|p| ![ProbePoint::WolfsslWriteEx, ProbePoint::WolfsslReadEx].contains(p))
+        .collect();
+    assert_eq!(pts, want);
+}
+
 #[test]
 fn libc_is_not_tls() {
     let i = inspect("/usr/lib/x86_64-linux-gnu/libc.so.6", true);
@@ -185,6 +228,9 @@ fn lookups_agree_with_a_full_scan() {
         "/usr/lib/x86_64-linux-gnu/libnspr4.so",
         "/usr/lib/x86_64-linux-gnu/libnss3.so",
         "/usr/lib/x86_64-linux-gnu/android/libssl.so.0",
+        MBEDTLS,
+        "/usr/lib/x86_64-linux-gnu/libmbedcrypto.so.7",
+        WOLFSSL,
         "/usr/lib/x86_64-linux-gnu/libc.so.6",
         "/usr/bin/python3.11",
         "/usr/bin/curl",
@@ -201,9 +247,10 @@ fn lookups_agree_with_a_full_scan() {
         assert_eq!(looked_up, scanned, "{}", p.display());
         tls += usize::from(looked_up.is_tls());
     }
-    // libssl, GnuTLS, NSS, NSPR, BoringSSL and node; not libcrypto, libnss3, libc,
-    // python or curl (they call the libraries).
-    assert_eq!(tls, 6);
+    // libssl, GnuTLS, NSS, NSPR, BoringSSL, mbedTLS, wolfSSL and node; not
+    // libcrypto, libnss3, libmbedcrypto, libc, python or curl (they call the
+    // libraries).
+    assert_eq!(tls, 8);
 }
 
 /// node (99 MB) is classified and placed from a few percent of its bytes.

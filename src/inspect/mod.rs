@@ -55,6 +55,11 @@ pub enum TlsLibrary {
     /// A HotSpot JVM (`libjvm.so`): nothing to probe in it; its process
     /// gets the Java agent (src/jvm).
     Jvm,
+    /// mbedTLS (`libmbedtls.so`, 2.28 and 3.x), or linked in.
+    MbedTls,
+    /// wolfSSL (`libwolfssl.so`), also when built with its OpenSSL
+    /// compatibility layer exporting `SSL_*` names of its own.
+    WolfSsl,
 }
 
 impl fmt::Display for TlsLibrary {
@@ -70,6 +75,8 @@ impl fmt::Display for TlsLibrary {
             TlsLibrary::Nspr => "nspr (nss i/o)",
             TlsLibrary::Jsse => "jsse (plainsight's java agent)",
             TlsLibrary::Jvm => "jvm",
+            TlsLibrary::MbedTls => "mbedtls",
+            TlsLibrary::WolfSsl => "wolfssl",
         })
     }
 }
@@ -182,8 +189,19 @@ pub fn interesting(name: &str) -> bool {
         || JVM_SYMBOLS.contains(&name)
         || ProbePoint::NSPR.iter().any(|p| p.symbol() == name)
         || name.starts_with("gnutls_")
+        || embedded_point(name)
         || aead_point(name).is_some()
         || ring_point(name).is_some()
+}
+
+/// A probed function of mbedTLS or wolfSSL (looked up by exact name: a
+/// static wolfSSL has thousands of `wolfSSL_` functions).
+fn embedded_point(name: &str) -> bool {
+    (name.starts_with("mbedtls_ssl_") || name.starts_with("wolfSSL_"))
+        && ProbePoint::MBEDTLS
+            .iter()
+            .chain(&ProbePoint::WOLFSSL)
+            .any(|p| p.symbol() == name)
 }
 
 /// `_ZN4ring4aead9algorithm12aes_gcm_seal17h<16 hex>E` and the like -> the
@@ -361,8 +379,8 @@ fn classify_static(syms: &ElfSymbols) -> Inspection {
 /// a `JVM_` function of its class loading, both exported.
 const JVM_SYMBOLS: [&str; 2] = ["JNI_CreateJavaVM", "JVM_FindClassFromBootLoader"];
 
-/// Classifies parsed symbols: GnuTLS, the OpenSSL family, NSS, our Java
-/// agent's library, a JVM, or static TLS.
+/// Classifies parsed symbols: GnuTLS, mbedTLS, wolfSSL, the OpenSSL
+/// family, NSS, our Java agent's library, a JVM, or static TLS.
 pub fn classify(syms: &ElfSymbols) -> Inspection {
     let has = |n: &str| syms.get(n).is_some();
     if ProbePoint::JSSE.iter().all(|p| has(p.symbol())) {
@@ -388,6 +406,25 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
             targets: exact_targets(syms, &ProbePoint::GNUTLS),
             unsupported: None,
         };
+    }
+    if has("mbedtls_ssl_write") && has("mbedtls_ssl_read") {
+        return exported(
+            syms,
+            TlsLibrary::MbedTls,
+            "mbedtls_ssl_write",
+            &ProbePoint::MBEDTLS,
+        );
+    }
+    // Before the OpenSSL family: wolfSSL's compatibility layer may export
+    // SSL_write & co. of its own, which call the same code as wolfSSL_*;
+    // probing both would see each call twice.
+    if has("wolfSSL_write") && has("wolfSSL_read") {
+        return exported(
+            syms,
+            TlsLibrary::WolfSsl,
+            "wolfSSL_write",
+            &ProbePoint::WOLFSSL,
+        );
     }
     if has("SSL_ImportFD") && has("SSL_SetURL") {
         return exported(syms, TlsLibrary::Nss, "SSL_ImportFD", &ProbePoint::NSS);
@@ -501,6 +538,8 @@ pub fn exported_names() -> Vec<&'static str> {
         &ProbePoint::NSS,
         &ProbePoint::NSPR,
         &ProbePoint::JSSE,
+        &ProbePoint::MBEDTLS,
+        &ProbePoint::WOLFSSL,
     ]
     .concat()
     .iter()
@@ -958,6 +997,58 @@ mod tests {
         );
         assert_offsets_match_nm(&p, &i, true);
         assert_placement_sane(&p, &i);
+    }
+
+    /// mbedTLS (2.28 and 3.x's early data): its probed functions, in the order of
+    /// `ProbePoint::MBEDTLS`; mbedtls_ssl_close_notify is not one.
+    #[test]
+    fn mbedtls_is_recognised() {
+        let (p, i) = inspect("mbedtls_like");
+        assert_eq!(i.library, Some(TlsLibrary::MbedTls));
+        assert_eq!(i.linkage, Linkage::Exported);
+        assert_eq!(points(&i), ProbePoint::MBEDTLS);
+        assert!(symbols(&i).iter().all(|s| s.starts_with("mbedtls_ssl_")));
+        assert!(!symbols(&i).contains(&"mbedtls_ssl_close_notify"));
+        assert_offsets_match_nm(&p, &i, true);
+        assert_placement_sane(&p, &i);
+        // Linked into an executable: the same functions, from .symtab.
+        let (p, i) = inspect("mbedtls_static");
+        assert_eq!(i.library, Some(TlsLibrary::MbedTls));
+        assert_eq!(i.linkage, Linkage::Static);
+        assert_eq!(points(&i), ProbePoint::MBEDTLS);
+        assert!(nm(&p, true).keys().all(|n| !n.starts_with("mbedtls_")));
+        assert_offsets_match_nm(&p, &i, false);
+        assert_placement_sane(&p, &i);
+    }
+
+    /// wolfSSL with its compatibility layer's SSL_write & co.: wolfSSL,
+    /// probed by its own names only (each call once), never as OpenSSL.
+    #[test]
+    fn wolfssl_is_not_openssl() {
+        let (p, i) = inspect("wolfssl_like");
+        assert!(nm(&p, true).contains_key("SSL_write") && nm(&p, true).contains_key("SSL_ctrl"));
+        assert_eq!(i.library, Some(TlsLibrary::WolfSsl));
+        assert_eq!(i.linkage, Linkage::Exported);
+        assert_eq!(
+            points(&i),
+            [
+                ProbePoint::WolfsslWrite,
+                ProbePoint::WolfsslRead,
+                ProbePoint::WolfsslWriteEx,
+                ProbePoint::WolfsslReadEx,
+                ProbePoint::WolfsslUseSni,
+                ProbePoint::WolfsslAccept,
+                ProbePoint::WolfsslConnect,
+                ProbePoint::WolfsslFree
+            ]
+        );
+        assert!(symbols(&i).iter().all(|s| s.starts_with("wolfSSL_")));
+        assert_offsets_match_nm(&p, &i, true);
+        assert_placement_sane(&p, &i);
+        // The same answer from every symbol scanned as from the lookups.
+        let data = std::fs::read(&p).unwrap();
+        let scanned = inspect_scanning(&data[..], &p, true).unwrap();
+        assert_eq!(points(&scanned), points(&i));
     }
 
     /// rustls over aws-lc-rs: the versioned EVP_AEAD_CTX_* functions from

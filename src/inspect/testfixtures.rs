@@ -80,6 +80,26 @@ const SPECS: &[Spec] = &[
         flags: &[],
     },
     Spec {
+        name: "mbedtls_like",
+        source: "mbedtls_like",
+        shared: true,
+        flags: &[],
+    },
+    // mbedTLS linked into an executable: mbedtls_ssl_* in .symtab only.
+    Spec {
+        name: "mbedtls_static",
+        source: "mbedtls_like",
+        shared: false,
+        flags: &["-DWITH_MAIN"],
+    },
+    // wolfSSL with its OpenSSL compatibility layer's SSL_* exports.
+    Spec {
+        name: "wolfssl_like",
+        source: "wolfssl_like",
+        shared: true,
+        flags: &[],
+    },
+    Spec {
         name: "notls",
         source: "notls",
         shared: true,

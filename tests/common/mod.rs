@@ -846,3 +846,238 @@ pub fn seen_for(rec: &Path, path: &str) -> Seen {
     assert_eq!(v.len(), 1, "requests for {path} the server saw");
     v.remove(0)
 }
+
+/// lighttpd serving TLS on 127.0.0.1:`port` with its TLS module `module`
+/// (`mod_mbedtls`, `mod_wolfssl`), the test certificate, one process, and
+/// one file, `/index.txt` ([`LIGHTTPD_BODY`]); its configuration and
+/// document root are written in `dir`. Returns the configuration's path.
+pub fn lighttpd_conf(dir: &Path, port: u16, module: &str) -> PathBuf {
+    let (c, k) = cert_args();
+    let d = dir.display();
+    std::fs::write(dir.join("index.txt"), LIGHTTPD_BODY).unwrap();
+    let conf = format!(
+        "server.document-root = \"{d}\"\nserver.bind = \"127.0.0.1\"\nserver.port = {port}\n\
+         server.modules = (\"{module}\")\nserver.errorlog = \"{d}/error.log\"\n\
+         ssl.engine = \"enable\"\nssl.pemfile = \"{c}\"\nssl.privkey = \"{k}\"\n"
+    );
+    let p = dir.join("lighttpd.conf");
+    std::fs::write(&p, conf).unwrap();
+    p
+}
+
+/// The body of lighttpd's `/index.txt` ([`lighttpd_conf`]).
+pub const LIGHTTPD_BODY: &[u8] = b"hello from lighttpd\n";
+
+/// lighttpd with `conf`, held until `go`: in the foreground (`-D`), its
+/// modules from Debian's directory.
+pub fn lighttpd(conf: &Path) -> Held {
+    Held::new(
+        Path::new("/usr/sbin/lighttpd"),
+        &[
+            "-D",
+            "-f",
+            conf.to_str().unwrap(),
+            "-m",
+            "/usr/lib/lighttpd",
+        ],
+    )
+}
+
+/// curl, held until `go`, fetching `/index.txt` from 127.0.0.1:`port` as
+/// `https://NAME:PORT` over HTTP/1.1 with user agent `plainsight-test`, the
+/// response's headers and body on stdout as received (`-i`); `extra`
+/// options first (`--tls-max 1.2`, say).
+pub fn curl_held(name: &str, port: u16, extra: &[&str]) -> Held {
+    let resolve = format!("{name}:{port}:127.0.0.1");
+    let url = format!("https://{name}:{port}/index.txt");
+    let mut args = extra.to_vec();
+    args.extend([
+        "-sS",
+        "-k",
+        "-i",
+        "--http1.1",
+        "-A",
+        "plainsight-test",
+        "--resolve",
+        resolve.as_str(),
+        url.as_str(),
+    ]);
+    Held::new(Path::new("/usr/bin/curl"), &args)
+}
+
+/// The request [`curl_held`] sends for server name `name` on `port`.
+pub fn curl_request(name: &str, port: u16) -> Vec<u8> {
+    format!(
+        "GET /index.txt HTTP/1.1\r\nHost: {name}:{port}\r\nUser-Agent: plainsight-test\r\nAccept: */*\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A test client taking tls_client's arguments (`mbedtls_client`,
+/// `wolfssl_client`), run twice under `--sni *.acme.com`: with server name
+/// api.acme.com it is captured, exactly (its request written, the test
+/// server's response read, with its endpoints), with other.example not at
+/// all.
+pub fn client_under_sni(exe: &str) {
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let req = request("/embedded", "api.acme.com");
+    let f = request_file(dir.path(), &req);
+    let port = srv.port.to_string();
+    let cli = |sni: &str| {
+        Held::new(
+            &fixture(exe),
+            &["127.0.0.1", &port, sni, f.to_str().unwrap()],
+        )
+    };
+    let mut yes = cli("api.acme.com");
+    let mut no = cli("other.example");
+    let agent = Agent::start(&[
+        "--sni",
+        "*.acme.com",
+        "--pid",
+        &yes.pid.to_string(),
+        "--pid",
+        &no.pid.to_string(),
+    ]);
+    yes.go(b"");
+    no.go(b"");
+    let t = Duration::from_secs(30);
+    let resp = expected_response("GET", "/embedded", 0, true);
+    let (ok, out, err) = yes.finish(t);
+    assert!(ok, "{exe}: {err}");
+    assert_eq!(out, resp, "{exe} got the server's response");
+    let (ok, _, err) = no.finish(t);
+    assert!(ok, "{exe}: {err}");
+    let (w, r) = agent.wait_bytes(yes.pid, req.len(), resp.len());
+    assert_eq!(show(&w), show(&req));
+    assert_eq!(w, req, "{exe}: its request, each write once");
+    assert_eq!(r, resp, "{exe}: the response it read");
+    let recs = agent.records();
+    assert_only_api_acme(&recs, no.pid);
+    assert!(
+        recs.iter()
+            .any(|r| r["type"] == "sni" && r["pid"] == yes.pid && r["sni"] == "api.acme.com"),
+        "{exe}: no server-name record"
+    );
+    check_loopback(&recs, yes.pid, None, srv.port);
+}
+
+/// lighttpd with TLS module `module` hit by curl (`curl_extra`: its TLS
+/// options), under `--sni api.acme.com`: the server's side of curl's
+/// connection to api.acme.com is captured, its name from the ClientHello
+/// it read, what it read exactly curl's request and what it wrote exactly
+/// what curl received (and curl's own capture, through OpenSSL, the same);
+/// curl's connection to other.example, on either side, not at all.
+/// `agent_extra`: more options for the agent.
+pub fn lighttpd_under_sni(module: &str, curl_extra: &[&str], agent_extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = lighttpd(&lighttpd_conf(dir.path(), port, module));
+    let mut yes = curl_held("api.acme.com", port, curl_extra);
+    let mut no = curl_held("other.example", port, curl_extra);
+    let (s, y, n) = (
+        server.pid.to_string(),
+        yes.pid.to_string(),
+        no.pid.to_string(),
+    );
+    let mut args = vec![
+        "--sni",
+        "api.acme.com",
+        "--pid",
+        &s,
+        "--pid",
+        &y,
+        "--pid",
+        &n,
+    ];
+    args.extend(agent_extra);
+    let agent = Agent::start(&args);
+    server.go_keep_stdin();
+    wait_port(port);
+    let t = Duration::from_secs(30);
+    yes.go(b"");
+    let (ok, got, err) = yes.finish(t);
+    assert!(ok, "curl: {err}");
+    assert!(got.ends_with(LIGHTTPD_BODY), "{}", show(&got));
+    no.go(b"");
+    let (ok, _, err) = no.finish(t);
+    assert!(ok, "curl: {err}");
+    let req = curl_request("api.acme.com", port);
+    let (w, r) = agent.wait_bytes(server.pid, got.len(), req.len());
+    assert_eq!(show(&r), show(&req));
+    assert_eq!(r, req, "{module}: lighttpd read curl's request");
+    assert_eq!(w, got, "{module}: lighttpd wrote what curl received");
+    let (cw, cr) = agent.wait_bytes(yes.pid, req.len(), got.len());
+    assert_eq!((cw, cr), (req, got), "curl's own side");
+    let recs = agent.records();
+    assert_only_api_acme(&recs, no.pid);
+    assert!(
+        recs.iter()
+            .any(|r| r["type"] == "sni" && r["pid"] == server.pid && r["sni"] == "api.acme.com"),
+        "{module}: no server-name record of lighttpd"
+    );
+    // The server's records name both ends (curl's, OpenSSL's path, are
+    // checked elsewhere).
+    check_loopback(&recs, server.pid, None, port);
+    assert!(
+        recs.iter()
+            .any(|r| r["type"] == "close" && r["pid"] == server.pid),
+        "{module}: no close record of lighttpd"
+    );
+}
+
+/// lighttpd with TLS module `module`, its process the agent's only filter,
+/// decoded: curl's HTTP/1.1 and HTTP/2 requests are one exchange each, on
+/// the server's side, with the name curl sent, the status and the body.
+pub fn lighttpd_decoded(module: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = lighttpd(&lighttpd_conf(dir.path(), port, module));
+    let agent = Agent::start_decoded("json", &["--pid", &server.pid.to_string()]);
+    server.go_keep_stdin();
+    wait_port(port);
+    let resolve = format!("api.acme.com:{port}:127.0.0.1");
+    for (query, http) in [("one", "--http1.1"), ("two", "--http2")] {
+        let url = format!("https://api.acme.com:{port}/index.txt?{query}");
+        let out = Command::new("curl")
+            .args(["-sS", "-k", http, "--resolve", &resolve, &url])
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, LIGHTTPD_BODY, "{module} {http}");
+    }
+    let ex = agent.exchanges(server.pid, 2);
+    let mut got: Vec<(String, String, String, String, u64, String)> = ex
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("?").to_string();
+            (
+                s("protocol"),
+                s("path"),
+                s("side"),
+                s("sni"),
+                e["status"].as_u64().unwrap_or(0),
+                e["response"]["body"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let row = |p: &str, path: &str| {
+        (
+            p.to_string(),
+            path.to_string(),
+            "server".to_string(),
+            "api.acme.com".to_string(),
+            200,
+            String::from_utf8_lossy(LIGHTTPD_BODY).into_owned(),
+        )
+    };
+    assert_eq!(
+        got,
+        [
+            row("HTTP/1.1", "/index.txt?one"),
+            row("HTTP/2", "/index.txt?two")
+        ],
+        "{module}"
+    );
+}
