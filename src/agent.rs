@@ -8,7 +8,7 @@
 //! thread and results from the workers both come here.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
@@ -250,6 +250,11 @@ struct Agent<'k> {
     jvms: crate::jvm::Jvms,
     /// Files inspection found to be a JVM's `libjvm.so`.
     jvm_files: HashSet<FileId>,
+    java_enabled: bool,
+    /// Files carrying TLS code, by (stack, captured): the exit summary.
+    coverage_counts: BTreeMap<(&'static str, bool), u64>,
+    /// Executable mappings that were no ELF file (JIT code).
+    not_elf: u64,
 }
 
 /// Runs until SIGINT/SIGTERM.
@@ -329,6 +334,9 @@ pub fn run(s: Settings) -> Result<()> {
         sni_filter: !s.kernel.patterns.is_empty(),
         jvms,
         jvm_files: HashSet::new(),
+        java_enabled: s.java.enabled,
+        coverage_counts: BTreeMap::new(),
+        not_elf: 0,
     };
     // `job_tx` lives as long as the loop: the job channel never closes.
     agent.scan_running(&s, &job_tx);
@@ -336,6 +344,39 @@ pub fn run(s: Settings) -> Result<()> {
     agent.event_loop(&stop, &job_rx, &res_rx, &ring, &ring_wake)?;
     agent.stop(ring, out_thread);
     output::outcome()
+}
+
+/// "3 captured (openssl 2, boringssl 1), 1 not captured (erlang 1)".
+fn coverage_summary(counts: &BTreeMap<(&'static str, bool), u64>) -> String {
+    let part = |captured: bool| {
+        let by: Vec<String> = counts
+            .iter()
+            .filter(|((_, c), _)| *c == captured)
+            .map(|((s, _), n)| format!("{s} {n}"))
+            .collect();
+        let total: u64 = counts
+            .iter()
+            .filter(|((_, c), _)| *c == captured)
+            .map(|(_, n)| n)
+            .sum();
+        let what = if captured { "captured" } else { "not captured" };
+        match by.is_empty() {
+            true => format!("0 {what}"),
+            false => format!("{total} {what} ({})", by.join(", ")),
+        }
+    };
+    format!("{}, {}", part(true), part(false))
+}
+
+/// The entry points probed in a file, by name, each once.
+pub fn entry_points(insp: &Inspection) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for t in &insp.targets {
+        if !names.contains(&t.point.symbol()) {
+            names.push(t.point.symbol());
+        }
+    }
+    names.join(" ")
 }
 
 fn log_patterns(s: &Settings) {
@@ -577,13 +618,54 @@ impl Agent<'_> {
                 shown,
                 insp,
                 known,
-            } => self.instrument(&r.job, file, shown, insp, known.as_deref()),
+            } => {
+                let done = self.instrument(&r.job, file, shown, insp, known.as_deref());
+                let (captured, reason) = match &done.0 {
+                    Some(_) => (true, entry_points(insp)),
+                    None => (false, "its probes could not be attached".to_string()),
+                };
+                let stack = insp.library.map_or("unknown", |l| l.stack());
+                self.coverage(&r.job, shown, stack, captured, reason);
+                done
+            }
+            Outcome::Dark { shown, dark } => {
+                // Once a file: later processes mapping it are not reported.
+                log::info!(
+                    "{shown} (pid {}) carries {} TLS that cannot be captured: {}",
+                    r.job.pid,
+                    dark.stack,
+                    dark.why
+                );
+                self.coverage(&r.job, shown, dark.stack, false, dark.why.clone());
+                (None, false)
+            }
+            Outcome::NotElf => {
+                // JIT code in a memfd file (V8, the JVM, Erlang's BEAM).
+                self.not_elf += 1;
+                log::debug!(
+                    "pid {}: an executable mapping that is not an ELF file",
+                    r.job.pid
+                );
+                (None, false)
+            }
             Outcome::Failed(e) => {
                 log::warn!("cannot inspect {e}");
                 (None, false)
             }
             _ => (None, false),
         };
+        if let Outcome::Jvm = r.outcome {
+            let (captured, reason) = match self.java_enabled {
+                true => (
+                    true,
+                    "plainsight's Java agent, loaded into each JVM".to_string(),
+                ),
+                false => (false, "--no-java".to_string()),
+            };
+            let shown =
+                discover::find_mapping(r.job.pid, file).map_or_else(String::new, |m| m.path);
+            self.coverage(&r.job, &shown, "jsse", captured, reason);
+        }
         let waiting = self.files.finish(file, probes, static_tls);
         if let Outcome::Jvm = r.outcome {
             // Every later mapping of it is news of a JVM.
@@ -623,6 +705,27 @@ impl Agent<'_> {
         for job in waiting {
             self.release(job);
         }
+    }
+
+    /// Sends a coverage record for a file first classified, and counts it.
+    fn coverage(
+        &mut self,
+        job: &Job,
+        shown: &str,
+        stack: &'static str,
+        captured: bool,
+        reason: String,
+    ) {
+        *self.coverage_counts.entry((stack, captured)).or_default() += 1;
+        self.capture.borrow_mut().coverage(crate::record::Coverage {
+            ts_ns: crate::record::mono_now(),
+            pid: job.pid,
+            comm: job.comm.clone(),
+            file: shown.to_string(),
+            stack,
+            captured,
+            reason,
+        });
     }
 
     /// Process `pid` (started at `born`, in clock ticks since boot) has or
@@ -928,6 +1031,11 @@ impl Agent<'_> {
             counters.returns_missed, counters.returns_lost
         );
         eprintln!("plainsight: connections tracked in the kernel at exit: {tracked}");
+        eprintln!(
+            "plainsight: TLS files: {}; {} executable mappings were no ELF file (JIT code)",
+            coverage_summary(&self.coverage_counts),
+            self.not_elf
+        );
         if let Some(st) = crate::inspect::cache::store() {
             use std::sync::atomic::Ordering::Relaxed;
             eprintln!(

@@ -178,6 +178,12 @@ impl Capture {
         self
     }
 
+    /// A coverage record (a file carrying TLS code was classified), in the
+    /// same record flow as the captures.
+    pub fn coverage(&mut self, c: crate::record::Coverage) {
+        self.send(Record::Coverage(c));
+    }
+
     fn send(&mut self, r: Record) {
         use crate::record::{MAX_QUEUED_BYTES, QUEUED_BYTES};
         use std::sync::atomic::Ordering::Relaxed;

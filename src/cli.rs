@@ -196,6 +196,13 @@ pub struct Cli {
     #[arg(long, env = "PLAINSIGHT_TRACEPOINTS", value_parser = clap::builder::BoolishValueParser::new())]
     pub tracepoints: bool,
 
+    /// Print the map of what stays dark, then exit: each running process's
+    /// files that carry TLS code, their stack, and whether they are
+    /// captured (and why not). Pauses no process, attaches no probe;
+    /// `--output json` prints one object a row.
+    #[arg(long)]
+    pub inventory: bool,
+
     /// Print the kernel and user-space hooks used, then exit.
     #[arg(long)]
     pub hooks: bool,

@@ -33,6 +33,7 @@ pub mod fsat;
 pub mod fuzzing;
 pub mod hooks;
 pub mod inspect;
+pub mod inventory;
 pub mod jvm;
 pub mod kernel;
 pub mod output;

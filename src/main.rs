@@ -13,6 +13,13 @@ fn main() {
         .format(plainsight::escape::log_format)
         .init();
     hooks::route_libbpf_messages();
+    if cli.inventory {
+        if let Err(e) = plainsight::inventory::run(cli.output, cli.max_elf_size, !cli.no_java) {
+            eprintln!("plainsight: error: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if cli.hooks {
         print!("{}", hooks::describe(&hooks::plan(cli.tracepoints)));
         return;

@@ -272,6 +272,27 @@ pub struct CallRecord {
     pub facts: ConnFacts,
 }
 
+/// What the agent can see of one file that carries TLS code, when it is
+/// first classified (the coverage map): which stack, and whether it is
+/// captured (with which entry points) or not (and why).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Coverage {
+    #[serde(skip)]
+    pub ts_ns: u64,
+    /// The process the file was first seen in.
+    pub pid: u32,
+    pub comm: String,
+    /// Its path, as that process maps it.
+    pub file: String,
+    pub stack: &'static str,
+    pub captured: bool,
+    /// The entry points probed, or why it cannot be captured.
+    pub reason: String,
+}
+
+/// Facts of no connection (a coverage record's).
+static NO_FACTS: std::sync::LazyLock<ConnFacts> = std::sync::LazyLock::new(ConnFacts::default);
+
 /// What the output thread receives.
 #[derive(Debug, Clone)]
 pub enum Record {
@@ -298,6 +319,8 @@ pub enum Record {
         pattern: Option<String>,
         facts: ConnFacts,
     },
+    /// A file carrying TLS code was classified (not a connection's).
+    Coverage(Coverage),
 }
 
 impl Record {
@@ -314,6 +337,7 @@ impl Record {
         match self {
             Record::Call(c) => &c.facts,
             Record::Close { facts, .. } | Record::Sni { facts, .. } => facts,
+            Record::Coverage(_) => &NO_FACTS,
         }
     }
 }

@@ -81,6 +81,43 @@ impl fmt::Display for TlsLibrary {
     }
 }
 
+impl TlsLibrary {
+    /// The TLS stack the file carries, as the coverage map names it
+    /// (`openssl`, `boringssl`, `rustls`, `go`, `jsse`, ...): what a user
+    /// recognises, where [`fmt::Display`] says how it is captured.
+    pub fn stack(&self) -> &'static str {
+        match self {
+            TlsLibrary::OpenSsl => "openssl",
+            TlsLibrary::BoringSsl => "boringssl",
+            // The AEAD path is rustls's: aws-lc-rs or ring underneath.
+            TlsLibrary::AwsLc | TlsLibrary::Ring => "rustls",
+            TlsLibrary::GnuTls => "gnutls",
+            TlsLibrary::GoTls => "go",
+            TlsLibrary::Nss | TlsLibrary::Nspr => "nss",
+            TlsLibrary::Jsse | TlsLibrary::Jvm => "jsse",
+            TlsLibrary::MbedTls => "mbedtls",
+            TlsLibrary::WolfSsl => "wolfssl",
+        }
+    }
+}
+
+/// A file that carries TLS code the agent cannot capture: its stack and
+/// why (for the log, the coverage records and `--inventory`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dark {
+    pub stack: &'static str,
+    pub why: String,
+}
+
+impl Dark {
+    pub fn new(stack: &'static str, why: impl Into<String>) -> Dark {
+        Dark {
+            stack,
+            why: why.into(),
+        }
+    }
+}
+
 /// How the TLS code sits in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Linkage {
@@ -166,8 +203,10 @@ pub struct Inspection {
     pub library: Option<TlsLibrary>,
     pub linkage: Linkage,
     pub targets: Vec<Target>,
-    /// Why a file that carries TLS code cannot be instrumented.
-    pub unsupported: Option<String>,
+    /// Why a file that carries TLS code cannot be instrumented (never
+    /// cached: only whole TLS results are).
+    #[serde(skip)]
+    pub unsupported: Option<Dark>,
 }
 
 impl Inspection {
@@ -362,13 +401,13 @@ fn classify_static(syms: &ElfSymbols) -> Inspection {
             insp.linkage = Linkage::Static;
             insp.targets = go_targets(g);
         }
-        Some(Err(why)) => insp.unsupported = Some(why.clone()),
+        Some(Err(why)) => insp.unsupported = Some(Dark::new("go", why.clone())),
         None if syms.stripped_rustls => {
-            insp.unsupported = Some(
+            insp.unsupported = Some(Dark::new(
+                "rustls",
                 "a stripped Rust program using rustls: without a symbol table its TLS functions \
-                 cannot be found, so its traffic cannot be captured (build it without `strip`)"
-                    .into(),
-            )
+                 cannot be found, so its traffic cannot be captured (build it without `strip`)",
+            ))
         }
         None => {}
     }
@@ -397,6 +436,19 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
             linkage: Linkage::Exported,
             targets: Vec::new(),
             unsupported: None,
+        };
+    }
+    if has("nif_init") && has("aead_cipher_nif") {
+        // OTP's crypto NIF: Erlang's `ssl` builds its records in Erlang and
+        // encrypts them here (docs/erlang.md).
+        return Inspection {
+            library: None,
+            linkage: Linkage::Exported,
+            targets: Vec::new(),
+            unsupported: Some(Dark::new(
+                "erlang",
+                "TLS written in Erlang (OTP's ssl over the crypto NIF): not supported",
+            )),
         };
     }
     if has("gnutls_record_send2") && has("gnutls_record_recv") {
@@ -552,6 +604,7 @@ pub fn exported_names() -> Vec<&'static str> {
         "BIO_f_ssl",
     ])
     .chain(JVM_SYMBOLS)
+    .chain(["nif_init", "aead_cipher_nif"])
     .collect();
     v.sort_unstable();
     v.dedup();
@@ -667,8 +720,9 @@ fn locate_stripped<'d, R: ReadRef<'d>>(data: R, insp: &mut Inspection) {
         }
         Err(why) if why.starts_with("no BoringSSL") => {}
         Err(why) => {
-            insp.unsupported = Some(format!(
-                "stripped BoringSSL whose functions cannot be located exactly: {why}"
+            insp.unsupported = Some(Dark::new(
+                "boringssl",
+                format!("stripped BoringSSL whose functions cannot be located exactly: {why}"),
             ))
         }
     }
@@ -676,8 +730,9 @@ fn locate_stripped<'d, R: ReadRef<'d>>(data: R, insp: &mut Inspection) {
         Ok(found) => located(insp, TlsLibrary::AwsLc, found),
         Err(why) if why.starts_with("no aws-lc") => {}
         Err(why) => {
-            insp.unsupported = Some(format!(
-                "stripped aws-lc whose functions cannot be located exactly: {why}"
+            insp.unsupported = Some(Dark::new(
+                "rustls",
+                format!("stripped aws-lc whose functions cannot be located exactly: {why}"),
             ))
         }
     }

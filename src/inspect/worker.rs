@@ -32,6 +32,13 @@ pub enum Outcome {
         known: Option<String>,
     },
     NotTls,
+    /// TLS code the agent cannot capture (the coverage map's dark files).
+    Dark {
+        shown: String,
+        dark: super::Dark,
+    },
+    /// Not an ELF file (JIT code in a `memfd:` file, say): counted.
+    NotElf,
     /// A JVM's `libjvm.so`: its processes get the Java agent.
     Jvm,
     /// The mapping is gone (the process exited): another process mapping
@@ -55,7 +62,7 @@ const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
 /// that it is the file BPF reported: the same (device, inode), or, on
 /// overlayfs, a mapping that still shows that identity after the open.
 /// Returns it with its metadata.
-fn open_checked(
+pub(crate) fn open_checked(
     pid: u32,
     m: &ExecMapping,
     want: FileId,
@@ -158,14 +165,15 @@ fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
             known: None,
         },
         Ok(Inspection {
-            unsupported: Some(why),
+            unsupported: Some(dark),
             ..
-        }) => Outcome::Failed(format!(
-            "{} (pid {}) cannot be instrumented: {why}",
-            m.path, job.pid
-        )),
+        }) => Outcome::Dark {
+            shown: m.path,
+            dark,
+        },
         Ok(insp) if insp.is_jvm() => Outcome::Jvm,
         Ok(_) => Outcome::NotTls,
+        Err(elf::ElfError::NotElf { .. }) => Outcome::NotElf,
         Err(e) => Outcome::Failed(format!("{} (mapped by pid {}): {e}", m.path, job.pid)),
     }
 }

@@ -161,6 +161,14 @@ fn size(n: u64) -> String {
 }
 
 impl AccessWriter {
+    /// A coverage record, in the writer's format.
+    pub fn coverage(&mut self, c: &crate::record::Coverage) -> io::Result<()> {
+        match self.format {
+            Format::Json => super::coverage_json(&mut self.out, &self.clock, c),
+            Format::Text => super::coverage_text(&mut self.out, &self.clock, c),
+        }
+    }
+
     /// `detail`: 0 access log, 1 adds headers, 2 adds bodies (console).
     pub fn new(out: Box<dyn Write + Send>, format: Format, detail: u8) -> AccessWriter {
         AccessWriter {

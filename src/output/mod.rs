@@ -63,6 +63,54 @@ pub fn create_private(path: &Path) -> Result<std::fs::File> {
     outfile::create_private(path)
 }
 
+/// A coverage record as one JSON line: `{"type": "coverage", "time": ...,
+/// "pid", "comm", "file", "stack", "captured", "reason"}`.
+pub fn coverage_json(
+    out: &mut dyn Write,
+    clock: &Clock,
+    c: &crate::record::Coverage,
+) -> io::Result<()> {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        time: String,
+        #[serde(flatten)]
+        c: &'a crate::record::Coverage,
+    }
+    json_line(
+        out,
+        &Line {
+            kind: "coverage",
+            time: clock.rfc3339(c.ts_ns),
+            c,
+        },
+    )
+}
+
+/// A coverage record as a console line (names escaped for the terminal).
+pub fn coverage_text(
+    out: &mut dyn Write,
+    clock: &Clock,
+    c: &crate::record::Coverage,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "{} {}[{}] coverage {} {}: {} ({})",
+        clock.rfc3339(c.ts_ns),
+        escape::terminal(&c.comm),
+        c.pid,
+        c.stack,
+        escape::terminal(&c.file),
+        if c.captured {
+            "captured"
+        } else {
+            "not captured"
+        },
+        escape::terminal(&c.reason)
+    )
+}
+
 /// `--raw`: writes every record as captured (each TLS call with its bytes,
 /// each server name, each close) in one format, without decoding.
 pub struct Writer {
@@ -196,6 +244,7 @@ impl Writer {
     fn write_json(&mut self, r: &Record) -> io::Result<()> {
         let head = self.json_head(r);
         match r {
+            Record::Coverage(c) => coverage_json(&mut self.out, &self.clock, c),
             Record::Call(c) => json_line(&mut self.out, &JsonCall::new(head, c)),
             Record::Close { sni, .. } => json_line(
                 &mut self.out,
@@ -237,6 +286,7 @@ impl Writer {
                 ts_ns,
                 ..
             } => ("sni", *ts_ns, *pid, *tid, comm, *conn),
+            Record::Coverage(c) => ("coverage", c.ts_ns, c.pid, c.pid, &c.comm, 0),
         };
         let facts = r.facts();
         RawHead {
@@ -252,6 +302,7 @@ impl Writer {
     fn write_text(&mut self, r: &Record) -> io::Result<()> {
         match r {
             Record::Call(c) => self.text_call(c),
+            Record::Coverage(c) => coverage_text(&mut self.out, &self.clock, c),
             Record::Sni {
                 pid,
                 comm,
@@ -636,6 +687,15 @@ impl Pipeline {
                     w.write(r)?;
                 }
                 self.close((*pid, *conn), *ts_ns)?
+            }
+            Record::Coverage(c) => {
+                if let Some(w) = &mut self.raw {
+                    w.write(r)?;
+                }
+                if let Some(a) = &mut self.access {
+                    a.coverage(c)?;
+                }
+                self.telemetry.coverage(c);
             }
         }
         Ok(())

@@ -30,6 +30,13 @@ const CANDIDATES: usize = 512;
 /// Label value bytes kept (longer ones are cut).
 const MAX_LABEL_LEN: usize = 128;
 
+/// A file's TLS stack and whether it is captured (the coverage map).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CoverageLabels {
+    pub stack: String,
+    pub captured: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub process: String,
@@ -123,6 +130,7 @@ pub struct Metrics {
     pub pause_duration: Histogram,
     pub files_instrumented: Gauge,
     pub probes_attached: Gauge,
+    tls_files: Family<CoverageLabels, Gauge>,
     pub otlp_export_failures: Counter,
     pub otlp_dropped: Counter,
 }
@@ -153,6 +161,7 @@ impl Metrics {
             pause_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             files_instrumented: Gauge::default(),
             probes_attached: Gauge::default(),
+            tls_files: Family::default(),
             otlp_export_failures: Counter::default(),
             otlp_dropped: Counter::default(),
         };
@@ -192,6 +201,11 @@ impl Metrics {
             m.files_instrumented.clone(),
         );
         registry.register(
+            "plainsight_tls_files",
+            "Files seen carrying TLS code, by stack and whether they are captured",
+            m.tls_files.clone(),
+        );
+        registry.register(
             "plainsight_probes_attached",
             "Probes attached now",
             m.probes_attached.clone(),
@@ -207,6 +221,17 @@ impl Metrics {
             m.otlp_dropped.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// Counts one file carrying TLS code (the stacks are a fixed set: no
+    /// bound needed on the labels).
+    pub fn tls_file(&self, stack: &'static str, captured: bool) {
+        self.tls_files
+            .get_or_create(&CoverageLabels {
+                stack: stack.to_string(),
+                captured: captured.to_string(),
+            })
+            .inc();
     }
 
     /// Counts one decoded exchange (`server_port`: the server's port, when

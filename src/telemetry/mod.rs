@@ -27,6 +27,13 @@ impl TelemetrySink {
         self.metrics.is_some() || self.otlp.is_some()
     }
 
+    /// A file carrying TLS code was classified: counted by stack and state.
+    pub fn coverage(&self, c: &crate::record::Coverage) {
+        if let Some(m) = &self.metrics {
+            m.tls_file(c.stack, c.captured);
+        }
+    }
+
     /// One decoded exchange of a connection (`meta.client`: the captured
     /// process sent the request; not known yet counts as the client).
     pub fn exchange(&self, meta: &ConnMeta, ex: &Exchange, clock: &Clock) {
