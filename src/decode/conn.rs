@@ -1,6 +1,11 @@
 //! One connection: its two directions rebuilt as ordered byte streams,
 //! classified by their first bytes (HTTP/2 preface, HTTP/1 request or status
-//! line; anything else stays raw) and decoded.
+//! line, PostgreSQL's StartupMessage, MySQL's login packet, a RESP value;
+//! anything else stays raw) and decoded.
+//!
+//! Database connections: PostgreSQL and MySQL stop decoding at lost bytes
+//! (the rest is raw), Redis picks up again at the next call that starts a
+//! RESP value.
 //!
 //! Lost bytes are never glued over: an HTTP/1 direction restarts its parser
 //! at the next call (and stays raw until one parses), HTTP/2 loses its HPACK
@@ -18,11 +23,12 @@
 //! [`super::limits::AMPLIFICATION_SLACK`]), is flushed and shown raw from there,
 //! with a notice.
 
+use super::db::{DbConn, DbQuery, DbSystem, QueryText};
 use super::http1::{Http1Conn, Http1Error};
 use super::http2::{self, Http2Conn};
 use super::limits::{AMPLIFICATION_FACTOR, AMPLIFICATION_SLACK, CONN_MEMORY};
 use super::raw::RawRedactor;
-use super::{header_bytes, Exchange, HttpMessage, Peer, Redact};
+use super::{header_bytes, mysql, postgres, redis, Exchange, HttpMessage, Peer, Redact};
 
 /// Bytes undecided after this many are raw.
 const CLASSIFY_LIMIT: usize = 4096;
@@ -40,6 +46,8 @@ const METHODS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     Exchange(Box<Exchange>),
+    /// A database command and its answer (or a pushed message).
+    Db(Box<DbQuery>),
     /// Bytes that are not (or could not be decoded as) HTTP.
     Raw {
         /// The captured process sent them (write) or received them (read).
@@ -90,6 +98,7 @@ enum State {
         failed: [bool; 2],
     },
     Http2(Box<Http2Conn>),
+    Db(Box<DbConn>),
     Raw,
 }
 
@@ -97,8 +106,18 @@ enum State {
 enum Verdict {
     Wait,
     Raw,
-    Http1 { client_outgoing: bool },
-    Http2 { client_outgoing: bool },
+    Http1 {
+        client_outgoing: bool,
+    },
+    Http2 {
+        client_outgoing: bool,
+    },
+    Db {
+        system: DbSystem,
+        client_outgoing: bool,
+        /// PostgreSQL picked up after its start-up.
+        midstream: bool,
+    },
 }
 
 fn could_become(data: &[u8], word: &[u8]) -> bool {
@@ -136,7 +155,12 @@ fn classify(outgoing: bool, data: &[u8]) -> Verdict {
             client_outgoing: !outgoing,
         };
     }
-    let maybe = http2::maybe_preface(data)
+    let (db, db_maybe) = classify_db(outgoing, data);
+    if let Some(v) = db {
+        return v;
+    }
+    let maybe = db_maybe
+        || http2::maybe_preface(data)
         || could_become(data, b"HTTP/1.")
         || METHODS
             .iter()
@@ -146,6 +170,34 @@ fn classify(outgoing: bool, data: &[u8]) -> Verdict {
     } else {
         Verdict::Raw
     }
+}
+
+/// What the first bytes of one direction say about a database protocol:
+/// a verdict, or whether one may still come.
+fn classify_db(outgoing: bool, data: &[u8]) -> (Option<Verdict>, bool) {
+    let db = |system, client_outgoing, midstream| {
+        Some(Verdict::Db {
+            system,
+            client_outgoing,
+            midstream,
+        })
+    };
+    let pg = postgres::startup(data);
+    if pg == Some(true) {
+        return (db(DbSystem::Postgresql, outgoing, false), false);
+    }
+    if postgres::midstream_query(data) {
+        return (db(DbSystem::Postgresql, outgoing, true), false);
+    }
+    let my = mysql::login(data);
+    if my == Some(true) {
+        return (db(DbSystem::Mysql, outgoing, false), false);
+    }
+    let resp = redis::classify(data);
+    if let Ok(Some(command)) = resp {
+        return (db(DbSystem::Redis, outgoing == command, false), false);
+    }
+    (None, pg.is_none() || my.is_none() || resp == Ok(None))
 }
 
 /// Decoder of one connection.
@@ -165,6 +217,8 @@ pub struct ConnDecoder {
     captured: u64,
     /// Bytes of the exchanges made of them (see `exchange_size`).
     decoded: u64,
+    /// How database query text is shown.
+    query_text: QueryText,
 }
 
 /// The bytes an exchange shows: header and trailer fields, method, path,
@@ -223,7 +277,14 @@ impl ConnDecoder {
             gaps: [0, 0],
             captured: 0,
             decoded: 0,
+            query_text: QueryText::default(),
         }
+    }
+
+    /// Database query text shown as `mode` says (default: sanitized).
+    pub fn with_query_text(mut self, mode: QueryText) -> ConnDecoder {
+        self.query_text = mode;
+        self
     }
 
     /// Whether the captured process is the client (None: not known yet).
@@ -238,6 +299,7 @@ impl ConnDecoder {
             State::Unknown(held) => held.iter().map(|h| h.data.len() + h.masked.len()).sum(),
             State::Http1 { conn, .. } => conn.memory(),
             State::Http2(conn) => conn.memory(),
+            State::Db(conn) => conn.memory(),
             State::Raw => 0,
         }
     }
@@ -289,6 +351,18 @@ impl ConnDecoder {
                     self.client_outgoing = Some(client_outgoing);
                     State::Http2(Box::new(Http2Conn::new(self.redact.clone())))
                 }
+                Verdict::Db {
+                    system,
+                    client_outgoing,
+                    midstream,
+                } => {
+                    self.client_outgoing = Some(client_outgoing);
+                    State::Db(Box::new(if midstream {
+                        DbConn::postgres_midstream(self.query_text)
+                    } else {
+                        DbConn::new(system, self.query_text)
+                    }))
+                }
             };
             let State::Unknown(held) = std::mem::replace(&mut self.state, state) else {
                 unreachable!()
@@ -317,8 +391,7 @@ impl ConnDecoder {
     ) {
         let mut pos = 0;
         loop {
-            let decoding = matches!(self.state, State::Http1 { .. } | State::Http2(_));
-            let end = if decoding {
+            let end = if self.decoding() {
                 (pos + SLICE).min(data.len())
             } else {
                 data.len()
@@ -334,6 +407,14 @@ impl ConnDecoder {
                 return;
             }
         }
+    }
+
+    /// Whether a decoder runs (not raw, not undecided).
+    fn decoding(&self) -> bool {
+        matches!(
+            self.state,
+            State::Http1 { .. } | State::Http2(_) | State::Db(_)
+        )
     }
 
     fn peer(&self, outgoing: bool) -> Peer {
@@ -430,6 +511,19 @@ impl ConnDecoder {
                     *state = State::Raw;
                 }
             }
+            State::Db(conn) => {
+                masked(data, false);
+                let c = Call {
+                    outgoing,
+                    peer,
+                    data,
+                    ts_ns,
+                    lost,
+                };
+                if db_call(conn, &c, out, &mut seg) {
+                    *state = State::Raw;
+                }
+            }
         }
         if lost > 0 {
             self.gaps[usize::from(!outgoing)] += lost;
@@ -443,10 +537,11 @@ impl ConnDecoder {
             .iter()
             .map(|i| match i {
                 Item::Exchange(e) => exchange_size(e),
+                Item::Db(q) => q.size(),
                 _ => 0,
             })
             .sum::<u64>();
-        if !matches!(self.state, State::Http1 { .. } | State::Http2(_)) {
+        if !self.decoding() {
             return;
         }
         let allowed = AMPLIFICATION_FACTOR
@@ -507,6 +602,10 @@ impl ConnDecoder {
                 exchanges(out, conn.finish());
                 notices(out, ts_ns, conn.take_notices());
             }
+            State::Db(mut conn) => {
+                db_queries(out, conn.finish());
+                notices(out, ts_ns, conn.take_notices());
+            }
             other => self.state = other,
         }
         for (outgoing, data, on_wire) in rest {
@@ -541,6 +640,10 @@ impl ConnDecoder {
             }
             State::Http2(mut conn) => {
                 exchanges(&mut out, conn.finish());
+                notices(&mut out, ts_ns, conn.take_notices());
+            }
+            State::Db(mut conn) => {
+                db_queries(&mut out, conn.finish());
                 notices(&mut out, ts_ns, conn.take_notices());
             }
             State::Raw => {}
@@ -663,6 +766,61 @@ fn http2_call(
         raw_item(out, c.outgoing, ts_ns, rest.clone());
         seg(out, rest);
     }
+    true
+}
+
+fn db_queries(out: &mut Decoded, list: Vec<DbQuery>) {
+    out.items
+        .extend(list.into_iter().map(|q| Item::Db(Box::new(q))));
+}
+
+/// A call on a database connection; true when decoding stopped (a
+/// protocol error; lost bytes of PostgreSQL or MySQL): the rest of the
+/// connection is shown raw.
+fn db_call(
+    conn: &mut DbConn,
+    c: &Call<'_>,
+    out: &mut Decoded,
+    seg: &mut impl FnMut(&mut Decoded, Vec<u8>),
+) -> bool {
+    let (peer, ts_ns) = (c.peer, c.ts_ns);
+    let name = conn.system().as_str();
+    let why = match conn.push(peer, c.data, ts_ns) {
+        Ok(o) => {
+            notices(out, ts_ns, o.notices);
+            notices(out, ts_ns, conn.take_notices());
+            db_queries(out, o.queries);
+            seg(out, o.wire);
+            if !o.raw.is_empty() {
+                raw_item(out, c.outgoing, ts_ns, o.raw.clone());
+                seg(out, o.raw);
+            }
+            if c.lost == 0 {
+                return false;
+            }
+            let side = peer_name(peer);
+            if conn.gap(peer) {
+                out.items.push(Item::Notice {
+                    ts_ns,
+                    text: format!(
+                        "{} bytes of the {name} {side} stream were not captured: decoding \
+                         resumes at the next call that starts a message",
+                        c.lost
+                    ),
+                });
+                return false;
+            }
+            format!(
+                "{} bytes of the {name} {side} stream were not captured: the rest of the \
+                 connection is shown raw",
+                c.lost
+            )
+        }
+        Err(e) => format!("{name}: {e}: the rest of the connection is shown raw"),
+    };
+    out.items.push(Item::Notice { ts_ns, text: why });
+    db_queries(out, conn.finish());
+    notices(out, ts_ns, conn.take_notices());
     true
 }
 

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::{encode, json_line, write_data, Clock, Format, JsonHead};
 use crate::decode::conn::Item;
+use crate::decode::db::{DbKind, DbQuery, DbStatus};
 use crate::decode::{Exchange, Grpc, Headers, HttpMessage};
 use crate::escape::{terminal, terminal_bytes};
 pub use crate::record::ConnMeta;
@@ -23,6 +24,9 @@ pub use crate::record::ConnMeta;
 const CONSOLE_BODY: usize = 4096;
 /// Raw chunks on the console without `-vv` are cut after this many bytes.
 const CONSOLE_RAW: usize = 1024;
+/// Query text on a database record's console line is cut after this many
+/// bytes (`-v` shows it whole on a line of its own).
+const CONSOLE_QUERY: usize = 120;
 
 /// Writes decoded items (exchanges, raw chunks, notices) in one format.
 pub struct AccessWriter {
@@ -78,6 +82,37 @@ struct JsonExchange<'a> {
     response: Option<JsonMessage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     grpc: Option<JsonGrpc<'a>>,
+}
+
+/// A database command and its answer (`type: "db"`).
+#[derive(Serialize)]
+struct JsonDb<'a> {
+    #[serde(flatten)]
+    head: JsonHead<'a>,
+    sni: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    side: Option<&'static str>,
+    system: &'static str,
+    /// `message` for a pushed message (Redis pub/sub); absent for commands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    operation: Option<&'a str>,
+    query: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    query_truncated: bool,
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sqlstate: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    response_truncated: bool,
+    latency_ms: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -192,6 +227,8 @@ impl AccessWriter {
     pub fn write(&mut self, meta: &ConnMeta, item: &Item) -> io::Result<()> {
         match (self.format, item) {
             (Format::Json, Item::Exchange(e)) => self.json_exchange(meta, e),
+            (Format::Json, Item::Db(q)) => self.json_db(meta, q),
+            (Format::Text, Item::Db(q)) => self.console_db(meta, q),
             (
                 Format::Json,
                 Item::Raw {
@@ -248,6 +285,94 @@ impl AccessWriter {
             grpc: e.grpc.as_ref().map(json_grpc),
         };
         json_line(&mut self.out, &j)
+    }
+
+    /// A `db` object: the command, its answer, its latency.
+    fn json_db(&mut self, meta: &ConnMeta, q: &DbQuery) -> io::Result<()> {
+        let j = JsonDb {
+            head: self.json_head("db", q.ts_first_ns, meta),
+            sni: meta.sni.as_deref(),
+            side: meta.side(),
+            system: q.system.as_str(),
+            kind: (q.kind == DbKind::Message).then_some("message"),
+            operation: q.operation.as_deref(),
+            query: q.query.as_deref(),
+            query_truncated: q.query_truncated,
+            status: q.status.map(DbStatus::as_str),
+            error_code: q.error_code.as_deref(),
+            sqlstate: q.sqlstate.as_deref(),
+            error: q.error.as_deref(),
+            rows: q.rows,
+            response: q.response.as_deref(),
+            response_truncated: q.response_truncated,
+            latency_ms: q.latency_ns().map(|n| n as f64 / 1e6),
+        };
+        json_line(&mut self.out, &j)
+    }
+
+    /// A database line: who, system, operation, rows or error, latency,
+    /// the query (cut); `-v` adds the whole query and the reply.
+    fn console_db(&mut self, meta: &ConnMeta, q: &DbQuery) -> io::Result<()> {
+        let line = self.db_line(meta, q);
+        writeln!(self.out, "{line}")?;
+        if self.detail == 0 {
+            return Ok(());
+        }
+        if let Some(text) = &q.query {
+            writeln!(self.out, "  > {}", terminal(text))?;
+        }
+        if let Some(r) = &q.response {
+            writeln!(self.out, "  < [reply {} bytes]", r.len())?;
+            self.body(r.as_bytes(), CONSOLE_BODY, "    ")?;
+        }
+        Ok(())
+    }
+
+    fn db_line(&self, meta: &ConnMeta, q: &DbQuery) -> String {
+        let who = self.console_who(q.ts_first_ns, meta, meta.sni.as_deref().unwrap_or(""));
+        let mut line = format!(
+            "{} {} {}",
+            who.trim_end(),
+            q.system.as_str(),
+            terminal(q.operation.as_deref().unwrap_or("-"))
+        );
+        let outcome = match (q.kind, q.status) {
+            (DbKind::Message, _) => String::new(),
+            (_, None) => "unanswered".into(),
+            (_, Some(DbStatus::Error)) => format!(
+                "error {} {}",
+                terminal(q.error_code.as_deref().unwrap_or("-")),
+                terminal(q.error.as_deref().unwrap_or(""))
+            ),
+            (_, Some(DbStatus::Ok)) => match q.rows {
+                Some(1) => "1 row".into(),
+                Some(n) => format!("{n} rows"),
+                None => "ok".into(),
+            },
+        };
+        if !outcome.is_empty() {
+            line.push(' ');
+            line.push_str(&outcome);
+        }
+        if let Some(n) = q.latency_ns() {
+            line.push_str(&format!(" {:.2}ms", n as f64 / 1e6));
+        }
+        if let Some(text) = &q.query {
+            let shown = String::from_utf8_lossy(cut(text.as_bytes(), CONSOLE_QUERY));
+            let more = if shown.len() < text.len() || q.query_truncated {
+                " …"
+            } else {
+                ""
+            };
+            line.push_str(&format!(" {}{more}", terminal(&shown)));
+        }
+        if q.kind == DbKind::Message {
+            if let Some(r) = &q.response {
+                let shown = String::from_utf8_lossy(cut(r.as_bytes(), CONSOLE_QUERY));
+                line.push_str(&format!(" {}", terminal(&shown)));
+            }
+        }
+        line
     }
 
     /// A `raw` object: bytes that are not HTTP, whole, as UTF-8 or base64.
