@@ -194,10 +194,15 @@ fn classify_db(outgoing: bool, data: &[u8]) -> (Option<Verdict>, bool) {
         return (db(DbSystem::Mysql, outgoing, false), false);
     }
     let resp = redis::classify(data);
-    if let Ok(Some(command)) = resp {
-        return (db(DbSystem::Redis, outgoing == command, false), false);
+    match resp {
+        redis::Start::Command => return (db(DbSystem::Redis, outgoing, false), false),
+        redis::Start::Reply => return (db(DbSystem::Redis, !outgoing, false), false),
+        _ => {}
     }
-    (None, pg.is_none() || my.is_none() || resp == Ok(None))
+    (
+        None,
+        pg.is_none() || my.is_none() || resp == redis::Start::Wait,
+    )
 }
 
 /// Decoder of one connection.
@@ -928,6 +933,114 @@ mod tests {
         );
         assert_eq!(classify(true, b"\x00\x01binary"), Verdict::Raw);
         assert_eq!(classify(true, b"SSH-2.0-OpenSSH"), Verdict::Raw);
+    }
+
+    fn db_queries(d: &Decoded) -> Vec<&DbQuery> {
+        d.items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Db(q) => Some(&**q),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn pg(ty: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![ty];
+        v.extend(((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// Database streams by their first bytes, whichever end is captured;
+    /// HTTP and the rest as before.
+    #[test]
+    fn classifies_databases() {
+        let db = |system, client_outgoing, midstream| Verdict::Db {
+            system,
+            client_outgoing,
+            midstream,
+        };
+        let startup = b"\0\0\0\x10\0\x03\0\0user\0u\0\0";
+        assert_eq!(
+            classify(true, startup),
+            db(DbSystem::Postgresql, true, false)
+        );
+        assert_eq!(
+            classify(false, startup),
+            db(DbSystem::Postgresql, false, false)
+        );
+        assert_eq!(classify(true, &startup[..6]), Verdict::Wait);
+        assert_eq!(
+            classify(true, &pg(b'Q', b"select 1\0")),
+            db(DbSystem::Postgresql, true, true)
+        );
+        let mut login = vec![40, 0, 0, 2];
+        login.extend((0x200u32 | 0x800 | 0x8000).to_le_bytes());
+        login.extend([0, 0, 0, 1, 33]);
+        login.extend([0; 23]);
+        login.extend(b"root\0\0");
+        assert_eq!(classify(false, &login), db(DbSystem::Mysql, false, false));
+        assert_eq!(classify(true, &login[..20]), Verdict::Wait);
+        assert_eq!(
+            classify(true, b"*1\r\n$4\r\nPING\r\n"),
+            db(DbSystem::Redis, true, false)
+        );
+        assert_eq!(
+            classify(true, b"+PONG\r\n"),
+            db(DbSystem::Redis, false, false)
+        );
+        assert_eq!(classify(true, b"*1"), Verdict::Wait);
+        assert_eq!(classify(true, b"*x\r\n"), Verdict::Raw);
+    }
+
+    /// A PostgreSQL server's side: the client's password is masked on the
+    /// wire, the query is a record, the server is the captured process.
+    #[test]
+    fn postgres_server_side_with_password_masked() {
+        let mut c = ConnDecoder::new(Redact::new(&[])).with_query_text(QueryText::Full);
+        let startup = b"\0\0\0\x10\0\x03\0\0user\0u\0\0";
+        assert!(c.push(false, &startup[..3], 1, 0).items.is_empty());
+        let d = c.push(false, &startup[3..], 2, 0);
+        assert_eq!(c.process_is_client(), Some(false));
+        assert!(d.items.is_empty());
+        let d = c.push(false, &pg(b'p', b"hunter2\0"), 3, 0);
+        assert_eq!(d.segments[0].data, b"p\0\0\0\x0c********");
+        c.push(false, &pg(b'Q', b"select 'marker'\0"), 4, 0);
+        let mut r = pg(b'D', &[0, 1]);
+        r.extend(pg(b'C', b"SELECT 1\0"));
+        r.extend(pg(b'Z', b"I"));
+        let d = c.push(true, &r, 9, 0);
+        let q = db_queries(&d);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].query.as_deref(), Some("select 'marker'"));
+        assert_eq!((q[0].rows, q[0].latency_ns()), (Some(1), Some(5)));
+        // lost bytes: the rest is raw, with a notice
+        let d = c.push(false, &pg(b'Q', b"select 2\0"), 10, 100);
+        assert_eq!(notices(&d).len(), 1, "{d:?}");
+        let d = c.push(true, b"anything", 11, 0);
+        assert_eq!(raw_bytes(&d), 8);
+        assert_eq!(db_queries(&c.finish(12)).len(), 0);
+    }
+
+    /// Redis resumes after lost bytes at a call that starts a value.
+    #[test]
+    fn redis_resumes_after_lost_bytes() {
+        let mut c = ConnDecoder::new(Redact::new(&[])).with_query_text(QueryText::Full);
+        c.push(true, b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n", 1, 0);
+        let d = c.push(false, b"$5\r\nhel", 2, 10);
+        assert_eq!(notices(&d).len(), 1, "{d:?}");
+        let d = c.push(false, b"lo-rest\r\n", 3, 0);
+        assert_eq!(raw_bytes(&d), 9);
+        let q = db_queries(&d);
+        assert_eq!(q.len(), 1, "the GET a shown unanswered");
+        assert_eq!((q[0].query.as_deref(), q[0].status), (Some("GET a"), None));
+        let d = c.push(true, b"*2\r\n$3\r\nGET\r\n$1\r\nb\r\n", 4, 0);
+        assert_eq!(notices(&d).len(), 1, "decodable again");
+        let d = c.push(false, b"$1\r\nx\r\n", 5, 0);
+        let q = db_queries(&d);
+        assert_eq!(q[0].query.as_deref(), Some("GET b"));
+        assert_eq!(q[0].response.as_deref(), Some("x"));
     }
 
     #[test]

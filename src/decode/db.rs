@@ -464,55 +464,53 @@ impl Framer {
         mask: &dyn Fn(&[u8], u8) -> u64,
         check: &dyn Fn(&[u8]) -> Result<(), DbError>,
     ) -> Result<Option<Frame>, DbError> {
-        while !data.is_empty() || self.need == Some(0) {
-            let need = match self.need {
-                Some(n) => n,
-                None => {
-                    if self.frame.head.is_empty() {
-                        self.frame.ts_first = ts;
-                    }
-                    let hl = self.head_kind.len();
-                    let take = (hl - self.frame.head.len()).min(data.len());
-                    self.frame.head.extend_from_slice(&data[..take]);
-                    wire.extend_from_slice(&data[..take]);
-                    *data = &data[take..];
-                    if self.frame.head.len() < hl {
-                        return Ok(None);
-                    }
-                    check(&self.frame.head)?;
-                    let n = self.head_kind.payload(&self.frame.head)?;
-                    self.frame.len = n;
-                    self.clear = None;
-                    self.need = Some(n);
-                    n
+        let need = match self.need {
+            Some(n) => n,
+            None if data.is_empty() => return Ok(None),
+            None => {
+                if self.frame.head.is_empty() {
+                    self.frame.ts_first = ts;
                 }
-            };
-            let take = (need.min(data.len() as u64)) as usize;
-            if take > 0 && self.clear.is_none() {
-                self.clear = Some(mask(&self.frame.head, data[0]));
+                let hl = self.head_kind.len();
+                let take = (hl - self.frame.head.len()).min(data.len());
+                self.frame.head.extend_from_slice(&data[..take]);
+                wire.extend_from_slice(&data[..take]);
+                *data = &data[take..];
+                if self.frame.head.len() < hl {
+                    return Ok(None);
+                }
+                check(&self.frame.head)?;
+                let n = self.head_kind.payload(&self.frame.head)?;
+                self.frame.len = n;
+                self.clear = None;
+                self.need = Some(n);
+                n
             }
-            let room = DB_MESSAGE_KEEP.saturating_sub(self.frame.body.len());
-            self.frame.body.extend_from_slice(&data[..take.min(room)]);
-            let offset = self.frame.len - need;
-            let shown = self
-                .clear
-                .unwrap_or(u64::MAX)
-                .saturating_sub(offset)
-                .min(take as u64) as usize;
-            wire.extend_from_slice(&data[..shown]);
-            wire.extend(std::iter::repeat_n(b'*', take - shown));
-            *data = &data[take..];
-            let left = need - take as u64;
-            if left > 0 {
-                self.need = Some(left);
-                return Ok(None);
-            }
-            self.need = None;
-            let mut f = std::mem::take(&mut self.frame);
-            f.ts_last = ts;
-            return Ok(Some(f));
+        };
+        let take = (need.min(data.len() as u64)) as usize;
+        if take > 0 && self.clear.is_none() {
+            self.clear = Some(mask(&self.frame.head, data[0]));
         }
-        Ok(None)
+        let room = DB_MESSAGE_KEEP.saturating_sub(self.frame.body.len());
+        self.frame.body.extend_from_slice(&data[..take.min(room)]);
+        let offset = self.frame.len - need;
+        let shown = self
+            .clear
+            .unwrap_or(u64::MAX)
+            .saturating_sub(offset)
+            .min(take as u64) as usize;
+        wire.extend_from_slice(&data[..shown]);
+        wire.extend(std::iter::repeat_n(b'*', take - shown));
+        *data = &data[take..];
+        let left = need - take as u64;
+        if left > 0 {
+            self.need = Some(left);
+            return Ok(None);
+        }
+        self.need = None;
+        let mut f = std::mem::take(&mut self.frame);
+        f.ts_last = ts;
+        Ok(Some(f))
     }
 }
 

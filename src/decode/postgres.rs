@@ -258,12 +258,14 @@ impl PgConn {
                 self.complete(Some(&tag), ts, out);
             }
             b'I' | b's' => self.complete(None, ts, out),
-            b'D' => match self.pending.front_mut() {
-                Some(Pending::Simple { data_rows, .. } | Pending::Execute { data_rows, .. }) => {
+            b'D' => {
+                if let Some(
+                    Pending::Simple { data_rows, .. } | Pending::Execute { data_rows, .. },
+                ) = self.pending.front_mut()
+                {
                     *data_rows += 1
                 }
-                _ => {}
-            },
+            }
             b'E' => self.error(&f.body, ts, out),
             b'Z' => self.ready(ts, out),
             _ => {}
@@ -433,7 +435,7 @@ pub fn midstream_query(data: &[u8]) -> bool {
         return false;
     }
     let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
-    len >= 5 && len < 1 << 20 && data.len() > len && data[len] == 0
+    (5..1 << 20).contains(&len) && data.len() > len && data[len] == 0
 }
 
 #[cfg(test)]

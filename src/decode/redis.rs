@@ -32,15 +32,26 @@ const REDACTED: &str = "[redacted]";
 /// first elements).
 const ELEM_KEEP: usize = 4096;
 
-/// Whether `data` (a direction's first bytes) starts a RESP value:
-/// Some(client) if so (true: a command, from the client), None if it may
-/// still (too short), Some error if not.
-pub fn classify(data: &[u8]) -> Result<Option<bool>, ()> {
+/// What a direction's first bytes say about RESP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A command (an array): this direction is the client's.
+    Command,
+    /// A reply: the server's.
+    Reply,
+    /// Too short to tell.
+    Wait,
+    /// Not RESP.
+    Not,
+}
+
+/// Whether `data` (a direction's first bytes) starts a RESP value.
+pub fn classify(data: &[u8]) -> Start {
     let Some(&t) = data.first() else {
-        return Ok(None);
+        return Start::Wait;
     };
     if !matches!(t, b'*' | b'$' | b'+' | b'-' | b':') {
-        return Err(());
+        return Start::Not;
     }
     // A type byte and a line of digits (a length or an integer), or text
     // for simple strings and errors.
@@ -54,10 +65,10 @@ pub fn classify(data: &[u8]) -> Result<Option<bool>, ()> {
         line.iter().all(|&c| c >= 0x20 && c != 0x7f)
     };
     match (ok, line_end) {
-        (false, _) => Err(()),
-        (true, Some(_)) if !line.is_empty() => Ok(Some(t == b'*')),
-        (true, None) if data.len() < 64 => Ok(None),
-        _ => Err(()),
+        (true, Some(_)) if !line.is_empty() && t == b'*' => Start::Command,
+        (true, Some(_)) if !line.is_empty() => Start::Reply,
+        (true, None) if data.len() < 64 => Start::Wait,
+        _ => Start::Not,
     }
 }
 
@@ -141,8 +152,13 @@ pub struct RedisConn {
     pending: VecDeque<Waiting>,
     /// Channels subscribed (from the last confirmation).
     subscribed: bool,
-    /// A direction lost bytes: its next call must start a value.
+    /// Lost bytes: the client's next call must start an array (inline
+    /// commands are not told from the rest of a value), and the
+    /// server's calls are skipped until one that starts a value comes after
+    /// it (replies to the commands before cannot be told apart).
     resync: [bool; 2],
+    /// Commands that waited when bytes were lost: shown unanswered.
+    orphans: Vec<DbQuery>,
     dropped: u64,
     pub notices: Vec<String>,
 }
@@ -159,6 +175,7 @@ impl RedisConn {
             pending: VecDeque::new(),
             subscribed: false,
             resync: [false; 2],
+            orphans: Vec::new(),
             dropped: 0,
             notices: Vec::new(),
         }
@@ -173,28 +190,42 @@ impl RedisConn {
                 .sum::<usize>()
     }
 
-    /// Bytes of `peer` were lost: its reader restarts at a call that
-    /// starts a value; commands waiting are shown unanswered (at the next
-    /// push).
-    pub fn gap(&mut self, peer: Peer) {
-        self.readers[side(peer)].reset();
-        self.resync[side(peer)] = true;
+    /// Bytes of `peer` were lost: both readers restart (the client's at
+    /// its next call that starts a value, the server's at one after that);
+    /// commands waiting are shown unanswered (at the next push).
+    pub fn gap(&mut self, _peer: Peer) {
+        for r in &mut self.readers {
+            r.reset();
+        }
+        self.resync = [true; 2];
+        let waiting: Vec<DbQuery> = self.pending.drain(..).map(|w| w.q).collect();
+        self.orphans.extend(waiting);
     }
 
     pub fn finish(&mut self) -> Vec<DbQuery> {
-        self.pending.drain(..).map(|w| w.q).collect()
+        let mut all = std::mem::take(&mut self.orphans);
+        all.extend(self.pending.drain(..).map(|w| w.q));
+        all
     }
 
     pub fn push(&mut self, peer: Peer, data: &[u8], ts: u64) -> Result<DbOut, DbError> {
-        let mut out = DbOut::default();
+        let mut out = DbOut {
+            queries: std::mem::take(&mut self.orphans),
+            ..Default::default()
+        };
         let s = side(peer);
         if self.resync[s] {
-            if classify(data).is_err() {
+            let starts = match peer {
+                Peer::Client => classify(data) == Start::Command,
+                Peer::Server => {
+                    !self.resync[0] && matches!(classify(data), Start::Command | Start::Reply)
+                }
+            };
+            if !starts {
                 out.raw.extend_from_slice(data);
                 return Ok(out);
             }
             self.resync[s] = false;
-            out.queries.extend(self.finish());
             out.notices.push(format!(
                 "Redis {} stream decodable again",
                 if s == 0 { "command" } else { "reply" }
@@ -729,12 +760,12 @@ mod tests {
 
     #[test]
     fn classifies() {
-        assert_eq!(classify(b"*2\r\n$3\r\nGET"), Ok(Some(true)));
-        assert_eq!(classify(b"+OK\r\n"), Ok(Some(false)));
-        assert_eq!(classify(b"*2"), Ok(None));
-        assert!(classify(b"*x\r\n").is_err());
-        assert!(classify(b"GET / HTTP/1.1").is_err());
-        assert!(classify(b"-").is_ok());
+        assert_eq!(classify(b"*2\r\n$3\r\nGET"), Start::Command);
+        assert_eq!(classify(b"+OK\r\n"), Start::Reply);
+        assert_eq!(classify(b"*2"), Start::Wait);
+        assert_eq!(classify(b"*x\r\n"), Start::Not);
+        assert_eq!(classify(b"GET / HTTP/1.1"), Start::Not);
+        assert_eq!(classify(b"-"), Start::Wait);
     }
 
     #[test]
@@ -755,10 +786,7 @@ mod tests {
             !w.contains("hunter2") && !w.contains("pw\r") && w.contains("*******"),
             "{w}"
         );
-        assert!(
-            w.contains("$1\r\nu\r\n") == false,
-            "HELLO's user is masked: {w}"
-        );
+        assert!(!w.contains("$1\r\nu\r\n"), "HELLO's user is masked: {w}");
         let r = b"+OK\r\n+OK\r\n-WRONGTYPE Operation against a key holding the wrong kind of value\r\n*2\r\n$1\r\na\r\n$-1\r\n%1\r\n+server\r\n+redis\r\n";
         let o = run(&mut c, Peer::Server, r, 5);
         let q = &o.queries;
@@ -816,6 +844,9 @@ mod tests {
         c.gap(Peer::Client);
         let o = run(&mut c, Peer::Client, b"tail of something\r\n", 2);
         assert_eq!(o.raw, b"tail of something\r\n");
+        // a reply before the client picked up again: skipped
+        let o = run(&mut c, Peer::Server, b"+OK\r\n", 3);
+        assert_eq!(o.raw, b"+OK\r\n");
         let o = run(&mut c, Peer::Client, &cmd(&["GET", "b"]), 3);
         assert_eq!(o.notices.len(), 1);
         let o = run(&mut c, Peer::Server, b"$1\r\nx\r\n", 4);

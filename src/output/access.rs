@@ -655,6 +655,73 @@ mod tests {
         }
     }
 
+    fn db_items() -> Vec<Item> {
+        use crate::decode::db::DbSystem;
+        let mut ok = DbQuery::new(DbSystem::Postgresql, 1_000);
+        ok.set_sql("select 'marker'", false, Default::default(), false);
+        ok.rows = Some(1);
+        ok.answer(DbStatus::Ok, 311_000);
+        let mut err = DbQuery::new(DbSystem::Mysql, 2_000);
+        err.set_sql("SELECT * FROM nope", false, Default::default(), true);
+        err.error_code = Some("1146".into());
+        err.sqlstate = Some("42S02".into());
+        err.error = Some("Table 'd.nope' doesn't exist\x1b[2J".into());
+        err.answer(DbStatus::Error, 1_002_000);
+        let mut msg = DbQuery::new(DbSystem::Redis, 3_000);
+        msg.kind = DbKind::Message;
+        msg.operation = Some("MESSAGE".into());
+        msg.query = Some("news".into());
+        msg.response = Some("hello".into());
+        msg.status = Some(DbStatus::Ok);
+        [ok, err, msg]
+            .into_iter()
+            .map(|q| Item::Db(Box::new(q)))
+            .collect()
+    }
+
+    /// Database records: one line each (rows, error with its code, a
+    /// pushed message), the query sanitized by default, terminal escapes
+    /// escaped; JSON objects of type db.
+    #[test]
+    fn db_records() {
+        let text = output(Format::Text, 0, &db_items());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].ends_with(" curl[42] example.com postgresql SELECT 1 row 0.31ms select ?"),
+            "{text}"
+        );
+        assert!(
+            lines[1].ends_with(
+                " curl[42] mysql SELECT error 1146 Table 'd.nope' doesn't exist\\x1b[2J 1.00ms \
+                 SELECT * FROM nope"
+            ),
+            "{text}"
+        );
+        assert!(
+            lines[2].ends_with(" curl[42] example.com redis MESSAGE news hello"),
+            "{text}"
+        );
+        let json = output(Format::Json, 0, &db_items());
+        let v: Vec<serde_json::Value> = json
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(v[0]["type"], "db");
+        assert_eq!(v[0]["system"], "postgresql");
+        assert_eq!(v[0]["operation"], "SELECT");
+        assert_eq!(v[0]["query"], "select ?");
+        assert_eq!(v[0]["status"], "ok");
+        assert_eq!(v[0]["rows"], 1);
+        assert_eq!(v[0]["latency_ms"], 0.31);
+        assert_eq!(v[1]["error_code"], "1146");
+        assert_eq!(v[1]["sqlstate"], "42S02");
+        assert_eq!(v[1]["status"], "error");
+        assert_eq!(v[2]["kind"], "message");
+        assert_eq!(v[2]["response"], "hello");
+        assert_eq!(v[2]["latency_ms"], serde_json::Value::Null);
+    }
+
     fn output(format: Format, detail: u8, items: &[Item]) -> String {
         let buf = SharedBuf::default();
         let mut w = AccessWriter {

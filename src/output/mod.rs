@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::abi::Direction;
 use crate::decode::conn::{ConnDecoder, Decoded, Item};
+use crate::decode::db::QueryText;
 use crate::decode::limits::{CONN_OVERHEAD, IDLE_TIMEOUT_NS, TOTAL_MEMORY, TOTAL_MEMORY_LOW};
 use crate::decode::raw::RawRedactor;
 use crate::decode::Redact;
@@ -390,6 +391,8 @@ pub struct Options {
     pub write: Option<std::path::PathBuf>,
     pub pcap: Option<std::path::PathBuf>,
     pub redact: Redact,
+    /// How database query text is shown (`--db-query-text`).
+    pub db_query_text: QueryText,
 }
 
 struct ConnState {
@@ -439,6 +442,7 @@ pub struct Pipeline {
     pcap: Option<PcapWriter>,
     conns: HashMap<(u32, u64), ConnState>,
     redact: Redact,
+    db_query_text: QueryText,
     clock: Clock,
     /// Connections by last activity (the order of their last record).
     lru: BTreeMap<u64, (u32, u64)>,
@@ -485,6 +489,7 @@ impl Pipeline {
             pcap,
             conns: HashMap::new(),
             redact: o.redact.clone(),
+            db_query_text: o.db_query_text,
             clock: Clock::new(),
             lru: BTreeMap::new(),
             next_seq: 0,
@@ -518,6 +523,7 @@ impl Pipeline {
     /// recently active.
     fn conn(&mut self, pid: u32, comm: &str, conn: u64, ts_ns: u64) -> &mut ConnState {
         let redact = &self.redact;
+        let db_query_text = self.db_query_text;
         let seq = self.next_seq;
         self.next_seq += 1;
         let st = self.conns.entry((pid, conn)).or_insert_with(|| {
@@ -530,7 +536,7 @@ impl Pipeline {
                     conn,
                     sni: None,
                 },
-                decoder: ConnDecoder::new(redact.clone()),
+                decoder: ConnDecoder::new(redact.clone()).with_query_text(db_query_text),
                 in_pcap: false,
                 masks: [
                     RawRedactor::new(redact.clone()),
@@ -742,8 +748,10 @@ impl Pipeline {
         }
         if self.telemetry.is_on() {
             for item in &d.items {
-                if let Item::Exchange(e) = item {
-                    self.telemetry.exchange(&st.meta, e, &self.clock);
+                match item {
+                    Item::Exchange(e) => self.telemetry.exchange(&st.meta, e, &self.clock),
+                    Item::Db(q) => self.telemetry.db(&st.meta, q, &self.clock),
+                    _ => {}
                 }
             }
         }

@@ -50,6 +50,7 @@ fn pipeline(dir: &tempfile::TempDir, raw: bool) -> (Pipeline, std::path::PathBuf
         write: Some(out.clone()),
         pcap: None,
         redact: Redact::new(&[]),
+        db_query_text: Default::default(),
     };
     (Pipeline::new(&o).unwrap(), out)
 }
