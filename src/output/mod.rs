@@ -402,6 +402,10 @@ struct ConnState {
     /// `--raw`: masks the sensitive values of each call, per direction
     /// (read, write), across calls.
     masks: [RawRedactor; 2],
+    /// `--raw`: a decoder run only to mask database passwords (PostgreSQL,
+    /// MySQL, Redis) in the calls as captured; dropped once the connection
+    /// is known to be something else.
+    db_masker: Option<Box<ConnDecoder>>,
     /// Bytes of state counted for it (`CONN_OVERHEAD` + the decoder's).
     memory: usize,
     /// CLOCK_MONOTONIC ns of its last record.
@@ -542,6 +546,7 @@ impl Pipeline {
                     RawRedactor::new(redact.clone()),
                     RawRedactor::new(redact.clone()),
                 ],
+                db_masker: Some(Box::new(ConnDecoder::new(Redact::none()))),
                 memory: CONN_OVERHEAD,
                 last_ns: ts_ns,
                 seq,
@@ -557,7 +562,8 @@ impl Pipeline {
     /// Counts what a connection holds now.
     fn account(&mut self, key: (u32, u64)) {
         if let Some(st) = self.conns.get_mut(&key) {
-            let m = CONN_OVERHEAD + st.decoder.memory();
+            let masker = st.db_masker.as_ref().map_or(0, |m| m.memory());
+            let m = CONN_OVERHEAD + st.decoder.memory() + masker;
             self.memory = self.memory - st.memory + m;
             st.memory = m;
         }
@@ -572,6 +578,15 @@ impl Pipeline {
         let mask = &mut st.masks[usize::from(c.direction == Direction::Write)];
         if c.lost_bytes > 0 {
             mask.gap();
+        }
+        let lost = u64::from(c.len).saturating_sub(c.data.len() as u64);
+        let outgoing = c.direction == Direction::Write;
+        if let Some(m) = &mut st.db_masker {
+            match m.db_mask(outgoing, &c.data, c.ts_ns, lost) {
+                Some(Some(data)) => return Cow::Owned(CallRecord { data, ..c.clone() }),
+                Some(None) => {}
+                None => st.db_masker = None,
+            }
         }
         let data = mask.push(&c.data);
         let out = match data {
@@ -605,6 +620,7 @@ impl Pipeline {
                     if let Some(w) = &mut self.raw {
                         w.write(rec)?;
                     }
+                    self.account(key);
                 }
                 if self.decoding() {
                     let Some(st) = self.conns.get_mut(&key) else {
