@@ -12,7 +12,8 @@ TEST_PKGS=(curl openssl libssl-dev python3 nodejs
            procps psmisc bc binutils gnutls-bin wget golang-go
            tshark prometheus podman runc debootstrap nginx-light libnss3-tools iproute2
            python3-pip
-           postgresql redis-server redis-tools mariadb-server mariadb-client)
+           postgresql redis-server redis-tools mariadb-server mariadb-client
+           libdbd-mariadb-perl)
 
 # The peers `make bench` compares against.
 BENCH_PKGS=(bpftrace bpfcc-tools)

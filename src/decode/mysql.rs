@@ -514,7 +514,7 @@ fn command_name(cmd: u8) -> String {
 
 /// Whether `data` (a direction's first bytes) is, or may become, a
 /// client's login packet after TLS started (protocol 4.1, SSL asked for,
-/// the filler zero): Some(true) it is, Some(false) it is not, None wait.
+/// the filler zero but for MariaDB's capabilities): Some(true) it is, Some(false) it is not, None wait.
 pub fn login(data: &[u8]) -> Option<bool> {
     let plausible_head =
         |d: &[u8]| (d.len() < 3 || d[2] == 0) && (d.len() < 4 || matches!(d[3], 1 | 2));
@@ -526,7 +526,9 @@ pub fn login(data: &[u8]) -> Option<bool> {
     }
     let len = u32::from_le_bytes([data[0], data[1], data[2], 0]);
     let caps = u32::from_le_bytes([data[4], data[5], data[6], data[7]]);
-    let filler = &data[4 + 9..4 + 32];
+    // 23 filler bytes; MariaDB puts its extended capabilities in the
+    // last 4
+    let filler = &data[4 + 9..4 + 28];
     Some(
         len >= 32
             && caps & CLIENT_PROTOCOL_41 != 0
