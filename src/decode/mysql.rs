@@ -32,6 +32,10 @@ const CLIENT_PROTOCOL_41: u32 = 0x200;
 const CLIENT_SSL: u32 = 0x800;
 const CLIENT_DEPRECATE_EOF: u32 = 1 << 24;
 const CLIENT_QUERY_ATTRIBUTES: u32 = 1 << 27;
+/// MariaDB's extended capability (the last 4 filler bytes of the login
+/// packet): an execution's column count is followed by a byte saying
+/// whether the column definitions follow (0: the client has them cached).
+const MARIADB_CLIENT_CACHE_METADATA: u32 = 1 << 4;
 const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
 /// A packet of this length continues in the next.
 const MAX_PACKET: u64 = 0xff_ffff;
@@ -87,6 +91,8 @@ struct Waiting {
     text: Option<(String, bool)>,
     /// Rows so far (all result sets).
     rows: u64,
+    /// COM_STMT_EXECUTE (binary result sets).
+    binary: bool,
     /// Shown (not a silent command's answer).
     shown: bool,
 }
@@ -101,6 +107,8 @@ pub struct MysqlConn {
     phase: Phase,
     /// The capabilities the client asked for.
     caps: u32,
+    /// MariaDB's extended capabilities (0 for MySQL clients).
+    ext_caps: u32,
     statements: Statements<u32>,
     pending: VecDeque<Waiting>,
     reading: Reading,
@@ -120,6 +128,7 @@ impl MysqlConn {
             joining: [None, None],
             phase: Phase::Login,
             caps: 0,
+            ext_caps: 0,
             statements: Statements::default(),
             pending: VecDeque::new(),
             reading: Reading::Start,
@@ -210,10 +219,16 @@ impl MysqlConn {
     fn client_packet(&mut self, f: &Frame, out: &mut DbOut) {
         match self.phase {
             Phase::Login => {
-                self.caps = f
-                    .body
-                    .get(..4)
-                    .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                let le = |r: std::ops::Range<usize>| {
+                    f.body
+                        .get(r)
+                        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                };
+                self.caps = le(0..4);
+                // CLIENT_MYSQL (bit 0) unset: a MariaDB client
+                if self.caps & 1 == 0 {
+                    self.ext_caps = le(28..32);
+                }
                 self.phase = Phase::Auth;
             }
             Phase::Auth => {}
@@ -266,12 +281,14 @@ impl MysqlConn {
             }
         };
         let shown = expect == Expect::Results;
+        let binary = cmd == COM_STMT_EXECUTE;
         self.queue(
             Waiting {
                 q,
                 expect,
                 text,
                 rows: 0,
+                binary,
                 shown,
             },
             out,
@@ -359,10 +376,18 @@ impl MysqlConn {
                 } else if first == 0xfb {
                     false // LOCAL INFILE: the client sends the file, then OK
                 } else {
-                    let n = lenenc(b).map_or(0, |(n, _)| n);
-                    self.reading = Reading::Columns {
-                        left: n,
-                        eof: !deprecate_eof,
+                    let (n, used) = lenenc(b).unwrap_or((0, 1));
+                    let cached = w.binary
+                        && self.ext_caps & MARIADB_CLIENT_CACHE_METADATA != 0
+                        && b.get(used) == Some(&0);
+                    let left = if cached { 0 } else { n };
+                    self.reading = if left == 0 && deprecate_eof {
+                        Reading::Rows
+                    } else {
+                        Reading::Columns {
+                            left,
+                            eof: !deprecate_eof,
+                        }
                     };
                     false
                 }
@@ -671,6 +696,43 @@ mod tests {
         r.extend(pkt(4, &[0xfe, 0, 0, 2, 0, 0, 0]));
         let o = run(&mut c, Peer::Server, &r, 6);
         assert_eq!(o.queries[0].rows, Some(1));
+    }
+
+    /// MariaDB clients caching column definitions: an execution's column
+    /// count says whether they follow.
+    #[test]
+    fn mariadb_cached_metadata() {
+        let mut c = MysqlConn::new(QueryText::Full);
+        let mut l = login_pkt(false);
+        l[4] &= !1; // no CLIENT_MYSQL: MariaDB
+        l[4 + 28] = MARIADB_CLIENT_CACHE_METADATA as u8;
+        assert_eq!(login(&l), Some(true));
+        run(&mut c, Peer::Client, &l, 1);
+        run(&mut c, Peer::Server, &ok(2, 0, 2), 2);
+        let mut p = vec![COM_STMT_PREPARE];
+        p.extend(b"SELECT a FROM t");
+        run(&mut c, Peer::Client, &pkt(0, &p), 3);
+        let mut r = pkt(1, &[0, 9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        r.extend(pkt(2, b"coldef"));
+        r.extend(eof(3, 2));
+        run(&mut c, Peer::Server, &r, 4);
+        let exec = pkt(0, &[COM_STMT_EXECUTE, 9, 0, 0, 0, 0, 1, 0, 0, 0]);
+        for (ts, follows) in [(5, 1u8), (7, 0)] {
+            run(&mut c, Peer::Client, &exec, ts);
+            let mut r = pkt(1, &[1, follows]);
+            let mut seq = 2;
+            if follows == 1 {
+                r.extend(pkt(seq, b"coldef"));
+                seq += 1;
+            }
+            r.extend(eof(seq, 2));
+            r.extend(pkt(seq + 1, &[0, 0, 1, 0, 0, 0]));
+            r.extend(eof(seq + 2, 2));
+            let o = run(&mut c, Peer::Server, &r, ts + 1);
+            assert_eq!(o.queries.len(), 1);
+            assert_eq!(o.queries[0].rows, Some(1));
+            assert_eq!(o.queries[0].query.as_deref(), Some("SELECT a FROM t"));
+        }
     }
 
     #[test]

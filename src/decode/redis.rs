@@ -411,6 +411,13 @@ impl RedisConn {
                     return;
                 }
             }
+            if let Some(mut w) = self.pending.pop_front() {
+                // a confirmation is no list of rows
+                answer(&mut w.q, &v, ts);
+                w.q.rows = None;
+                out.queries.push(w.q);
+            }
+            return;
         } else if v.kind == b'>' {
             return; // other pushes (invalidation): not an answer
         }
