@@ -224,8 +224,8 @@ fn check_db(q: &DbQuery, fed: u64) {
 /// One database decoder driven as the connection decoder drives it: calls
 /// of both peers, lost bytes (a decoder that cannot resynchronise stops),
 /// the close. Memory stays bounded, the wire form is never longer than
-/// what came in (masking keeps lengths), a password put in the stream
-/// never leaves it.
+/// what came in (masking keeps lengths), records stay within their bounds.
+/// The first byte's high bit chooses `--db-query-text full`.
 fn db_harness(system: DbSystem, data: &[u8]) {
     let script = Script::parse(data);
     let mode = if data.first().is_some_and(|b| b & 0x80 != 0) {
