@@ -172,8 +172,7 @@ pub fn cut_text(mut s: String, max: usize) -> (String, bool) {
     (s, true)
 }
 
-/// Bytes as text (invalid UTF-8 replaced), cut at a character boundary
-/// if `kept < total`.
+/// Bytes as text (invalid UTF-8 replaced).
 pub fn text_of(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -209,9 +208,8 @@ pub enum DbConn {
 }
 
 impl DbConn {
-    /// A decoder for `system`; `startup`: the stream begins with the
-    /// client's first message (PostgreSQL's StartupMessage, MySQL's login
-    /// packet) rather than in the middle.
+    /// A decoder for `system`, from the client's first message on
+    /// (PostgreSQL's StartupMessage, MySQL's login packet; Redis has none).
     pub fn new(system: DbSystem, mode: QueryText) -> DbConn {
         match system {
             DbSystem::Postgresql => DbConn::Postgres(Box::new(super::postgres::PgConn::new(mode))),
@@ -652,7 +650,9 @@ fn dollar_quoted(b: &[u8], i: usize) -> Option<usize> {
         .iter()
         .position(|&c| !(c.is_ascii_alphabetic() || c == b'_'))
         .map(|p| i + 1 + p)?;
-    if b[tag_end] != b'$' {
+    // a tag is an identifier (at most 63 bytes in PostgreSQL): a longer
+    // run is no tag, and the search below stays linear in practice
+    if b[tag_end] != b'$' || tag_end - i > 64 {
         return None;
     }
     let tag = &b[i..=tag_end];
@@ -726,6 +726,8 @@ mod tests {
             "INSERT INTO t VALUES (?,?)"
         );
         assert_eq!(s("SELECT 'unterminated"), "SELECT ?");
+        let long_tag = format!("SELECT ${}$ 1", "a".repeat(100));
+        assert_eq!(s(&long_tag), long_tag.replace(" 1", " ?"));
         assert_eq!(
             sanitize_sql("SELECT \"a\", `b` FROM t WHERE x = 0x1F", true),
             "SELECT ?, `b` FROM t WHERE x = ?"
