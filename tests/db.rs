@@ -7,12 +7,17 @@
 //! codes, sides, pids; passwords never in any output.
 
 mod common;
+#[allow(dead_code)]
+mod otlp_receiver;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
@@ -776,5 +781,150 @@ fn mariadb_queries_prepared_statements_errors_both_ends() {
             "{lines}"
         );
         check_no_password(&[&decoded, &raw, &text]);
+    });
+}
+
+/// A span's attributes as `key=value` text, sorted.
+fn span_attrs(s: &Span) -> Vec<String> {
+    let mut v: Vec<String> = s
+        .attributes
+        .iter()
+        .map(
+            |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Any::StringValue(x)) => format!("{}={x}", kv.key),
+                Some(Any::IntValue(i)) => format!("{}={i}", kv.key),
+                other => format!("{}={other:?}", kv.key),
+            },
+        )
+        .collect();
+    v.sort();
+    v
+}
+
+/// The spans of process `pid`.
+fn spans_of(r: &otlp_receiver::Receiver, pid: u32) -> Vec<Span> {
+    r.with(|rec| {
+        rec.traces
+            .iter()
+            .flat_map(|t| &t.resource_spans)
+            .filter(|rs| {
+                rs.resource.as_ref().is_some_and(|res| {
+                    res.attributes.iter().any(|kv| {
+                        kv.key == "process.pid"
+                            && kv.value.as_ref().and_then(|v| v.value.as_ref())
+                                == Some(&Any::IntValue(i64::from(pid)))
+                    })
+                })
+            })
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| ss.spans.clone())
+            .collect()
+    })
+}
+
+/// psql's queries as OTLP spans (database conventions, sanitized text by
+/// default) and in the Prometheus histogram.
+#[test]
+fn postgres_otlp_spans_and_prometheus_histogram() {
+    rerun_if_host_stalled(|| {
+        let pg = postgres();
+        let port = pg.port.to_string();
+        let r = otlp_receiver::Receiver::http();
+        let mport = free_port();
+        let _agent = Agent::start_decoded(
+            "json",
+            &[
+                "--port",
+                &port,
+                "--otlp-endpoint",
+                &r.endpoint(),
+                "--metrics-addr",
+                &format!("127.0.0.1:{mport}"),
+            ],
+        );
+        let conninfo =
+            format!("host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=require");
+        let psql = Held::with_env(
+            Path::new("/usr/bin/psql"),
+            &[
+                &conninfo,
+                "-X",
+                "-c",
+                "SELECT 42 AS marker",
+                "-c",
+                "SELECT * FROM nope",
+            ],
+            &[("PGPASSWORD", PASSWORD)],
+        );
+        let pid = psql.pid;
+        let mut h = psql;
+        h.go(b"");
+        h.finish(T);
+        let until = Instant::now() + Duration::from_secs(20);
+        while spans_of(&r, pid).len() < 2 {
+            assert!(Instant::now() < until, "no spans of psql");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let spans = spans_of(&r, pid);
+        assert_eq!(spans.len(), 2);
+        let cport = |s: &Span| {
+            span_attrs(s)
+                .into_iter()
+                .filter(|a| !a.starts_with("network.peer.port="))
+                .collect::<Vec<_>>()
+        };
+        let common = |rest: &[&str]| {
+            let mut v: Vec<String> = [
+                "db.operation.name=SELECT",
+                "db.system.name=postgresql",
+                "network.peer.address=127.0.0.1",
+                "network.transport=tcp",
+                "network.type=ipv4",
+                "server.address=127.0.0.1",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            v.push(format!("server.port={port}"));
+            v.extend(rest.iter().map(|s| s.to_string()));
+            v.sort();
+            v
+        };
+        assert_eq!(
+            cport(&spans[0]),
+            common(&[
+                "db.query.text=SELECT ? AS marker",
+                "db.response.returned_rows=1"
+            ])
+        );
+        assert_eq!(
+            cport(&spans[1]),
+            common(&[
+                "db.query.text=SELECT * FROM nope",
+                "db.response.status_code=42P01",
+                "error.type=42P01"
+            ])
+        );
+        assert!(spans
+            .iter()
+            .all(|s| s.name == "SELECT" && s.kind == SpanKind::Client as i32));
+        let st = spans[1].status.as_ref().unwrap();
+        assert_eq!(st.message, "relation \"nope\" does not exist");
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", mport)).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            c,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        for status in ["ok", "error"] {
+            let series = format!(
+                "plainsight_db_duration_seconds_count{{process=\"psql\",system=\"postgresql\",\
+                 operation=\"SELECT\",status=\"{status}\"}} 1"
+            );
+            assert!(text.contains(&series), "{series} in {text}");
+        }
     });
 }
