@@ -762,3 +762,128 @@ mod tests {
         assert!(f.next(&mut d, 3, &mut wire, &mask, &ok).is_err());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pg(ty: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![ty];
+        v.extend(((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn my(seq: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = (body.len() as u32).to_le_bytes()[..3].to_vec();
+        v.push(seq);
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// (system, calls as (from the server, bytes)) of a short session each.
+    fn sessions() -> Vec<(DbSystem, Vec<(bool, Vec<u8>)>)> {
+        let startup = [&[0u8, 0, 0, 14, 0, 3, 0, 0][..], b"user\0\0"].concat();
+        let mut q = pg(b'Q', b"select 'a', 1\0");
+        q.extend(pg(b'P', b"s\0select $1\0\0\0"));
+        q.extend(pg(b'B', b"\0s\0\0\0\0\0\0\0"));
+        q.extend(pg(b'E', b"\0\0\0\0\0"));
+        q.extend(pg(b'S', b""));
+        let mut r = pg(b'C', b"SELECT 1\0");
+        r.extend(pg(b'Z', b"I"));
+        r.extend(pg(b'E', b"C42P01\0Mnope\0\0"));
+        r.extend(pg(b'Z', b"I"));
+        let pg_s = vec![
+            (false, startup),
+            (false, pg(b'p', b"pw\0")),
+            (true, pg(b'Z', b"I")),
+            (false, q),
+            (true, r),
+        ];
+        let redis_s = vec![
+            (
+                false,
+                b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"
+                    .to_vec(),
+            ),
+            (true, b"+OK\r\n-ERR no\r\n".to_vec()),
+            (false, b"*2\r\n$6\r\nLRANGE\r\n$1\r\nl\r\n".to_vec()),
+            (true, b"*2\r\n$1\r\na\r\n%1\r\n+k\r\n:1\r\n".to_vec()),
+        ];
+        let mut login = (0x200u32 | 0x800 | 0x8000).to_le_bytes().to_vec();
+        login.extend([0, 0, 0, 1, 33]);
+        login.extend([0; 23]);
+        login.extend(b"u\0\x02pw");
+        let mut rs = my(1, &[1]);
+        rs.extend(my(2, b"coldef"));
+        rs.extend(my(3, &[0xfe, 0, 0, 2, 0]));
+        rs.extend(my(4, b"\x01a"));
+        rs.extend(my(5, &[0xfe, 0, 0, 2, 0]));
+        let mysql_s = vec![
+            (false, my(2, &login)),
+            (true, my(3, &[0, 0, 0, 2, 0, 0, 0])),
+            (false, my(0, b"\x03select 'a'")),
+            (true, rs),
+            (false, my(0, b"\x03select x")),
+            (true, my(1, b"\xff\x7a\x04#42S02nope")),
+        ];
+        vec![
+            (DbSystem::Postgresql, pg_s),
+            (DbSystem::Redis, redis_s),
+            (DbSystem::Mysql, mysql_s),
+        ]
+    }
+
+    fn feed(system: DbSystem, calls: &[(bool, Vec<u8>)], cut: &[usize]) -> (Vec<DbQuery>, Vec<u8>) {
+        let mut c = DbConn::new(system, QueryText::Full);
+        let (mut qs, mut wire) = (Vec::new(), Vec::new());
+        for (i, (server, data)) in calls.iter().enumerate() {
+            let peer = if *server { Peer::Server } else { Peer::Client };
+            let at = cut.get(i).map_or(0, |c| c % (data.len() + 1));
+            for part in [&data[..at], &data[at..]] {
+                if part.is_empty() {
+                    continue;
+                }
+                let o = c.push(peer, part, 1).expect("decodes");
+                qs.extend(o.queries);
+                wire.extend(o.wire);
+            }
+        }
+        (qs, wire)
+    }
+
+    proptest! {
+        /// Calls split anywhere: the same records and wire bytes as whole.
+        #[test]
+        fn any_split_gives_the_same_records(cut in proptest::collection::vec(any::<usize>(), 6)) {
+            for (system, calls) in sessions() {
+                let whole = feed(system, &calls, &[]);
+                prop_assert!(!whole.0.is_empty());
+                prop_assert_eq!(feed(system, &calls, &cut), whole);
+            }
+        }
+
+        /// Arbitrary bytes from either side: records or an error, never a
+        /// panic; the wire form no longer than what came in.
+        #[test]
+        fn corrupt_input_never_panics(
+            calls in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..256)), 0..8),
+            which in 0usize..3,
+        ) {
+            let system = [DbSystem::Postgresql, DbSystem::Redis, DbSystem::Mysql][which];
+            let mut c = DbConn::new(system, QueryText::Sanitized);
+            let (mut fed, mut wire) = (0, 0);
+            for (server, data) in &calls {
+                let peer = if *server { Peer::Server } else { Peer::Client };
+                fed += data.len();
+                match c.push(peer, data, 1) {
+                    Ok(o) => wire += o.wire.len() + o.raw.len(),
+                    Err(_) => break,
+                }
+                prop_assert!(wire <= fed);
+            }
+            let _ = c.finish();
+        }
+    }
+}
