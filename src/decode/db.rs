@@ -782,8 +782,11 @@ mod props {
         v
     }
 
-    /// (system, calls as (from the server, bytes)) of a short session each.
-    fn sessions() -> Vec<(DbSystem, Vec<(bool, Vec<u8>)>)> {
+    /// Calls as (from the server, bytes).
+    type Calls = Vec<(bool, Vec<u8>)>;
+
+    /// A short session of each system.
+    fn sessions() -> Vec<(DbSystem, Calls)> {
         let startup = [&[0u8, 0, 0, 14, 0, 3, 0, 0][..], b"user\0\0"].concat();
         let mut q = pg(b'Q', b"select 'a', 1\0");
         q.extend(pg(b'P', b"s\0select $1\0\0\0"));
