@@ -673,7 +673,9 @@ fn secrets_after(r: &mut Reader) {
     let Some(cmd) = elems.first() else { return };
     let is = |e: &[u8], w: &str| e.eq_ignore_ascii_case(w.as_bytes());
     let cur = elems.get(i).map(Vec::as_slice).unwrap_or_default();
-    let extra = if i == 0 && is(cmd, "AUTH") {
+    // PASS: no Redis command, but POP3's (whose `+OK` greeting reads as a
+    // reply of a connection picked up midway)
+    let extra = if i == 0 && (is(cmd, "AUTH") || is(cmd, "PASS")) {
         u64::MAX - 1
     } else if i >= 1 && (is(cmd, "HELLO") || is(cmd, "MIGRATE")) && is(cur, "AUTH") {
         if is(cmd, "HELLO") {
