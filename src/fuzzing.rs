@@ -239,15 +239,14 @@ fn db_harness(system: DbSystem, data: &[u8]) {
     for (ts, op) in script.ops.iter().enumerate() {
         let p = peer(op);
         fed += op.data.len() as u64;
-        match c.push(p, &op.data, ts as u64) {
-            Ok(o) => {
-                wire += (o.wire.len() + o.raw.len()) as u64;
-                assert!(wire <= fed, "{wire} wire bytes from {fed}");
-                for q in &o.queries {
-                    check_db(q, fed);
-                }
-            }
-            Err(_) => return,
+        let o = c.push(p, &op.data, ts as u64);
+        wire += (o.wire.len() + o.raw.len()) as u64;
+        assert!(wire <= fed, "{wire} wire bytes from {fed}");
+        for q in &o.queries {
+            check_db(q, fed);
+        }
+        if o.error.is_some() {
+            return;
         }
         assert!(
             c.memory() <= bound + 2048 * 1024,

@@ -198,7 +198,9 @@ fn db_seeds_make_records() {
                 } else {
                     Peer::Client
                 };
-                n += c.push(peer, &op.data, 1).unwrap().queries.len();
+                let o = c.push(peer, &op.data, 1);
+                assert_eq!(o.error, None, "{}", f.display());
+                n += o.queries.len();
             }
             assert_eq!(n, want, "{}", f.display());
         }

@@ -823,40 +823,46 @@ fn db_call(
 ) -> bool {
     let (peer, ts_ns) = (c.peer, c.ts_ns);
     let name = conn.system().as_str();
-    let why = match conn.push(peer, c.data, ts_ns) {
-        Ok(o) => {
-            notices(out, ts_ns, o.notices);
-            notices(out, ts_ns, conn.take_notices());
-            db_queries(out, o.queries);
-            seg(out, o.wire);
-            if !o.raw.is_empty() {
-                raw_item(out, c.outgoing, ts_ns, o.raw.clone());
-                seg(out, o.raw);
-            }
-            if c.lost == 0 {
-                return false;
-            }
-            let side = peer_name(peer);
-            if conn.gap(peer) {
-                out.items.push(Item::Notice {
-                    ts_ns,
-                    text: format!(
-                        "{} bytes of the {name} {side} stream were not captured: decoding \
-                         resumes at the next call that starts a message",
-                        c.lost
-                    ),
-                });
-                return false;
-            }
-            format!(
-                "{} bytes of the {name} {side} stream were not captured: the rest of the \
-                 connection is shown raw",
-                c.lost
-            )
+    let o = conn.push(peer, c.data, ts_ns);
+    notices(out, ts_ns, o.notices);
+    notices(out, ts_ns, conn.take_notices());
+    db_queries(out, o.queries);
+    seg(out, o.wire);
+    let why = match o.error {
+        Some(e) => format!("{name}: {e}: the rest of the connection is shown raw"),
+        None if c.lost == 0 => String::new(),
+        None if conn.gap(peer) => {
+            out.items.push(Item::Notice {
+                ts_ns,
+                text: format!(
+                    "{} bytes of the {name} {} stream were not captured: decoding resumes at \
+                     the next call that starts a message",
+                    c.lost,
+                    peer_name(peer)
+                ),
+            });
+            String::new()
         }
-        Err(e) => format!("{name}: {e}: the rest of the connection is shown raw"),
+        None => format!(
+            "{} bytes of the {name} {} stream were not captured: the rest of the connection \
+             is shown raw",
+            c.lost,
+            peer_name(peer)
+        ),
     };
-    out.items.push(Item::Notice { ts_ns, text: why });
+    if !why.is_empty() {
+        out.items.push(Item::Notice {
+            ts_ns,
+            text: why.clone(),
+        });
+    }
+    if !o.raw.is_empty() {
+        raw_item(out, c.outgoing, ts_ns, o.raw.clone());
+        seg(out, o.raw);
+    }
+    if why.is_empty() {
+        return false;
+    }
     db_queries(out, conn.finish());
     notices(out, ts_ns, conn.take_notices());
     true

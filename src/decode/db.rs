@@ -183,10 +183,13 @@ pub struct DbOut {
     pub queries: Vec<DbQuery>,
     /// The bytes consumed, secrets masked (for pcapng).
     pub wire: Vec<u8>,
-    /// Bytes skipped while looking for a message start (after lost
-    /// bytes): shown raw.
+    /// Bytes not decoded: skipped while looking for a message start
+    /// (after lost bytes), or from where `error` struck on: shown raw.
     pub raw: Vec<u8>,
     pub notices: Vec<String>,
+    /// The stream is not (or no longer) the protocol: the rest of the
+    /// connection is raw.
+    pub error: Option<DbError>,
 }
 
 /// A stream the decoder cannot follow: the rest of the connection is raw.
@@ -231,13 +234,21 @@ impl DbConn {
         }
     }
 
-    /// One call's bytes from `peer`.
-    pub fn push(&mut self, peer: Peer, data: &[u8], ts: u64) -> Result<DbOut, DbError> {
-        match self {
-            DbConn::Postgres(c) => c.push(peer, data, ts),
-            DbConn::Redis(c) => c.push(peer, data, ts),
-            DbConn::Mysql(c) => c.push(peer, data, ts),
+    /// One call's bytes from `peer`: what they decode to, up to an error
+    /// (the bytes from there are `raw`).
+    pub fn push(&mut self, peer: Peer, data: &[u8], ts: u64) -> DbOut {
+        let mut out = DbOut::default();
+        let mut rest = data;
+        let r = match self {
+            DbConn::Postgres(c) => c.push_into(peer, &mut rest, ts, &mut out),
+            DbConn::Redis(c) => c.push_into(peer, &mut rest, ts, &mut out),
+            DbConn::Mysql(c) => c.push_into(peer, &mut rest, ts, &mut out),
+        };
+        if let Err(e) = r {
+            out.error = Some(e);
+            out.raw.extend_from_slice(rest);
         }
+        out
     }
 
     /// Bytes of `peer` were lost after the last call: true if decoding
@@ -848,7 +859,8 @@ mod props {
                 if part.is_empty() {
                     continue;
                 }
-                let o = c.push(peer, part, 1).expect("decodes");
+                let o = c.push(peer, part, 1);
+                assert_eq!(o.error, None);
                 qs.extend(o.queries);
                 wire.extend(o.wire);
             }
@@ -880,11 +892,12 @@ mod props {
             for (server, data) in &calls {
                 let peer = if *server { Peer::Server } else { Peer::Client };
                 fed += data.len();
-                match c.push(peer, data, 1) {
-                    Ok(o) => wire += o.wire.len() + o.raw.len(),
-                    Err(_) => break,
-                }
+                let o = c.push(peer, data, 1);
+                wire += o.wire.len() + o.raw.len();
                 prop_assert!(wire <= fed);
+                if o.error.is_some() {
+                    break;
+                }
             }
             let _ = c.finish();
         }

@@ -161,38 +161,39 @@ impl MysqlConn {
             .collect()
     }
 
+    /// One call's bytes from `peer`.
     pub fn push(&mut self, peer: Peer, data: &[u8], ts: u64) -> Result<DbOut, DbError> {
         let mut out = DbOut::default();
-        let mut rest = data;
-        let phase = self.phase;
-        let mask = move |h: &[u8], first: u8| client_clear(phase, h, first);
-        let no_mask = |_: &[u8], _: u8| u64::MAX;
+        self.push_into(peer, &mut &data[..], ts, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`MysqlConn::push`] into `out`, `rest` advanced past what was taken.
+    pub fn push_into(
+        &mut self,
+        peer: Peer,
+        rest: &mut &[u8],
+        ts: u64,
+        out: &mut DbOut,
+    ) -> Result<(), DbError> {
         let ok = |_: &[u8]| Ok(());
         loop {
             let s = side(peer);
-            let m: &dyn Fn(&[u8], u8) -> u64 = if peer == Peer::Client {
-                &mask
-            } else {
-                &no_mask
+            // what is masked depends on the phase, which a packet may change
+            let phase = self.phase;
+            let mask = move |h: &[u8], first: u8| match peer {
+                Peer::Client => client_clear(phase, h, first),
+                Peer::Server => u64::MAX,
             };
-            let Some(f) = self.framers[s].next(&mut rest, ts, &mut out.wire, m, &ok)? else {
-                break;
+            let Some(f) = self.framers[s].next(rest, ts, &mut out.wire, &mask, &ok)? else {
+                return Ok(());
             };
             let Some(p) = self.join(s, f) else { continue };
             match peer {
-                Peer::Client => self.client_packet(&p, &mut out),
-                Peer::Server => self.server_packet(&p, &mut out),
-            }
-            if self.phase != phase {
-                // what is masked depends on the phase: the rest of the call
-                // with the new one
-                let more = self.push(peer, rest, ts)?;
-                out.queries.extend(more.queries);
-                out.wire.extend(more.wire);
-                break;
+                Peer::Client => self.client_packet(&p, out),
+                Peer::Server => self.server_packet(&p, out),
             }
         }
-        Ok(out)
     }
 
     /// A packet of a payload: the whole payload once its last packet came.

@@ -113,28 +113,39 @@ impl PgConn {
     /// One call's bytes from `peer`.
     pub fn push(&mut self, peer: Peer, data: &[u8], ts: u64) -> Result<DbOut, DbError> {
         let mut out = DbOut::default();
-        let mut rest = data;
+        self.push_into(peer, &mut &data[..], ts, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`PgConn::push`] into `out`, `rest` advanced past what was taken
+    /// (on an error: the bytes from the one that failed).
+    pub fn push_into(
+        &mut self,
+        peer: Peer,
+        rest: &mut &[u8],
+        ts: u64,
+        out: &mut DbOut,
+    ) -> Result<(), DbError> {
         loop {
             let frame = match peer {
                 Peer::Client => {
                     let untyped = self.client.head_kind == Head::PgUntyped;
                     let check = move |h: &[u8]| check_type(h, untyped, CLIENT_TYPES, "client");
                     self.client
-                        .next(&mut rest, ts, &mut out.wire, &is_secret, &check)?
+                        .next(rest, ts, &mut out.wire, &is_secret, &check)?
                 }
                 Peer::Server => {
                     let check = |h: &[u8]| check_type(h, false, SERVER_TYPES, "server");
                     self.server
-                        .next(&mut rest, ts, &mut out.wire, &|_, _| u64::MAX, &check)?
+                        .next(rest, ts, &mut out.wire, &|_, _| u64::MAX, &check)?
                 }
             };
-            let Some(f) = frame else { break };
+            let Some(f) = frame else { return Ok(()) };
             match peer {
-                Peer::Client => self.client_message(&f, &mut out),
-                Peer::Server => self.server_message(&f, &mut out),
+                Peer::Client => self.client_message(&f, out),
+                Peer::Server => self.server_message(&f, out),
             }
         }
-        Ok(out)
     }
 
     /// The connection ended: what waits is shown unanswered.

@@ -208,22 +208,34 @@ impl RedisConn {
         all
     }
 
+    /// One call's bytes from `peer`.
     pub fn push(&mut self, peer: Peer, data: &[u8], ts: u64) -> Result<DbOut, DbError> {
-        let mut out = DbOut {
-            queries: std::mem::take(&mut self.orphans),
-            ..Default::default()
-        };
+        let mut out = DbOut::default();
+        self.push_into(peer, &mut &data[..], ts, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`RedisConn::push`] into `out`, `rest` advanced past what was taken.
+    pub fn push_into(
+        &mut self,
+        peer: Peer,
+        rest: &mut &[u8],
+        ts: u64,
+        out: &mut DbOut,
+    ) -> Result<(), DbError> {
+        out.queries.append(&mut self.orphans);
         let s = side(peer);
         if self.resync[s] {
             let starts = match peer {
-                Peer::Client => classify(data) == Start::Command,
+                Peer::Client => classify(rest) == Start::Command,
                 Peer::Server => {
-                    !self.resync[0] && matches!(classify(data), Start::Command | Start::Reply)
+                    !self.resync[0] && matches!(classify(rest), Start::Command | Start::Reply)
                 }
             };
             if !starts {
-                out.raw.extend_from_slice(data);
-                return Ok(out);
+                out.raw.extend_from_slice(rest);
+                *rest = &[];
+                return Ok(());
             }
             self.resync[s] = false;
             out.notices.push(format!(
@@ -231,9 +243,8 @@ impl RedisConn {
                 if s == 0 { "command" } else { "reply" }
             ));
         }
-        let mut rest = data;
         while !rest.is_empty() {
-            let done = self.step(peer, &mut rest, ts, &mut out.wire)?;
+            let done = self.step(peer, rest, ts, &mut out.wire)?;
             if done {
                 let r = &mut self.readers[s];
                 let v = std::mem::take(&mut r.value);
@@ -243,12 +254,12 @@ impl RedisConn {
                 r.inline = false;
                 r.masking = false;
                 match peer {
-                    Peer::Client => self.command(v, &mut out),
-                    Peer::Server => self.reply(v, ts, &mut out),
+                    Peer::Client => self.command(v, out),
+                    Peer::Server => self.reply(v, ts, out),
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Reads from `rest` until a top-level value completes (true) or the
