@@ -828,9 +828,12 @@ fn db_call(
     notices(out, ts_ns, conn.take_notices());
     db_queries(out, o.queries);
     seg(out, o.wire);
-    let why = match o.error {
-        Some(e) => format!("{name}: {e}: the rest of the connection is shown raw"),
-        None if c.lost == 0 => String::new(),
+    // Why decoding stops here, if it does.
+    let stop = match o.error {
+        Some(e) => Some(format!(
+            "{name}: {e}: the rest of the connection is shown raw"
+        )),
+        None if c.lost == 0 => None,
         None if conn.gap(peer) => {
             out.items.push(Item::Notice {
                 ts_ns,
@@ -841,26 +844,26 @@ fn db_call(
                     peer_name(peer)
                 ),
             });
-            String::new()
+            None
         }
-        None => format!(
+        None => Some(format!(
             "{} bytes of the {name} {} stream were not captured: the rest of the connection \
              is shown raw",
             c.lost,
             peer_name(peer)
-        ),
+        )),
     };
-    if !why.is_empty() {
+    if let Some(text) = &stop {
         out.items.push(Item::Notice {
             ts_ns,
-            text: why.clone(),
+            text: text.clone(),
         });
     }
     if !o.raw.is_empty() {
         raw_item(out, c.outgoing, ts_ns, o.raw.clone());
         seg(out, o.raw);
     }
-    if why.is_empty() {
+    if stop.is_none() {
         return false;
     }
     db_queries(out, conn.finish());
