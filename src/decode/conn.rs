@@ -1065,6 +1065,30 @@ mod tests {
         assert_eq!(db_queries(&c.finish(12)).len(), 0);
     }
 
+    /// A protocol error keeps what the call decoded before it; the rest of
+    /// the call, and of the connection, is raw.
+    #[test]
+    fn db_protocol_error_mid_call() {
+        let mut c = ConnDecoder::new(Redact::new(&[])).with_query_text(QueryText::Full);
+        c.push(true, &pg(b'Q', b"select 1\0"), 1, 0);
+        let mut r = pg(b'C', b"SELECT 1\0");
+        r.extend(pg(b'Z', b"I"));
+        r.extend(b"\x01garbage");
+        let d = c.push(false, &r, 2, 0);
+        assert_eq!(db_queries(&d).len(), 1);
+        let n = notices(&d);
+        assert_eq!(
+            n,
+            [
+                "postgresql: PostgreSQL: unknown server message type 0x01: the rest of the \
+              connection is shown raw"
+            ]
+        );
+        assert_eq!(raw_bytes(&d), 3, "after the 5-byte header that failed");
+        let d = c.push(true, b"more", 3, 0);
+        assert_eq!(raw_bytes(&d), 4);
+    }
+
     /// Redis resumes after lost bytes at a call that starts a value.
     #[test]
     fn redis_resumes_after_lost_bytes() {
