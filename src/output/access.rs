@@ -722,6 +722,24 @@ mod tests {
         assert_eq!(v[2]["latency_ms"], serde_json::Value::Null);
     }
 
+    /// `-v`: the whole query and Redis's reply under the line, escaped.
+    #[test]
+    fn db_records_verbose() {
+        use crate::decode::db::DbSystem;
+        let mut q = DbQuery::new(DbSystem::Redis, 1_000);
+        q.operation = Some("GET".into());
+        q.query = Some("GET k".into());
+        q.response = Some("va\x1blue".into());
+        q.answer(DbStatus::Ok, 2_000);
+        let text = output(Format::Text, 1, &[Item::Db(Box::new(q))]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with(" redis GET ok 0.00ms GET k"), "{text}");
+        assert_eq!(
+            lines[1..],
+            ["  > GET k", "  < [reply 6 bytes]", "    va\\x1blue"]
+        );
+    }
+
     fn output(format: Format, detail: u8, items: &[Item]) -> String {
         let buf = SharedBuf::default();
         let mut w = AccessWriter {
