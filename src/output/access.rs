@@ -722,7 +722,8 @@ mod tests {
         assert_eq!(v[2]["latency_ms"], serde_json::Value::Null);
     }
 
-    /// `-v`: the whole query and Redis's reply under the line, escaped.
+    /// `-v`: the whole query and Redis's reply under the line (the reply
+    /// like a body: text, or hex when it holds control bytes).
     #[test]
     fn db_records_verbose() {
         use crate::decode::db::DbSystem;
@@ -736,7 +737,12 @@ mod tests {
         assert!(lines[0].ends_with(" redis GET ok 0.00ms GET k"), "{text}");
         assert_eq!(
             lines[1..],
-            ["  > GET k", "  < [reply 6 bytes]", "    va\\x1blue"]
+            // a reply with control bytes is shown as hex, like a body
+            [
+                "  > GET k",
+                "  < [reply 6 bytes]",
+                "    00000000  76 61 1b 6c 75 65                                 va.lue"
+            ]
         );
     }
 
