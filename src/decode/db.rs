@@ -63,6 +63,7 @@ pub enum DbStatus {
 }
 
 impl DbStatus {
+    /// The name in records.
     pub fn as_str(self) -> &'static str {
         match self {
             DbStatus::Ok => "ok",
@@ -75,7 +76,9 @@ impl DbStatus {
 /// back; or a pushed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbQuery {
+    /// The protocol.
     pub system: DbSystem,
+    /// A command, or a pushed message.
     pub kind: DbKind,
     /// `SELECT`, `INSERT`, `GET`, ... (upper case).
     pub operation: Option<String>,
@@ -90,6 +93,7 @@ pub struct DbQuery {
     pub error_code: Option<String>,
     /// MySQL's SQLSTATE, beside its error number.
     pub sqlstate: Option<String>,
+    /// The server's error message.
     pub error: Option<String>,
     /// Rows returned or affected.
     pub rows: Option<u64>,
@@ -101,6 +105,7 @@ pub struct DbQuery {
     /// CLOCK_MONOTONIC ns of the command's first byte (a message: its
     /// arrival) and of the answer's last.
     pub ts_first_ns: u64,
+    /// See `ts_first_ns`.
     pub ts_last_ns: u64,
 }
 
@@ -180,12 +185,14 @@ pub fn text_of(b: &[u8]) -> String {
 /// What a decoder made of some bytes.
 #[derive(Debug, Default)]
 pub struct DbOut {
+    /// Commands answered (or given up on) and pushed messages, in order.
     pub queries: Vec<DbQuery>,
     /// The bytes consumed, secrets masked (for pcapng).
     pub wire: Vec<u8>,
     /// Bytes not decoded: skipped while looking for a message start
     /// (after lost bytes), or from where `error` struck on: shown raw.
     pub raw: Vec<u8>,
+    /// Decoding problems worth saying (picked up again after lost bytes).
     pub notices: Vec<String>,
     /// The stream is not (or no longer) the protocol: the rest of the
     /// connection is raw.
@@ -226,6 +233,7 @@ impl DbConn {
         DbConn::Postgres(Box::new(super::postgres::PgConn::midstream(mode)))
     }
 
+    /// The protocol decoded.
     pub fn system(&self) -> DbSystem {
         match self {
             DbConn::Postgres(_) => DbSystem::Postgresql,
@@ -339,10 +347,12 @@ impl<K: Hash + Eq + Clone> Statements<K> {
         first && self.evicted > 0
     }
 
+    /// The text of statement `k`, if remembered.
     pub fn get(&self, k: &K) -> Option<&String> {
         self.map.get(k)
     }
 
+    /// Forgets statement `k` (closed by the client).
     pub fn remove(&mut self, k: &K) {
         if let Some(t) = self.map.remove(k) {
             self.bytes -= t.len();
@@ -403,11 +413,15 @@ impl Head {
 /// its payload, the payload's length.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Frame {
+    /// The header as read.
     pub head: Vec<u8>,
+    /// The payload's first `DB_MESSAGE_KEEP` bytes.
     pub body: Vec<u8>,
+    /// The payload's length.
     pub len: u64,
     /// The call of its first byte, of its last.
     pub ts_first: u64,
+    /// See `ts_first`.
     pub ts_last: u64,
 }
 
@@ -423,6 +437,8 @@ impl Frame {
 /// announced length (the rest is counted and passed on).
 #[derive(Debug)]
 pub struct Framer {
+    /// How the next header reads (PostgreSQL's first client message has
+    /// no type).
     pub head_kind: Head,
     frame: Frame,
     /// Payload bytes still to come (None: in the header).
@@ -433,6 +449,7 @@ pub struct Framer {
 }
 
 impl Framer {
+    /// Messages whose headers read as `head_kind`.
     pub fn new(head_kind: Head) -> Framer {
         Framer {
             head_kind,

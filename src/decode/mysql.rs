@@ -113,6 +113,7 @@ pub struct MysqlConn {
     pending: VecDeque<Waiting>,
     reading: Reading,
     dropped: u64,
+    /// Limits reached (statements forgotten, commands shown unanswered).
     pub notices: Vec<String>,
 }
 
@@ -121,6 +122,7 @@ fn side(p: Peer) -> usize {
 }
 
 impl MysqlConn {
+    /// A connection from the client's login packet on.
     pub fn new(mode: QueryText) -> MysqlConn {
         MysqlConn {
             mode,
@@ -137,6 +139,7 @@ impl MysqlConn {
         }
     }
 
+    /// Bytes held (partial packets, statements, commands waiting).
     pub fn memory(&self) -> usize {
         self.framers.iter().map(Framer::memory).sum::<usize>()
             + self
@@ -153,6 +156,7 @@ impl MysqlConn {
                 .sum::<usize>()
     }
 
+    /// The connection ended: what waits is shown unanswered.
     pub fn finish(&mut self) -> Vec<DbQuery> {
         self.pending
             .drain(..)

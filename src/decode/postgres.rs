@@ -70,6 +70,7 @@ pub struct PgConn {
     /// Executes are being skipped to the next Sync (after an error).
     skipping: bool,
     pending_dropped: u64,
+    /// Limits reached (statements forgotten, commands shown unanswered).
     pub notices: Vec<String>,
 }
 

@@ -160,6 +160,7 @@ pub struct RedisConn {
     /// Commands that waited when bytes were lost: shown unanswered.
     orphans: Vec<DbQuery>,
     dropped: u64,
+    /// Limits reached (commands shown unanswered).
     pub notices: Vec<String>,
 }
 
@@ -168,6 +169,7 @@ fn side(p: Peer) -> usize {
 }
 
 impl RedisConn {
+    /// A connection from its first command (or picked up midway).
     pub fn new(mode: QueryText) -> RedisConn {
         RedisConn {
             mode,
@@ -181,6 +183,7 @@ impl RedisConn {
         }
     }
 
+    /// Bytes held (values being read, commands waiting).
     pub fn memory(&self) -> usize {
         self.readers.iter().map(Reader::memory).sum::<usize>()
             + self
@@ -202,6 +205,7 @@ impl RedisConn {
         self.orphans.extend(waiting);
     }
 
+    /// The connection ended: what waits is shown unanswered.
     pub fn finish(&mut self) -> Vec<DbQuery> {
         let mut all = std::mem::take(&mut self.orphans);
         all.extend(self.pending.drain(..).map(|w| w.q));
