@@ -407,7 +407,9 @@ fn postgres_psql_queries_errors_copy_both_ends() {
             ]
         );
         assert_eq!(client[1]["error"], "relation \"nope\" does not exist");
-        assert!(client.iter().all(|r| r["system"] == "postgresql"));
+        assert!(client
+            .iter()
+            .all(|r| r["system"] == "postgresql" && r["namespace"] == "postgres"));
         check_both_ends(&client, &server, pid, pg.port, "postgres");
         // the password went to the server inside TLS: captured, masked
         let (w, _) = raw.wait_bytes(pid, 1, 1);
@@ -722,7 +724,9 @@ fn mariadb_queries_prepared_statements_errors_both_ends() {
                 &Value::from("Table 'd.nope' doesn't exist")
             )
         );
-        assert!(client.iter().all(|r| r["system"] == "mysql"));
+        assert!(client
+            .iter()
+            .all(|r| r["system"] == "mysql" && r["namespace"] == "d"));
         let cport = &client[0]["client"]["port"];
         let server = db_records(&decoded, 3, |r| {
             r["comm"] == "mariadbd" && &r["client"]["port"] == cport
@@ -875,6 +879,7 @@ fn postgres_otlp_spans_and_prometheus_histogram() {
         };
         let common = |rest: &[&str]| {
             let mut v: Vec<String> = [
+                "db.namespace=postgres",
                 "db.operation.name=SELECT",
                 "db.system.name=postgresql",
                 "network.peer.address=127.0.0.1",

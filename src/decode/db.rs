@@ -80,6 +80,9 @@ pub struct DbQuery {
     pub system: DbSystem,
     /// A command, or a pushed message.
     pub kind: DbKind,
+    /// The database: PostgreSQL's from the StartupMessage, MySQL's from
+    /// the login packet or `COM_INIT_DB`, Redis's index after `SELECT`.
+    pub namespace: Option<String>,
     /// `SELECT`, `INSERT`, `GET`, ... (upper case).
     pub operation: Option<String>,
     /// The query or command text, secrets masked, sanitized unless
@@ -115,6 +118,7 @@ impl DbQuery {
         DbQuery {
             system,
             kind: DbKind::Query,
+            namespace: None,
             operation: None,
             query: None,
             query_truncated: false,
@@ -160,7 +164,8 @@ impl DbQuery {
     /// The bytes the record shows (for the amplification budget).
     pub fn size(&self) -> u64 {
         let s = |o: &Option<String>| o.as_ref().map_or(0, String::len);
-        (s(&self.operation) + s(&self.query) + s(&self.error) + s(&self.response) + 64) as u64
+        let texts = s(&self.namespace) + s(&self.operation) + s(&self.query);
+        (texts + s(&self.error) + s(&self.response) + 64) as u64
     }
 }
 
@@ -175,6 +180,14 @@ pub fn cut_text(mut s: String, max: usize) -> (String, bool) {
     }
     s.truncate(end);
     (s, true)
+}
+
+/// Names kept (database names, Redis indexes) at most this long.
+const NAME_KEEP: usize = 128;
+
+/// A database name from the stream, bounded.
+pub fn name_of(b: &[u8]) -> Option<String> {
+    (!b.is_empty()).then(|| cut_text(text_of(b), NAME_KEEP).0)
 }
 
 /// Bytes as text (invalid UTF-8 replaced).

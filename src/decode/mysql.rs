@@ -22,8 +22,8 @@
 use std::collections::VecDeque;
 
 use super::db::{
-    statements_notice, text_of, DbError, DbOut, DbQuery, DbStatus, DbSystem, Frame, Framer, Head,
-    QueryText, Statements,
+    name_of, statements_notice, text_of, DbError, DbOut, DbQuery, DbStatus, DbSystem, Frame,
+    Framer, Head, QueryText, Statements,
 };
 use super::limits::{DB_MESSAGE_KEEP, DB_PENDING};
 use super::Peer;
@@ -41,6 +41,7 @@ const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
 const MAX_PACKET: u64 = 0xff_ffff;
 
 const COM_QUIT: u8 = 0x01;
+const COM_INIT_DB: u8 = 0x02;
 const COM_QUERY: u8 = 0x03;
 const COM_CHANGE_USER: u8 = 0x11;
 const COM_STMT_PREPARE: u8 = 0x16;
@@ -109,6 +110,8 @@ pub struct MysqlConn {
     caps: u32,
     /// MariaDB's extended capabilities (0 for MySQL clients).
     ext_caps: u32,
+    /// The default database (login packet, COM_INIT_DB).
+    database: Option<String>,
     statements: Statements<u32>,
     pending: VecDeque<Waiting>,
     reading: Reading,
@@ -131,6 +134,7 @@ impl MysqlConn {
             phase: Phase::Login,
             caps: 0,
             ext_caps: 0,
+            database: None,
             statements: Statements::default(),
             pending: VecDeque::new(),
             reading: Reading::Start,
@@ -234,6 +238,7 @@ impl MysqlConn {
                 if self.caps & 1 == 0 {
                     self.ext_caps = le(28..32);
                 }
+                self.database = login_database(&f.body, self.caps);
                 self.phase = Phase::Auth;
             }
             Phase::Auth => {}
@@ -251,7 +256,11 @@ impl MysqlConn {
             return;
         };
         let cut = f.cut();
+        if cmd == COM_INIT_DB {
+            self.database = name_of(body);
+        }
         let mut q = DbQuery::new(DbSystem::Mysql, f.ts_first);
+        q.namespace = self.database.clone();
         let (expect, text) = match cmd {
             COM_QUERY => {
                 let text = query_text(body, self.caps);
@@ -449,6 +458,32 @@ impl MysqlConn {
     }
 }
 
+/// The database a login packet names (CLIENT_CONNECT_WITH_DB): after the
+/// fixed fields, the user name and the auth response.
+fn login_database(b: &[u8], caps: u32) -> Option<String> {
+    const CONNECT_WITH_DB: u32 = 0x8;
+    const SECURE_CONNECTION: u32 = 0x8000;
+    const AUTH_LENENC: u32 = 0x20_0000;
+    if caps & CONNECT_WITH_DB == 0 {
+        return None;
+    }
+    let rest = b.get(32..)?;
+    let user_end = rest.iter().position(|&c| c == 0)?;
+    let rest = &rest[user_end + 1..];
+    let rest = if caps & AUTH_LENENC != 0 {
+        let (n, used) = lenenc(rest)?;
+        rest.get(used + usize::try_from(n).ok()?..)?
+    } else if caps & SECURE_CONNECTION != 0 {
+        let n = usize::from(*rest.first()?);
+        rest.get(1 + n..)?
+    } else {
+        let end = rest.iter().position(|&c| c == 0)?;
+        &rest[end + 1..]
+    };
+    let end = rest.iter().position(|&c| c == 0).unwrap_or(rest.len());
+    name_of(&rest[..end])
+}
+
 /// How much of a client packet's payload shows on the wire (the rest is
 /// masked): the login packet's fixed fields (capabilities, sizes,
 /// character set, filler), nothing of an authentication packet, the
@@ -579,7 +614,7 @@ mod tests {
     }
 
     fn login_pkt(deprecate_eof: bool) -> Vec<u8> {
-        let mut caps = CLIENT_PROTOCOL_41 | CLIENT_SSL | 0x8000 | 0x80000;
+        let mut caps = CLIENT_PROTOCOL_41 | CLIENT_SSL | 0x8000 | 0x80000 | 0x8;
         if deprecate_eof {
             caps |= CLIENT_DEPRECATE_EOF;
         }
@@ -589,7 +624,7 @@ mod tests {
         b.extend(b"root\0");
         b.extend([5]);
         b.extend(b"s3crt");
-        b.extend(b"mysql_native_password\0");
+        b.extend(b"d\0mysql_native_password\0");
         pkt(2, &b)
     }
 
@@ -646,6 +681,7 @@ mod tests {
         r.extend(eof(7, 2));
         let o = run(&mut c, Peer::Server, &r, 12);
         let x = &o.queries[0];
+        assert_eq!(x.namespace.as_deref(), Some("d"));
         assert_eq!(x.query.as_deref(), Some("SELECT 'marker', 1"));
         assert_eq!((x.operation.as_deref(), x.rows), (Some("SELECT"), Some(2)));
         assert_eq!(x.latency_ns(), Some(2));

@@ -24,8 +24,8 @@
 use std::collections::VecDeque;
 
 use super::db::{
-    statements_notice, text_of, DbError, DbOut, DbQuery, DbStatus, DbSystem, Frame, Framer, Head,
-    QueryText, Statements,
+    name_of, statements_notice, text_of, DbError, DbOut, DbQuery, DbStatus, DbSystem, Frame,
+    Framer, Head, QueryText, Statements,
 };
 use super::limits::DB_PENDING;
 use super::Peer;
@@ -70,6 +70,8 @@ pub struct PgConn {
     /// Executes are being skipped to the next Sync (after an error).
     skipping: bool,
     pending_dropped: u64,
+    /// The database (StartupMessage's `database`, else its `user`).
+    database: Option<String>,
     /// Limits reached (statements forgotten, commands shown unanswered).
     pub notices: Vec<String>,
 }
@@ -94,6 +96,7 @@ impl PgConn {
             last_parse: None,
             skipping: false,
             pending_dropped: 0,
+            database: None,
             notices: Vec::new(),
         }
     }
@@ -164,13 +167,14 @@ impl PgConn {
         if self.client.head_kind == Head::PgUntyped {
             // StartupMessage (or another untyped request): typed from here.
             self.client.head_kind = Head::PgTyped;
+            self.database = startup_database(f.body.get(4..).unwrap_or_default());
             return;
         }
         let mut fields = f.body.split(|&b| b == 0);
         let mut next = || fields.next().map(text_of).unwrap_or_default();
         match f.head[0] {
             b'Q' => {
-                let mut q = DbQuery::new(DbSystem::Postgresql, f.ts_first);
+                let mut q = self.query(f.ts_first);
                 q.set_sql(&next(), f.cut(), self.mode, false);
                 self.queue(
                     Pending::Simple {
@@ -209,7 +213,7 @@ impl PgConn {
                 }
             }
             b'F' => {
-                let mut q = DbQuery::new(DbSystem::Postgresql, f.ts_first);
+                let mut q = self.query(f.ts_first);
                 q.operation = Some("FUNCTION CALL".into());
                 self.queue(
                     Pending::Simple {
@@ -226,7 +230,7 @@ impl PgConn {
 
     /// An Execute of `portal`: a record with its statement's text.
     fn execute(&mut self, portal: &str, ts: u64, out: &mut DbOut) {
-        let mut q = DbQuery::new(DbSystem::Postgresql, ts);
+        let mut q = self.query(ts);
         let stmt = self
             .portals
             .iter()
@@ -242,6 +246,13 @@ impl PgConn {
         }
         self.last_parse = None;
         self.queue(Pending::Execute { q, data_rows: 0 }, out);
+    }
+
+    /// A record of this connection's database, for a command sent at `ts`.
+    fn query(&self, ts: u64) -> DbQuery {
+        let mut q = DbQuery::new(DbSystem::Postgresql, ts);
+        q.namespace = self.database.clone();
+        q
     }
 
     fn queue(&mut self, p: Pending, out: &mut DbOut) {
@@ -346,7 +357,7 @@ impl PgConn {
             // at start-up (authentication).
             _ => {
                 let parse = self.last_parse.take();
-                let mut q = DbQuery::new(DbSystem::Postgresql, parse.as_ref().map_or(ts, |p| p.2));
+                let mut q = self.query(parse.as_ref().map_or(ts, |p| p.2));
                 if let Some((text, cut, _)) = &parse {
                     q.set_sql(text, *cut, self.mode, false);
                 }
@@ -397,6 +408,22 @@ fn check_type(h: &[u8], untyped: bool, known: &[u8], who: &str) -> Result<(), Db
             h[0]
         )))
     }
+}
+
+/// The database a StartupMessage's parameters (`name\0value\0` pairs)
+/// ask for: `database`, which defaults to `user`.
+fn startup_database(params: &[u8]) -> Option<String> {
+    let mut fields = params.split(|&b| b == 0);
+    let (mut user, mut db) = (None, None);
+    while let (Some(k), Some(v)) = (fields.next(), fields.next()) {
+        match k {
+            b"database" => db = name_of(v),
+            b"user" => user = name_of(v),
+            b"" => break,
+            _ => {}
+        }
+    }
+    db.or(user)
 }
 
 /// A CommandComplete tag (`SELECT 3`, `INSERT 0 1`, `CREATE TABLE`): the
@@ -504,6 +531,7 @@ mod tests {
         let o = run(&mut c, Peer::Server, &resp, 15);
         assert_eq!(o.queries.len(), 1);
         let r = &o.queries[0];
+        assert_eq!(r.namespace.as_deref(), Some("d"));
         assert_eq!(r.operation.as_deref(), Some("SELECT"));
         assert_eq!(r.query.as_deref(), Some("select 'marker', 2"));
         assert_eq!(

@@ -20,7 +20,9 @@
 
 use std::collections::VecDeque;
 
-use super::db::{cut_text, DbError, DbKind, DbOut, DbQuery, DbStatus, DbSystem, QueryText};
+use super::db::{
+    cut_text, name_of, DbError, DbKind, DbOut, DbQuery, DbStatus, DbSystem, QueryText,
+};
 use super::limits::{
     DB_PENDING, DB_QUERY_KEEP, DB_RESPONSE_KEEP, RESP_ARGS, RESP_DEPTH, RESP_LINE,
 };
@@ -159,6 +161,8 @@ pub struct RedisConn {
     resync: [bool; 2],
     /// Commands that waited when bytes were lost: shown unanswered.
     orphans: Vec<DbQuery>,
+    /// The database index chosen by `SELECT`.
+    database: Option<String>,
     dropped: u64,
     /// Limits reached (commands shown unanswered).
     pub notices: Vec<String>,
@@ -178,6 +182,7 @@ impl RedisConn {
             subscribed: false,
             resync: [false; 2],
             orphans: Vec::new(),
+            database: None,
             dropped: 0,
             notices: Vec::new(),
         }
@@ -360,7 +365,11 @@ impl RedisConn {
         let Some(name) = v.elems.first() else { return };
         let cmd = String::from_utf8_lossy(name).to_ascii_uppercase();
         let (cmd, _) = cut_text(cmd, 32);
+        if cmd == "SELECT" {
+            self.database = v.elems.get(1).and_then(|d| name_of(d));
+        }
         let mut q = DbQuery::new(DbSystem::Redis, v.ts_first);
+        q.namespace = self.database.clone();
         q.operation = Some(cmd.clone());
         let (text, cut) = command_text(&v, self.mode);
         q.query = Some(text);

@@ -93,6 +93,8 @@ struct JsonDb<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     side: Option<&'static str>,
     system: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
     /// `message` for a pushed message (Redis pub/sub); absent for commands.
     #[serde(skip_serializing_if = "Option::is_none")]
     kind: Option<&'static str>,
@@ -294,6 +296,7 @@ impl AccessWriter {
             sni: meta.sni.as_deref(),
             side: meta.side(),
             system: q.system.as_str(),
+            namespace: q.namespace.as_deref(),
             kind: (q.kind == DbKind::Message).then_some("message"),
             operation: q.operation.as_deref(),
             query: q.query.as_deref(),

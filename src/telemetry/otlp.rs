@@ -887,6 +887,9 @@ pub fn db_item(s: &DbSeen<'_>, clock: &Clock) -> Item {
     use crate::decode::db::DbStatus;
     let q = s.query;
     let mut attrs = vec![kv("db.system.name", q.system.as_str().into())];
+    if let Some(ns) = &q.namespace {
+        attrs.push(kv("db.namespace", ns.clone()));
+    }
     if let Some(op) = &q.operation {
         attrs.push(kv("db.operation.name", op.clone()));
     }
