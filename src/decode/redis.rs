@@ -869,6 +869,7 @@ mod tests {
         assert_eq!(q.len(), 6, "{q:#?}");
         assert_eq!(q[1].query.as_deref(), Some("SET k ?"));
         assert_eq!(q[1].response.as_deref(), Some("QUEUED"));
+        assert_eq!(q[1].namespace, None);
         assert_eq!(q[3].response.as_deref(), Some("[OK, 1]"));
         assert_eq!(q[4].operation.as_deref(), Some("SUBSCRIBE"));
         assert_eq!(q[5].kind, DbKind::Message);
@@ -877,6 +878,12 @@ mod tests {
             (Some("a"), Some("hello"))
         );
         assert!(c.finish().is_empty());
+        // SELECT names the database of what follows
+        run(&mut c, Peer::Client, &cmd(&["SELECT", "3"]), 3);
+        run(&mut c, Peer::Client, &cmd(&["GET", "k"]), 3);
+        let o = run(&mut c, Peer::Server, b"+OK\r\n$-1\r\n", 4);
+        assert_eq!(o.queries[1].namespace.as_deref(), Some("3"));
+        assert_eq!(o.queries[1].response.as_deref(), Some("(nil)"));
     }
 
     #[test]
