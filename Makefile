@@ -20,6 +20,7 @@ test-deps:
 	@bash scripts/npm-binary.sh target/stripped bun @oven/bun-linux-x64@1.4.5 bin/bun
 	@bash scripts/npm-binary.sh target/stripped deno @deno/linux-x64-glibc@2.9.6 deno
 	@bash scripts/pypi-modules.sh target/pymods
+	@bash scripts/psycopg.sh target/psycopg
 
 # plainsight's Java agent and its native library (jvm/), embedded in the
 # binary: built before anything cargo compiles.

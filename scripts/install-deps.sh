@@ -11,7 +11,9 @@ TEST_PKGS=(curl openssl libssl-dev python3 nodejs chromium
            android-libboringssl android-libboringssl-dev
            procps psmisc bc binutils gnutls-bin wget golang-go
            tshark prometheus podman runc debootstrap nginx-light libnss3-tools iproute2
-           python3-pip)
+           python3-pip
+           postgresql redis-server redis-tools mariadb-server mariadb-client
+           libdbd-mariadb-perl)
 
 # The peers `make bench` compares against.
 BENCH_PKGS=(bpftrace bpfcc-tools)
@@ -57,6 +59,13 @@ if ((${#missing[@]})); then
     if [[ " ${missing[*]} " == *" lighttpd "* ]]; then
         systemctl disable --now lighttpd >/dev/null 2>&1 || service lighttpd stop >/dev/null 2>&1 || true
     fi
+    # Likewise the database servers: the tests start their own, as their
+    # users, from temporary data folders, on free ports of 127.0.0.1.
+    for svc in postgresql redis-server mariadb; do
+        if [[ " ${missing[*]} " == *" ${svc%-server}"* ]]; then
+            systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
+        fi
+    done
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -124,8 +124,17 @@ pub struct Cli {
     pub redact_headers: Vec<String>,
 
     /// Show secret header values (Authorization, Cookie, ...) unmasked.
+    /// Database passwords are masked whatever this says.
     #[arg(long)]
     pub no_redact: bool,
+
+    /// Database query text (PostgreSQL, MySQL, Redis) in records and spans:
+    /// `sanitized` replaces literals by `?` (SQL strings and numbers, Redis
+    /// arguments after the key), as OpenTelemetry's conventions ask of
+    /// instrumentations by default, since literals carry user data; `full`
+    /// shows it as sent.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "sanitized")]
+    pub db_query_text: crate::decode::db::QueryText,
 
     /// Bytes captured per call at most; larger calls are cut and flagged
     /// "truncated". Calls up to this size arrive whole.
@@ -241,6 +250,7 @@ impl Cli {
             } else {
                 crate::decode::Redact::new(&self.redact_headers)
             },
+            db_query_text: self.db_query_text,
         }
     }
 }

@@ -25,8 +25,10 @@ use crate::abi::{self, Event, DATA_CHUNK};
 use crate::capture::{Capture, Reassembler};
 use crate::config::{ConfigFile, Filter};
 use crate::decode::conn::{ConnDecoder, Item};
+use crate::decode::db::{DbConn, DbQuery, DbSystem, QueryText};
 use crate::decode::http1::{Http1Conn, MAX_BODY_KEEP};
 use crate::decode::http2::{Http2Conn, Http2Error, MAX_HEADER_LIST};
+use crate::decode::limits::{DB_MESSAGE_KEEP, DB_QUERY_KEEP, DB_RESPONSE_KEEP, DB_STATEMENT_BYTES};
 use crate::decode::{Exchange, HttpMessage, Peer, Redact};
 use crate::inspect::image::Image;
 use crate::inspect::{self, elf, go, place, ElfSymbols, Target};
@@ -46,6 +48,9 @@ pub const HARNESSES: &[(&str, Harness)] = &[
     ("http1", http1),
     ("http2", http2),
     ("conn", conn),
+    ("postgres", postgres),
+    ("redis", redis),
+    ("mysql", mysql),
     ("ring", ring),
     ("config", config),
     ("hello", hello),
@@ -186,6 +191,90 @@ fn check_exchange(e: &Exchange, fed: [u64; 2]) {
     if let Some(m) = &e.response {
         check_message(m, fed[1], "response");
     }
+}
+
+/// A database record shows at most its bounds, and never more text than
+/// the bytes it was made of allow (plus the redaction marks).
+fn check_db(q: &DbQuery, fed: u64) {
+    let len = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+    assert!(
+        len(&q.query) <= DB_QUERY_KEEP + 32,
+        "query of {}",
+        len(&q.query)
+    );
+    assert!(
+        len(&q.response) <= DB_RESPONSE_KEEP,
+        "response of {}",
+        len(&q.response)
+    );
+    assert!(
+        len(&q.error) <= DB_MESSAGE_KEEP,
+        "error of {}",
+        len(&q.error)
+    );
+    assert!(q.ts_last_ns >= q.ts_first_ns, "ends before it starts");
+    // sanitized text and summaries add a few bytes per element at most
+    let shown = (len(&q.query) + len(&q.response) + len(&q.error)) as u64;
+    assert!(
+        shown <= 16 * fed + 1024,
+        "{shown} bytes shown from {fed} bytes"
+    );
+}
+
+/// One database decoder driven as the connection decoder drives it: calls
+/// of both peers, lost bytes (a decoder that cannot resynchronise stops),
+/// the close. Memory stays bounded, the wire form is never longer than
+/// what came in (masking keeps lengths), records stay within their bounds.
+/// The first byte's high bit chooses `--db-query-text full`.
+fn db_harness(system: DbSystem, data: &[u8]) {
+    let script = Script::parse(data);
+    let mode = if data.first().is_some_and(|b| b & 0x80 != 0) {
+        QueryText::Full
+    } else {
+        QueryText::Sanitized
+    };
+    let mut c = DbConn::new(system, mode);
+    let (mut fed, mut wire) = (0u64, 0u64);
+    let bound = 4 * DB_MESSAGE_KEEP + DB_STATEMENT_BYTES + 2 * DB_RESPONSE_KEEP;
+    for (ts, op) in script.ops.iter().enumerate() {
+        let p = peer(op);
+        fed += op.data.len() as u64;
+        let o = c.push(p, &op.data, ts as u64);
+        wire += (o.wire.len() + o.raw.len()) as u64;
+        assert!(wire <= fed, "{wire} wire bytes from {fed}");
+        for q in &o.queries {
+            check_db(q, fed);
+        }
+        if o.error.is_some() {
+            return;
+        }
+        assert!(
+            c.memory() <= bound + 2048 * 1024,
+            "{} bytes held",
+            c.memory()
+        );
+        if op.lost > 0 && !c.gap(p) {
+            return;
+        }
+    }
+    for q in c.finish() {
+        check_db(&q, fed);
+    }
+}
+
+/// The PostgreSQL decoder ([`db_harness`]).
+pub fn postgres(data: &[u8]) {
+    db_harness(DbSystem::Postgresql, data)
+}
+
+/// The Redis decoder ([`db_harness`]).
+pub fn redis(data: &[u8]) {
+    db_harness(DbSystem::Redis, data)
+}
+
+/// The MySQL decoder ([`db_harness`]).
+pub fn mysql(data: &[u8]) {
+    db_harness(DbSystem::Mysql, data)
 }
 
 /// Placement chose instructions of the function: the entry stays or moves
@@ -547,6 +636,7 @@ pub fn conn(data: &[u8]) {
                 // Which peer is the client is only known to the decoder:
                 // bound bodies by all bytes fed.
                 Item::Exchange(e) => check_exchange(e, [fed[0] + fed[1]; 2]),
+                Item::Db(q) => check_db(q, fed[0] + fed[1]),
                 Item::Notice { .. } => {}
             }
         }

@@ -178,6 +178,49 @@ fn conn_seeds_make_exchanges() {
     );
 }
 
+/// Database seeds decode to records (each split every 7 bytes too), and
+/// the connection decoder classifies the sessions in its corpus.
+#[test]
+fn db_seeds_make_records() {
+    use plainsight::decode::db::{DbConn, DbSystem, QueryText};
+    for (name, system, want) in [
+        ("postgres", DbSystem::Postgresql, 4),
+        ("redis", DbSystem::Redis, 11),
+        ("mysql", DbSystem::Mysql, 4),
+    ] {
+        for f in files("corpus", name) {
+            let s = Script::parse(&read(&f));
+            let mut c = DbConn::new(system, QueryText::Full);
+            let mut n = 0;
+            for op in &s.ops {
+                let peer = if op.flags & OP_SERVER != 0 {
+                    Peer::Server
+                } else {
+                    Peer::Client
+                };
+                let o = c.push(peer, &op.data, 1);
+                assert_eq!(o.error, None, "{}", f.display());
+                n += o.queries.len();
+            }
+            assert_eq!(n, want, "{}", f.display());
+        }
+    }
+    let dbs = files("corpus", "conn")
+        .iter()
+        .filter(|f| {
+            let s = Script::parse(&read(f));
+            let mut c = ConnDecoder::new(Redact::new(&[]));
+            s.ops.iter().any(|op| {
+                c.push(op.flags & OP_SERVER == 0, &op.data, 1, 0)
+                    .items
+                    .iter()
+                    .any(|i| matches!(i, Item::Db(_)))
+            })
+        })
+        .count();
+    assert_eq!(dbs, 3);
+}
+
 /// Ring seeds are records the parser accepts.
 #[test]
 fn ring_seeds_parse() {

@@ -23,6 +23,9 @@ pub fn seeds(harness: &str) -> Vec<(String, Vec<u8>)> {
         "http1" => http1(),
         "http2" => http2(),
         "conn" => conn(),
+        "postgres" => postgres(),
+        "redis" => redis(),
+        "mysql" => mysql(),
         "ring" => ring(),
         "config" => config(),
         "elf" => elf_files(),
@@ -305,6 +308,226 @@ fn http2() -> Vec<(String, Vec<u8>)> {
 }
 
 // ---------------------------------------------------------------------------
+// Databases: conversations as their clients and servers send them (the
+// layouts of PostgreSQL's protocol 3, RESP, MySQL's protocol 4.1).
+
+/// A PostgreSQL message.
+fn pg(ty: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![ty];
+    v.extend(((body.len() + 4) as u32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+fn cstrs(parts: &[&str]) -> Vec<u8> {
+    parts
+        .iter()
+        .flat_map(|p| [p.as_bytes(), b"\0"].concat())
+        .collect()
+}
+
+/// (client, server) calls of a PostgreSQL session: start-up, password,
+/// a simple query, an extended batch with a named statement, an error,
+/// COPY.
+fn pg_session() -> Vec<(bool, Vec<u8>)> {
+    let body = b"\0\x03\0\0user\0u\0database\0d\0\0";
+    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(body);
+    let mut auth = pg(b'R', &[0, 0, 0, 3]);
+    auth.extend(pg(b'R', &[0, 0, 0, 0]));
+    auth.extend(pg(b'S', b"server_version\x0015\0"));
+    auth.extend(pg(b'K', &[0, 0, 0, 1, 0, 0, 0, 2]));
+    auth.extend(pg(b'Z', b"I"));
+    let mut ext = pg(
+        b'P',
+        &[cstrs(&["s1", "SELECT $1::int + 'x'"]), vec![0, 0]].concat(),
+    );
+    ext.extend(pg(b'B', &[cstrs(&["", "s1"]), vec![0; 6]].concat()));
+    ext.extend(pg(b'D', b"P\0"));
+    ext.extend(pg(b'E', &[cstrs(&[""]), vec![0; 4]].concat()));
+    ext.extend(pg(b'S', b""));
+    ext.extend(pg(
+        b'P',
+        &[cstrs(&["", "SELECT * FROM nope"]), vec![0, 0]].concat(),
+    ));
+    ext.extend(pg(b'E', &[cstrs(&[""]), vec![0; 4]].concat()));
+    ext.extend(pg(b'S', b""));
+    let mut ext_r = pg(b'1', b"");
+    ext_r.extend(pg(b'2', b""));
+    ext_r.extend(pg(b'T', &[0, 0]));
+    ext_r.extend(pg(b'D', &[0, 1, 0, 0, 0, 1, b'2']));
+    ext_r.extend(pg(b'C', b"SELECT 1\0"));
+    ext_r.extend(pg(b'Z', b"I"));
+    ext_r.extend(pg(
+        b'E',
+        b"SERROR\0C42P01\0Mrelation \"nope\" does not exist\0\0",
+    ));
+    ext_r.extend(pg(b'Z', b"I"));
+    let mut q_r = pg(b'T', &[0, 0]);
+    q_r.extend(pg(b'D', &[0, 0]));
+    q_r.extend(pg(b'C', b"SELECT 1\0"));
+    q_r.extend(pg(b'Z', b"I"));
+    let mut copy_r = pg(b'H', &[0, 0, 0]);
+    copy_r.extend(pg(b'd', b"1\n"));
+    copy_r.extend(pg(b'c', b""));
+    copy_r.extend(pg(b'C', b"COPY 1\0"));
+    copy_r.extend(pg(b'Z', b"I"));
+    vec![
+        (false, startup),
+        (true, auth[..9].to_vec()),
+        (false, pg(b'p', b"s3cret\0")),
+        (true, auth[9..].to_vec()),
+        (false, pg(b'Q', b"select 'marker', 1\0")),
+        (true, q_r),
+        (false, ext),
+        (true, ext_r),
+        (false, pg(b'Q', b"COPY t TO STDOUT\0")),
+        (true, copy_r),
+        (false, pg(b'X', b"")),
+    ]
+}
+
+fn resp_cmd(args: &[&str]) -> Vec<u8> {
+    let mut v = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        v.extend(format!("${}\r\n{a}\r\n", a.len()).bytes());
+    }
+    v
+}
+
+/// (client, server) calls of a Redis session: AUTH, commands, an error,
+/// a pipeline, MULTI/EXEC, RESP3 after HELLO, pub/sub.
+fn redis_session() -> Vec<(bool, Vec<u8>)> {
+    let mut pipeline = resp_cmd(&["SET", "k", "v"]);
+    pipeline.extend(resp_cmd(&["LPUSH", "k", "x"]));
+    pipeline.extend(resp_cmd(&["LRANGE", "l", "0", "-1"]));
+    pipeline.extend(resp_cmd(&["MULTI"]));
+    pipeline.extend(resp_cmd(&["INCR", "n"]));
+    pipeline.extend(resp_cmd(&["EXEC"]));
+    vec![
+        (false, resp_cmd(&["AUTH", "default", "s3cret"])),
+        (true, b"+OK\r\n".to_vec()),
+        (false, pipeline),
+        (
+            true,
+            b"+OK\r\n-WRONGTYPE Operation against a key\r\n*2\r\n$1\r\na\r\n$-1\r\n+OK\r\n+QUEUED\r\n*1\r\n:1\r\n"
+                .to_vec(),
+        ),
+        (false, resp_cmd(&["HELLO", "3", "AUTH", "u", "p"])),
+        (
+            true,
+            b"%2\r\n+server\r\n+redis\r\n+proto\r\n:3\r\n|1\r\n+a\r\n+b\r\n_\r\n".to_vec(),
+        ),
+        (false, b"PING\r\n".to_vec()),
+        (true, b"+PONG\r\n,1.5\r\n".to_vec()),
+        (false, resp_cmd(&["SUBSCRIBE", "a", "b"])),
+        (
+            true,
+            b">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n>3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n>3\r\n$7\r\nmessage\r\n$1\r\na\r\n=9\r\ntxt:hello\r\n"
+                .to_vec(),
+        ),
+    ]
+}
+
+/// A MySQL packet.
+fn my(seq: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = (body.len() as u32).to_le_bytes()[..3].to_vec();
+    v.push(seq);
+    v.extend_from_slice(body);
+    v
+}
+
+/// (client, server) calls of a MySQL session: login (after TLS), an auth
+/// switch, a query with a result set, an error, a prepared statement
+/// executed, an OK.
+fn mysql_session() -> Vec<(bool, Vec<u8>)> {
+    let caps: u32 = 0x200 | 0x800 | 0x8000 | 0x80000 | 0x8;
+    let mut login = caps.to_le_bytes().to_vec();
+    login.extend([0, 0, 0, 1, 33]);
+    login.extend([0; 23]);
+    login.extend(b"app\0\x05s3crtd\0mysql_native_password\0");
+    let mut rs = my(1, &[1]);
+    rs.extend(my(
+        2,
+        b"\x03def\0\0\0\x01m\0\x0c\x21\0\x0f\0\0\0\xfd\0\0\x1f\0\0",
+    ));
+    rs.extend(my(3, &[0xfe, 0, 0, 2, 0]));
+    rs.extend(my(4, b"\x06marker"));
+    rs.extend(my(5, &[0xfe, 0, 0, 2, 0]));
+    let mut prep = my(1, &[0, 1, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0]);
+    prep.extend(my(2, b"paramdef"));
+    prep.extend(my(3, &[0xfe, 0, 0, 2, 0]));
+    prep.extend(my(4, b"coldef"));
+    prep.extend(my(5, &[0xfe, 0, 0, 2, 0]));
+    let mut exec_r = my(1, &[1]);
+    exec_r.extend(my(2, b"coldef"));
+    exec_r.extend(my(3, &[0xfe, 0, 0, 2, 0]));
+    exec_r.extend(my(4, &[0, 0, 1, 0, 0, 0]));
+    exec_r.extend(my(5, &[0xfe, 0, 0, 2, 0]));
+    vec![
+        (false, my(2, &login)),
+        (
+            true,
+            my(3, b"\xfemysql_native_password\0saltsaltsaltsaltsalt\0"),
+        ),
+        (false, my(4, b"scrambledscrambled20")),
+        (true, my(5, &[0, 0, 0, 2, 0, 0, 0])),
+        (false, my(0, b"\x03SELECT 'marker' AS m")),
+        (true, rs),
+        (false, my(0, b"\x03SELECT * FROM nope")),
+        (
+            true,
+            my(1, b"\xff\x7a\x04#42S02Table 'd.nope' doesn't exist"),
+        ),
+        (false, my(0, b"\x16SELECT ? AS m")),
+        (true, prep),
+        (
+            false,
+            my(
+                0,
+                &[0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 0, 1, 0, 0, 0],
+            ),
+        ),
+        (true, exec_r),
+        (false, my(0, b"\x03UPDATE t SET a = 1")),
+        (true, my(1, &[0, 3, 0, 2, 0, 0, 0])),
+        (false, my(0, &[0x19, 1, 0, 0, 0])),
+        (false, my(0, &[0x01])),
+    ]
+}
+
+/// A session as a script (server calls flagged), whole and split.
+fn db_scripts(session: &[(bool, Vec<u8>)]) -> Vec<Vec<u8>> {
+    let mut v = Vec::new();
+    for (every, full) in [(usize::MAX, 0u8), (7, 0x80), (1, 0)] {
+        let mut s = Script::default();
+        for (server, data) in session {
+            for c in data.chunks(every.min(data.len().max(1))) {
+                s.call(*server, c);
+            }
+        }
+        let mut b = s.encode();
+        if let Some(f) = b.first_mut() {
+            *f |= full;
+        }
+        v.push(b);
+    }
+    v
+}
+
+fn postgres() -> Vec<(String, Vec<u8>)> {
+    named("postgres", db_scripts(&pg_session()))
+}
+
+fn redis() -> Vec<(String, Vec<u8>)> {
+    named("redis", db_scripts(&redis_session()))
+}
+
+fn mysql() -> Vec<(String, Vec<u8>)> {
+    named("mysql", db_scripts(&mysql_session()))
+}
+
+// ---------------------------------------------------------------------------
 // The connection decoder: what a process sends (outgoing) and receives.
 
 fn conn() -> Vec<(String, Vec<u8>)> {
@@ -349,6 +572,18 @@ fn conn() -> Vec<(String, Vec<u8>)> {
     s.call(false, b"\x16\x03\x01\x00\x05hello")
         .call(true, b"SSH-2.0-OpenSSH_9.2\r\n");
     v.push(s.encode());
+    // Databases, seen from the client (outgoing commands) and the server.
+    for (i, session) in [pg_session(), redis_session(), mysql_session()]
+        .iter()
+        .enumerate()
+    {
+        let mut s = Script::default();
+        for (server, data) in session {
+            s.call(*server == (i == 1), data);
+        }
+        s.ended = true;
+        v.push(s.encode());
+    }
     let mut e = Script::default();
     e.call(false, b"PRI * HTTP/2.0\r\n");
     let mut b = e.encode();

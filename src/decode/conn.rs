@@ -1,6 +1,11 @@
 //! One connection: its two directions rebuilt as ordered byte streams,
 //! classified by their first bytes (HTTP/2 preface, HTTP/1 request or status
-//! line; anything else stays raw) and decoded.
+//! line, PostgreSQL's StartupMessage, MySQL's login packet, a RESP value;
+//! anything else stays raw) and decoded.
+//!
+//! Database connections: PostgreSQL and MySQL stop decoding at lost bytes
+//! (the rest is raw), Redis picks up again at the next call that starts a
+//! RESP value.
 //!
 //! Lost bytes are never glued over: an HTTP/1 direction restarts its parser
 //! at the next call (and stays raw until one parses), HTTP/2 loses its HPACK
@@ -18,11 +23,12 @@
 //! [`super::limits::AMPLIFICATION_SLACK`]), is flushed and shown raw from there,
 //! with a notice.
 
+use super::db::{DbConn, DbQuery, DbSystem, QueryText};
 use super::http1::{Http1Conn, Http1Error};
 use super::http2::{self, Http2Conn};
 use super::limits::{AMPLIFICATION_FACTOR, AMPLIFICATION_SLACK, CONN_MEMORY};
 use super::raw::RawRedactor;
-use super::{header_bytes, Exchange, HttpMessage, Peer, Redact};
+use super::{header_bytes, mysql, postgres, redis, Exchange, HttpMessage, Peer, Redact};
 
 /// Bytes undecided after this many are raw.
 const CLASSIFY_LIMIT: usize = 4096;
@@ -40,6 +46,8 @@ const METHODS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     Exchange(Box<Exchange>),
+    /// A database command and its answer (or a pushed message).
+    Db(Box<DbQuery>),
     /// Bytes that are not (or could not be decoded as) HTTP.
     Raw {
         /// The captured process sent them (write) or received them (read).
@@ -90,6 +98,7 @@ enum State {
         failed: [bool; 2],
     },
     Http2(Box<Http2Conn>),
+    Db(Box<DbConn>),
     Raw,
 }
 
@@ -97,8 +106,18 @@ enum State {
 enum Verdict {
     Wait,
     Raw,
-    Http1 { client_outgoing: bool },
-    Http2 { client_outgoing: bool },
+    Http1 {
+        client_outgoing: bool,
+    },
+    Http2 {
+        client_outgoing: bool,
+    },
+    Db {
+        system: DbSystem,
+        client_outgoing: bool,
+        /// PostgreSQL picked up after its start-up.
+        midstream: bool,
+    },
 }
 
 fn could_become(data: &[u8], word: &[u8]) -> bool {
@@ -136,7 +155,12 @@ fn classify(outgoing: bool, data: &[u8]) -> Verdict {
             client_outgoing: !outgoing,
         };
     }
-    let maybe = http2::maybe_preface(data)
+    let (db, db_maybe) = classify_db(outgoing, data);
+    if let Some(v) = db {
+        return v;
+    }
+    let maybe = db_maybe
+        || http2::maybe_preface(data)
         || could_become(data, b"HTTP/1.")
         || METHODS
             .iter()
@@ -146,6 +170,39 @@ fn classify(outgoing: bool, data: &[u8]) -> Verdict {
     } else {
         Verdict::Raw
     }
+}
+
+/// What the first bytes of one direction say about a database protocol:
+/// a verdict, or whether one may still come.
+fn classify_db(outgoing: bool, data: &[u8]) -> (Option<Verdict>, bool) {
+    let db = |system, client_outgoing, midstream| {
+        Some(Verdict::Db {
+            system,
+            client_outgoing,
+            midstream,
+        })
+    };
+    let pg = postgres::startup(data);
+    if pg == Some(true) {
+        return (db(DbSystem::Postgresql, outgoing, false), false);
+    }
+    if postgres::midstream_query(data) {
+        return (db(DbSystem::Postgresql, outgoing, true), false);
+    }
+    let my = mysql::login(data);
+    if my == Some(true) {
+        return (db(DbSystem::Mysql, outgoing, false), false);
+    }
+    let resp = redis::classify(data);
+    match resp {
+        redis::Start::Command => return (db(DbSystem::Redis, outgoing, false), false),
+        redis::Start::Reply => return (db(DbSystem::Redis, !outgoing, false), false),
+        _ => {}
+    }
+    (
+        None,
+        pg.is_none() || my.is_none() || resp == redis::Start::Wait,
+    )
 }
 
 /// Decoder of one connection.
@@ -165,6 +222,8 @@ pub struct ConnDecoder {
     captured: u64,
     /// Bytes of the exchanges made of them (see `exchange_size`).
     decoded: u64,
+    /// How database query text is shown.
+    query_text: QueryText,
 }
 
 /// The bytes an exchange shows: header and trailer fields, method, path,
@@ -223,12 +282,52 @@ impl ConnDecoder {
             gaps: [0, 0],
             captured: 0,
             decoded: 0,
+            query_text: QueryText::default(),
         }
+    }
+
+    /// Database query text shown as `mode` says (default: sanitized).
+    pub fn with_query_text(mut self, mode: QueryText) -> ConnDecoder {
+        self.query_text = mode;
+        self
     }
 
     /// Whether the captured process is the client (None: not known yet).
     pub fn process_is_client(&self) -> Option<bool> {
         self.client_outgoing
+    }
+
+    /// `--raw`: a call as captured with database passwords masked.
+    /// Some(Some(bytes)): a database connection's call, masked (its length
+    /// unchanged); Some(None): not known yet, or the masked form is not
+    /// aligned with the call (held calls, inline commands); None: the
+    /// connection is not a database's (the caller stops asking).
+    pub fn db_mask(
+        &mut self,
+        outgoing: bool,
+        data: &[u8],
+        ts_ns: u64,
+        lost: u64,
+    ) -> Option<Option<Vec<u8>>> {
+        if !matches!(self.state, State::Unknown(_) | State::Db(_)) {
+            return None;
+        }
+        let d = self.push(outgoing, data, ts_ns, lost);
+        if !matches!(self.state, State::Db(_) | State::Unknown(_)) {
+            return None;
+        }
+        let from_client = self.client_outgoing == Some(outgoing);
+        let mine: Vec<u8> = d
+            .segments
+            .into_iter()
+            .filter(|s| s.from_client == from_client)
+            .flat_map(|s| s.data)
+            .collect();
+        // held calls of this direction come first: this call is the tail
+        Some(
+            (mine.len() >= data.len() && !data.is_empty())
+                .then(|| mine[mine.len() - data.len()..].to_vec()),
+        )
     }
 
     /// Bytes of decoding state the connection holds (held calls, buffers,
@@ -238,6 +337,7 @@ impl ConnDecoder {
             State::Unknown(held) => held.iter().map(|h| h.data.len() + h.masked.len()).sum(),
             State::Http1 { conn, .. } => conn.memory(),
             State::Http2(conn) => conn.memory(),
+            State::Db(conn) => conn.memory(),
             State::Raw => 0,
         }
     }
@@ -289,6 +389,18 @@ impl ConnDecoder {
                     self.client_outgoing = Some(client_outgoing);
                     State::Http2(Box::new(Http2Conn::new(self.redact.clone())))
                 }
+                Verdict::Db {
+                    system,
+                    client_outgoing,
+                    midstream,
+                } => {
+                    self.client_outgoing = Some(client_outgoing);
+                    State::Db(Box::new(if midstream {
+                        DbConn::postgres_midstream(self.query_text)
+                    } else {
+                        DbConn::new(system, self.query_text)
+                    }))
+                }
             };
             let State::Unknown(held) = std::mem::replace(&mut self.state, state) else {
                 unreachable!()
@@ -317,8 +429,7 @@ impl ConnDecoder {
     ) {
         let mut pos = 0;
         loop {
-            let decoding = matches!(self.state, State::Http1 { .. } | State::Http2(_));
-            let end = if decoding {
+            let end = if self.decoding() {
                 (pos + SLICE).min(data.len())
             } else {
                 data.len()
@@ -334,6 +445,14 @@ impl ConnDecoder {
                 return;
             }
         }
+    }
+
+    /// Whether a decoder runs (not raw, not undecided).
+    fn decoding(&self) -> bool {
+        matches!(
+            self.state,
+            State::Http1 { .. } | State::Http2(_) | State::Db(_)
+        )
     }
 
     fn peer(&self, outgoing: bool) -> Peer {
@@ -430,6 +549,19 @@ impl ConnDecoder {
                     *state = State::Raw;
                 }
             }
+            State::Db(conn) => {
+                masked(data, false);
+                let c = Call {
+                    outgoing,
+                    peer,
+                    data,
+                    ts_ns,
+                    lost,
+                };
+                if db_call(conn, &c, out, &mut seg) {
+                    *state = State::Raw;
+                }
+            }
         }
         if lost > 0 {
             self.gaps[usize::from(!outgoing)] += lost;
@@ -443,10 +575,11 @@ impl ConnDecoder {
             .iter()
             .map(|i| match i {
                 Item::Exchange(e) => exchange_size(e),
+                Item::Db(q) => q.size(),
                 _ => 0,
             })
             .sum::<u64>();
-        if !matches!(self.state, State::Http1 { .. } | State::Http2(_)) {
+        if !self.decoding() {
             return;
         }
         let allowed = AMPLIFICATION_FACTOR
@@ -507,6 +640,10 @@ impl ConnDecoder {
                 exchanges(out, conn.finish());
                 notices(out, ts_ns, conn.take_notices());
             }
+            State::Db(mut conn) => {
+                db_queries(out, conn.finish());
+                notices(out, ts_ns, conn.take_notices());
+            }
             other => self.state = other,
         }
         for (outgoing, data, on_wire) in rest {
@@ -541,6 +678,10 @@ impl ConnDecoder {
             }
             State::Http2(mut conn) => {
                 exchanges(&mut out, conn.finish());
+                notices(&mut out, ts_ns, conn.take_notices());
+            }
+            State::Db(mut conn) => {
+                db_queries(&mut out, conn.finish());
                 notices(&mut out, ts_ns, conn.take_notices());
             }
             State::Raw => {}
@@ -666,6 +807,70 @@ fn http2_call(
     true
 }
 
+fn db_queries(out: &mut Decoded, list: Vec<DbQuery>) {
+    out.items
+        .extend(list.into_iter().map(|q| Item::Db(Box::new(q))));
+}
+
+/// A call on a database connection; true when decoding stopped (a
+/// protocol error; lost bytes of PostgreSQL or MySQL): the rest of the
+/// connection is shown raw.
+fn db_call(
+    conn: &mut DbConn,
+    c: &Call<'_>,
+    out: &mut Decoded,
+    seg: &mut impl FnMut(&mut Decoded, Vec<u8>),
+) -> bool {
+    let (peer, ts_ns) = (c.peer, c.ts_ns);
+    let name = conn.system().as_str();
+    let o = conn.push(peer, c.data, ts_ns);
+    notices(out, ts_ns, o.notices);
+    notices(out, ts_ns, conn.take_notices());
+    db_queries(out, o.queries);
+    seg(out, o.wire);
+    // Why decoding stops here, if it does.
+    let stop = match o.error {
+        Some(e) => Some(format!(
+            "{name}: {e}: the rest of the connection is shown raw"
+        )),
+        None if c.lost == 0 => None,
+        None if conn.gap(peer) => {
+            out.items.push(Item::Notice {
+                ts_ns,
+                text: format!(
+                    "{} bytes of the {name} {} stream were not captured: decoding resumes at \
+                     the next call that starts a message",
+                    c.lost,
+                    peer_name(peer)
+                ),
+            });
+            None
+        }
+        None => Some(format!(
+            "{} bytes of the {name} {} stream were not captured: the rest of the connection \
+             is shown raw",
+            c.lost,
+            peer_name(peer)
+        )),
+    };
+    if let Some(text) = &stop {
+        out.items.push(Item::Notice {
+            ts_ns,
+            text: text.clone(),
+        });
+    }
+    if !o.raw.is_empty() {
+        raw_item(out, c.outgoing, ts_ns, o.raw.clone());
+        seg(out, o.raw);
+    }
+    if stop.is_none() {
+        return false;
+    }
+    db_queries(out, conn.finish());
+    notices(out, ts_ns, conn.take_notices());
+    true
+}
+
 /// Redactors by peer (client, server) as redactors by direction
 /// (incoming, outgoing).
 fn by_direction(
@@ -770,6 +975,138 @@ mod tests {
         );
         assert_eq!(classify(true, b"\x00\x01binary"), Verdict::Raw);
         assert_eq!(classify(true, b"SSH-2.0-OpenSSH"), Verdict::Raw);
+    }
+
+    fn db_queries(d: &Decoded) -> Vec<&DbQuery> {
+        d.items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Db(q) => Some(&**q),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn pg(ty: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![ty];
+        v.extend(((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// Database streams by their first bytes, whichever end is captured;
+    /// HTTP and the rest as before.
+    #[test]
+    fn classifies_databases() {
+        let db = |system, client_outgoing, midstream| Verdict::Db {
+            system,
+            client_outgoing,
+            midstream,
+        };
+        let startup = b"\0\0\0\x10\0\x03\0\0user\0u\0\0";
+        assert_eq!(
+            classify(true, startup),
+            db(DbSystem::Postgresql, true, false)
+        );
+        assert_eq!(
+            classify(false, startup),
+            db(DbSystem::Postgresql, false, false)
+        );
+        assert_eq!(classify(true, &startup[..6]), Verdict::Wait);
+        assert_eq!(
+            classify(true, &pg(b'Q', b"select 1\0")),
+            db(DbSystem::Postgresql, true, true)
+        );
+        let mut login = vec![40, 0, 0, 2];
+        login.extend((0x200u32 | 0x800 | 0x8000).to_le_bytes());
+        login.extend([0, 0, 0, 1, 33]);
+        login.extend([0; 23]);
+        login.extend(b"root\0\0");
+        assert_eq!(classify(false, &login), db(DbSystem::Mysql, false, false));
+        assert_eq!(classify(true, &login[..20]), Verdict::Wait);
+        assert_eq!(
+            classify(true, b"*1\r\n$4\r\nPING\r\n"),
+            db(DbSystem::Redis, true, false)
+        );
+        assert_eq!(
+            classify(true, b"+PONG\r\n"),
+            db(DbSystem::Redis, false, false)
+        );
+        assert_eq!(classify(true, b"*1"), Verdict::Wait);
+        assert_eq!(classify(true, b"*x\r\n"), Verdict::Raw);
+    }
+
+    /// A PostgreSQL server's side: the client's password is masked on the
+    /// wire, the query is a record, the server is the captured process.
+    #[test]
+    fn postgres_server_side_with_password_masked() {
+        let mut c = ConnDecoder::new(Redact::new(&[])).with_query_text(QueryText::Full);
+        let startup = b"\0\0\0\x10\0\x03\0\0user\0u\0\0";
+        assert!(c.push(false, &startup[..3], 1, 0).items.is_empty());
+        let d = c.push(false, &startup[3..], 2, 0);
+        assert_eq!(c.process_is_client(), Some(false));
+        assert!(d.items.is_empty());
+        let d = c.push(false, &pg(b'p', b"hunter2\0"), 3, 0);
+        assert_eq!(d.segments[0].data, b"p\0\0\0\x0c********");
+        c.push(false, &pg(b'Q', b"select 'marker'\0"), 4, 0);
+        let mut r = pg(b'D', &[0, 1]);
+        r.extend(pg(b'C', b"SELECT 1\0"));
+        r.extend(pg(b'Z', b"I"));
+        let d = c.push(true, &r, 9, 0);
+        let q = db_queries(&d);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].query.as_deref(), Some("select 'marker'"));
+        assert_eq!((q[0].rows, q[0].latency_ns()), (Some(1), Some(5)));
+        // lost bytes: the rest is raw, with a notice
+        let d = c.push(false, &pg(b'Q', b"select 2\0"), 10, 100);
+        assert_eq!(notices(&d).len(), 1, "{d:?}");
+        let d = c.push(true, b"anything", 11, 0);
+        assert_eq!(raw_bytes(&d), 8);
+        assert_eq!(db_queries(&c.finish(12)).len(), 0);
+    }
+
+    /// A protocol error keeps what the call decoded before it; the rest of
+    /// the call, and of the connection, is raw.
+    #[test]
+    fn db_protocol_error_mid_call() {
+        let mut c = ConnDecoder::new(Redact::new(&[])).with_query_text(QueryText::Full);
+        c.push(true, &pg(b'Q', b"select 1\0"), 1, 0);
+        let mut r = pg(b'C', b"SELECT 1\0");
+        r.extend(pg(b'Z', b"I"));
+        r.extend(b"\x01garbage");
+        let d = c.push(false, &r, 2, 0);
+        assert_eq!(db_queries(&d).len(), 1);
+        let n = notices(&d);
+        assert_eq!(
+            n,
+            [
+                "postgresql: PostgreSQL: unknown server message type 0x01: the rest of the \
+              connection is shown raw"
+            ]
+        );
+        assert_eq!(raw_bytes(&d), 3, "after the 5-byte header that failed");
+        let d = c.push(true, b"more", 3, 0);
+        assert_eq!(raw_bytes(&d), 4);
+    }
+
+    /// Redis resumes after lost bytes at a call that starts a value.
+    #[test]
+    fn redis_resumes_after_lost_bytes() {
+        let mut c = ConnDecoder::new(Redact::new(&[])).with_query_text(QueryText::Full);
+        c.push(true, b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n", 1, 0);
+        let d = c.push(false, b"$5\r\nhel", 2, 10);
+        assert_eq!(notices(&d).len(), 1, "{d:?}");
+        let d = c.push(false, b"lo-rest\r\n", 3, 0);
+        assert_eq!(raw_bytes(&d), 9);
+        let q = db_queries(&d);
+        assert_eq!(q.len(), 1, "the GET a shown unanswered");
+        assert_eq!((q[0].query.as_deref(), q[0].status), (Some("GET a"), None));
+        let d = c.push(true, b"*2\r\n$3\r\nGET\r\n$1\r\nb\r\n", 4, 0);
+        assert_eq!(notices(&d).len(), 1, "decodable again");
+        let d = c.push(false, b"$1\r\nx\r\n", 5, 0);
+        let q = db_queries(&d);
+        assert_eq!(q[0].query.as_deref(), Some("GET b"));
+        assert_eq!(q[0].response.as_deref(), Some("x"));
     }
 
     #[test]

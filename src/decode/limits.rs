@@ -105,3 +105,43 @@ pub const CONN_OVERHEAD: usize = 1024;
 /// timeouts of common clients and servers (60-120 s keep-alive). Data that
 /// comes later starts a new decoder.
 pub const IDLE_TIMEOUT_NS: u64 = 300 * 1_000_000_000;
+
+/// Payload bytes of one database protocol message kept while it is read
+/// (PostgreSQL and MySQL messages, MySQL's multi-packet payloads joined);
+/// the rest is counted and passed on, not held. A query longer than this
+/// is shown cut (`query_truncated`); rows are counted from their headers.
+pub const DB_MESSAGE_KEEP: usize = 64 << 10;
+
+/// Query text kept per database record (after sanitizing).
+pub const DB_QUERY_KEEP: usize = 64 << 10;
+
+/// Redis reply text kept per record (`response`, like a body: the rest is
+/// cut, `response_truncated` says so). Aggregates are summarised within it.
+pub const DB_RESPONSE_KEEP: usize = 64 << 10;
+
+/// Prepared statements remembered per connection (PostgreSQL named
+/// statements, MySQL statement ids), and the bytes of their texts. Past
+/// either, the oldest is forgotten (a later execution of it shows no text);
+/// a notice says so the first time. Applications prepare tens to hundreds
+/// of statements per connection (drivers cache 100-256).
+pub const DB_STATEMENTS: usize = 256;
+/// See [`DB_STATEMENTS`].
+pub const DB_STATEMENT_BYTES: usize = 1 << 20;
+
+/// Database commands waiting for their answer on one connection (pipelined
+/// commands, Redis pipelines, PostgreSQL extended-protocol batches). Past
+/// it the oldest is shown unanswered; a notice says so the first time.
+pub const DB_PENDING: usize = 1024;
+
+/// Longest RESP line (a type byte to CRLF: simple strings, errors, numbers,
+/// lengths) and inline command. Past it the stream is not RESP: the rest of
+/// the connection is shown raw.
+pub const RESP_LINE: usize = 64 << 10;
+
+/// Deepest nesting of RESP aggregates decoded (replies are 1-3 deep in
+/// practice); deeper is a protocol error (rest raw).
+pub const RESP_DEPTH: usize = 32;
+
+/// Arguments of one Redis command kept (a command may have millions: MSET,
+/// pipelines of RPUSH); the rest are counted and shown as `...`.
+pub const RESP_ARGS: usize = 64;

@@ -8,6 +8,9 @@
 //!   they turn into (exchanges, raw chunks, notices; segments for pcapng);
 //! - [`http1`]: HTTP/1.1 messages from one direction;
 //! - [`http2`]: HTTP/2 exchanges from both directions (frames, HPACK);
+//! - [`postgres`], [`redis`], [`mysql`]: database commands and their
+//!   answers from both directions, and [`db`], what they share (the
+//!   record, framing, query text);
 //! - [`raw`]: masking sensitive values in bytes shown as captured;
 //! - [`limits`]: every bound on what a captured process can make the agent
 //!   hold or write;
@@ -20,10 +23,14 @@
 use std::borrow::Cow;
 
 pub mod conn;
+pub mod db;
 pub mod http1;
 pub mod http2;
 pub mod limits;
+pub mod mysql;
+pub mod postgres;
 pub mod raw;
+pub mod redis;
 
 /// Which peer sent a stream's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

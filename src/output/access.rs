@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::{encode, json_line, write_data, Clock, Format, JsonHead};
 use crate::decode::conn::Item;
+use crate::decode::db::{DbKind, DbQuery, DbStatus};
 use crate::decode::{Exchange, Grpc, Headers, HttpMessage};
 use crate::escape::{terminal, terminal_bytes};
 pub use crate::record::ConnMeta;
@@ -23,6 +24,9 @@ pub use crate::record::ConnMeta;
 const CONSOLE_BODY: usize = 4096;
 /// Raw chunks on the console without `-vv` are cut after this many bytes.
 const CONSOLE_RAW: usize = 1024;
+/// Query text on a database record's console line is cut after this many
+/// bytes (`-v` shows it whole on a line of its own).
+const CONSOLE_QUERY: usize = 120;
 
 /// Writes decoded items (exchanges, raw chunks, notices) in one format.
 pub struct AccessWriter {
@@ -78,6 +82,39 @@ struct JsonExchange<'a> {
     response: Option<JsonMessage<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     grpc: Option<JsonGrpc<'a>>,
+}
+
+/// A database command and its answer (`type: "db"`).
+#[derive(Serialize)]
+struct JsonDb<'a> {
+    #[serde(flatten)]
+    head: JsonHead<'a>,
+    sni: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    side: Option<&'static str>,
+    system: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    /// `message` for a pushed message (Redis pub/sub); absent for commands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    operation: Option<&'a str>,
+    query: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    query_truncated: bool,
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sqlstate: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    response_truncated: bool,
+    latency_ms: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -200,6 +237,8 @@ impl AccessWriter {
     pub fn write(&mut self, meta: &ConnMeta, item: &Item) -> io::Result<()> {
         match (self.format, item) {
             (Format::Json, Item::Exchange(e)) => self.json_exchange(meta, e),
+            (Format::Json, Item::Db(q)) => self.json_db(meta, q),
+            (Format::Text, Item::Db(q)) => self.console_db(meta, q),
             (
                 Format::Json,
                 Item::Raw {
@@ -256,6 +295,95 @@ impl AccessWriter {
             grpc: e.grpc.as_ref().map(json_grpc),
         };
         json_line(&mut self.out, &j)
+    }
+
+    /// A `db` object: the command, its answer, its latency.
+    fn json_db(&mut self, meta: &ConnMeta, q: &DbQuery) -> io::Result<()> {
+        let j = JsonDb {
+            head: self.json_head("db", q.ts_first_ns, meta),
+            sni: meta.sni.as_deref(),
+            side: meta.side(),
+            system: q.system.as_str(),
+            namespace: q.namespace.as_deref(),
+            kind: (q.kind == DbKind::Message).then_some("message"),
+            operation: q.operation.as_deref(),
+            query: q.query.as_deref(),
+            query_truncated: q.query_truncated,
+            status: q.status.map(DbStatus::as_str),
+            error_code: q.error_code.as_deref(),
+            sqlstate: q.sqlstate.as_deref(),
+            error: q.error.as_deref(),
+            rows: q.rows,
+            response: q.response.as_deref(),
+            response_truncated: q.response_truncated,
+            latency_ms: q.latency_ns().map(|n| n as f64 / 1e6),
+        };
+        json_line(&mut self.out, &j)
+    }
+
+    /// A database line: who, system, operation, rows or error, latency,
+    /// the query (cut); `-v` adds the whole query and the reply.
+    fn console_db(&mut self, meta: &ConnMeta, q: &DbQuery) -> io::Result<()> {
+        let line = self.db_line(meta, q);
+        writeln!(self.out, "{line}")?;
+        if self.detail == 0 {
+            return Ok(());
+        }
+        if let Some(text) = &q.query {
+            writeln!(self.out, "  > {}", terminal(text))?;
+        }
+        if let Some(r) = &q.response {
+            writeln!(self.out, "  < [reply {} bytes]", r.len())?;
+            self.body(r.as_bytes(), CONSOLE_BODY, "    ")?;
+        }
+        Ok(())
+    }
+
+    fn db_line(&self, meta: &ConnMeta, q: &DbQuery) -> String {
+        let who = self.console_who(q.ts_first_ns, meta, meta.sni.as_deref().unwrap_or(""));
+        let mut line = format!(
+            "{} {} {}",
+            who.trim_end(),
+            q.system.as_str(),
+            terminal(q.operation.as_deref().unwrap_or("-"))
+        );
+        let outcome = match (q.kind, q.status) {
+            (DbKind::Message, _) => String::new(),
+            (_, None) => "unanswered".into(),
+            (_, Some(DbStatus::Error)) => format!(
+                "error {} {}",
+                terminal(q.error_code.as_deref().unwrap_or("-")),
+                terminal(q.error.as_deref().unwrap_or(""))
+            ),
+            (_, Some(DbStatus::Ok)) => match q.rows {
+                Some(1) => "1 row".into(),
+                Some(n) => format!("{n} rows"),
+                None => "ok".into(),
+            },
+        };
+        if !outcome.is_empty() {
+            line.push(' ');
+            line.push_str(&outcome);
+        }
+        if let Some(n) = q.latency_ns() {
+            line.push_str(&format!(" {:.2}ms", n as f64 / 1e6));
+        }
+        if let Some(text) = &q.query {
+            let shown = String::from_utf8_lossy(cut(text.as_bytes(), CONSOLE_QUERY));
+            let more = if shown.len() < text.len() || q.query_truncated {
+                " …"
+            } else {
+                ""
+            };
+            line.push_str(&format!(" {}{more}", terminal(&shown)));
+        }
+        if q.kind == DbKind::Message {
+            if let Some(r) = &q.response {
+                let shown = String::from_utf8_lossy(cut(r.as_bytes(), CONSOLE_QUERY));
+                line.push_str(&format!(" {}", terminal(&shown)));
+            }
+        }
+        line
     }
 
     /// A `raw` object: bytes that are not HTTP, whole, as UTF-8 or base64.
@@ -536,6 +664,97 @@ mod tests {
             let text = buf.text();
             assert!(text.contains(want), "{text}");
         }
+    }
+
+    fn db_items() -> Vec<Item> {
+        use crate::decode::db::DbSystem;
+        let mut ok = DbQuery::new(DbSystem::Postgresql, 1_000);
+        ok.set_sql("select 'marker'", false, Default::default(), false);
+        ok.rows = Some(1);
+        ok.answer(DbStatus::Ok, 311_000);
+        let mut err = DbQuery::new(DbSystem::Mysql, 2_000);
+        err.set_sql("SELECT * FROM nope", false, Default::default(), true);
+        err.error_code = Some("1146".into());
+        err.sqlstate = Some("42S02".into());
+        err.error = Some("Table 'd.nope' doesn't exist\x1b[2J".into());
+        err.answer(DbStatus::Error, 1_002_000);
+        let mut msg = DbQuery::new(DbSystem::Redis, 3_000);
+        msg.kind = DbKind::Message;
+        msg.operation = Some("MESSAGE".into());
+        msg.query = Some("news".into());
+        msg.response = Some("hello".into());
+        msg.status = Some(DbStatus::Ok);
+        [ok, err, msg]
+            .into_iter()
+            .map(|q| Item::Db(Box::new(q)))
+            .collect()
+    }
+
+    /// Database records: one line each (rows, error with its code, a
+    /// pushed message), the query sanitized by default, terminal escapes
+    /// escaped; JSON objects of type db.
+    #[test]
+    fn db_records() {
+        let text = output(Format::Text, 0, &db_items());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].ends_with(" curl[42] example.com postgresql SELECT 1 row 0.31ms select ?"),
+            "{text}"
+        );
+        assert!(
+            lines[1].ends_with(
+                " curl[42] mysql SELECT error 1146 Table 'd.nope' doesn't exist\\x1b[2J 1.00ms \
+                 SELECT * FROM nope"
+            ),
+            "{text}"
+        );
+        assert!(
+            lines[2].ends_with(" curl[42] example.com redis MESSAGE news hello"),
+            "{text}"
+        );
+        let json = output(Format::Json, 0, &db_items());
+        let v: Vec<serde_json::Value> = json
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(v[0]["type"], "db");
+        assert_eq!(v[0]["system"], "postgresql");
+        assert_eq!(v[0]["operation"], "SELECT");
+        assert_eq!(v[0]["query"], "select ?");
+        assert_eq!(v[0]["status"], "ok");
+        assert_eq!(v[0]["rows"], 1);
+        assert_eq!(v[0]["latency_ms"], 0.31);
+        assert_eq!(v[1]["error_code"], "1146");
+        assert_eq!(v[1]["sqlstate"], "42S02");
+        assert_eq!(v[1]["status"], "error");
+        assert_eq!(v[2]["kind"], "message");
+        assert_eq!(v[2]["response"], "hello");
+        assert_eq!(v[2]["latency_ms"], serde_json::Value::Null);
+    }
+
+    /// `-v`: the whole query and Redis's reply under the line (the reply
+    /// like a body: text, or hex when it holds control bytes).
+    #[test]
+    fn db_records_verbose() {
+        use crate::decode::db::DbSystem;
+        let mut q = DbQuery::new(DbSystem::Redis, 1_000);
+        q.operation = Some("GET".into());
+        q.query = Some("GET k".into());
+        q.response = Some("va\x1blue".into());
+        q.answer(DbStatus::Ok, 2_000);
+        let text = output(Format::Text, 1, &[Item::Db(Box::new(q))]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with(" redis GET ok 0.00ms GET k"), "{text}");
+        assert_eq!(
+            lines[1..],
+            // a reply with control bytes is shown as hex, like a body
+            [
+                "  > GET k",
+                "  < [reply 6 bytes]",
+                "    00000000  76 61 1b 6c 75 65                                 va.lue"
+            ]
+        );
     }
 
     fn output(format: Format, detail: u8, items: &[Item]) -> String {

@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::abi::Direction;
 use crate::decode::conn::{ConnDecoder, Decoded, Item};
+use crate::decode::db::QueryText;
 use crate::decode::limits::{CONN_OVERHEAD, IDLE_TIMEOUT_NS, TOTAL_MEMORY, TOTAL_MEMORY_LOW};
 use crate::decode::raw::RawRedactor;
 use crate::decode::Redact;
@@ -441,6 +442,8 @@ pub struct Options {
     pub write: Option<std::path::PathBuf>,
     pub pcap: Option<std::path::PathBuf>,
     pub redact: Redact,
+    /// How database query text is shown (`--db-query-text`).
+    pub db_query_text: QueryText,
 }
 
 struct ConnState {
@@ -450,6 +453,10 @@ struct ConnState {
     /// `--raw`: masks the sensitive values of each call, per direction
     /// (read, write), across calls.
     masks: [RawRedactor; 2],
+    /// `--raw`: a decoder run only to mask database passwords (PostgreSQL,
+    /// MySQL, Redis) in the calls as captured; dropped once the connection
+    /// is known to be something else.
+    db_masker: Option<Box<ConnDecoder>>,
     /// Bytes of state counted for it (`CONN_OVERHEAD` + the decoder's).
     memory: usize,
     /// CLOCK_MONOTONIC ns of its last record.
@@ -490,6 +497,7 @@ pub struct Pipeline {
     pcap: Option<PcapWriter>,
     conns: HashMap<(u32, u64), ConnState>,
     redact: Redact,
+    db_query_text: QueryText,
     clock: Clock,
     /// Connections by last activity (the order of their last record).
     lru: BTreeMap<u64, (u32, u64)>,
@@ -536,6 +544,7 @@ impl Pipeline {
             pcap,
             conns: HashMap::new(),
             redact: o.redact.clone(),
+            db_query_text: o.db_query_text,
             clock: Clock::new(),
             lru: BTreeMap::new(),
             next_seq: 0,
@@ -569,6 +578,7 @@ impl Pipeline {
     /// recently active.
     fn conn(&mut self, pid: u32, comm: &str, conn: u64, ts_ns: u64) -> &mut ConnState {
         let redact = &self.redact;
+        let db_query_text = self.db_query_text;
         let seq = self.next_seq;
         self.next_seq += 1;
         let st = self.conns.entry((pid, conn)).or_insert_with(|| {
@@ -581,12 +591,13 @@ impl Pipeline {
                     conn,
                     sni: None,
                 },
-                decoder: ConnDecoder::new(redact.clone()),
+                decoder: ConnDecoder::new(redact.clone()).with_query_text(db_query_text),
                 in_pcap: false,
                 masks: [
                     RawRedactor::new(redact.clone()),
                     RawRedactor::new(redact.clone()),
                 ],
+                db_masker: Some(Box::new(ConnDecoder::new(Redact::none()))),
                 memory: CONN_OVERHEAD,
                 last_ns: ts_ns,
                 seq,
@@ -602,7 +613,8 @@ impl Pipeline {
     /// Counts what a connection holds now.
     fn account(&mut self, key: (u32, u64)) {
         if let Some(st) = self.conns.get_mut(&key) {
-            let m = CONN_OVERHEAD + st.decoder.memory();
+            let masker = st.db_masker.as_ref().map_or(0, |m| m.memory());
+            let m = CONN_OVERHEAD + st.decoder.memory() + masker;
             self.memory = self.memory - st.memory + m;
             st.memory = m;
         }
@@ -617,6 +629,15 @@ impl Pipeline {
         let mask = &mut st.masks[usize::from(c.direction == Direction::Write)];
         if c.lost_bytes > 0 {
             mask.gap();
+        }
+        let lost = u64::from(c.len).saturating_sub(c.data.len() as u64);
+        let outgoing = c.direction == Direction::Write;
+        if let Some(m) = &mut st.db_masker {
+            match m.db_mask(outgoing, &c.data, c.ts_ns, lost) {
+                Some(Some(data)) => return Cow::Owned(CallRecord { data, ..c.clone() }),
+                Some(None) => {}
+                None => st.db_masker = None,
+            }
         }
         let data = mask.push(&c.data);
         let out = match data {
@@ -650,6 +671,7 @@ impl Pipeline {
                     if let Some(w) = &mut self.raw {
                         w.write(rec)?;
                     }
+                    self.account(key);
                 }
                 if self.decoding() {
                     let Some(st) = self.conns.get_mut(&key) else {
@@ -802,8 +824,10 @@ impl Pipeline {
         }
         if self.telemetry.is_on() {
             for item in &d.items {
-                if let Item::Exchange(e) = item {
-                    self.telemetry.exchange(&st.meta, e, &self.clock);
+                match item {
+                    Item::Exchange(e) => self.telemetry.exchange(&st.meta, e, &self.clock),
+                    Item::Db(q) => self.telemetry.db(&st.meta, q, &self.clock),
+                    _ => {}
                 }
             }
         }

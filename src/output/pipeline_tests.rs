@@ -50,6 +50,7 @@ fn pipeline(dir: &tempfile::TempDir, raw: bool) -> (Pipeline, std::path::PathBuf
         write: Some(out.clone()),
         pcap: None,
         redact: Redact::new(&[]),
+        db_query_text: Default::default(),
     };
     (Pipeline::new(&o).unwrap(), out)
 }
@@ -96,6 +97,52 @@ fn raw_records_are_redacted() {
         ]
     );
     assert!(p.conns.is_empty(), "forgotten at the close");
+}
+
+/// `--raw`: database passwords are masked in the calls as captured
+/// (Redis AUTH, PostgreSQL's PasswordMessage, a MySQL login), lengths
+/// unchanged; other bytes as they were.
+#[test]
+fn raw_database_passwords_are_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, out) = pipeline(&dir, true);
+    let startup = b"\0\0\0\x10\0\x03\0\0user\0u\0\0";
+    let mut login = vec![45, 0, 0, 2];
+    login.extend((0x200u32 | 0x800 | 0x8000).to_le_bytes());
+    login.extend([0, 0, 0, 1, 33]);
+    login.extend([0; 23]);
+    login.extend(b"root\0\x07pw-pw-7");
+    for r in [
+        call(
+            1,
+            true,
+            1,
+            b"*3\r\n$4\r\nAUTH\r\n$1\r\nu\r\n$7\r\npw-pw-1\r\n",
+        ),
+        call(1, true, 2, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"),
+        call(2, true, 3, startup),
+        call(2, false, 4, b"R\0\0\0\x08\0\0\0\x03"),
+        call(2, true, 5, b"p\0\0\0\x0cpw-pw-2\0"),
+        call(3, true, 6, &login),
+    ] {
+        p.handle(&r).unwrap();
+    }
+    let data: Vec<Vec<u8>> = records(&mut p, &out)
+        .iter()
+        .filter(|r| r["type"] == "data")
+        .map(|r| match r["encoding"].as_str() {
+            Some("base64") => base64::engine::general_purpose::STANDARD
+                .decode(r["data"].as_str().unwrap())
+                .unwrap(),
+            _ => r["data"].as_str().unwrap().as_bytes().to_vec(),
+        })
+        .collect();
+    assert_eq!(data[0], b"*3\r\n$4\r\nAUTH\r\n$1\r\n*\r\n$7\r\n*******\r\n");
+    assert_eq!(data[1], b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+    assert_eq!(data[4], b"p\0\0\0\x0c********");
+    assert_eq!(&data[5][..36], &login[..36]);
+    assert_eq!(data[5][36..], [b'*'; 13]);
+    assert_eq!(data[5].len(), login.len());
 }
 
 /// A connection with one request waiting for its response.

@@ -57,6 +57,18 @@ pub struct DurationLabels {
     pub status_class: String,
 }
 
+/// Labels of a database command's duration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DbLabels {
+    pub process: String,
+    /// `postgresql`, `redis`, `mysql`.
+    pub system: String,
+    /// `SELECT`, `GET`, ... (the busiest; the rest `other`).
+    pub operation: String,
+    /// `ok` or `error`.
+    pub status: String,
+}
+
 /// The busiest values of one label: a value has its own series while its
 /// estimated count is among the `MAX_LABEL_VALUES` highest of those kept.
 #[derive(Default)]
@@ -121,7 +133,9 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<DurationLabels, Histogram>,
+    db_durations: Family<DbLabels, Histogram>,
     servers: Mutex<TopK>,
+    operations: Mutex<TopK>,
     ports: Mutex<TopK>,
     processes: Mutex<TopK>,
     pub lost_records: Counter,
@@ -148,11 +162,16 @@ impl Metrics {
         let durations = Family::<DurationLabels, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.001, 2.0, 16))) as fn() -> Histogram,
         );
+        let db_durations = Family::<DbLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0001, 2.0, 18))) as fn() -> Histogram,
+        );
         let m = Metrics {
             registry: Registry::default(),
             requests,
             durations,
+            db_durations,
             servers: Mutex::default(),
+            operations: Mutex::default(),
             ports: Mutex::default(),
             processes: Mutex::default(),
             lost_records: Counter::default(),
@@ -174,6 +193,12 @@ impl Metrics {
             "plainsight_http_request_duration_seconds",
             "From the first byte of a request to the last byte of its response",
             m.durations.clone(),
+        );
+        registry.register(
+            "plainsight_db_duration_seconds",
+            "Database commands decoded (PostgreSQL, Redis, MySQL): from the first byte of a \
+             command to the last byte of its answer, by process, system, operation and status",
+            m.db_durations.clone(),
         );
         registry.register(
             "plainsight_lost_records",
@@ -275,6 +300,20 @@ impl Metrics {
                 })
                 .observe(s);
         }
+    }
+
+    /// Times one answered database command.
+    pub fn db(&self, process: &str, system: &str, operation: Option<&str>, ok: bool, seconds: f64) {
+        let process = lock(&self.processes).label(process);
+        let operation = lock(&self.operations).label(operation.unwrap_or("none"));
+        self.db_durations
+            .get_or_create(&DbLabels {
+                process,
+                system: system.to_string(),
+                operation,
+                status: if ok { "ok" } else { "error" }.to_string(),
+            })
+            .observe(seconds);
     }
 
     /// Sets a counter that mirrors a total kept elsewhere.
@@ -470,5 +509,21 @@ mod tests {
             "{old}"
         );
         assert!(!old.contains("# EOF"));
+    }
+
+    #[test]
+    fn exposition_has_database_durations() {
+        let m = Metrics::new();
+        m.db("psql", "postgresql", Some("SELECT"), true, 0.0003);
+        m.db("psql", "postgresql", Some("SELECT"), false, 0.0003);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "plainsight_db_duration_seconds_count{process=\"psql\",system=\"postgresql\",\
+                 operation=\"SELECT\",status=\"ok\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("status=\"error\""), "{text}");
     }
 }

@@ -7,11 +7,12 @@ pub mod otlp;
 
 use std::sync::Arc;
 
+use crate::decode::db::{DbKind, DbQuery, DbStatus};
 use crate::decode::Exchange;
 use crate::record::Clock;
 use crate::record::ConnMeta;
 use metrics::Metrics;
-use otlp::{OtlpSink, Seen};
+use otlp::{DbSeen, OtlpSink, Seen};
 
 /// What the output thread hands each decoded exchange to.
 #[derive(Clone, Default)]
@@ -65,6 +66,40 @@ impl TelemetrySink {
                 exchange: ex,
             };
             o.send(otlp::item(&seen, clock, o.logs));
+        }
+    }
+
+    /// One database command of a connection: its duration in the
+    /// histogram, a span. Pushed messages (pub/sub) are neither.
+    pub fn db(&self, meta: &ConnMeta, q: &DbQuery, clock: &Clock) {
+        if q.kind == DbKind::Message {
+            return;
+        }
+        if let (Some(m), Some(ns)) = (&self.metrics, q.latency_ns()) {
+            let ok = q.status == Some(DbStatus::Ok);
+            m.db(
+                &meta.comm,
+                q.system.as_str(),
+                q.operation.as_deref(),
+                ok,
+                ns as f64 / 1e9,
+            );
+        }
+        if let Some(o) = &self.otlp {
+            let seen = DbSeen {
+                pid: meta.pid,
+                comm: &meta.comm,
+                container: meta.facts.container.as_ref().map(|c| c.id.as_str()),
+                pod_uid: meta
+                    .facts
+                    .container
+                    .as_ref()
+                    .and_then(|c| c.pod_uid.as_deref()),
+                client: meta.facts.is_client().unwrap_or(true),
+                endpoints: meta.facts.endpoints.as_deref(),
+                query: q,
+            };
+            o.send(otlp::db_item(&seen, clock));
         }
     }
 }

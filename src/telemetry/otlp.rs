@@ -866,6 +866,96 @@ pub fn item(s: &Seen<'_>, clock: &Clock, with_logs: bool) -> Item {
     }
 }
 
+/// What one database command was, from the captured process's side.
+pub struct DbSeen<'a> {
+    pub pid: u32,
+    pub comm: &'a str,
+    pub container: Option<&'a str>,
+    pub pod_uid: Option<&'a str>,
+    /// The captured process sent the command.
+    pub client: bool,
+    pub endpoints: Option<&'a crate::record::Endpoints>,
+    pub query: &'a crate::decode::db::DbQuery,
+}
+
+/// The span of a database command (OpenTelemetry database conventions):
+/// `db.system.name`, `db.operation.name`, `db.query.text` (as
+/// `--db-query-text` shows it), `db.response.status_code` and `error.type`
+/// on failure, `db.response.returned_rows`, `server.address`/`server.port`
+/// (the socket's server end), the network peer.
+pub fn db_item(s: &DbSeen<'_>, clock: &Clock) -> Item {
+    use crate::decode::db::DbStatus;
+    let q = s.query;
+    let mut attrs = vec![kv("db.system.name", q.system.as_str().into())];
+    if let Some(ns) = &q.namespace {
+        attrs.push(kv("db.namespace", ns.clone()));
+    }
+    if let Some(op) = &q.operation {
+        attrs.push(kv("db.operation.name", op.clone()));
+    }
+    if let Some(text) = &q.query {
+        attrs.push(kv("db.query.text", text.clone()));
+    }
+    let e = s.endpoints;
+    let (local, peer) = (e.and_then(|e| e.local), e.and_then(|e| e.peer));
+    let server_end = if s.client { peer } else { local };
+    if let Some(a) = server_end {
+        attrs.push(kv("server.address", a.ip().to_string()));
+        attrs.push(kv_int("server.port", i64::from(a.port())));
+    }
+    if let (false, Some(c)) = (s.client, peer) {
+        attrs.push(kv("client.address", c.ip().to_string()));
+        attrs.push(kv_int("client.port", i64::from(c.port())));
+    }
+    network_attributes(e, &mut attrs);
+    if let Some(rows) = q.rows {
+        attrs.push(kv_int("db.response.returned_rows", rows as i64));
+    }
+    let status = match q.status {
+        Some(DbStatus::Error) => {
+            let code = q.error_code.clone().unwrap_or_else(|| "_OTHER".into());
+            attrs.push(kv("db.response.status_code", code.clone()));
+            attrs.push(kv("error.type", code));
+            Some(Status {
+                code: StatusCode::Error as i32,
+                message: q.error.clone().unwrap_or_default(),
+            })
+        }
+        None => {
+            attrs.push(kv("error.type", "incomplete".into()));
+            None
+        }
+        Some(DbStatus::Ok) => None,
+    };
+    let span = Span {
+        trace_id: random_id::<16>().to_vec(),
+        span_id: random_id::<8>().to_vec(),
+        name: q
+            .operation
+            .clone()
+            .unwrap_or_else(|| q.system.as_str().to_string()),
+        kind: if s.client {
+            SpanKind::Client as i32
+        } else {
+            SpanKind::Server as i32
+        },
+        start_time_unix_nano: unix_ns(clock.wall(q.ts_first_ns)),
+        end_time_unix_nano: unix_ns(clock.wall(q.ts_last_ns.max(q.ts_first_ns))),
+        attributes: attrs,
+        status,
+        ..Default::default()
+    };
+    Item {
+        pid: s.pid,
+        comm: s.comm.to_string(),
+        container: s.container.map(str::to_string),
+        pod_uid: s.pod_uid.map(str::to_string),
+        size: 0,
+        span,
+        logs: Vec::new(),
+    }
+}
+
 /// error.type: the status code when it is an error for this side (4xx and
 /// 5xx for a client, 5xx for a server), `incomplete` when the exchange was
 /// cut (no response, or a message that did not end).
@@ -1078,6 +1168,64 @@ mod tests {
         );
         assert_eq!(it.logs.len(), 2);
         assert!(it.logs.iter().all(|l| l.span_id == s.span_id));
+    }
+
+    /// A failed query seen from the client: database conventions, the
+    /// SQLSTATE as status code and error type, the server's socket end.
+    #[test]
+    fn db_client_span() {
+        use crate::decode::db::{DbQuery, DbStatus, DbSystem};
+        let mut q = DbQuery::new(DbSystem::Postgresql, 1_000);
+        q.set_sql(
+            "SELECT * FROM nope WHERE a = 1",
+            false,
+            Default::default(),
+            false,
+        );
+        q.error_code = Some("42P01".into());
+        q.error = Some("relation \"nope\" does not exist".into());
+        q.answer(DbStatus::Error, 3_000);
+        let ends = crate::record::Endpoints::new(
+            crate::record::Transport::Tcp,
+            1,
+            Some(3),
+            (
+                Some("127.0.0.1:41000".parse().unwrap()),
+                Some("127.0.0.1:5432".parse().unwrap()),
+            ),
+            false,
+        );
+        let seen = DbSeen {
+            pid: 7,
+            comm: "psql",
+            container: None,
+            pod_uid: None,
+            client: true,
+            endpoints: Some(&ends),
+            query: &q,
+        };
+        let it = db_item(&seen, &Clock::new());
+        let s = &it.span;
+        assert_eq!(s.name, "SELECT");
+        assert_eq!(s.kind, SpanKind::Client as i32);
+        assert_eq!(s.end_time_unix_nano - s.start_time_unix_nano, 2_000);
+        assert_eq!(s.status.as_ref().unwrap().code, StatusCode::Error as i32);
+        assert_eq!(
+            text(&s.attributes),
+            [
+                "db.system.name=postgresql",
+                "db.operation.name=SELECT",
+                "db.query.text=SELECT * FROM nope WHERE a = ?",
+                "server.address=127.0.0.1",
+                "server.port=5432",
+                "network.peer.address=127.0.0.1",
+                "network.peer.port=5432",
+                "network.transport=tcp",
+                "network.type=ipv4",
+                "db.response.status_code=42P01",
+                "error.type=42P01",
+            ]
+        );
     }
 
     /// Items are bounded in bytes, not only in number: exchanges with large
