@@ -13,7 +13,9 @@ TEST_PKGS=(curl openssl libssl-dev python3 nodejs chromium
            tshark prometheus podman runc debootstrap nginx-light libnss3-tools iproute2
            python3-pip
            postgresql redis-server redis-tools mariadb-server mariadb-client
-           libdbd-mariadb-perl)
+           libdbd-mariadb-perl
+           lighttpd lighttpd-mod-mbedtls lighttpd-mod-wolfssl libmbedtls-dev libwolfssl-dev
+           erlang-base erlang-crypto erlang-ssl erlang-inets)
 
 # The peers `make bench` compares against.
 BENCH_PKGS=(bpftrace bpfcc-tools)
