@@ -1225,10 +1225,9 @@ mod tests {
         let (_, i) = inspect("stripped_rustls");
         assert!(!i.is_tls());
         assert_eq!(i.library, None);
-        assert!(i
-            .unsupported
-            .as_deref()
-            .is_some_and(|u| u.starts_with("a stripped Rust program using rustls")));
+        let dark = i.unsupported.unwrap();
+        assert_eq!(dark.stack, "rustls");
+        assert!(dark.why.starts_with("a stripped Rust program using rustls"));
     }
 }
 
