@@ -33,6 +33,8 @@
 //! | (none) | `ssl_read_impl` | {215, 226} ⊆ R ⊆ those + {110, 182}, calls `SSL_do_handshake` |
 //! | `SslRead` | `SSL_read` | R = {66 SHOULD_NOT_HAVE_BEEN_CALLED}, calls `ssl_read_impl`, stores to memory not on the stack (`SSL_peek`, the same otherwise, never does; its bytes come again through `SSL_read`, so it is not probed) |
 //! | `SslSetHostName` | `SSL_set_tlsext_host_name` | {213} ⊆ R ⊆ {65, 213} |
+//! | (none) | `SSL_new` | {185 NULL_SSL_CTX} ⊆ R ⊆ {65, 185} |
+//! | `SslFree` | `ssl_st::~ssl_st` (every `SSL_free`, inlined or not, calls it) | no error: the first call of code shaped like `SSL_free` (`test rdi, rdi; je`, call D, `rdi` restored, call or jump F) where D and F are both callees of `SSL_new`, and D makes an indirect call (see [`destructor`]) |
 //!
 //! Checked against: Android's `libssl.so` (symbols: every address equal),
 //! Chromium 156 (Debian), Bun 1.4.5, grpcio 1.85.4 (see the tests).
