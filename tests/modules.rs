@@ -233,6 +233,23 @@ fn hf_transfer_trimmed_openssl() {
             line.contains("SSL_read SSL_write_ex SSL_read_ex SSL_free SSL_ctrl"),
             "{line}"
         );
+        // Its coverage record: the module, its stack, captured.
+        let cov = agent
+            .coverage()
+            .into_iter()
+            .find(|r| {
+                r["file"]
+                    .as_str()
+                    .is_some_and(|f| f.contains("hf_transfer"))
+            })
+            .unwrap_or_else(|| panic!("no coverage record: {:#?}", agent.coverage()));
+        assert_eq!(cov["stack"], "openssl");
+        assert_eq!(cov["captured"], true);
+        assert_eq!(cov["pid"], pid);
+        assert!(cov["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("SSL_read SSL_write_ex SSL_read_ex SSL_free SSL_ctrl"));
     });
 }
 

@@ -280,6 +280,20 @@ fn crafted_decoy_gets_no_probe() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let log = agent.stop();
+    // Its coverage record says what it is and why it stays dark.
+    let cov = agent.coverage();
+    assert_eq!(cov.len(), 1, "{cov:#?}");
+    assert_eq!(cov[0]["stack"], "boringssl");
+    assert_eq!(cov[0]["captured"], false);
+    assert!(cov[0]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("/boringssl_decoy"));
+    assert!(
+        cov[0]["reason"].as_str().unwrap().starts_with(want),
+        "{}",
+        cov[0]
+    );
     assert!(
         !log.lines()
             .any(|l| l.contains("] instrumented") && l.contains("boringssl_decoy")),

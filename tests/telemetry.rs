@@ -393,6 +393,15 @@ fn prometheus_scrapes_the_agent() {
         assert!(Instant::now() < until, "{text}");
         std::thread::sleep(Duration::from_millis(100));
     };
+    // The coverage map: the client's one TLS file, captured.
+    assert_eq!(
+        sample(
+            &text,
+            "plainsight_tls_files{stack=\"openssl\",captured=\"true\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
     // promtool on the exposition as served.
     let mut check = Command::new("promtool")
         .args(["check", "metrics"])

@@ -248,8 +248,24 @@ impl Agent {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// All JSON records written so far.
+    /// The JSON records of connections written so far (not the coverage
+    /// records of files: [`Agent::coverage`]).
     pub fn records(&self) -> Vec<Value> {
+        self.all_records()
+            .into_iter()
+            .filter(|r| r["type"] != "coverage")
+            .collect()
+    }
+
+    /// The coverage records written so far (one per file carrying TLS).
+    pub fn coverage(&self) -> Vec<Value> {
+        self.all_records()
+            .into_iter()
+            .filter(|r| r["type"] == "coverage")
+            .collect()
+    }
+
+    fn all_records(&self) -> Vec<Value> {
         let s = std::fs::read_to_string(&self.out).unwrap_or_default();
         s.lines()
             .filter_map(|l| serde_json::from_str(l).ok())
