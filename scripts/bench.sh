@@ -243,7 +243,9 @@ declare -A HOLD
 SIGHT=("uv|$PWD/target/uv/uv|--version" "node|$(command -v node)|-e|0"
        "rustls_stripped|$PWD/target/fixtures/rustls_client_awslc_stripped|--help"
        "bun|$PWD/target/stripped/bun|--version" "deno|$PWD/target/stripped/deno|--version"
-       "chromium|/usr/lib/chromium/chromium|--headless=new|--no-sandbox|--dump-dom|about:blank")
+       "chromium|/usr/lib/chromium/chromium|--headless=new|--no-sandbox|--dump-dom|about:blank"
+       "grpcio_cygrpc|$(command -v python3)|-c|import sys; sys.path.insert(0, '$PWD/target/pymods'); import grpc"
+       "hf_transfer|$(command -v python3)|-c|import sys; sys.path.insert(0, '$PWD/target/pymods'); import hf_transfer")
 for entry in "${SIGHT[@]}"; do
     IFS='|' read -r label exe args <<<"$entry"
     [[ -x "$exe" ]] || continue
@@ -255,6 +257,12 @@ for entry in "${SIGHT[@]}"; do
     HOLD[$label,restart]=$(hold_of "h_$label" "$WORK/hc" no "$exe" "${argv[@]}")
     HOLD[$label,restart_cold]=$(cold_cache; hold_of "h_$label" "$WORK/hc" yes "$exe" "${argv[@]}")
 done
+
+# --inventory over the processes running now (each distinct file read once).
+t0=$(date +%s%N)
+"$AGENT" --inventory >/dev/null 2>"$WORK/inv.err" || true
+INV=$(( ($(date +%s%N) - t0) / 1000000 ))
+INV_LINE=$(grep "inventory of" "$WORK/inv.err" | sed 's/^plainsight: //')
 
 # ---- 3. completeness at start-up -------------------------------------------
 python3 tests/fixtures/tls_server.py --cert "$CERT" --key "$KEY" >"$WORK/srv.out" 2>/dev/null &
@@ -495,7 +503,8 @@ mkdir -p docs
     echo "restarted agent on the same \`--cache-dir\` (warm, and cold page cache). uv and deno are stripped Rust"
     echo "executables (aws-lc located without symbols; deno has no .eh_frame), bun and chromium carry stripped"
     echo "BoringSSL (located without symbols or FDEs); node exports its OpenSSL. A hold is bounded by"
-    echo "\`--max-pause-ms\`; an inspection that outlasts it finishes after the process is resumed."
+    echo "\`--max-pause-ms\`; an inspection that outlasts it finishes after the process is resumed. grpcio_cygrpc and"
+    echo "hf_transfer are Python importing those modules (stripped BoringSSL in a 17 MB module; a trimmed OpenSSL)."
     echo
     echo "| program | first sight, cold | first sight, warm | restarted agent | restarted agent, cold |"
     echo "|---|---|---|---|---|"
@@ -507,6 +516,8 @@ mkdir -p docs
     done
     echo
     cat "$WORK/embedded.md"
+    echo "\`plainsight --inventory\` on this host: $INV ms wall ($INV_LINE)."
+    echo
     echo "## Reading the numbers"
     echo
     echo "On this kernel a uprobe on an instruction that must be single-stepped costs ~10 us"
