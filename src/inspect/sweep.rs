@@ -230,12 +230,12 @@ fn call_edges(img: &Image, sweeps: &[Sweep]) -> Result<Vec<(u64, u64)>, String> 
     let hi = sweeps.iter().map(|s| s.hi).max().unwrap_or(0);
     let mut out = Vec::new();
     for s in &img.text {
-        rel32_scan(s, 0, 0xe8, 1, 5, (lo, hi), &mut |p, t| {
+        for (p, t) in scan_halves(s, 0, 0xe8, 1, 5, (lo, hi)) {
             let k = sweeps.partition_point(|w| w.lo <= t);
             if k > 0 && t < sweeps[k - 1].hi && out.len() <= MAX_EDGES {
                 out.push((t, s.vaddr + p as u64));
             }
-        });
+        }
     }
     if out.len() > MAX_EDGES {
         return Err(format!("more than {MAX_EDGES} calls into the swept code"));
@@ -327,6 +327,49 @@ fn rel32_scan(
     }
 }
 
+/// Sections at least this large are scanned by two threads.
+const PARALLEL_SCAN: usize = 16 << 20;
+/// Hits kept per scan (a crafted file full of matches stops there).
+const MAX_HITS: usize = 1 << 22;
+
+/// [`rel32_scan`]'s hits `(position, target)` in `sec`, the two halves of
+/// a large section scanned at once (Chromium's code is 225 MB).
+fn scan_halves(
+    sec: &Sec,
+    op_at: u8,
+    op: u8,
+    disp_at: usize,
+    len: usize,
+    range: (u64, u64),
+) -> Vec<(usize, u64)> {
+    let part = |from: usize, to: usize| {
+        // Positions [from, to): their bytes run `len - 1` further.
+        let end = (to + len - 1).min(sec.bytes.len());
+        let sub = Sec {
+            vaddr: sec.vaddr + from as u64,
+            bytes: &sec.bytes[from..end],
+        };
+        let mut hits = Vec::new();
+        rel32_scan(&sub, op_at, op, disp_at, len, range, &mut |p, t| {
+            if hits.len() < MAX_HITS {
+                hits.push((from + p, t));
+            }
+        });
+        hits
+    };
+    let n = sec.bytes.len();
+    if n < PARALLEL_SCAN {
+        return part(0, n);
+    }
+    let mid = n / 2;
+    std::thread::scope(|s| {
+        let second = s.spawn(|| part(mid, n));
+        let mut hits = part(0, mid);
+        hits.extend(second.join().unwrap_or_default());
+        hits
+    })
+}
+
 /// A packed-pair prefilter for `op` at `op_at` and `top` at `top_at`.
 fn pair_finder(
     op_at: u8,
@@ -351,14 +394,14 @@ pub(super) fn rcx_xrefs(img: &Image, paths: &[(u64, u64)]) -> Result<Vec<u64>, S
     let lo = paths.iter().map(|p| p.0).min().unwrap_or(0);
     let hi = paths.iter().map(|p| p.1).max().unwrap_or(0);
     for s in &img.text {
-        rel32_scan(s, 2, 0x0d, 3, 7, (lo, hi), &mut |p, t| {
+        for (p, t) in scan_halves(s, 2, 0x0d, 3, 7, (lo, hi)) {
             if s.bytes[p] & 0xfb == 0x48
                 && s.bytes[p + 1] == 0x8d
                 && paths.iter().any(|&(lo, hi)| (lo..hi).contains(&t))
             {
                 out.push(s.vaddr + p as u64);
             }
-        });
+        }
     }
     if out.len() > MAX_XREFS {
         return Err("too many references to the path".into());
