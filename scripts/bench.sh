@@ -244,8 +244,8 @@ SIGHT=("uv|$PWD/target/uv/uv|--version" "node|$(command -v node)|-e|0"
        "rustls_stripped|$PWD/target/fixtures/rustls_client_awslc_stripped|--help"
        "bun|$PWD/target/stripped/bun|--version" "deno|$PWD/target/stripped/deno|--version"
        "chromium|/usr/lib/chromium/chromium|--headless=new|--no-sandbox|--dump-dom|about:blank"
-       "grpcio_cygrpc|$(command -v python3)|-c|import sys; sys.path.insert(0, '$PWD/target/pymods'); import grpc"
-       "hf_transfer|$(command -v python3)|-c|import sys; sys.path.insert(0, '$PWD/target/pymods'); import hf_transfer")
+       "grpcio_cygrpc|/usr/bin/python3|-c|import sys; sys.path.insert(0, '$PWD/target/pymods'); import grpc"
+       "hf_transfer|/usr/bin/python3|-c|import sys; sys.path.insert(0, '$PWD/target/pymods'); import hf_transfer")
 for entry in "${SIGHT[@]}"; do
     IFS='|' read -r label exe args <<<"$entry"
     [[ -x "$exe" ]] || continue
