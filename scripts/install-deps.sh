@@ -4,8 +4,10 @@
 set -euo pipefail
 
 # The Java agent (jvm/) is built with Debian's JDK 17 and ASM.
+# The unit tests check the stripped-BoringSSL locator against Android's
+# libssl (android-libboringssl) and stand-ins linked by lld.
 BUILD_PKGS=(clang lld llvm libelf-dev zlib1g-dev libzstd-dev pkg-config make gcc
-            openjdk-17-jdk-headless libasm-java)
+            openjdk-17-jdk-headless libasm-java android-libboringssl)
 # Tools used by the tests and their TLS fixtures.
 TEST_PKGS=(curl openssl libssl-dev python3 nodejs chromium
            android-libboringssl android-libboringssl-dev
