@@ -967,7 +967,10 @@ mod tests {
     #[test]
     fn android_libssl_matches_its_symbols() {
         let lib = Path::new("/usr/lib/x86_64-linux-gnu/android/libssl.so.0");
-        assert!(lib.exists(), "android-libboringssl is not installed (make deps)");
+        assert!(
+            lib.exists(),
+            "android-libboringssl is not installed (make deps)"
+        );
         let dir = tempfile::tempdir().unwrap();
         let copy = dir.path().join("libssl.so");
         std::fs::copy(lib, &copy).unwrap();
