@@ -52,29 +52,6 @@ enum Source {
     Bytes(Vec<u8>),
 }
 
-/// Images at least this large ask for transparent huge pages.
-const HUGE: usize = 8 << 20;
-
-/// Asks the kernel to back a large image with huge pages (THP in `madvise`
-/// mode, Debian's default): reading Chromium's 225 MB of code into 4 KiB
-/// pages costs 55,000 page faults, more than the copy itself. Only advice:
-/// nothing changes if it is refused.
-fn huge_pages(p: NonNull<u8>, len: usize) {
-    if len < HUGE {
-        return;
-    }
-    // The whole 2 MiB pages inside the allocation.
-    let start = (p.as_ptr() as usize).next_multiple_of(2 << 20);
-    let end = (p.as_ptr() as usize + len) & !((2 << 20) - 1);
-    if end > start {
-        // SAFETY: advice on pages of our own allocation; it does not
-        // change their contents (they are zero and stay so).
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-        }
-    }
-}
-
 impl Image {
     /// An image of `file`, of the size it has now (at most `limit` bytes,
     /// checked by the caller). Nothing is read yet.
@@ -96,10 +73,12 @@ impl Image {
         } else {
             let layout = Layout::array::<u8>(len).map_err(|e| e.to_string())?;
             // SAFETY: a layout of non-zero size.
-            let p = NonNull::new(unsafe { alloc::alloc_zeroed(layout) })
-                .ok_or_else(|| format!("cannot allocate {len} bytes"))?;
-            huge_pages(p, len);
-            p
+            // No transparent huge pages: with Debian's `defrag=madvise`
+            // the kernel may compact memory for them synchronously, and
+            // a held process waited up to a second (measured on
+            // Chromium's 283 MB image; ~200 ms every time without).
+            NonNull::new(unsafe { alloc::alloc_zeroed(layout) })
+                .ok_or_else(|| format!("cannot allocate {len} bytes"))?
         };
         let n = (len as u64).div_ceil(CHUNK) as usize;
         Ok(Image {
