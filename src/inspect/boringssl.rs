@@ -46,7 +46,8 @@
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, OpAccess, Register};
 
 use super::locate::{
-    decode, padding, propagate, step, Flow, Image, Report, Site, Unwind, RCX, RDI, RDX, RSI,
+    all_in, decode, error_target, padding, propagate, step, Flow, Image, Report, Site, Unwind, RCX,
+    RDI, RDX, RSI,
 };
 use super::sweep::{rcx_xrefs, Sweeps};
 use crate::probes::ProbePoint;
@@ -605,31 +606,8 @@ fn follow_shared_block(img: &Image, s: &mut Site, start: u64, end: u64) {
 /// The one function ssl_lib.cc's error sites call: `ERR_put_error(16, 0,
 /// reason, path, line)`.
 fn error_function(funcs: &[Func], paths: &[(u64, u64)]) -> Result<u64, String> {
-    let mut targets: Vec<u64> = funcs
-        .iter()
-        .flat_map(|f| &f.flow.sites)
-        .filter(|s| {
-            s.regs[RCX].consts().is_some_and(|v| all_in(v, paths))
-                && s.regs[RSI].consts() == Some(&[0][..])
-                && s.regs[RDI].consts() == Some(&[LIB_SSL][..])
-        })
-        .map(|s| s.target)
-        .collect();
-    targets.sort_unstable();
-    targets.dedup();
-    match targets[..] {
-        [t] => Ok(t),
-        [] => Err("no call passes ssl_lib.cc's path as ERR_put_error's file".into()),
-        _ => Err(format!(
-            "ssl_lib.cc's error sites call {} different functions",
-            targets.len()
-        )),
-    }
-}
-
-fn all_in(v: &[u64], ranges: &[(u64, u64)]) -> bool {
-    v.iter()
-        .all(|x| ranges.iter().any(|&(lo, hi)| (lo..hi).contains(x)))
+    let sites = funcs.iter().flat_map(|f| &f.flow.sites);
+    error_target(sites, paths, Some(LIB_SSL), "ssl_lib.cc")
 }
 
 /// The sorted reasons of `f`'s ssl_lib.cc error sites. A site whose file,

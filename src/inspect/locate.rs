@@ -630,12 +630,25 @@ impl Errors {
 /// The function that aead.c's error sites call (`ERR_put_error`): one
 /// target for all of them. An error site: the path in `rcx`, 0 in `rsi`.
 fn error_function(funcs: &[Func], paths: &[(u64, u64)]) -> Result<u64, String> {
-    let mut targets: Vec<u64> = funcs
-        .iter()
-        .flat_map(|f| &f.flow.sites)
+    let sites = funcs.iter().flat_map(|f| &f.flow.sites);
+    error_target(sites, paths, None, "aead.c")
+}
+
+/// The one function that error sites call among `sites`: calls with one of
+/// the `paths` (a source file's name) in `rcx`, 0 in `rsi` and, if given,
+/// the library `lib` in `rdi`. `file` names the source in messages. Shared
+/// by the aws-lc and BoringSSL locators (`ERR_put_error` in both).
+pub(super) fn error_target<'s>(
+    sites: impl Iterator<Item = &'s Site>,
+    paths: &[(u64, u64)],
+    lib: Option<u64>,
+    file: &str,
+) -> Result<u64, String> {
+    let mut targets: Vec<u64> = sites
         .filter(|s| {
             s.regs[RCX].consts().is_some_and(|v| all_in(v, paths))
                 && s.regs[RSI].consts() == Some(&[0][..])
+                && lib.is_none_or(|l| s.regs[RDI].consts() == Some(&[l][..]))
         })
         .map(|s| s.target)
         .collect();
@@ -643,15 +656,18 @@ fn error_function(funcs: &[Func], paths: &[(u64, u64)]) -> Result<u64, String> {
     targets.dedup();
     match targets[..] {
         [t] => Ok(t),
-        [] => Err("no call passes aead.c's path as ERR_put_error's file".into()),
+        [] => Err(format!(
+            "no call passes {file}'s path as ERR_put_error's file"
+        )),
         _ => Err(format!(
-            "aead.c's error sites call {} different functions",
+            "{file}'s error sites call {} different functions",
             targets.len()
         )),
     }
 }
 
-fn all_in(v: &[u64], ranges: &[(u64, u64)]) -> bool {
+/// Whether every value of `v` lies in one of `ranges` (half-open).
+pub(super) fn all_in(v: &[u64], ranges: &[(u64, u64)]) -> bool {
     v.iter()
         .all(|x| ranges.iter().any(|&(lo, hi)| (lo..hi).contains(x)))
 }
