@@ -499,7 +499,7 @@ fn analyse(img: &Image, start: u64, size: u64) -> Result<Func, String> {
     Ok(f)
 }
 
-/// PLT entries read at most.
+/// Symbol relocations (GOT slots) kept at most.
 const MAX_PLT_ENTRIES: usize = 1 << 16;
 
 /// Calls through the file's own PLT to a function it defines (a shared
@@ -508,7 +508,7 @@ const MAX_PLT_ENTRIES: usize = 1 << 16;
 /// symbol, whose value is the function.
 fn resolve_plt<'d, R: object::ReadRef<'d>>(data: R, funcs: &mut [Func]) {
     use object::read::elf::ElfFile64;
-    use object::{Endianness, Object, ObjectSection, ObjectSymbol, ObjectSymbolTable};
+    use object::{Endianness, Object, ObjectSymbol, ObjectSymbolTable};
     let Ok(elf) = ElfFile64::<Endianness, R>::parse(data) else {
         return;
     };
@@ -532,27 +532,10 @@ fn resolve_plt<'d, R: object::ReadRef<'d>>(data: R, funcs: &mut [Func]) {
         return;
     }
     slots.sort_unstable();
-    let mut stubs: Vec<(u64, u64)> = Vec::new();
-    for sec in elf.sections() {
-        if !matches!(sec.name(), Ok(".plt" | ".plt.sec")) {
-            continue;
-        }
-        let Ok(code) = sec.data() else { continue };
-        let code = &code[..code.len().min(16 * MAX_PLT_ENTRIES)];
-        let mut dec = Decoder::with_ip(64, code, sec.address(), DecoderOptions::NONE);
-        for ins in &mut dec {
-            if ins.flow_control() != FlowControl::IndirectBranch || !ins.is_ip_rel_memory_operand()
-            {
-                continue;
-            }
-            let slot = ins.ip_rel_memory_address();
-            if let Ok(k) = slots.binary_search_by_key(&slot, |s| s.0) {
-                // Entries are 16 bytes; the jump is the stub's first or
-                // second instruction (after endbr64).
-                stubs.push((ins.ip() & !15, slots[k].1));
-            }
-        }
-    }
+    let mut stubs = super::elf::plt_stubs(&elf, |slot| {
+        let k = slots.binary_search_by_key(&slot, |s| s.0).ok()?;
+        Some(slots[k].1)
+    });
     stubs.sort_unstable();
     for site in funcs.iter_mut().flat_map(|f| f.flow.sites.iter_mut()) {
         if let Ok(k) = stubs.binary_search_by_key(&site.target, |s| s.0) {

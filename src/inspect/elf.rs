@@ -212,6 +212,43 @@ fn whole<'d, R: ReadRef<'d>>(data: R, shown: &str) -> Result<&'d [u8], ElfError>
         })
 }
 
+/// The PLT stubs of `elf` (`.plt`, `.plt.sec`, `.plt.got`; their first
+/// `budget::MAX_PLT` bytes) that jump through a GOT slot `slot_of` knows:
+/// each stub's address and what `slot_of` said of its slot.
+pub fn plt_stubs<'d, R: ReadRef<'d>, T>(
+    elf: &ElfFile64<'d, Endianness, R>,
+    slot_of: impl Fn(u64) -> Option<T>,
+) -> Vec<(u64, T)> {
+    use object::read::ObjectSection;
+    let mut out = Vec::new();
+    for sec in elf.sections() {
+        let Ok(name) = sec.name() else { continue };
+        if !matches!(name, ".plt" | ".plt.sec" | ".plt.got") {
+            continue;
+        }
+        let Ok(code) = sec.data() else { continue };
+        let code = &code[..code.len().min(budget::MAX_PLT)];
+        let entsize = match sec.elf_section_header().sh_entsize.get(elf.endian()) {
+            0 => 16,
+            n => n,
+        };
+        let mut dec =
+            iced_x86::Decoder::with_ip(64, code, sec.address(), iced_x86::DecoderOptions::NONE);
+        for ins in &mut dec {
+            if ins.flow_control() != iced_x86::FlowControl::IndirectBranch
+                || !ins.is_ip_rel_memory_operand()
+            {
+                continue;
+            }
+            if let Some(v) = slot_of(ins.ip_rel_memory_address()) {
+                let stub = sec.address() + (ins.ip() - sec.address()) / entsize * entsize;
+                out.push((stub, v));
+            }
+        }
+    }
+    out
+}
+
 /// The no-return functions of a file and their PLT stubs, as file offsets.
 /// `defined`: the addresses of those the file defines.
 fn noreturn_offsets<'d, R: ReadRef<'d>>(
@@ -219,7 +256,7 @@ fn noreturn_offsets<'d, R: ReadRef<'d>>(
     segments: &[(u64, u64, u64)],
     mut vaddrs: Vec<u64>,
 ) -> Vec<u64> {
-    use object::read::{ObjectSection, ObjectSymbolTable};
+    use object::read::ObjectSymbolTable;
     // GOT slots of imported no-return functions, then the PLT stubs that
     // jump through them.
     let mut slots: Vec<u64> = Vec::new();
@@ -244,29 +281,8 @@ fn noreturn_offsets<'d, R: ReadRef<'d>>(
     }
     slots.sort_unstable();
     if !slots.is_empty() {
-        for sec in elf.sections() {
-            let Ok(name) = sec.name() else { continue };
-            if !matches!(name, ".plt" | ".plt.sec" | ".plt.got") {
-                continue;
-            }
-            let Ok(code) = sec.data() else { continue };
-            let code = &code[..code.len().min(budget::MAX_PLT)];
-            let entsize = match sec.elf_section_header().sh_entsize.get(elf.endian()) {
-                0 => 16,
-                n => n,
-            };
-            let mut dec =
-                iced_x86::Decoder::with_ip(64, code, sec.address(), iced_x86::DecoderOptions::NONE);
-            for ins in &mut dec {
-                if ins.flow_control() == iced_x86::FlowControl::IndirectBranch
-                    && ins.is_ip_rel_memory_operand()
-                    && slots.binary_search(&ins.ip_rel_memory_address()).is_ok()
-                {
-                    let slot = sec.address() + (ins.ip() - sec.address()) / entsize * entsize;
-                    vaddrs.push(slot);
-                }
-            }
-        }
+        let stubs = plt_stubs(elf, |slot| slots.binary_search(&slot).ok());
+        vaddrs.extend(stubs.into_iter().map(|(stub, _)| stub));
     }
     let mut out: Vec<u64> = vaddrs
         .into_iter()
