@@ -221,21 +221,7 @@ fn nginx_http1_and_http2_by_their_clients_server_name() {
         assert_eq!(curl("api.acme.com", "/h2", "--http2"), "hello GET /h2\n");
         assert_eq!(curl("other.example", "/no", "--http2"), "hello GET /no\n");
         let ex = agent.exchanges(pid, 2);
-        let mut got: Vec<(String, String, String, String, u64, String)> = ex
-            .iter()
-            .map(|e| {
-                let s = |k: &str| e[k].as_str().unwrap_or("?").to_string();
-                (
-                    s("protocol"),
-                    s("path"),
-                    s("side"),
-                    s("sni"),
-                    e["status"].as_u64().unwrap_or(0),
-                    e["response"]["body"].as_str().unwrap_or("?").to_string(),
-                )
-            })
-            .collect();
-        got.sort();
+        let got = exchange_rows(&ex);
         let row = |p: &str, path: &str| {
             (
                 p.to_string(),

@@ -1063,21 +1063,7 @@ pub fn lighttpd_decoded(module: &str) {
         assert_eq!(out.stdout, LIGHTTPD_BODY, "{module} {http}");
     }
     let ex = agent.exchanges(server.pid, 2);
-    let mut got: Vec<(String, String, String, String, u64, String)> = ex
-        .iter()
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().unwrap_or("?").to_string();
-            (
-                s("protocol"),
-                s("path"),
-                s("side"),
-                s("sni"),
-                e["status"].as_u64().unwrap_or(0),
-                e["response"]["body"].as_str().unwrap_or("?").to_string(),
-            )
-        })
-        .collect();
-    got.sort();
+    let got = exchange_rows(&ex);
     let row = |p: &str, path: &str| {
         (
             p.to_string(),
@@ -1096,4 +1082,29 @@ pub fn lighttpd_decoded(module: &str) {
         ],
         "{module}"
     );
+}
+
+/// One decoded exchange as (protocol, path, side, server name, status,
+/// response body).
+pub type ExchangeRow = (String, String, String, String, u64, String);
+
+/// The exchanges `ex` as [`ExchangeRow`]s, sorted (what a server test
+/// compares).
+pub fn exchange_rows(ex: &[Value]) -> Vec<ExchangeRow> {
+    let mut got: Vec<ExchangeRow> = ex
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("?").to_string();
+            (
+                s("protocol"),
+                s("path"),
+                s("side"),
+                s("sni"),
+                e["status"].as_u64().unwrap_or(0),
+                e["response"]["body"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    got
 }
