@@ -711,7 +711,7 @@ fn http1_call(
     seg: &mut impl FnMut(&mut Decoded, Vec<u8>),
 ) -> bool {
     let (peer, ts_ns) = (c.peer, c.ts_ns);
-    let side = usize::from(peer == Peer::Server);
+    let side = peer.index();
     if failed[side] {
         // Try to pick up again at this call.
         conn.restart(peer);

@@ -572,7 +572,7 @@ impl Http1Conn {
         self.parser(from).room = room;
         let r = self.parser(from).push(data, ts_ns);
         let mut out = Http1Output {
-            wire: self.raw[side_index(from)].push(data).into_owned(),
+            wire: self.raw[from.index()].push(data).into_owned(),
             ..Default::default()
         };
         let msgs = match r {
@@ -644,7 +644,7 @@ impl Http1Conn {
 
     /// Bytes `from` sent were lost after the last push.
     pub fn gap(&mut self, from: Peer) {
-        self.raw[side_index(from)].gap();
+        self.raw[from.index()].gap();
     }
 
     /// The wire redactors (client, server), to go on where this decoder
@@ -732,10 +732,6 @@ impl Http1Conn {
             grpc: None,
         }
     }
-}
-
-fn side_index(p: Peer) -> usize {
-    usize::from(p == Peer::Server)
 }
 
 fn side_name(p: Peer) -> &'static str {

@@ -880,7 +880,7 @@ impl Http2Conn {
         let Some(st) = self.streams.get(&block.stream) else {
             return fresh;
         };
-        let i = usize::from(from == Peer::Server);
+        let i = from.index();
         let msg = if i == 0 { &st.request } else { &st.response };
         match msg {
             Some(m) if !m.complete => (

@@ -40,6 +40,14 @@ pub enum Peer {
     Server,
 }
 
+impl Peer {
+    /// 0 for the client, 1 for the server: the index of per-direction
+    /// state kept in pairs.
+    pub fn index(self) -> usize {
+        usize::from(self == Peer::Server)
+    }
+}
+
 /// A header list: names as sent (HTTP/2: lower case), raw values.
 pub type Headers = Vec<(String, Vec<u8>)>;
 

@@ -120,10 +120,6 @@ pub struct MysqlConn {
     pub notices: Vec<String>,
 }
 
-fn side(p: Peer) -> usize {
-    usize::from(p == Peer::Server)
-}
-
 impl MysqlConn {
     /// A connection from the client's login packet on.
     pub fn new(mode: QueryText) -> MysqlConn {
@@ -186,7 +182,7 @@ impl MysqlConn {
     ) -> Result<(), DbError> {
         let ok = |_: &[u8]| Ok(());
         loop {
-            let s = side(peer);
+            let s = peer.index();
             // what is masked depends on the phase, which a packet may change
             let phase = self.phase;
             let mask = move |h: &[u8], first: u8| match peer {

@@ -168,10 +168,6 @@ pub struct RedisConn {
     pub notices: Vec<String>,
 }
 
-fn side(p: Peer) -> usize {
-    usize::from(p == Peer::Server)
-}
-
 impl RedisConn {
     /// A connection from its first command (or picked up midway).
     pub fn new(mode: QueryText) -> RedisConn {
@@ -233,7 +229,7 @@ impl RedisConn {
         out: &mut DbOut,
     ) -> Result<(), DbError> {
         out.queries.append(&mut self.orphans);
-        let s = side(peer);
+        let s = peer.index();
         if self.resync[s] {
             let starts = match peer {
                 Peer::Client => classify(rest) == Start::Command,
@@ -280,7 +276,7 @@ impl RedisConn {
         ts: u64,
         wire: &mut Vec<u8>,
     ) -> Result<bool, DbError> {
-        let r = &mut self.readers[side(peer)];
+        let r = &mut self.readers[peer.index()];
         if !r.started {
             r.started = true;
             r.value.ts_first = ts;
