@@ -648,26 +648,22 @@ impl Agent<'_> {
                 );
                 (None, false)
             }
+            Outcome::Jvm { shown } => {
+                let (captured, reason) = match self.java_enabled {
+                    true => (true, "plainsight's Java agent, loaded into each JVM"),
+                    false => (false, "--no-java"),
+                };
+                self.coverage(&r.job, shown, "jsse", captured, reason.to_string());
+                (None, false)
+            }
             Outcome::Failed(e) => {
                 log::warn!("cannot inspect {e}");
                 (None, false)
             }
             _ => (None, false),
         };
-        if let Outcome::Jvm = r.outcome {
-            let (captured, reason) = match self.java_enabled {
-                true => (
-                    true,
-                    "plainsight's Java agent, loaded into each JVM".to_string(),
-                ),
-                false => (false, "--no-java".to_string()),
-            };
-            let shown =
-                discover::find_mapping(r.job.pid, file).map_or_else(String::new, |m| m.path);
-            self.coverage(&r.job, &shown, "jsse", captured, reason);
-        }
         let waiting = self.files.finish(file, probes, static_tls);
-        if let Outcome::Jvm = r.outcome {
+        if let Outcome::Jvm { .. } = r.outcome {
             // Every later mapping of it is news of a JVM.
             self.kernel.mark_watched(file);
             self.jvm_files.insert(file);

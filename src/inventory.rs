@@ -54,9 +54,7 @@ pub fn scan(max_elf_size: u64, java: bool) -> Scanned {
     let me = std::process::id();
     for pid in pids().into_iter().filter(|&p| p != me) {
         out.processes += 1;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map(|c| c.trim_end().to_string())
-            .unwrap_or_default();
+        let comm = discover::comm(pid).unwrap_or_default();
         for m in discover::exec_mappings(pid) {
             let verdict = match by_file.get(&m.file) {
                 Some(v) => v.clone(),
@@ -86,7 +84,8 @@ pub fn scan(max_elf_size: u64, java: bool) -> Scanned {
     out
 }
 
-/// The processes now, by pid.
+/// The processes now, by pid (as `discover::all_pids`, bounded while
+/// /proc is read).
 fn pids() -> Vec<u32> {
     let mut v: Vec<u32> = std::fs::read_dir("/proc")
         .map(|d| {

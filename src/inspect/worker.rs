@@ -39,8 +39,11 @@ pub enum Outcome {
     },
     /// Not an ELF file (JIT code in a `memfd:` file, say): counted.
     NotElf,
-    /// A JVM's `libjvm.so`: its processes get the Java agent.
-    Jvm,
+    /// A JVM's `libjvm.so` (`shown`: its path): its processes get the
+    /// Java agent.
+    Jvm {
+        shown: String,
+    },
     /// The mapping is gone (the process exited): another process mapping
     /// it may take over.
     Gone,
@@ -171,7 +174,7 @@ fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
             shown: m.path,
             dark,
         },
-        Ok(insp) if insp.is_jvm() => Outcome::Jvm,
+        Ok(insp) if insp.is_jvm() => Outcome::Jvm { shown: m.path },
         Ok(_) => Outcome::NotTls,
         Err(elf::ElfError::NotElf { .. }) => Outcome::NotElf,
         Err(e) => Outcome::Failed(format!("{} (mapped by pid {}): {e}", m.path, job.pid)),
