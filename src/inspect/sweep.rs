@@ -230,7 +230,7 @@ fn call_edges(img: &Image, sweeps: &[Sweep]) -> Result<Vec<(u64, u64)>, String> 
     let hi = sweeps.iter().map(|s| s.hi).max().unwrap_or(0);
     let mut out = Vec::new();
     for s in &img.text {
-        for (p, t) in scan_halves(s, 0, 0xe8, 1, 5, (lo, hi)) {
+        for (p, t) in scan_halves(s, 0, 0xe8, 1, 5, (lo, hi))? {
             let k = sweeps.partition_point(|w| w.lo <= t);
             if k > 0 && t < sweeps[k - 1].hi && out.len() <= MAX_EDGES {
                 out.push((t, s.vaddr + p as u64));
@@ -330,10 +330,14 @@ fn rel32_scan(
 /// Sections at least this large are scanned by two threads.
 const PARALLEL_SCAN: usize = 16 << 20;
 /// Hits kept per scan (a crafted file full of matches stops there).
-const MAX_HITS: usize = 1 << 22;
+/// More than [`MAX_EDGES`] is an error for calls anyway, and no real file
+/// has that many loads of a short string.
+const MAX_HITS: usize = MAX_EDGES + 1;
 
 /// [`rel32_scan`]'s hits `(position, target)` in `sec`, the two halves of
-/// a large section scanned at once (Chromium's code is 225 MB).
+/// a large section scanned at once (Chromium's code is 225 MB). More than
+/// [`MAX_HITS`] in a half, or a half that failed, is an error: a partial
+/// list would look complete.
 fn scan_halves(
     sec: &Sec,
     op_at: u8,
@@ -341,7 +345,7 @@ fn scan_halves(
     disp_at: usize,
     len: usize,
     range: (u64, u64),
-) -> Vec<(usize, u64)> {
+) -> Result<Vec<(usize, u64)>, String> {
     let part = |from: usize, to: usize| {
         // Positions [from, to): their bytes run `len - 1` further.
         let end = (to + len - 1).min(sec.bytes.len());
@@ -350,12 +354,23 @@ fn scan_halves(
             bytes: &sec.bytes[from..end],
         };
         let mut hits = Vec::new();
-        rel32_scan(&sub, op_at, op, disp_at, len, range, &mut |p, t| {
-            if hits.len() < MAX_HITS {
-                hits.push((from + p, t));
-            }
-        });
-        hits
+        let mut full = false;
+        rel32_scan(
+            &sub,
+            op_at,
+            op,
+            disp_at,
+            len,
+            range,
+            &mut |p, t| match hits.len() < MAX_HITS {
+                true => hits.push((from + p, t)),
+                false => full = true,
+            },
+        );
+        match full {
+            true => Err(format!("more than {MAX_HITS} references in the code")),
+            false => Ok(hits),
+        }
     };
     let n = sec.bytes.len();
     if n < PARALLEL_SCAN {
@@ -364,9 +379,12 @@ fn scan_halves(
     let mid = n / 2;
     std::thread::scope(|s| {
         let second = s.spawn(|| part(mid, n));
-        let mut hits = part(0, mid);
-        hits.extend(second.join().unwrap_or_default());
-        hits
+        let mut hits = part(0, mid)?;
+        let rest = second
+            .join()
+            .map_err(|_| "a code scan failed".to_string())??;
+        hits.extend(rest);
+        Ok(hits)
     })
 }
 
@@ -394,7 +412,7 @@ pub(super) fn rcx_xrefs(img: &Image, paths: &[(u64, u64)]) -> Result<Vec<u64>, S
     let lo = paths.iter().map(|p| p.0).min().unwrap_or(0);
     let hi = paths.iter().map(|p| p.1).max().unwrap_or(0);
     for s in &img.text {
-        for (p, t) in scan_halves(s, 2, 0x0d, 3, 7, (lo, hi)) {
+        for (p, t) in scan_halves(s, 2, 0x0d, 3, 7, (lo, hi))? {
             if s.bytes[p] & 0xfb == 0x48
                 && s.bytes[p + 1] == 0x8d
                 && paths.iter().any(|&(lo, hi)| (lo..hi).contains(&t))
