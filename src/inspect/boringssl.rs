@@ -51,6 +51,7 @@ use super::locate::{
 };
 use super::sweep::{rcx_xrefs, Sweeps};
 use crate::probes::ProbePoint;
+use std::sync::atomic::AtomicUsize;
 
 /// The end of `__FILE__` of ssl_lib.cc's error sites, in two halves so
 /// that this program's own read-only data does not hold it whole.
@@ -75,13 +76,17 @@ const UNINITIALIZED: u64 = 226;
 
 /// Locates stripped BoringSSL's functions in `data` (the whole ELF file).
 /// `Err` starting with "no BoringSSL" for a file that does not carry it.
-pub fn locate_boringssl<'d, R: object::ReadRef<'d>>(data: R) -> Result<Report, String> {
+pub fn locate_boringssl<'d, R: super::locate::FileData<'d>>(data: R) -> Result<Report, String> {
     if path_strings(&Image::open(data, false)?)?.is_empty() {
         return Err("no BoringSSL: no ssl/ssl_lib.cc path in read-only data".into());
     }
     let img = Image::open(data, true)?;
     let paths = path_strings(&img)?;
-    let mut xrefs = rcx_xrefs(&img, &paths)?;
+    // SSL_free's openings are collected in the same pass over the code.
+    let kept = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let (mut xrefs, shapes) = rcx_xrefs(&img, &paths, OPENING_READ - 1, &|at, b, n, out| {
+        free_openings(at, b, n, out, (&kept.0, &kept.1))
+    })?;
     if img.fixed {
         xrefs.extend(imm_xrefs(&img, &paths)?);
     }
@@ -131,7 +136,10 @@ pub fn locate_boringssl<'d, R: object::ReadRef<'d>>(data: R) -> Result<Report, S
             .map_err(|w| format!("{}: {w}", point.symbol()))?;
         report.found.push(img.located(point, f.start, f.size)?);
     }
-    match r.ssl_new().and_then(|n| destructor(&img, &funcs.list[n])) {
+    match r
+        .ssl_new()
+        .and_then(|n| destructor(&img, &funcs.list[n], &shapes))
+    {
         // Entry only: the size is not needed (no return probe).
         Ok(d) => report.found.push(img.located(ProbePoint::SslFree, d, 0)?),
         Err(w) => report.omitted.push((ProbePoint::SslFree, w)),
@@ -141,10 +149,48 @@ pub fn locate_boringssl<'d, R: object::ReadRef<'d>>(data: R) -> Result<Report, S
 
 /// Bytes of a free function's opening searched for: `test rdi, rdi; je`.
 const FREE_OPENING: [u8; 4] = [0x48, 0x85, 0xff, 0x74];
+/// What is read of an opening for its shape.
+const OPENING_READ: usize = 64;
 /// Free-shaped openings examined at most.
 const MAX_FREE_SHAPES: usize = 1 << 18;
+/// Free shapes (D, F) kept at most.
+const MAX_SHAPES: usize = 1 << 16;
 /// What is read of `~ssl_st` for its indirect call.
 const MAX_DESTRUCTOR_READ: usize = 1024;
+
+/// Every free-shaped opening of a window of code (`at`, `bytes`, its `n`
+/// positions; [`Sec::scan`]) as (D, F) ([`free_shape`]): SSL_new's callees
+/// are not known yet, so all are kept, to be matched with them
+/// (`destructor`). `kept`: the openings seen and the shapes kept so far
+/// by all windows, bounded.
+fn free_openings(
+    at: u64,
+    bytes: &[u8],
+    n: usize,
+    out: &mut Vec<(u64, u64)>,
+    (kept, kept_shapes): (&AtomicUsize, &AtomicUsize),
+) -> Result<(), String> {
+    let (mut seen, mut many) = (0, false);
+    super::sweep::for_each_match(bytes, &FREE_OPENING, 1, 3, &mut |i| {
+        if i >= n || many {
+            return; // the next window's
+        }
+        seen += 1;
+        let code = &bytes[i..(i + OPENING_READ).min(bytes.len())];
+        if let Some((d, f)) = free_shape(code, at + i as u64) {
+            if d != f {
+                out.push((d, f));
+            }
+        }
+        many = seen > MAX_FREE_SHAPES || out.len() > MAX_SHAPES;
+    });
+    let all = kept.fetch_add(seen, std::sync::atomic::Ordering::Relaxed) + seen;
+    let shapes = kept_shapes.fetch_add(out.len(), std::sync::atomic::Ordering::Relaxed) + out.len();
+    match many || all > MAX_FREE_SHAPES || shapes > MAX_SHAPES {
+        true => Err(format!("more than {MAX_FREE_SHAPES} free-shaped openings")),
+        false => Ok(()),
+    }
+}
 
 /// The end of a connection: `ssl_st::~ssl_st` (`rdi` = the SSL), which
 /// every `SSL_free` calls, also where LTO inlined `SSL_free` into its
@@ -153,8 +199,12 @@ const MAX_DESTRUCTOR_READ: usize = 1024;
 /// return; ssl->~ssl_st(); OPENSSL_free(ssl);` ([`free_shape`]), and both
 /// functions it calls are called by `SSL_new` too (its failure path
 /// destroys the new SSL the same way). The one such destructor must make
-/// an indirect call (`ssl->method->ssl_free`).
-fn destructor(img: &Image, ssl_new: &Func) -> Result<u64, String> {
+/// an indirect call (`ssl->method->ssl_free`). `shapes`: (D, F) of every
+/// free-shaped opening ([`free_openings`]).
+fn destructor(img: &Image, ssl_new: &Func, shapes: &[(u64, u64)]) -> Result<u64, String> {
+    if shapes.len() > MAX_SHAPES {
+        return Err(format!("more than {MAX_SHAPES} free-shaped functions"));
+    }
     let callees: std::collections::HashSet<u64> = ssl_new
         .flow
         .sites
@@ -163,31 +213,9 @@ fn destructor(img: &Image, ssl_new: &Func) -> Result<u64, String> {
         .filter(|t| t >> 63 == 0)
         .collect();
     let mut found: Vec<u64> = Vec::new();
-    let mut seen = 0;
-    for sec in &img.text {
-        super::sweep::for_each_match(sec.bytes, &FREE_OPENING, 1, 3, &mut |i| {
-            seen += 1;
-            let code = &sec.bytes[i..(i + 64).min(sec.bytes.len())];
-            // Cheap first: an e8 soon after whose target SSL_new calls.
-            let at = sec.vaddr + i as u64;
-            let near = (5..24.min(code.len().saturating_sub(4))).any(|k| {
-                code[k] == 0xe8 && {
-                    let rel =
-                        i32::from_le_bytes([code[k + 1], code[k + 2], code[k + 3], code[k + 4]]);
-                    callees.contains(&(at + k as u64 + 5).wrapping_add(rel as i64 as u64))
-                }
-            });
-            if !near {
-                return;
-            }
-            if let Some((d, f)) = free_shape(code, at) {
-                if d != f && callees.contains(&d) && callees.contains(&f) && !found.contains(&d) {
-                    found.push(d);
-                }
-            }
-        });
-        if seen > MAX_FREE_SHAPES {
-            return Err(format!("more than {MAX_FREE_SHAPES} free-shaped openings"));
+    for &(d, f) in shapes {
+        if callees.contains(&d) && callees.contains(&f) && !found.contains(&d) {
+            found.push(d);
         }
     }
     found.retain(|&d| {
@@ -310,12 +338,14 @@ fn path_strings(img: &Image) -> Result<Vec<(u64, u64)>, String> {
     let mut out = Vec::new();
     let path = PATH.concat();
     for s in &img.rodata {
-        for i in memchr::memmem::find_iter(s.bytes, &path) {
-            if i > 0 && s.bytes[i - 1] != b'/' && s.bytes[i - 1] != 0 {
+        // Kept whole since `open`.
+        let bytes = s.whole().unwrap_or_default();
+        for i in memchr::memmem::find_iter(bytes, &path) {
+            if i > 0 && bytes[i - 1] != b'/' && bytes[i - 1] != 0 {
                 continue;
             }
             let back = i.saturating_sub(4096);
-            let from = s.bytes[back..i]
+            let from = bytes[back..i]
                 .iter()
                 .rposition(|&b| b == 0)
                 .map_or(back, |z| back + z + 1);
@@ -338,18 +368,22 @@ fn imm_xrefs(img: &Image, paths: &[(u64, u64)]) -> Result<Vec<u64>, String> {
         let Ok(imm) = u32::try_from(start) else {
             continue;
         };
+        // `mov ecx, imm32`: the file is ERR_put_error's fourth argument.
+        // Whether the b9 is an instruction is for the sweep to say.
+        let mut needle = [0xb9, 0, 0, 0, 0];
+        needle[1..].copy_from_slice(&imm.to_le_bytes());
         for s in &img.text {
-            for i in memchr::memmem::find_iter(s.bytes, &imm.to_le_bytes()) {
-                // `mov ecx, imm32`: the file is ERR_put_error's fourth
-                // argument. Whether the b9 is an instruction is for the
-                // sweep to say.
-                if i == 0 || s.bytes[i - 1] != 0xb9 {
-                    continue;
+            let hits = s.scan(needle.len() - 1, &|at, bytes, n, out| {
+                for i in memchr::memmem::find_iter(bytes, &needle) {
+                    if i < n && out.len() <= super::locate::MAX_XREFS {
+                        out.push(at + i as u64);
+                    }
                 }
-                out.push(s.vaddr + (i - 1) as u64);
-                if out.len() > super::locate::MAX_XREFS {
-                    return Err("too many references to ssl_lib.cc's path".into());
-                }
+                Ok(())
+            })?;
+            out.extend(hits);
+            if out.len() > super::locate::MAX_XREFS {
+                return Err("too many references to ssl_lib.cc's path".into());
             }
         }
     }
@@ -512,21 +546,17 @@ fn resolve_plt<'d, R: object::ReadRef<'d>>(data: R, funcs: &mut [Func]) {
     let Ok(elf) = ElfFile64::<Endianness, R>::parse(data) else {
         return;
     };
-    let (Some(relocs), Some(dynsyms)) = (elf.dynamic_relocations(), elf.dynamic_symbol_table())
-    else {
+    let Some(dynsyms) = elf.dynamic_symbol_table() else {
         return;
     };
-    // Relocations against symbols only (a large file has a million
-    // relative ones first); at most MAX_PLT_ENTRIES kept.
-    let mut slots: Vec<(u64, u64)> = relocs
-        .filter_map(|(got, r)| match r.target() {
-            object::RelocationTarget::Symbol(i) => {
-                let sym = dynsyms.symbol_by_index(i).ok()?;
-                (sym.is_definition() && sym.address() != 0).then(|| (got, sym.address()))
-            }
-            _ => None,
+    let mut slots: Vec<(u64, u64)> = super::elf::plt_relocations(&elf, MAX_PLT_ENTRIES)
+        .into_iter()
+        .filter_map(|(got, i)| {
+            let sym = dynsyms
+                .symbol_by_index(object::SymbolIndex(i as usize))
+                .ok()?;
+            (sym.is_definition() && sym.address() != 0).then(|| (got, sym.address()))
         })
-        .take(MAX_PLT_ENTRIES)
         .collect();
     if slots.is_empty() {
         return;
@@ -974,17 +1004,40 @@ mod timing {
                 let _ = object::ReadRef::read_bytes_at(&img, 0, n as u64);
                 eprintln!("{p}: read whole in {:?}", t.elapsed());
                 let t = std::time::Instant::now();
-                let _ = super::locate_boringssl(&img);
+                let r = super::locate_boringssl(&img);
+                eprintln!("{:?}", r.as_ref().map(|r| &r.omitted));
                 eprintln!("{p}: locate {:?}", t.elapsed());
             }
+            {
+                use super::super::*;
+                let path = std::path::Path::new(p);
+                let img = elf::open_image(path, 1 << 30).unwrap();
+                let t = std::time::Instant::now();
+                let syms = symbols(&img, path, true).unwrap();
+                let mut insp = classify(&syms);
+                eprintln!("symbols {:?} {} MB", t.elapsed(), img.bytes_read() >> 20);
+                locate_stripped(&img, &mut insp);
+                eprintln!("located {:?} {} MB", t.elapsed(), img.bytes_read() >> 20);
+                place_targets(&img, &syms, &mut insp.targets);
+                eprintln!("placed {:?} {} MB", t.elapsed(), img.bytes_read() >> 20);
+            }
+            let cpu = || {
+                // SAFETY: getrusage fills the struct it is given.
+                let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+                unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+                let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
+                us(u.ru_utime) + us(u.ru_stime)
+            };
             for _ in 0..3 {
                 let t = std::time::Instant::now();
+                let c = cpu();
                 let img = super::super::elf::open_image(std::path::Path::new(p), 1 << 30).unwrap();
                 let r = super::super::inspect_bytes(&img, std::path::Path::new(p), true);
                 eprintln!(
-                    "{p}: {:?} in {:?}, {} MB read",
+                    "{p}: {:?} in {:?} ({} us of CPU), {} MB read",
                     r.map(|i| i.targets.len()),
                     t.elapsed(),
+                    cpu() - c,
                     img.bytes_read() >> 20
                 );
             }

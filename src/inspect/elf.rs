@@ -249,6 +249,44 @@ pub fn plt_stubs<'d, R: ReadRef<'d>, T>(
     out
 }
 
+/// The relocations that can fill a PLT stub's GOT slot, as (slot, dynamic
+/// symbol index), at most `max`: those of the PLT's own section
+/// (`.rela.plt`: SHT_RELA with SHF_INFO_LINK), and those of `.rela.dyn`
+/// only when the file has `.plt.got` stubs (whose slots it fills). A
+/// large file's `.rela.dyn` is a million relative relocations (26 MB in
+/// Chromium) that no stub uses: reading them cost more than the rest.
+pub fn plt_relocations<'d, R: ReadRef<'d>>(
+    elf: &ElfFile64<'d, Endianness, R>,
+    max: usize,
+) -> Vec<(u64, u32)> {
+    use object::read::elf::SectionHeader as _;
+    let e = elf.endian();
+    let table = elf.elf_section_table();
+    let plt_got = table
+        .iter()
+        .any(|h| table.section_name(e, h).is_ok_and(|n| n == b".plt.got"));
+    let mut out = Vec::new();
+    for h in table.iter() {
+        let linked = h.sh_flags(e) & u64::from(object::elf::SHF_INFO_LINK) != 0;
+        if h.sh_type(e) != object::elf::SHT_RELA || !(linked || plt_got) {
+            continue;
+        }
+        let Ok(Some((relas, _))) = h.rela(e, elf.data()) else {
+            continue;
+        };
+        for (i, r) in relas.iter().enumerate() {
+            if out.len() >= max || (i % budget::CHECK_EVERY == 0 && budget::exhausted()) {
+                return out;
+            }
+            let sym = r.r_sym(e, false);
+            if sym != 0 {
+                out.push((r.r_offset.get(e), sym));
+            }
+        }
+    }
+    out
+}
+
 /// The no-return functions of a file and their PLT stubs, as file offsets.
 /// `defined`: the addresses of those the file defines.
 fn noreturn_offsets<'d, R: ReadRef<'d>>(
@@ -260,22 +298,15 @@ fn noreturn_offsets<'d, R: ReadRef<'d>>(
     // GOT slots of imported no-return functions, then the PLT stubs that
     // jump through them.
     let mut slots: Vec<u64> = Vec::new();
-    if let (Some(relocs), Some(dynsyms)) = (elf.dynamic_relocations(), elf.dynamic_symbol_table()) {
-        for (i, (got, r)) in relocs.enumerate() {
-            if slots.len() >= budget::MAX_SYMBOLS
-                || (i % budget::CHECK_EVERY == 0 && budget::exhausted())
+    if let Some(dynsyms) = elf.dynamic_symbol_table() {
+        for (got, idx) in plt_relocations(elf, budget::MAX_SYMBOLS) {
+            if dynsyms
+                .symbol_by_index(object::SymbolIndex(idx as usize))
+                .ok()
+                .and_then(|s| ObjectSymbol::name(&s).ok())
+                .is_some_and(|n| NORETURN.contains(&plain_name(n)))
             {
-                break;
-            }
-            if let object::RelocationTarget::Symbol(idx) = r.target() {
-                if dynsyms
-                    .symbol_by_index(idx)
-                    .ok()
-                    .and_then(|s| ObjectSymbol::name(&s).ok())
-                    .is_some_and(|n| NORETURN.contains(&plain_name(n)))
-                {
-                    slots.push(got);
-                }
+                slots.push(got);
             }
         }
     }

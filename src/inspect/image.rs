@@ -187,6 +187,48 @@ impl Image {
     pub fn all(&self) -> Option<&[u8]> {
         self.get(0, self.len as u64)
     }
+
+    /// The file's bytes for a scan that keeps none of them (see [`Raw`]).
+    pub fn raw(&self) -> Raw<'_> {
+        match &self.source {
+            Source::File(f) => Raw::File(f),
+            Source::Bytes(b) => Raw::Mem(b),
+        }
+    }
+}
+
+/// A file's bytes read without keeping them: a scan of a whole code
+/// section (Chromium's is 236 MB) reads it window by window into one
+/// small buffer instead of faulting in memory for all of it, which cost
+/// more than the scan. Shareable between the threads of a scan.
+#[derive(Clone, Copy)]
+pub enum Raw<'a> {
+    /// Bytes in memory: handed out as they are.
+    Mem(&'a [u8]),
+    File(&'a File),
+}
+
+impl Raw<'_> {
+    /// Fills `buf` from `offset`; an error if the file cannot give all of
+    /// it (it shrank, or a read failed).
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), String> {
+        let n = buf.len();
+        let bad = || format!("cannot read {n} bytes at {offset:#x}");
+        match self {
+            Raw::Mem(m) => {
+                let from = usize::try_from(offset).map_err(|_| bad())?;
+                let src = from
+                    .checked_add(buf.len())
+                    .and_then(|to| m.get(from..to))
+                    .ok_or_else(bad)?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            Raw::File(f) => f
+                .read_exact_at(buf, offset)
+                .map_err(|e| format!("{}: {e}", bad())),
+        }
+    }
 }
 
 impl Drop for Image {

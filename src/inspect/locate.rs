@@ -84,6 +84,7 @@ use object::read::elf::{ElfFile64, FileHeader, ProgramHeader, SectionHeader};
 use object::{Endianness, Object, ObjectSection};
 
 use super::elf::vaddr_to_offset;
+use super::image;
 use crate::probes::ProbePoint;
 
 /// One located function: the probe point, its file offset, its size (from
@@ -190,12 +191,12 @@ const SIGNATURES: [Signature; 4] = [
 /// file). Ok only when every needed function is found exactly once; Err
 /// says which function and why otherwise ("no aws-lc ..." for a file that
 /// does not carry aws-lc at all).
-pub fn locate_awslc<'d, R: object::ReadRef<'d>>(data: R) -> Result<Vec<Located>, String> {
+pub fn locate_awslc<'d, R: FileData<'d>>(data: R) -> Result<Vec<Located>, String> {
     locate_awslc_report(data).map(|r| r.found)
 }
 
 /// [`locate_awslc`], with the reasons optional functions were left out.
-pub fn locate_awslc_report<'d, R: object::ReadRef<'d>>(data: R) -> Result<Report, String> {
+pub fn locate_awslc_report<'d, R: FileData<'d>>(data: R) -> Result<Report, String> {
     if Image::open(data, false)?.path_strings()?.is_empty() {
         return Err("no aws-lc: no crypto/fipsmodule/cipher/aead.c path in read-only data".into());
     }
@@ -326,15 +327,138 @@ fn check_line_order(chosen: &[(&Signature, &Func, &Errors)]) -> Result<(), Strin
     Ok(())
 }
 
-/// A section's bytes at its address.
-pub(super) struct Sec<'d> {
-    pub(super) vaddr: u64,
-    pub(super) bytes: &'d [u8],
+/// Where a located file's bytes come from: a slice (tests, fuzzing) or
+/// an [`image::Image`] that keeps what it reads. Either way a scan of a
+/// whole code section goes through [`image::Raw`] and keeps nothing.
+pub trait FileData<'d>: object::ReadRef<'d> {
+    fn view(self) -> View<'d>;
 }
 
-impl Sec<'_> {
+impl<'d> FileData<'d> for &'d [u8] {
+    fn view(self) -> View<'d> {
+        View::Mem(self)
+    }
+}
+
+impl<'d> FileData<'d> for &'d image::Image {
+    fn view(self) -> View<'d> {
+        View::Image(self)
+    }
+}
+
+/// See [`FileData`].
+#[derive(Clone, Copy)]
+pub enum View<'d> {
+    Mem(&'d [u8]),
+    Image(&'d image::Image),
+}
+
+impl<'d> View<'d> {
+    fn get(self, offset: u64, len: u64) -> Option<&'d [u8]> {
+        match self {
+            View::Mem(m) => {
+                let from = usize::try_from(offset).ok()?;
+                m.get(from..from.checked_add(usize::try_from(len).ok()?)?)
+            }
+            View::Image(i) => i.get(offset, len),
+        }
+    }
+
+    fn raw(self) -> image::Raw<'d> {
+        match self {
+            View::Mem(m) => image::Raw::Mem(m),
+            View::Image(i) => i.raw(),
+        }
+    }
+}
+
+/// What [`Sec::scan`] runs on each window: `(address, bytes, n, out)`.
+pub(super) type WindowFn<'a, T> =
+    dyn Fn(u64, &[u8], usize, &mut Vec<T>) -> Result<(), String> + Sync + 'a;
+
+/// Bytes scanned per read of a code section: a buffer that stays in the
+/// core's cache while it is scanned.
+const SCAN_WINDOW: usize = 512 << 10;
+/// Sections at least this large are scanned by two threads.
+const PARALLEL_SCAN: u64 = 16 << 20;
+
+/// An allocated section: its address and size, its bytes read as they are
+/// needed (a function's code, a sweep's region), or scanned window by
+/// window ([`Sec::scan`]) without keeping them.
+pub(super) struct Sec<'d> {
+    pub(super) vaddr: u64,
+    pub(super) size: u64,
+    /// The section's file offset.
+    offset: u64,
+    view: View<'d>,
+}
+
+impl<'d> Sec<'d> {
     pub(super) fn end(&self) -> u64 {
-        self.vaddr.saturating_add(self.bytes.len() as u64)
+        self.vaddr.saturating_add(self.size)
+    }
+
+    /// The bytes of `[at, at + len)` (addresses), all in the section.
+    pub(super) fn at(&self, at: u64, len: u64) -> Option<&'d [u8]> {
+        let from = at.checked_sub(self.vaddr)?;
+        if from.checked_add(len)? > self.size {
+            return None;
+        }
+        self.view.get(self.offset + from, len)
+    }
+
+    /// The whole section, kept (read-only data, unwind tables).
+    pub(super) fn whole(&self) -> Option<&'d [u8]> {
+        self.view.get(self.offset, self.size)
+    }
+
+    /// Runs `f(address, bytes, n, out)` over the section in windows: the
+    /// window's first `n` positions start at `address`, and `bytes` runs
+    /// up to `tail` bytes past them (less at the section's end), so a
+    /// match of `tail + 1` bytes at any position is seen whole in exactly
+    /// one window. A large section's two halves are scanned by two threads.
+    /// What `f` pushes to `out` is returned, in address order.
+    pub(super) fn scan<T: Send>(&self, tail: usize, f: &WindowFn<T>) -> Result<Vec<T>, String> {
+        let raw = self.view.raw();
+        let (offset, size, vaddr) = (self.offset, self.size, self.vaddr);
+        let size_us = usize::try_from(size).map_err(|_| "a section too large".to_string())?;
+        let part = |from: usize, to: usize| -> Result<Vec<T>, String> {
+            let mut out = Vec::new();
+            let bytes_end = |at: usize, n: usize| (at + n).saturating_add(tail).min(size_us);
+            match raw {
+                image::Raw::Mem(m) => {
+                    let lo = usize::try_from(offset).map_err(|_| "offset".to_string())? + from;
+                    let hi = lo + (bytes_end(from, to - from) - from);
+                    let bytes = m.get(lo..hi).ok_or("a section past the file's end")?;
+                    f(vaddr + from as u64, bytes, to - from, &mut out)?;
+                }
+                image::Raw::File(_) => {
+                    let mut buf = vec![0u8; SCAN_WINDOW + tail];
+                    let mut at = from;
+                    while at < to {
+                        let n = SCAN_WINDOW.min(to - at);
+                        let m = bytes_end(at, n) - at;
+                        raw.read_exact_at(&mut buf[..m], offset + at as u64)?;
+                        f(vaddr + at as u64, &buf[..m], n, &mut out)?;
+                        at += n;
+                    }
+                }
+            }
+            Ok(out)
+        };
+        if size < PARALLEL_SCAN {
+            return part(0, size_us);
+        }
+        let mid = size_us / 2;
+        std::thread::scope(|s| {
+            let second = s.spawn(|| part(mid, size_us));
+            let mut out = part(0, mid)?;
+            let rest = second
+                .join()
+                .map_err(|_| "a code scan failed".to_string())??;
+            out.extend(rest);
+            Ok(out)
+        })
     }
 }
 
@@ -355,13 +479,14 @@ impl<'d> Image<'d> {
     /// The file's allocated sections; executable ones only if `text` (the
     /// path strings are looked for first: most files have none, and their
     /// code is never read).
-    pub(super) fn open<R: object::ReadRef<'d>>(data: R, text: bool) -> Result<Image<'d>, String> {
+    pub(super) fn open<R: FileData<'d>>(data: R, text: bool) -> Result<Image<'d>, String> {
         let elf = ElfFile64::<Endianness, R>::parse(data).map_err(|e| format!("not ELF64: {e}"))?;
         let e = elf.endian();
         if elf.elf_header().e_machine(e) != object::elf::EM_X86_64 {
             return Err("not an x86-64 file".into());
         }
         let size = data.len().map_err(|()| "no size".to_string())?;
+        let data_len = size;
         let segments = elf
             .elf_program_headers()
             .iter()
@@ -389,11 +514,22 @@ impl<'d> Image<'d> {
             {
                 continue;
             }
-            let Ok(bytes) = s.data() else { continue };
+            // Code is read when it is needed; the rest whole, now.
+            let Some((offset, size)) = s.file_range() else {
+                continue;
+            };
+            if offset.checked_add(size).is_none_or(|end| end > data_len) {
+                continue;
+            }
             let sec = Sec {
                 vaddr: s.address(),
-                bytes,
+                size,
+                offset,
+                view: data.view(),
             };
+            if !exec && sec.whole().is_none() {
+                continue;
+            }
             match s.name() {
                 Ok(".eh_frame_hdr") => img.eh_frame_hdr = Some(sec),
                 Ok(".eh_frame") => img.eh_frame = Some(sec),
@@ -412,13 +548,15 @@ impl<'d> Image<'d> {
         let mut out = Vec::new();
         let path = PATH.concat();
         for s in &self.rodata {
-            for i in memchr::memmem::find_iter(s.bytes, &path) {
+            // Kept whole since `open`.
+            let bytes = s.whole().unwrap_or_default();
+            for i in memchr::memmem::find_iter(bytes, &path) {
                 // `.../cipher/aead.c`, not `.../cipher/xaead.c`.
-                if i > 0 && s.bytes[i - 1] != b'/' {
+                if i > 0 && bytes[i - 1] != b'/' {
                     continue;
                 }
                 let back = i.saturating_sub(4096);
-                let from = s.bytes[back..i]
+                let from = bytes[back..i]
                     .iter()
                     .rposition(|&b| b == 0)
                     .map_or(back, |z| back + z + 1);
@@ -433,7 +571,10 @@ impl<'d> Image<'d> {
 
     pub(super) fn unwind(&self) -> Result<Unwind<'d>, String> {
         match (&self.eh_frame_hdr, &self.eh_frame) {
-            (Some(h), Some(f)) => Unwind::new(h.vaddr, h.bytes, f.vaddr, f.bytes),
+            (Some(h), Some(f)) => match (h.whole(), f.whole()) {
+                (Some(hb), Some(fb)) => Unwind::new(h.vaddr, hb, f.vaddr, fb),
+                _ => Err("the unwind tables cannot be read".into()),
+            },
             _ => Err("no .eh_frame_hdr or .eh_frame: function bounds unknown".into()),
         }
     }
@@ -445,8 +586,7 @@ impl<'d> Image<'d> {
             .text
             .iter()
             .find(|s| s.vaddr <= start && end <= s.end())?;
-        let from = usize::try_from(start - s.vaddr).ok()?;
-        s.bytes.get(from..from + usize::try_from(size).ok()?)
+        s.at(start, size)
     }
 
     pub(super) fn located(
@@ -467,19 +607,17 @@ impl<'d> Image<'d> {
     /// Addresses of the `lea r64, [rip+disp32]` instructions (their REX
     /// byte) whose target lies in one of `ranges`.
     pub(super) fn lea_xrefs(&self, ranges: &[(u64, u64)]) -> Result<Vec<u64>, String> {
+        let lo = ranges.iter().map(|r| r.0).min().unwrap_or(0);
+        let hi = ranges.iter().map(|r| r.1).max().unwrap_or(0);
         let mut out = Vec::new();
         for s in &self.text {
-            let b = s.bytes;
-            for i in memchr::memchr_iter(0x8d, b) {
-                // REX.W (any R/X/B), opcode 8d, ModRM mod=00 r/m=101.
-                if i == 0 || b[i - 1] & 0xf8 != 0x48 || i + 6 > b.len() || b[i + 1] & 0xc7 != 0x05 {
-                    continue;
-                }
-                let disp = i32::from_le_bytes([b[i + 2], b[i + 3], b[i + 4], b[i + 5]]);
-                let next = s.vaddr + i as u64 + 6;
-                let target = next.wrapping_add(disp as i64 as u64);
+            // REX.W (any R/X/B), opcode 8d, ModRM mod=00 r/m=101.
+            let lea = |b: &[u8]| b[0] & 0xf8 == 0x48 && b[2] & 0xc7 == 0x05;
+            for (at, target) in
+                super::sweep::code_refs(s, super::sweep::Rel32::LEA, (lo, hi), &lea)?
+            {
                 if ranges.iter().any(|&(lo, hi)| (lo..hi).contains(&target)) {
-                    out.push(s.vaddr + i as u64 - 1);
+                    out.push(at);
                     if out.len() > MAX_XREFS {
                         return Err(format!("more than {MAX_XREFS} references to the path"));
                     }
@@ -1807,7 +1945,7 @@ mod tests {
             let paths = img.path_strings().unwrap();
             let t = std::time::Instant::now();
             let x = img.lea_xrefs(&paths);
-            let text: usize = img.text.iter().map(|s| s.bytes.len()).sum();
+            let text: u64 = img.text.iter().map(|s| s.size).sum();
             eprintln!(
                 "  {text} bytes of code scanned in {:?}: {x:x?}",
                 t.elapsed()

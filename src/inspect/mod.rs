@@ -640,7 +640,7 @@ fn symbols<'d, R: ReadRef<'d>>(
 
 /// Classifies the ELF bytes `data` (`shown`: the path for messages);
 /// `inner`: choose attach points inside the functions (`place`).
-pub fn inspect_bytes<'d, R: ReadRef<'d>>(
+pub fn inspect_bytes<'d, R: locate::FileData<'d>>(
     data: R,
     shown: &Path,
     inner: bool,
@@ -650,7 +650,7 @@ pub fn inspect_bytes<'d, R: ReadRef<'d>>(
 
 /// [`inspect_bytes`] with every symbol scanned, no `.gnu.hash` lookups:
 /// what the lookups must agree with (tests, fuzzing).
-pub fn inspect_scanning<'d, R: ReadRef<'d>>(
+pub fn inspect_scanning<'d, R: locate::FileData<'d>>(
     data: R,
     shown: &Path,
     inner: bool,
@@ -658,7 +658,7 @@ pub fn inspect_scanning<'d, R: ReadRef<'d>>(
     inspect_with(data, shown, inner, false)
 }
 
-fn inspect_with<'d, R: ReadRef<'d>>(
+fn inspect_with<'d, R: locate::FileData<'d>>(
     data: R,
     shown: &Path,
     inner: bool,
@@ -698,7 +698,7 @@ fn inspect_with<'d, R: ReadRef<'d>>(
 /// symbols, exact or nothing. A file carrying neither stays as it was (it
 /// paid a search of its read-only data for two paths); one that carries
 /// them but cannot be settled is reported with why.
-fn locate_stripped<'d, R: ReadRef<'d>>(data: R, insp: &mut Inspection) {
+fn locate_stripped<'d, R: locate::FileData<'d>>(data: R, insp: &mut Inspection) {
     let located = |insp: &mut Inspection, library, found: Vec<locate::Located>| {
         insp.library = Some(library);
         insp.linkage = Linkage::Static;

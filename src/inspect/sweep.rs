@@ -20,7 +20,7 @@
 
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction};
 
-use super::locate::{Image, Sec, MAX_XREFS};
+use super::locate::{Image, Sec, WindowFn, MAX_XREFS};
 
 /// How far before a site the sweep starts, so that it is in step with the
 /// instructions by the time it reaches the function.
@@ -61,10 +61,12 @@ pub(super) fn section_of<'a, 'd>(img: &'a Image<'d>, x: u64) -> Option<&'a Sec<'
 fn sync_before(sec: &Sec, x: u64) -> Option<u64> {
     let from = x.saturating_sub(SWEEP_LEAD).max(sec.vaddr) & !15;
     let floor = x.saturating_sub(MAX_BACK).max(sec.vaddr);
+    // The bytes before each candidate: [floor - 1, from).
+    let lo = floor.saturating_sub(1).max(sec.vaddr);
+    let back = sec.at(lo, from.saturating_sub(lo))?;
     let mut a = from;
     while a > floor {
-        let k = (a - sec.vaddr) as usize;
-        if k >= 1 && sec.bytes[k - 1] == 0xcc {
+        if a > sec.vaddr && back.get((a - 1 - lo) as usize) == Some(&0xcc) {
             return Some(a);
         }
         a -= 16;
@@ -82,7 +84,9 @@ fn is_instruction(img: &Image, x: u64) -> bool {
         return false;
     };
     let end = (x + 16).min(sec.end());
-    let code = &sec.bytes[(lo - sec.vaddr) as usize..(end - sec.vaddr) as usize];
+    let Some(code) = sec.at(lo, end - lo) else {
+        return false;
+    };
     let mut dec = Decoder::with_ip(64, code, lo, DecoderOptions::NONE);
     let mut ins = Instruction::default();
     while dec.can_decode() && dec.ip() < x {
@@ -97,7 +101,9 @@ fn sweep(img: &Image, x: u64) -> Result<Sweep, String> {
     let sec = section_of(img, x).ok_or_else(|| format!("{x:#x} is in no code section"))?;
     let lo = sync_before(sec, x).ok_or_else(|| format!("no padding before {x:#x}"))?;
     let end = sec.end().min(lo + MAX_SWEEP);
-    let code = &sec.bytes[(lo - sec.vaddr) as usize..(end - sec.vaddr) as usize];
+    let code = sec
+        .at(lo, end - lo)
+        .ok_or_else(|| format!("the code at {lo:#x} cannot be read"))?;
     let mut dec = Decoder::with_ip(64, code, lo, DecoderOptions::NONE);
     let mut sw = Sweep {
         lo,
@@ -230,10 +236,10 @@ fn call_edges(img: &Image, sweeps: &[Sweep]) -> Result<Vec<(u64, u64)>, String> 
     let hi = sweeps.iter().map(|s| s.hi).max().unwrap_or(0);
     let mut out = Vec::new();
     for s in &img.text {
-        for (p, t) in scan_halves(s, 0, 0xe8, 1, 5, (lo, hi))? {
+        for (p, t) in code_refs(s, Rel32::CALL, (lo, hi), &|_| true)? {
             let k = sweeps.partition_point(|w| w.lo <= t);
             if k > 0 && t < sweeps[k - 1].hi && out.len() <= MAX_EDGES {
-                out.push((t, s.vaddr + p as u64));
+                out.push((t, p));
             }
         }
     }
@@ -242,6 +248,40 @@ fn call_edges(img: &Image, sweeps: &[Sweep]) -> Result<Vec<(u64, u64)>, String> 
     }
     out.sort_unstable();
     Ok(out)
+}
+
+/// An instruction of `len` bytes with opcode (or ModRM) `op` at `op_at`
+/// and a rel32 at `disp_at`, relative to its end.
+#[derive(Clone, Copy)]
+pub(super) struct Rel32 {
+    pub(super) op_at: u8,
+    pub(super) op: u8,
+    pub(super) disp_at: usize,
+    pub(super) len: usize,
+}
+
+impl Rel32 {
+    /// `call rel32`.
+    const CALL: Rel32 = Rel32 {
+        op_at: 0,
+        op: 0xe8,
+        disp_at: 1,
+        len: 5,
+    };
+    /// `lea rcx, [rip+disp32]` (REX, 8d, ModRM 0d).
+    const LEA_RCX: Rel32 = Rel32 {
+        op_at: 2,
+        op: 0x0d,
+        disp_at: 3,
+        len: 7,
+    };
+    /// `lea r64, [rip+disp32]` (REX.W, 8d, ModRM mod=00 r/m=101).
+    pub(super) const LEA: Rel32 = Rel32 {
+        op_at: 1,
+        op: 0x8d,
+        disp_at: 3,
+        len: 7,
+    };
 }
 
 /// Positions scanned per block by [`rel32_scan`]: small enough that the
@@ -259,15 +299,18 @@ const SCAN_BLOCK: usize = 4 << 20;
 /// prefilter) for the opcode together with the displacement's high byte,
 /// which only a few values can have for targets in the range.
 fn rel32_scan(
-    sec: &Sec,
-    op_at: u8,
-    op: u8,
-    disp_at: usize,
-    len: usize,
+    vaddr: u64,
+    b: &[u8],
+    ins: Rel32,
     (lo, hi): (u64, u64),
     f: &mut dyn FnMut(usize, u64),
 ) {
-    let b = sec.bytes;
+    let Rel32 {
+        op_at,
+        op,
+        disp_at,
+        len,
+    } = ins;
     if hi <= lo || b.len() < len {
         return;
     }
@@ -275,7 +318,7 @@ fn rel32_scan(
     let mut check = |p: usize| {
         let d = &b[p + disp_at..p + disp_at + 4];
         let rel = i32::from_le_bytes([d[0], d[1], d[2], d[3]]);
-        let t = (sec.vaddr + (p + len) as u64).wrapping_add(rel as i64 as u64);
+        let t = (vaddr + (p + len) as u64).wrapping_add(rel as i64 as u64);
         if b[p + usize::from(op_at)] == op && (lo..hi).contains(&t) {
             f(p, t);
         }
@@ -283,8 +326,8 @@ fn rel32_scan(
     let mut start = 0;
     while start < last {
         let end = (start + SCAN_BLOCK).min(last);
-        let first_end = (sec.vaddr + (start + len) as u64) as i64;
-        let last_end = (sec.vaddr + (end - 1 + len) as u64) as i64;
+        let first_end = (vaddr + (start + len) as u64) as i64;
+        let last_end = (vaddr + (end - 1 + len) as u64) as i64;
         let rmin = (lo as i64 - last_end).max(i64::from(i32::MIN));
         let rmax = ((hi - 1) as i64 - first_end).min(i64::from(i32::MAX));
         if rmin <= rmax {
@@ -327,65 +370,42 @@ fn rel32_scan(
     }
 }
 
-/// Sections at least this large are scanned by two threads.
-const PARALLEL_SCAN: usize = 16 << 20;
-/// Hits kept per scan (a crafted file full of matches stops there).
-/// More than [`MAX_EDGES`] is an error for calls anyway, and no real file
-/// has that many loads of a short string.
+/// Hits kept per section scanned (a crafted file full of matches stops
+/// there). More than [`MAX_EDGES`] is an error for calls anyway, and no
+/// real file has that many loads of a short string.
 const MAX_HITS: usize = MAX_EDGES + 1;
 
-/// [`rel32_scan`]'s hits `(position, target)` in `sec`, the two halves of
-/// a large section scanned at once (Chromium's code is 225 MB). More than
-/// [`MAX_HITS`] in a half, or a half that failed, is an error: a partial
-/// list would look complete.
-fn scan_halves(
+/// [`rel32_scan`]'s hits in `sec` whose instruction bytes `keep` accepts,
+/// as (instruction address, target), read window by window
+/// ([`Sec::scan`]). More than [`MAX_HITS`], or a window that cannot be
+/// read, is an error: a partial list would look complete.
+pub(super) fn code_refs(
     sec: &Sec,
-    op_at: u8,
-    op: u8,
-    disp_at: usize,
-    len: usize,
+    ins: Rel32,
     range: (u64, u64),
-) -> Result<Vec<(usize, u64)>, String> {
-    let part = |from: usize, to: usize| {
-        // Positions [from, to): their bytes run `len - 1` further.
-        let end = (to + len - 1).min(sec.bytes.len());
-        let sub = Sec {
-            vaddr: sec.vaddr + from as u64,
-            bytes: &sec.bytes[from..end],
-        };
-        let mut hits = Vec::new();
+    keep: &(dyn Fn(&[u8]) -> bool + Sync),
+) -> Result<Vec<(u64, u64)>, String> {
+    let len = ins.len;
+    let hits = sec.scan(len - 1, &|at, bytes, _, out| {
         let mut full = false;
-        rel32_scan(
-            &sub,
-            op_at,
-            op,
-            disp_at,
-            len,
-            range,
-            &mut |p, t| match hits.len() < MAX_HITS {
-                true => hits.push((from + p, t)),
+        rel32_scan(at, bytes, ins, range, &mut |p, t| {
+            if !keep(&bytes[p..p + len]) {
+                return;
+            }
+            match out.len() < MAX_HITS {
+                true => out.push((at + p as u64, t)),
                 false => full = true,
-            },
-        );
+            }
+        });
         match full {
             true => Err(format!("more than {MAX_HITS} references in the code")),
-            false => Ok(hits),
+            false => Ok(()),
         }
-    };
-    let n = sec.bytes.len();
-    if n < PARALLEL_SCAN {
-        return part(0, n);
+    })?;
+    match hits.len() > MAX_HITS {
+        true => Err(format!("more than {MAX_HITS} references in the code")),
+        false => Ok(hits),
     }
-    let mid = n / 2;
-    std::thread::scope(|s| {
-        let second = s.spawn(|| part(mid, n));
-        let mut hits = part(0, mid)?;
-        let rest = second
-            .join()
-            .map_err(|_| "a code scan failed".to_string())??;
-        hits.extend(rest);
-        Ok(hits)
-    })
 }
 
 /// A packed-pair prefilter for `op` at `op_at` and `top` at `top_at`.
@@ -406,25 +426,56 @@ fn pair_finder(
 
 /// `lea rcx, [rip+disp32]` (48 8d 0d) loading one of the strings `paths`:
 /// the file is ERR_put_error's fourth argument, loaded straight into its
-/// register in every build seen. Returns the instruction addresses.
-pub(super) fn rcx_xrefs(img: &Image, paths: &[(u64, u64)]) -> Result<Vec<u64>, String> {
-    let mut out = Vec::new();
+/// register in every build seen. Returns the instruction addresses, and
+/// what `also` collected from the same windows of code (`tail` bytes past
+/// each window's positions): a second search that would otherwise read
+/// all the code again.
+pub(super) fn rcx_xrefs<T: Send>(
+    img: &Image,
+    paths: &[(u64, u64)],
+    tail: usize,
+    also: &WindowFn<'_, T>,
+) -> Result<(Vec<u64>, Vec<T>), String> {
+    enum Hit<T> {
+        Ref(u64),
+        Also(T),
+    }
     let lo = paths.iter().map(|p| p.0).min().unwrap_or(0);
     let hi = paths.iter().map(|p| p.1).max().unwrap_or(0);
+    let lea = |b: &[u8]| b[0] & 0xfb == 0x48 && b[1] == 0x8d;
+    let len = Rel32::LEA_RCX.len;
+    let (mut refs, mut more) = (Vec::new(), Vec::new());
     for s in &img.text {
-        for (p, t) in scan_halves(s, 2, 0x0d, 3, 7, (lo, hi))? {
-            if s.bytes[p] & 0xfb == 0x48
-                && s.bytes[p + 1] == 0x8d
-                && paths.iter().any(|&(lo, hi)| (lo..hi).contains(&t))
-            {
-                out.push(s.vaddr + p as u64);
+        let hits = s.scan(tail.max(len - 1), &|at, bytes, n, out| {
+            let mut found = 0;
+            let own = &bytes[..(n + len - 1).min(bytes.len())];
+            rel32_scan(at, own, Rel32::LEA_RCX, (lo, hi), &mut |p, t| {
+                if lea(&own[p..p + len]) && paths.iter().any(|&(lo, hi)| (lo..hi).contains(&t)) {
+                    found += 1;
+                    if found <= MAX_XREFS {
+                        out.push(Hit::Ref(at + p as u64));
+                    }
+                }
+            });
+            if found > MAX_XREFS {
+                return Err("too many references to the path".into());
+            }
+            let mut extra = Vec::new();
+            also(at, bytes, n, &mut extra)?;
+            out.extend(extra.into_iter().map(Hit::Also));
+            Ok(())
+        })?;
+        for h in hits {
+            match h {
+                Hit::Ref(x) => refs.push(x),
+                Hit::Also(t) => more.push(t),
             }
         }
+        if refs.len() > MAX_XREFS {
+            return Err("too many references to the path".into());
+        }
     }
-    if out.len() > MAX_XREFS {
-        return Err("too many references to the path".into());
-    }
-    Ok(out)
+    Ok((refs, more))
 }
 
 /// Calls `f` at every position of `needle` in `hay`, prefiltered on the
