@@ -10,6 +10,7 @@
  *   SSL_read(ssl, buf, num)             -> int  bytes read, <= 0 on failure
  *   SSL_write_ex(ssl, buf, num, *written)   -> 1 on success, *written bytes
  *   SSL_read_ex(ssl, buf, num, *readbytes)  -> 1 on success, *readbytes bytes
+ *   SSL_write_ex2(ssl, buf, num, flags, *written) (OpenSSL 3.3+)
  *   SSL_free(ssl)                        end of the connection
  *
  * Included at the end, one concern each: servers' names (accept.bpf.h),
@@ -219,7 +220,11 @@ static __always_inline int on_entry(void *ctx, __u64 ssl, __u64 buf, __u64 len_p
 	/* The thread's last wanted call never returned through a probe: its
 	 * process's return probes were not in yet (or a return path was
 	 * missed). Counted: its plaintext is lost. */
-	if (a->active && !a->recheck)
+	/* ... unless it is the same call going on inside a wrapper
+	 * (SSL_write_ex calls SSL_write_ex2 with its own arguments): the
+	 * inner return delivers it, once. */
+	if (a->active && !a->recheck &&
+	    !(a->ssl == ssl && a->buf == buf && a->len_ptr == len_ptr))
 		count_stat(STAT_RETURN_MISSED);
 	if (verdict == VERDICT_YES && returns_per_process) {
 		boot = process_boot_ns();
@@ -297,53 +302,7 @@ static __always_inline int on_return_ex(struct pt_regs *ctx, __u32 type)
 	return 0;
 }
 
-SEC("uprobe.multi")
-int BPF_UPROBE(ssl_write_entry, void *ssl, const void *buf, int num)
-{
-	return on_entry(ctx, (__u64)ssl, (__u64)buf, 0);
-}
-
-SEC("uretprobe.multi")
-int ssl_write_return(struct pt_regs *ctx)
-{
-	return on_return(ctx, SSL_EVENT_TYPE_WRITE);
-}
-
-SEC("uprobe.multi")
-int BPF_UPROBE(ssl_read_entry, void *ssl, void *buf, int num)
-{
-	return on_entry(ctx, (__u64)ssl, (__u64)buf, 0);
-}
-
-SEC("uretprobe.multi")
-int ssl_read_return(struct pt_regs *ctx)
-{
-	return on_return(ctx, SSL_EVENT_TYPE_READ);
-}
-
-SEC("uprobe.multi")
-int BPF_UPROBE(ssl_write_ex_entry, void *ssl, const void *buf, __u64 num, __u64 *written)
-{
-	return on_entry(ctx, (__u64)ssl, (__u64)buf, (__u64)written);
-}
-
-SEC("uretprobe.multi")
-int ssl_write_ex_return(struct pt_regs *ctx)
-{
-	return on_return_ex(ctx, SSL_EVENT_TYPE_WRITE);
-}
-
-SEC("uprobe.multi")
-int BPF_UPROBE(ssl_read_ex_entry, void *ssl, void *buf, __u64 num, __u64 *readbytes)
-{
-	return on_entry(ctx, (__u64)ssl, (__u64)buf, (__u64)readbytes);
-}
-
-SEC("uretprobe.multi")
-int ssl_read_ex_return(struct pt_regs *ctx)
-{
-	return on_return_ex(ctx, SSL_EVENT_TYPE_READ);
-}
+#include "sslcalls.bpf.h"
 
 /*
  * Connection `ssl` has the server name in s->raw (`n` bytes, 0 < n <

@@ -15,6 +15,7 @@ pub enum ProbePoint {
     SslWrite,
     SslRead,
     SslWriteEx,
+    SslWriteEx2,
     SslReadEx,
     SslFree,
     SslCtrl,
@@ -168,6 +169,8 @@ pub const PROBES: &[Probe] = &[
         &[RDI, RSI, RCX], &[], "plaintext handed to SSL_write_ex").per_process_return(),
     probe(P::SslReadEx, "SSL_read_ex", O, "ssl_read_ex_entry", Some("ssl_read_ex_return"),
         &[RDI, RSI, RCX], &[], "plaintext returned by SSL_read_ex").per_process_return(),
+    probe(P::SslWriteEx2, "SSL_write_ex2", O, "ssl_write_ex2_entry", Some("ssl_write_ex_return"),
+        &[RDI, RSI, R8], &[], "plaintext handed to SSL_write_ex2 (OpenSSL 3.3+)").per_process_return(),
     probe(P::SslFree, "SSL_free", O, "ssl_free_entry", None,
         &[RDI], &[], "the connection's end"),
     probe(P::SslCtrl, "SSL_ctrl", O, "ssl_ctrl_entry", None,
@@ -332,10 +335,11 @@ impl ProbePoint {
     }
 
     /// The points of the OpenSSL family, in the order they are listed.
-    pub const OPENSSL: [ProbePoint; 12] = [
+    pub const OPENSSL: [ProbePoint; 13] = [
         P::SslWrite,
         P::SslRead,
         P::SslWriteEx,
+        P::SslWriteEx2,
         P::SslReadEx,
         P::SslFree,
         P::SslCtrl,
@@ -565,6 +569,7 @@ mod tests {
             P::SslWrite,
             P::SslRead,
             P::SslWriteEx,
+            P::SslWriteEx2,
             P::SslReadEx,
             P::SslFree,
             P::SslCtrl,

@@ -315,3 +315,60 @@ fn rustls_modules_awslc_and_ring() {
         }
     });
 }
+
+/// psycopg-binary's bundled libssl (OpenSSL 3.5, from its PyPI wheel):
+/// `SSL_write_ex2` is probed where a library exports it, and OpenSSL 3.3+'s
+/// `SSL_write_ex`, a wrapper calling `SSL_write_ex2`, still gives each
+/// write once. The request goes through each form in turn, the exact
+/// bytes once each, and the response through `SSL_read`.
+#[test]
+fn openssl_3_5_write_ex2_and_its_wrapper() {
+    let libs = pymods().join("psycopg_binary.libs");
+    let libssl = std::fs::read_dir(&libs)
+        .unwrap_or_else(|e| panic!("{}: {e} (scripts/pypi-modules.sh)", libs.display()))
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("libssl-") && n.ends_with(".so.3")
+        })
+        .expect("psycopg-binary's libssl");
+    for form in ["ex2", "ex", "write"] {
+        rerun_if_host_stalled(|| {
+            let srv = Server::start();
+            let dir = tempfile::tempdir().unwrap();
+            let req = b"GET /hello HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n";
+            let f = request_file(dir.path(), req);
+            let mut client = Held::with_env(
+                &fixture("dlopen_client"),
+                &[
+                    "127.0.0.1",
+                    &srv.port.to_string(),
+                    "api.acme.com",
+                    f.to_str().unwrap(),
+                ],
+                &[
+                    ("DLOPEN_CLIENT_LIB", libssl.to_str().unwrap()),
+                    ("DLOPEN_CLIENT_WRITE", form),
+                ],
+            );
+            let agent = Agent::start(&["--pid", &client.pid.to_string(), "--sni", "api.acme.com"]);
+            client.go(b"");
+            let (ok, _, err) = client.finish(T);
+            assert!(ok, "{form}: {err}");
+            let resp = expected_response("GET", "/hello", 0, true);
+            let (w, r) = agent.wait_bytes(client.pid, req.len(), resp.len());
+            assert_eq!(show(&w), show(req), "{form}");
+            assert_eq!(r, resp, "{form}: response: {}", show(&r));
+            let line = agent
+                .stderr()
+                .lines()
+                .find(|l| l.contains("] instrumented") && l.contains("libssl-"))
+                .unwrap_or_else(|| panic!("libssl not instrumented:\n{}", agent.stderr()))
+                .to_string();
+            assert!(
+                line.contains("SSL_write SSL_read SSL_write_ex SSL_write_ex2 SSL_read_ex SSL_free"),
+                "{line}"
+            );
+        });
+    }
+}

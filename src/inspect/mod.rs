@@ -488,7 +488,10 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
     // the program calls leaves a trimmed library (hf_transfer's module has
     // SSL_write_ex and SSL_read, no SSL_write). The forms present are
     // probed; each call goes through one of them only.
-    let Some(write) = ["SSL_write", "SSL_write_ex"].into_iter().find(|n| has(n)) else {
+    let Some(write) = ["SSL_write", "SSL_write_ex", "SSL_write_ex2"]
+        .into_iter()
+        .find(|n| has(n))
+    else {
         return classify_static(syms);
     };
     if !has("SSL_read") && !has("SSL_read_ex") {
