@@ -37,6 +37,8 @@ AGENT=./target/release/plainsight
 
 start_agent() { # log, args... (USE_AGENT: another binary)
     local log="$1"; shift
+    # A log left by the last run would say "ready" before this agent is.
+    rm -f "$log"
     "${USE_AGENT:-$AGENT}" "$@" 2>"$log" >/dev/null &
     AGENT_PID=$!
     for _ in $(seq 400); do
