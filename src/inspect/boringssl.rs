@@ -177,6 +177,10 @@ fn free_openings(
         }
         seen += 1;
         let code = &bytes[i..(i + OPENING_READ).min(bytes.len())];
+        // Cheap first: the destroying call comes within a few bytes.
+        if !code.get(5..24).is_some_and(|c| c.contains(&0xe8)) {
+            return;
+        }
         if let Some((d, f)) = free_shape(code, at + i as u64) {
             if d != f {
                 out.push((d, f));
