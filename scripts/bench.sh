@@ -246,6 +246,7 @@ SIGHT=("uv|$PWD/target/uv/uv|--version" "node|$(command -v node)|-e|0"
        "rustls_stripped|$PWD/target/fixtures/rustls_client_awslc_stripped|--help"
        "bun|$PWD/target/stripped/bun|--version" "deno|$PWD/target/stripped/deno|--version"
        "chromium|/usr/lib/chromium/chromium|--headless=new|--no-sandbox|--dump-dom|about:blank"
+       "firefox_libxul|/usr/lib/firefox-esr/firefox-esr|--headless|--screenshot|$WORK/ff.png|about:blank"
        "grpcio_cygrpc|/usr/bin/python3|-c|import sys; sys.path.insert(0, '$PWD/target/pymods'); import grpc"
        "hf_transfer|/usr/bin/python3|-c|import sys; sys.path.insert(0, '$PWD/target/pymods'); import hf_transfer")
 for entry in "${SIGHT[@]}"; do

@@ -20,7 +20,7 @@ TEST_PKGS=(curl openssl libssl-dev python3 nodejs chromium
            erlang-base erlang-crypto erlang-ssl erlang-inets)
 
 # The peers `make bench` compares against.
-BENCH_PKGS=(bpftrace bpfcc-tools)
+BENCH_PKGS=(bpftrace bpfcc-tools firefox-esr)
 # make test-kernels: Debian's 6.1 kernel under qemu (the kernel package itself
 # is downloaded by scripts/kernel-vm.sh with apt-get download).
 VM_PKGS=(qemu-system-x86 busybox-static cpio file)
