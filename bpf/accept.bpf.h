@@ -4,8 +4,11 @@
  * library is not told a name; it learns it from the ClientHello. Two
  * sources: the server asks (SSL_get_servername's answer), or the thread
  * running its handshake (SSL_accept, SSL_do_handshake, gnutls_handshake, an
- * SSL BIO's first calls) reads the ClientHello with read/recvfrom. Needs
- * openssl.bpf.c's names (is_named, decide_name) before it.
+ * SSL BIO's first calls) reads the ClientHello with read/recvfrom. A client
+ * whose library was never told a name through a probed call (a trimmed
+ * OpenSSL without SSL_ctrl: its caller's name-setting code inlined) is
+ * named by the ClientHello that thread sends with write/sendto instead.
+ * Needs openssl.bpf.c's names (is_named, decide_name) before it.
  */
 
 #include "hello_parse.bpf.h"
@@ -186,4 +189,62 @@ SEC("tracepoint/syscalls/sys_exit_recvfrom")
 int accept_recvfrom_ret(struct trace_event_raw_sys_exit *ctx)
 {
 	return accept_read_exit(ctx->ret);
+}
+
+/* A write or sendto entering on a thread waiting for a ClientHello: a
+ * client's own ClientHello names its connection (SNI_SENT). Anything else
+ * leaves the thread waiting (a server's reads decide for it). */
+static __always_inline int accept_send(__u64 buf, __u64 count)
+{
+	struct walk_ctx w = {};
+	struct sni_scratch *s;
+	struct hello_buf *h;
+	struct hello_rx *rx;
+	__u8 hdr[6];
+	__u32 zero = 0;
+	__u64 id, ssl, len, nl, no;
+
+	if (!accept_waiting)
+		return 0;
+	rx = accept_slot(0);
+	if (!rx || !rx->armed || count < sizeof(hdr))
+		return 0;
+	if (bpf_probe_read_user(hdr, sizeof(hdr), (void *)buf) != 0 ||
+	    !hello_header(hdr, HS_CLIENT_HELLO))
+		return 0;
+	/* This thread sends a ClientHello: it is a client, done waiting. */
+	ssl = rx->conn;
+	rx->armed = 0;
+	__sync_fetch_and_add(&accept_waiting, -1);
+	id = bpf_get_current_pid_tgid();
+	h = bpf_map_lookup_elem(&hello_scratch, &zero);
+	if (!h || is_named(ssl, id))
+		return 0;
+	len = count < HELLO_MAX ? count : HELLO_MAX;
+	len = ((len - 1) & (HELLO_MAX - 1)) + 1;
+	if (bpf_probe_read_user(h->b, len, (void *)buf) != 0 || !hello_find_name(h, len, &w))
+		return 0;
+	nl = w.name_len;
+	if (nl == 0 || nl >= MAX_NAME)
+		return 0;
+	s = sni_scratch_get();
+	if (!s)
+		return 0;
+	no = w.name_off & (HELLO_MAX - 1);
+	NAME_INDEX(nl);
+	if (bpf_probe_read_kernel(s->raw, nl, &h->b[no]) != 0)
+		return 0;
+	return decide_name(ssl, s, nl, SNI_SENT, id, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int accept_write(struct trace_event_raw_sys_enter *ctx)
+{
+	return accept_send(ctx->args[1], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int accept_sendto(struct trace_event_raw_sys_enter *ctx)
+{
+	return accept_send(ctx->args[1], ctx->args[2]);
 }

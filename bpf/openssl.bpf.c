@@ -195,6 +195,8 @@ static __always_inline int conn_verdict(const struct conn_key *k)
 
 #include "tlssock.bpf.h"
 
+static __always_inline void arm_accept(__u64 conn, __u64 id);
+
 static __always_inline int on_entry(void *ctx, __u64 ssl, __u64 buf, __u64 len_ptr)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -212,8 +214,12 @@ static __always_inline int on_entry(void *ctx, __u64 ssl, __u64 buf, __u64 len_p
 	/* A server's first read may run the handshake that names the
 	 * connection (SSL BIO, SSL_read before SSL_do_handshake): an undecided
 	 * call is decided at its return. */
-	if (verdict == VERDICT_UNDECIDED)
+	if (verdict == VERDICT_UNDECIDED) {
 		recheck = 1;
+		/* ... and a handshake this call runs (the first SSL_write of a
+		 * client that never called SSL_do_handshake) may name it. */
+		arm_accept(ssl, id);
+	}
 	a = call_slot(BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!a)
 		return 0;

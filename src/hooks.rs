@@ -232,7 +232,7 @@ pub const STATIC_PROCESS: &[Hook] = &[
 
 /// Servers of the C-API libraries (openssl.bpf.c): the ClientHello a thread
 /// in SSL_do_handshake / SSL_accept / gnutls_handshake reads names its
-/// connection. Syscall tracepoints on every kernel (attached at start), at
+/// connection; a client's, which it sends, where no probed call named it. Syscall tracepoints on every kernel (attached at start), at
 /// exit only: the buffer is in the registers saved at entry.
 pub const SERVER_HELLO: &[Hook] = &[
     tp(
@@ -244,6 +244,16 @@ pub const SERVER_HELLO: &[Hook] = &[
         "ClientHello read by a server (recvfrom)",
         "accept_recvfrom_ret",
         "syscalls/sys_exit_recvfrom",
+    ),
+    tp(
+        "ClientHello sent by a client not named through a probed call (write)",
+        "accept_write",
+        "syscalls/sys_enter_write",
+    ),
+    tp(
+        "ClientHello sent by a client not named through a probed call (sendto)",
+        "accept_sendto",
+        "syscalls/sys_enter_sendto",
     ),
 ];
 

@@ -347,3 +347,12 @@ fn connection_map_stays_bounded() {
         assert_eq!(with_ends, data, "every data record names its server");
     });
 }
+
+/// A trimmed OpenSSL without `SSL_ctrl` (the fixture's symbol removed, as
+/// when LTO inlines the call that sets the name): the name comes from the
+/// ClientHello the client sends; a client naming another server is not
+/// captured.
+#[test]
+fn openssl_without_ssl_ctrl_named_by_its_client_hello() {
+    rerun_if_host_stalled(|| client_under_sni("tls_client_static_noctrl"));
+}
