@@ -230,7 +230,7 @@ fn hf_transfer_trimmed_openssl() {
             .unwrap_or_else(|| panic!("hf_transfer not instrumented:\n{}", agent.stderr()))
             .to_string();
         assert!(
-            line.contains("SSL_read SSL_write_ex SSL_read_ex SSL_free SSL_ctrl"),
+            line.contains("SSL_read SSL_write_ex SSL_write_ex2 SSL_read_ex SSL_free SSL_ctrl"),
             "{line}"
         );
         // Its coverage record: the module, its stack, captured.
@@ -249,7 +249,7 @@ fn hf_transfer_trimmed_openssl() {
         assert!(cov["reason"]
             .as_str()
             .unwrap()
-            .starts_with("SSL_read SSL_write_ex SSL_read_ex SSL_free SSL_ctrl"));
+            .starts_with("SSL_read SSL_write_ex SSL_write_ex2 SSL_read_ex SSL_free SSL_ctrl"));
     });
 }
 
