@@ -118,6 +118,8 @@ static __always_inline __u64 app_data_len(__u64 ad, __u64 ad_len, __u64 pt, __u6
 #include "proc.bpf.h"
 #include "gotls.bpf.h"
 #include "hello.bpf.h"
+#include "erlang.bpf.h"
+#include "erlang_sock.bpf.h"
 #include "sendrecv.bpf.h"
 #include "aead.bpf.h"
 #include "ring.bpf.h"

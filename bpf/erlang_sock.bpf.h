@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * statictls: the socket side of Erlang/OTP's ssl (erlang.bpf.h says why):
+ * the send / receive hooks (sendrecv.bpf.h) walk the first records of
+ * each TLS socket of an Erlang process, a bounded number of steps per
+ * call, and tie the keys erlang.bpf.h saw to the socket whose records
+ * carry their ciphertext. Needs erlang.bpf.h and hello.bpf.h (on_hello,
+ * hello_scratch) before it.
+ */
+
+/* ---- the walk ------------------------------------------------------------ */
+
+/* One walk: the segments of a send or the buffer of a receive. Per CPU (no
+ * room on the stack); the walk runs to its end in one program. */
+struct erl_walk {
+	__u64 base[ERL_SEGS];
+	__u64 len[ERL_SEGS];
+	__u32 nseg;
+	__u32 seg;
+	__u64 pos;
+	__u32 nhits;
+	__u32 _pad;
+	struct erl_dir d;
+	struct erl_tag_key hits[ERL_HITS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct erl_walk);
+} erl_walks SEC(".maps");
+
+/* A record header: TLS's content types (20-24), version 3.x, a length
+ * TLS allows (2^14 + 2048). Anything else: the walk lost the stream. */
+static __always_inline bool erl_header_ok(const __u8 *h)
+{
+	__u32 len = ((__u32)h[3] << 8) | h[4];
+
+	return h[0] >= 20 && h[0] <= 24 && h[1] == 3 && len <= 18432;
+}
+
+/* One step of a walk: a header byte, a tag byte, or a skip. */
+static int erl_step(__u32 i, void *unused)
+{
+	__u32 zero = 0, seg;
+	struct erl_walk *w = bpf_map_lookup_elem(&erl_walks, &zero);
+	struct erl_dir *d;
+	__u64 base, len, n;
+	__u8 b = 0;
+
+	if (!w)
+		return 1;
+	d = &w->d;
+	seg = w->seg;
+	if (seg >= w->nseg || seg >= ERL_SEGS || d->state != ERL_SYNCED)
+		return 1;
+	base = w->base[seg];
+	len = w->len[seg];
+	if (w->pos >= len) {
+		w->seg = seg + 1;
+		w->pos = 0;
+		return 0;
+	}
+	if (d->hdr_have < 5) {
+		if (d->records >= ERL_WALK_MAX) {
+			d->state = ERL_DONE;
+			return 1;
+		}
+		if (bpf_probe_read_user(&b, 1, (void *)(base + w->pos)) != 0)
+			goto lost;
+		d->hdr[d->hdr_have & 7] = b;
+		d->hdr_have++;
+		w->pos++;
+		if (d->hdr_have < 5)
+			return 0;
+		if (!erl_header_ok(d->hdr))
+			goto lost;
+		d->left = ((__u32)d->hdr[3] << 8) | d->hdr[4];
+		d->records++;
+		d->tag_have = 0;
+		d->want_tag = d->left >= ERL_TAG;
+		if (d->left == 0)
+			d->hdr_have = 0;
+		return 0;
+	}
+	if (d->want_tag && d->tag_have < ERL_TAG) {
+		if (bpf_probe_read_user(&b, 1, (void *)(base + w->pos)) != 0)
+			goto lost;
+		d->tag[d->tag_have & (ERL_TAG - 1)] = b;
+		d->tag_have++;
+		w->pos++;
+		d->left--;
+		if (d->tag_have == ERL_TAG && w->nhits < ERL_HITS) {
+			__builtin_memcpy(w->hits[w->nhits & (ERL_HITS - 1)].b, d->tag, ERL_TAG);
+			w->nhits++;
+		}
+		if (d->left == 0)
+			d->hdr_have = 0;
+		return 0;
+	}
+	n = len - w->pos;
+	if (n > d->left)
+		n = d->left;
+	w->pos += n;
+	d->left -= n;
+	if (d->left == 0)
+		d->hdr_have = 0;
+	return 0;
+lost:
+	d->state = ERL_DONE;
+	return 1;
+}
+
+
+struct erl_hits_ctx {
+	__u64 conn;
+	__u64 id;
+	__u32 wanted;
+	__u32 pid;
+	__u32 sent;
+	__u32 _pad;
+};
+
+/* One record's tag of a walk: ties the key waiting for it (sent), or is
+ * noted for the key that opens it (received). */
+static int erl_hit(__u32 i, void *data)
+{
+	struct erl_hits_ctx *c = data;
+	__u32 zero = 0;
+	struct erl_walk *w = bpf_map_lookup_elem(&erl_walks, &zero);
+	struct erl_tag_key t = {};
+	struct erl_tie tie = {};
+
+	if (!w || i >= w->nhits || i >= ERL_HITS)
+		return 1;
+	__builtin_memcpy(t.b, w->hits[i].b, ERL_TAG);
+	t.pid = c->pid;
+	if (c->sent) {
+		erl_tie_sent(&t, c->conn, c->wanted, c->id);
+		return 0;
+	}
+	tie.conn = c->conn;
+	tie.wanted = c->wanted;
+	bpf_map_update_elem(&erl_seen, &t, &tie, BPF_ANY);
+	return 0;
+}
+
+/* Walks the segments in `w` of socket `sk`, direction `dir` (0 sent, 1
+ * received). A direction starts at a send / receive that begins with a
+ * handshake record (the ClientHello, the ServerHello); a walk that cannot
+ * follow the stream (more segments than it reads, steps run out, bytes
+ * that are no record) stops for good: keys of later epochs stay untied. */
+static __always_inline void erl_walk_run(struct erl_walk *w, struct sock_key *sk, __u32 dir,
+					 __u32 truncated, __u64 id)
+{
+	struct erl_sock *s = bpf_map_lookup_elem(&erl_socks, sk);
+	struct erl_hits_ctx c = {};
+	struct erl_dir *d;
+	__u64 at = w->base[0];
+	__u8 first = 0;
+
+	if (!s)
+		return;
+	d = &s->dir[dir & 1];
+	if (d->state == ERL_DONE)
+		return;
+	if (d->state == ERL_UNSYNCED) {
+		if (w->len[0] == 0 && w->nseg > 1)
+			at = w->base[1];
+		if (bpf_probe_read_user(&first, 1, (void *)at) != 0 || first != TLS_HANDSHAKE)
+			return;
+		__builtin_memset(d, 0, sizeof(*d));
+		d->state = ERL_SYNCED;
+	}
+	w->d = *d;
+	w->seg = 0;
+	w->pos = 0;
+	w->nhits = 0;
+	bpf_loop(ERL_STEPS, erl_step, NULL, 0);
+	if (truncated || (w->d.state == ERL_SYNCED && w->seg < w->nseg))
+		w->d.state = ERL_DONE;
+	*d = w->d;
+	c.conn = s->conn;
+	c.wanted = s->wanted;
+	c.pid = sk->pid;
+	c.id = id;
+	c.sent = dir == 0;
+	bpf_loop(ERL_HITS, erl_hit, &c, 0);
+}
+
+/* OTP sends a record as [header][payload] segments (after an empty one):
+ * the ClientHello, parsed whole for on_hello. A first segment of 48 bytes
+ * or more was parsed by on_send already. */
+static __always_inline void erl_hello_sent(struct erl_walk *w, __u64 fd, __u64 id)
+{
+	struct hello_buf *h;
+	__u32 zero = 0, a = 0;
+	__u64 n;
+	__u8 b = 0;
+
+	if (w->len[0] >= 48 || w->nseg < 2)
+		return;
+	if (w->len[0] == 0)
+		a = 1;
+	if (a + 1 >= w->nseg || a + 1 >= ERL_SEGS || w->len[a] != 5 || w->len[a + 1] < 43)
+		return;
+	h = bpf_map_lookup_elem(&hello_scratch, &zero);
+	if (!h || bpf_probe_read_user(h->b, 5, (void *)w->base[a]) != 0)
+		return;
+	if (bpf_probe_read_user(&b, 1, (void *)w->base[a + 1]) != 0 || b != HS_CLIENT_HELLO ||
+	    h->b[0] != TLS_HANDSHAKE || h->b[1] != 3)
+		return;
+	n = w->len[a + 1];
+	if (n > HELLO_MAX - 5)
+		n = HELLO_MAX - 5;
+	barrier_var(n);
+	if (n > HELLO_MAX - 5 || n == 0)
+		return;
+	if (bpf_probe_read_user(&h->b[5], n, (void *)w->base[a + 1]) != 0)
+		return;
+	on_hello(h, n + 5, id, fd, false);
+}
+
+/* A send of an Erlang process on descriptor `fd`: `cnt` segments at `iov`,
+ * or (iov 0) `len` bytes at `buf`. */
+static __always_inline void erl_on_send(__u64 fd, __u64 iov, __u64 cnt, __u64 buf, __u64 len)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct sock_key sk = { .pid = id >> 32, .sock = fd };
+	struct iovec v = {};
+	struct erl_walk *w;
+	__u32 zero = 0, i;
+
+	if (!erl_pid(sk.pid))
+		return;
+	w = bpf_map_lookup_elem(&erl_walks, &zero);
+	if (!w)
+		return;
+	if (!iov) {
+		w->base[0] = buf;
+		w->len[0] = len;
+		w->nseg = 1;
+	} else {
+		for (i = 0; i < ERL_SEGS && i < cnt; i++) {
+			if (bpf_probe_read_user(&v, sizeof(v), (void *)(iov + i * sizeof(v))) != 0)
+				return;
+			w->base[i] = (__u64)v.iov_base;
+			w->len[i] = v.iov_len;
+		}
+		w->nseg = i;
+		erl_hello_sent(w, fd, id);
+	}
+	erl_walk_run(w, &sk, 0, cnt > ERL_SEGS, id);
+}
+
+/* A receive in flight of an Erlang process, by thread. */
+struct erl_recv {
+	__u64 sock;
+	__u64 buf;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct erl_recv);
+} erl_recvs SEC(".maps");
+
+static __always_inline void erl_recv_enter(__u64 fd, __u64 buf)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct erl_recv r = { .sock = fd, .buf = buf };
+
+	if (erl_pid(id >> 32))
+		bpf_map_update_elem(&erl_recvs, &id, &r, BPF_ANY);
+}
+
+/* After on_recv_exit: a server's ClientHello has named its socket. */
+static __always_inline void erl_recv_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct erl_recv *r = bpf_map_lookup_elem(&erl_recvs, &id);
+	struct sock_key sk = { .pid = id >> 32 };
+	struct erl_walk *w;
+	__u32 zero = 0;
+	__u64 buf;
+
+	if (!r)
+		return;
+	sk.sock = r->sock;
+	buf = r->buf;
+	bpf_map_delete_elem(&erl_recvs, &id);
+	w = bpf_map_lookup_elem(&erl_walks, &zero);
+	if (ret <= 0 || !w)
+		return;
+	w->base[0] = buf;
+	w->len[0] = ret;
+	w->nseg = 1;
+	erl_walk_run(w, &sk, 1, 0, id);
+}
