@@ -40,8 +40,10 @@
 #define ERL_TAG 16
 /* Steps of one walk (a record takes 22: header, 16 bytes, the rest). */
 #define ERL_STEPS 1024
-#define ERL_SEGS 8
+#define ERL_SEGS 32
 #define ERL_HITS 16
+/* Keys one send ties at most (a handshake key and an application key). */
+#define ERL_TIES 4
 /* Records of one key held before its socket is known. */
 #define ERL_HELD_MAX 8
 
@@ -215,61 +217,56 @@ static __always_inline void erl_emit_held(struct erl_held *v, __u64 conn, __u64 
 	bpf_ringbuf_submit(e, submit_flags());
 }
 
-struct erl_flush_ctx {
+/* A key just tied to its socket, whose held records go out. */
+struct erl_tied {
 	struct erl_key_id k;
 	__u64 conn;
-	__u64 id;
 	__u32 held;
 	__u32 wanted;
 };
 
-/* One held record of a key just tied: emitted if wanted, forgotten. */
-static int erl_flush_one(__u32 i, void *data)
-{
-	struct erl_flush_ctx *f = data;
-	struct erl_held_id h = { .k = f->k, .idx = i };
-	struct erl_held *v;
-
-	if (i >= f->held || i >= ERL_HELD_MAX)
-		return 1;
-	v = bpf_map_lookup_elem(&erl_held_recs, &h);
-	if (!v) {
-		if (f->wanted)
-			count_stat(STAT_ERLANG_UNTIED); /* evicted */
-		return 0;
-	}
-	if (f->wanted)
-		erl_emit_held(v, f->conn, f->id);
-	bpf_map_delete_elem(&erl_held_recs, &h);
-	return 0;
-}
-
 /* A send carried `t`: the key waiting for it is tied to that socket's
- * connection `conn` (`wanted`: captured). */
-static __always_inline void erl_tie_sent(struct erl_tag_key *t, __u64 conn, __u32 wanted, __u64 id)
+ * connection `conn` (`wanted`: captured); `f` says which, and how many
+ * records it held. */
+static __always_inline bool erl_tie_sent(struct erl_tag_key *t, __u64 conn, __u32 wanted,
+					 struct erl_tied *f)
 {
 	struct erl_key_id *kid = bpf_map_lookup_elem(&erl_wait, t);
-	struct erl_flush_ctx f = {};
 	struct erl_key *k;
 
 	if (!kid)
-		return;
-	f.k = *kid;
+		return false;
+	f->k = *kid;
 	bpf_map_delete_elem(&erl_wait, t);
-	k = bpf_map_lookup_elem(&erl_keys, &f.k);
+	k = bpf_map_lookup_elem(&erl_keys, &f->k);
 	if (!k || k->tied)
-		return;
+		return false;
 	k->conn = conn;
 	k->wanted = wanted;
-	f.held = k->held;
+	f->held = k->held;
 	k->held = 0;
 	/* Tied before the held records go: a record sealed from now on is
 	 * emitted at once (one Erlang process seals a direction's records). */
 	__sync_fetch_and_add(&k->tied, 1);
-	f.conn = conn;
-	f.id = id;
-	f.wanted = wanted;
-	bpf_loop(ERL_HELD_MAX, erl_flush_one, &f, 0);
+	f->conn = conn;
+	f->wanted = wanted;
+	return true;
+}
+
+/* Held record `idx` of key `f`, just tied: emitted if wanted, forgotten. */
+static __always_inline void erl_flush_held(struct erl_tied *f, __u32 idx, __u64 id)
+{
+	struct erl_held_id h = { .k = f->k, .idx = idx };
+	struct erl_held *v = bpf_map_lookup_elem(&erl_held_recs, &h);
+
+	if (!v) {
+		if (f->wanted)
+			count_stat(STAT_ERLANG_UNTIED); /* evicted */
+		return;
+	}
+	if (f->wanted)
+		erl_emit_held(v, f->conn, id);
+	bpf_map_delete_elem(&erl_held_recs, &h);
 }
 
 /* ---- the NIF's calls --------------------------------------------------- */

@@ -22,6 +22,9 @@ struct erl_walk {
 	__u32 _pad;
 	struct erl_dir d;
 	struct erl_tag_key hits[ERL_HITS];
+	__u32 nties;
+	__u32 _pad2;
+	struct erl_tied ties[ERL_TIES]; /* keys a send tied */
 };
 
 struct {
@@ -55,6 +58,8 @@ static int erl_step(__u32 i, void *unused)
 	seg = w->seg;
 	if (seg >= w->nseg || seg >= ERL_SEGS || d->state != ERL_SYNCED)
 		return 1;
+	barrier_var(seg);
+	seg &= ERL_SEGS - 1;
 	base = w->base[seg];
 	len = w->len[seg];
 	if (w->pos >= len) {
@@ -115,7 +120,6 @@ lost:
 
 struct erl_hits_ctx {
 	__u64 conn;
-	__u64 id;
 	__u32 wanted;
 	__u32 pid;
 	__u32 sent;
@@ -127,22 +131,48 @@ struct erl_hits_ctx {
 static int erl_hit(__u32 i, void *data)
 {
 	struct erl_hits_ctx *c = data;
-	__u32 zero = 0;
+	__u32 zero = 0, k;
 	struct erl_walk *w = bpf_map_lookup_elem(&erl_walks, &zero);
 	struct erl_tag_key t = {};
 	struct erl_tie tie = {};
 
 	if (!w || i >= w->nhits || i >= ERL_HITS)
 		return 1;
-	__builtin_memcpy(t.b, w->hits[i].b, ERL_TAG);
+	/* masked behind a barrier: clang drops a mask it proves redundant,
+	 * and the verifier loses the check above on a copy of i */
+	k = i;
+	barrier_var(k);
+	k &= ERL_HITS - 1;
+	__builtin_memcpy(t.b, w->hits[k].b, ERL_TAG);
 	t.pid = c->pid;
 	if (c->sent) {
-		erl_tie_sent(&t, c->conn, c->wanted, c->id);
+		k = w->nties;
+		barrier_var(k);
+		if (k < ERL_TIES && erl_tie_sent(&t, c->conn, c->wanted, &w->ties[k & (ERL_TIES - 1)]))
+			w->nties = k + 1;
 		return 0;
 	}
 	tie.conn = c->conn;
 	tie.wanted = c->wanted;
 	bpf_map_update_elem(&erl_seen, &t, &tie, BPF_ANY);
+	return 0;
+}
+
+/* Step i of the held records of the keys a send tied: key i / HELD_MAX,
+ * record i % HELD_MAX (one loop, not one per key: loops in loops cost
+ * stack). */
+static int erl_flush_step(__u32 i, void *data)
+{
+	__u32 zero = 0, j = i / ERL_HELD_MAX, idx = i % ERL_HELD_MAX;
+	struct erl_walk *w = bpf_map_lookup_elem(&erl_walks, &zero);
+	struct erl_tied *f;
+
+	if (!w || j >= w->nties || j >= ERL_TIES)
+		return 1;
+	barrier_var(j);
+	f = &w->ties[j & (ERL_TIES - 1)];
+	if (idx < f->held)
+		erl_flush_held(f, idx, *(__u64 *)data);
 	return 0;
 }
 
@@ -184,42 +214,61 @@ static __always_inline void erl_walk_run(struct erl_walk *w, struct sock_key *sk
 	c.conn = s->conn;
 	c.wanted = s->wanted;
 	c.pid = sk->pid;
-	c.id = id;
 	c.sent = dir == 0;
+	w->nties = 0;
 	bpf_loop(ERL_HITS, erl_hit, &c, 0);
+	if (w->nties)
+		bpf_loop(ERL_TIES * ERL_HELD_MAX, erl_flush_step, &id, 0);
 }
 
-/* OTP sends a record as [header][payload] segments (after an empty one):
- * the ClientHello, parsed whole for on_hello. A first segment of 48 bytes
- * or more was parsed by on_send already. */
+/* Room to gather a ClientHello from segments: any offset below HELLO_MAX
+ * plus any length up to HELLO_MAX fits, as the verifier needs. */
+struct erl_gather {
+	__u8 b[2 * HELLO_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct erl_gather);
+} erl_gathers SEC(".maps");
+
+/* OTP writes a record as several segments, cut anywhere (measured: an
+ * empty one, then the record header and the handshake header, then the
+ * rest): the ClientHello's first HELLO_MAX bytes are gathered for
+ * on_hello. A first segment of 48 bytes or more was parsed by on_send. */
 static __always_inline void erl_hello_sent(struct erl_walk *w, __u64 fd, __u64 id)
 {
 	struct hello_buf *h;
-	__u32 zero = 0, a = 0;
-	__u64 n;
-	__u8 b = 0;
+	struct erl_gather *g;
+	__u32 zero = 0, i;
+	__u64 off = 0, n;
 
 	if (w->len[0] >= 48 || w->nseg < 2)
 		return;
-	if (w->len[0] == 0)
-		a = 1;
-	if (a + 1 >= w->nseg || a + 1 >= ERL_SEGS || w->len[a] != 5 || w->len[a + 1] < 43)
-		return;
+	g = bpf_map_lookup_elem(&erl_gathers, &zero);
 	h = bpf_map_lookup_elem(&hello_scratch, &zero);
-	if (!h || bpf_probe_read_user(h->b, 5, (void *)w->base[a]) != 0)
+	if (!g || !h)
 		return;
-	if (bpf_probe_read_user(&b, 1, (void *)w->base[a + 1]) != 0 || b != HS_CLIENT_HELLO ||
-	    h->b[0] != TLS_HANDSHAKE || h->b[1] != 3)
+	for (i = 0; i < 4 && i < w->nseg; i++) {
+		n = w->len[i];
+		if (n == 0)
+			continue;
+		if (n > HELLO_MAX - off)
+			n = HELLO_MAX - off;
+		n = ((n - 1) & (HELLO_MAX - 1)) + 1;
+		if (bpf_probe_read_user(&g->b[off & (HELLO_MAX - 1)], n, (void *)w->base[i]) != 0)
+			return;
+		off += n;
+		if (off >= HELLO_MAX)
+			break;
+	}
+	if (off < 48 || g->b[0] != TLS_HANDSHAKE || g->b[1] != 3 || g->b[5] != HS_CLIENT_HELLO)
 		return;
-	n = w->len[a + 1];
-	if (n > HELLO_MAX - 5)
-		n = HELLO_MAX - 5;
-	barrier_var(n);
-	if (n > HELLO_MAX - 5 || n == 0)
+	if (bpf_probe_read_kernel(h->b, HELLO_MAX, g->b) != 0)
 		return;
-	if (bpf_probe_read_user(&h->b[5], n, (void *)w->base[a + 1]) != 0)
-		return;
-	on_hello(h, n + 5, id, fd, false);
+	on_hello(h, off, id, fd, false);
 }
 
 /* A send of an Erlang process on descriptor `fd`: `cnt` segments at `iov`,
@@ -245,8 +294,8 @@ static __always_inline void erl_on_send(__u64 fd, __u64 iov, __u64 cnt, __u64 bu
 		for (i = 0; i < ERL_SEGS && i < cnt; i++) {
 			if (bpf_probe_read_user(&v, sizeof(v), (void *)(iov + i * sizeof(v))) != 0)
 				return;
-			w->base[i] = (__u64)v.iov_base;
-			w->len[i] = v.iov_len;
+			w->base[i & (ERL_SEGS - 1)] = (__u64)v.iov_base;
+			w->len[i & (ERL_SEGS - 1)] = v.iov_len;
 		}
 		w->nseg = i;
 		erl_hello_sent(w, fd, id);
