@@ -318,13 +318,13 @@ pub const PROBES: &[Probe] = &[
     // aead_cipher_nif (src/inspect/erlang.rs), never libcrypto's functions;
     // each record's key is tied to its socket by its ciphertext
     // (bpf/erlang.bpf.h, bpf/erlang_sock.bpf.h).
-    probe(P::ErlangCipherInit, "aead_cipher_nif: EVP_CipherInit_ex call", S, "erl_cipher_init",
+    probe(P::ErlangCipherInit, "aead_cipher_nif->EVP_CipherInit_ex", S, "erl_cipher_init",
         None, &[RSI, RCX, R8, R9], &[], "a record's direction, then its key and nonce"),
-    probe(P::ErlangCipherUpdate, "aead_cipher_nif: EVP_CipherUpdate call", S, "erl_cipher_update",
+    probe(P::ErlangCipherUpdate, "aead_cipher_nif->EVP_CipherUpdate", S, "erl_cipher_update",
         None, &[RSI, RCX, R8], &[], "the additional data, then the record: plaintext sealed"),
-    probe(P::ErlangSealFinal, "aead_cipher_nif: EVP_CipherFinal_ex call", S, "erl_seal_final",
+    probe(P::ErlangSealFinal, "aead_cipher_nif->EVP_CipherFinal_ex", S, "erl_seal_final",
         None, &[], &[], "a sealed record's ciphertext, for a key not tied to its socket yet"),
-    probe(P::ErlangOpenDone, "aead_cipher_nif: EVP_DecryptFinal_ex return", S, "erl_open_done",
+    probe(P::ErlangOpenDone, "aead_cipher_nif<-EVP_DecryptFinal_ex", S, "erl_open_done",
         None, &[RAX], &[], "plaintext opened, once its tag verified"),
 ];
 
