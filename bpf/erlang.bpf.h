@@ -137,11 +137,30 @@ struct {
 	__type(value, struct erl_key_id);
 } erl_wait SEC(".maps");
 
+/*
+ * A key's state, one word changed atomically: the state above the low 32
+ * bits, the records held below. Sealing runs in one Erlang process at a
+ * time (a direction's records are sealed in order), the tie on whichever
+ * thread sends; the word hands the records over without loss or reorder:
+ *   ERL_UNTIED   sealing holds record `count` (written, then the count
+ *                raised by a compare-and-swap);
+ *   ERL_FLUSHING the send that tied it emits the held records in order
+ *                (and any held meanwhile), then moves to ERL_TIED by a
+ *                compare-and-swap that fails if one more was held;
+ *   ERL_TIED     sealing emits at once: every held record went before.
+ * A seal that finds the word changed under it tries again, a bounded
+ * number of times, then counts its record lost.
+ */
+enum erl_key_state { ERL_UNTIED = 0, ERL_FLUSHING = 1, ERL_TIED = 2 };
+
+#define ERL_STATE(w) ((__u32)((w) >> 32))
+#define ERL_COUNT(w) ((__u32)(w))
+#define ERL_WORD(state, count) (((__u64)(state) << 32) | (__u32)(count))
+
 struct erl_key {
-	__u64 conn;
-	__u32 tied;   /* its socket is known */
-	__u32 wanted; /* and its connection captured */
-	__u32 held;   /* records held while not tied (sealing) */
+	__u64 conn;   /* set before the state leaves ERL_UNTIED */
+	__u64 word;   /* ERL_WORD(state, held) */
+	__u32 wanted; /* its connection is captured */
 	__u32 _pad;
 };
 
@@ -217,56 +236,85 @@ static __always_inline void erl_emit_held(struct erl_held *v, __u64 conn, __u64 
 	bpf_ringbuf_submit(e, submit_flags());
 }
 
-/* A key just tied to its socket, whose held records go out. */
+/* A key a send just tied (ERL_FLUSHING): its held records go out. */
 struct erl_tied {
 	struct erl_key_id k;
 	__u64 conn;
-	__u32 held;
 	__u32 wanted;
+	__u32 _pad;
 };
 
 /* A send carried `t`: the key waiting for it is tied to that socket's
- * connection `conn` (`wanted`: captured); `f` says which, and how many
- * records it held. */
+ * connection `conn` (`wanted`: captured); `f` names it. */
 static __always_inline bool erl_tie_sent(struct erl_tag_key *t, __u64 conn, __u32 wanted,
 					 struct erl_tied *f)
 {
 	struct erl_key_id *kid = bpf_map_lookup_elem(&erl_wait, t);
 	struct erl_key *k;
+	__u64 w;
+	int i;
 
 	if (!kid)
 		return false;
 	f->k = *kid;
 	bpf_map_delete_elem(&erl_wait, t);
 	k = bpf_map_lookup_elem(&erl_keys, &f->k);
-	if (!k || k->tied)
+	if (!k)
 		return false;
-	k->conn = conn;
-	k->wanted = wanted;
-	f->held = k->held;
-	k->held = 0;
-	/* Tied before the held records go: a record sealed from now on is
-	 * emitted at once (one Erlang process seals a direction's records). */
-	__sync_fetch_and_add(&k->tied, 1);
 	f->conn = conn;
 	f->wanted = wanted;
-	return true;
+	for (i = 0; i < 4; i++) {
+		w = k->word;
+		if (ERL_STATE(w) != ERL_UNTIED)
+			return false;
+		k->conn = conn;
+		k->wanted = wanted;
+		if (__sync_val_compare_and_swap(&k->word, w, ERL_WORD(ERL_FLUSHING, ERL_COUNT(w))) == w)
+			return true;
+	}
+	return false;
 }
 
-/* Held record `idx` of key `f`, just tied: emitted if wanted, forgotten. */
-static __always_inline void erl_flush_held(struct erl_tied *f, __u32 idx, __u64 id)
+/* Step `idx` of key `f`'s flush (ERL_FLUSHING): held record `idx` goes
+ * out (if wanted) while there is one; past the last, the key becomes
+ * ERL_TIED unless one more was held meanwhile. Returns whether the flush
+ * goes on. */
+static __always_inline bool erl_flush_held(struct erl_tied *f, __u32 idx, __u64 id)
 {
 	struct erl_held_id h = { .k = f->k, .idx = idx };
-	struct erl_held *v = bpf_map_lookup_elem(&erl_held_recs, &h);
+	struct erl_key *k = bpf_map_lookup_elem(&erl_keys, &f->k);
+	struct erl_held *v;
+	__u64 w;
+	int i;
 
+	if (!k)
+		return false;
+	for (i = 0; i < 4; i++) {
+		w = k->word;
+		if (ERL_STATE(w) != ERL_FLUSHING)
+			return false;
+		if (idx < ERL_COUNT(w))
+			break;
+		/* All held records out: a seal from now on emits at once. */
+		if (idx >= ERL_HELD_MAX ||
+		    __sync_val_compare_and_swap(&k->word, w, ERL_WORD(ERL_TIED, 0)) == w) {
+			if (idx >= ERL_HELD_MAX)
+				k->word = ERL_WORD(ERL_TIED, 0);
+			return false;
+		}
+	}
+	if (i == 4)
+		return false;
+	v = bpf_map_lookup_elem(&erl_held_recs, &h);
 	if (!v) {
 		if (f->wanted)
 			count_stat(STAT_ERLANG_UNTIED); /* evicted */
-		return;
+		return true;
 	}
 	if (f->wanted)
 		erl_emit_held(v, f->conn, id);
 	bpf_map_delete_elem(&erl_held_recs, &h);
+	return true;
 }
 
 /* ---- the NIF's calls --------------------------------------------------- */
@@ -319,7 +367,7 @@ static __always_inline bool erl_tag_of(struct erl_call *c, __u64 ct, int which, 
 }
 
 /* A record being sealed: emitted if its key is tied (and captured), else
- * held. */
+ * held (erl_key_state). */
 static __always_inline void erl_seal(struct erl_call *c, __u64 id)
 {
 	struct erl_key_id kid = {};
@@ -327,32 +375,43 @@ static __always_inline void erl_seal(struct erl_call *c, __u64 id)
 	struct erl_held_id h = {};
 	struct erl_held *v;
 	__u32 zero = 0;
-	__u64 n, m;
+	__u64 n, m, w;
+	int i;
 
 	n = app_data_len(c->aad, c->aad_len, c->in, c->in_len);
 	if (!k || !n)
 		return;
-	if (k->tied) {
+	if (ERL_STATE(k->word) == ERL_TIED) {
 		if (k->wanted)
 			emit_data(SSL_EVENT_TYPE_WRITE, c->in, k->conn, n, id);
 		return;
 	}
 	v = bpf_map_lookup_elem(&erl_held_scratch, &zero);
-	if (!v || k->held >= ERL_HELD_MAX || n > DATA_CHUNK) {
-		count_stat(STAT_ERLANG_UNTIED);
-		return;
-	}
 	m = n;
 	barrier_var(m);
-	if (m > DATA_CHUNK || m == 0 || bpf_probe_read_user(v->data, m, (void *)c->in) != 0) {
-		count_stat(STAT_READ_FAILED);
+	if (!v || m > DATA_CHUNK || m == 0 || bpf_probe_read_user(v->data, m, (void *)c->in) != 0) {
+		count_stat(STAT_ERLANG_UNTIED);
 		return;
 	}
 	v->len = m;
 	h.k = kid;
-	h.idx = k->held;
-	if (bpf_map_update_elem(&erl_held_recs, &h, v, BPF_ANY) == 0)
-		k->held++;
+	for (i = 0; i < 4; i++) {
+		w = k->word;
+		if (ERL_STATE(w) == ERL_TIED) {
+			if (k->wanted)
+				emit_data(SSL_EVENT_TYPE_WRITE, c->in, k->conn, n, id);
+			return;
+		}
+		if (ERL_COUNT(w) >= ERL_HELD_MAX)
+			break;
+		/* Written before it is counted: a flush reads only counted ones. */
+		h.idx = ERL_COUNT(w);
+		if (bpf_map_update_elem(&erl_held_recs, &h, v, BPF_ANY) != 0)
+			break;
+		if (__sync_val_compare_and_swap(&k->word, w, w + 1) == w)
+			return;
+	}
+	count_stat(STAT_ERLANG_UNTIED);
 }
 
 /* A record being opened under a key not tied yet: its socket noted it. */
@@ -364,16 +423,17 @@ static __always_inline void erl_open(struct erl_call *c, __u64 id)
 	struct erl_tie *tie = NULL;
 	int which;
 
-	if (!k || k->tied)
+	if (!k || ERL_STATE(k->word) != ERL_UNTIED)
 		return;
 	for (which = 0; which < 2 && !tie; which++)
 		if (erl_tag_of(c, c->in, which, &t, id >> 32))
 			tie = bpf_map_lookup_elem(&erl_seen, &t);
 	if (!tie)
 		return;
+	/* Opening holds nothing: tied at once. */
 	k->conn = tie->conn;
 	k->wanted = tie->wanted;
-	k->tied = 1;
+	__sync_val_compare_and_swap(&k->word, ERL_WORD(ERL_UNTIED, 0), ERL_WORD(ERL_TIED, 0));
 }
 
 /* EVP_CipherInit_ex(ctx, cipher, engine, key, iv, enc), called in
@@ -444,7 +504,7 @@ int erl_seal_final(struct pt_regs *ctx)
 		return 0;
 	if (c->keyed && c->enc && c->out) {
 		k = erl_key_of(c, id, &kid);
-		for (which = 0; which < 2 && k && !k->tied; which++)
+		for (which = 0; which < 2 && k && ERL_STATE(k->word) == ERL_UNTIED; which++)
 			if (erl_tag_of(c, c->out, which, &t, id >> 32))
 				bpf_map_update_elem(&erl_wait, &t, &kid, BPF_ANY);
 	}
@@ -468,9 +528,9 @@ int erl_open_done(struct pt_regs *ctx)
 	if ((int)PT_REGS_RC(ctx) == 1 && c->keyed && !c->enc) {
 		n = app_data_len(c->aad, c->aad_len, c->out, c->in_len);
 		k = erl_key_of(c, id, &kid);
-		if (n && k && k->tied && k->wanted)
+		if (n && k && ERL_STATE(k->word) == ERL_TIED && k->wanted)
 			emit_data(SSL_EVENT_TYPE_READ, c->out, k->conn, n, id);
-		else if (n && k && !k->tied)
+		else if (n && k && ERL_STATE(k->word) != ERL_TIED)
 			count_stat(STAT_ERLANG_UNTIED);
 	}
 	bpf_map_delete_elem(&erl_calls, &id);

@@ -25,6 +25,7 @@ struct erl_walk {
 	__u32 nties;
 	__u32 _pad2;
 	struct erl_tied ties[ERL_TIES]; /* keys a send tied */
+	__u8 done[ERL_TIES];            /* their flushes over */
 };
 
 struct {
@@ -158,21 +159,22 @@ static int erl_hit(__u32 i, void *data)
 	return 0;
 }
 
-/* Step i of the held records of the keys a send tied: key i / HELD_MAX,
- * record i % HELD_MAX (one loop, not one per key: loops in loops cost
+/* Step i of the flushes of the keys a send tied: key i / (HELD_MAX + 1),
+ * step i % (HELD_MAX + 1) (one loop, not one per key: loops in loops cost
  * stack). */
 static int erl_flush_step(__u32 i, void *data)
 {
-	__u32 zero = 0, j = i / ERL_HELD_MAX, idx = i % ERL_HELD_MAX;
+	__u32 zero = 0, j = i / (ERL_HELD_MAX + 1), idx = i % (ERL_HELD_MAX + 1);
 	struct erl_walk *w = bpf_map_lookup_elem(&erl_walks, &zero);
-	struct erl_tied *f;
 
 	if (!w || j >= w->nties || j >= ERL_TIES)
 		return 1;
 	barrier_var(j);
-	f = &w->ties[j & (ERL_TIES - 1)];
-	if (idx < f->held)
-		erl_flush_held(f, idx, *(__u64 *)data);
+	j &= ERL_TIES - 1;
+	if (w->done[j])
+		return 0;
+	if (!erl_flush_held(&w->ties[j], idx, *(__u64 *)data))
+		w->done[j] = 1;
 	return 0;
 }
 
@@ -217,8 +219,10 @@ static __always_inline void erl_walk_run(struct erl_walk *w, struct sock_key *sk
 	c.sent = dir == 0;
 	w->nties = 0;
 	bpf_loop(ERL_HITS, erl_hit, &c, 0);
-	if (w->nties)
-		bpf_loop(ERL_TIES * ERL_HELD_MAX, erl_flush_step, &id, 0);
+	if (w->nties) {
+		__builtin_memset(w->done, 0, sizeof(w->done));
+		bpf_loop(ERL_TIES * (ERL_HELD_MAX + 1), erl_flush_step, &id, 0);
+	}
 }
 
 /* Room to gather a ClientHello from segments: any offset below HELLO_MAX
