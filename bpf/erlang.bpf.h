@@ -45,7 +45,7 @@
 /* Keys one send ties at most (a handshake key and an application key). */
 #define ERL_TIES 4
 /* Records of one key held before its socket is known. */
-#define ERL_HELD_MAX 8
+#define ERL_HELD_MAX 16
 
 enum erl_walk_state { ERL_UNSYNCED = 0, ERL_SYNCED = 1, ERL_DONE = 2 };
 
@@ -185,7 +185,7 @@ struct erl_held {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 64);
+	__uint(max_entries, 128); /* 2 MiB */
 	__type(key, struct erl_held_id);
 	__type(value, struct erl_held);
 } erl_held_recs SEC(".maps");

@@ -667,7 +667,9 @@ impl Agent<'_> {
             }
             _ => (None, false),
         };
-        if static_tls && matches!(&r.outcome, Outcome::Tls { insp, .. } if insp.library == Some(TlsLibrary::Erlang)) {
+        if static_tls
+            && matches!(&r.outcome, Outcome::Tls { insp, .. } if insp.library == Some(TlsLibrary::Erlang))
+        {
             self.erlang_files.insert(file);
         }
         let waiting = self.files.finish(file, probes, static_tls);

@@ -34,7 +34,9 @@ fn assert_erlang_covered(agent: &Agent, pids: &[u32]) {
         cov.iter().any(|c| pids.iter().any(|p| c["pid"] == *p)
             && c["stack"] == "erlang"
             && c["captured"] == true
-            && c["file"].as_str().is_some_and(|f| f.ends_with("/crypto.so"))),
+            && c["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("/crypto.so"))),
         "{cov:?}"
     );
 }
@@ -181,4 +183,70 @@ fn ssl_server_tls13_captured_exactly_under_sni() {
 #[test]
 fn ssl_server_tls12_captured_exactly_under_sni() {
     rerun_if_host_stalled(|| ssl_server_under_sni("tlsv1.2", &["--tls-max", "1.2"]));
+}
+
+/// A TLS 1.3 server's first send under its new key is its whole response,
+/// here 13 records sealed before the send that ties the key: all held,
+/// then emitted in order, exactly.
+#[test]
+fn ssl_server_tls13_large_first_response_exact() {
+    rerun_if_host_stalled(|| {
+        let (cert, key) = cert_args();
+        let mut server = Held::new(&escript("ssl_server.escript"), &[&cert, &key, "tlsv1.3"]);
+        let agent = Agent::start(&["--pid", &server.pid.to_string()]);
+        server.go_keep_stdin();
+        let line = server.read_line();
+        let port: u16 = line
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("ssl_server said {line:?}"));
+        let n = 200_000;
+        let body: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+        let url = format!("https://api.acme.com:{port}/big/{n}");
+        let resolve = format!("api.acme.com:{port}:127.0.0.1");
+        // To a file: a pipe nobody reads while curl runs would fill.
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("response");
+        let mut curl = Held::new(
+            std::path::Path::new("/usr/bin/curl"),
+            &[
+                "-o",
+                out.to_str().unwrap(),
+                "-sS",
+                "-k",
+                "-i",
+                "--http1.1",
+                "--tlsv1.3",
+                "-A",
+                "plainsight-test",
+                "--resolve",
+                &resolve,
+                &url,
+            ],
+        );
+        curl.go(b"");
+        let (ok, _, err) = curl.finish(Duration::from_secs(60));
+        assert!(ok, "curl: {err}");
+        let got = std::fs::read(&out).unwrap();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {n}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let want = [head.as_bytes(), &body].concat();
+        assert!(got == want, "curl got {} bytes", got.len());
+        let req = format!(
+            "GET /big/{n} HTTP/1.1\r\nHost: api.acme.com:{port}\r\nUser-Agent: plainsight-test\r\n\
+             Accept: */*\r\n\r\n"
+        )
+        .into_bytes();
+        let (w, r) = agent.wait_bytes(server.pid, want.len(), req.len());
+        assert_eq!(r, req);
+        assert!(
+            w == want,
+            "the server's write: {} bytes of {}",
+            w.len(),
+            want.len()
+        );
+        assert!(!agent.stderr().contains("Erlang TLS records not captured"));
+    });
 }

@@ -43,7 +43,10 @@ const MAX_RELOCS: usize = 1 << 16;
 pub fn targets<'d, R: ReadRef<'d>>(data: R, syms: &ElfSymbols) -> Result<Vec<Target>, String> {
     let f = syms.get(NIF).ok_or("no aead_cipher_nif")?;
     if f.size == 0 || f.size > MAX_SIZE {
-        return Err(format!("aead_cipher_nif has an unexpected size ({})", f.size));
+        return Err(format!(
+            "aead_cipher_nif has an unexpected size ({})",
+            f.size
+        ));
     }
     let stubs = callee_stubs(data)?;
     let code = super::elf::bytes_at(data, f.file_offset, f.size)
@@ -54,11 +57,27 @@ pub fn targets<'d, R: ReadRef<'d>>(data: R, syms: &ElfSymbols) -> Result<Vec<Tar
     let mut out = Vec::new();
     for (callee, ip, next) in &sites {
         let (point, offset, what) = match callee {
-            Callee::Init => (ProbePoint::ErlangCipherInit, at(*ip), "EVP_CipherInit_ex call"),
-            Callee::Update => (ProbePoint::ErlangCipherUpdate, at(*ip), "EVP_CipherUpdate call"),
-            Callee::SealFinal => (ProbePoint::ErlangSealFinal, at(*ip), "EVP_CipherFinal_ex call"),
+            Callee::Init => (
+                ProbePoint::ErlangCipherInit,
+                at(*ip),
+                "EVP_CipherInit_ex call",
+            ),
+            Callee::Update => (
+                ProbePoint::ErlangCipherUpdate,
+                at(*ip),
+                "EVP_CipherUpdate call",
+            ),
+            Callee::SealFinal => (
+                ProbePoint::ErlangSealFinal,
+                at(*ip),
+                "EVP_CipherFinal_ex call",
+            ),
             // Its result, at the instruction the call returns to.
-            Callee::OpenFinal => (ProbePoint::ErlangOpenDone, at(*next), "EVP_DecryptFinal_ex return"),
+            Callee::OpenFinal => (
+                ProbePoint::ErlangOpenDone,
+                at(*next),
+                "EVP_DecryptFinal_ex return",
+            ),
         };
         out.push(Target::new(
             point,

@@ -686,7 +686,9 @@ fn inspect_with<'d, R: ReadRef<'d>>(
                     insp.library = None;
                     insp.unsupported = Some(Dark::new(
                         "erlang",
-                        format!("OTP's crypto NIF, whose record calls cannot be found exactly: {why}"),
+                        format!(
+                            "OTP's crypto NIF, whose record calls cannot be found exactly: {why}"
+                        ),
                     ));
                 }
             }
