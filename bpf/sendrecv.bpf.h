@@ -4,8 +4,10 @@
  * hello.bpf.h. Two sets serve the same steps, and for each direction user
  * space (src/hooks.rs) attaches one: the syscall tracepoints, or the spec's
  * tcp_sendmsg / tcp_recvmsg with fentry + fexit where the kernel allows BPF
- * trampolines. Needs hello.bpf.h (on_send, on_recv_*) and proc.bpf.h
- * (watched_pids) before it.
+ * trampolines. Needs hello.bpf.h (on_send, on_recv_*), proc.bpf.h
+ * (watched_pids) and erlang_sock.bpf.h (erl_on_send, erl_recv_*) before
+ * it. Erlang's records are walked on the syscall tracepoints only: the
+ * tcp_sendmsg / tcp_recvmsg path sees one segment of a vector write.
  */
 
 /* ---- syscall tracepoints -------------------------------------------------- */
