@@ -152,8 +152,13 @@ fn call_sites(code: &[u8], vaddr: u64, stubs: &[(u64, Callee)]) -> Vec<(Callee, 
         if ins.code() != Code::Call_rel32_64 {
             continue;
         }
+        // A call that ends the function has no instruction after it to
+        // probe: not this NIF's shape (the count check refuses it).
+        let end = vaddr.saturating_add(code.len() as u64);
         if let Ok(k) = stubs.binary_search_by_key(&ins.near_branch_target(), |s| s.0) {
-            out.push((stubs[k].1, ins.ip(), ins.next_ip()));
+            if ins.next_ip() < end {
+                out.push((stubs[k].1, ins.ip(), ins.next_ip()));
+            }
         }
     }
     out
@@ -162,6 +167,34 @@ fn call_sites(code: &[u8], vaddr: u64, stubs: &[(u64, Callee)]) -> Vec<(Callee, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `call rel32` at `at` to `target`.
+    fn call(at: u64, target: u64) -> Vec<u8> {
+        let rel = (target as i64 - (at as i64 + 5)) as i32;
+        [&[0xe8][..], &rel.to_le_bytes()].concat()
+    }
+
+    /// Direct calls of the stubs are found, with the address after each;
+    /// calls elsewhere, and a call that ends the code, are not.
+    #[test]
+    fn call_sites_of_the_stubs_only() {
+        let base = 0x1000;
+        let stubs = [(0x100, Callee::Init), (0x110, Callee::OpenFinal)];
+        let mut code = call(base, 0x100);
+        code.extend(call(base + 5, 0x200)); // not a stub
+        code.push(0x90);
+        code.extend(call(base + 11, 0x110));
+        code.push(0x90);
+        code.extend(call(base + 17, 0x100)); // the last instruction
+        let sites = call_sites(&code, base, &stubs);
+        assert_eq!(
+            sites,
+            [
+                (Callee::Init, base, base + 5),
+                (Callee::OpenFinal, base + 11, base + 16)
+            ]
+        );
+    }
 
     /// Debian 12's crypto-5.1.2, where docs/erlang.md measured: the calls
     /// at the offsets it lists (checked when the file is installed).
