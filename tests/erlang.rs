@@ -250,3 +250,78 @@ fn ssl_server_tls13_large_first_response_exact() {
         assert!(!agent.stderr().contains("Erlang TLS records not captured"));
     });
 }
+
+/// Eight httpc connections of one node at once, TLS 1.3 then 1.2: each
+/// connection's records are its own request and its own response, on the
+/// socket the server saw that request on (every key tied to its socket).
+#[test]
+fn concurrent_httpc_connections_each_exact() {
+    rerun_if_host_stalled(|| {
+        for version in ["tlsv1.3", "tlsv1.2"] {
+            concurrent_httpc(version);
+        }
+    });
+}
+
+fn concurrent_httpc(version: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("server.json");
+    let srv = Server::start_with(&["--record", record.to_str().unwrap()]);
+    let paths: Vec<String> = (0..8).map(|i| format!("/{version}/conn{i}")).collect();
+    let mut cli = Held::new(
+        &escript("httpc_client.escript"),
+        &[
+            &srv.port.to_string(),
+            "api.acme.com",
+            &paths.join(","),
+            version,
+        ],
+    );
+    let agent = Agent::start(&["--pid", &cli.pid.to_string()]);
+    cli.go(b"");
+    let (ok, out, err) = cli.finish(Duration::from_secs(60));
+    assert!(ok, "httpc: {err}");
+    let bodies: String = paths.iter().map(|p| format!("ok GET {p} 0\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&out), bodies);
+    let total_w: usize = paths.iter().map(|p| httpc_request(p, srv.port).len()).sum();
+    let total_r: usize = paths
+        .iter()
+        .map(|p| expected_response("GET", p, 0, true).len())
+        .sum();
+    agent.wait_bytes(cli.pid, total_w, total_r);
+    let recs = agent.records();
+    let mut conns: std::collections::BTreeMap<String, (Vec<u8>, Vec<u8>, u64)> = Default::default();
+    for r in recs
+        .iter()
+        .filter(|r| r["type"] == "data" && r["pid"] == cli.pid)
+    {
+        let e = conns
+            .entry(r["conn"].as_str().unwrap_or_default().to_string())
+            .or_default();
+        e.2 = r["client"]["port"].as_u64().unwrap_or(0);
+        match r["direction"].as_str() {
+            Some("write") => e.0.extend(record_bytes(r)),
+            _ => e.1.extend(record_bytes(r)),
+        }
+    }
+    assert_eq!(conns.len(), paths.len(), "{version}: one connection a path");
+    for p in &paths {
+        let req = httpc_request(p, srv.port);
+        let (_, (_, r, port)) = conns
+            .iter()
+            .find(|(_, (w, _, _))| *w == req)
+            .unwrap_or_else(|| panic!("{version}: no connection wrote the request for {p}"));
+        assert_eq!(
+            *r,
+            expected_response("GET", p, 0, true),
+            "{version}: {p}'s connection read its own response"
+        );
+        assert_eq!(
+            *port,
+            u64::from(seen_for(&record, p).port),
+            "{version}: {p} on the socket the server saw it on"
+        );
+    }
+    let sni = sni_records(&recs, cli.pid);
+    assert_eq!(sni.len(), paths.len(), "{version}: {sni:?}");
+}
