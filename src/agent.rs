@@ -1039,12 +1039,14 @@ impl Agent<'_> {
         eprintln!(
             "plainsight: lost records: {} plaintext ({by_output} of them dropped by a slow output), \
              {} file discovery; {} unreadable buffers; {} server-name decisions not stored; \
-             {} files reported again after seen_files forgot them",
+             {} files reported again after seen_files forgot them; {} Erlang records whose key \
+             was never tied to its socket",
             counters.data_lost + by_output,
             counters.discover_lost,
             counters.unreadable,
             counters.sni_full,
-            self.rereported
+            self.rereported,
+            counters.erlang_untied
         );
         eprintln!(
             "plainsight: return probes: {} wanted calls returned without one in place, {} requests \

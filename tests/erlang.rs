@@ -41,6 +41,15 @@ fn assert_erlang_covered(agent: &Agent, pids: &[u32]) {
     );
 }
 
+/// Stops the agent: every Erlang record was tied to its socket.
+fn assert_all_tied(agent: &mut Agent) {
+    let log = agent.stop();
+    assert!(
+        log.contains("; 0 Erlang records whose key was never tied to its socket"),
+        "{log}"
+    );
+}
+
 /// The server-name records of `pid`.
 fn sni_records(recs: &[Value], pid: u32) -> Vec<&Value> {
     recs.iter()
@@ -65,7 +74,7 @@ fn httpc_under_sni(version: &str, path: &str) {
     };
     let mut yes = client("api.acme.com");
     let mut no = client("other.example");
-    let agent = Agent::start(&[
+    let mut agent = Agent::start(&[
         "--sni",
         "*.acme.com",
         "--pid",
@@ -112,6 +121,7 @@ fn httpc_under_sni(version: &str, path: &str) {
             .map(|s| s.port)
     );
     assert_erlang_covered(&agent, &[yes.pid, no.pid]);
+    assert_all_tied(&mut agent);
 }
 
 #[test]
@@ -132,7 +142,7 @@ fn httpc_tls12_captured_exactly_under_sni() {
 fn ssl_server_under_sni(version: &str, curl_tls: &[&str]) {
     let (cert, key) = cert_args();
     let mut server = Held::new(&escript("ssl_server.escript"), &[&cert, &key, version]);
-    let agent = Agent::start(&["--sni", "api.acme.com", "--pid", &server.pid.to_string()]);
+    let mut agent = Agent::start(&["--sni", "api.acme.com", "--pid", &server.pid.to_string()]);
     server.go_keep_stdin();
     let line = server.read_line();
     let port: u16 = line
@@ -173,6 +183,7 @@ fn ssl_server_under_sni(version: &str, curl_tls: &[&str]) {
     // The server's side: the server's port is its own listening port.
     check_loopback(&recs, server.pid, None, port);
     assert_erlang_covered(&agent, &[server.pid]);
+    assert_all_tied(&mut agent);
 }
 
 #[test]
@@ -193,7 +204,7 @@ fn ssl_server_tls13_large_first_response_exact() {
     rerun_if_host_stalled(|| {
         let (cert, key) = cert_args();
         let mut server = Held::new(&escript("ssl_server.escript"), &[&cert, &key, "tlsv1.3"]);
-        let agent = Agent::start(&["--pid", &server.pid.to_string()]);
+        let mut agent = Agent::start(&["--pid", &server.pid.to_string()]);
         server.go_keep_stdin();
         let line = server.read_line();
         let port: u16 = line
@@ -247,7 +258,7 @@ fn ssl_server_tls13_large_first_response_exact() {
             w.len(),
             want.len()
         );
-        assert!(!agent.stderr().contains("Erlang TLS records not captured"));
+        assert_all_tied(&mut agent);
     });
 }
 
@@ -277,7 +288,7 @@ fn concurrent_httpc(version: &str) {
             version,
         ],
     );
-    let agent = Agent::start(&["--pid", &cli.pid.to_string()]);
+    let mut agent = Agent::start(&["--pid", &cli.pid.to_string()]);
     cli.go(b"");
     let (ok, out, err) = cli.finish(Duration::from_secs(60));
     assert!(ok, "httpc: {err}");
@@ -324,4 +335,5 @@ fn concurrent_httpc(version: &str) {
     }
     let sni = sni_records(&recs, cli.pid);
     assert_eq!(sni.len(), paths.len(), "{version}: {sni:?}");
+    assert_all_tied(&mut agent);
 }
