@@ -399,13 +399,32 @@ static __always_inline void erl_hello_sent(struct erl_walk *w, __u64 fd, __u64 i
 
 /* A send of an Erlang process on descriptor `fd`: `cnt` segments at `iov`,
  * or (iov 0) `len` bytes at `buf`. */
+/* Loads up to `max` segments of the vector at `iov` into `w`. */
+static __always_inline bool erl_load(struct erl_walk *w, __u64 iov, __u64 cnt, __u32 max)
+{
+	struct iovec v = {};
+	__u32 i;
+
+	for (i = 0; i < ERL_SEGS && i < max && i < cnt; i++) {
+		if (bpf_probe_read_user(&v, sizeof(v), (void *)(iov + i * sizeof(v))) != 0)
+			return false;
+		w->base[i & (ERL_SEGS - 1)] = (__u64)v.iov_base;
+		w->len[i & (ERL_SEGS - 1)] = v.iov_len;
+	}
+	w->nseg = i;
+	return true;
+}
+
+/* A send of an Erlang process on descriptor `fd`: `cnt` segments at `iov`,
+ * or (iov 0) `len` bytes at `buf`. A descriptor that is no TLS socket of
+ * the process costs a lookup and, for a vector, the first 4 segments read
+ * (where a ClientHello would be). */
 static __always_inline void erl_on_send(__u64 fd, __u64 iov, __u64 cnt, __u64 buf, __u64 len)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct sock_key sk = { .pid = id >> 32, .sock = fd };
-	struct iovec v = {};
 	struct erl_walk *w;
-	__u32 zero = 0, i;
+	__u32 zero = 0;
 
 	if (!erl_pid(sk.pid))
 		return;
@@ -416,15 +435,14 @@ static __always_inline void erl_on_send(__u64 fd, __u64 iov, __u64 cnt, __u64 bu
 		w->base[0] = buf;
 		w->len[0] = len;
 		w->nseg = 1;
-	} else {
-		for (i = 0; i < ERL_SEGS && i < cnt; i++) {
-			if (bpf_probe_read_user(&v, sizeof(v), (void *)(iov + i * sizeof(v))) != 0)
-				return;
-			w->base[i & (ERL_SEGS - 1)] = (__u64)v.iov_base;
-			w->len[i & (ERL_SEGS - 1)] = v.iov_len;
-		}
-		w->nseg = i;
+	} else if (!bpf_map_lookup_elem(&erl_socks, &sk)) {
+		if (!erl_load(w, iov, cnt, 4))
+			return;
 		erl_hello_sent(w, fd, id);
+		if (!bpf_map_lookup_elem(&erl_socks, &sk) || !erl_load(w, iov, cnt, ERL_SEGS))
+			return;
+	} else if (!erl_load(w, iov, cnt, ERL_SEGS)) {
+		return;
 	}
 	erl_walk_run(w, &sk, 0, cnt > ERL_SEGS, id);
 }
