@@ -30,7 +30,8 @@
  * tied emits nothing (counted: STAT_ERLANG_UNTIED). Only AEAD records
  * pass here: CBC suites and AES-CCM take other NIF paths, not probed.
  * This file: the keys, the sockets named by their ClientHello, and the
- * NIF's calls; erlang_sock.bpf.h: the walk and the tie.
+ * NIF's calls; erlang_tie.bpf.h: the held records handed over at a tie;
+ * erlang_sock.bpf.h: the walk of the sockets' records.
  * Needs statictls.bpf.c's shared part (app_data_len), proc.bpf.h
  * (watched_pids), hello.bpf.h (struct sock_key; it calls erl_conn_named)
  * and emit.h before it.

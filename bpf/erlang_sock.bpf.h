@@ -4,131 +4,11 @@
  * the send / receive hooks (sendrecv.bpf.h) walk the first records of
  * each TLS socket of an Erlang process, a bounded number of steps per
  * call, and tie the keys erlang.bpf.h saw to the socket whose records
- * carry their ciphertext. Needs erlang.bpf.h and hello.bpf.h (on_hello,
+ * carry their ciphertext: receiving at the call's exit, over the bytes
+ * read; sending at the call's exit too, over the bytes the kernel took.
+ * Needs erlang.bpf.h, erlang_tie.bpf.h and hello.bpf.h (on_hello,
  * hello_scratch) before it.
  */
-
-/* ---- tying a sealing key ----------------------------------------------- */
-
-/* A held record of connection `conn` out, from map memory. */
-static __always_inline void erl_emit_held(struct erl_held *v, __u64 conn, __u64 id)
-{
-	struct ssl_data_event *e;
-	struct emit_ctx c = {};
-	__u64 n = v->len, m;
-
-	if (n == 0 || n > DATA_CHUNK)
-		return;
-	c.conn = conn;
-	c.cgroup = note_cgroup();
-	c.ts_ns = bpf_ktime_get_ns();
-	c.id = id;
-	c.type = SSL_EVENT_TYPE_WRITE;
-	c.len = n;
-	c.captured = n;
-	if (c.captured > max_capture) {
-		c.captured = max_capture;
-		c.flags |= DATA_FLAG_TRUNCATED;
-	}
-	if (c.captured == 0)
-		return;
-	e = bpf_ringbuf_reserve(&data_events, offsetof(struct ssl_data_event, data) + DATA_CHUNK, 0);
-	if (!e) {
-		count_stat(STAT_DATA_LOST);
-		return;
-	}
-	fill_header(e, &c, 0, c.captured);
-	m = c.captured;
-	barrier_var(m);
-	if (m > DATA_CHUNK)
-		m = DATA_CHUNK;
-	if (m == 0 || bpf_probe_read_kernel(e->data, m, v->data) != 0) {
-		bpf_ringbuf_discard(e, 0);
-		return;
-	}
-	bpf_ringbuf_submit(e, submit_flags());
-}
-
-/* A key a send just tied (ERL_FLUSHING): its held records go out. */
-struct erl_tied {
-	struct erl_key_id k;
-	__u64 conn;
-	__u32 wanted;
-	__u32 _pad;
-};
-
-/* A send carried `t`: the key waiting for it is tied to that socket's
- * connection `conn` (`wanted`: captured); `f` names it. */
-static __always_inline bool erl_tie_sent(struct erl_tag_key *t, __u64 conn, __u32 wanted,
-					 struct erl_tied *f)
-{
-	struct erl_key_id *kid = bpf_map_lookup_elem(&erl_wait, t);
-	struct erl_key *k;
-	__u64 w;
-	int i;
-
-	if (!kid)
-		return false;
-	f->k = *kid;
-	bpf_map_delete_elem(&erl_wait, t);
-	k = bpf_map_lookup_elem(&erl_keys, &f->k);
-	if (!k)
-		return false;
-	f->conn = conn;
-	f->wanted = wanted;
-	for (i = 0; i < 4; i++) {
-		w = k->word;
-		if (ERL_STATE(w) != ERL_UNTIED)
-			return false;
-		k->conn = conn;
-		k->wanted = wanted;
-		if (__sync_val_compare_and_swap(&k->word, w, ERL_WORD(ERL_FLUSHING, ERL_COUNT(w))) == w)
-			return true;
-	}
-	return false;
-}
-
-/* Step `idx` of key `f`'s flush (ERL_FLUSHING): held record `idx` goes
- * out (if wanted) while there is one; past the last, the key becomes
- * ERL_TIED unless one more was held meanwhile. Returns whether the flush
- * goes on. */
-static __always_inline bool erl_flush_held(struct erl_tied *f, __u32 idx, __u64 id)
-{
-	struct erl_held_id h = { .k = f->k, .idx = idx };
-	struct erl_key *k = bpf_map_lookup_elem(&erl_keys, &f->k);
-	struct erl_held *v;
-	__u64 w;
-	int i;
-
-	if (!k)
-		return false;
-	for (i = 0; i < 4; i++) {
-		w = k->word;
-		if (ERL_STATE(w) != ERL_FLUSHING)
-			return false;
-		if (idx < ERL_COUNT(w))
-			break;
-		/* All held records out: a seal from now on emits at once. */
-		if (idx >= ERL_HELD_MAX ||
-		    __sync_val_compare_and_swap(&k->word, w, ERL_WORD(ERL_TIED, 0)) == w) {
-			if (idx >= ERL_HELD_MAX)
-				k->word = ERL_WORD(ERL_TIED, 0);
-			return false;
-		}
-	}
-	if (i == 4)
-		return false;
-	v = bpf_map_lookup_elem(&erl_held_recs, &h);
-	if (!v) {
-		if (f->wanted)
-			count_stat(STAT_ERLANG_UNTIED); /* evicted */
-		return true;
-	}
-	if (f->wanted)
-		erl_emit_held(v, f->conn, id);
-	bpf_map_delete_elem(&erl_held_recs, &h);
-	return true;
-}
 
 /* ---- the walk ------------------------------------------------------------ */
 
@@ -397,8 +277,6 @@ static __always_inline void erl_hello_sent(struct erl_walk *w, __u64 fd, __u64 i
 	on_hello(h, off, id, fd, false);
 }
 
-/* A send of an Erlang process on descriptor `fd`: `cnt` segments at `iov`,
- * or (iov 0) `len` bytes at `buf`. */
 /* Loads up to `max` segments of the vector at `iov` into `w`. */
 static __always_inline bool erl_load(struct erl_walk *w, __u64 iov, __u64 cnt, __u32 max)
 {
@@ -415,36 +293,84 @@ static __always_inline bool erl_load(struct erl_walk *w, __u64 iov, __u64 cnt, _
 	return true;
 }
 
-/* A send of an Erlang process on descriptor `fd`: `cnt` segments at `iov`,
- * or (iov 0) `len` bytes at `buf`. A descriptor that is no TLS socket of
- * the process costs a lookup and, for a vector, the first 4 segments read
- * (where a ClientHello would be). */
+/* A send in flight on a TLS socket of an Erlang process, by thread: walked
+ * at its exit, over the bytes the kernel took (after a partial write the
+ * rest is sent again, by a later call). */
+struct erl_send {
+	__u64 sock;
+	__u64 iov;
+	__u64 cnt;
+	__u64 buf;
+	__u64 len;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct erl_send);
+} erl_sends SEC(".maps");
+
+/* A send of an Erlang process on descriptor `fd` starts: `cnt` segments at
+ * `iov`, or (iov 0) `len` bytes at `buf`. A ClientHello names its socket
+ * here (a vector's first 4 segments read, where it would be); a TLS
+ * socket's send is kept for its exit. */
 static __always_inline void erl_on_send(__u64 fd, __u64 iov, __u64 cnt, __u64 buf, __u64 len)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct sock_key sk = { .pid = id >> 32, .sock = fd };
+	struct erl_send a = { .sock = fd, .iov = iov, .cnt = cnt, .buf = buf, .len = len };
 	struct erl_walk *w;
 	__u32 zero = 0;
 
 	if (!erl_pid(sk.pid))
 		return;
-	w = bpf_map_lookup_elem(&erl_walks, &zero);
-	if (!w)
-		return;
-	if (!iov) {
-		w->base[0] = buf;
-		w->len[0] = len;
-		w->nseg = 1;
-	} else if (!bpf_map_lookup_elem(&erl_socks, &sk)) {
-		if (!erl_load(w, iov, cnt, 4))
+	if (iov && !bpf_map_lookup_elem(&erl_socks, &sk)) {
+		w = bpf_map_lookup_elem(&erl_walks, &zero);
+		if (!w || !erl_load(w, iov, cnt, 4))
 			return;
 		erl_hello_sent(w, fd, id);
-		if (!bpf_map_lookup_elem(&erl_socks, &sk) || !erl_load(w, iov, cnt, ERL_SEGS))
-			return;
-	} else if (!erl_load(w, iov, cnt, ERL_SEGS)) {
+	}
+	if (bpf_map_lookup_elem(&erl_socks, &sk))
+		bpf_map_update_elem(&erl_sends, &id, &a, BPF_ANY);
+}
+
+/* The send returned `ret`: its first `ret` bytes are walked. */
+static __always_inline void erl_send_exit(long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct erl_send *p = bpf_map_lookup_elem(&erl_sends, &id);
+	struct sock_key sk = { .pid = id >> 32 };
+	struct erl_send a;
+	struct erl_walk *w;
+	__u32 zero = 0, i;
+	__u64 left;
+
+	if (!p)
+		return;
+	a = *p;
+	bpf_map_delete_elem(&erl_sends, &id);
+	w = bpf_map_lookup_elem(&erl_walks, &zero);
+	if (ret <= 0 || !w)
+		return;
+	sk.sock = a.sock;
+	left = ret;
+	if (!a.iov) {
+		w->base[0] = a.buf;
+		w->len[0] = a.len < left ? a.len : left;
+		w->nseg = 1;
+		erl_walk_run(w, &sk, 0, 0, id);
 		return;
 	}
-	erl_walk_run(w, &sk, 0, cnt > ERL_SEGS, id);
+	if (!erl_load(w, a.iov, a.cnt, ERL_SEGS))
+		return;
+	for (i = 0; i < ERL_SEGS && i < w->nseg; i++) {
+		if (w->len[i & (ERL_SEGS - 1)] > left)
+			w->len[i & (ERL_SEGS - 1)] = left;
+		left -= w->len[i & (ERL_SEGS - 1)];
+	}
+	/* bytes sent past the segments read: the walk cannot follow */
+	erl_walk_run(w, &sk, 0, left > 0, id);
 }
 
 /* A receive in flight of an Erlang process, by thread. */

@@ -58,6 +58,35 @@ int static_sendmsg(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
+/* The sends' returns: Erlang's records are walked over the bytes sent. */
+SEC("tracepoint/syscalls/sys_exit_write")
+int static_write_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	erl_send_exit(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int static_sendto_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	erl_send_exit(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_writev")
+int static_writev_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	erl_send_exit(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int static_sendmsg_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	erl_send_exit(ctx->ret);
+	return 0;
+}
+
 SEC("tracepoint/syscalls/sys_enter_read")
 int static_read_enter(struct trace_event_raw_sys_enter *ctx)
 {

@@ -45,7 +45,8 @@
  *   gotls.bpf.h     Go crypto/tls: handshake, Write / Read / Close
  *   hello.bpf.h     ClientHello / ServerHello parsing: steps 1 and 2
  *   erlang.bpf.h    Erlang/OTP's ssl: keys and records at the crypto NIF
- *   erlang_sock.bpf.h  ... tied to their sockets by ciphertext
+ *   erlang_tie.bpf.h   ... a sealing key's held records handed over
+ *   erlang_sock.bpf.h  ... keys tied to their sockets by ciphertext
  *   sendrecv.bpf.h  the send / receive hooks that feed hello.bpf.h (and
  *                   erlang_sock.bpf.h)
  *   aead.bpf.h      EVP_AEAD_CTX key contexts, seal / open
@@ -126,6 +127,7 @@ static __always_inline __u64 app_data_len(__u64 ad, __u64 ad_len, __u64 pt, __u6
 #include "gotls.bpf.h"
 #include "hello.bpf.h"
 #include "erlang.bpf.h"
+#include "erlang_tie.bpf.h"
 #include "erlang_sock.bpf.h"
 #include "sendrecv.bpf.h"
 #include "aead.bpf.h"
