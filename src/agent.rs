@@ -618,6 +618,17 @@ impl Agent<'_> {
             return;
         }
         let (probes, static_tls) = match &r.outcome {
+            Outcome::Tls { shown, insp, .. }
+                if insp.library == Some(TlsLibrary::Erlang) && !self.kernel.erlang_walks() =>
+            {
+                // Nothing attached: its records could not be tied to their
+                // sockets, so none would be emitted.
+                let why = "Erlang's records are tied to their sockets on the send/receive syscall \
+                           tracepoints; this kernel's hooks are tcp_sendmsg/tcp_recvmsg trampolines";
+                log::info!("{shown} (pid {}): {why}", r.job.pid);
+                self.coverage(&r.job, shown, "erlang", false, why.to_string());
+                (None, false)
+            }
             Outcome::Tls {
                 file,
                 shown,

@@ -365,6 +365,17 @@ impl Kernel {
         }
     }
 
+    /// Whether the static-TLS send and receive hooks are the syscall
+    /// tracepoints, where Erlang's records are walked
+    /// (bpf/erlang_sock.bpf.h): the trampolines see one segment of a vector
+    /// write.
+    pub fn erlang_walks(&self) -> bool {
+        matches!(
+            (self.plan.tcp_send, self.plan.tcp_recv),
+            (hooks::Path::Tracepoint, hooks::Path::Tracepoint)
+        )
+    }
+
     /// Attaches the static-TLS send/receive hooks, once.
     pub fn enable_static_io(&self) {
         let done = "static TLS executable found";
