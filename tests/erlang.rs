@@ -337,3 +337,36 @@ fn concurrent_httpc(version: &str) {
     assert_eq!(sni.len(), paths.len(), "{version}: {sni:?}");
     assert_all_tied(&mut agent);
 }
+
+/// A connection made before the agent started: its keys were never tied
+/// to a socket (its ClientHello and record boundaries went unseen), so
+/// nothing of it is emitted; its records are counted, not guessed.
+#[test]
+fn a_connection_older_than_the_agent_is_not_guessed() {
+    rerun_if_host_stalled(|| {
+        let srv = Server::start();
+        let mut cli = Held::new(
+            &escript("ssl_client_early.escript"),
+            &[&srv.port.to_string(), "api.acme.com", "/early", "tlsv1.3"],
+        );
+        cli.go_keep_stdin();
+        assert_eq!(cli.read_line(), "CONNECTED");
+        let mut agent = Agent::start(&["--pid", &cli.pid.to_string()]);
+        cli.send_line("go");
+        cli.close_stdin();
+        let (ok, out, err) = cli.finish(Duration::from_secs(60));
+        assert!(ok, "client: {err}");
+        assert_eq!(out, expected_response("GET", "/early", 0, true));
+        std::thread::sleep(Duration::from_millis(500));
+        let recs = agent.records();
+        assert!(
+            recs.iter().all(|r| r["pid"] != cli.pid),
+            "nothing of a connection the agent did not see begin: {recs:?}"
+        );
+        let log = agent.stop();
+        assert!(
+            !log.contains("; 0 Erlang records whose key was never tied to its socket"),
+            "its response counted: {log}"
+        );
+    });
+}
