@@ -196,6 +196,31 @@ fn ssl_server_tls12_captured_exactly_under_sni() {
     rerun_if_host_stalled(|| ssl_server_under_sni("tlsv1.2", &["--tls-max", "1.2"]));
 }
 
+/// ChaCha20-Poly1305: no explicit nonce in TLS 1.2's records (the record
+/// is tied by 16 bytes of ciphertext, as in TLS 1.3), and in TLS 1.3.
+#[test]
+fn ssl_server_chacha20_captured_exactly_under_sni() {
+    rerun_if_host_stalled(|| {
+        ssl_server_under_sni(
+            "tlsv1.2",
+            &[
+                "--tls-max",
+                "1.2",
+                "--ciphers",
+                "ECDHE-RSA-CHACHA20-POLY1305",
+            ],
+        );
+        ssl_server_under_sni(
+            "tlsv1.3",
+            &[
+                "--tlsv1.3",
+                "--tls13-ciphers",
+                "TLS_CHACHA20_POLY1305_SHA256",
+            ],
+        );
+    });
+}
+
 /// A TLS 1.3 server's first send under its new key is its whole response,
 /// here 13 records sealed before the send that ties the key: all held,
 /// then emitted in order, exactly.
