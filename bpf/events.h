@@ -243,7 +243,10 @@ enum stat_index {
 	STAT_RETURNS_LOST = 4,   /* requests for return probes the ring had no room for */
 	STAT_RETURN_MISSED = 5,  /* wanted calls whose return was never seen (plaintext lost) */
 	STAT_SOCK_FULL = 6,      /* a socket learned but not remembered: conn_socks full */
-	STAT_MAX = 7,
+	/* Erlang records not emitted: their key was never tied to its
+	 * socket, or more were held than erlang.bpf.h keeps */
+	STAT_ERLANG_UNTIED = 7,
+	STAT_MAX = 8,
 };
 
 /*

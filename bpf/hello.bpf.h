@@ -15,6 +15,9 @@
 #include "hello_parse.bpf.h"
 #include "hello_rx.bpf.h"
 
+/* erlang.bpf.h: an Erlang process's TLS socket, named by its ClientHello. */
+static __always_inline void erl_conn_named(__u32 pid, __u64 sock, __u64 conn, bool wanted);
+
 /* A socket of a process: its fd (tracepoint path) or its struct sock
  * (fentry/fexit path; one path serves a running agent). */
 struct sock_key {
@@ -176,6 +179,7 @@ static __always_inline int on_hello(struct hello_buf *h, __u64 n, __u64 id, __u6
 		go_decide(pid, ci.conn, 1, ends_ok);
 	if (!ends_ok)
 		goto skip;
+	erl_conn_named(pid, sock, ci.conn, true);
 	if (!is_go) {
 		if (received)
 			bpf_map_update_elem(&thread_conn, &id, &ci, BPF_ANY);
@@ -187,6 +191,7 @@ static __always_inline int on_hello(struct hello_buf *h, __u64 n, __u64 id, __u6
 skip:
 	/* its key contexts are not those of an earlier connection */
 	bpf_map_delete_elem(&thread_conn, &id);
+	erl_conn_named(pid, sock, 0, false);
 	return 0;
 }
 

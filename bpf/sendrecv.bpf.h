@@ -4,8 +4,10 @@
  * hello.bpf.h. Two sets serve the same steps, and for each direction user
  * space (src/hooks.rs) attaches one: the syscall tracepoints, or the spec's
  * tcp_sendmsg / tcp_recvmsg with fentry + fexit where the kernel allows BPF
- * trampolines. Needs hello.bpf.h (on_send, on_recv_*) and proc.bpf.h
- * (watched_pids) before it.
+ * trampolines. Needs hello.bpf.h (on_send, on_recv_*), proc.bpf.h
+ * (watched_pids) and erlang_sock.bpf.h (erl_on_send, erl_recv_*) before
+ * it. Erlang's records are walked on the syscall tracepoints only: the
+ * tcp_sendmsg / tcp_recvmsg path sees one segment of a vector write.
  */
 
 /* ---- syscall tracepoints -------------------------------------------------- */
@@ -13,13 +15,17 @@
 SEC("tracepoint/syscalls/sys_enter_write")
 int static_write(struct trace_event_raw_sys_enter *ctx)
 {
-	return on_send(ctx->args[0], ctx->args[1], ctx->args[2]);
+	on_send(ctx->args[0], ctx->args[1], ctx->args[2]);
+	erl_on_send(ctx->args[0], 0, 0, ctx->args[1], ctx->args[2]);
+	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendto")
 int static_sendto(struct trace_event_raw_sys_enter *ctx)
 {
-	return on_send(ctx->args[0], ctx->args[1], ctx->args[2]);
+	on_send(ctx->args[0], ctx->args[1], ctx->args[2]);
+	erl_on_send(ctx->args[0], 0, 0, ctx->args[1], ctx->args[2]);
+	return 0;
 }
 
 /* The first buffer of a vector write: a ClientHello is sent whole in it. */
@@ -35,7 +41,9 @@ static __always_inline int on_send_iov(__u32 fd, __u64 iov, __u64 iovcnt)
 SEC("tracepoint/syscalls/sys_enter_writev")
 int static_writev(struct trace_event_raw_sys_enter *ctx)
 {
-	return on_send_iov(ctx->args[0], ctx->args[1], ctx->args[2]);
+	on_send_iov(ctx->args[0], ctx->args[1], ctx->args[2]);
+	erl_on_send(ctx->args[0], ctx->args[1], ctx->args[2], 0, 0);
+	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
@@ -45,31 +53,68 @@ int static_sendmsg(struct trace_event_raw_sys_enter *ctx)
 
 	if (bpf_probe_read_user(&m, sizeof(m), (void *)ctx->args[1]) != 0)
 		return 0;
-	return on_send_iov(ctx->args[0], (__u64)m.msg_iov, m.msg_iovlen);
+	on_send_iov(ctx->args[0], (__u64)m.msg_iov, m.msg_iovlen);
+	erl_on_send(ctx->args[0], (__u64)m.msg_iov, m.msg_iovlen, 0, 0);
+	return 0;
+}
+
+/* The sends' returns: Erlang's records are walked over the bytes sent. */
+SEC("tracepoint/syscalls/sys_exit_write")
+int static_write_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	erl_send_exit(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int static_sendto_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	erl_send_exit(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_writev")
+int static_writev_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	erl_send_exit(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int static_sendmsg_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	erl_send_exit(ctx->ret);
+	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_read")
 int static_read_enter(struct trace_event_raw_sys_enter *ctx)
 {
+	erl_recv_enter(ctx->args[0], ctx->args[1]);
 	return on_recv_enter(ctx->args[0], ctx->args[1]);
 }
 
 SEC("tracepoint/syscalls/sys_exit_read")
 int static_read_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_recv_exit(ctx->ret);
+	on_recv_exit(ctx->ret);
+	erl_recv_exit(ctx->ret);
+	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_recvfrom")
 int static_recvfrom_enter(struct trace_event_raw_sys_enter *ctx)
 {
+	erl_recv_enter(ctx->args[0], ctx->args[1]);
 	return on_recv_enter(ctx->args[0], ctx->args[1]);
 }
 
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
 int static_recvfrom_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_recv_exit(ctx->ret);
+	on_recv_exit(ctx->ret);
+	erl_recv_exit(ctx->ret);
+	return 0;
 }
 
 /* ---- the spec's hooks: tcp_sendmsg / tcp_recvmsg (fentry + fexit) -------- */

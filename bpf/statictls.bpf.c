@@ -30,6 +30,10 @@
  *     delivered: TLS 1.2's record type is in the additional data, TLS 1.3's
  *     inner type is the plaintext's last byte (removed).
  *
+ * Erlang/OTP's ssl (erlang.bpf.h): a record's plaintext at the crypto
+ * NIF's libcrypto calls, its key tied to the socket whose records carry
+ * its ciphertext (the sockets named by steps 1 and 2).
+ *
  * Go: the goroutine that sends the ClientHello runs (*Conn).clientHandshake,
  * so step 1 gives the connection and its decision to that *Conn (no
  * ServerHello or key contexts needed); plaintext is captured at
@@ -40,7 +44,11 @@
  *   proc.bpf.h      which processes are watched (exec, fork, exit)
  *   gotls.bpf.h     Go crypto/tls: handshake, Write / Read / Close
  *   hello.bpf.h     ClientHello / ServerHello parsing: steps 1 and 2
- *   sendrecv.bpf.h  the send / receive hooks that feed hello.bpf.h
+ *   erlang.bpf.h    Erlang/OTP's ssl: keys and records at the crypto NIF
+ *   erlang_tie.bpf.h   ... a sealing key's held records handed over
+ *   erlang_sock.bpf.h  ... keys tied to their sockets by ciphertext
+ *   sendrecv.bpf.h  the send / receive hooks that feed hello.bpf.h (and
+ *                   erlang_sock.bpf.h)
  *   aead.bpf.h      EVP_AEAD_CTX key contexts, seal / open
  *   ring.bpf.h      ring keys, seal / open
  */
@@ -118,6 +126,9 @@ static __always_inline __u64 app_data_len(__u64 ad, __u64 ad_len, __u64 pt, __u6
 #include "proc.bpf.h"
 #include "gotls.bpf.h"
 #include "hello.bpf.h"
+#include "erlang.bpf.h"
+#include "erlang_tie.bpf.h"
+#include "erlang_sock.bpf.h"
 #include "sendrecv.bpf.h"
 #include "aead.bpf.h"
 #include "ring.bpf.h"

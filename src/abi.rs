@@ -61,6 +61,7 @@ pub const STAT_SNI_FULL: u32 = t::stat_index::STAT_SNI_FULL.0;
 pub const STAT_RETURNS_LOST: u32 = t::stat_index::STAT_RETURNS_LOST.0;
 pub const STAT_RETURN_MISSED: u32 = t::stat_index::STAT_RETURN_MISSED.0;
 pub const STAT_SOCK_FULL: u32 = t::stat_index::STAT_SOCK_FULL.0;
+pub const STAT_ERLANG_UNTIED: u32 = t::stat_index::STAT_ERLANG_UNTIED.0;
 
 const MMAP_EVENT_LEN: usize = size_of::<t::mmap_exec_file_event>();
 const DATA_HEADER_LEN: usize = offset_of!(t::ssl_data_event, data);
@@ -383,7 +384,8 @@ mod tests {
                 STAT_SNI_FULL,
                 STAT_RETURNS_LOST,
                 STAT_RETURN_MISSED,
-                STAT_SOCK_FULL
+                STAT_SOCK_FULL,
+                STAT_ERLANG_UNTIED
             ]
             .len() as u32,
             "STAT_MAX counts the stats"

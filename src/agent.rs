@@ -250,6 +250,9 @@ struct Agent<'k> {
     jvms: crate::jvm::Jvms,
     /// Files inspection found to be a JVM's `libjvm.so`.
     jvm_files: HashSet<FileId>,
+    /// OTP crypto NIFs instrumented: their processes are watched as
+    /// Erlang processes (bpf/erlang.bpf.h).
+    erlang_files: HashSet<FileId>,
     java_enabled: bool,
     /// Files carrying TLS code, by (stack, captured): the exit summary.
     coverage_counts: BTreeMap<(&'static str, bool), u64>,
@@ -334,6 +337,7 @@ pub fn run(s: Settings) -> Result<()> {
         sni_filter: !s.kernel.patterns.is_empty(),
         jvms,
         jvm_files: HashSet::new(),
+        erlang_files: HashSet::new(),
         java_enabled: s.java.enabled,
         coverage_counts: BTreeMap::new(),
         not_elf: 0,
@@ -525,7 +529,8 @@ impl Agent<'_> {
             if self.jvm_files.contains(&job.file) {
                 self.jvms.seen(job.pid, &job.comm);
             } else if self.files.is_static(job.file) {
-                self.kernel.watch_static(job.file, job.pid);
+                let erlang = self.erlang_files.contains(&job.file);
+                self.kernel.watch_static(job.file, job.pid, erlang);
             }
             return;
         }
@@ -613,6 +618,17 @@ impl Agent<'_> {
             return;
         }
         let (probes, static_tls) = match &r.outcome {
+            Outcome::Tls { shown, insp, .. }
+                if insp.library == Some(TlsLibrary::Erlang) && !self.kernel.erlang_walks() =>
+            {
+                // Nothing attached: its records could not be tied to their
+                // sockets, so none would be emitted.
+                let why = "Erlang's records are tied to their sockets on the send/receive syscall \
+                           tracepoints; this kernel's hooks are tcp_sendmsg/tcp_recvmsg trampolines";
+                log::info!("{shown} (pid {}): {why}", r.job.pid);
+                self.coverage(&r.job, shown, "erlang", false, why.to_string());
+                (None, false)
+            }
             Outcome::Tls {
                 file,
                 shown,
@@ -662,6 +678,11 @@ impl Agent<'_> {
             }
             _ => (None, false),
         };
+        if static_tls
+            && matches!(&r.outcome, Outcome::Tls { insp, .. } if insp.library == Some(TlsLibrary::Erlang))
+        {
+            self.erlang_files.insert(file);
+        }
         let waiting = self.files.finish(file, probes, static_tls);
         if let Outcome::Jvm { .. } = r.outcome {
             // Every later mapping of it is news of a JVM.
@@ -807,7 +828,12 @@ impl Agent<'_> {
                 self.log_instrumented(job, shown, insp, known);
                 let static_tls = matches!(
                     insp.library,
-                    Some(TlsLibrary::AwsLc | TlsLibrary::Ring | TlsLibrary::GoTls)
+                    Some(
+                        TlsLibrary::AwsLc
+                            | TlsLibrary::Ring
+                            | TlsLibrary::GoTls
+                            | TlsLibrary::Erlang
+                    )
                 );
                 let returns = match per_process.then(|| file.try_clone()) {
                     Some(Ok(file)) => Some(PerProcess {
@@ -891,7 +917,8 @@ impl Agent<'_> {
     /// static-TLS path).
     fn release(&mut self, job: Job) {
         if self.files.is_static(job.file) {
-            self.kernel.watch_static(job.file, job.pid);
+            let erlang = self.erlang_files.contains(&job.file);
+            self.kernel.watch_static(job.file, job.pid, erlang);
         }
         if job.paused {
             self.pauser.done(job.pid);
@@ -970,6 +997,15 @@ impl Agent<'_> {
                 c.returns_missed
             );
         }
+        if c.erlang_untied > self.reported.erlang_untied {
+            log::warn!(
+                "{} Erlang TLS records not captured: their key could not be tied to its socket \
+                 exactly ({} in all; a connection that started before the agent, or more records \
+                 before the tie than are held)",
+                c.erlang_untied - self.reported.erlang_untied,
+                c.erlang_untied
+            );
+        }
         if c.data_lost > self.reported.data_lost {
             log::warn!(
                 "lost {} plaintext records: the ring buffer was full ({} in all; see --ring-buffer-mib)",
@@ -1014,12 +1050,14 @@ impl Agent<'_> {
         eprintln!(
             "plainsight: lost records: {} plaintext ({by_output} of them dropped by a slow output), \
              {} file discovery; {} unreadable buffers; {} server-name decisions not stored; \
-             {} files reported again after seen_files forgot them",
+             {} files reported again after seen_files forgot them; {} Erlang records whose key \
+             was never tied to its socket",
             counters.data_lost + by_output,
             counters.discover_lost,
             counters.unreadable,
             counters.sni_full,
-            self.rereported
+            self.rereported,
+            counters.erlang_untied
         );
         eprintln!(
             "plainsight: return probes: {} wanted calls returned without one in place, {} requests \

@@ -159,6 +159,27 @@ pub const TCP_SEND: SpecHook = SpecHook {
             "static_sendmsg",
             "syscalls/sys_enter_sendmsg",
         ),
+        // Erlang's records, walked over the bytes each send took.
+        tp(
+            "Erlang records sent (write)",
+            "static_write_exit",
+            "syscalls/sys_exit_write",
+        ),
+        tp(
+            "Erlang records sent (sendto)",
+            "static_sendto_exit",
+            "syscalls/sys_exit_sendto",
+        ),
+        tp(
+            "Erlang records sent (writev)",
+            "static_writev_exit",
+            "syscalls/sys_exit_writev",
+        ),
+        tp(
+            "Erlang records sent (sendmsg)",
+            "static_sendmsg_exit",
+            "syscalls/sys_exit_sendmsg",
+        ),
     ],
 };
 

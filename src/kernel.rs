@@ -23,6 +23,10 @@ use crate::sni::Pattern;
 /// Entries of the server-name decision maps (`conns`, `go_conns`).
 const DECISIONS: usize = 65_536;
 
+/// `watched_pids`' value for an Erlang process (ERL_WATCHED in
+/// bpf/erlang.bpf.h).
+const ERLANG_WATCHED: u8 = 2;
+
 /// BPF_RB_NO_WAKEUP: the reader polls the data ring buffers on a timer
 /// instead of being woken per record.
 const BPF_RB_NO_WAKEUP: u32 = 1;
@@ -66,6 +70,8 @@ pub struct Counters {
     pub returns_missed: u64,
     /// Sockets learned but not remembered: conn_socks was full.
     pub sock_full: u64,
+    /// Erlang records not emitted: their key was never tied to its socket.
+    pub erlang_untied: u64,
 }
 
 /// Storage for one object, kept for the life of the agent.
@@ -359,6 +365,17 @@ impl Kernel {
         }
     }
 
+    /// Whether the static-TLS send and receive hooks are the syscall
+    /// tracepoints, where Erlang's records are walked
+    /// (bpf/erlang_sock.bpf.h): the trampolines see one segment of a vector
+    /// write.
+    pub fn erlang_walks(&self) -> bool {
+        matches!(
+            (self.plan.tcp_send, self.plan.tcp_recv),
+            (hooks::Path::Tracepoint, hooks::Path::Tracepoint)
+        )
+    }
+
     /// Attaches the static-TLS send/receive hooks, once.
     pub fn enable_static_io(&self) {
         let done = "static TLS executable found";
@@ -458,13 +475,16 @@ impl Kernel {
         let _ = self.statictls.maps.static_files.delete(&key);
     }
 
-    /// Watches `pid` (and future executions of `file`) on the static-TLS path.
-    pub fn watch_static(&self, file: FileId, pid: u32) {
+    /// Watches `pid` (and future executions of `file`) on the static-TLS
+    /// path; `erlang`: as an Erlang process (`file` is OTP's crypto NIF),
+    /// whose TLS sockets bpf/erlang_sock.bpf.h walks.
+    pub fn watch_static(&self, file: FileId, pid: u32, erlang: bool) {
         let m = &self.statictls.maps;
         let _ = m.static_files.update(&file_key(file), &[1], MapFlags::ANY);
+        let value = if erlang { ERLANG_WATCHED } else { 1 };
         let _ = m
             .watched_pids
-            .update(&pid.to_ne_bytes(), &[1], MapFlags::ANY);
+            .update(&pid.to_ne_bytes(), &[value], MapFlags::ANY);
     }
 
     /// Records and buffers lost, summed over both capture objects.
@@ -478,6 +498,7 @@ impl Kernel {
             returns_lost: stat_sum(o, abi::STAT_RETURNS_LOST),
             returns_missed: stat_sum(o, abi::STAT_RETURN_MISSED),
             sock_full: stat_sum(o, abi::STAT_SOCK_FULL),
+            erlang_untied: stat_sum(s, abi::STAT_ERLANG_UNTIED),
         }
     }
 

@@ -82,6 +82,10 @@ pub enum ProbePoint {
     WolfsslFree,
     WolfsslConnect,
     WolfsslConnectTls13,
+    ErlangCipherInit,
+    ErlangCipherUpdate,
+    ErlangSealFinal,
+    ErlangOpenDone,
 }
 
 /// The BPF object whose programs serve a probe point.
@@ -313,6 +317,18 @@ pub const PROBES: &[Probe] = &[
         &[RDI, RSI], &[], "the descriptor a program gives its connection: its socket"),
     probe(P::WolfsslFree, "wolfSSL_free", O, "wolfssl_free_entry", None,
         &[RDI], &[], "the connection's end"),
+    // Erlang/OTP's ssl: call instructions inside the crypto NIF's
+    // aead_cipher_nif (src/inspect/erlang.rs), never libcrypto's functions;
+    // each record's key is tied to its socket by its ciphertext
+    // (bpf/erlang.bpf.h, bpf/erlang_sock.bpf.h).
+    probe(P::ErlangCipherInit, "aead_cipher_nif->EVP_CipherInit_ex", S, "erl_cipher_init",
+        None, &[RSI, RCX, R8, R9], &[], "a record's direction, then its key and nonce"),
+    probe(P::ErlangCipherUpdate, "aead_cipher_nif->EVP_CipherUpdate", S, "erl_cipher_update",
+        None, &[RSI, RCX, R8], &[], "the additional data, then the record: plaintext sealed"),
+    probe(P::ErlangSealFinal, "aead_cipher_nif->EVP_CipherFinal_ex", S, "erl_seal_final",
+        None, &[], &[], "a sealed record's ciphertext, for a key not tied to its socket yet"),
+    probe(P::ErlangOpenDone, "aead_cipher_nif<-EVP_DecryptFinal_ex", S, "erl_open_done",
+        None, &[RAX], &[], "plaintext opened, once its tag verified"),
 ];
 
 impl ProbePoint {
@@ -390,6 +406,14 @@ impl ProbePoint {
         P::WolfsslDoHandshake,
         P::WolfsslSetFd,
         P::WolfsslFree,
+    ];
+
+    /// Erlang/OTP's crypto NIF (`crypto.so`): instructions in aead_cipher_nif.
+    pub const ERLANG: [ProbePoint; 4] = [
+        P::ErlangCipherInit,
+        P::ErlangCipherUpdate,
+        P::ErlangSealFinal,
+        P::ErlangOpenDone,
     ];
 
     /// NSS's SSL library (libssl3.so).
@@ -618,6 +642,7 @@ mod tests {
             .into_iter()
             .chain(ProbePoint::MBEDTLS)
             .chain(ProbePoint::WOLFSSL)
+            .chain(ProbePoint::ERLANG)
             .collect();
         assert_eq!(PROBES.len(), all.len());
         for p in all {

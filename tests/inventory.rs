@@ -140,8 +140,9 @@ fn inventory_names_each_stack_and_state() {
         erl.0.id(),
         "crypto.so",
         "erlang",
-        false,
-        "TLS written in Erlang (OTP's ssl over the crypto NIF): not supported",
+        true,
+        "aead_cipher_nif->EVP_CipherInit_ex aead_cipher_nif->EVP_CipherUpdate \
+         aead_cipher_nif<-EVP_DecryptFinal_ex aead_cipher_nif->EVP_CipherFinal_ex",
     );
     check(
         s_server.0.id(),
@@ -173,5 +174,5 @@ fn inventory_names_each_stack_and_state() {
     assert!(table.starts_with("PROCESS "), "{table}");
     assert!(table.lines().any(|l| l.contains(&erl.0.id().to_string())
         && l.contains(" erlang ")
-        && l.contains(" no ")));
+        && l.contains(" yes ")));
 }

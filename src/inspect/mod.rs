@@ -6,6 +6,7 @@ pub mod boringssl;
 pub mod budget;
 pub mod cache;
 pub mod elf;
+pub mod erlang;
 pub mod go;
 pub mod image;
 pub mod locate;
@@ -60,6 +61,9 @@ pub enum TlsLibrary {
     /// wolfSSL (`libwolfssl.so`), also when built with its OpenSSL
     /// compatibility layer exporting `SSL_*` names of its own.
     WolfSsl,
+    /// Erlang/OTP's crypto NIF (`crypto.so`): `ssl`'s AEAD records, at the
+    /// libcrypto calls inside `aead_cipher_nif` ([`erlang`]).
+    Erlang,
 }
 
 impl fmt::Display for TlsLibrary {
@@ -77,6 +81,7 @@ impl fmt::Display for TlsLibrary {
             TlsLibrary::Jvm => "jvm",
             TlsLibrary::MbedTls => "mbedtls",
             TlsLibrary::WolfSsl => "wolfssl",
+            TlsLibrary::Erlang => "erlang (otp crypto nif, aead path)",
         })
     }
 }
@@ -97,6 +102,7 @@ impl TlsLibrary {
             TlsLibrary::Jsse | TlsLibrary::Jvm => "jsse",
             TlsLibrary::MbedTls => "mbedtls",
             TlsLibrary::WolfSsl => "wolfssl",
+            TlsLibrary::Erlang => "erlang",
         }
     }
 }
@@ -231,6 +237,8 @@ pub fn interesting(name: &str) -> bool {
         || embedded_point(name)
         || aead_point(name).is_some()
         || ring_point(name).is_some()
+        || name == "nif_init"
+        || name == erlang::NIF
 }
 
 /// A probed function of mbedTLS or wolfSSL (looked up by exact name: a
@@ -438,17 +446,15 @@ pub fn classify(syms: &ElfSymbols) -> Inspection {
             unsupported: None,
         };
     }
-    if has("nif_init") && has("aead_cipher_nif") {
+    if has("nif_init") && has(erlang::NIF) {
         // OTP's crypto NIF: Erlang's `ssl` builds its records in Erlang and
-        // encrypts them here (docs/erlang.md).
+        // encrypts them here (docs/erlang.md). Its probes are call
+        // instructions inside the NIF, found by decoding it (inspect_with).
         return Inspection {
-            library: None,
+            library: Some(TlsLibrary::Erlang),
             linkage: Linkage::Exported,
             targets: Vec::new(),
-            unsupported: Some(Dark::new(
-                "erlang",
-                "TLS written in Erlang (OTP's ssl over the crypto NIF): not supported",
-            )),
+            unsupported: None,
         };
     }
     if has("gnutls_record_send2") && has("gnutls_record_recv") {
@@ -625,7 +631,9 @@ fn symbols<'d, R: ReadRef<'d>>(
 ) -> Result<ElfSymbols, ElfError> {
     let settled = |syms: &ElfSymbols| {
         let insp = classify(syms);
-        if insp.is_tls() {
+        // OTP's crypto NIF is settled by its exports (its probes come from
+        // its code, found after).
+        if insp.is_tls() || insp.library == Some(TlsLibrary::Erlang) {
             insp.linkage == Linkage::Exported
         } else {
             // Only executables and `.symtab` hold static TLS.
@@ -673,6 +681,20 @@ fn inspect_with<'d, R: locate::FileData<'d>>(
         let mut insp = classify(&syms);
         if insp.library.is_none() {
             locate_stripped(data, &mut insp);
+        }
+        if insp.library == Some(TlsLibrary::Erlang) {
+            match erlang::targets(data, &syms) {
+                Ok(t) => insp.targets = t,
+                Err(why) => {
+                    insp.library = None;
+                    insp.unsupported = Some(Dark::new(
+                        "erlang",
+                        format!(
+                            "OTP's crypto NIF, whose record calls cannot be found exactly: {why}"
+                        ),
+                    ));
+                }
+            }
         }
         if insp.library == Some(TlsLibrary::OpenSsl) {
             match sslbio::targets(data, &syms) {
