@@ -595,13 +595,33 @@ impl Agent<'_> {
         }
     }
 
+    /// An inspection must read more of its file from the disk than a
+    /// process may be held for: its process is resumed now, and probed
+    /// when the inspection ends.
+    fn resume_early(&mut self, job: &Job) {
+        if self.files.resume(job) {
+            log::debug!(
+                "pid {} resumed while {} is read from the disk (probed when its inspection ends)",
+                job.pid,
+                job.file
+            );
+            self.pauser.done(job.pid);
+        }
+    }
+
     /// A worker is done with a job.
-    fn inspected(&mut self, r: Inspected) {
+    fn inspected(&mut self, mut r: Inspected) {
         let file = r.job.file;
+        if let Outcome::Resume = r.outcome {
+            return self.resume_early(&r.job);
+        }
         if !self.files.current(&r.job) {
             // Given up already (its jobs were released then).
             log::debug!("late inspection result for {file} ignored");
             return;
+        }
+        if !self.files.held(&r.job) {
+            r.job.paused = false; // resumed already
         }
         if let Outcome::Gone = r.outcome {
             log::debug!("pid {} exited before {file} could be inspected", r.job.pid);

@@ -128,6 +128,27 @@ impl Files {
         )
     }
 
+    /// `job`'s process, held for the inspection in progress, is to be
+    /// resumed before it ends: true the first time (its stored job is no
+    /// longer held, so that its release does not resume it twice).
+    pub fn resume(&mut self, job: &Job) -> bool {
+        match self.files.get_mut(&job.file) {
+            Some(FileState::Inspecting { job: j, .. }) if j.ticket == job.ticket && j.paused => {
+                j.paused = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the inspection in progress for `job` still holds its process.
+    pub fn held(&self, job: &Job) -> bool {
+        matches!(
+            self.files.get(&job.file),
+            Some(FileState::Inspecting { job: j, .. }) if j.ticket == job.ticket && j.paused
+        )
+    }
+
     /// The inspecting process exited before its mapping could be read: the
     /// next waiting job takes over (with a new ticket), if any; else the
     /// file is forgotten.

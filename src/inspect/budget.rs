@@ -23,8 +23,26 @@ pub const MAX_PLT: usize = 1 << 20;
 /// Loop iterations between two clock reads.
 pub const CHECK_EVERY: usize = 1024;
 
+/// What an inspection calls when it is about to wait on the disk for a
+/// large read (see [`on_disk_wait`]).
+pub type DiskWait = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 thread_local! {
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    static DISK_WAIT: std::cell::RefCell<Option<DiskWait>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sets (or clears) what this thread's inspection calls, once or more,
+/// when it must read more of a file from the disk than a process may be
+/// held for: the worker resumes the process then, and probes it when the
+/// inspection ends.
+pub fn on_disk_wait(f: Option<DiskWait>) {
+    DISK_WAIT.with(|d| *d.borrow_mut() = f);
+}
+
+/// This thread's [`on_disk_wait`] callback.
+pub fn disk_wait() -> Option<DiskWait> {
+    DISK_WAIT.with(|d| d.borrow().clone())
 }
 
 /// Starts the budget of an inspection on this thread (`None`: unbounded).

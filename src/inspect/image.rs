@@ -229,6 +229,27 @@ impl Raw<'_> {
                 .map_err(|e| format!("{}: {e}", bad())),
         }
     }
+
+    /// Whether `buf` could be filled from `offset` without waiting on the
+    /// disk (`preadv2` with `RWF_NOWAIT`): the bytes are then in `buf`. A
+    /// file whose pages are not all cached answers `false`, and `buf` is
+    /// still to be read.
+    pub fn read_cached(&self, buf: &mut [u8], offset: u64) -> bool {
+        let Raw::File(f) = self else {
+            return self.read_exact_at(buf, offset).is_ok();
+        };
+        use std::os::fd::AsRawFd;
+        let Ok(off) = libc::off_t::try_from(offset) else {
+            return false;
+        };
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: one iovec over `buf`, which outlives the call.
+        let n = unsafe { libc::preadv2(f.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) };
+        usize::try_from(n).is_ok_and(|n| n == buf.len())
+    }
 }
 
 impl Drop for Image {

@@ -381,6 +381,11 @@ pub(super) type WindowFn<'a, T> =
 const SCAN_WINDOW: usize = 512 << 10;
 /// Sections at least this large are scanned by two threads.
 const PARALLEL_SCAN: u64 = 16 << 20;
+/// A section this large that must be read from the disk takes longer than
+/// a process should be held (Chromium's 236 MB of code: ~150 ms from this
+/// machine's disk alone): its process is resumed
+/// ([`super::budget::on_disk_wait`]) and probed when the inspection ends.
+const DISK_WAIT_SCAN: u64 = 128 << 20;
 
 /// An allocated section: its address and size, its bytes read as they are
 /// needed (a function's code, a sweep's region), or scanned window by
@@ -421,6 +426,9 @@ impl<'d> Sec<'d> {
     pub(super) fn scan<T: Send>(&self, tail: usize, f: &WindowFn<T>) -> Result<Vec<T>, String> {
         let raw = self.view.raw();
         let (offset, size, vaddr) = (self.offset, self.size, self.vaddr);
+        let disk_wait = (size >= DISK_WAIT_SCAN)
+            .then(super::budget::disk_wait)
+            .flatten();
         let size_us = usize::try_from(size).map_err(|_| "a section too large".to_string())?;
         let part = |from: usize, to: usize| -> Result<Vec<T>, String> {
             let mut out = Vec::new();
@@ -438,7 +446,15 @@ impl<'d> Sec<'d> {
                     while at < to {
                         let n = SCAN_WINDOW.min(to - at);
                         let m = bytes_end(at, n) - at;
-                        raw.read_exact_at(&mut buf[..m], offset + at as u64)?;
+                        let off = offset + at as u64;
+                        match &disk_wait {
+                            Some(wait) if !raw.read_cached(&mut buf[..m], off) => {
+                                wait();
+                                raw.read_exact_at(&mut buf[..m], off)?;
+                            }
+                            Some(_) => {}
+                            None => raw.read_exact_at(&mut buf[..m], off)?,
+                        }
                         f(vaddr + at as u64, &buf[..m], n, &mut out)?;
                         at += n;
                     }

@@ -3,6 +3,8 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -47,6 +49,10 @@ pub enum Outcome {
     /// The mapping is gone (the process exited): another process mapping
     /// it may take over.
     Gone,
+    /// Not a result: the inspection goes on, but must read more of the
+    /// file from the disk than a process may be held for, so its process
+    /// is resumed now (its result follows).
+    Resume,
     Failed(String),
 }
 
@@ -203,7 +209,18 @@ pub fn start_one(i: usize, jobs: &Receiver<Job>, results: &Sender<Inspected>, s:
                     std::thread::sleep(s.delay);
                 }
                 let t0 = Instant::now();
+                // Sent once, from the thread that waits on the disk.
+                let (tx, resume, sent) = (results.clone(), job.clone(), AtomicBool::new(false));
+                super::budget::on_disk_wait(Some(Arc::new(move || {
+                    if !sent.swap(true, Ordering::Relaxed) {
+                        let _ = tx.send(Inspected {
+                            job: resume.clone(),
+                            outcome: Outcome::Resume,
+                        });
+                    }
+                })));
                 let outcome = inspect_job(&job, &s);
+                super::budget::on_disk_wait(None);
                 let took = t0.elapsed();
                 if took > Duration::from_millis(2) {
                     log::debug!(
