@@ -222,6 +222,26 @@ impl std::fmt::Display for DbError {
     }
 }
 
+/// A database protocol's decoder, fed one direction's bytes at a time.
+pub trait DbDecoder {
+    /// `rest`'s bytes from `peer` into `out`, `rest` advanced past what
+    /// was taken.
+    fn push_into(
+        &mut self,
+        peer: Peer,
+        rest: &mut &[u8],
+        ts: u64,
+        out: &mut DbOut,
+    ) -> Result<(), DbError>;
+
+    /// One call's bytes from `peer`.
+    fn push(&mut self, peer: Peer, data: &[u8], ts: u64) -> Result<DbOut, DbError> {
+        let mut out = DbOut::default();
+        self.push_into(peer, &mut &data[..], ts, &mut out)?;
+        Ok(out)
+    }
+}
+
 /// A database connection being decoded, whatever its protocol.
 #[derive(Debug)]
 pub enum DbConn {

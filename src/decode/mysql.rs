@@ -22,8 +22,8 @@
 use std::collections::VecDeque;
 
 use super::db::{
-    name_of, statements_notice, text_of, DbError, DbOut, DbQuery, DbStatus, DbSystem, Frame,
-    Framer, Head, QueryText, Statements,
+    name_of, statements_notice, text_of, DbDecoder, DbError, DbOut, DbQuery, DbStatus, DbSystem,
+    Frame, Framer, Head, QueryText, Statements,
 };
 use super::limits::{DB_MESSAGE_KEEP, DB_PENDING};
 use super::Peer;
@@ -164,16 +164,11 @@ impl MysqlConn {
             .map(|w| w.q)
             .collect()
     }
+}
 
-    /// One call's bytes from `peer`.
-    pub fn push(&mut self, peer: Peer, data: &[u8], ts: u64) -> Result<DbOut, DbError> {
-        let mut out = DbOut::default();
-        self.push_into(peer, &mut &data[..], ts, &mut out)?;
-        Ok(out)
-    }
-
-    /// [`MysqlConn::push`] into `out`, `rest` advanced past what was taken.
-    pub fn push_into(
+impl DbDecoder for MysqlConn {
+    /// [`DbDecoder::push`] into `out`, `rest` advanced past what was taken.
+    fn push_into(
         &mut self,
         peer: Peer,
         rest: &mut &[u8],
@@ -199,7 +194,9 @@ impl MysqlConn {
             }
         }
     }
+}
 
+impl MysqlConn {
     /// A packet of a payload: the whole payload once its last packet came.
     fn join(&mut self, s: usize, f: Frame) -> Option<Frame> {
         let continued = f.len == MAX_PACKET;

@@ -24,8 +24,8 @@
 use std::collections::VecDeque;
 
 use super::db::{
-    name_of, statements_notice, text_of, DbError, DbOut, DbQuery, DbStatus, DbSystem, Frame,
-    Framer, Head, QueryText, Statements,
+    name_of, statements_notice, text_of, DbDecoder, DbError, DbOut, DbQuery, DbStatus, DbSystem,
+    Frame, Framer, Head, QueryText, Statements,
 };
 use super::limits::DB_PENDING;
 use super::Peer;
@@ -113,17 +113,12 @@ impl PgConn {
             .sum();
         self.client.memory() + self.server.memory() + self.statements.memory() + pending
     }
+}
 
-    /// One call's bytes from `peer`.
-    pub fn push(&mut self, peer: Peer, data: &[u8], ts: u64) -> Result<DbOut, DbError> {
-        let mut out = DbOut::default();
-        self.push_into(peer, &mut &data[..], ts, &mut out)?;
-        Ok(out)
-    }
-
-    /// [`PgConn::push`] into `out`, `rest` advanced past what was taken
+impl DbDecoder for PgConn {
+    /// [`DbDecoder::push`] into `out`, `rest` advanced past what was taken
     /// (on an error: the bytes from the one that failed).
-    pub fn push_into(
+    fn push_into(
         &mut self,
         peer: Peer,
         rest: &mut &[u8],
@@ -151,7 +146,9 @@ impl PgConn {
             }
         }
     }
+}
 
+impl PgConn {
     /// The connection ended: what waits is shown unanswered.
     pub fn finish(&mut self) -> Vec<DbQuery> {
         self.pending

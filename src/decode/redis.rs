@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 
 use super::db::{
-    cut_text, name_of, DbError, DbKind, DbOut, DbQuery, DbStatus, DbSystem, QueryText,
+    cut_text, name_of, DbDecoder, DbError, DbKind, DbOut, DbQuery, DbStatus, DbSystem, QueryText,
 };
 use super::limits::{
     DB_PENDING, DB_QUERY_KEEP, DB_RESPONSE_KEEP, RESP_ARGS, RESP_DEPTH, RESP_LINE,
@@ -212,16 +212,11 @@ impl RedisConn {
         all.extend(self.pending.drain(..).map(|w| w.q));
         all
     }
+}
 
-    /// One call's bytes from `peer`.
-    pub fn push(&mut self, peer: Peer, data: &[u8], ts: u64) -> Result<DbOut, DbError> {
-        let mut out = DbOut::default();
-        self.push_into(peer, &mut &data[..], ts, &mut out)?;
-        Ok(out)
-    }
-
-    /// [`RedisConn::push`] into `out`, `rest` advanced past what was taken.
-    pub fn push_into(
+impl DbDecoder for RedisConn {
+    /// [`DbDecoder::push`] into `out`, `rest` advanced past what was taken.
+    fn push_into(
         &mut self,
         peer: Peer,
         rest: &mut &[u8],
@@ -266,7 +261,9 @@ impl RedisConn {
         }
         Ok(())
     }
+}
 
+impl RedisConn {
     /// Reads from `rest` until a top-level value completes (true) or the
     /// bytes run out.
     fn step(
