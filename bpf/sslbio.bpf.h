@@ -8,6 +8,8 @@
  * themselves, with the _ex shape
  *   write(BIO *, const char *buf, size_t n, size_t *written)  -> 1 on success
  *   read(BIO *, char *buf, size_t n, size_t *readbytes)        -> 1 on success
+ * so their returns are SSL_write_ex's and SSL_read_ex's programs
+ * (sslcalls.bpf.h; src/probes.rs names them).
  * The connection is the BIO's SSL *, seen when it is set:
  *   ctrl(BIO *, BIO_C_SET_SSL, close_flag, SSL *)
  * Should a library's BIO call the exported SSL_*_ex, that inner call
@@ -63,20 +65,9 @@ int BPF_UPROBE(ssl_bio_write_entry, void *bio, const void *buf, __u64 num, __u64
 	return on_bio_entry(ctx, (__u64)bio, (__u64)buf, (__u64)written);
 }
 
-SEC("uretprobe.multi")
-int ssl_bio_write_return(struct pt_regs *ctx)
-{
-	return on_return_ex(ctx, SSL_EVENT_TYPE_WRITE);
-}
-
 SEC("uprobe.multi")
 int BPF_UPROBE(ssl_bio_read_entry, void *bio, void *buf, __u64 num, __u64 *readbytes)
 {
 	return on_bio_entry(ctx, (__u64)bio, (__u64)buf, (__u64)readbytes);
 }
 
-SEC("uretprobe.multi")
-int ssl_bio_read_return(struct pt_regs *ctx)
-{
-	return on_return_ex(ctx, SSL_EVENT_TYPE_READ);
-}
