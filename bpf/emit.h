@@ -157,6 +157,24 @@ static int emit_chunk(__u32 index, void *data)
 	return 0;
 }
 
+/* What every record of `len` plaintext bytes of connection `conn` says:
+ * its header fields, and `captured`, cut at max_capture. */
+static __always_inline void emit_ctx_init(struct emit_ctx *c, __u32 type, __u64 conn, __u64 len,
+					  __u64 id)
+{
+	c->conn = conn;
+	c->cgroup = note_cgroup();
+	c->ts_ns = bpf_ktime_get_ns();
+	c->id = id;
+	c->type = type;
+	c->len = len;
+	c->captured = len;
+	if (c->captured > max_capture) {
+		c->captured = max_capture;
+		c->flags |= DATA_FLAG_TRUNCATED;
+	}
+}
+
 /* Copies `len` bytes of plaintext at user address `buf` to the ring buffer
  * as SSL_EVENT_TYPE_WRITE/READ chunks of connection `conn`. */
 static __always_inline void emit_data(__u32 type, __u64 buf, __u64 conn, __u64 len, __u64 id)
@@ -167,17 +185,7 @@ static __always_inline void emit_data(__u32 type, __u64 buf, __u64 conn, __u64 l
 	if (len == 0 || len > 0x7fffffff)
 		return;
 	c.buf = buf;
-	c.conn = conn;
-	c.cgroup = note_cgroup();
-	c.ts_ns = bpf_ktime_get_ns();
-	c.id = id;
-	c.type = type;
-	c.len = len;
-	c.captured = len;
-	if (c.captured > max_capture) {
-		c.captured = max_capture;
-		c.flags |= DATA_FLAG_TRUNCATED;
-	}
+	emit_ctx_init(&c, type, conn, len, id);
 	chunks = (c.captured + DATA_CHUNK - 1) / DATA_CHUNK;
 	/* Most calls fit one chunk: no loop helper for them. */
 	if (chunks == 1)

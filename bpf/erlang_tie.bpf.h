@@ -15,17 +15,7 @@ static __always_inline void erl_emit_held(struct erl_held *v, __u64 conn, __u64 
 
 	if (n == 0 || n > DATA_CHUNK)
 		return;
-	c.conn = conn;
-	c.cgroup = note_cgroup();
-	c.ts_ns = bpf_ktime_get_ns();
-	c.id = id;
-	c.type = SSL_EVENT_TYPE_WRITE;
-	c.len = n;
-	c.captured = n;
-	if (c.captured > max_capture) {
-		c.captured = max_capture;
-		c.flags |= DATA_FLAG_TRUNCATED;
-	}
+	emit_ctx_init(&c, SSL_EVENT_TYPE_WRITE, conn, n, id);
 	if (c.captured == 0)
 		return;
 	e = bpf_ringbuf_reserve(&data_events, offsetof(struct ssl_data_event, data) + DATA_CHUNK, 0);
