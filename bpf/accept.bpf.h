@@ -141,15 +141,37 @@ static __always_inline __u64 syscall_buf(void)
 	return BPF_CORE_READ(regs, si);
 }
 
+/* The server name of the ClientHello in `h` (`n` bytes) names connection
+ * `ssl` (`type`: who sent it), unless it has none or a name already. */
+static __always_inline int name_from_hello(struct hello_buf *h, __u32 n, __u64 ssl, __u32 type,
+					   __u64 id)
+{
+	struct walk_ctx w = {};
+	struct sni_scratch *s;
+	__u64 nl, no;
+
+	if (!hello_find_name(h, n, &w) || is_named(ssl, id))
+		return 0;
+	nl = w.name_len;
+	if (nl == 0 || nl >= MAX_NAME)
+		return 0; /* no name: the connection stays undecided */
+	s = sni_scratch_get();
+	if (!s)
+		return 0;
+	no = w.name_off & (HELLO_MAX - 1);
+	NAME_INDEX(nl); /* a bound the compiler keeps (6.1 loses it in a spill) */
+	if (bpf_probe_read_kernel(s->raw, nl, &h->b[no]) != 0)
+		return 0;
+	return decide_name(ssl, s, nl, type, id, 0);
+}
+
 /* A read returned `ret`: taken on threads waiting for a ClientHello only. */
 static __always_inline int accept_read_exit(long ret)
 {
 	__u64 id;
-	struct walk_ctx w = {};
-	struct sni_scratch *s;
 	struct hello_buf *h;
 	struct hello_rx *rx;
-	__u64 ssl = 0, nl, no;
+	__u64 ssl = 0;
 	__u32 n = 0;
 
 	if (!accept_waiting)
@@ -162,19 +184,9 @@ static __always_inline int accept_read_exit(long ret)
 	h = hello_rx_read(rx, &hello_scratch, ret, &n, &ssl);
 	if (!rx->armed)
 		__sync_fetch_and_add(&accept_waiting, -1);
-	if (!h || !hello_find_name(h, n, &w) || is_named(ssl, id))
+	if (!h)
 		return 0;
-	nl = w.name_len;
-	if (nl == 0 || nl >= MAX_NAME)
-		return 0; /* no name: the connection stays undecided */
-	s = sni_scratch_get();
-	if (!s)
-		return 0;
-	no = w.name_off & (HELLO_MAX - 1);
-	NAME_INDEX(nl); /* a bound the compiler keeps (6.1 loses it in a spill) */
-	if (bpf_probe_read_kernel(s->raw, nl, &h->b[no]) != 0)
-		return 0;
-	return decide_name(ssl, s, nl, SNI_RECEIVED, id, 0);
+	return name_from_hello(h, n, ssl, SNI_RECEIVED, id);
 }
 
 /* read and recvfrom of a thread waiting for a ClientHello, at their exit
@@ -196,13 +208,11 @@ int accept_recvfrom_ret(struct trace_event_raw_sys_exit *ctx)
  * leaves the thread waiting (a server's reads decide for it). */
 static __always_inline int accept_send(__u64 buf, __u64 count)
 {
-	struct walk_ctx w = {};
-	struct sni_scratch *s;
 	struct hello_buf *h;
 	struct hello_rx *rx;
 	__u8 hdr[6];
 	__u32 zero = 0;
-	__u64 id, ssl, len, nl, no;
+	__u64 id, ssl, len;
 
 	if (!accept_waiting)
 		return 0;
@@ -222,19 +232,9 @@ static __always_inline int accept_send(__u64 buf, __u64 count)
 		return 0;
 	len = count < HELLO_MAX ? count : HELLO_MAX;
 	len = ((len - 1) & (HELLO_MAX - 1)) + 1;
-	if (bpf_probe_read_user(h->b, len, (void *)buf) != 0 || !hello_find_name(h, len, &w))
+	if (bpf_probe_read_user(h->b, len, (void *)buf) != 0)
 		return 0;
-	nl = w.name_len;
-	if (nl == 0 || nl >= MAX_NAME)
-		return 0;
-	s = sni_scratch_get();
-	if (!s)
-		return 0;
-	no = w.name_off & (HELLO_MAX - 1);
-	NAME_INDEX(nl);
-	if (bpf_probe_read_kernel(s->raw, nl, &h->b[no]) != 0)
-		return 0;
-	return decide_name(ssl, s, nl, SNI_SENT, id, 0);
+	return name_from_hello(h, len, ssl, SNI_SENT, id);
 }
 
 SEC("tracepoint/syscalls/sys_enter_write")
