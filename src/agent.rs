@@ -846,6 +846,9 @@ impl Agent<'_> {
         match attached {
             Ok(links) => {
                 self.log_instrumented(job, shown, insp, known);
+                if names_only_by_hello(insp) {
+                    self.kernel.enable_client_hello();
+                }
                 let static_tls = matches!(
                     insp.library,
                     Some(
@@ -1206,6 +1209,21 @@ fn stale_files(files: SweepIn) -> SweepOut {
         candidates.into_iter().partition(|f| mapped.contains_key(f));
     let mappers = kept.into_iter().map(|f| (f, mapped[&f])).collect();
     (stale, mappers)
+}
+
+/// An OpenSSL-family library with no probed call that sets a client's
+/// server name (no `SSL_ctrl`, no `SSL_set_tlsext_host_name`): its clients
+/// are named by the ClientHello they send.
+fn names_only_by_hello(insp: &Inspection) -> bool {
+    matches!(
+        insp.library,
+        Some(TlsLibrary::OpenSsl | TlsLibrary::BoringSsl)
+    ) && !insp.targets.iter().any(|t| {
+        matches!(
+            t.point,
+            crate::probes::ProbePoint::SslCtrl | crate::probes::ProbePoint::SslSetHostName
+        )
+    })
 }
 
 #[cfg(test)]

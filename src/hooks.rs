@@ -253,7 +253,7 @@ pub const STATIC_PROCESS: &[Hook] = &[
 
 /// Servers of the C-API libraries (openssl.bpf.c): the ClientHello a thread
 /// in SSL_do_handshake / SSL_accept / gnutls_handshake reads names its
-/// connection; a client's, which it sends, where no probed call named it. Syscall tracepoints on every kernel (attached at start), at
+/// connection. Syscall tracepoints on every kernel (attached at start), at
 /// exit only: the buffer is in the registers saved at entry.
 pub const SERVER_HELLO: &[Hook] = &[
     tp(
@@ -266,6 +266,13 @@ pub const SERVER_HELLO: &[Hook] = &[
         "accept_recvfrom_ret",
         "syscalls/sys_exit_recvfrom",
     ),
+];
+
+/// Clients of an OpenSSL-family library that has no probed call setting
+/// the server name (a trimmed library without `SSL_ctrl`): the ClientHello
+/// their handshake thread sends names the connection. Attached once such a
+/// library is instrumented (a host without one pays nothing per write).
+pub const CLIENT_HELLO: &[Hook] = &[
     tp(
         "ClientHello sent by a client not named through a probed call (write)",
         "accept_write",
@@ -423,6 +430,7 @@ pub fn describe(plan: &Plan) -> String {
         .iter()
         .chain(STATIC_PROCESS)
         .chain(SERVER_HELLO)
+        .chain(CLIENT_HELLO)
         .chain(TLS_SOCKET)
         .chain(plan.static_io().iter())
     {

@@ -50,6 +50,8 @@ pub struct Kernel {
     static_io: RefCell<Vec<Link>>,
     /// The C-API libraries' socket hook (`enable_tls_socket`).
     tls_socket: RefCell<Vec<Link>>,
+    /// The ClientHello-sent hooks (`enable_client_hello`).
+    client_hello: RefCell<Vec<Link>>,
 }
 
 /// Plaintext and discovery records lost, summed over CPUs.
@@ -306,6 +308,7 @@ impl Kernel {
             links: Vec::new(),
             static_io: RefCell::default(),
             tls_socket: RefCell::default(),
+            client_hello: RefCell::default(),
         };
         let links = k.attach_hooks(hooks::STATIC_PROCESS)?;
         k.links.extend(links);
@@ -362,6 +365,17 @@ impl Kernel {
         let done = "a TLS library has a wanted connection";
         if let Err(e) = self.attach_once(&self.tls_socket, hooks::TLS_SOCKET, done) {
             log::error!("{e:#}: connections of TLS libraries get no endpoints");
+        }
+    }
+
+    /// Attaches the hooks that name a client by the ClientHello it sends,
+    /// once: when a library that cannot be told the name through a probed
+    /// call is instrumented. A failure is logged: such clients stay
+    /// unnamed.
+    pub fn enable_client_hello(&self) {
+        let done = "an OpenSSL-family library without SSL_ctrl";
+        if let Err(e) = self.attach_once(&self.client_hello, hooks::CLIENT_HELLO, done) {
+            log::error!("{e:#}: clients of libraries without SSL_ctrl stay unnamed");
         }
     }
 
