@@ -212,6 +212,9 @@ fn raise_fd_limit() {
 struct Agent<'k> {
     kernel: &'k Kernel,
     files: Files,
+    /// Files attached at start (a warm start) that no process mapped yet:
+    /// their first mapping is logged and reported as their first sight.
+    warm: HashMap<FileId, Warmed>,
     pauser: Pauser,
     /// Jobs to the inspection workers, and what new workers take them
     /// from and report to (a worker stuck past the budget is replaced).
@@ -300,6 +303,8 @@ pub fn run(s: Settings) -> Result<()> {
     if let (Some(m), Ok(mut st)) = (&metrics, pauser.stats.lock()) {
         st.metrics = Some((m.pauses.clone(), m.pause_duration.clone()));
     }
+    // Before discovery: a process mapping one of these finds it done.
+    let warmed = warm_start(&kernel, &s);
     kernel.attach_discover()?;
 
     let patterns = s.kernel.patterns.iter().map(|p| p.to_string()).collect();
@@ -315,6 +320,7 @@ pub fn run(s: Settings) -> Result<()> {
     let mut agent = Agent {
         kernel: &kernel,
         files: Files::default(),
+        warm: HashMap::new(),
         pauser,
         inspect: work_tx,
         work_rx,
@@ -342,6 +348,7 @@ pub fn run(s: Settings) -> Result<()> {
         coverage_counts: BTreeMap::new(),
         not_elf: 0,
     };
+    agent.adopt(warmed);
     // `job_tx` lives as long as the loop: the job channel never closes.
     agent.scan_running(&s, &job_tx);
     let ring_wake = ring_wakeups(&kernel)?;
@@ -547,17 +554,50 @@ impl Agent<'_> {
             }
             Admit::Waiting => {}
             Admit::Release(job) => {
-                // Reported again by BPF: its LRU `seen_files` evicted the
-                // file. Mark it done again, or every mapping of it would be
-                // reported (and held). (Start-up jobs of files already done
-                // are no such case.)
-                if !job.startup {
+                if let Some(w) = self.warm.remove(&job.file) {
+                    self.first_use(&job, w);
+                } else if job.startup {
+                    // Running before the agent, after another process
+                    // had this file done.
+                    self.returns_for_all_connections(&job);
+                } else {
+                    // Reported again by BPF: its LRU `seen_files` evicted
+                    // the file. Mark it again, or every mapping of it
+                    // would be reported (and held).
                     self.rereported += 1;
-                    self.kernel.mark_done(job.file);
+                    match self.files.is_static(job.file) {
+                        true => self.kernel.mark_watched(job.file),
+                        false => self.kernel.mark_done(job.file),
+                    }
                 }
                 self.release(job);
             }
         }
+    }
+
+    /// Takes the files a warm start attached: done, with their probes, until
+    /// a process maps one ([`Agent::first_use`]).
+    fn adopt(&mut self, warmed: Vec<Warmed>) {
+        for mut w in warmed {
+            if w.erlang {
+                self.erlang_files.insert(w.id);
+            }
+            self.files.finish(w.id, w.probes.take(), w.static_tls);
+            self.warm.insert(w.id, w);
+        }
+    }
+
+    /// The first process to map a file attached at start: what its first
+    /// sight would have logged, reported and turned on, without attaching.
+    fn first_use(&mut self, job: &Job, w: Warmed) {
+        let known = format!("{}, attached at start", w.known);
+        self.log_instrumented(job, &w.path, &w.insp, Some(&known));
+        if names_only_by_hello(&w.insp) {
+            self.kernel.enable_client_hello();
+        }
+        let stack = w.insp.library.map_or("unknown", |l| l.stack());
+        self.coverage(job, &w.path, stack, true, entry_points(&w.insp));
+        self.settle(job.file, w.static_tls, &[job]);
     }
 
     /// Inspections past their time budget (a crafted file, a file on a
@@ -711,36 +751,52 @@ impl Agent<'_> {
             for job in std::iter::once(&r.job).chain(&waiting) {
                 self.jvms.seen(job.pid, &job.comm);
             }
-        } else if static_tls {
+        } else {
+            let first: Vec<&Job> = std::iter::once(&r.job).chain(&waiting).collect();
+            self.settle(file, static_tls, &first);
+        }
+        self.release(r.job);
+        for job in waiting {
+            self.release(job);
+        }
+    }
+
+    /// A file is done, and `first` are the processes that mapped it
+    /// first: BPF reports no more of its mappings (or, on the static-TLS
+    /// path, reports each without holding it), and the kernel hooks its
+    /// probes rely on are attached.
+    fn settle(&mut self, file: FileId, static_tls: bool, first: &[&Job]) {
+        if static_tls {
             // A module (a shared object) on the static-TLS path: every
             // process that maps it later must have its sockets watched,
             // which for executables the exec hook does by itself.
             self.kernel.mark_watched(file);
+            self.kernel.enable_static_io();
         } else {
             self.kernel.mark_done(file);
-        }
-        if static_tls {
-            self.kernel.enable_static_io();
         }
         if !self.returns_per_process && self.files.has_per_process_returns(file) {
             // Every connection of this C-API library may be wanted (no
             // filters, or return probes everywhere): its sockets too.
             self.kernel.enable_tls_socket();
         }
-        if self.returns_per_process && !self.sni_filter && self.files.has_per_process_returns(file)
-        {
-            // Only process filters: every connection of these processes is
-            // wanted, so each would ask at its first call. They are held
-            // (or were running before the agent): attach now.
-            for job in std::iter::once(&r.job).chain(&waiting) {
-                if let Some(born) = process_born(job.pid) {
-                    self.attach_returns(job.pid, born, &job.comm);
-                }
-            }
+        for job in first {
+            self.returns_for_all_connections(job);
         }
-        self.release(r.job);
-        for job in waiting {
-            self.release(job);
+    }
+
+    /// With process filters only, every connection of `job`'s process is
+    /// wanted, so each would ask for its file's return probes at its first
+    /// call. The process is held (or was running before the agent): they
+    /// are attached now.
+    fn returns_for_all_connections(&mut self, job: &Job) {
+        if self.returns_per_process
+            && !self.sni_filter
+            && self.files.has_per_process_returns(job.file)
+        {
+            if let Some(born) = process_born(job.pid) {
+                self.attach_returns(job.pid, born, &job.comm);
+            }
         }
     }
 
@@ -822,8 +878,8 @@ impl Agent<'_> {
         }
     }
 
-    /// Attaches an inspection's probes; returns them and whether the file
-    /// is on the static-TLS path.
+    /// Attaches an inspection's probes, logs them; returns them and whether
+    /// the file is on the static-TLS path.
     fn instrument(
         &self,
         job: &Job,
@@ -832,51 +888,20 @@ impl Agent<'_> {
         insp: &Inspection,
         known: Option<&str>,
     ) -> (Option<Probes>, bool) {
-        let t0 = Instant::now();
-        let per_process = self.returns_per_process && attach::has_per_process_returns(insp);
-        let scope = if per_process {
-            attach::Scope::EntriesOnly
-        } else {
-            attach::Scope::All
-        };
-        let attached = attach::attach_file(self.kernel, file, job.file.ino, insp, scope);
-        if t0.elapsed() > Duration::from_millis(2) {
-            log::debug!("attaching {shown} took {} us", t0.elapsed().as_micros());
-        }
-        match attached {
-            Ok(links) => {
+        match attach_inspection(
+            self.kernel,
+            self.returns_per_process,
+            job,
+            file,
+            shown,
+            insp,
+        ) {
+            Ok(probes) => {
                 self.log_instrumented(job, shown, insp, known);
                 if names_only_by_hello(insp) {
                     self.kernel.enable_client_hello();
                 }
-                let static_tls = matches!(
-                    insp.library,
-                    Some(
-                        TlsLibrary::AwsLc
-                            | TlsLibrary::Ring
-                            | TlsLibrary::GoTls
-                            | TlsLibrary::Erlang
-                    )
-                );
-                let returns = match per_process.then(|| file.try_clone()) {
-                    Some(Ok(file)) => Some(PerProcess {
-                        file,
-                        insp: insp.clone(),
-                        by_pid: HashMap::new(),
-                    }),
-                    Some(Err(e)) => {
-                        log::warn!("{shown}: no return probes per process: {e}");
-                        None
-                    }
-                    None => None,
-                };
-                let probes = Probes {
-                    links,
-                    path: shown.to_string(),
-                    mapper: job.pid,
-                    returns,
-                };
-                (Some(probes), static_tls)
+                (Some(probes), is_static_tls(insp))
             }
             Err(e) => {
                 log::warn!("cannot instrument {shown}: {e:#}");
@@ -984,6 +1009,7 @@ impl Agent<'_> {
             if !self.files.is_instrumented(file) {
                 continue;
             }
+            self.warm.remove(&file);
             if let Some(p) = self.files.remove(file) {
                 log::debug!("{} [{file}] is gone: detaching its probes", p.path);
                 let _ = self.reaper.send(p.into_links());
@@ -1209,6 +1235,149 @@ fn stale_files(files: SweepIn) -> SweepOut {
         candidates.into_iter().partition(|f| mapped.contains_key(f));
     let mappers = kept.into_iter().map(|f| (f, mapped[&f])).collect();
     (stale, mappers)
+}
+
+/// A file attached by the warm start (its probes go to [`Files`]).
+struct Warmed {
+    id: FileId,
+    path: String,
+    insp: Inspection,
+    /// Its content identity, for the log.
+    known: String,
+    static_tls: bool,
+    erlang: bool,
+    /// Handed to [`Files`] when the agent takes the file.
+    probes: Option<Probes>,
+}
+
+/// Longest wait for the warm start's opening of cached paths.
+const WARM_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Attaches the probes of the TLS files the cache on disk knows, where they
+/// are still at a path the agent saw them at, with the same content
+/// (`inspect::warm`). Before discovery is attached: no process is held
+/// meanwhile, and one that maps such a file later finds it done.
+fn warm_start(kernel: &Kernel, s: &Settings) -> Vec<Warmed> {
+    use crate::inspect::{cache, warm};
+    let Some(store) = cache::store().filter(|_| s.inspect.warm_start) else {
+        return Vec::new();
+    };
+    let t0 = Instant::now();
+    let found = warm::open_known(store, WARM_DEADLINE);
+    let me = std::process::id();
+    let rpp = s.kernel.returns_per_process();
+    let mut out: Vec<Warmed> = Vec::new();
+    for f in found.files {
+        if out.iter().any(|w| w.id == f.id) {
+            continue; // one file at two cached paths
+        }
+        let erlang = f.insp.library == Some(TlsLibrary::Erlang);
+        if erlang && !kernel.erlang_walks() {
+            continue; // its first sight says why it is not attached
+        }
+        // The agent as the mapper: the path resolves in its own root.
+        let job = Job {
+            pid: me,
+            file: f.id,
+            source: abi::EXEC_SOURCE_MMAP,
+            comm: String::new(),
+            paused: false,
+            startup: false,
+            ticket: 0,
+        };
+        match attach_inspection(kernel, rpp, &job, &f.file, &f.path, &f.insp) {
+            Ok(probes) => {
+                cache::shared()
+                    .remember(f.key.clone(), cache::Known::Tls(Arc::new(f.insp.clone())));
+                out.push(Warmed {
+                    id: f.id,
+                    static_tls: is_static_tls(&f.insp),
+                    known: f.key.short(),
+                    path: f.path,
+                    insp: f.insp,
+                    erlang,
+                    probes: Some(probes),
+                });
+            }
+            Err(e) => log::warn!("warm start: cannot instrument {}: {e:#}", f.path),
+        }
+    }
+    if !out.is_empty() || found.skipped > 0 || found.timed_out {
+        log::info!(
+            "warm start: {} known TLS files attached in {} ms{}{}",
+            out.len(),
+            t0.elapsed().as_millis(),
+            match found.skipped {
+                0 => String::new(),
+                n => format!(", {n} cached paths gone or changed"),
+            },
+            if found.timed_out {
+                ", the rest given up (opening them took too long)"
+            } else {
+                ""
+            }
+        );
+    }
+    for w in &out {
+        log::debug!(
+            "warm start: {} [{}] ({})",
+            w.path,
+            w.id,
+            entry_points(&w.insp)
+        );
+    }
+    out
+}
+
+/// Whether an instrumented file's processes are watched on the static-TLS
+/// path (their connections found by the ClientHello they send).
+fn is_static_tls(insp: &Inspection) -> bool {
+    matches!(
+        insp.library,
+        Some(TlsLibrary::AwsLc | TlsLibrary::Ring | TlsLibrary::GoTls | TlsLibrary::Erlang)
+    )
+}
+
+/// Attaches the probes of `insp` to `file` (`job`'s file): all of them, or,
+/// with `returns_per_process`, the entries alone (what attaching its return
+/// probes to one process later needs is kept with them).
+fn attach_inspection(
+    kernel: &Kernel,
+    returns_per_process: bool,
+    job: &Job,
+    file: &std::fs::File,
+    shown: &str,
+    insp: &Inspection,
+) -> Result<Probes> {
+    let t0 = Instant::now();
+    let per_process = returns_per_process && attach::has_per_process_returns(insp);
+    let scope = if per_process {
+        attach::Scope::EntriesOnly
+    } else {
+        attach::Scope::All
+    };
+    let links = attach::attach_file(kernel, file, job.file.ino, insp, scope)?;
+    if t0.elapsed() > Duration::from_millis(2) {
+        log::debug!("attaching {shown} took {} us", t0.elapsed().as_micros());
+    }
+    let returns = match per_process.then(|| file.try_clone()) {
+        Some(Ok(file)) => Some(PerProcess {
+            file,
+            insp: insp.clone(),
+            by_pid: HashMap::new(),
+        }),
+        Some(Err(e)) => {
+            log::warn!("{shown}: no return probes per process: {e}");
+            None
+        }
+        None => None,
+    };
+    Ok(Probes {
+        links,
+        path: shown.to_string(),
+        mapper: job.pid,
+        returns,
+    })
 }
 
 /// An OpenSSL-family library with no probed call that sets a client's

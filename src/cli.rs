@@ -189,6 +189,13 @@ pub struct Cli {
     #[arg(long)]
     pub no_cache_dir: bool,
 
+    /// Do not attach, at start, the probes of the TLS files the cache on
+    /// disk knows. By default each such file still at its path with the
+    /// same content is instrumented before any process maps it, so that a
+    /// restarted agent holds that process only for its bookkeeping.
+    #[arg(long)]
+    pub no_warm_start: bool,
+
     /// Never load plainsight's Java agent into JVMs (JSSE, the JDK's TLS,
     /// is then not captured). By default every JVM the process filters let
     /// through gets it, through HotSpot's dynamic attach.

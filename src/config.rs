@@ -177,6 +177,8 @@ pub struct InspectSettings {
     pub stall_path: Option<String>,
     /// The inspection cache on disk (None: memory only).
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Attach the probes of the TLS files the cache on disk knows at start.
+    pub warm_start: bool,
 }
 
 /// How processes are held.
@@ -286,6 +288,7 @@ impl Settings {
                 budget: Duration::from_millis(cli.max_inspect_ms),
                 stall_path: cli.test_stall_path.clone(),
                 cache_dir: (!cli.no_cache_dir).then(|| cli.cache_dir.clone()),
+                warm_start: !cli.no_warm_start,
             },
             pause: PauseSettings {
                 max_pause: Duration::from_millis(cli.max_pause_ms),

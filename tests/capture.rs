@@ -424,6 +424,96 @@ fn larger_than_the_cap_is_flagged_truncated() {
     });
 }
 
+/// A warm start: a restarted agent attaches, before any process maps it,
+/// each TLS file its cache on disk knows at the path it saw it, with the
+/// same content. The process that maps it is then held for no attach, and
+/// is logged, reported and captured as at a first sight. Other content at
+/// that path is not attached: it is inspected when mapped, as new.
+#[test]
+fn a_restarted_agent_attaches_known_files_at_start() {
+    rerun_if_host_stalled(|| {
+        let srv = Server::start();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache").display().to_string();
+        let exe = dir.path().join("warm_client");
+        let shown = exe.display().to_string();
+        let put = |src: &str| {
+            let _ = std::fs::remove_file(&exe);
+            std::fs::copy(fixture(src), &exe).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let req = hello_request("api.acme.com");
+        let resp = expected_response("GET", "/hello", 0, true);
+        let f = request_file(dir.path(), &req);
+        // One agent's run of the client: its pid and the agent's log.
+        let run = || {
+            let mut agent = Agent::start(&["--comm", "warm_client", "--cache-dir", &cache]);
+            let child = std::process::Command::new(&exe)
+                .args(["127.0.0.1", &srv.port.to_string(), "api.acme.com"])
+                .arg(&f)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let pid = child.id();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let (w, r) = agent.wait_bytes(pid, req.len(), resp.len());
+            assert_eq!((show(&w), show(&r)), (show(&req), show(&resp)));
+            let cov: Vec<_> = agent
+                .coverage()
+                .into_iter()
+                .filter(|c| c["file"] == shown.as_str())
+                .collect();
+            assert_eq!(cov.len(), 1, "{cov:?}");
+            assert_eq!(
+                (cov[0]["pid"].as_u64(), &cov[0]["captured"]),
+                (Some(pid as u64), &serde_json::json!(true))
+            );
+            let log = agent.stop();
+            let line = log
+                .lines()
+                .find(|l| l.contains("instrumented") && l.contains(&format!("{shown} ")))
+                .unwrap_or_else(|| panic!("{shown} not instrumented: {log}"))
+                .to_string();
+            assert!(
+                line.contains(&format!("executed by warm_client[{pid}]")),
+                "{line}"
+            );
+            (line, log)
+        };
+        put("tls_client_static");
+        let (line, log) = run();
+        assert!(!log.contains("warm start"), "{log}");
+        assert!(!line.contains("known content"), "{line}");
+        // Restarted: attached before the client ran.
+        let (line, log) = run();
+        assert!(
+            log.contains("warm start: 1 known TLS files attached in "),
+            "{log}"
+        );
+        assert!(log.contains(&format!("warm start: {shown} [")), "{log}");
+        assert!(
+            line.contains("known content: GNU build ID") && line.contains(", attached at start)"),
+            "{line}"
+        );
+        // Other content at the cached path: inspected when run, as new.
+        put("tls_client_static_noctrl");
+        let (line, log) = run();
+        assert!(
+            log.contains("warm start: 0 known TLS files attached in "),
+            "{log}"
+        );
+        assert!(log.contains(", 1 cached paths gone or changed"), "{log}");
+        assert!(!line.contains("known content"), "{line}");
+    });
+}
+
 /// The inspection cache on disk: a second agent on the same `--cache-dir`
 /// knows curl's files from the first one's results (no reading, no
 /// parsing), says so, and captures as well.

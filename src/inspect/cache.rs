@@ -98,15 +98,17 @@ impl Cache {
         Some(v)
     }
 
-    /// In memory and on disk.
-    pub fn insert(&self, k: ContentKey, v: Known) {
+    /// In memory and on disk; `hint`: where the agent itself can open the
+    /// content (kept on disk for a warm start).
+    pub fn insert(&self, k: ContentKey, v: Known, hint: Option<&str>) {
         if let Some(s) = STORE.get() {
-            s.put(&k, &v);
+            s.put(&k, &v, hint);
         }
         self.remember(k, v);
     }
 
-    fn remember(&self, k: ContentKey, v: Known) {
+    /// In memory only (a result read from disk at a warm start).
+    pub fn remember(&self, k: ContentKey, v: Known) {
         let mut m = crate::lock(&self.inner);
         if m.len() >= MAX_ENTRIES {
             m.clear();
@@ -313,7 +315,7 @@ mod tests {
                 size: 1,
                 owner: 0,
             };
-            c.insert(k, Known::NotTls);
+            c.insert(k, Known::NotTls, None);
         }
         assert!(c.len() <= MAX_ENTRIES);
     }

@@ -16,6 +16,7 @@ pub mod store;
 pub mod sweep;
 #[cfg(test)]
 mod testfixtures;
+pub mod warm;
 pub mod worker;
 
 use std::fmt;

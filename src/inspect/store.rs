@@ -56,6 +56,23 @@ struct Entry {
     owner: u32,
     /// None: no TLS code.
     result: Option<Inspection>,
+    /// Where the agent saw this content, in its own mount namespace
+    /// (hints for a warm start: each is opened and its content checked
+    /// against the key before anything is attached through it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    paths: Vec<String>,
+}
+
+/// Paths kept per entry, at most, and the longest kept.
+pub const MAX_HINTS: usize = 4;
+const MAX_HINT_LEN: usize = 4096;
+
+/// A TLS result whose content the agent saw at `paths` (its own mount
+/// namespace): what a warm start attaches once each path is checked.
+pub struct WarmEntry {
+    pub key: ContentKey,
+    pub insp: Inspection,
+    pub paths: Vec<String>,
 }
 
 /// The agent binary's identity: entries of another build are not used.
@@ -70,9 +87,18 @@ fn agent_stamp() -> Result<String> {
     ))
 }
 
-/// An entry's file name: a 64-bit FNV-1a of the key (the key itself is in
-/// the entry and checked).
-fn entry_name(k: &ContentKey) -> String {
+/// Suffix of the entries holding TLS results (the ones a warm start
+/// reads); others end in `.json` alone.
+const TLS_SUFFIX: &str = ".tls.json";
+
+/// An entry's file names, for a content without TLS code and for one with:
+/// a 64-bit FNV-1a of the key (the key itself is in the entry and checked).
+fn entry_names_of(k: &ContentKey) -> [String; 2] {
+    let h = entry_hash(k);
+    [format!("{h}.json"), format!("{h}{TLS_SUFFIX}")]
+}
+
+fn entry_hash(k: &ContentKey) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |b: &[u8]| {
         for &x in b {
@@ -84,7 +110,7 @@ fn entry_name(k: &ContentKey) -> String {
     eat(&k.id);
     eat(&k.size.to_le_bytes());
     eat(&k.owner.to_le_bytes());
-    format!("{h:016x}.json")
+    format!("{h:016x}")
 }
 
 impl Store {
@@ -92,7 +118,10 @@ impl Store {
     /// 0700, not a symlink; anything else is refused.
     pub fn open(path: &Path) -> Result<Store> {
         let shown = path.display();
-        let parent = path.parent().context("the cache directory has no parent")?;
+        let parent = match path.parent().context("the cache directory has no parent")? {
+            p if p.as_os_str().is_empty() => Path::new("."),
+            p => p,
+        };
         let name = path
             .file_name()
             .context("the cache directory has no name")?;
@@ -135,36 +164,10 @@ impl Store {
 
     /// The entry for `k`, if one of this agent's is there and sound.
     pub fn get(&self, k: &ContentKey) -> Option<Known> {
-        let name = crate::fsat::name(&entry_name(k)).ok()?;
-        let fd = crate::fsat::open_at(
-            self.dir.as_raw_fd(),
-            &name,
-            libc::O_RDONLY | libc::O_NOFOLLOW,
-            0,
-        )
-        .ok()?;
-        let mut text = Vec::new();
-        let read = File::from(fd)
-            .take(MAX_ENTRY as u64 + 1)
-            .read_to_end(&mut text);
-        let e: Option<Entry> = read
-            .ok()
-            .filter(|_| text.len() <= MAX_ENTRY)
-            .and_then(|_| serde_json::from_slice(&text).ok());
-        let Some(e) = e else {
-            self.corrupt.fetch_add(1, Ordering::Relaxed);
-            self.unlink(&name);
-            return None;
-        };
-        if e.agent != self.agent
-            || e.kind != k.kind
-            || e.id != k.id
-            || e.size != k.size
-            || e.owner != k.owner
-        {
-            // Another build's, or another key's on the same name.
-            return None;
-        }
+        let e = entry_names_of(k)
+            .iter()
+            .filter_map(|n| self.read(n))
+            .find(|e| self.is_for(e, k))?;
         self.found.fetch_add(1, Ordering::Relaxed);
         Some(match e.result {
             Some(insp) => Known::Tls(Arc::new(insp)),
@@ -172,15 +175,92 @@ impl Store {
         })
     }
 
-    /// Writes the entry for `k` (errors are only logged: the cache is an
-    /// optimisation).
-    pub fn put(&self, k: &ContentKey, v: &Known) {
-        if let Err(e) = self.try_put(k, v) {
+    /// Whether `e` is this agent binary's entry for `k` (not another
+    /// build's, nor another key's on the same name).
+    fn is_for(&self, e: &Entry, k: &ContentKey) -> bool {
+        e.agent == self.agent
+            && e.kind == k.kind
+            && e.id == k.id
+            && e.size == k.size
+            && e.owner == k.owner
+    }
+
+    /// Entry `name`, parsed; one that does not parse is removed and counted.
+    fn read(&self, name: &str) -> Option<Entry> {
+        let name = crate::fsat::name(name).ok()?;
+        let fd = crate::fsat::open_at(
+            self.dir.as_raw_fd(),
+            &name,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            0,
+        )
+        .ok()?;
+        let file = File::from(fd);
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return None;
+        }
+        let mut text = Vec::new();
+        let read = file.take(MAX_ENTRY as u64 + 1).read_to_end(&mut text);
+        let e: Option<Entry> = read
+            .ok()
+            .filter(|_| text.len() <= MAX_ENTRY)
+            .and_then(|_| serde_json::from_slice(&text).ok());
+        if e.is_none() {
+            self.corrupt.fetch_add(1, Ordering::Relaxed);
+            self.unlink(&name);
+        }
+        e
+    }
+
+    /// This agent binary's TLS results that name paths, at most `max`: what
+    /// a warm start may attach (each path still to be opened and checked).
+    pub fn warm_entries(&self, max: usize) -> Vec<WarmEntry> {
+        let mut out = Vec::new();
+        for name in entry_names(&self.dir) {
+            if out.len() >= max {
+                break;
+            }
+            let Ok(name) = name.into_string() else {
+                continue;
+            };
+            if !name.ends_with(TLS_SUFFIX) {
+                continue;
+            }
+            let Some(e) = self.read(&name) else { continue };
+            let kind = match e.kind.as_str() {
+                "GNU" => "GNU",
+                "Go" => "Go",
+                _ => continue,
+            };
+            let key = ContentKey {
+                kind,
+                id: e.id.clone(),
+                size: e.size,
+                owner: e.owner,
+            };
+            // Its name must be its key's, as `get` would look it up.
+            if !self.is_for(&e, &key) || entry_names_of(&key)[1] != name {
+                continue;
+            }
+            let (Some(insp), false) = (e.result, e.paths.is_empty()) else {
+                continue;
+            };
+            let paths = e.paths.into_iter().take(MAX_HINTS).collect();
+            out.push(WarmEntry { key, insp, paths });
+        }
+        out
+    }
+
+    /// Writes the entry for `k`, with `hint` (where the agent saw the
+    /// content, in its own mount namespace) if given (errors are only
+    /// logged: the cache is an optimisation).
+    pub fn put(&self, k: &ContentKey, v: &Known, hint: Option<&str>) {
+        if let Err(e) = self.try_put(k, v, hint) {
             log::debug!("inspection cache: cannot write {}: {e:#}", k.short());
         }
     }
 
-    fn try_put(&self, k: &ContentKey, v: &Known) -> Result<()> {
+    fn try_put(&self, k: &ContentKey, v: &Known, hint: Option<&str>) -> Result<()> {
         if self.entries.load(Ordering::Relaxed) >= MAX_ENTRIES {
             self.clear();
         }
@@ -194,13 +274,19 @@ impl Store {
                 Known::Tls(i) => Some((**i).clone()),
                 Known::NotTls => None,
             },
+            paths: hint
+                .filter(|p| p.len() <= MAX_HINT_LEN && p.starts_with('/'))
+                .map(|p| vec![p.to_string()])
+                .unwrap_or_default(),
         };
         let text = serde_json::to_vec(&e)?;
         if text.len() > MAX_ENTRY {
             bail!("entry of {} bytes", text.len());
         }
-        let name = crate::fsat::name(&entry_name(k))?;
-        let tmp = crate::fsat::name(&format!(".{}.{}", entry_name(k), std::process::id()))?;
+        let [plain, tls] = entry_names_of(k);
+        let name = if e.result.is_some() { tls } else { plain };
+        let tmp = crate::fsat::name(&format!(".{name}.{}", std::process::id()))?;
+        let name = crate::fsat::name(&name)?;
         let fd = crate::fsat::open_at(
             self.dir.as_raw_fd(),
             &tmp,
@@ -279,17 +365,17 @@ mod tests {
         let path = d.path().join("cache");
         let s = Store::open(&path).unwrap();
         assert!(s.get(&key(1)).is_none());
-        s.put(&key(1), &Known::NotTls);
+        s.put(&key(1), &Known::NotTls, None);
         assert!(matches!(s.get(&key(1)), Some(Known::NotTls)));
         // Another key on the same name (a forged entry) is not taken.
-        let other = path.join(entry_name(&key(2)));
-        std::fs::copy(path.join(entry_name(&key(1))), &other).unwrap();
+        let other = path.join(&entry_names_of(&key(2))[0]);
+        std::fs::copy(path.join(&entry_names_of(&key(1))[0]), &other).unwrap();
         assert!(s.get(&key(2)).is_none());
         std::fs::write(&other, b"{not json").unwrap();
         assert!(s.get(&key(2)).is_none());
         assert_eq!(s.corrupt.load(Ordering::Relaxed), 1);
         assert!(!other.exists());
-        let mode = std::fs::metadata(path.join(entry_name(&key(1))))
+        let mode = std::fs::metadata(path.join(&entry_names_of(&key(1))[0]))
             .unwrap()
             .permissions()
             .mode();
@@ -315,8 +401,54 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("c")).unwrap();
         s.entries.store(MAX_ENTRIES, Ordering::Relaxed);
-        s.put(&key(3), &Known::NotTls);
+        s.put(&key(3), &Known::NotTls, None);
         assert_eq!(s.entries.load(Ordering::Relaxed), 1);
         assert_eq!(entry_names(&s.dir).len(), 1);
+    }
+
+    #[test]
+    fn tls_results_with_paths_are_listed_for_a_warm_start() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("c")).unwrap();
+        let tls = || {
+            Known::Tls(Arc::new(Inspection {
+                library: Some(crate::inspect::TlsLibrary::OpenSsl),
+                linkage: crate::inspect::Linkage::Exported,
+                targets: Vec::new(),
+                unsupported: None,
+            }))
+        };
+        s.put(&key(1), &tls(), Some("/usr/lib/libssl.so.3"));
+        s.put(&key(2), &tls(), None); // no path: nothing to open
+        s.put(&key(3), &Known::NotTls, Some("/usr/bin/true"));
+        s.put(&key(4), &tls(), Some("relative/path")); // not kept
+        let w = s.warm_entries(10);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].key, key(1));
+        assert_eq!(w[0].paths, vec!["/usr/lib/libssl.so.3".to_string()]);
+        // Both kinds are found again by their key.
+        assert!(matches!(s.get(&key(1)), Some(Known::Tls(_))));
+        assert!(matches!(s.get(&key(3)), Some(Known::NotTls)));
+        // Another build's entry is not listed; a corrupt one is counted.
+        let name = d.path().join("c").join(&entry_names_of(&key(1))[1]);
+        let text = std::fs::read_to_string(&name).unwrap();
+        std::fs::write(&name, text.replacen(&s.agent, "another build", 1)).unwrap();
+        assert!(s.warm_entries(10).is_empty());
+        std::fs::write(&name, b"{").unwrap();
+        assert!(s.warm_entries(10).is_empty());
+        assert_eq!(s.corrupt.load(Ordering::Relaxed), 1);
+        // An entry copied under another key's name is not taken.
+        s.put(&key(5), &tls(), Some("/a"));
+        std::fs::copy(
+            d.path().join("c").join(&entry_names_of(&key(5))[1]),
+            d.path().join("c").join(&entry_names_of(&key(6))[1]),
+        )
+        .unwrap();
+        let w = s.warm_entries(10);
+        assert_eq!(
+            w.iter().map(|e| e.key.clone()).collect::<Vec<_>>(),
+            vec![key(5)]
+        );
+        assert_eq!(s.warm_entries(0).len(), 0);
     }
 }

@@ -94,6 +94,17 @@ pub(crate) fn open_checked(
     ))
 }
 
+/// `path` (as process `pid` shows it) if the agent itself reaches file
+/// `want` by it: the process shares the agent's mount namespace and the
+/// path names that file now. A hint for a warm start, which opens it and
+/// checks the content again.
+fn own_path(pid: u32, path: &str, want: FileId) -> Option<&str> {
+    let ns = |p: &str| std::fs::metadata(p).ok().map(|m| FileId::of(&m));
+    let shared =
+        ns(&format!("/proc/{pid}/ns/mnt")).is_some_and(|n| Some(n) == ns("/proc/self/ns/mnt"));
+    (shared && path.starts_with('/') && ns(path) == Some(want)).then_some(path)
+}
+
 fn is_overlay(file: &File) -> bool {
     use std::os::fd::AsRawFd;
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
@@ -161,9 +172,10 @@ fn inspect_job(job: &Job, s: &InspectSettings) -> Outcome {
     if let (Some(k), Ok(insp), false) = (key, &inspected, super::budget::exhausted()) {
         // Only whole results: not a file refused or cut short by a budget.
         if insp.is_tls() {
-            cache::shared().insert(k, Known::Tls(std::sync::Arc::new(insp.clone())));
+            let hint = own_path(job.pid, &m.path, job.file);
+            cache::shared().insert(k, Known::Tls(std::sync::Arc::new(insp.clone())), hint);
         } else if insp.unsupported.is_none() && !insp.is_jvm() {
-            cache::shared().insert(k, Known::NotTls);
+            cache::shared().insert(k, Known::NotTls, None);
         }
     }
     match inspected {

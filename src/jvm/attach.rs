@@ -527,27 +527,12 @@ pub(super) fn open_tmp(pid: u32) -> anyhow::Result<OwnedFd> {
 /// Opens directory `path` as seen from inside `root` (`O_PATH`): `..` and
 /// absolute symlinks stop at `root`, `/proc` magic links are refused.
 fn open_in_root(root: &OwnedFd, path: &CStr) -> io::Result<OwnedFd> {
-    // SAFETY: open_how is plain old data (libc marks it non-exhaustive,
-    // so it is built from zeroes); zero is "no flags" for every field.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: the path is NUL-terminated and `how` is a live open_how of
-    // the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openat2 returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    crate::fsat::open_resolved(
+        root.as_raw_fd(),
+        path,
+        libc::O_PATH | libc::O_DIRECTORY,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
 }
 
 /// A listener may already run (an earlier attach, jcmd): connecting to it
