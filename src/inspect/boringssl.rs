@@ -339,29 +339,12 @@ fn makes_indirect_call(code: &[u8], at: u64) -> bool {
 /// Address ranges of the strings ending in `PATH` (from the string's
 /// start to its NUL).
 fn path_strings(img: &Image) -> Result<Vec<(u64, u64)>, String> {
-    let mut out = Vec::new();
     let path = PATH.concat();
-    for s in &img.rodata {
-        // Kept whole since `open`.
-        let bytes = s.whole().unwrap_or_default();
-        for i in memchr::memmem::find_iter(bytes, &path) {
-            if i > 0 && bytes[i - 1] != b'/' && bytes[i - 1] != 0 {
-                continue;
-            }
-            let back = i.saturating_sub(4096);
-            let from = bytes[back..i]
-                .iter()
-                .rposition(|&b| b == 0)
-                .map_or(back, |z| back + z + 1);
-            out.push((s.vaddr + from as u64, s.vaddr + (i + path.len()) as u64));
-            if out.len() > MAX_STRINGS {
-                return Err(format!(
-                    "more than {MAX_STRINGS} copies of ssl_lib.cc's path"
-                ));
-            }
-        }
-    }
-    Ok(out)
+    let found = img.strings_holding(&path, |b| b == b'/' || b == 0, MAX_STRINGS)?;
+    Ok(found
+        .into_iter()
+        .map(|(from, at)| (from, at + path.len() as u64))
+        .collect())
 }
 
 /// In an ET_EXEC file: `mov ecx, imm32` whose immediate is a path

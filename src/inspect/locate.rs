@@ -561,14 +561,27 @@ impl<'d> Image<'d> {
     /// the string's start (after the NUL before it: a shorter path may be
     /// the tail of a longer one, merged by the linker) to the match.
     fn path_strings(&self) -> Result<Vec<(u64, u64)>, String> {
+        // `.../cipher/aead.c`, not `.../cipher/xaead.c`.
+        let found = self.strings_holding(&PATH.concat(), |b| b == b'/', MAX_STRINGS)?;
+        Ok(found.into_iter().map(|(from, at)| (from, at + 1)).collect())
+    }
+
+    /// Where `needle` occurs in the read-only data, if the byte before it
+    /// passes `before` (or it starts a section): the address of the string
+    /// holding it (after the NUL before it, looked for at most 4 KiB back)
+    /// and of the match. More than `max` is an error.
+    pub(super) fn strings_holding(
+        &self,
+        needle: &[u8],
+        before: impl Fn(u8) -> bool,
+        max: usize,
+    ) -> Result<Vec<(u64, u64)>, String> {
         let mut out = Vec::new();
-        let path = PATH.concat();
         for s in &self.rodata {
             // Kept whole since `open`.
             let bytes = s.whole().unwrap_or_default();
-            for i in memchr::memmem::find_iter(bytes, &path) {
-                // `.../cipher/aead.c`, not `.../cipher/xaead.c`.
-                if i > 0 && bytes[i - 1] != b'/' {
+            for i in memchr::memmem::find_iter(bytes, needle) {
+                if i > 0 && !before(bytes[i - 1]) {
                     continue;
                 }
                 let back = i.saturating_sub(4096);
@@ -576,9 +589,10 @@ impl<'d> Image<'d> {
                     .iter()
                     .rposition(|&b| b == 0)
                     .map_or(back, |z| back + z + 1);
-                out.push((s.vaddr + from as u64, s.vaddr + i as u64 + 1));
-                if out.len() > MAX_STRINGS {
-                    return Err(format!("more than {MAX_STRINGS} copies of aead.c's path"));
+                out.push((s.vaddr + from as u64, s.vaddr + i as u64));
+                if out.len() > max {
+                    let shown = String::from_utf8_lossy(needle);
+                    return Err(format!("more than {max} copies of the path {shown}"));
                 }
             }
         }
