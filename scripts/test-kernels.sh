@@ -30,7 +30,7 @@ bin_of() { for b in "${BINS[@]}"; do [[ "${b%% *}" == "$1" ]] && { echo "${b#* }
 IFS=';' read -r -a SUITE <<<"${SUITE_ONLY:-}"
 [[ -n "${SUITE_ONLY:-}" ]] || SUITE=(
     "hooks the_hook_paths_are_reported_and_as_expected"
-    "capture curl_http1 python3_uses_the_ex_functions statically_linked_openssl_client"
+    "capture curl_http1 python3_uses_the_ex_functions statically_linked_openssl_client a_restarted_agent_attaches_known_files_at_start"
     "rustls awslc_tls13_aes_gcm ring_tls13_chacha20 stripped_awslc_tls13_aes_gcm"
     "returns return_probes_are_only_in_processes_with_a_wanted_connection"
     "sni curl_suffix_pattern no_server_name_is_captured_with_the_option"

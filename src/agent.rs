@@ -277,7 +277,9 @@ pub fn run(s: Settings) -> Result<()> {
         otlp: otlp.as_ref().map(|o| o.sink.clone()),
     });
     if let Some(dir) = &s.inspect.cache_dir {
-        match crate::inspect::store::Store::open(dir) {
+        // Placement at function entries finds other offsets.
+        let variant = if s.inspect.inner { "" } else { ":entry" };
+        match crate::inspect::store::Store::open(dir, variant) {
             Ok(st) => crate::inspect::cache::set_store(st),
             Err(e) => log::warn!("inspection cache on disk not used: {e:#}"),
         }

@@ -115,8 +115,10 @@ fn entry_hash(k: &ContentKey) -> String {
 
 impl Store {
     /// Opens (making it if need be) the cache directory `path`: root's,
-    /// 0700, not a symlink; anything else is refused.
-    pub fn open(path: &Path) -> Result<Store> {
+    /// 0700, not a symlink; anything else is refused. `variant` names the
+    /// settings that change what inspection finds (probes at function
+    /// entries, say): entries written under others are not used.
+    pub fn open(path: &Path, variant: &str) -> Result<Store> {
         let shown = path.display();
         let parent = match path.parent().context("the cache directory has no parent")? {
             p if p.as_os_str().is_empty() => Path::new("."),
@@ -154,7 +156,7 @@ impl Store {
         let entries = count_entries(&dir);
         Ok(Store {
             dir,
-            agent: agent_stamp()?,
+            agent: format!("{}{variant}", agent_stamp()?),
             entries: AtomicUsize::new(entries),
             corrupt: AtomicU64::new(0),
             written: AtomicU64::new(0),
@@ -363,7 +365,7 @@ mod tests {
     fn entries_round_trip_and_a_corrupt_one_is_counted_and_removed() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("cache");
-        let s = Store::open(&path).unwrap();
+        let s = Store::open(&path, "").unwrap();
         assert!(s.get(&key(1)).is_none());
         s.put(&key(1), &Known::NotTls, None);
         assert!(matches!(s.get(&key(1)), Some(Known::NotTls)));
@@ -388,18 +390,18 @@ mod tests {
         let open = d.path().join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert!(Store::open(&open).is_err());
+        assert!(Store::open(&open, "").is_err());
         let link = d.path().join("link");
         let real = d.path().join("real");
         std::fs::create_dir(&real).unwrap();
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        assert!(Store::open(&link).is_err());
+        assert!(Store::open(&link, "").is_err());
     }
 
     #[test]
     fn the_count_is_bounded() {
         let d = tempfile::tempdir().unwrap();
-        let s = Store::open(&d.path().join("c")).unwrap();
+        let s = Store::open(&d.path().join("c"), "").unwrap();
         s.entries.store(MAX_ENTRIES, Ordering::Relaxed);
         s.put(&key(3), &Known::NotTls, None);
         assert_eq!(s.entries.load(Ordering::Relaxed), 1);
@@ -409,7 +411,7 @@ mod tests {
     #[test]
     fn tls_results_with_paths_are_listed_for_a_warm_start() {
         let d = tempfile::tempdir().unwrap();
-        let s = Store::open(&d.path().join("c")).unwrap();
+        let s = Store::open(&d.path().join("c"), "").unwrap();
         let tls = || {
             Known::Tls(Arc::new(Inspection {
                 library: Some(crate::inspect::TlsLibrary::OpenSsl),
@@ -450,5 +452,9 @@ mod tests {
             vec![key(5)]
         );
         assert_eq!(s.warm_entries(0).len(), 0);
+        // An agent whose settings place probes otherwise uses none of them.
+        let other = Store::open(&d.path().join("c"), ":entry").unwrap();
+        assert!(other.get(&key(5)).is_none());
+        assert!(other.warm_entries(10).is_empty());
     }
 }
