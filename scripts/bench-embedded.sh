@@ -75,9 +75,10 @@ echo "pinned to CPU 0; \`bench/erlang_rr.escript\`, the same loop in Erlang/OTP 
 echo "AES-256-GCM; the agent given \`--comm beam.smp\`). ${SECS} s per measurement, the modes interleaved, $ROUNDS rounds: median round trips/s"
 echo "(min-max), ratio to no agent. Agent modes with \`--comm\` of the program; non-matching is"
 echo "\`--sni nomatch.invalid\`, capture \`--raw --output json --write\`. Measured $(date -u '+%Y-%m-%d %H:%M UTC')."
-echo "\`mbedtls_ssl_read\`, \`wolfSSL_write\` and \`wolfSSL_read\` keep a uretprobe (\`--explain\` says why), so their"
-echo "entry probe sits on the function's first instruction, shared with the uretprobe's hit: a non-matching"
-echo "call pays that instruction's single-step too."
+echo "\`mbedtls_ssl_read\`, \`wolfSSL_write\` and \`wolfSSL_read\` keep a uretprobe (\`--explain\` says why), which goes"
+echo "per process under filters: their entry probe is then inside the function on an emulated instruction,"
+echo "so a non-matching call pays one emulated hit; a captured call pays the uretprobe's hit on the first"
+echo "instruction, which the kernel single-steps, too."
 echo
 echo "| library | none | non-matching | capture | lost records, capture (per round) |"
 echo "|---|---|---|---|---|"

@@ -112,12 +112,17 @@ struct Point {
 /// Where a target's programs go. The entry program where placement put
 /// it; the return program at the inner return points when proven, else as
 /// a uretprobe at the entry.
-fn points(t: &Target) -> Vec<Point> {
+fn points(t: &Target, scope: Scope) -> Vec<Point> {
     let probe = t.point.probe();
+    // Return probes per process: most processes have none on this function.
+    let entry = match scope {
+        Scope::EntriesOnly if probe.per_process_return => t.entry_offset_without_uretprobe(),
+        _ => t.entry_offset(),
+    };
     let mut v = vec![Point {
         prog: probe.entry,
         retprobe: false,
-        offset: t.entry_offset() as usize,
+        offset: entry as usize,
         per_process: false,
     }];
     if let Some(r) = probe.ret {
@@ -144,7 +149,7 @@ fn points(t: &Target) -> Vec<Point> {
 pub fn has_per_process_returns(insp: &Inspection) -> bool {
     insp.targets
         .iter()
-        .any(|t| points(t).iter().any(|p| p.per_process))
+        .any(|t| points(t, Scope::All).iter().any(|p| p.per_process))
 }
 
 /// Groups the targets' points in `scope` by program: every RET of a Go
@@ -153,7 +158,10 @@ fn groups<'k>(k: &'k Kernel, insp: &Inspection, scope: Scope) -> Result<Vec<Grou
     let mut groups: Vec<Group<'k>> = Vec::new();
     for t in &insp.targets {
         let object = t.point.probe().object;
-        for p in points(t).into_iter().filter(|p| scope.takes(p.per_process)) {
+        for p in points(t, scope)
+            .into_iter()
+            .filter(|p| scope.takes(p.per_process))
+        {
             if let Some(g) = groups
                 .iter_mut()
                 .find(|g| g.name == p.prog && g.retprobe == p.retprobe)
@@ -296,7 +304,39 @@ fn detach_parallel(mut all: Vec<Link>, threads: usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::kernel_at_least;
+    use super::{kernel_at_least, points, Scope};
+    use crate::probes::ProbePoint;
+
+    /// Debian's mbedTLS opens `mbedtls_ssl_read` with an instruction the
+    /// kernel single-steps, and its return keeps a uretprobe: with return
+    /// probes host-wide the entry shares the uretprobe's hit there; where
+    /// they go per process, every process gets the entry inside instead.
+    #[test]
+    fn an_entry_shared_with_a_per_process_uretprobe_moves_inside() {
+        let lib = std::fs::read_dir("/usr/lib/x86_64-linux-gnu")
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libmbedtls.so."))
+            })
+            .expect("libmbedtls (scripts/install-deps.sh)");
+        let i = crate::inspect::inspect_file(&lib, 1 << 30, true).unwrap();
+        let t = i
+            .targets
+            .iter()
+            .find(|t| t.point == ProbePoint::MbedtlsRead)
+            .unwrap();
+        let inner = t.entry_offset_without_uretprobe();
+        assert!(inner > t.offset && inner < t.offset + 16, "{t:?}");
+        assert!(t.return_points().is_none(), "{t:?}");
+        let entry = |scope| points(t, scope)[0].offset as u64;
+        assert_eq!(entry(Scope::All), t.offset);
+        assert_eq!(entry(Scope::EntriesOnly), inner);
+        // The uretprobe itself stays at the entry, whichever process has it.
+        let ret = points(t, Scope::EntriesOnly);
+        assert_eq!((ret[1].retprobe, ret[1].offset as u64), (true, t.offset));
+    }
 
     #[test]
     fn kernel_releases() {

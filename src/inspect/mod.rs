@@ -169,6 +169,17 @@ impl Target {
             .unwrap_or(self.offset)
     }
 
+    /// The entry point in processes that have no uretprobe on this
+    /// function: where return probes go per process (filters given), most
+    /// have none, and an entry moved to the function's first instruction to
+    /// share the uretprobe's hit would make them all single-step it.
+    pub fn entry_offset_without_uretprobe(&self) -> u64 {
+        self.place
+            .as_ref()
+            .and_then(|p| p.unshared.as_ref())
+            .map_or_else(|| self.entry_offset(), |e| e.offset)
+    }
+
     /// Inner return points replacing the uretprobe, if proven.
     pub fn return_points(&self) -> Option<&[u64]> {
         self.place.as_ref().and_then(|p| p.returns.as_deref().ok())
@@ -181,6 +192,12 @@ pub struct Placement {
     pub entry: place::EntryChoice,
     /// Return points (file offsets), or why the uretprobe stays.
     pub returns: Result<Vec<u64>, String>,
+    /// The entry point chosen inside the function when `entry` was moved
+    /// to its first instruction to share the uretprobe's hit: the entry
+    /// where that uretprobe goes per process
+    /// ([`Target::entry_offset_without_uretprobe`]).
+    #[serde(default)]
+    pub unshared: Option<place::EntryChoice>,
 }
 
 impl Placement {
@@ -555,6 +572,7 @@ pub fn place_targets<'d, R: ReadRef<'d>>(map: R, syms: &ElfSymbols, targets: &mu
         let Some(code) = bytes(t.offset, t.size) else {
             continue;
         };
+        let mut unshared = None;
         let (mut entry, returns) = place::choose(
             code,
             t.offset,
@@ -563,16 +581,28 @@ pub fn place_targets<'d, R: ReadRef<'d>>(map: R, syms: &ElfSymbols, targets: &mu
             &noreturn,
         );
         if t.point.has_return() && returns.is_err() && entry.offset != t.offset {
-            // The uretprobe hits the entry anyway: one trap there serves both.
-            entry = place::EntryChoice {
-                offset: t.offset,
-                why: format!(
-                    "entry, shared with the uretprobe's hit there (+{:#x} inside would be a second hit)",
-                    entry.offset - t.offset
-                ),
-            };
+            // The uretprobe hits the entry anyway: one trap there serves
+            // both, where it is attached.
+            let off = entry.offset - t.offset;
+            let why = format!(
+                "entry, shared with the uretprobe's hit there (+{off:#x} inside would be a second hit); \
+                 where return probes go per process: {}",
+                entry.why
+            );
+            let inner = std::mem::replace(
+                &mut entry,
+                place::EntryChoice {
+                    offset: t.offset,
+                    why,
+                },
+            );
+            unshared = Some(inner);
         }
-        t.place = Some(Placement { entry, returns });
+        t.place = Some(Placement {
+            entry,
+            returns,
+            unshared,
+        });
     }
 }
 
