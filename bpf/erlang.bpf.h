@@ -398,7 +398,9 @@ int erl_seal_final(struct pt_regs *ctx)
 	return 0;
 }
 
-/* Just after EVP_DecryptFinal_ex: 1 when the tag verified; the plaintext
+/* After EVP_DecryptFinal_ex returned: its result (1 when the tag verified)
+ * is in eax, or, where the probe is a few instructions later, eax holds the
+ * cookie's value then (src/inspect/erlang.rs, result_point). The plaintext
  * is in `out`, as long as the ciphertext. */
 SEC("uprobe.multi")
 int erl_open_done(struct pt_regs *ctx)
@@ -411,7 +413,7 @@ int erl_open_done(struct pt_regs *ctx)
 
 	if (!c)
 		return 0;
-	if ((int)PT_REGS_RC(ctx) == 1 && c->keyed && !c->enc) {
+	if ((int)PT_REGS_RC(ctx) == (int)bpf_get_attach_cookie(ctx) && c->keyed && !c->enc) {
 		n = app_data_len(c->aad, c->aad_len, c->out, c->in_len);
 		k = erl_key_of(c, id, &kid);
 		if (n && k && ERL_STATE(k->word) == ERL_TIED && k->wanted)

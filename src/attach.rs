@@ -96,6 +96,8 @@ struct Group<'a> {
     name: &'static str,
     retprobe: bool,
     offsets: Vec<usize>,
+    /// One per offset: the file's inode, or the target's own cookie.
+    cookies: Vec<u64>,
     symbol: String,
 }
 
@@ -107,6 +109,8 @@ struct Point {
     offset: usize,
     /// A return program that may be attached per process.
     per_process: bool,
+    /// Its cookie, if not the file's inode ([`Target::cookie`]).
+    cookie: Option<u64>,
 }
 
 /// Where a target's programs go. The entry program where placement put
@@ -124,6 +128,7 @@ fn points(t: &Target, scope: Scope) -> Vec<Point> {
         retprobe: false,
         offset: entry as usize,
         per_process: false,
+        cookie: t.cookie,
     }];
     if let Some(r) = probe.ret {
         let per_process = probe.per_process_return;
@@ -133,12 +138,14 @@ fn points(t: &Target, scope: Scope) -> Vec<Point> {
                 retprobe: false,
                 offset: o as usize,
                 per_process,
+                cookie: None,
             })),
             None => v.push(Point {
                 prog: r,
                 retprobe: true,
                 offset: t.offset as usize,
                 per_process,
+                cookie: None,
             }),
         }
     }
@@ -154,7 +161,7 @@ pub fn has_per_process_returns(insp: &Inspection) -> bool {
 
 /// Groups the targets' points in `scope` by program: every RET of a Go
 /// function, or every ring function of a kind, in one link.
-fn groups<'k>(k: &'k Kernel, insp: &Inspection, scope: Scope) -> Result<Vec<Group<'k>>> {
+fn groups<'k>(k: &'k Kernel, insp: &Inspection, scope: Scope, ino: u64) -> Result<Vec<Group<'k>>> {
     let mut groups: Vec<Group<'k>> = Vec::new();
     for t in &insp.targets {
         let object = t.point.probe().object;
@@ -167,6 +174,7 @@ fn groups<'k>(k: &'k Kernel, insp: &Inspection, scope: Scope) -> Result<Vec<Grou
                 .find(|g| g.name == p.prog && g.retprobe == p.retprobe)
             {
                 g.offsets.push(p.offset);
+                g.cookies.push(p.cookie.unwrap_or(ino));
                 continue;
             }
             let prog = k
@@ -177,6 +185,7 @@ fn groups<'k>(k: &'k Kernel, insp: &Inspection, scope: Scope) -> Result<Vec<Grou
                 name: p.prog,
                 retprobe: p.retprobe,
                 offsets: vec![p.offset],
+                cookies: vec![p.cookie.unwrap_or(ino)],
                 symbol: t.symbol.clone(),
             });
         }
@@ -188,8 +197,8 @@ fn groups<'k>(k: &'k Kernel, insp: &Inspection, scope: Scope) -> Result<Vec<Grou
 /// file `file` (through `/proc/self/fd/N`: the inode that was inspected,
 /// whatever its path names now); all or nothing (links attached before a
 /// failure are dropped, detaching them). Every probe carries the file's
-/// inode as its cookie: an entry program names its library with it when
-/// it asks for return probes.
+/// inode as its cookie (an entry program names its library with it when
+/// it asks for return probes), unless its target sets one of its own.
 pub fn attach_file(
     k: &Kernel,
     file: &File,
@@ -204,7 +213,7 @@ pub fn attach_file(
     // One uprobe_multi link per program: multi links are attached and
     // detached without the perf-event path and its global mutex, and their
     // grace periods overlap.
-    for g in groups(k, insp, scope)? {
+    for g in groups(k, insp, scope, ino)? {
         let what = || {
             format!(
                 "{} {} at {:#x?} of {}{}",
@@ -220,13 +229,13 @@ pub fn attach_file(
             )
         };
         if uprobe_multi() {
-            links.push(attach_multi(&g, path, pid, ino).with_context(what)?);
+            links.push(attach_multi(&g, path, pid).with_context(what)?);
             continue;
         }
-        for &off in &g.offsets {
+        for (&off, &cookie) in g.offsets.iter().zip(&g.cookies) {
             let opts = libbpf_rs::UprobeOpts {
                 retprobe: g.retprobe,
-                cookie: ino,
+                cookie,
                 ..Default::default()
             };
             links.push(
@@ -239,12 +248,12 @@ pub fn attach_file(
     Ok(links)
 }
 
-fn attach_multi(g: &Group<'_>, path: &Path, pid: i32, cookie: u64) -> libbpf_rs::Result<Link> {
+fn attach_multi(g: &Group<'_>, path: &Path, pid: i32) -> libbpf_rs::Result<Link> {
     let opts = libbpf_rs::UprobeMultiOpts {
         syms: Vec::new(),
         offsets: g.offsets.clone(),
         ref_ctr_offsets: Vec::new(),
-        cookies: vec![cookie; g.offsets.len()],
+        cookies: g.cookies.clone(),
         retprobe: g.retprobe,
         session: false,
         _non_exhaustive: (),

@@ -496,6 +496,7 @@ pub fn place(data: &[u8]) {
         offset,
         size,
         place: None,
+        cookie: None,
     }];
     inspect::place_targets(map, &syms, &mut targets);
     let t = &targets[0];

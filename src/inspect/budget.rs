@@ -144,6 +144,7 @@ mod tests {
                 offset: i,
                 size: 0,
                 place: None,
+                cookie: None,
             });
         }
         let e = crate::inspect::check_targets(&many, std::path::Path::new("go-prog")).unwrap_err();

@@ -55,6 +55,7 @@ pub fn targets<'d, R: ReadRef<'d>>(data: R, syms: &ElfSymbols) -> Result<Vec<Tar
     let sites = call_sites(code, f.vaddr, &stubs);
     let at = |ip: u64| f.file_offset + (ip - f.vaddr);
     let mut out = Vec::new();
+    let mut cookie = None;
     for (callee, ip, next) in &sites {
         let (point, offset, what) = match callee {
             Callee::Init => (
@@ -72,19 +73,25 @@ pub fn targets<'d, R: ReadRef<'d>>(data: R, syms: &ElfSymbols) -> Result<Vec<Tar
                 at(*ip),
                 "EVP_CipherFinal_ex call",
             ),
-            // Its result, at the instruction the call returns to.
-            Callee::OpenFinal => (
-                ProbePoint::ErlangOpenDone,
-                at(*next),
-                "EVP_DecryptFinal_ex return",
-            ),
+            // Its result, after the call returns.
+            Callee::OpenFinal => {
+                let (ip, verified) = result_point(code, f.vaddr, *next);
+                cookie = Some(verified);
+                (
+                    ProbePoint::ErlangOpenDone,
+                    at(ip),
+                    "EVP_DecryptFinal_ex return",
+                )
+            }
         };
-        out.push(Target::new(
+        let mut t = Target::new(
             point,
             format!("{NIF} +{:#x} ({what})", ip - f.vaddr),
             offset,
             0,
-        ));
+        );
+        t.cookie = cookie.take();
+        out.push(t);
     }
     let count = |c: Callee| sites.iter().filter(|s| s.0 == c).count();
     // The sequence of docs/erlang.md: the cipher, then the key and nonce
@@ -145,6 +152,56 @@ fn callee_stubs<'d, R: ReadRef<'d>>(data: R) -> Result<Vec<(u64, Callee)>, Strin
 
 /// The direct calls of the stubs in `code` (at `vaddr`): (callee, the
 /// call's address, the next instruction's).
+/// Where `EVP_DecryptFinal_ex`'s result is read, with the value `eax`
+/// holds there when the call returned 1 (the tag verified), as the probe's
+/// cookie. At the instruction the call returns to, unless the kernel would
+/// single-step that one (~10 us a record here): then at the first one it
+/// emulates, as long as those before it only compare the result or add a
+/// constant to it (`sub eax, 1; je`). `next` is inside `code`.
+fn result_point(code: &[u8], vaddr: u64, next: u64) -> (u64, u64) {
+    use iced_x86::{Mnemonic, OpKind, Register};
+    let at_call = (next, 1);
+    let Some(rest) = usize::try_from(next - vaddr)
+        .ok()
+        .and_then(|o| code.get(o..))
+    else {
+        return at_call;
+    };
+    let mut want: i32 = 1;
+    let mut d = Decoder::with_ip(64, rest, next, DecoderOptions::NONE);
+    for ins in d.iter().take(8) {
+        let o = (ins.ip() - next) as usize;
+        let bytes = rest.get(o..o + ins.len()).unwrap_or_default();
+        if super::place::emulated(&ins, bytes).is_some() {
+            return (ins.ip(), u64::from(want as u32));
+        }
+        let on_eax = ins.op_count() == 2
+            && ins.op0_kind() == OpKind::Register
+            && matches!(ins.op0_register(), Register::EAX | Register::RAX);
+        let imm = || match ins.op1_kind() {
+            OpKind::Immediate8to32
+            | OpKind::Immediate32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64 => i32::try_from(ins.immediate(1) as i64).ok(),
+            _ => None,
+        };
+        match ins.mnemonic() {
+            // Flags only.
+            Mnemonic::Test | Mnemonic::Cmp => {}
+            Mnemonic::Sub if on_eax => match imm() {
+                Some(v) => want = want.wrapping_sub(v),
+                None => return at_call,
+            },
+            Mnemonic::Add if on_eax => match imm() {
+                Some(v) => want = want.wrapping_add(v),
+                None => return at_call,
+            },
+            _ => return at_call,
+        }
+    }
+    at_call
+}
+
 fn call_sites(code: &[u8], vaddr: u64, stubs: &[(u64, Callee)]) -> Vec<(Callee, u64, u64)> {
     let mut out = Vec::new();
     let mut d = Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE);
@@ -196,6 +253,36 @@ mod tests {
         );
     }
 
+    /// The result is read at the first emulated instruction after the
+    /// call, with what eax then holds for 1, as long as only compares and
+    /// constant additions come before it; else right after the call.
+    #[test]
+    fn the_result_is_read_without_a_single_step_when_its_value_is_known() {
+        let base = 0x2000;
+        // sub eax, 1; je +0
+        let sub_je = [0x83, 0xe8, 0x01, 0x0f, 0x84, 0, 0, 0, 0];
+        assert_eq!(result_point(&sub_je, base, base), (base + 3, 0));
+        // test eax, eax; jne +0
+        let test_jne = [0x85, 0xc0, 0x75, 0x00];
+        assert_eq!(result_point(&test_jne, base, base), (base + 2, 1));
+        // cmp eax, 1; add eax, 4; jmp +0
+        let cmp_add_jmp = [0x83, 0xf8, 0x01, 0x83, 0xc0, 0x04, 0xeb, 0x00];
+        assert_eq!(result_point(&cmp_add_jmp, base, base), (base + 6, 5));
+        // jcc right away: read there, unchanged.
+        assert_eq!(result_point(&[0x74, 0x00], base, base), (base, 1));
+        // mov ebx, eax; je: eax may be anything then (not followed).
+        let mov_je = [0x89, 0xc3, 0x74, 0x00];
+        assert_eq!(result_point(&mov_je, base, base), (base, 1));
+        // sub eax, ebx: not a constant.
+        let sub_reg = [0x29, 0xd8, 0x74, 0x00];
+        assert_eq!(result_point(&sub_reg, base, base), (base, 1));
+        // sub ecx, 1 touches another register: not followed either.
+        let sub_ecx = [0x83, 0xe9, 0x01, 0x74, 0x00];
+        assert_eq!(result_point(&sub_ecx, base, base), (base, 1));
+        // Code that ends first: right after the call.
+        assert_eq!(result_point(&[0x83, 0xe8], base, base), (base, 1));
+    }
+
     /// Debian 12's crypto-5.1.2, where docs/erlang.md measured: the calls
     /// at the offsets it lists (checked when the file is installed).
     #[test]
@@ -217,6 +304,13 @@ mod tests {
         assert_eq!(at(ProbePoint::ErlangCipherInit), [0x2ec, 0x595, 0x62e]);
         assert_eq!(at(ProbePoint::ErlangCipherUpdate), [0x5cf, 0x6a7, 0x6e0]);
         assert_eq!(at(ProbePoint::ErlangSealFinal), [0x7f8]);
-        assert_eq!(at(ProbePoint::ErlangOpenDone), [0x7e1]);
+        // `sub eax, 1` at +0x7e1 is single-stepped; the `je` after it is
+        // emulated, and eax is 0 there when the tag verified.
+        assert_eq!(at(ProbePoint::ErlangOpenDone), [0x7e4]);
+        let done = insp
+            .targets
+            .iter()
+            .find(|t| t.point == ProbePoint::ErlangOpenDone);
+        assert_eq!(done.and_then(|t| t.cookie), Some(0));
     }
 }

@@ -148,6 +148,10 @@ pub struct Target {
     /// Where the probes go inside the function (`place`); None: entry and
     /// uretprobe.
     pub place: Option<Placement>,
+    /// What the entry program reads as its cookie, instead of the file's
+    /// inode (ErlangOpenDone: what `rax` holds there when the tag verified).
+    #[serde(default)]
+    pub cookie: Option<u64>,
 }
 
 impl Target {
@@ -158,6 +162,7 @@ impl Target {
             offset,
             size,
             place: None,
+            cookie: None,
         }
     }
 
