@@ -216,10 +216,13 @@ impl Store {
 
     /// This agent binary's TLS results that name paths, at most `max`: what
     /// a warm start may attach (each path still to be opened and checked).
+    /// At most `4 * max` entries are read (TLS results of files in other
+    /// mount namespaces name no path, and are skipped).
     pub fn warm_entries(&self, max: usize) -> Vec<WarmEntry> {
         let mut out = Vec::new();
+        let mut read = 0;
         for name in entry_names(&self.dir) {
-            if out.len() >= max {
+            if out.len() >= max || read >= max.saturating_mul(4) {
                 break;
             }
             let Ok(name) = name.into_string() else {
@@ -228,6 +231,7 @@ impl Store {
             if !name.ends_with(TLS_SUFFIX) {
                 continue;
             }
+            read += 1;
             let Some(e) = self.read(&name) else { continue };
             let kind = match e.kind.as_str() {
                 "GNU" => "GNU",
@@ -452,9 +456,24 @@ mod tests {
             vec![key(5)]
         );
         assert_eq!(s.warm_entries(0).len(), 0);
+
         // An agent whose settings place probes otherwise uses none of them.
         let other = Store::open(&d.path().join("c"), ":entry").unwrap();
         assert!(other.get(&key(5)).is_none());
         assert!(other.warm_entries(10).is_empty());
+    }
+
+    /// A warm start reads at most four entries per file it may take: ten
+    /// unreadable TLS entries cost it four reads (each counted corrupt).
+    #[test]
+    fn a_warm_start_reads_a_bounded_number_of_entries() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("c"), "").unwrap();
+        for k in 0..10 {
+            let name = &entry_names_of(&key(k))[1];
+            std::fs::write(d.path().join("c").join(name), b"{").unwrap();
+        }
+        assert!(s.warm_entries(1).is_empty());
+        assert_eq!(s.corrupt.load(Ordering::Relaxed), 4);
     }
 }
