@@ -579,12 +579,13 @@ impl Agent<'_> {
 
     /// Takes the files a warm start attached: done, with their probes, until
     /// a process maps one ([`Agent::first_use`]).
-    fn adopt(&mut self, warmed: Vec<Warmed>) {
-        for mut w in warmed {
-            if w.erlang {
+    fn adopt(&mut self, warmed: Vec<(Warmed, Probes)>) {
+        for (w, probes) in warmed {
+            if w.insp.library == Some(TlsLibrary::Erlang) {
                 self.erlang_files.insert(w.id);
             }
-            self.files.finish(w.id, w.probes.take(), w.static_tls);
+            self.files
+                .finish(w.id, Some(probes), is_static_tls(&w.insp));
             self.warm.insert(w.id, w);
         }
     }
@@ -593,13 +594,8 @@ impl Agent<'_> {
     /// sight would have logged, reported and turned on, without attaching.
     fn first_use(&mut self, job: &Job, w: Warmed) {
         let known = format!("{}, attached at start", w.known);
-        self.log_instrumented(job, &w.path, &w.insp, Some(&known));
-        if names_only_by_hello(&w.insp) {
-            self.kernel.enable_client_hello();
-        }
-        let stack = w.insp.library.map_or("unknown", |l| l.stack());
-        self.coverage(job, &w.path, stack, true, entry_points(&w.insp));
-        self.settle(job.file, w.static_tls, &[job]);
+        self.announce(job, &w.path, &w.insp, Some(&known));
+        self.settle(job.file, is_static_tls(&w.insp), &[job]);
     }
 
     /// Inspections past their time budget (a crafted file, a file on a
@@ -697,14 +693,21 @@ impl Agent<'_> {
                 insp,
                 known,
             } => {
-                let done = self.instrument(&r.job, file, shown, insp, known.as_deref());
-                let (captured, reason) = match &done.0 {
-                    Some(_) => (true, entry_points(insp)),
-                    None => (false, "its probes could not be attached".to_string()),
-                };
-                let stack = insp.library.map_or("unknown", |l| l.stack());
-                self.coverage(&r.job, shown, stack, captured, reason);
-                done
+                let rpp = self.returns_per_process;
+                match attach_inspection(self.kernel, rpp, r.job.file, r.job.pid, file, shown, insp)
+                {
+                    Ok(probes) => {
+                        self.announce(&r.job, shown, insp, known.as_deref());
+                        (Some(probes), is_static_tls(insp))
+                    }
+                    Err(e) => {
+                        log::warn!("cannot instrument {shown}: {e:#}");
+                        let stack = insp.library.map_or("unknown", |l| l.stack());
+                        let why = "its probes could not be attached".to_string();
+                        self.coverage(&r.job, shown, stack, false, why);
+                        (None, false)
+                    }
+                }
             }
             Outcome::Dark { shown, dark } => {
                 // Once a file: later processes mapping it are not reported.
@@ -880,36 +883,16 @@ impl Agent<'_> {
         }
     }
 
-    /// Attaches an inspection's probes, logs them; returns them and whether
-    /// the file is on the static-TLS path.
-    fn instrument(
-        &self,
-        job: &Job,
-        file: &std::fs::File,
-        shown: &str,
-        insp: &Inspection,
-        known: Option<&str>,
-    ) -> (Option<Probes>, bool) {
-        match attach_inspection(
-            self.kernel,
-            self.returns_per_process,
-            job,
-            file,
-            shown,
-            insp,
-        ) {
-            Ok(probes) => {
-                self.log_instrumented(job, shown, insp, known);
-                if names_only_by_hello(insp) {
-                    self.kernel.enable_client_hello();
-                }
-                (Some(probes), is_static_tls(insp))
-            }
-            Err(e) => {
-                log::warn!("cannot instrument {shown}: {e:#}");
-                (None, false)
-            }
+    /// A file's probes are in, for `job`'s process (the first to map it):
+    /// logged, the ClientHello hooks turned on where its stack needs them,
+    /// and reported by a coverage record.
+    fn announce(&mut self, job: &Job, shown: &str, insp: &Inspection, known: Option<&str>) {
+        self.log_instrumented(job, shown, insp, known);
+        if names_only_by_hello(insp) {
+            self.kernel.enable_client_hello();
         }
+        let stack = insp.library.map_or("unknown", |l| l.stack());
+        self.coverage(job, shown, stack, true, entry_points(insp));
     }
 
     fn log_instrumented(&self, job: &Job, shown: &str, insp: &Inspection, known: Option<&str>) {
@@ -1246,10 +1229,6 @@ struct Warmed {
     insp: Inspection,
     /// Its content identity, for the log.
     known: String,
-    static_tls: bool,
-    erlang: bool,
-    /// Handed to [`Files`] when the agent takes the file.
-    probes: Option<Probes>,
 }
 
 /// Longest wait for the warm start's opening of cached paths.
@@ -1259,7 +1238,7 @@ const WARM_DEADLINE: Duration = Duration::from_secs(2);
 /// are still at a path the agent saw them at, with the same content
 /// (`inspect::warm`). Before discovery is attached: no process is held
 /// meanwhile, and one that maps such a file later finds it done.
-fn warm_start(kernel: &Kernel, s: &Settings) -> Vec<Warmed> {
+fn warm_start(kernel: &Kernel, s: &Settings) -> Vec<(Warmed, Probes)> {
     use crate::inspect::{cache, warm};
     let Some(store) = cache::store().filter(|_| s.inspect.warm_start) else {
         return Vec::new();
@@ -1268,38 +1247,26 @@ fn warm_start(kernel: &Kernel, s: &Settings) -> Vec<Warmed> {
     let found = warm::open_known(store, WARM_DEADLINE);
     let me = std::process::id();
     let rpp = s.kernel.returns_per_process();
-    let mut out: Vec<Warmed> = Vec::new();
+    let mut out: Vec<(Warmed, Probes)> = Vec::new();
     for f in found.files {
-        if out.iter().any(|w| w.id == f.id) {
+        if out.iter().any(|(w, _)| w.id == f.id) {
             continue; // one file at two cached paths
         }
-        let erlang = f.insp.library == Some(TlsLibrary::Erlang);
-        if erlang && !kernel.erlang_walks() {
+        if f.insp.library == Some(TlsLibrary::Erlang) && !kernel.erlang_walks() {
             continue; // its first sight says why it is not attached
         }
         // The agent as the mapper: the path resolves in its own root.
-        let job = Job {
-            pid: me,
-            file: f.id,
-            source: abi::EXEC_SOURCE_MMAP,
-            comm: String::new(),
-            paused: false,
-            startup: false,
-            ticket: 0,
-        };
-        match attach_inspection(kernel, rpp, &job, &f.file, &f.path, &f.insp) {
+        match attach_inspection(kernel, rpp, f.id, me, &f.file, &f.path, &f.insp) {
             Ok(probes) => {
                 cache::shared()
                     .remember(f.key.clone(), cache::Known::Tls(Arc::new(f.insp.clone())));
-                out.push(Warmed {
+                let w = Warmed {
                     id: f.id,
-                    static_tls: is_static_tls(&f.insp),
                     known: f.key.short(),
                     path: f.path,
                     insp: f.insp,
-                    erlang,
-                    probes: Some(probes),
-                });
+                };
+                out.push((w, probes));
             }
             Err(e) => log::warn!("warm start: cannot instrument {}: {e:#}", f.path),
         }
@@ -1320,7 +1287,7 @@ fn warm_start(kernel: &Kernel, s: &Settings) -> Vec<Warmed> {
             }
         );
     }
-    for w in &out {
+    for (w, _) in &out {
         log::debug!(
             "warm start: {} [{}] ({})",
             w.path,
@@ -1340,13 +1307,15 @@ fn is_static_tls(insp: &Inspection) -> bool {
     )
 }
 
-/// Attaches the probes of `insp` to `file` (`job`'s file): all of them, or,
-/// with `returns_per_process`, the entries alone (what attaching its return
-/// probes to one process later needs is kept with them).
+/// Attaches the probes of `insp` to `file` (file `id`, mapped by process
+/// `mapper`): all of them, or, with `returns_per_process`, the entries
+/// alone (what attaching its return probes to one process later needs is
+/// kept with them).
 fn attach_inspection(
     kernel: &Kernel,
     returns_per_process: bool,
-    job: &Job,
+    id: FileId,
+    mapper: u32,
     file: &std::fs::File,
     shown: &str,
     insp: &Inspection,
@@ -1358,7 +1327,7 @@ fn attach_inspection(
     } else {
         attach::Scope::All
     };
-    let links = attach::attach_file(kernel, file, job.file.ino, insp, scope)?;
+    let links = attach::attach_file(kernel, file, id.ino, insp, scope)?;
     if t0.elapsed() > Duration::from_millis(2) {
         log::debug!("attaching {shown} took {} us", t0.elapsed().as_micros());
     }
@@ -1377,7 +1346,7 @@ fn attach_inspection(
     Ok(Probes {
         links,
         path: shown.to_string(),
-        mapper: job.pid,
+        mapper,
         returns,
     })
 }
