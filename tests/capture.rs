@@ -162,12 +162,7 @@ fn a_copy_of_a_known_executable_is_instrumented_from_the_cache() {
         assert_eq!((w, r), (req.clone(), resp.clone()));
     }
     let log = agent.stderr();
-    let line = |name: &str| {
-        log.lines()
-            .find(|l| l.contains("instrumented") && l.contains(&format!("/{name} ")))
-            .unwrap_or_else(|| panic!("{name} not instrumented: {log}"))
-            .to_string()
-    };
+    let line = |name: &str| instrumented_line(&log, &format!("/{name} "));
     assert!(!line("cache_first").contains("known content"));
     assert!(
         line("cache_copy").contains("known content: GNU build ID"),
@@ -449,19 +444,10 @@ fn a_restarted_agent_attaches_known_files_at_start() {
         // One agent's run of the client: its pid and the agent's log.
         let run = || {
             let mut agent = Agent::start(&["--comm", "warm_client", "--cache-dir", &cache]);
-            let child = std::process::Command::new(&exe)
-                .args(["127.0.0.1", &srv.port.to_string(), "api.acme.com"])
-                .arg(&f)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let pid = child.id();
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            let (pid, _) = run_to_end(
+                std::process::Command::new(&exe)
+                    .args(["127.0.0.1", &srv.port.to_string(), "api.acme.com"])
+                    .arg(&f),
             );
             let (w, r) = agent.wait_bytes(pid, req.len(), resp.len());
             assert_eq!((show(&w), show(&r)), (show(&req), show(&resp)));
@@ -476,11 +462,7 @@ fn a_restarted_agent_attaches_known_files_at_start() {
                 (Some(pid as u64), &serde_json::json!(true))
             );
             let log = agent.stop();
-            let line = log
-                .lines()
-                .find(|l| l.contains("instrumented") && l.contains(&format!("{shown} ")))
-                .unwrap_or_else(|| panic!("{shown} not instrumented: {log}"))
-                .to_string();
+            let line = instrumented_line(&log, &format!("{shown} "));
             // Seen at its exec, or (the fexit hook on mmap) at the
             // loader's mapping just before it.
             let by = format!(" by warm_client[{pid}]");
@@ -562,10 +544,7 @@ fn a_restarted_agent_knows_files_from_its_cache_on_disk() {
         let mut second = Agent::start(&["--comm", "cache_curl", "--cache-dir", &cache]);
         run(&second);
         let log = second.stop();
-        let libssl = log
-            .lines()
-            .find(|l| l.contains("instrumented") && l.contains("libssl.so.3"))
-            .unwrap_or_else(|| panic!("libssl not instrumented:\n{log}"));
+        let libssl = instrumented_line(&log, "libssl.so.3");
         assert!(libssl.contains("known content: GNU build ID"), "{libssl}");
         assert!(
             !log.contains("inspection cache on disk: 0 results found"),

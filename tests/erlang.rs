@@ -74,14 +74,7 @@ fn httpc_under_sni(version: &str, path: &str) {
     };
     let mut yes = client("api.acme.com");
     let mut no = client("other.example");
-    let mut agent = Agent::start(&[
-        "--sni",
-        "*.acme.com",
-        "--pid",
-        &yes.pid.to_string(),
-        "--pid",
-        &no.pid.to_string(),
-    ]);
+    let mut agent = sni_pair_agent(&yes, &no);
     yes.go(b"");
     no.go(b"");
     let t = Duration::from_secs(60);
@@ -143,12 +136,7 @@ fn ssl_server_under_sni(version: &str, curl_tls: &[&str]) {
     let (cert, key) = cert_args();
     let mut server = Held::new(&escript("ssl_server.escript"), &[&cert, &key, version]);
     let mut agent = Agent::start(&["--sni", "api.acme.com", "--pid", &server.pid.to_string()]);
-    server.go_keep_stdin();
-    let line = server.read_line();
-    let port: u16 = line
-        .strip_prefix("PORT ")
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("ssl_server said {line:?}"));
+    let port = server.run_for_port();
     let t = Duration::from_secs(60);
     let mut yes = curl_held("api.acme.com", port, curl_tls);
     yes.go(b"");
@@ -230,12 +218,7 @@ fn ssl_server_tls13_large_first_response_exact() {
         let (cert, key) = cert_args();
         let mut server = Held::new(&escript("ssl_server.escript"), &[&cert, &key, "tlsv1.3"]);
         let mut agent = Agent::start(&["--pid", &server.pid.to_string()]);
-        server.go_keep_stdin();
-        let line = server.read_line();
-        let port: u16 = line
-            .strip_prefix("PORT ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("ssl_server said {line:?}"));
+        let port = server.run_for_port();
         let n = 200_000;
         let body: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
         let url = format!("https://api.acme.com:{port}/big/{n}");

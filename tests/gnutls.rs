@@ -29,14 +29,7 @@ fn gnutls_cli_with_and_without_a_matching_name() {
         };
         let mut yes = cli("api.acme.com");
         let mut no = cli("other.example");
-        let agent = Agent::start(&[
-            "--sni",
-            "*.acme.com",
-            "--pid",
-            &yes.pid.to_string(),
-            "--pid",
-            &no.pid.to_string(),
-        ]);
+        let agent = sni_pair_agent(&yes, &no);
         yes.go(&req);
         no.go(&req);
         let _ = yes.finish(T);

@@ -26,14 +26,7 @@ fn go_get(bin: &str) {
         &fixture(bin),
         &["-addr", &addr, "-sni", "other.example", "-path", "/hello"],
     );
-    let agent = Agent::start(&[
-        "--sni",
-        "*.acme.com",
-        "--pid",
-        &yes.pid.to_string(),
-        "--pid",
-        &no.pid.to_string(),
-    ]);
+    let agent = sni_pair_agent(&yes, &no);
     yes.go(b"");
     no.go(b"");
     let (ok, out, err) = yes.finish(T);
@@ -201,7 +194,7 @@ fn go_client_concurrent_requests_by_connection() {
     });
 }
 
-/// go_server, held until [`start_go_server`] (so that an agent started
+/// go_server, held until [`Held::run_for_port`] (so that an agent started
 /// meanwhile sees it from its first instruction).
 fn held_go_server() -> Held {
     let d = fixtures();
@@ -216,24 +209,13 @@ fn held_go_server() -> Held {
     )
 }
 
-/// Lets a [`held_go_server`] run; its port.
-fn start_go_server(server: &mut Held) -> u16 {
-    server.go_keep_stdin();
-    server
-        .read_line()
-        .strip_prefix("PORT ")
-        .expect("PORT line")
-        .parse()
-        .unwrap()
-}
-
 /// A Go TLS server, captured on its side.
 #[test]
 fn go_server_side() {
     rerun_if_host_stalled(|| {
         let mut server = held_go_server();
         let agent = Agent::start(&["--pid", &server.pid.to_string()]);
-        let port = start_go_server(&mut server);
+        let port = server.run_for_port();
         let dir = tempfile::tempdir().unwrap();
         let req = b"GET /srv HTTP/1.1\r\nHost: api.acme.com\r\nConnection: close\r\n\r\n".to_vec();
         let f = request_file(dir.path(), &req);
@@ -258,7 +240,7 @@ fn exchanges_say_which_side_the_process_is_on() {
     rerun_if_host_stalled(|| {
         let mut server = held_go_server();
         let agent = Agent::start_decoded("json", &["--comm", "go_server", "--comm", "side_client"]);
-        let port = start_go_server(&mut server);
+        let port = server.run_for_port();
         let dir = tempfile::tempdir().unwrap();
         let exe = dir.path().join("side_client");
         std::fs::copy(fixture("tls_client_openssl"), &exe).unwrap();

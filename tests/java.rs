@@ -266,13 +266,7 @@ fn jsse_https_server_side() {
         &["HttpsServerMain", "--cert", &c, "--key", &k],
     );
     let pid = held.pid;
-    held.go_keep_stdin();
-    let port: u16 = held
-        .read_line()
-        .strip_prefix("PORT ")
-        .expect("PORT line")
-        .parse()
-        .unwrap();
+    let port = held.run_for_port();
     wait_attached(&agent, pid);
     let out = Command::new(&curl)
         .args([

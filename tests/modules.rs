@@ -77,20 +77,11 @@ fn grpc_server(name: &str) -> GrpcServer {
 
 fn grpc_call(name: &str, port: u16, server_name: &str, say: &str) -> (u32, String) {
     let (cert, _) = cert_args();
-    let child = python(name)
-        .arg(script("grpc_pair.py"))
-        .args(["client", "--port", &port.to_string(), "--ca", &cert])
-        .args(["--name", server_name, "--say", say])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (pid, out) = run_to_end(
+        python(name)
+            .arg(script("grpc_pair.py"))
+            .args(["client", "--port", &port.to_string(), "--ca", &cert])
+            .args(["--name", server_name, "--say", say]),
     );
     (pid, String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -138,12 +129,7 @@ fn grpcio_client_and_server_decoded() {
                 assert_eq!(e["sni"], "api.acme.com");
             }
         }
-        let line = agent
-            .stderr()
-            .lines()
-            .find(|l| l.contains("] instrumented") && l.contains("cygrpc"))
-            .unwrap_or_else(|| panic!("cygrpc not instrumented:\n{}", agent.stderr()))
-            .to_string();
+        let line = instrumented_line(&agent.stderr(), "cygrpc");
         assert!(line.contains("(boringssl, statically linked)"), "{line}");
     });
 }
@@ -223,12 +209,7 @@ fn hf_transfer_trimmed_openssl() {
             (show(&seen.request), show(&seen.response))
         );
         assert_eq!(first["sni"], "localhost");
-        let line = agent
-            .stderr()
-            .lines()
-            .find(|l| l.contains("] instrumented") && l.contains("hf_transfer"))
-            .unwrap_or_else(|| panic!("hf_transfer not instrumented:\n{}", agent.stderr()))
-            .to_string();
+        let line = instrumented_line(&agent.stderr(), "hf_transfer");
         assert!(
             line.contains("SSL_read SSL_write_ex SSL_write_ex2 SSL_read_ex SSL_free SSL_ctrl"),
             "{line}"
@@ -359,12 +340,7 @@ fn openssl_3_5_write_ex2_and_its_wrapper() {
             let (w, r) = agent.wait_bytes(client.pid, req.len(), resp.len());
             assert_eq!(show(&w), show(req), "{form}");
             assert_eq!(r, resp, "{form}: response: {}", show(&r));
-            let line = agent
-                .stderr()
-                .lines()
-                .find(|l| l.contains("] instrumented") && l.contains("libssl-"))
-                .unwrap_or_else(|| panic!("libssl not instrumented:\n{}", agent.stderr()))
-                .to_string();
+            let line = instrumented_line(&agent.stderr(), "libssl-");
             assert!(
                 line.contains("SSL_write SSL_read SSL_write_ex SSL_write_ex2 SSL_read_ex SSL_free"),
                 "{line}"

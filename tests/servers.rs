@@ -30,16 +30,6 @@ fn client(port: u16, sni: &str, req: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-/// Lets a held fixture that prints "PORT n" first run; its port.
-fn go_port(h: &mut Held) -> u16 {
-    h.go_keep_stdin();
-    h.read_line()
-        .strip_prefix("PORT ")
-        .expect("PORT line")
-        .parse()
-        .unwrap()
-}
-
 /// Runs `server` (held, prints its port), one raw and one decoded agent on
 /// it with `--sni api.acme.com`, and a client for api.acme.com and one for
 /// other.example. Checks: the server's reads are exactly the first
@@ -53,7 +43,7 @@ fn sni_server(name: &str, program: &Path, args: &[&str], response: fn(&str) -> V
         let pid = held.pid.to_string();
         let raw = Agent::start(&["--sni", "api.acme.com", "--pid", &pid]);
         let decoded = Agent::start_decoded("json", &["--sni", "api.acme.com", "--pid", &pid]);
-        let port = go_port(&mut held);
+        let port = held.run_for_port();
         let yes = request("/yes", "api.acme.com");
         let want = response("/yes");
         assert_eq!(client(port, "api.acme.com", &yes), want, "{name}");
@@ -336,20 +326,9 @@ fn nss_tstclnt_exact_bytes_and_server_name_filter() {
         let dir = tempfile::tempdir().unwrap();
         let run = |sni: &str, req: &[u8]| {
             let f = request_file(dir.path(), req);
-            let child = Command::new(tstclnt)
-                .args(args(sni))
-                .stdin(std::fs::File::open(&f).unwrap())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let pid = child.id();
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let mut cmd = Command::new(tstclnt);
+            cmd.args(args(sni)).stdin(std::fs::File::open(&f).unwrap());
+            let (pid, out) = run_to_end(&mut cmd);
             (pid, out.stdout)
         };
         let req = request("/nss", "api.acme.com");
@@ -381,7 +360,7 @@ fn a_server_connection_without_server_name_follows_capture_no_sni() {
         let pid = held.pid.to_string();
         let with = Agent::start(&["--sni", "api.acme.com", "--capture-no-sni", "--pid", &pid]);
         let without = Agent::start(&["--sni", "api.acme.com", "--pid", &pid]);
-        let port = go_port(&mut held);
+        let port = held.run_for_port();
         let bare = request("/bare", "127.0.0.1");
         let want = python_response("/bare");
         assert_eq!(client(port, "-", &bare), want);

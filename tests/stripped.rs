@@ -37,12 +37,7 @@ fn wait_record(agent: &Agent, what: &str, pick: impl Fn(&Value) -> bool) -> Valu
 }
 
 fn located_line(agent: &Agent, exe: &str) -> String {
-    agent
-        .stderr()
-        .lines()
-        .find(|l| l.contains("instrumented") && l.contains(exe))
-        .unwrap_or_else(|| panic!("{exe} not instrumented:\n{}", agent.stderr()))
-        .to_string()
+    instrumented_line(&agent.stderr(), exe)
 }
 
 /// A JavaScript runtime (Bun, Deno) fetching `url`: the server's record of

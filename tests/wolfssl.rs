@@ -47,9 +47,7 @@ fn a_servers_own_name_is_not_its_clients() {
         let (cert, key) = cert_args();
         let mut server = Held::new(&fixture("wolfssl_server"), &[&cert, &key, "api.acme.com"]);
         let agent = Agent::start(&["--sni", "other.example", "--pid", &server.pid.to_string()]);
-        server.go_keep_stdin();
-        let line = server.read_line();
-        let port: u16 = line.strip_prefix("PORT ").expect("PORT n").parse().unwrap();
+        let port = server.run_for_port();
         let mut other = curl_held("other.example", port, &[]);
         other.go(b"");
         let (ok, got, err) = other.finish(Duration::from_secs(30));

@@ -105,6 +105,40 @@ impl GoServer {
     }
 }
 
+/// Runs `cmd` to its end, its stdout and stderr piped: its pid and output.
+/// A failure fails the test, with its stderr.
+pub fn run_to_end(cmd: &mut Command) -> (u32, std::process::Output) {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (pid, out)
+}
+
+/// The agent's log line saying it instrumented a file whose line holds
+/// `file`; fails the test when there is none.
+pub fn instrumented_line(log: &str, file: &str) -> String {
+    log.lines()
+        .find(|l| l.contains("] instrumented") && l.contains(file))
+        .unwrap_or_else(|| panic!("{file} not instrumented:\n{log}"))
+        .to_string()
+}
+
+/// An agent under `--sni *.acme.com` that watches only two held clients:
+/// `yes`, which names api.acme.com, and `no`, which names another server.
+pub fn sni_pair_agent(yes: &Held, no: &Held) -> Agent {
+    let (y, n) = (yes.pid.to_string(), no.pid.to_string());
+    Agent::start(&["--sni", "*.acme.com", "--pid", &y, "--pid", &n])
+}
+
 /// Starts a test server that prints "PORT n" first; its port and guard.
 fn start_server(cmd: &mut Command) -> (u16, Guard) {
     let mut child = cmd
@@ -515,6 +549,17 @@ impl Held {
     /// Closes the program's stdin (EOF).
     pub fn close_stdin(&mut self) {
         self.stdin.take();
+    }
+
+    /// Lets a held server that prints "PORT n" first run, its stdin kept
+    /// open; its port.
+    pub fn run_for_port(&mut self) -> u16 {
+        self.go_keep_stdin();
+        let line = self.read_line();
+        line.trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the server said {line:?}, not PORT n"))
     }
 
     /// Reads one line of the program's stdout (blocking).
@@ -948,14 +993,7 @@ pub fn client_under_sni(exe: &str) {
     };
     let mut yes = cli("api.acme.com");
     let mut no = cli("other.example");
-    let agent = Agent::start(&[
-        "--sni",
-        "*.acme.com",
-        "--pid",
-        &yes.pid.to_string(),
-        "--pid",
-        &no.pid.to_string(),
-    ]);
+    let agent = sni_pair_agent(&yes, &no);
     yes.go(b"");
     no.go(b"");
     let t = Duration::from_secs(30);
