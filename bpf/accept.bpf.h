@@ -211,7 +211,6 @@ static __always_inline int accept_send(__u64 buf, __u64 count)
 	struct hello_buf *h;
 	struct hello_rx *rx;
 	__u8 hdr[6];
-	__u32 zero = 0;
 	__u64 id, ssl, len;
 
 	if (!accept_waiting)
@@ -227,12 +226,10 @@ static __always_inline int accept_send(__u64 buf, __u64 count)
 	rx->armed = 0;
 	__sync_fetch_and_add(&accept_waiting, -1);
 	id = bpf_get_current_pid_tgid();
-	h = bpf_map_lookup_elem(&hello_scratch, &zero);
-	if (!h || is_named(ssl, id))
+	if (is_named(ssl, id))
 		return 0;
-	len = count < HELLO_MAX ? count : HELLO_MAX;
-	len = ((len - 1) & (HELLO_MAX - 1)) + 1;
-	if (bpf_probe_read_user(h->b, len, (void *)buf) != 0)
+	h = hello_read_sent(&hello_scratch, buf, count, &len);
+	if (!h)
 		return 0;
 	return name_from_hello(h, len, ssl, SNI_SENT, id);
 }

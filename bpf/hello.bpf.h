@@ -68,7 +68,7 @@ static __always_inline int on_hello(struct hello_buf *h, __u64 n, __u64 id, __u6
 static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 pid = id >> 32, zero = 0;
+	__u32 pid = id >> 32;
 	struct hello_buf *h;
 	__u8 hdr[6];
 	__u64 n;
@@ -79,12 +79,8 @@ static __always_inline int on_send(__u64 sock, __u64 buf, __u64 len)
 		return 0;
 	if (!hello_header(hdr, HS_CLIENT_HELLO))
 		return 0;
-	h = bpf_map_lookup_elem(&hello_scratch, &zero);
+	h = hello_read_sent(&hello_scratch, buf, len, &n);
 	if (!h)
-		return 0;
-	n = len < HELLO_MAX ? len : HELLO_MAX;
-	n = ((n - 1) & (HELLO_MAX - 1)) + 1;
-	if (bpf_probe_read_user(h->b, n, (void *)buf) != 0)
 		return 0;
 	return on_hello(h, n, id, sock, false);
 }

@@ -74,6 +74,29 @@ static __always_inline int hello_rx_exit(struct hello_rx *rx, long ret, struct h
 }
 
 /*
+ * The ClientHello a thread is sending: its first bytes (at most HELLO_MAX of
+ * the `len` at user address `buf`) read into `scratch`, a per-CPU
+ * hello_buf; their count in *n. NULL if they cannot be read.
+ */
+static __always_inline struct hello_buf *hello_read_sent(void *scratch, __u64 buf, __u64 len,
+							  __u64 *n)
+{
+	struct hello_buf *h;
+	__u32 zero = 0;
+	__u64 m;
+
+	h = bpf_map_lookup_elem(scratch, &zero);
+	if (!h)
+		return NULL;
+	m = len < HELLO_MAX ? len : HELLO_MAX;
+	m = ((m - 1) & (HELLO_MAX - 1)) + 1;
+	if (bpf_probe_read_user(h->b, m, (void *)buf) != 0)
+		return NULL;
+	*n = m;
+	return h;
+}
+
+/*
  * A read returned `ret` on a thread whose waiting state is `rx` (NULL: it
  * waits for nothing); `scratch` is a per-CPU hello_buf. Returns the
  * ClientHello record (`*n` bytes) with the thread's connection in *conn, or
